@@ -1,0 +1,4 @@
+#include "residual.h"
+namespace residual {
+void initData(Napi::Env env, Napi::Object exports) {}
+}

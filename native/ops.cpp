@@ -1,0 +1,208 @@
+// The op table. Each op is declared once, as one line: its JS name and the libtorch call, with its
+// arguments read by position and name (the name appears in errors). The macro expands the table
+// twice: once into functions, once into the registration list, so adding an op is adding a line.
+//
+// Why a hand-kept table rather than generating from native_functions.yaml: the JS API exposes a
+// curated, PyTorch-named subset with JS-friendly argument forms (options objects, 'same' padding,
+// scalars as numbers), and the TypeScript layer (lib/tensor/ops.ts) maps each public function onto
+// exactly one of these entries. A generator would bring ~2,000 schemas we neither test nor want to
+// promise; a line per op keeps the binding thin and reviewable.
+//
+// Argument readers (residual.h): T tensor, OT optional tensor, TOS tensor-or-number (numbers become
+// wrapped scalars, promoting as in Python), TL tensor list, S/OS scalar, D/OD double, I/OI integer,
+// B bool, IL/OIL integer list, Str string, Dtype/ODtype dtype code, Opts(i) = dtype at i, device at i+1.
+#include "residual.h"
+
+namespace residual {
+
+#define A_ a.T(0, "input")
+#define RED(reduction) a.I(reduction, "reduction")
+
+// X(name, expression returning a tensor / tensors / scalar); V(name, statement with no result)
+#define RESIDUAL_OPS(X, V)                                                                              \
+  /* creation */                                                                                        \
+  X(zeros, at::zeros(a.IL(0, "shape"), a.Opts(1)))                                                      \
+  X(ones, at::ones(a.IL(0, "shape"), a.Opts(1)))                                                        \
+  X(empty, at::empty(a.IL(0, "shape"), a.Opts(1)))                                                      \
+  X(full, at::full(a.IL(0, "shape"), a.S(1, "value"), a.Opts(2)))                                       \
+  X(scalarTensor, at::scalar_tensor(a.S(0, "value"), a.Opts(1)))                                        \
+  X(arange, at::arange(a.S(0, "start"), a.S(1, "end"), a.S(2, "step"), a.Opts(3)))                     \
+  X(linspace, at::linspace(a.S(0, "start"), a.S(1, "end"), a.I(2, "steps"), a.Opts(3)))                \
+  X(rand, at::rand(a.IL(0, "shape"), a.Opts(1)))                                                        \
+  X(randn, at::randn(a.IL(0, "shape"), a.Opts(1)))                                                      \
+  X(randint, at::randint(a.I(0, "low"), a.I(1, "high"), a.IL(2, "shape"), a.Opts(3).dtype(a.ODtype(3, "dtype").value_or(at::kLong)))) \
+  X(randperm, at::randperm(a.I(0, "n"), a.Opts(1).dtype(a.ODtype(1, "dtype").value_or(at::kLong))))    \
+  X(zerosLike, at::zeros_like(A_))                                                                      \
+  X(onesLike, at::ones_like(A_))                                                                        \
+  X(fullLike, at::full_like(A_, a.S(1, "value")))                                                       \
+  X(randLike, at::rand_like(A_))                                                                        \
+  X(randnLike, at::randn_like(A_))                                                                      \
+  X(emptyLike, at::empty_like(A_))                                                                      \
+  X(eye, at::eye(a.I(0, "n"), a.Opts(1)))                                                               \
+  /* conversion, copies */                                                                              \
+  X(to, A_.to(a.Opts(1), a.has(3) && a.B(3, "nonBlocking"), a.has(4) && a.B(4, "copy")))                \
+  X(toMemoryFormat, A_.contiguous(a.B(1, "channelsLast") ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous)) \
+  X(pinMemory, A_.pin_memory())                                                                         \
+  X(contiguous, A_.contiguous())                                                                        \
+  X(clone, A_.clone())                                                                                  \
+  X(detach, A_.detach())                                                                                \
+  V(detach_, A_.detach_())                                                                              \
+  /* views and joins */                                                                                 \
+  X(reshape, A_.reshape(a.IL(1, "shape")))                                                              \
+  X(view, A_.view(a.IL(1, "shape")))                                                                    \
+  X(permute, A_.permute(a.IL(1, "dims")))                                                               \
+  X(transpose, A_.transpose(a.I(1, "dim0"), a.I(2, "dim1")))                                            \
+  X(flatten, A_.flatten(a.I(1, "startDim"), a.I(2, "endDim")))                                          \
+  X(squeeze, a.has(1) ? A_.squeeze(a.IL(1, "dim")) : A_.squeeze())                                     \
+  X(unsqueeze, A_.unsqueeze(a.I(1, "dim")))                                                             \
+  X(narrow, A_.narrow(a.I(1, "dim"), a.I(2, "start"), a.I(3, "length")))                               \
+  X(select, A_.select(a.I(1, "dim"), a.I(2, "index")))                                                  \
+  X(slice, A_.slice(a.I(1, "dim"), a.OI(2, "start"), a.OI(3, "end"), a.I(4, "step")))                  \
+  X(indexSelect, A_.index_select(a.I(1, "dim"), a.T(2, "index")))                                       \
+  X(indexTensors, at::index(A_, c10::List<std::optional<at::Tensor>>(a.OTL(1, "indices"))))             \
+  X(gather, A_.gather(a.I(1, "dim"), a.T(2, "index")))                                                  \
+  X(maskedFill, A_.masked_fill(a.T(1, "mask"), a.S(2, "value")))                                        \
+  X(expand, A_.expand(a.IL(1, "shape")))                                                                \
+  X(repeat, A_.repeat(a.IL(1, "repeats")))                                                              \
+  X(flip, A_.flip(a.IL(1, "dims")))                                                                     \
+  X(cat, at::cat(a.TL(0, "tensors"), a.I(1, "dim")))                                                    \
+  X(stack, at::stack(a.TL(0, "tensors"), a.I(1, "dim")))                                                \
+  X(chunk, A_.chunk(a.I(1, "chunks"), a.I(2, "dim")))                                                   \
+  X(split, A_.split(a.I(1, "splitSize"), a.I(2, "dim")))                                                \
+  X(splitWithSizes, A_.split_with_sizes(a.IL(1, "splitSizes"), a.I(2, "dim")))                          \
+  X(pad, at::pad(A_, a.IL(1, "pad"), a.Str(2, "mode"), a.OD(3, "value")))                               \
+  /* elementwise */                                                                                     \
+  X(add, at::add(A_, a.TOS(1, "other"), a.S(2, "alpha")))                                               \
+  X(sub, at::sub(A_, a.TOS(1, "other"), a.S(2, "alpha")))                                               \
+  X(mul, at::mul(A_, a.TOS(1, "other")))                                                                \
+  X(div, at::div(A_, a.TOS(1, "other"), a.OStr(2, "roundingMode")))                                     \
+  X(pow, at::pow(A_, a.TOS(1, "exponent")))                                                             \
+  X(rpow, at::pow(a.S(0, "base"), a.T(1, "exponent")))                                                  \
+  X(maximum, at::maximum(A_, a.T(1, "other")))                                                          \
+  X(minimum, at::minimum(A_, a.T(1, "other")))                                                          \
+  X(neg, at::neg(A_))                                                                                   \
+  X(sqrt, at::sqrt(A_))                                                                                 \
+  X(rsqrt, at::rsqrt(A_))                                                                               \
+  X(exp, at::exp(A_))                                                                                   \
+  X(log, at::log(A_))                                                                                   \
+  X(abs, at::abs(A_))                                                                                   \
+  X(sign, at::sign(A_))                                                                                 \
+  X(floor, at::floor(A_))                                                                               \
+  X(ceil, at::ceil(A_))                                                                                 \
+  X(round, at::round(A_))                                                                               \
+  X(sigmoid, at::sigmoid(A_))                                                                           \
+  X(tanh, at::tanh(A_))                                                                                 \
+  X(sin, at::sin(A_))                                                                                   \
+  X(cos, at::cos(A_))                                                                                   \
+  X(reciprocal, at::reciprocal(A_))                                                                     \
+  X(clamp, at::clamp(A_, a.OS(1, "min"), a.OS(2, "max")))                                               \
+  X(lerp, at::lerp(A_, a.T(1, "end"), a.S(2, "weight")))                                                \
+  /* in place */                                                                                        \
+  V(add_, A_.add_(a.TOS(1, "other"), a.S(2, "alpha")))                                                  \
+  V(sub_, A_.sub_(a.TOS(1, "other"), a.S(2, "alpha")))                                                  \
+  V(mul_, A_.mul_(a.TOS(1, "other")))                                                                   \
+  V(div_, A_.div_(a.TOS(1, "other")))                                                                   \
+  V(pow_, A_.pow_(a.TOS(1, "exponent")))                                                                \
+  V(neg_, A_.neg_())                                                                                    \
+  V(sqrt_, A_.sqrt_())                                                                                  \
+  V(exp_, A_.exp_())                                                                                    \
+  V(log_, A_.log_())                                                                                    \
+  V(abs_, A_.abs_())                                                                                    \
+  V(clamp_, A_.clamp_(a.OS(1, "min"), a.OS(2, "max")))                                                  \
+  V(relu_, A_.relu_())                                                                                  \
+  V(zero_, A_.zero_())                                                                                  \
+  V(fill_, A_.fill_(a.S(1, "value")))                                                                   \
+  V(copy_, A_.copy_(a.T(1, "src"), a.has(2) && a.B(2, "nonBlocking")))                                  \
+  V(uniform_, A_.uniform_(a.D(1, "from"), a.D(2, "to")))                                                \
+  V(normal_, A_.normal_(a.D(1, "mean"), a.D(2, "std")))                                                 \
+  V(bernoulli_, A_.bernoulli_(a.D(1, "p")))                                                             \
+  /* reductions */                                                                                      \
+  X(sum, a.has(1) ? at::sum(A_, a.OIL(1, "dim"), a.B(2, "keepdim"), a.ODtype(3, "dtype")) : at::sum(A_, a.ODtype(3, "dtype"))) \
+  X(mean, a.has(1) ? at::mean(A_, a.OIL(1, "dim"), a.B(2, "keepdim"), a.ODtype(3, "dtype")) : at::mean(A_, a.ODtype(3, "dtype"))) \
+  X(prod, a.has(1) ? at::prod(A_, a.I(1, "dim"), a.B(2, "keepdim")) : at::prod(A_))                    \
+  X(amax, at::amax(A_, a.IL(1, "dim"), a.B(2, "keepdim")))                                              \
+  X(amin, at::amin(A_, a.IL(1, "dim"), a.B(2, "keepdim")))                                              \
+  X(maxAll, at::max(A_))                                                                                \
+  X(minAll, at::min(A_))                                                                                \
+  X(maxDim, at::max(A_, a.I(1, "dim"), a.B(2, "keepdim")))                                              \
+  X(minDim, at::min(A_, a.I(1, "dim"), a.B(2, "keepdim")))                                              \
+  X(argmax, at::argmax(A_, a.OI(1, "dim"), a.B(2, "keepdim")))                                          \
+  X(argmin, at::argmin(A_, a.OI(1, "dim"), a.B(2, "keepdim")))                                          \
+  X(var, at::var(A_, a.OIL(1, "dim"), a.OS(2, "correction"), a.B(3, "keepdim")))                        \
+  X(std, at::std(A_, a.OIL(1, "dim"), a.OS(2, "correction"), a.B(3, "keepdim")))                        \
+  X(norm, a.has(2) ? at::norm(A_, a.OS(1, "p"), a.IL(2, "dim"), a.B(3, "keepdim")) : at::norm(A_, a.S(1, "p"))) \
+  X(logsumexp, at::logsumexp(A_, a.IL(1, "dim"), a.B(2, "keepdim")))                                    \
+  X(all, at::all(A_))                                                                                   \
+  X(any, at::any(A_))                                                                                   \
+  X(topk, at::topk(A_, a.I(1, "k"), a.I(2, "dim"), a.B(3, "largest"), a.B(4, "sorted")))               \
+  X(sort, at::sort(A_, a.I(1, "dim"), a.B(2, "descending")))                                            \
+  X(cumsum, at::cumsum(A_, a.I(1, "dim")))                                                              \
+  /* comparisons and selection */                                                                       \
+  X(eq, at::eq(A_, a.TOS(1, "other")))                                                                  \
+  X(ne, at::ne(A_, a.TOS(1, "other")))                                                                  \
+  X(lt, at::lt(A_, a.TOS(1, "other")))                                                                  \
+  X(le, at::le(A_, a.TOS(1, "other")))                                                                  \
+  X(gt, at::gt(A_, a.TOS(1, "other")))                                                                  \
+  X(ge, at::ge(A_, a.TOS(1, "other")))                                                                  \
+  X(logicalNot, at::logical_not(A_))                                                                    \
+  X(logicalAnd, at::logical_and(A_, a.T(1, "other")))                                                   \
+  X(logicalOr, at::logical_or(A_, a.T(1, "other")))                                                     \
+  X(isnan, at::isnan(A_))                                                                               \
+  X(isfinite, at::isfinite(A_))                                                                         \
+  X(equal, at::equal(A_, a.T(1, "other")))                                                              \
+  X(allclose, at::allclose(A_, a.T(1, "other"), a.D(2, "rtol"), a.D(3, "atol"), a.B(4, "equalNan")))  \
+  X(where, at::where(a.T(0, "condition"), a.TOS(1, "input"), a.TOS(2, "other")))                       \
+  /* linear algebra */                                                                                  \
+  X(matmul, at::matmul(A_, a.T(1, "other")))                                                            \
+  X(mm, at::mm(A_, a.T(1, "mat2")))                                                                     \
+  X(bmm, at::bmm(A_, a.T(1, "mat2")))                                                                   \
+  X(outer, at::outer(A_, a.T(1, "vec2")))                                                               \
+  /* neural network ops */                                                                              \
+  X(conv2d, at::conv2d(A_, a.T(1, "weight"), a.OT(2, "bias"), a.IL(3, "stride"), a.IL(4, "padding"), a.IL(5, "dilation"), a.I(6, "groups"))) \
+  X(conv2dPadMode, at::conv2d(A_, a.T(1, "weight"), a.OT(2, "bias"), a.IL(3, "stride"), a.Str(4, "padding"), a.IL(5, "dilation"), a.I(6, "groups"))) \
+  X(batchNorm, at::batch_norm(A_, a.OT(1, "weight"), a.OT(2, "bias"), a.OT(3, "runningMean"), a.OT(4, "runningVar"), a.B(5, "training"), a.D(6, "momentum"), a.D(7, "eps"), true)) \
+  X(relu, at::relu(A_))                                                                                 \
+  X(leakyRelu, at::leaky_relu(A_, a.S(1, "negativeSlope")))                                             \
+  X(gelu, at::gelu(A_))                                                                                 \
+  X(silu, at::silu(A_))                                                                                 \
+  X(maxPool2d, at::max_pool2d(A_, a.IL(1, "kernelSize"), a.IL(2, "stride"), a.IL(3, "padding"), a.IL(4, "dilation"), a.B(5, "ceilMode"))) \
+  X(avgPool2d, at::avg_pool2d(A_, a.IL(1, "kernelSize"), a.IL(2, "stride"), a.IL(3, "padding"), a.B(4, "ceilMode"), a.B(5, "countIncludePad"), a.OI(6, "divisorOverride"))) \
+  X(adaptiveAvgPool2d, at::adaptive_avg_pool2d(A_, a.IL(1, "outputSize")))                              \
+  X(adaptiveMaxPool2d, std::get<0>(at::adaptive_max_pool2d(A_, a.IL(1, "outputSize"))))                 \
+  X(linear, at::linear(A_, a.T(1, "weight"), a.OT(2, "bias")))                                          \
+  X(dropout, at::dropout(A_, a.D(1, "p"), a.B(2, "training")))                                          \
+  X(softmax, at::softmax(A_, a.I(1, "dim"), a.ODtype(2, "dtype")))                                      \
+  X(logSoftmax, at::log_softmax(A_, a.I(1, "dim"), a.ODtype(2, "dtype")))                               \
+  X(crossEntropy, at::cross_entropy_loss(A_, a.T(1, "target"), a.OT(2, "weight"), RED(3), a.I(4, "ignoreIndex"), a.D(5, "labelSmoothing"))) \
+  X(nllLoss, at::nll_loss_nd(A_, a.T(1, "target"), a.OT(2, "weight"), RED(3), a.I(4, "ignoreIndex")))   \
+  X(mseLoss, at::mse_loss(A_, a.T(1, "target"), RED(2)))                                                \
+  X(oneHot, at::one_hot(A_, a.I(1, "numClasses")))
+
+#define RESIDUAL_DEF_X(name, expr)                                        \
+  static constexpr char op_##name##_name[] = #name;                       \
+  static Napi::Value op_##name(Args& a) { return wrap(a.env(), (expr)); }
+#define RESIDUAL_DEF_V(name, stmt)                                        \
+  static constexpr char op_##name##_name[] = #name;                       \
+  static Napi::Value op_##name(Args& a) {                                 \
+    stmt;                                                                 \
+    return a.env().Undefined();                                           \
+  }
+RESIDUAL_OPS(RESIDUAL_DEF_X, RESIDUAL_DEF_V)
+
+#define RESIDUAL_REG(name, expr) FnEntry{#name, &entry<&op_##name, op_##name##_name>},
+static const FnEntry kOps[] = {RESIDUAL_OPS(RESIDUAL_REG, RESIDUAL_REG)};
+
+// The op names, so the TS layer (and tests) can check that every op it maps exists natively.
+static constexpr char opNames_name[] = "opNames";
+static Napi::Value fn_opNames(Args& a) {
+  auto arr = Napi::Array::New(a.env(), std::size(kOps));
+  for (size_t i = 0; i < std::size(kOps); i++) arr.Set(uint32_t(i), Napi::String::New(a.env(), kOps[i].name));
+  return arr;
+}
+
+void initOps(Napi::Env env, Napi::Object exports) {
+  registerAll(env, exports, std::begin(kOps), std::end(kOps));
+  exports.Set("opNames", Napi::Function::New(env, &entry<&fn_opNames, opNames_name>, "opNames"));
+}
+
+}  // namespace residual

@@ -1,0 +1,136 @@
+// The binding layer's shared pieces: tensor handles, argument readers that name the bad argument,
+// result wrapping, and the single place where C++ exceptions become JS errors.
+#pragma once
+#include "pch.h"
+
+namespace residual {
+
+struct EnvData;
+
+// One JS-visible reference to a tensor. JS holds it as a type-tagged External; dispose() drops the
+// tensor immediately, the External's finalizer (GC) is only a backstop.
+struct Handle {
+  at::Tensor t;
+  EnvData* env = nullptr;
+  c10::StorageImpl* storage = nullptr;  // registered storage (for byte counters), or null
+  bool alive = true;
+};
+
+// Per-environment (main thread, each worker_thread) state: the addon is context-aware.
+struct EnvData {
+  int64_t liveTensors = 0;
+  // storage -> (handles referring to it, bytes counted, device slot)
+  struct StorageRec { int64_t refs; int64_t bytes; int slot; };
+  std::unordered_map<c10::StorageImpl*, StorageRec> storages;
+  int64_t bytesBySlot[17] = {0};  // slot 0: cpu, 1+N: cuda:N
+  // References to JS ArrayBuffers that back zero-copy tensors; libtorch may free such a tensor on
+  // any thread, so their release is queued and drained on the JS thread.
+  std::mutex pendingMu;
+  std::vector<napi_ref> pendingUnref;
+  std::atomic<bool> hasPending{false};
+  Napi::FunctionReference tensorCtor;  // unused placeholder for future fast paths
+};
+
+EnvData* envData(Napi::Env env);
+void drainPending(Napi::Env env, EnvData* d);
+
+// An error in what JS passed: becomes a TypeError naming the function and the argument.
+struct ArgError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::string describe(const Napi::Value& v);
+
+struct Args {
+  const Napi::CallbackInfo& info;
+  const char* fn;
+  Args(const Napi::CallbackInfo& i, const char* f) : info(i), fn(f) {}
+  Napi::Env env() const { return info.Env(); }
+  size_t size() const { return info.Length(); }
+  bool has(size_t i) const { return i < info.Length() && !info[i].IsUndefined() && !info[i].IsNull(); }
+  [[noreturn]] void fail(size_t i, const char* name, const std::string& want) const;
+
+  Handle* H(size_t i, const char* name) const;
+  at::Tensor T(size_t i, const char* name) const { return H(i, name)->t; }
+  std::optional<at::Tensor> OT(size_t i, const char* name) const;
+  at::Tensor TOS(size_t i, const char* name) const;  // tensor, or a JS number/boolean as a scalar
+  std::vector<at::Tensor> TL(size_t i, const char* name) const;
+  std::vector<std::optional<at::Tensor>> OTL(size_t i, const char* name) const;
+  at::Scalar S(size_t i, const char* name) const;
+  std::optional<at::Scalar> OS(size_t i, const char* name) const;
+  double D(size_t i, const char* name) const;
+  std::optional<double> OD(size_t i, const char* name) const;
+  int64_t I(size_t i, const char* name) const;
+  std::optional<int64_t> OI(size_t i, const char* name) const;
+  bool B(size_t i, const char* name) const;
+  std::vector<int64_t> IL(size_t i, const char* name) const;  // number or array of numbers
+  struct OptIL {
+    std::optional<std::vector<int64_t>> v;
+    operator at::OptionalIntArrayRef() const { return v ? at::OptionalIntArrayRef(*v) : c10::nullopt; }
+  };
+  OptIL OIL(size_t i, const char* name) const;
+  std::string Str(size_t i, const char* name) const;
+  std::optional<std::string> OStr(size_t i, const char* name) const;
+  at::ScalarType Dtype(size_t i, const char* name) const;
+  std::optional<at::ScalarType> ODtype(size_t i, const char* name) const;
+  at::Device Dev(size_t i, const char* name) const;
+  // dtype code at i, device string at i+1 (either may be undefined: libtorch defaults).
+  at::TensorOptions Opts(size_t i) const;
+};
+
+at::Device parseDevice(const std::string& s);
+std::string deviceString(const at::Device& d);
+
+Napi::Value wrap(Napi::Env env, at::Tensor t);
+inline Napi::Value wrap(Napi::Env env, const std::tuple<at::Tensor, at::Tensor>& t) {
+  auto a = Napi::Array::New(env, 2);
+  a.Set(uint32_t(0), wrap(env, std::get<0>(t)));
+  a.Set(uint32_t(1), wrap(env, std::get<1>(t)));
+  return a;
+}
+inline Napi::Value wrap(Napi::Env env, const std::tuple<at::Tensor, at::Tensor, at::Tensor>& t) {
+  auto a = Napi::Array::New(env, 3);
+  a.Set(uint32_t(0), wrap(env, std::get<0>(t)));
+  a.Set(uint32_t(1), wrap(env, std::get<1>(t)));
+  a.Set(uint32_t(2), wrap(env, std::get<2>(t)));
+  return a;
+}
+Napi::Value wrap(Napi::Env env, const std::vector<at::Tensor>& v);
+inline Napi::Value wrap(Napi::Env env, double v) { return Napi::Number::New(env, v); }
+inline Napi::Value wrap(Napi::Env env, int64_t v) { return Napi::Number::New(env, double(v)); }
+inline Napi::Value wrap(Napi::Env env, bool v) { return Napi::Boolean::New(env, v); }
+Napi::Value wrap(Napi::Env env, const at::Scalar& s);
+
+// Every native function goes through guard(): C++ exceptions never reach Node as crashes.
+// libtorch's c10::Error keeps its message, not its C++ backtrace.
+Napi::Value rethrow(Napi::Env env, const char* fn);
+
+template <Napi::Value (*F)(Args&), const char* Name>
+Napi::Value entry(const Napi::CallbackInfo& info) {
+  Args a(info, Name);
+  try {
+    return F(a);
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (...) {
+    return rethrow(info.Env(), Name);
+  }
+}
+
+using NativeFn = Napi::Value (*)(const Napi::CallbackInfo&);
+struct FnEntry { const char* name; NativeFn fn; };
+void registerAll(Napi::Env env, Napi::Object exports, const FnEntry* begin, const FnEntry* end);
+
+// Hand-written native functions: `DEFN(name) { ... }` defines `fn_name(Args& a)` and its name;
+// `ENTRY(name)` is its line in the module's registration table. Ops use the table in ops.cpp.
+#define DEFN(name)                                   \
+  static constexpr char name##_name[] = #name;       \
+  static Napi::Value fn_##name(::residual::Args& a)
+#define ENTRY(name) ::residual::FnEntry{#name, &::residual::entry<&fn_##name, name##_name>}
+
+void initOps(Napi::Env env, Napi::Object exports);
+void initOptim(Napi::Env env, Napi::Object exports);
+void initData(Napi::Env env, Napi::Object exports);
+void initIo(Napi::Env env, Napi::Object exports);
+
+}  // namespace residual
