@@ -1,0 +1,12 @@
+// Loads the native addon once per thread (it is context-aware: main thread and workers each get
+// their own instance). The binary is chosen by lib/loader.ts (prebuilt or locally built).
+import { loadAddon } from './loader.js';
+
+/** Opaque handle to a native tensor reference (a type-tagged External). */
+export type NativeHandle = { readonly __nativeTensor: unique symbol };
+
+// The binding is a flat table of functions (native/ops.cpp and friends); lib/ wraps each one in a
+// typed PyTorch-style API. Arguments are positional, exactly as declared in the C++ table.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type NativeFn = (...args: any[]) => any;
+export const native: Record<string, NativeFn> = loadAddon();

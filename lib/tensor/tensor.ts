@@ -1,0 +1,742 @@
+// The Tensor class and tensor creation. Every method maps onto one native op (native/ops.cpp); the
+// Tensor holds one native reference, dropped by dispose() (or by the GC finalizer as a backstop).
+import { native, type NativeHandle } from '../native.js';
+import { DTYPE_SIZE, dtypeCode, dtypeName, dtypeOfTypedArray, type DType, type TypedArray, typedArrayFor } from './dtype.js';
+import { currentScope, setTrackedCheck } from './scope.js';
+
+export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+export type Shape = readonly number[];
+export type NestedArray = number | boolean | readonly NestedArray[];
+export type Scalar = number | boolean;
+export type TensorLike = Tensor | Scalar;
+
+export interface TensorOptions {
+  dtype?: DType;
+  device?: Device;
+  requiresGrad?: boolean;
+}
+
+const N = native;
+
+export class Tensor {
+  /** @internal the native reference; stays set after dispose so native reports use-after-dispose. */
+  _h: NativeHandle;
+  /** @internal keeps a zero-copy source typed array reachable from JS (the native side also holds it). */
+  private _disposed = false;
+
+  /** @internal use the creation functions (tensor, zeros, ...) instead. */
+  constructor(h: NativeHandle) {
+    this._h = h;
+    const s = currentScope();
+    if (s) s.add(this);
+  }
+
+  // ---- lifetime ----
+  /** Drops this reference now; memory is freed when nothing else (views, autograd) holds it. */
+  dispose(): void {
+    if (this._disposed) return;
+    this._disposed = true;
+    N.dispose(this._h);
+  }
+  get disposed(): boolean {
+    return this._disposed || !N.isAlive(this._h);
+  }
+
+  // ---- properties ----
+  get shape(): number[] {
+    return N.shape(this._h);
+  }
+  size(dim?: number): number | number[] {
+    const s = this.shape;
+    if (dim === undefined) return s;
+    return s[dim < 0 ? dim + s.length : dim];
+  }
+  get ndim(): number {
+    return N.dim(this._h);
+  }
+  dim(): number {
+    return N.dim(this._h);
+  }
+  get dtype(): DType {
+    return dtypeName(N.dtype(this._h));
+  }
+  get device(): Device {
+    return N.device(this._h);
+  }
+  get isCuda(): boolean {
+    return this.device.startsWith('cuda');
+  }
+  numel(): number {
+    return N.numel(this._h);
+  }
+  stride(): number[] {
+    return N.strides(this._h);
+  }
+  isContiguous(memoryFormat: 'contiguous' | 'channelsLast' = 'contiguous'): boolean {
+    return N.isContiguous(this._h, memoryFormat === 'channelsLast');
+  }
+  /** Bytes of this tensor's elements (numel x element size). */
+  get nbytes(): number {
+    return this.numel() * DTYPE_SIZE[this.dtype];
+  }
+
+  // ---- conversion ----
+  item(): number | boolean {
+    return N.item(this._h);
+  }
+  /** A copy of the elements as a typed array (float16/bfloat16 come back as Float32Array). */
+  toTypedArray(): TypedArray {
+    let dt = this.dtype;
+    if (dt === 'float16' || dt === 'bfloat16') {
+      const f = this.to('float32');
+      try {
+        return f.toTypedArray();
+      } finally {
+        f.dispose();
+      }
+    }
+    return typedArrayFor(dt, N.toBuffer(this._h));
+  }
+  /** Nested JS arrays (numbers, or booleans for bool tensors); a 0-d tensor gives its number. */
+  toArray(): NestedArray {
+    const flat = this.toTypedArray();
+    const isBool = this.dtype === 'bool';
+    const conv = (x: number | bigint): number | boolean => (isBool ? x !== 0 : Number(x));
+    const shape = this.shape;
+    if (shape.length === 0) return conv(flat[0]);
+    let pos = 0;
+    const build = (d: number): NestedArray[] => {
+      const n = shape[d];
+      const out: NestedArray[] = new Array(n);
+      if (d === shape.length - 1) {
+        for (let i = 0; i < n; i++) out[i] = conv(flat[pos++]);
+      } else {
+        for (let i = 0; i < n; i++) out[i] = build(d + 1);
+      }
+      return out;
+    };
+    return build(0);
+  }
+  toString(): string {
+    if (this.disposed) return 'Tensor(disposed)';
+    const n = this.numel();
+    const body = n <= 64 ? JSON.stringify(this.toArray()) : `[${n} elements]`;
+    return `Tensor(${body}, shape=[${this.shape}], dtype=${this.dtype}, device=${this.device}${this.requiresGrad ? ', requiresGrad=true' : ''})`;
+  }
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
+  }
+
+  /** to(device), to(dtype), or to({device, dtype, nonBlocking, copy}). */
+  to(target: Device | DType | { device?: Device; dtype?: DType; nonBlocking?: boolean; copy?: boolean }): Tensor {
+    let o: { device?: Device; dtype?: DType; nonBlocking?: boolean; copy?: boolean };
+    if (typeof target === 'string') o = isDeviceString(target) ? { device: target as Device } : { dtype: target as DType };
+    else o = target;
+    return wrapT(N.to(this._h, dtypeCode(o.dtype), o.device, undefined, !!o.nonBlocking, !!o.copy));
+  }
+  cpu(): Tensor {
+    return this.to('cpu');
+  }
+  cuda(index = 0): Tensor {
+    return this.to(`cuda:${index}`);
+  }
+  float(): Tensor {
+    return this.to('float32');
+  }
+  double(): Tensor {
+    return this.to('float64');
+  }
+  long(): Tensor {
+    return this.to('int64');
+  }
+  contiguous(memoryFormat: 'contiguous' | 'channelsLast' = 'contiguous'): Tensor {
+    return memoryFormat === 'channelsLast' ? wrapT(N.toMemoryFormat(this._h, true)) : wrapT(N.contiguous(this._h));
+  }
+  pinMemory(): Tensor {
+    return wrapT(N.pinMemory(this._h));
+  }
+  clone(): Tensor {
+    return wrapT(N.clone(this._h));
+  }
+  detach(): Tensor {
+    return wrapT(N.detach(this._h));
+  }
+  detach_(): this {
+    N.detach_(this._h);
+    return this;
+  }
+
+  // ---- autograd ----
+  get requiresGrad(): boolean {
+    return N.requiresGrad(this._h);
+  }
+  set requiresGrad(v: boolean) {
+    N.setRequiresGrad(this._h, !!v);
+  }
+  requiresGrad_(v = true): this {
+    N.setRequiresGrad(this._h, !!v);
+    return this;
+  }
+  get isLeaf(): boolean {
+    return N.isLeaf(this._h);
+  }
+  /** Name of the autograd node that produced this tensor, or null for leaves. */
+  get gradFn(): string | null {
+    return N.gradFn(this._h);
+  }
+  /** The accumulated gradient (a new reference each read), or null. */
+  get grad(): Tensor | null {
+    const g = N.grad(this._h);
+    return g ? new Tensor(g) : null;
+  }
+  set grad(g: Tensor | null) {
+    N.setGrad(this._h, g ? g._h : null);
+  }
+  retainGrad(): this {
+    N.retainGrad(this._h);
+    return this;
+  }
+  backward(gradient?: Tensor, opts: { retainGraph?: boolean; createGraph?: boolean } = {}): void {
+    N.backward(this._h, gradient?._h, opts.retainGraph ?? opts.createGraph ?? false, opts.createGraph ?? false);
+  }
+
+  // ---- views and shape ----
+  reshape(...shape: (number | number[])[]): Tensor {
+    return wrapT(N.reshape(this._h, flatShape(shape)));
+  }
+  view(...shape: (number | number[])[]): Tensor {
+    return wrapT(N.view(this._h, flatShape(shape)));
+  }
+  permute(...dims: (number | number[])[]): Tensor {
+    return wrapT(N.permute(this._h, flatShape(dims)));
+  }
+  transpose(dim0: number, dim1: number): Tensor {
+    return wrapT(N.transpose(this._h, dim0, dim1));
+  }
+  /** 2-D transpose. */
+  t(): Tensor {
+    return this.transpose(0, 1);
+  }
+  flatten(startDim = 0, endDim = -1): Tensor {
+    return wrapT(N.flatten(this._h, startDim, endDim));
+  }
+  squeeze(dim?: number | number[]): Tensor {
+    return wrapT(N.squeeze(this._h, dim));
+  }
+  unsqueeze(dim: number): Tensor {
+    return wrapT(N.unsqueeze(this._h, dim));
+  }
+  narrow(dim: number, start: number, length: number): Tensor {
+    return wrapT(N.narrow(this._h, dim, start, length));
+  }
+  select(dim: number, index: number): Tensor {
+    return wrapT(N.select(this._h, dim, index));
+  }
+  /** slice(dim, start, end, step), as Python's t[..., start:end:step, ...] on one dim. */
+  slice(dim: number, start?: number | null, end?: number | null, step = 1): Tensor {
+    return wrapT(N.slice(this._h, dim, start ?? undefined, end ?? undefined, step));
+  }
+  /**
+   * Indexing like Python's t[i, a:b, idx]: each entry is a number (select), null (all), a
+   * [start, end, step?] array (slice) or an int64 Tensor (index_select on that dim).
+   */
+  index(...idx: (number | null | [number | null, (number | null)?, number?] | Tensor)[]): Tensor {
+    let cur: Tensor = this;
+    let dim = 0;
+    const temps: Tensor[] = [];
+    try {
+      for (const e of idx) {
+        let next: Tensor;
+        if (typeof e === 'number') next = cur.select(dim, e);
+        else if (e === null) {
+          dim++;
+          continue;
+        } else if (e instanceof Tensor) {
+          next = e.dtype === 'bool' ? wrapT(N.indexTensors(cur._h, [...new Array(dim).fill(null), e._h])) : cur.indexSelect(dim, e);
+          dim++;
+        } else if (Array.isArray(e)) {
+          next = cur.slice(dim, e[0], e[1], e[2] ?? 1);
+          dim++;
+        } else throw new TypeError(`index: entry ${String(e)} is not a number, null, [start, end, step] or a Tensor`);
+        if (cur !== this) temps.push(cur);
+        cur = next;
+      }
+    } finally {
+      for (const t of temps) t.dispose();
+    }
+    return cur === this ? this.view(this.shape) : cur;
+  }
+  indexSelect(dim: number, index: Tensor): Tensor {
+    return wrapT(N.indexSelect(this._h, dim, index._h));
+  }
+  gather(dim: number, index: Tensor): Tensor {
+    return wrapT(N.gather(this._h, dim, index._h));
+  }
+  maskedFill(mask: Tensor, value: number): Tensor {
+    return wrapT(N.maskedFill(this._h, mask._h, value));
+  }
+  expand(...shape: (number | number[])[]): Tensor {
+    return wrapT(N.expand(this._h, flatShape(shape)));
+  }
+  repeat(...reps: (number | number[])[]): Tensor {
+    return wrapT(N.repeat(this._h, flatShape(reps)));
+  }
+  flip(dims: number | number[]): Tensor {
+    return wrapT(N.flip(this._h, dims));
+  }
+  chunk(chunks: number, dim = 0): Tensor[] {
+    return wrapList(N.chunk(this._h, chunks, dim));
+  }
+  split(splitSize: number | number[], dim = 0): Tensor[] {
+    return wrapList(typeof splitSize === 'number' ? N.split(this._h, splitSize, dim) : N.splitWithSizes(this._h, splitSize, dim));
+  }
+
+  // ---- elementwise math ----
+  add(other: TensorLike, alpha = 1): Tensor {
+    return wrapT(N.add(this._h, h(other), alpha));
+  }
+  sub(other: TensorLike, alpha = 1): Tensor {
+    return wrapT(N.sub(this._h, h(other), alpha));
+  }
+  mul(other: TensorLike): Tensor {
+    return wrapT(N.mul(this._h, h(other)));
+  }
+  div(other: TensorLike, roundingMode?: 'trunc' | 'floor'): Tensor {
+    return wrapT(N.div(this._h, h(other), roundingMode));
+  }
+  pow(exponent: TensorLike): Tensor {
+    return wrapT(N.pow(this._h, h(exponent)));
+  }
+  neg(): Tensor {
+    return wrapT(N.neg(this._h));
+  }
+  sqrt(): Tensor {
+    return wrapT(N.sqrt(this._h));
+  }
+  rsqrt(): Tensor {
+    return wrapT(N.rsqrt(this._h));
+  }
+  exp(): Tensor {
+    return wrapT(N.exp(this._h));
+  }
+  log(): Tensor {
+    return wrapT(N.log(this._h));
+  }
+  abs(): Tensor {
+    return wrapT(N.abs(this._h));
+  }
+  sign(): Tensor {
+    return wrapT(N.sign(this._h));
+  }
+  floor(): Tensor {
+    return wrapT(N.floor(this._h));
+  }
+  ceil(): Tensor {
+    return wrapT(N.ceil(this._h));
+  }
+  round(): Tensor {
+    return wrapT(N.round(this._h));
+  }
+  sigmoid(): Tensor {
+    return wrapT(N.sigmoid(this._h));
+  }
+  tanh(): Tensor {
+    return wrapT(N.tanh(this._h));
+  }
+  reciprocal(): Tensor {
+    return wrapT(N.reciprocal(this._h));
+  }
+  relu(): Tensor {
+    return wrapT(N.relu(this._h));
+  }
+  clamp(min?: number | null, max?: number | null): Tensor {
+    if ((min ?? null) === null && (max ?? null) === null) throw new TypeError('clamp: at least one of min and max must be given');
+    return wrapT(N.clamp(this._h, min ?? undefined, max ?? undefined));
+  }
+  maximum(other: Tensor): Tensor {
+    return wrapT(N.maximum(this._h, other._h));
+  }
+  minimum(other: Tensor): Tensor {
+    return wrapT(N.minimum(this._h, other._h));
+  }
+  lerp(end: Tensor, weight: number): Tensor {
+    return wrapT(N.lerp(this._h, end._h, weight));
+  }
+
+  // in place (return this)
+  add_(other: TensorLike, alpha = 1): this {
+    N.add_(this._h, h(other), alpha);
+    return this;
+  }
+  sub_(other: TensorLike, alpha = 1): this {
+    N.sub_(this._h, h(other), alpha);
+    return this;
+  }
+  mul_(other: TensorLike): this {
+    N.mul_(this._h, h(other));
+    return this;
+  }
+  div_(other: TensorLike): this {
+    N.div_(this._h, h(other));
+    return this;
+  }
+  pow_(exponent: TensorLike): this {
+    N.pow_(this._h, h(exponent));
+    return this;
+  }
+  neg_(): this {
+    N.neg_(this._h);
+    return this;
+  }
+  sqrt_(): this {
+    N.sqrt_(this._h);
+    return this;
+  }
+  exp_(): this {
+    N.exp_(this._h);
+    return this;
+  }
+  log_(): this {
+    N.log_(this._h);
+    return this;
+  }
+  abs_(): this {
+    N.abs_(this._h);
+    return this;
+  }
+  clamp_(min?: number | null, max?: number | null): this {
+    N.clamp_(this._h, min ?? undefined, max ?? undefined);
+    return this;
+  }
+  relu_(): this {
+    N.relu_(this._h);
+    return this;
+  }
+  zero_(): this {
+    N.zero_(this._h);
+    return this;
+  }
+  fill_(value: Scalar): this {
+    N.fill_(this._h, value);
+    return this;
+  }
+  copy_(src: Tensor, nonBlocking = false): this {
+    N.copy_(this._h, src._h, nonBlocking);
+    return this;
+  }
+  uniform_(from = 0, to = 1): this {
+    N.uniform_(this._h, from, to);
+    return this;
+  }
+  normal_(mean = 0, std = 1): this {
+    N.normal_(this._h, mean, std);
+    return this;
+  }
+  bernoulli_(p = 0.5): this {
+    N.bernoulli_(this._h, p);
+    return this;
+  }
+
+  // ---- reductions ----
+  sum(dim?: number | number[] | null, keepdim = false, dtype?: DType): Tensor {
+    return wrapT(N.sum(this._h, dim ?? undefined, keepdim, dtypeCode(dtype)));
+  }
+  mean(dim?: number | number[] | null, keepdim = false, dtype?: DType): Tensor {
+    return wrapT(N.mean(this._h, dim ?? undefined, keepdim, dtypeCode(dtype)));
+  }
+  prod(dim?: number, keepdim = false): Tensor {
+    return wrapT(N.prod(this._h, dim, keepdim));
+  }
+  /** max() over all elements, or max(dim) -> {values, indices}. */
+  max(): Tensor;
+  max(dim: number, keepdim?: boolean): { values: Tensor; indices: Tensor };
+  max(dim?: number, keepdim = false): Tensor | { values: Tensor; indices: Tensor } {
+    if (dim === undefined) return wrapT(N.maxAll(this._h));
+    const [values, indices] = wrapList(N.maxDim(this._h, dim, keepdim));
+    return { values, indices };
+  }
+  min(): Tensor;
+  min(dim: number, keepdim?: boolean): { values: Tensor; indices: Tensor };
+  min(dim?: number, keepdim = false): Tensor | { values: Tensor; indices: Tensor } {
+    if (dim === undefined) return wrapT(N.minAll(this._h));
+    const [values, indices] = wrapList(N.minDim(this._h, dim, keepdim));
+    return { values, indices };
+  }
+  amax(dim: number | number[], keepdim = false): Tensor {
+    return wrapT(N.amax(this._h, dim, keepdim));
+  }
+  amin(dim: number | number[], keepdim = false): Tensor {
+    return wrapT(N.amin(this._h, dim, keepdim));
+  }
+  argmax(dim?: number, keepdim = false): Tensor {
+    return wrapT(N.argmax(this._h, dim, keepdim));
+  }
+  argmin(dim?: number, keepdim = false): Tensor {
+    return wrapT(N.argmin(this._h, dim, keepdim));
+  }
+  /** Variance; `correction` 1 (default) is the unbiased estimator, 0 the population one. */
+  var(dim?: number | number[] | null, opts: { correction?: number; keepdim?: boolean } = {}): Tensor {
+    return wrapT(N.var(this._h, dim ?? undefined, opts.correction ?? 1, opts.keepdim ?? false));
+  }
+  std(dim?: number | number[] | null, opts: { correction?: number; keepdim?: boolean } = {}): Tensor {
+    return wrapT(N.std(this._h, dim ?? undefined, opts.correction ?? 1, opts.keepdim ?? false));
+  }
+  norm(p = 2, dim?: number | number[], keepdim = false): Tensor {
+    return wrapT(N.norm(this._h, p, dim, keepdim));
+  }
+  logsumexp(dim: number | number[], keepdim = false): Tensor {
+    return wrapT(N.logsumexp(this._h, dim, keepdim));
+  }
+  all(): Tensor {
+    return wrapT(N.all(this._h));
+  }
+  any(): Tensor {
+    return wrapT(N.any(this._h));
+  }
+  topk(k: number, dim = -1, largest = true, sorted = true): { values: Tensor; indices: Tensor } {
+    const [values, indices] = wrapList(N.topk(this._h, k, dim, largest, sorted));
+    return { values, indices };
+  }
+  sort(dim = -1, descending = false): { values: Tensor; indices: Tensor } {
+    const [values, indices] = wrapList(N.sort(this._h, dim, descending));
+    return { values, indices };
+  }
+  cumsum(dim: number): Tensor {
+    return wrapT(N.cumsum(this._h, dim));
+  }
+
+  // ---- comparisons ----
+  eq(other: TensorLike): Tensor {
+    return wrapT(N.eq(this._h, h(other)));
+  }
+  ne(other: TensorLike): Tensor {
+    return wrapT(N.ne(this._h, h(other)));
+  }
+  lt(other: TensorLike): Tensor {
+    return wrapT(N.lt(this._h, h(other)));
+  }
+  le(other: TensorLike): Tensor {
+    return wrapT(N.le(this._h, h(other)));
+  }
+  gt(other: TensorLike): Tensor {
+    return wrapT(N.gt(this._h, h(other)));
+  }
+  ge(other: TensorLike): Tensor {
+    return wrapT(N.ge(this._h, h(other)));
+  }
+  logicalNot(): Tensor {
+    return wrapT(N.logicalNot(this._h));
+  }
+  isnan(): Tensor {
+    return wrapT(N.isnan(this._h));
+  }
+  isfinite(): Tensor {
+    return wrapT(N.isfinite(this._h));
+  }
+  /** Same shape and elements. */
+  equal(other: Tensor): boolean {
+    return N.equal(this._h, other._h);
+  }
+  allclose(other: Tensor, rtol = 1e-5, atol = 1e-8, equalNan = false): boolean {
+    return N.allclose(this._h, other._h, rtol, atol, equalNan);
+  }
+
+  // ---- linear algebra ----
+  matmul(other: Tensor): Tensor {
+    return wrapT(N.matmul(this._h, other._h));
+  }
+  mm(other: Tensor): Tensor {
+    return wrapT(N.mm(this._h, other._h));
+  }
+  bmm(other: Tensor): Tensor {
+    return wrapT(N.bmm(this._h, other._h));
+  }
+
+  // ---- nn shortcuts ----
+  softmax(dim: number): Tensor {
+    return wrapT(N.softmax(this._h, dim));
+  }
+  logSoftmax(dim: number): Tensor {
+    return wrapT(N.logSoftmax(this._h, dim));
+  }
+}
+
+setTrackedCheck((v: unknown): v is Tensor => v instanceof Tensor);
+
+// ---- helpers ----
+
+/** @internal */
+export function wrapT(handle: NativeHandle): Tensor {
+  return new Tensor(handle);
+}
+/** @internal */
+export function wrapList(handles: NativeHandle[]): Tensor[] {
+  return handles.map((x) => new Tensor(x));
+}
+/** @internal native argument for a tensor-or-scalar operand. */
+export function h(x: TensorLike): NativeHandle | Scalar {
+  return x instanceof Tensor ? x._h : x;
+}
+/** @internal */
+export function isDeviceString(s: string): boolean {
+  return s === 'cpu' || s === 'cuda' || /^cuda:\d+$/.test(s);
+}
+function flatShape(a: (number | number[] | readonly number[])[]): number[] {
+  if (a.length === 1 && Array.isArray(a[0])) return [...(a[0] as number[])];
+  return a as number[];
+}
+function applyOpts(t: Tensor, o?: TensorOptions): Tensor {
+  if (o?.requiresGrad) t.requiresGrad_(true);
+  return t;
+}
+
+// ---- creation ----
+
+/**
+ * A tensor from a number, (nested) arrays of numbers/booleans, or a typed array. Typed arrays are used
+ * without a copy when the dtype matches and the tensor stays on the CPU (writes to either are shared,
+ * like torch.from_numpy); pass {copy: true} to always copy. Plain numbers default to float32.
+ */
+export function tensor(data: NestedArray | TypedArray | ArrayBuffer, opts: TensorOptions & { shape?: Shape; copy?: boolean } = {}): Tensor {
+  let t: Tensor;
+  if (ArrayBuffer.isView(data) || data instanceof ArrayBuffer) {
+    const ta = data instanceof ArrayBuffer ? new Uint8Array(data) : (data as TypedArray);
+    let srcType: DType;
+    if (ta instanceof Uint16Array) {
+      if (opts.dtype !== 'float16' && opts.dtype !== 'bfloat16') throw new TypeError('tensor: a Uint16Array holds raw float16/bfloat16 bits: pass {dtype: "float16"} or "bfloat16"');
+      srcType = opts.dtype;
+    } else srcType = data instanceof ArrayBuffer ? (opts.dtype ?? 'uint8') : dtypeOfTypedArray(ta);
+    const count = ta.byteLength / DTYPE_SIZE[srcType];
+    const shape = opts.shape ? [...opts.shape] : [count];
+    t = wrapT(N.fromBuffer(ta, 0, shape, DTYPE_CODE_OF(srcType), !!opts.copy));
+    if ((opts.dtype && opts.dtype !== srcType) || (opts.device && opts.device !== 'cpu')) {
+      const u = t.to({ dtype: opts.dtype, device: opts.device });
+      t.dispose();
+      t = u;
+    }
+    return applyOpts(t, opts);
+  }
+  if (typeof data === 'number' || typeof data === 'boolean') {
+    const dt = opts.dtype ?? (typeof data === 'boolean' ? 'bool' : 'float32');
+    return applyOpts(wrapT(N.scalarTensor(data, dtypeCode(dt), opts.device)), opts);
+  }
+  if (!Array.isArray(data)) throw new TypeError(`tensor: data must be a number, an array or a typed array, got ${typeof data}`);
+  const shape: number[] = [];
+  let probe: NestedArray = data;
+  while (Array.isArray(probe)) {
+    shape.push(probe.length);
+    if (probe.length === 0) break;
+    probe = probe[0];
+  }
+  const isBool = typeof probe === 'boolean';
+  const dt: DType = opts.dtype ?? (isBool ? 'bool' : 'float32');
+  const count = shape.reduce((a, b) => a * b, 1);
+  const buf = new Float64Array(count);
+  let pos = 0;
+  const fill = (arr: NestedArray, d: number, path: string): void => {
+    if (d === shape.length) {
+      if (typeof arr === 'number') buf[pos++] = arr;
+      else if (typeof arr === 'boolean') buf[pos++] = arr ? 1 : 0;
+      else throw new TypeError(`tensor: element at ${path} is ${Array.isArray(arr) ? 'an array' : typeof arr}, expected a number`);
+      return;
+    }
+    if (!Array.isArray(arr)) throw new TypeError(`tensor: ragged nested array: element at ${path} is not an array (expected length ${shape[d]})`);
+    if (arr.length !== shape[d]) throw new TypeError(`tensor: ragged nested array: element at ${path} has length ${arr.length}, expected ${shape[d]}`);
+    for (let i = 0; i < arr.length; i++) fill(arr[i], d + 1, `${path}[${i}]`);
+  };
+  fill(data, 0, 'data');
+  const f = wrapT(N.fromBuffer(buf, 0, shape, DTYPE_CODE_OF('float64'), false));
+  if (dt === 'float64' && (!opts.device || opts.device === 'cpu')) return applyOpts(f, opts);
+  t = f.to({ dtype: dt, device: opts.device });
+  f.dispose();
+  return applyOpts(t, opts);
+}
+
+function DTYPE_CODE_OF(d: DType): number {
+  return dtypeCode(d) as number;
+}
+
+type ShapeArg = number | readonly number[];
+function shapeOf(s: ShapeArg): number[] {
+  return typeof s === 'number' ? [s] : [...s];
+}
+
+export function zeros(shape: ShapeArg, opts: TensorOptions = {}): Tensor {
+  return applyOpts(wrapT(N.zeros(shapeOf(shape), dtypeCode(opts.dtype), opts.device)), opts);
+}
+export function ones(shape: ShapeArg, opts: TensorOptions = {}): Tensor {
+  return applyOpts(wrapT(N.ones(shapeOf(shape), dtypeCode(opts.dtype), opts.device)), opts);
+}
+export function empty(shape: ShapeArg, opts: TensorOptions = {}): Tensor {
+  return applyOpts(wrapT(N.empty(shapeOf(shape), dtypeCode(opts.dtype), opts.device)), opts);
+}
+export function full(shape: ShapeArg, value: Scalar, opts: TensorOptions = {}): Tensor {
+  return applyOpts(wrapT(N.full(shapeOf(shape), value, dtypeCode(opts.dtype ?? (typeof value === 'boolean' ? 'bool' : 'float32')), opts.device)), opts);
+}
+/** arange(end) or arange(start, end, step); integer arguments give int64 like PyTorch. */
+export function arange(start: number, end?: number, step = 1, opts: TensorOptions = {}): Tensor {
+  if (end === undefined) {
+    end = start;
+    start = 0;
+  }
+  return applyOpts(wrapT(N.arange(start, end, step, dtypeCode(opts.dtype), opts.device)), opts);
+}
+export function linspace(start: number, end: number, steps: number, opts: TensorOptions = {}): Tensor {
+  return applyOpts(wrapT(N.linspace(start, end, steps, dtypeCode(opts.dtype), opts.device)), opts);
+}
+export function rand(shape: ShapeArg, opts: TensorOptions = {}): Tensor {
+  return applyOpts(wrapT(N.rand(shapeOf(shape), dtypeCode(opts.dtype), opts.device)), opts);
+}
+export function randn(shape: ShapeArg, opts: TensorOptions = {}): Tensor {
+  return applyOpts(wrapT(N.randn(shapeOf(shape), dtypeCode(opts.dtype), opts.device)), opts);
+}
+/** Integers uniformly in [low, high). */
+export function randint(low: number, high: number, shape: ShapeArg, opts: TensorOptions = {}): Tensor {
+  return wrapT(N.randint(low, high, shapeOf(shape), dtypeCode(opts.dtype), opts.device));
+}
+export function randperm(n: number, opts: TensorOptions = {}): Tensor {
+  return wrapT(N.randperm(n, dtypeCode(opts.dtype), opts.device));
+}
+export function eye(n: number, opts: TensorOptions = {}): Tensor {
+  return applyOpts(wrapT(N.eye(n, dtypeCode(opts.dtype), opts.device)), opts);
+}
+export function zerosLike(t: Tensor, opts: TensorOptions = {}): Tensor {
+  const z = wrapT(N.zerosLike(t._h));
+  return retype(z, opts);
+}
+export function onesLike(t: Tensor, opts: TensorOptions = {}): Tensor {
+  return retype(wrapT(N.onesLike(t._h)), opts);
+}
+export function fullLike(t: Tensor, value: Scalar, opts: TensorOptions = {}): Tensor {
+  return retype(wrapT(N.fullLike(t._h, value)), opts);
+}
+export function randLike(t: Tensor): Tensor {
+  return wrapT(N.randLike(t._h));
+}
+export function randnLike(t: Tensor): Tensor {
+  return wrapT(N.randnLike(t._h));
+}
+function retype(t: Tensor, opts: TensorOptions): Tensor {
+  if (opts.dtype || opts.device) {
+    const u = t.to({ dtype: opts.dtype, device: opts.device });
+    t.dispose();
+    t = u;
+  }
+  return applyOpts(t, opts);
+}
+
+// ---- joins and functional forms ----
+
+export function cat(tensors: readonly Tensor[], dim = 0): Tensor {
+  return wrapT(N.cat(tensors.map((t) => t._h), dim));
+}
+export function stack(tensors: readonly Tensor[], dim = 0): Tensor {
+  return wrapT(N.stack(tensors.map((t) => t._h), dim));
+}
+export function where(condition: Tensor, input: TensorLike, other: TensorLike): Tensor {
+  return wrapT(N.where(condition._h, h(input), h(other)));
+}
+/** Pads the last dims: pad = [left, right, top, bottom, ...] as torch.nn.functional.pad. */
+export function pad(input: Tensor, padding: readonly number[], mode: 'constant' | 'reflect' | 'replicate' | 'circular' = 'constant', value?: number): Tensor {
+  return wrapT(N.pad(input._h, [...padding], mode, mode === 'constant' ? (value ?? 0) : undefined));
+}
