@@ -9,3 +9,4 @@ export {
   adaptiveMaxPool2d, linear, dropout, softmax, logSoftmax, crossEntropy, nllLoss, mseLoss, oneHot,
 } from './nn/functional.js';
 export * as F from './nn/functional.js';
+export * from './io/index.js';
