@@ -1,6 +1,6 @@
 // Module init, tensor handles and memory accounting, argument readers, error conversion, autograd,
 // devices and RNG. Ops live in ops.cpp (one line each), optimizers in optim.cpp, the data pipeline in
-// data.cpp, file formats in io.cpp.
+// data.cpp. (PyTorch checkpoints are read in TypeScript: lib/io/torch.ts.)
 #include "residual.h"
 
 #if defined(RESIDUAL_CUDA)
@@ -160,7 +160,7 @@ void Args::fail(size_t i, const char* name, const std::string& want) const {
   throw ArgError("argument '" + std::string(name) + "' must be " + want + ", got " + got);
 }
 
-static Handle* asHandle(napi_env env, napi_value v) {
+Handle* asHandle(napi_env env, napi_value v) {
   napi_valuetype t;
   if (napi_typeof(env, v, &t) != napi_ok || t != napi_external) return nullptr;
   bool ok = false;
@@ -168,6 +168,21 @@ static Handle* asHandle(napi_env env, napi_value v) {
   void* data = nullptr;
   napi_get_value_external(env, v, &data);
   return static_cast<Handle*>(data);
+}
+
+std::vector<at::Tensor> tensorsOf(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (!v.IsArray()) throw ArgError(what + " must be an array of Tensors, got " + describe(v));
+  auto arr = v.As<Napi::Array>();
+  std::vector<at::Tensor> out;
+  out.reserve(arr.Length());
+  for (uint32_t k = 0; k < arr.Length(); k++) {
+    Napi::Value e = arr.Get(k);
+    Handle* h = asHandle(env, e);
+    if (!h) throw ArgError(what + " must hold only Tensors, element " + std::to_string(k) + " is " + describe(e));
+    if (!h->alive) throw ArgError(what + " element " + std::to_string(k) + " is a disposed Tensor");
+    out.push_back(h->t);
+  }
+  return out;
 }
 
 Handle* Args::H(size_t i, const char* name) const {
@@ -193,17 +208,8 @@ at::Tensor Args::TOS(size_t i, const char* name) const {
 }
 
 std::vector<at::Tensor> Args::TL(size_t i, const char* name) const {
-  if (i >= info.Length() || !info[i].IsArray()) fail(i, name, "an array of Tensors");
-  auto arr = info[i].As<Napi::Array>();
-  std::vector<at::Tensor> out;
-  out.reserve(arr.Length());
-  for (uint32_t k = 0; k < arr.Length(); k++) {
-    Handle* h = asHandle(info.Env(), arr.Get(k));
-    if (!h) throw ArgError("argument '" + std::string(name) + "' must hold only Tensors, element " + std::to_string(k) + " is " + describe(arr.Get(k)));
-    if (!h->alive) throw ArgError("argument '" + std::string(name) + "' element " + std::to_string(k) + " is a disposed Tensor");
-    out.push_back(h->t);
-  }
-  return out;
+  if (i >= info.Length()) fail(i, name, "an array of Tensors");
+  return tensorsOf(info.Env(), info[i], "argument '" + std::string(name) + "'");
 }
 
 std::vector<std::optional<at::Tensor>> Args::OTL(size_t i, const char* name) const {
@@ -679,7 +685,6 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   initOps(env, exports);
   initOptim(env, exports);
   initData(env, exports);
-  initIo(env, exports);
   return exports;
 }
 

@@ -1,4 +1,351 @@
+// The data pipeline's hot loop, in native code on background threads: shuffling, batching, random crop
+// with padding, horizontal flip, normalisation to float32, pinned memory and the non-blocking copy to
+// CUDA. Batches are produced ahead (prefetch) by worker threads; each sample's augmentation draws
+// from its own RNG seeded by (seed, epoch, position), so results are identical whatever the thread
+// count or timing.
 #include "residual.h"
+
 namespace residual {
-void initData(Napi::Env env, Napi::Object exports) {}
+
+static const napi_type_tag kLoaderTag = {0x51a0c3e7b2d94f68ULL, 0x0f1e2d3c4b5a6978ULL};
+
+struct LoaderCfg {
+  at::Tensor images;  // uint8 [N, C, H, W], contiguous, CPU
+  at::Tensor labels;  // int64 [N]
+  int64_t batch = 1;
+  bool shuffle = false;
+  uint64_t seed = 0;
+  bool dropLast = false;
+  std::vector<float> mean, std;
+  int64_t pad = 0;
+  bool crop = false;
+  bool flip = false;
+  at::Device device = at::Device(at::kCPU);
+  bool pin = false;
+  bool channelsLast = false;
+  int64_t prefetch = 2;
+  int64_t workers = 1;
+};
+
+struct Batch {
+  at::Tensor x, y;
+};
+
+// splitmix64: a tiny, well-distributed RNG for per-sample decisions.
+static inline uint64_t mix(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
 }
+
+struct Loader {
+  LoaderCfg cfg;
+  std::vector<int64_t> order;
+  int64_t numBatches = 0;
+  uint64_t epoch = 0;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<int64_t, Batch> ready;
+  int64_t nextProduce = 0, nextConsume = 0;
+  bool stop = false;
+  std::string error;
+  std::vector<std::thread> threads;
+
+  ~Loader() { halt(); }
+
+  void halt() {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      stop = true;
+    }
+    cv.notify_all();
+    for (auto& t : threads)
+      if (t.joinable()) t.join();
+    threads.clear();
+  }
+
+  int64_t count() const { return cfg.images.size(0); }
+
+  void start(uint64_t ep) {
+    halt();
+    epoch = ep;
+    int64_t n = count();
+    order.resize(n);
+    for (int64_t i = 0; i < n; i++) order[i] = i;
+    if (cfg.shuffle) {
+      std::mt19937_64 rng(mix(cfg.seed) ^ mix(ep + 0x5851f42d4c957f2dULL));
+      for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = int64_t(rng() % uint64_t(i + 1));
+        std::swap(order[i], order[j]);
+      }
+    }
+    numBatches = cfg.dropLast ? n / cfg.batch : (n + cfg.batch - 1) / cfg.batch;
+    ready.clear();
+    nextProduce = nextConsume = 0;
+    stop = false;
+    error.clear();
+    for (int64_t w = 0; w < cfg.workers; w++) threads.emplace_back([this] { work(); });
+  }
+
+  void work() {
+    for (;;) {
+      int64_t b;
+      {
+        std::unique_lock<std::mutex> lk(mu);
+        cv.wait(lk, [&] { return stop || nextProduce >= numBatches || nextProduce - nextConsume < cfg.prefetch; });
+        if (stop || nextProduce >= numBatches) return;
+        b = nextProduce++;
+      }
+      Batch out;
+      try {
+        out = make(b);
+      } catch (const c10::Error& e) {
+        std::lock_guard<std::mutex> lk(mu);
+        error = e.what_without_backtrace();
+        cv.notify_all();
+        return;
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lk(mu);
+        error = e.what();
+        cv.notify_all();
+        return;
+      }
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        ready[b] = std::move(out);
+      }
+      cv.notify_all();
+    }
+  }
+
+  Batch make(int64_t b) {
+    at::NoGradGuard ng;
+    const int64_t n = count(), C = cfg.images.size(1), H = cfg.images.size(2), W = cfg.images.size(3);
+    const int64_t begin = b * cfg.batch, end = std::min(n, begin + cfg.batch), B = end - begin;
+    bool pinned = cfg.pin && cfg.device.is_cuda();
+    auto fopt = at::TensorOptions().dtype(at::kFloat).pinned_memory(pinned);
+    at::Tensor x = at::empty({B, C, H, W}, fopt);
+    at::Tensor y = at::empty({B}, at::TensorOptions().dtype(at::kLong).pinned_memory(pinned));
+    const uint8_t* src = cfg.images.data_ptr<uint8_t>();
+    const int64_t* lab = cfg.labels.data_ptr<int64_t>();
+    float* dst = x.data_ptr<float>();
+    int64_t* ydst = y.data_ptr<int64_t>();
+    std::vector<float> scale(C), shift(C), padv(C);
+    for (int64_t c = 0; c < C; c++) {
+      float m = cfg.mean.empty() ? 0.f : cfg.mean[cfg.mean.size() == 1 ? 0 : c];
+      float s = cfg.std.empty() ? 1.f : cfg.std[cfg.std.size() == 1 ? 0 : c];
+      scale[c] = 1.f / (255.f * s);
+      shift[c] = -m / s;
+      padv[c] = shift[c];  // a zero pixel, normalised
+    }
+    const int64_t plane = H * W;
+    for (int64_t k = 0; k < B; k++) {
+      int64_t idx = order[begin + k];
+      uint64_t r = mix(mix(cfg.seed ^ 0xa0761d6478bd642fULL) ^ mix(epoch * 0x9e3779b97f4a7c15ULL + uint64_t(begin + k)));
+      int64_t dy = 0, dx = 0;
+      if (cfg.crop && cfg.pad > 0) {
+        dy = int64_t(r % uint64_t(2 * cfg.pad + 1)) - cfg.pad;
+        r = mix(r);
+        dx = int64_t(r % uint64_t(2 * cfg.pad + 1)) - cfg.pad;
+        r = mix(r);
+      }
+      bool flip = cfg.flip && (r & 1);
+      ydst[k] = lab[idx];
+      const uint8_t* img = src + idx * C * plane;
+      float* o = dst + k * C * plane;
+      for (int64_t c = 0; c < C; c++) {
+        const uint8_t* ip = img + c * plane;
+        float* op = o + c * plane;
+        for (int64_t yy = 0; yy < H; yy++) {
+          int64_t sy = yy + dy;
+          if (sy < 0 || sy >= H) {
+            for (int64_t xx = 0; xx < W; xx++) op[yy * W + xx] = padv[c];
+            continue;
+          }
+          for (int64_t xx = 0; xx < W; xx++) {
+            int64_t ox = flip ? W - 1 - xx : xx;  // flip after the crop, as RandomCrop then RandomHorizontalFlip
+            int64_t sx = ox + dx;
+            op[yy * W + xx] = (sx < 0 || sx >= W) ? padv[c] : float(ip[sy * W + sx]) * scale[c] + shift[c];
+          }
+        }
+      }
+    }
+    if (cfg.channelsLast) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+    if (!cfg.device.is_cpu()) {
+      x = x.to(cfg.device, /*non_blocking=*/pinned);
+      y = y.to(cfg.device, /*non_blocking=*/pinned);
+    }
+    return {x, y};
+  }
+
+  // Blocks until batch nextConsume is ready; false at the end of the epoch.
+  bool take(Batch& out, std::string& err) {
+    std::unique_lock<std::mutex> lk(mu);
+    if (nextConsume >= numBatches) return false;
+    cv.wait(lk, [&] { return !error.empty() || ready.count(nextConsume) || threads.empty(); });
+    if (!error.empty()) {
+      err = error;
+      return false;
+    }
+    auto it = ready.find(nextConsume);
+    if (it == ready.end()) {
+      err = "the data loader was not started for this epoch";
+      return false;
+    }
+    out = std::move(it->second);
+    ready.erase(it);
+    nextConsume++;
+    lk.unlock();
+    cv.notify_all();
+    return true;
+  }
+};
+
+static Loader* getLoader(Args& a, size_t i) {
+  bool ok = false;
+  if (i >= a.size() || !a.info[i].IsExternal() || napi_check_object_type_tag(a.env(), a.info[i], &kLoaderTag, &ok) != napi_ok || !ok)
+    a.fail(i, "loader", "a native data loader");
+  return a.info[i].As<Napi::External<Loader>>().Data();
+}
+
+static std::vector<float> floats(const Napi::Object& o, const char* key) {
+  std::vector<float> v;
+  Napi::Value x = o.Get(key);
+  if (x.IsUndefined() || x.IsNull()) return v;
+  if (!x.IsArray()) throw ArgError(std::string("option '") + key + "' must be an array of numbers");
+  auto arr = x.As<Napi::Array>();
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value e = arr.Get(i);
+    if (!e.IsNumber()) throw ArgError(std::string("option '") + key + "' must hold numbers");
+    v.push_back(e.As<Napi::Number>().FloatValue());
+  }
+  return v;
+}
+
+static double optNum(const Napi::Object& o, const char* key, double d) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return d;
+  if (v.IsBoolean()) return v.As<Napi::Boolean>().Value();
+  if (!v.IsNumber()) throw ArgError(std::string("option '") + key + "' must be a number, got " + describe(v));
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+// loaderCreate(images uint8 [N,C,H,W], labels int64 [N], options)
+DEFN(loaderCreate) {
+  at::Tensor images = a.T(0, "images"), labels = a.T(1, "labels");
+  if (!a.has(2) || !a.info[2].IsObject()) a.fail(2, "options", "an object");
+  auto o = a.info[2].As<Napi::Object>();
+  if (images.dim() != 4 || images.scalar_type() != at::kByte)
+    throw ArgError("images must be a uint8 tensor [N, C, H, W], got " + std::string(c10::toString(images.scalar_type())) + " " + c10::str(images.sizes()));
+  if (labels.dim() != 1 || labels.size(0) != images.size(0))
+    throw ArgError("labels must be [N] with N = " + std::to_string(images.size(0)) + ", got " + c10::str(labels.sizes()));
+  auto L = std::make_unique<Loader>();
+  LoaderCfg& c = L->cfg;
+  c.images = images.detach().to(at::kCPU).contiguous();
+  c.labels = labels.detach().to(at::kCPU, at::kLong).contiguous();
+  c.batch = int64_t(optNum(o, "batchSize", 1));
+  if (c.batch < 1) throw ArgError("batchSize must be at least 1");
+  c.shuffle = optNum(o, "shuffle", 0) != 0;
+  c.seed = uint64_t(optNum(o, "seed", 0));
+  c.dropLast = optNum(o, "dropLast", 0) != 0;
+  c.mean = floats(o, "mean");
+  c.std = floats(o, "std");
+  int64_t C = images.size(1);
+  for (auto* v : {&c.mean, &c.std})
+    if (!v->empty() && v->size() != 1 && int64_t(v->size()) != C)
+      throw ArgError("mean/std must have 1 or " + std::to_string(C) + " entries (one per channel)");
+  for (float s : c.std)
+    if (!(s > 0)) throw ArgError("std entries must be positive");
+  c.pad = int64_t(optNum(o, "cropPadding", 0));
+  c.crop = optNum(o, "randomCrop", 0) != 0;
+  c.flip = optNum(o, "hflip", 0) != 0;
+  c.channelsLast = optNum(o, "channelsLast", 0) != 0;
+  c.prefetch = std::max<int64_t>(1, int64_t(optNum(o, "prefetch", 2)));
+  c.workers = std::max<int64_t>(1, std::min<int64_t>(16, int64_t(optNum(o, "workers", 1))));
+  Napi::Value dv = o.Get("device");
+  if (dv.IsString()) c.device = parseDevice(dv.As<Napi::String>().Utf8Value());
+  c.pin = optNum(o, "pinMemory", c.device.is_cuda() ? 1 : 0) != 0;
+  auto ext = Napi::External<Loader>::New(a.env(), L.release(), [](Napi::Env, Loader* p) { delete p; });
+  napi_type_tag_object(a.env(), ext, &kLoaderTag);
+  return ext;
+}
+
+DEFN(loaderStart) {
+  Loader* L = getLoader(a, 0);
+  L->start(uint64_t(a.I(1, "epoch")));
+  return Napi::Number::New(a.env(), double(L->numBatches));
+}
+
+DEFN(loaderLength) {
+  Loader* L = getLoader(a, 0);
+  const LoaderCfg& c = L->cfg;
+  int64_t n = L->count();
+  return Napi::Number::New(a.env(), double(c.dropLast ? n / c.batch : (n + c.batch - 1) / c.batch));
+}
+
+static Napi::Value batchValue(Napi::Env env, Batch& b) {
+  auto arr = Napi::Array::New(env, 2);
+  arr.Set(uint32_t(0), wrap(env, b.x));
+  arr.Set(uint32_t(1), wrap(env, b.y));
+  return arr;
+}
+
+DEFN(loaderNextSync) {
+  Loader* L = getLoader(a, 0);
+  Batch b;
+  std::string err;
+  if (!L->take(b, err)) {
+    if (!err.empty()) throw std::runtime_error(err);
+    return a.env().Null();
+  }
+  return batchValue(a.env(), b);
+}
+
+// Waits for the next batch on a libuv thread, so the event loop keeps running.
+class NextWorker : public Napi::AsyncWorker {
+ public:
+  NextWorker(Napi::Env env, Loader* l, Napi::Reference<Napi::Value>&& keep)
+      : Napi::AsyncWorker(env), L(l), deferred(Napi::Promise::Deferred::New(env)), keepAlive(std::move(keep)) {}
+  void Execute() override {
+    std::string err;
+    got = L->take(b, err);
+    if (!err.empty()) SetError(err);
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope hs(env);
+    deferred.Resolve(got ? batchValue(env, b) : env.Null());
+  }
+  void OnError(const Napi::Error& e) override { deferred.Reject(Napi::Error::New(Env(), "data loader: " + e.Message()).Value()); }
+  Napi::Promise promise() { return deferred.Promise(); }
+
+ private:
+  Loader* L;
+  Batch b;
+  bool got = false;
+  Napi::Promise::Deferred deferred;
+  Napi::Reference<Napi::Value> keepAlive;  // the loader stays alive while a wait is pending
+};
+
+DEFN(loaderNext) {
+  Loader* L = getLoader(a, 0);
+  auto* w = new NextWorker(a.env(), L, Napi::Persistent(a.info[0]));
+  auto p = w->promise();
+  w->Queue();
+  return p;
+}
+
+DEFN(loaderClose) {
+  getLoader(a, 0)->halt();
+  return a.env().Undefined();
+}
+
+static const FnEntry kData[] = {
+    ENTRY(loaderCreate), ENTRY(loaderStart), ENTRY(loaderLength), ENTRY(loaderNextSync), ENTRY(loaderNext), ENTRY(loaderClose),
+};
+
+void initData(Napi::Env env, Napi::Object exports) { registerAll(env, exports, std::begin(kData), std::end(kData)); }
+
+}  // namespace residual

@@ -1,4 +1,305 @@
+// Optimizers whose whole step runs natively in one call: libtorch's _foreach_ kernels over every
+// parameter of a group (fused multi-tensor kernels on CUDA, a C++ loop on CPU), never a JS loop.
+// The math follows torch/optim (sgd.py, adam.py, adamw.py) so results match PyTorch step for step.
+// Also: gradient clipping by total norm and the unscale/inf-check of float16 loss scaling.
 #include "residual.h"
+
 namespace residual {
-void initOptim(Napi::Env env, Napi::Object exports) {}
+
+static const napi_type_tag kOptimTag = {0x2b1f4c8e9d0a7e35ULL, 0x6c5d4e3f2a1b0c99ULL};
+
+struct Group {
+  std::vector<at::Tensor> params;
+  std::vector<at::Tensor> buf1;  // SGD momentum_buffer / Adam exp_avg
+  std::vector<at::Tensor> buf2;  // Adam exp_avg_sq
+  std::vector<at::Tensor> buf3;  // Adam max_exp_avg_sq (amsgrad)
+  std::vector<int64_t> steps;
+};
+
+struct Optim {
+  std::string kind;  // sgd | adam | adamw
+  std::vector<Group> groups;
+};
+
+static Optim* getOptim(Args& a, size_t i) {
+  bool ok = false;
+  if (i >= a.size() || !a.info[i].IsExternal() || napi_check_object_type_tag(a.env(), a.info[i], &kOptimTag, &ok) != napi_ok || !ok)
+    a.fail(i, "optimizer", "a native optimizer");
+  return a.info[i].As<Napi::External<Optim>>().Data();
 }
+
+static double num(const Napi::Object& o, const char* key, double dflt) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return dflt;
+  if (v.IsBoolean()) return v.As<Napi::Boolean>().Value() ? 1.0 : 0.0;
+  if (!v.IsNumber()) throw ArgError(std::string("hyperparameter '") + key + "' must be a number, got " + describe(v));
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+// optimCreate(kind, groups: Tensor[][]) -> optimizer
+DEFN(optimCreate) {
+  std::string kind = a.Str(0, "kind");
+  if (kind != "sgd" && kind != "adam" && kind != "adamw") throw ArgError("unknown optimizer kind '" + kind + "'");
+  if (!a.has(1) || !a.info[1].IsArray()) a.fail(1, "groups", "an array of Tensor arrays");
+  auto arr = a.info[1].As<Napi::Array>();
+  auto o = std::make_unique<Optim>();
+  o->kind = kind;
+  for (uint32_t g = 0; g < arr.Length(); g++) {
+    Group grp;
+    grp.params = tensorsOf(a.env(), arr.Get(g), "group " + std::to_string(g) + " params");
+    for (auto& p : grp.params)
+      if (!p.is_leaf()) throw ArgError("group " + std::to_string(g) + ": optimizers can only update leaf tensors (parameters)");
+    size_t n = grp.params.size();
+    grp.buf1.resize(n);
+    grp.buf2.resize(n);
+    grp.buf3.resize(n);
+    grp.steps.assign(n, 0);
+    o->groups.push_back(std::move(grp));
+  }
+  auto ext = Napi::External<Optim>::New(a.env(), o.release(), [](Napi::Env, Optim* p) { delete p; });
+  napi_type_tag_object(a.env(), ext, &kOptimTag);
+  return ext;
+}
+
+static void sgdStep(Group& g, const Napi::Object& h) {
+  double lr = num(h, "lr", 0), momentum = num(h, "momentum", 0), dampening = num(h, "dampening", 0);
+  double wd = num(h, "weightDecay", 0);
+  bool nesterov = num(h, "nesterov", 0) != 0, maximize = num(h, "maximize", 0) != 0;
+  std::vector<at::Tensor> ps, gs;
+  std::vector<size_t> idx;
+  for (size_t i = 0; i < g.params.size(); i++) {
+    const at::Tensor& gr = g.params[i].grad();
+    if (!gr.defined()) continue;
+    ps.push_back(g.params[i]);
+    gs.push_back(gr);
+    idx.push_back(i);
+  }
+  if (ps.empty()) return;
+  if (maximize) gs = at::_foreach_neg(gs);
+  if (wd != 0) gs = at::_foreach_add(gs, ps, wd);
+  if (momentum != 0) {
+    std::vector<at::Tensor> bufs(ps.size()), oldBufs, oldGrads;
+    for (size_t k = 0; k < ps.size(); k++) {
+      at::Tensor& b = g.buf1[idx[k]];
+      if (!b.defined()) {
+        b = gs[k].clone().detach();  // first step: buf = grad
+      } else {
+        oldBufs.push_back(b);
+        oldGrads.push_back(gs[k]);
+      }
+      bufs[k] = b;
+    }
+    if (!oldBufs.empty()) {
+      at::_foreach_mul_(oldBufs, momentum);
+      at::_foreach_add_(oldBufs, oldGrads, 1 - dampening);
+    }
+    gs = nesterov ? at::_foreach_add(gs, bufs, momentum) : bufs;
+  }
+  at::_foreach_add_(ps, gs, -lr);
+}
+
+static void adamStep(Group& g, const Napi::Object& h, bool decoupled) {
+  double lr = num(h, "lr", 1e-3), beta1 = num(h, "beta1", 0.9), beta2 = num(h, "beta2", 0.999);
+  double eps = num(h, "eps", 1e-8), wd = num(h, "weightDecay", 0);
+  bool amsgrad = num(h, "amsgrad", 0) != 0, maximize = num(h, "maximize", 0) != 0;
+  std::vector<at::Tensor> ps, gs, m, v, vmax;
+  std::vector<at::Scalar> stepSizes, bc2Sqrt;
+  for (size_t i = 0; i < g.params.size(); i++) {
+    const at::Tensor& gr = g.params[i].grad();
+    if (!gr.defined()) continue;
+    at::Tensor& p = g.params[i];
+    if (!g.buf1[i].defined()) {
+      g.buf1[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
+      g.buf2[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
+      if (amsgrad) g.buf3[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
+    }
+    if (amsgrad && !g.buf3[i].defined()) g.buf3[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
+    int64_t step = ++g.steps[i];
+    double bc1 = 1 - std::pow(beta1, double(step));
+    double bc2 = 1 - std::pow(beta2, double(step));
+    stepSizes.emplace_back(-(lr / bc1));
+    bc2Sqrt.emplace_back(std::sqrt(bc2));
+    ps.push_back(p);
+    gs.push_back(gr);
+    m.push_back(g.buf1[i]);
+    v.push_back(g.buf2[i]);
+    if (amsgrad) vmax.push_back(g.buf3[i]);
+  }
+  if (ps.empty()) return;
+  if (maximize) gs = at::_foreach_neg(gs);
+  if (wd != 0) {
+    if (decoupled) at::_foreach_mul_(ps, 1 - lr * wd);
+    else gs = at::_foreach_add(gs, ps, wd);
+  }
+  at::_foreach_lerp_(m, gs, 1 - beta1);
+  at::_foreach_mul_(v, beta2);
+  at::_foreach_addcmul_(v, gs, gs, 1 - beta2);
+  std::vector<at::Tensor> denom;
+  if (amsgrad) {
+    at::_foreach_maximum_(vmax, v);
+    denom = at::_foreach_sqrt(vmax);
+  } else {
+    denom = at::_foreach_sqrt(v);
+  }
+  at::_foreach_div_(denom, bc2Sqrt);
+  at::_foreach_add_(denom, eps);
+  at::_foreach_addcdiv_(ps, m, denom, stepSizes);
+}
+
+// optimStep(optimizer, hyperparams: object per group)
+DEFN(optimStep) {
+  Optim* o = getOptim(a, 0);
+  if (!a.has(1) || !a.info[1].IsArray()) a.fail(1, "hyperparams", "an array with one object per group");
+  auto hs = a.info[1].As<Napi::Array>();
+  if (hs.Length() != o->groups.size())
+    throw ArgError("hyperparams has " + std::to_string(hs.Length()) + " entries, the optimizer has " + std::to_string(o->groups.size()) + " groups");
+  at::NoGradGuard ng;
+  for (size_t g = 0; g < o->groups.size(); g++) {
+    Napi::Value hv = hs.Get(uint32_t(g));
+    if (!hv.IsObject()) throw ArgError("hyperparams[" + std::to_string(g) + "] must be an object");
+    auto h = hv.As<Napi::Object>();
+    if (o->kind == "sgd") sgdStep(o->groups[g], h);
+    else adamStep(o->groups[g], h, o->kind == "adamw");
+  }
+  return a.env().Undefined();
+}
+
+// optimZeroGrad(optimizer, setToNone)
+DEFN(optimZeroGrad) {
+  Optim* o = getOptim(a, 0);
+  bool none = !a.has(1) || a.B(1, "setToNone");
+  for (auto& g : o->groups)
+    for (auto& p : g.params) {
+      at::Tensor& gr = p.mutable_grad();
+      if (!gr.defined()) continue;
+      if (none) gr.reset();
+      else {
+        if (gr.grad_fn()) gr = gr.detach();
+        else gr.requires_grad_(false);
+        gr.zero_();
+      }
+    }
+  return a.env().Undefined();
+}
+
+// optimGetState(optimizer) -> per group, per param {step, buf1?, buf2?, buf3?}
+DEFN(optimGetState) {
+  Optim* o = getOptim(a, 0);
+  Napi::Env env = a.env();
+  auto out = Napi::Array::New(env, o->groups.size());
+  for (size_t g = 0; g < o->groups.size(); g++) {
+    auto& G = o->groups[g];
+    auto arr = Napi::Array::New(env, G.params.size());
+    for (size_t i = 0; i < G.params.size(); i++) {
+      auto e = Napi::Object::New(env);
+      e.Set("step", Napi::Number::New(env, double(G.steps[i])));
+      if (G.buf1[i].defined()) e.Set("buf1", wrap(env, G.buf1[i]));
+      if (G.buf2[i].defined()) e.Set("buf2", wrap(env, G.buf2[i]));
+      if (G.buf3[i].defined()) e.Set("buf3", wrap(env, G.buf3[i]));
+      arr.Set(uint32_t(i), e);
+    }
+    out.Set(uint32_t(g), arr);
+  }
+  return out;
+}
+
+// optimSetState(optimizer, same structure as optimGetState); buffers are copied (shapes checked).
+DEFN(optimSetState) {
+  Optim* o = getOptim(a, 0);
+  if (!a.has(1) || !a.info[1].IsArray()) a.fail(1, "state", "an array per group");
+  auto st = a.info[1].As<Napi::Array>();
+  if (st.Length() != o->groups.size()) throw ArgError("state has " + std::to_string(st.Length()) + " groups, the optimizer has " + std::to_string(o->groups.size()));
+  // validate everything first, so a bad state changes nothing
+  struct Pending { size_t g, i; int64_t step; at::Tensor b1, b2, b3; };
+  std::vector<Pending> todo;
+  for (size_t g = 0; g < o->groups.size(); g++) {
+    auto& G = o->groups[g];
+    Napi::Value gv = st.Get(uint32_t(g));
+    if (!gv.IsArray() || gv.As<Napi::Array>().Length() != G.params.size())
+      throw ArgError("state group " + std::to_string(g) + " must have one entry per parameter (" + std::to_string(G.params.size()) + ")");
+    auto arr = gv.As<Napi::Array>();
+    for (size_t i = 0; i < G.params.size(); i++) {
+      Napi::Value ev = arr.Get(uint32_t(i));
+      if (!ev.IsObject()) throw ArgError("state entry " + std::to_string(g) + "." + std::to_string(i) + " must be an object");
+      auto e = ev.As<Napi::Object>();
+      Pending p{g, i, int64_t(num(e, "step", 0)), {}, {}, {}};
+      const char* keys[3] = {"buf1", "buf2", "buf3"};
+      at::Tensor* dst[3] = {&p.b1, &p.b2, &p.b3};
+      for (int k = 0; k < 3; k++) {
+        Napi::Value bv = e.Get(keys[k]);
+        if (bv.IsUndefined() || bv.IsNull()) continue;
+        Handle* h = asHandle(a.env(), bv);
+        if (!h || !h->alive) throw ArgError(std::string("state entry ") + std::to_string(g) + "." + std::to_string(i) + "." + keys[k] + " must be a live Tensor");
+        if (h->t.sizes() != G.params[i].sizes())
+          throw ArgError("state entry " + std::to_string(g) + "." + std::to_string(i) + " has shape " + c10::str(h->t.sizes()) + ", the parameter has " + c10::str(G.params[i].sizes()));
+        *dst[k] = h->t;
+      }
+      todo.push_back(std::move(p));
+    }
+  }
+  at::NoGradGuard ng;
+  for (auto& p : todo) {
+    auto& G = o->groups[p.g];
+    const at::Tensor& par = G.params[p.i];
+    G.steps[p.i] = p.step;
+    auto put = [&](at::Tensor& slot, const at::Tensor& src) {
+      slot = src.defined() ? src.detach().to(par.options(), false, true) : at::Tensor();
+    };
+    put(G.buf1[p.i], p.b1);
+    put(G.buf2[p.i], p.b2);
+    put(G.buf3[p.i], p.b3);
+  }
+  return a.env().Undefined();
+}
+
+// clipGradNorm(params, maxNorm, normType, errorIfNonfinite) -> total norm (before clipping)
+DEFN(clipGradNorm) {
+  auto ps = a.TL(0, "parameters");
+  double maxNorm = a.D(1, "maxNorm"), p = a.D(2, "normType");
+  bool errorIfNonfinite = a.has(3) && a.B(3, "errorIfNonfinite");
+  std::vector<at::Tensor> gs;
+  for (auto& t : ps)
+    if (t.grad().defined()) gs.push_back(t.grad());
+  if (gs.empty()) return Napi::Number::New(a.env(), 0.0);
+  at::NoGradGuard ng;
+  auto norms = at::_foreach_norm(gs, p);
+  at::Tensor total = std::isinf(p) ? at::stack(norms).max() : at::stack(norms).norm(p);
+  double tn = total.item<double>();
+  if (errorIfNonfinite && !std::isfinite(tn))
+    throw std::runtime_error("the total norm of the gradients is non-finite (" + std::to_string(tn) + "), so it cannot be clipped");
+  at::Tensor coef = (maxNorm / (total + 1e-6)).clamp_max(1.0);
+  at::_foreach_mul_(gs, coef);
+  return Napi::Number::New(a.env(), tn);
+}
+
+// unscaleGrads(params, invScale) -> true when any gradient is inf/nan (loss scaling for float16)
+DEFN(unscaleGrads) {
+  auto ps = a.TL(0, "parameters");
+  double inv = a.D(1, "invScale");
+  std::vector<at::Tensor> gs;
+  for (auto& t : ps)
+    if (t.grad().defined()) gs.push_back(t.grad());
+  if (gs.empty()) return Napi::Boolean::New(a.env(), false);
+  at::NoGradGuard ng;
+  bool found = false;
+  // group by device: the fused check needs one device per call
+  std::map<std::string, std::vector<at::Tensor>> byDev;
+  for (auto& g : gs) byDev[g.device().str()].push_back(g);
+  for (auto& [dev, list] : byDev) {
+    auto opts = at::TensorOptions().dtype(at::kFloat).device(list[0].device());
+    at::Tensor foundInf = at::zeros({1}, opts);
+    at::Tensor invT = at::full({1}, inv, opts);
+    at::_amp_foreach_non_finite_check_and_unscale_(list, foundInf, invT);
+    if (foundInf.item<float>() != 0) found = true;
+  }
+  return Napi::Boolean::New(a.env(), found);
+}
+
+static const FnEntry kOptim[] = {
+    ENTRY(optimCreate), ENTRY(optimStep), ENTRY(optimZeroGrad), ENTRY(optimGetState),
+    ENTRY(optimSetState), ENTRY(clipGradNorm), ENTRY(unscaleGrads),
+};
+
+void initOptim(Napi::Env env, Napi::Object exports) { registerAll(env, exports, std::begin(kOptim), std::end(kOptim)); }
+
+}  // namespace residual

@@ -40,6 +40,10 @@ struct ArgError : std::runtime_error {
 };
 
 std::string describe(const Napi::Value& v);
+// The live-or-disposed Handle behind a JS value, or null if the value is not one of our tensors.
+Handle* asHandle(napi_env env, napi_value v);
+// Tensors of a JS array, each checked (names the argument and element in errors).
+std::vector<at::Tensor> tensorsOf(Napi::Env env, const Napi::Value& v, const std::string& what);
 
 struct Args {
   const Napi::CallbackInfo& info;
@@ -131,6 +135,5 @@ void registerAll(Napi::Env env, Napi::Object exports, const FnEntry* begin, cons
 void initOps(Napi::Env env, Napi::Object exports);
 void initOptim(Napi::Env env, Napi::Object exports);
 void initData(Napi::Env env, Napi::Object exports);
-void initIo(Napi::Env env, Napi::Object exports);
 
 }  // namespace residual

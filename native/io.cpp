@@ -1,4 +1,0 @@
-#include "residual.h"
-namespace residual {
-void initIo(Napi::Env env, Napi::Object exports) {}
-}
