@@ -10,3 +10,4 @@ export {
 } from './nn/functional.js';
 export * as F from './nn/functional.js';
 export * from './io/index.js';
+export * as data from './data/index.js';

@@ -1,0 +1,7 @@
+// Data: dataset readers (IDX, CIFAR binary, image folders), Fashion-MNIST location and download,
+// synthetic data.
+export * from './dataset.js';
+export * from './idx.js';
+export * from './cifar.js';
+export * from './folder.js';
+export * from './fashion.js';
