@@ -36,16 +36,51 @@ export function isLibtorch(dir) {
   );
 }
 
+/** Reads `torch/version.py` (wheels) or `build-version` (libtorch zips), e.g. "2.13.0+cpu" / "2.14.1+cu130". */
+function readVersionFiles(dir) {
+  const py = path.join(dir, 'version.py');
+  if (fs.existsSync(py)) {
+    const text = fs.readFileSync(py, 'utf8');
+    const v = /^__version__\s*=\s*['"]([^'"]+)['"]/m.exec(text)?.[1];
+    const cuda = /^cuda\s*(?::[^=]*)?=\s*['"]([^'"]+)['"]/m.exec(text)?.[1] ?? null;
+    if (v) return { full: v, cuda };
+  }
+  const bv = path.join(dir, 'build-version');
+  if (fs.existsSync(bv)) {
+    const full = fs.readFileSync(bv, 'utf8').trim();
+    const cu = /\+cu(\d+)(\d)$/.exec(full);
+    return { full, cuda: cu ? `${cu[1]}.${cu[2]}` : null };
+  }
+  return null;
+}
+
+/**
+ * What a libtorch folder is. `version` is X.Y.Z (no local "+cpu" part); `variant` is cpu|cuda (what
+ * the build needs); `variantTag` is cpu|cuXYZ (what prebuilt binaries are tagged with; "cuda" when
+ * the CUDA version cannot be read); `cuda` is the CUDA version ("13.0") or null.
+ */
 export function describeLibtorch(dir) {
   const lib = path.join(dir, 'lib');
   const variant = fs.existsSync(path.join(lib, 'libtorch_cuda.so')) ? 'cuda' : 'cpu';
   let version = 'unknown';
-  const vh = path.join(dir, 'include', 'torch', 'csrc', 'api', 'include', 'torch', 'version.h');
-  if (fs.existsSync(vh)) {
-    const m = /TORCH_VERSION\s+"([^"]+)"/.exec(fs.readFileSync(vh, 'utf8'));
-    if (m) version = m[1];
+  const files = readVersionFiles(dir);
+  if (files) version = files.full.replace(/\+.*$/, '');
+  else {
+    // Headers only: TORCH_VERSION is built from MAJOR/MINOR/PATCH macros in recent releases.
+    for (const rel of ['headeronly/version.h', 'csrc/api/include/torch/version.h']) {
+      const vh = path.join(dir, 'include', 'torch', rel);
+      if (!fs.existsSync(vh)) continue;
+      const text = fs.readFileSync(vh, 'utf8');
+      const lit = /TORCH_VERSION\s+"([^"]+)"/.exec(text);
+      const part = (n) => /(\d+)/.exec(new RegExp(`TORCH_VERSION_${n}\\s+(\\d+)`).exec(text)?.[1] ?? '')?.[1];
+      if (lit) version = lit[1];
+      else if (part('MAJOR') && part('MINOR') && part('PATCH')) version = `${part('MAJOR')}.${part('MINOR')}.${part('PATCH')}`;
+      if (version !== 'unknown') break;
+    }
   }
-  return { dir, lib, variant, version, cmakePrefix: path.join(dir, 'share', 'cmake') };
+  const cuda = variant === 'cuda' ? (files?.cuda ?? null) : null;
+  const variantTag = variant === 'cpu' ? 'cpu' : cuda ? `cu${cuda.replace('.', '')}` : 'cuda';
+  return { dir, lib, variant, variantTag, cuda, version, cmakePrefix: path.join(dir, 'share', 'cmake') };
 }
 
 function log(quiet, msg) {
@@ -82,7 +117,9 @@ export function findLibtorch({ quiet = false } = {}) {
     throw new Error(`LIBTORCH=${process.env.LIBTORCH} is not a libtorch folder (expected include/torch, lib and share/cmake/Torch inside)`);
   }
   if (process.env.LIBTORCH_USE_PYTORCH === '1') {
-    const r = spawnSync('python3', ['-c', 'import torch, os; print(os.path.dirname(torch.__file__))'], { encoding: 'utf8', timeout: 120000 });
+    // find_spec locates the package without importing torch (importing it takes seconds; this is
+    // also what the loader runs at every start).
+    const r = spawnSync('python3', ['-c', "import importlib.util as u, os; s = u.find_spec('torch'); print(os.path.dirname(s.origin) if s and s.origin else '')"], { encoding: 'utf8', timeout: 120000 });
     const dir = (r.stdout || '').trim();
     if (r.status !== 0 || !isLibtorch(dir)) {
       throw new Error(`LIBTORCH_USE_PYTORCH=1 but python3 has no usable torch package (${(r.stderr || '').trim().split('\n').pop() || dir})`);
