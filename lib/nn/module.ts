@@ -1,0 +1,396 @@
+// nn.Module: the base of every layer and network. A module owns named parameters (trainable tensors),
+// named buffers (state such as BatchNorm's running statistics) and named child modules, all kept in
+// registration order so that stateDict() keys come out exactly as PyTorch names them
+// ("layer1.0.conv1.weight", "bn1.running_mean", ...).
+//
+// Ownership: the module owns its tensors. parameters()/buffers() return the live tensors themselves
+// (do not dispose them); stateDict() returns new references (detached, sharing storage) that the
+// caller may dispose without affecting the module.
+import { noGrad } from '../autograd/index.js';
+import { isFloating, type DType } from '../tensor/dtype.js';
+import { Tensor, isDeviceString, type Device } from '../tensor/tensor.js';
+
+export type StateDict = Record<string, Tensor>;
+export type ForwardHook = (module: Module, input: Tensor, output: Tensor) => void;
+export type ForwardPreHook = (module: Module, input: Tensor) => void;
+export interface HookHandle {
+  remove(): void;
+}
+export interface LoadResult {
+  missingKeys: string[];
+  unexpectedKeys: string[];
+}
+
+/** Shape as PyTorch prints it in messages: [2, 3, 32, 32]. */
+export function fmtShape(s: readonly number[]): string {
+  return `[${s.join(', ')}]`;
+}
+
+export class Module {
+  /** Training mode (BatchNorm uses batch statistics, Dropout drops); set by train()/eval(). */
+  training = true;
+  /** @internal registration-ordered entries; null marks an optional slot (e.g. a Linear without bias). */
+  protected readonly _parameters = new Map<string, Tensor | null>();
+  /** @internal */
+  protected readonly _buffers = new Map<string, Tensor | null>();
+  /** @internal */
+  protected readonly _nonPersistent = new Set<string>();
+  /** @internal */
+  protected readonly _modules = new Map<string, Module>();
+  /** Qualified name inside the root module ("layer1.0.conv1"); '' for a root. Used in error messages. */
+  private _path = '';
+  private _hooks: ForwardHook[] | undefined;
+  private _preHooks: ForwardPreHook[] | undefined;
+
+  /** The class name, as shown in summaries and messages. */
+  get typeName(): string {
+    return this.constructor.name;
+  }
+  /** The module's qualified name in its root ('' for the root itself). */
+  get path(): string {
+    return this._path;
+  }
+  /** "layer1.0.conv1 (Conv2d)", or just "Conv2d" for a root: how errors name this module. */
+  label(): string {
+    return this._path ? `${this._path} (${this.typeName})` : this.typeName;
+  }
+
+  // ---- registration ----
+
+  /** Registers a trainable tensor under `name` (requiresGrad is turned on) and returns it. */
+  registerParameter(name: string, t: Tensor | null): Tensor | null {
+    this.checkName(name, this._parameters);
+    if (t) t.requiresGrad_(true);
+    this._parameters.set(name, t);
+    return t;
+  }
+  /** Registers a buffer; persistent buffers appear in stateDict(). */
+  registerBuffer(name: string, t: Tensor | null, persistent = true): Tensor | null {
+    this.checkName(name, this._buffers);
+    this._buffers.set(name, t);
+    if (!persistent) this._nonPersistent.add(name);
+    return t;
+  }
+  /**
+   * Registers a child module under `name` and returns it (so `this.conv1 = this.registerModule('conv1', ...)`).
+   * Registering an existing name replaces that child, as assigning `model.fc = ...` does in PyTorch; a
+   * field of the same name that held the old child is updated too, so forward() uses the new one:
+   * `model.registerModule('fc', new nn.Linear(512, 10))`.
+   */
+  registerModule<M extends Module>(name: string, m: M): M {
+    this.checkName(name, this._modules);
+    if (!(m instanceof Module)) throw new TypeError(`${this.label()}: registerModule('${name}') needs a Module, got ${String(m)}`);
+    const old = this._modules.get(name);
+    this._modules.set(name, m);
+    m.setPath(this._path ? `${this._path}.${name}` : name);
+    const self = this as unknown as Record<string, unknown>;
+    if (old && Object.prototype.hasOwnProperty.call(this, name) && self[name] === old) self[name] = m;
+    return m;
+  }
+  /** Alias of registerModule, as PyTorch's add_module. */
+  addModule<M extends Module>(name: string, m: M): M {
+    return this.registerModule(name, m);
+  }
+
+  private checkName(name: string, own: Map<string, unknown>): void {
+    if (typeof name !== 'string' || name === '' || name.includes('.')) {
+      throw new TypeError(`${this.label()}: invalid name '${String(name)}' (must be a non-empty string without '.')`);
+    }
+    const taken = [this._parameters, this._buffers, this._modules].some((m) => m !== own && m.has(name));
+    if (taken) throw new Error(`${this.label()}: the name '${name}' is already used by another parameter, buffer or module`);
+  }
+
+  /** @internal sets the qualified name of this module and, recursively, of its children. */
+  setPath(path: string): void {
+    this._path = path;
+    for (const [n, c] of this._modules) c.setPath(path ? `${path}.${n}` : n);
+  }
+
+  /** A registered parameter by name (throws if the slot is missing; null if it is empty). */
+  protected param(name: string): Tensor | null {
+    const t = this._parameters.get(name);
+    if (t === undefined) throw new Error(`${this.label()}: no parameter '${name}'`);
+    return t;
+  }
+  protected buffer(name: string): Tensor | null {
+    const t = this._buffers.get(name);
+    if (t === undefined) throw new Error(`${this.label()}: no buffer '${name}'`);
+    return t;
+  }
+
+  // ---- traversal ----
+
+  *namedChildren(): IterableIterator<[string, Module]> {
+    yield* this._modules.entries();
+  }
+  children(): Module[] {
+    return [...this._modules.values()];
+  }
+  /** This module and every descendant, depth first in registration order, with qualified names. */
+  *namedModules(prefix = ''): IterableIterator<[string, Module]> {
+    const seen = new Set<Module>();
+    function* walk(m: Module, p: string): IterableIterator<[string, Module]> {
+      if (seen.has(m)) return;
+      seen.add(m);
+      yield [p, m];
+      for (const [n, c] of m._modules) yield* walk(c, p ? `${p}.${n}` : n);
+    }
+    yield* walk(this, prefix);
+  }
+  modules(): Module[] {
+    return [...this.namedModules()].map(([, m]) => m);
+  }
+  /** Parameters with qualified names, in PyTorch's order (each module's own, then its children's). */
+  *namedParameters(recurse = true): IterableIterator<[string, Tensor]> {
+    const seen = new Set<Tensor>();
+    const mods = recurse ? this.namedModules() : [['', this] as [string, Module]];
+    for (const [p, m] of mods) {
+      for (const [n, t] of m._parameters) {
+        if (!t || seen.has(t)) continue;
+        seen.add(t);
+        yield [p ? `${p}.${n}` : n, t];
+      }
+    }
+  }
+  /** The live parameter tensors (owned by the module: do not dispose). */
+  parameters(recurse = true): Tensor[] {
+    return [...this.namedParameters(recurse)].map(([, t]) => t);
+  }
+  *namedBuffers(recurse = true): IterableIterator<[string, Tensor]> {
+    const mods = recurse ? this.namedModules() : [['', this] as [string, Module]];
+    for (const [p, m] of mods) {
+      for (const [n, t] of m._buffers) if (t) yield [p ? `${p}.${n}` : n, t];
+    }
+  }
+  buffers(recurse = true): Tensor[] {
+    return [...this.namedBuffers(recurse)].map(([, t]) => t);
+  }
+  /** Number of parameter elements (all, or only those with requiresGrad). */
+  numParameters(opts: { trainable?: boolean } = {}): number {
+    let n = 0;
+    for (const t of this.parameters()) if (!opts.trainable || t.requiresGrad) n += t.numel();
+    return n;
+  }
+
+  // ---- modes and bulk operations ----
+
+  train(mode = true): this {
+    for (const m of this.modules()) m.training = mode;
+    return this;
+  }
+  eval(): this {
+    return this.train(false);
+  }
+  /** Calls fn on every descendant, children before parents (as PyTorch), then returns this. */
+  apply(fn: (m: Module) => void): this {
+    for (const c of this._modules.values()) c.apply(fn);
+    fn(this);
+    return this;
+  }
+  /** Turns gradient recording on or off for every parameter (freezing). */
+  requiresGrad_(requiresGrad = true): this {
+    for (const p of this.parameters()) p.requiresGrad_(requiresGrad);
+    return this;
+  }
+  /** Drops every parameter's gradient (setToNone, the default) or zeroes it in place. */
+  zeroGrad(setToNone = true): void {
+    for (const p of this.parameters()) {
+      if (setToNone) {
+        p.grad = null;
+        continue;
+      }
+      const g = p.grad;
+      if (g) {
+        noGrad(() => g.zero_());
+        g.dispose();
+      }
+    }
+  }
+
+  /**
+   * Moves every parameter and buffer to a device, and/or casts floating-point ones to a dtype (integer
+   * buffers such as num_batches_tracked keep theirs). Parameters are replaced by new tensors: create
+   * optimizers after calling to().
+   */
+  to(target: Device | DType | { device?: Device; dtype?: DType }): this {
+    const o = typeof target === 'string' ? (isDeviceString(target) ? { device: target as Device } : { dtype: target as DType }) : target;
+    if (o.dtype && !isFloating(o.dtype)) throw new TypeError(`${this.label()}.to: modules can only be cast to a floating dtype, got '${o.dtype}'`);
+    noGrad(() => {
+      for (const m of this.modules()) {
+        for (const table of [m._parameters, m._buffers]) {
+          const isParam = table === m._parameters;
+          for (const [n, t] of table) {
+            if (!t) continue;
+            const dtype = o.dtype && isFloating(t.dtype) ? o.dtype : undefined;
+            if ((!dtype || dtype === t.dtype) && (!o.device || sameDevice(o.device, t.device))) continue;
+            const moved = t.to({ device: o.device, dtype });
+            if (isParam) {
+              moved.requiresGrad_(t.requiresGrad);
+              const g = t.grad;
+              if (g) {
+                const mg = g.to({ device: o.device, dtype });
+                moved.grad = mg;
+                mg.dispose();
+                g.dispose();
+              }
+            }
+            table.set(n, moved);
+            t.dispose();
+          }
+        }
+      }
+    });
+    return this;
+  }
+  cpu(): this {
+    return this.to('cpu');
+  }
+  cuda(index = 0): this {
+    return this.to(`cuda:${index}`);
+  }
+  float(): this {
+    return this.to('float32');
+  }
+  double(): this {
+    return this.to('float64');
+  }
+  /** Frees every parameter and buffer now (the module is unusable afterwards). */
+  dispose(): void {
+    for (const m of this.modules()) {
+      for (const t of m._parameters.values()) t?.dispose();
+      for (const t of m._buffers.values()) t?.dispose();
+    }
+  }
+
+  // ---- forward ----
+
+  forward(_input: Tensor): Tensor {
+    throw new Error(`${this.label()}: forward() is not implemented`);
+  }
+  /**
+   * Runs the module: forward hooks around forward(). This is PyTorch's `module(x)`. Every module returns
+   * a tensor the caller owns (never its input object), so callers may dispose what they get back.
+   */
+  call(input: Tensor): Tensor {
+    if (this._preHooks) for (const h of this._preHooks) h(this, input);
+    const out = this.forward(input);
+    if (this._hooks) for (const h of this._hooks) h(this, input, out);
+    return out;
+  }
+  registerForwardHook(fn: ForwardHook): HookHandle {
+    const list = (this._hooks ??= []);
+    list.push(fn);
+    return { remove: () => void removeFrom(list, fn) };
+  }
+  registerForwardPreHook(fn: ForwardPreHook): HookHandle {
+    const list = (this._preHooks ??= []);
+    list.push(fn);
+    return { remove: () => void removeFrom(list, fn) };
+  }
+
+  // ---- state dict ----
+
+  /**
+   * Parameters and persistent buffers by PyTorch key name, in PyTorch's order. The values are new
+   * references (detached, sharing storage with the module's tensors): the caller may dispose them,
+   * and writes into them change the module.
+   */
+  stateDict(): StateDict {
+    const out: StateDict = {};
+    for (const [k, t] of this.stateEntries()) out[k] = t.detach();
+    return out;
+  }
+
+  /** @internal the live tensors behind stateDict(), in order. */
+  private stateEntries(): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    for (const [p, m] of this.namedModules()) {
+      const key = (n: string): string => (p ? `${p}.${n}` : n);
+      for (const [n, t] of m._parameters) if (t) out.push([key(n), t]);
+      for (const [n, t] of m._buffers) if (t && !m._nonPersistent.has(n)) out.push([key(n), t]);
+    }
+    return out;
+  }
+
+  /**
+   * Copies a state dict into the module. Every key, shape and dtype is checked first; on any problem
+   * (missing or unexpected keys when strict, a shape mismatch, a non-tensor value, a floating/integer
+   * mismatch) it throws an error that lists the offending keys with their shapes and changes nothing.
+   * As PyTorch does for dicts without version metadata, a missing BatchNorm `num_batches_tracked` is
+   * not an error: the module keeps its own count.
+   */
+  loadStateDict(dict: Record<string, unknown>, opts: { strict?: boolean } = {}): LoadResult {
+    const strict = opts.strict ?? true;
+    if (!dict || typeof dict !== 'object') throw new TypeError(`${this.label()}.loadStateDict: expected an object of name -> Tensor, got ${String(dict)}`);
+    const own = new Map(this.stateEntries());
+    const missing: string[] = [];
+    const mismatched: string[] = [];
+    const copies: [Tensor, Tensor][] = [];
+    for (const [k, dst] of own) {
+      if (!(k in dict)) {
+        if (!k.endsWith('num_batches_tracked')) missing.push(k);
+        continue;
+      }
+      const src = dict[k];
+      if (!(src instanceof Tensor)) {
+        mismatched.push(`${k}: expected a Tensor, got ${src === null ? 'null' : typeof src}`);
+      } else if (src.disposed) {
+        mismatched.push(`${k}: the tensor was disposed`);
+      } else if (!sameShape(src.shape, dst.shape)) {
+        mismatched.push(`${k}: model ${fmtShape(dst.shape)}, state dict ${fmtShape(src.shape)}`);
+      } else if (isFloating(src.dtype) !== isFloating(dst.dtype) || (src.dtype === 'bool') !== (dst.dtype === 'bool')) {
+        mismatched.push(`${k}: model ${dst.dtype}, state dict ${src.dtype}`);
+      } else copies.push([dst, src]);
+    }
+    const unexpected = Object.keys(dict).filter((k) => !own.has(k));
+    const problems: string[] = [];
+    const list = (title: string, items: string[]): void => {
+      if (!items.length) return;
+      const shown = items.slice(0, 12).join('; ');
+      problems.push(`${title} (${items.length}): ${shown}${items.length > 12 ? `; ... and ${items.length - 12} more` : ''}`);
+    };
+    const withShape = (k: string, t: unknown): string => (t instanceof Tensor && !t.disposed ? `${k} ${fmtShape(t.shape)}` : k);
+    if (strict) {
+      list('missing keys', missing.map((k) => withShape(k, own.get(k))));
+      list('unexpected keys', unexpected.map((k) => withShape(k, dict[k])));
+    }
+    list('shape/dtype mismatches', mismatched);
+    if (problems.length) {
+      let hint = '';
+      if (unexpected.length && unexpected.every((k) => k.startsWith('module.'))) hint = "\n  hint: the keys carry DataParallel's 'module.' prefix; strip it first";
+      throw new Error(`${this.label()}.loadStateDict: the state dict does not fit this model (nothing was loaded):\n  ${problems.join('\n  ')}${hint}`);
+    }
+    noGrad(() => {
+      for (const [dst, src] of copies) dst.copy_(src);
+    });
+    return { missingKeys: missing, unexpectedKeys: unexpected };
+  }
+
+  // ---- printing ----
+
+  /** One-line description of the layer's configuration, e.g. "3, 64, kernelSize=[7, 7], stride=[2, 2]". */
+  extraRepr(): string {
+    return '';
+  }
+  /** A PyTorch-style nested description of the module. */
+  toString(): string {
+    const head = `${this.typeName}(${this.extraRepr()}`;
+    if (!this._modules.size) return `${head})`;
+    const lines = [...this._modules].map(([n, c]) => `  (${n}): ${c.toString().split('\n').join('\n  ')}`);
+    return `${head}\n${lines.join('\n')}\n)`;
+  }
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
+  }
+}
+
+function removeFrom<T>(list: T[], x: T): void {
+  const i = list.indexOf(x);
+  if (i >= 0) list.splice(i, 1);
+}
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+function sameDevice(want: Device, have: Device): boolean {
+  return want === have || (want === 'cuda' && have === 'cuda:0') || (want === 'cuda:0' && have === 'cuda');
+}
