@@ -11,3 +11,5 @@ export {
 export * as F from './nn/functional.js';
 export * from './io/index.js';
 export * as data from './data/index.js';
+export * from './models/index.js';
+export * as nn from './nn/index.js';
