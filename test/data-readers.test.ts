@@ -1,6 +1,7 @@
 // Dataset readers on small files generated in a temporary folder: IDX (raw, gzip), CIFAR binary
 // batches, image folders (PNG, JPEG), Fashion-MNIST location, synthetic data; and malformed files.
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -9,7 +10,7 @@ import jpeg from 'jpeg-js';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import {
   FASHION_MNIST_CLASSES, findFashionMnist, loadCifar10, loadCifar100, loadFashionMnist, loadIdxImages, loadImageFolder,
-  parseIdx, readCifarBatches, readIdx, syntheticImageDataset, verifyFashionMnist, disposeDataset,
+  parseIdx, readCifarBatches, readIdx, syntheticImageDataset, verifyFashionMnist, disposeDataset, getFashionMnist,
 } from '../lib/data/index.js';
 
 let tmp: string;
@@ -357,6 +358,62 @@ describe('Fashion-MNIST location', () => {
     expect(counts).toEqual(new Array(10).fill(6000));
     disposeDataset(fm.train);
     disposeDataset(fm.test);
+  });
+});
+
+describe('residual data get fashion-mnist (download path, from a local server)', () => {
+  const saved = { home: process.env.RESIDUAL_HOME, url: process.env.RESIDUAL_FASHION_MNIST_URL };
+  let server: http.Server;
+  let base = '';
+  let serveDir = '';
+  beforeAll(async () => {
+    server = http.createServer((req, res) => {
+      const f = path.join(serveDir, path.basename(req.url ?? ''));
+      if (!fs.existsSync(f)) {
+        res.writeHead(404).end('no such file');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(fs.readFileSync(f));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    base = `http://127.0.0.1:${(server.address() as { port: number }).port}/`;
+  });
+  afterAll(() => {
+    server.close();
+    for (const [k, v] of [['RESIDUAL_HOME', saved.home], ['RESIDUAL_FASHION_MNIST_URL', saved.url]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  });
+
+  test('a file with the wrong content is refused and not kept; a missing one names the URL', async () => {
+    serveDir = at('served-fake');
+    fs.mkdirSync(serveDir, { recursive: true });
+    const { labels } = mnistLike(5, 2, 2);
+    fs.writeFileSync(path.join(serveDir, 'train-images-idx3-ubyte.gz'), zlib.gzipSync(labels));
+    process.env.RESIDUAL_HOME = at('dl-home');
+    process.env.RESIDUAL_FASHION_MNIST_URL = base;
+    await expect(getFashionMnist({ method: 'download', quiet: true })).rejects.toThrow(
+      new RegExp(`${base}train-images-idx3-ubyte\\.gz: SHA-256 of the downloaded data is [0-9a-f]{64}, expected c59f468a.*; not saved`),
+    );
+    expect(fs.readdirSync(at('dl-home', 'datasets', 'fashion-mnist'))).toEqual([]);
+    fs.rmSync(path.join(serveDir, 'train-images-idx3-ubyte.gz'));
+    await expect(getFashionMnist({ method: 'download', quiet: true })).rejects.toThrow(`cannot download ${base}train-images-idx3-ubyte.gz: HTTP 404`);
+  });
+
+  const debian = '/usr/share/datasets/fashion-mnist';
+  test.skipIf(!fs.existsSync(path.join(debian, 'train-images-idx3-ubyte.gz')))('the real files download into the cache and verify', async () => {
+    serveDir = debian;
+    process.env.RESIDUAL_HOME = at('dl-home2');
+    process.env.RESIDUAL_FASHION_MNIST_URL = base;
+    const lines: string[] = [];
+    const r = await getFashionMnist({ method: 'download', log: (l) => lines.push(l) });
+    expect(r).toEqual({ dir: at('dl-home2', 'datasets', 'fashion-mnist'), how: 'download', source: 'cache' });
+    expect(fs.readdirSync(r.dir).sort()).toEqual(['t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz', 'train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz']);
+    expect(lines[0]).toBe(`downloading ${base}train-images-idx3-ubyte.gz`);
+    expect(lines[lines.length - 1]).toBe(`downloaded to ${r.dir}; checksums OK`);
+    // Already installed (Debian's copy comes first): 'auto' only verifies.
+    expect(await getFashionMnist({ quiet: true })).toEqual({ dir: debian, how: 'present', source: 'debian' });
   });
 });
 
