@@ -555,7 +555,7 @@ export function loadAddon(): Record<string, (...args: unknown[]) => unknown> {
   }
   const ltLine = lt
     ? `libtorch in use: ${lt.version} (${lt.variantTag}) from ${lt.source}: ${lt.dir}`
-    : 'libtorch: none found (set LIBTORCH=/path/to/libtorch or LIBTORCH_USE_PYTORCH=1, or run the install script to fetch it)';
+    : `libtorch: none found. Fetch it with: node ${path.join(packageRoot, 'scripts', 'install.mjs')} (npm runs it at install unless scripts are disabled), or set LIBTORCH=/path/to/libtorch or LIBTORCH_USE_PYTORCH=1`;
   throw new Error(
     `residual: no usable native addon.\n  ${ltLine}\n  Tried:\n  ${formatAttempts(lastAttempts)}\n` +
       `Build it from source (needs cmake, a C++17 compiler and libtorch) with:\n  ${buildFromSourceCommand()}\n` +
