@@ -13,3 +13,5 @@ export * from './io/index.js';
 export * as data from './data/index.js';
 export * from './models/index.js';
 export * as nn from './nn/index.js';
+export * as optim from './optim/index.js';
+export * from './train/index.js';

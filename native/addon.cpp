@@ -15,8 +15,6 @@
 
 namespace residual {
 
-static const napi_type_tag kHandleTag = {0x7e5d1a0b3c2f4e19ULL, 0x9a8b7c6d5e4f3021ULL};
-
 EnvData* envData(Napi::Env env) { return env.GetInstanceData<EnvData>(); }
 
 void drainPending(Napi::Env env, EnvData* d) {
@@ -37,6 +35,16 @@ static int deviceSlot(const at::Device& dev) {
   return 0;
 }
 
+// Tells V8 about CPU memory held by tensors (so GC pressure reflects it), in steps of 1 MB.
+static void reportBytes(napi_env env, EnvData* d, int64_t delta) {
+  d->unreportedBytes += delta;
+  if (d->unreportedBytes > (1 << 20) || d->unreportedBytes < -(1 << 20)) {
+    int64_t ignored;
+    napi_adjust_external_memory(env, d->unreportedBytes, &ignored);
+    d->unreportedBytes = 0;
+  }
+}
+
 static void track(Napi::Env env, Handle* h) {
   EnvData* d = h->env;
   d->liveTensors++;
@@ -53,7 +61,7 @@ static void track(Napi::Env env, Handle* h) {
   int slot = deviceSlot(h->t.device());
   d->storages.emplace(s, EnvData::StorageRec{1, bytes, slot});
   d->bytesBySlot[slot] += bytes;
-  if (slot == 0 && bytes > 0) Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
+  if (slot == 0) reportBytes(env, d, bytes);
 }
 
 // Drops the handle's tensor; `env` may be null during teardown (no V8 accounting then).
@@ -66,10 +74,7 @@ static void release(napi_env env, Handle* h) {
     auto it = d->storages.find(h->storage);
     if (it != d->storages.end() && --it->second.refs == 0) {
       d->bytesBySlot[it->second.slot] -= it->second.bytes;
-      if (it->second.slot == 0 && it->second.bytes > 0 && env) {
-        int64_t ignored;
-        napi_adjust_external_memory(env, -it->second.bytes, &ignored);
-      }
+      if (it->second.slot == 0 && env) reportBytes(env, d, -it->second.bytes);
       d->storages.erase(it);
     }
     h->storage = nullptr;
@@ -89,6 +94,7 @@ Napi::Value wrap(Napi::Env env, at::Tensor t) {
       [](napi_env e, void* data, void*) {
         auto* hh = static_cast<Handle*>(data);
         release(e, hh);
+        hh->env->handles.erase(hh);
         delete hh;
       },
       nullptr, &ext);
@@ -97,7 +103,7 @@ Napi::Value wrap(Napi::Env env, at::Tensor t) {
     delete h;
     NAPI_THROW_IF_FAILED(env, st, Napi::Value());
   }
-  napi_type_tag_object(env, ext, &kHandleTag);
+  d->handles.insert(h);
   return Napi::Value(env, ext);
 }
 
@@ -163,11 +169,11 @@ void Args::fail(size_t i, const char* name, const std::string& want) const {
 Handle* asHandle(napi_env env, napi_value v) {
   napi_valuetype t;
   if (napi_typeof(env, v, &t) != napi_ok || t != napi_external) return nullptr;
-  bool ok = false;
-  if (napi_check_object_type_tag(env, v, &kHandleTag, &ok) != napi_ok || !ok) return nullptr;
   void* data = nullptr;
-  napi_get_value_external(env, v, &data);
-  return static_cast<Handle*>(data);
+  if (napi_get_value_external(env, v, &data) != napi_ok) return nullptr;
+  auto* h = static_cast<Handle*>(data);
+  EnvData* d = envData(Napi::Env(env));
+  return d->handles.count(h) ? h : nullptr;
 }
 
 std::vector<at::Tensor> tensorsOf(Napi::Env env, const Napi::Value& v, const std::string& what) {

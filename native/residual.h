@@ -2,6 +2,7 @@
 // result wrapping, and the single place where C++ exceptions become JS errors.
 #pragma once
 #include "pch.h"
+#include <unordered_set>
 
 namespace residual {
 
@@ -23,6 +24,11 @@ struct EnvData {
   struct StorageRec { int64_t refs; int64_t bytes; int slot; };
   std::unordered_map<c10::StorageImpl*, StorageRec> storages;
   int64_t bytesBySlot[17] = {0};  // slot 0: cpu, 1+N: cuda:N
+  // Every Handle this environment created and has not yet finalized: how a JS External is recognised
+  // as one of ours (cheaper than Node-API type tags, and safe for foreign Externals).
+  std::unordered_set<Handle*> handles;
+  // CPU bytes not yet reported to V8 (reported in batches: each report can trigger GC heuristics).
+  int64_t unreportedBytes = 0;
   // References to JS ArrayBuffers that back zero-copy tensors; libtorch may free such a tensor on
   // any thread, so their release is queued and drained on the JS thread.
   std::mutex pendingMu;

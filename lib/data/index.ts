@@ -5,3 +5,4 @@ export * from './idx.js';
 export * from './cifar.js';
 export * from './folder.js';
 export * from './fashion.js';
+export * from './loader.js';

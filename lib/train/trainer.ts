@@ -1,0 +1,507 @@
+// The trainer: one training step per call (forward, loss, backward, optimizer step, schedule), evaluation,
+// epochs with metrics, checkpoints and resume, and the final report. Everything heavy is native: the data
+// pipeline (threads), the ops, and the optimizer step (one call for all parameters). The loop awaits the
+// data loader between steps, so the event loop keeps running while a model trains.
+import fs from 'node:fs';
+import path from 'node:path';
+import { noGrad } from '../autograd/index.js';
+import { loadCifar10, loadCifar100 } from '../data/cifar.js';
+import { disposeDataset, syntheticImageDataset, type ImageDataset } from '../data/dataset.js';
+import { loadFashionMnist } from '../data/fashion.js';
+import { loadImageFolder } from '../data/folder.js';
+import { DataLoader } from '../data/loader.js';
+import { createModel, getModelInfo } from '../models/registry.js';
+import { crossEntropy } from '../nn/functional.js';
+import type { Module } from '../nn/module.js';
+import { AdamW, GradScaler, SGD, clipGradNorm, type Optimizer, type ParamGroup } from '../optim/optimizer.js';
+import { CosineAnnealingLR, LinearWarmup, MultiStepLR, OneCycleLR, SequentialLR, ConstantLR, type LRScheduler } from '../optim/schedule.js';
+import { autocast, cuda, getRngState, manualSeed, setRngState } from '../tensor/memory.js';
+import { scope } from '../tensor/scope.js';
+import { Tensor, zeros, type Device } from '../tensor/tensor.js';
+import { loadCheckpoint, saveCheckpoint, hasCheckpoint, type CrashPoint } from './checkpoint.js';
+import { MetricsWriter, type History } from './metrics.js';
+import { writeReport } from './report.js';
+import { saveSafetensors } from '../io/safetensors.js';
+
+export type DataName = 'fashion-mnist' | 'cifar10' | 'cifar100' | 'synthetic' | 'folder';
+
+export interface TrainConfig {
+  model: string;
+  data: DataName;
+  /** Dataset folder (fashion-mnist: optional; cifar10/100 and folder: required). */
+  dataPath?: string;
+  epochs: number;
+  batchSize: number;
+  /** Peak learning rate (the 1cycle maximum, or the base lr of the other schedules). */
+  lr: number;
+  optimizer: 'sgd' | 'adamw';
+  momentum: number;
+  nesterov: boolean;
+  weightDecay: number;
+  schedule: 'onecycle' | 'cosine' | 'multistep' | 'constant';
+  warmupEpochs: number;
+  labelSmoothing: number;
+  augment: boolean;
+  device: 'auto' | Device;
+  amp: boolean;
+  ampDtype: 'bfloat16' | 'float16';
+  channelsLast: boolean;
+  seed: number;
+  out: string;
+  workers: number;
+  /** Steps between progress/metric reports. */
+  logEvery: number;
+  clipGradNorm?: number;
+  /** Stop each epoch after this many batches (quick runs and tests). */
+  limitTrainBatches?: number;
+  limitTestBatches?: number;
+  /** Synthetic dataset sizes. */
+  syntheticTrain?: number;
+  syntheticTest?: number;
+  evalBatchSize?: number;
+}
+
+export const DEFAULT_CONFIG: TrainConfig = {
+  model: 'resnet20',
+  data: 'fashion-mnist',
+  epochs: 1,
+  batchSize: 128,
+  lr: 0.1,
+  optimizer: 'sgd',
+  momentum: 0.9,
+  nesterov: true,
+  weightDecay: 5e-4,
+  schedule: 'onecycle',
+  warmupEpochs: 0,
+  labelSmoothing: 0,
+  augment: true,
+  device: 'auto',
+  amp: false,
+  ampDtype: 'bfloat16',
+  channelsLast: false,
+  seed: 0,
+  out: 'runs/default',
+  workers: 2,
+  logEvery: 20,
+};
+
+export type Progress =
+  | { type: 'start'; device: string; model: string; params: number; trainSize: number; testSize: number; stepsPerEpoch: number; epochs: number; startEpoch: number; dataName: string; out: string }
+  | { type: 'step'; epoch: number; epochs: number; step: number; steps: number; globalStep: number; loss: number; acc: number; lr: number; imagesPerSec: number; etaSeconds: number }
+  | { type: 'epoch'; epoch: number; epochs: number; trainLoss: number; trainAcc: number; testLoss: number; testAcc: number; seconds: number }
+  | { type: 'checkpoint'; epoch: number; path: string }
+  | { type: 'done'; testAcc: number; testLoss: number; seconds: number; report: { svg: string; png: string }; out: string };
+
+export function resolveDevice(d: TrainConfig['device']): Device {
+  if (d === 'auto') return cuda.isAvailable() ? 'cuda' : 'cpu';
+  if (d.startsWith('cuda') && !cuda.isAvailable()) throw new Error(`--device ${d}: CUDA is not available here (use --device cpu or auto)`);
+  return d;
+}
+
+export function loadData(cfg: Pick<TrainConfig, 'data' | 'dataPath' | 'seed' | 'syntheticTrain' | 'syntheticTest'>): { train: ImageDataset; test: ImageDataset; description: string } {
+  switch (cfg.data) {
+    case 'fashion-mnist': {
+      const f = loadFashionMnist({ path: cfg.dataPath });
+      return { train: f.train, test: f.test, description: `Fashion-MNIST from ${f.dir} (${f.source})` };
+    }
+    case 'cifar10':
+    case 'cifar100': {
+      if (!cfg.dataPath) throw new Error(`--data ${cfg.data} needs --data-path (the cifar-*-batches-bin folder)`);
+      const c = cfg.data === 'cifar10' ? loadCifar10(cfg.dataPath) : loadCifar100(cfg.dataPath);
+      return { train: c.train, test: c.test, description: `${cfg.data} from ${c.dir}` };
+    }
+    case 'synthetic': {
+      const train = syntheticImageDataset({ n: cfg.syntheticTrain ?? 6000, channels: 1, size: 28, classes: 10, seed: cfg.seed + 1 });
+      const test = syntheticImageDataset({ n: cfg.syntheticTest ?? 1000, channels: 1, size: 28, classes: 10, seed: cfg.seed + 2 });
+      return { train, test, description: 'SYNTHETIC data (generated patterns, not a real dataset)' };
+    }
+    case 'folder': {
+      if (!cfg.dataPath) throw new Error('--data folder needs --data-path with train/ and test/ (or val/) subfolders of class folders');
+      const testDir = ['test', 'val'].map((d) => path.join(cfg.dataPath!, d)).find((d) => fs.existsSync(d));
+      if (!testDir) throw new Error(`${cfg.dataPath} has no test/ or val/ folder`);
+      return { train: loadImageFolder(path.join(cfg.dataPath, 'train')), test: loadImageFolder(testDir), description: `image folder ${cfg.dataPath}` };
+    }
+    default:
+      throw new Error(`unknown dataset '${String(cfg.data)}' (fashion-mnist, cifar10, cifar100, synthetic, folder)`);
+  }
+}
+
+/** Per-channel mean and std of uint8 images scaled to [0, 1]. */
+export function channelStats(images: Tensor): { mean: number[]; std: number[] } {
+  return scope(() => {
+    const c = images.shape[1];
+    const n = Math.min(images.shape[0], 10000); // a sample is plenty
+    const x = images.narrow(0, 0, n).to('float32').div(255).transpose(0, 1).reshape([c, -1]);
+    return { mean: x.mean(1).toArray() as number[], std: x.std(1).toArray() as number[] };
+  });
+}
+
+/** Converts 4-D parameters (conv weights) to channels-last memory format in place. */
+function toChannelsLast(model: Module): void {
+  noGrad(() => {
+    for (const m of model.modules()) {
+      const table = (m as unknown as { _parameters: Map<string, Tensor | null> })._parameters;
+      for (const [n, t] of table) {
+        if (!t || t.ndim !== 4) continue;
+        const c = t.contiguous('channelsLast').requiresGrad_(t.requiresGrad);
+        table.set(n, c);
+        t.dispose();
+      }
+    }
+  });
+}
+
+/** Parameter groups: weight decay on conv/linear weights only, never on BN parameters or biases. */
+function paramGroups(model: Module, weightDecay: number): (Partial<ParamGroup> & { params: Tensor[] })[] {
+  const decay: Tensor[] = [];
+  const noDecay: Tensor[] = [];
+  for (const p of model.parameters()) (p.ndim <= 1 ? noDecay : decay).push(p);
+  return [
+    { params: decay, weightDecay },
+    { params: noDecay, weightDecay: 0 },
+  ].filter((g) => g.params.length > 0);
+}
+
+export class Trainer {
+  readonly cfg: TrainConfig;
+  readonly device: Device;
+  readonly model: Module;
+  readonly optimizer: Optimizer;
+  readonly scheduler: LRScheduler;
+  readonly scaler: GradScaler | null;
+  readonly train: ImageDataset;
+  readonly test: ImageDataset;
+  readonly trainLoader: DataLoader;
+  readonly testLoader: DataLoader;
+  readonly dataDescription: string;
+  readonly stepsPerEpoch: number;
+  /** Epochs completed. */
+  epoch = 0;
+  globalStep = 0;
+  history: History;
+  private metrics: MetricsWriter | null = null;
+  /** Test hook: simulate a crash inside the checkpoint save. */
+  crashAt: CrashPoint;
+
+  constructor(config: Partial<TrainConfig> & { model: string }, data?: { train: ImageDataset; test: ImageDataset; description?: string }) {
+    const cfg: TrainConfig = { ...DEFAULT_CONFIG, ...config };
+    this.cfg = cfg;
+    validateConfig(cfg);
+    this.device = resolveDevice(cfg.device);
+    manualSeed(cfg.seed);
+    const d = data ?? loadData(cfg);
+    this.train = d.train;
+    this.test = d.test;
+    this.dataDescription = d.description ?? d.train.name;
+    const info = getModelInfo(cfg.model);
+    const numClasses = Math.max(d.train.classes.length, 2);
+    this.model = createModel(info.name, { numClasses, inChannels: d.train.images.shape[1] });
+    if (this.device !== 'cpu') this.model.to(this.device);
+    if (cfg.channelsLast) toChannelsLast(this.model);
+
+    const stats = channelStats(d.train.images);
+    const common = { mean: stats.mean, std: stats.std, device: this.device, channelsLast: cfg.channelsLast, workers: cfg.workers, prefetch: 3 };
+    const size = d.train.images.shape[2];
+    this.trainLoader = new DataLoader(d.train, {
+      ...common,
+      batchSize: cfg.batchSize,
+      shuffle: true,
+      seed: cfg.seed,
+      dropLast: true,
+      randomCrop: cfg.augment ? { padding: size >= 32 ? 4 : 2 } : false,
+      hflip: cfg.augment,
+    });
+    this.testLoader = new DataLoader(d.test, { ...common, batchSize: cfg.evalBatchSize ?? Math.max(cfg.batchSize, 256) });
+    this.stepsPerEpoch = Math.min(this.trainLoader.length, cfg.limitTrainBatches ?? Infinity);
+    if (this.stepsPerEpoch < 1) throw new Error(`the training set (${d.train.images.shape[0]} images) is smaller than one batch of ${cfg.batchSize}`);
+
+    const groups = paramGroups(this.model, cfg.weightDecay);
+    this.optimizer =
+      cfg.optimizer === 'sgd'
+        ? new SGD(groups, { lr: cfg.lr, momentum: cfg.momentum, nesterov: cfg.nesterov && cfg.momentum > 0 })
+        : new AdamW(groups, { lr: cfg.lr });
+    this.scheduler = this.makeScheduler();
+    this.scaler = cfg.amp && cfg.ampDtype === 'float16' ? new GradScaler() : null;
+    this.history = { steps: [], epochs: [], title: `${cfg.model} on ${d.train.name}` };
+  }
+
+  private makeScheduler(): LRScheduler {
+    const cfg = this.cfg;
+    const total = this.stepsPerEpoch * cfg.epochs;
+    const warm = Math.min(total - 1, Math.round(cfg.warmupEpochs * this.stepsPerEpoch));
+    if (cfg.schedule === 'onecycle') return new OneCycleLR(this.optimizer, cfg.lr, total, { cycleMomentum: false });
+    let main: LRScheduler;
+    if (cfg.schedule === 'cosine') main = new CosineAnnealingLR(this.optimizer, Math.max(1, total - warm));
+    else if (cfg.schedule === 'multistep')
+      main = new MultiStepLR(this.optimizer, [Math.round(total * 0.5) - warm, Math.round(total * 0.75) - warm].filter((m) => m > 0), 0.1);
+    else main = new ConstantLR(this.optimizer, 1, 1);
+    if (warm <= 0) return main;
+    const warmup = new LinearWarmup(this.optimizer, warm, 0.1);
+    return new SequentialLR(this.optimizer, [warmup, main], [warm]);
+  }
+
+  get lr(): number {
+    return this.optimizer.paramGroups[0].lr;
+  }
+
+  /**
+   * One training step on a batch: forward (under autocast when amp), loss, backward, optimizer step,
+   * schedule step. Returns the batch loss and the number of correct predictions as 0-d tensors on the
+   * device (reading them forces a device sync; the trainer reads them every logEvery steps).
+   */
+  trainStep(x: Tensor, y: Tensor): { loss: Tensor; correct: Tensor } {
+    return scope(() => {
+      const cfg = this.cfg;
+      this.model.train();
+      const forward = () => {
+        const logits = this.model.call(x);
+        const loss = crossEntropy(logits, y, { labelSmoothing: cfg.labelSmoothing });
+        return { logits, loss };
+      };
+      const devType = this.device.startsWith('cuda') ? 'cuda' : 'cpu';
+      const { logits, loss } = cfg.amp ? autocast(devType, cfg.ampDtype, forward) : forward();
+      this.optimizer.zeroGrad();
+      if (this.scaler) {
+        this.scaler.scaleLoss(loss).backward();
+        if (cfg.clipGradNorm) {
+          // unscale first so the norm is in true units: done inside step() for fp16 without clipping
+          throw new Error('--clip-grad-norm with float16 loss scaling is not supported; use --amp-dtype bfloat16');
+        }
+        this.scaler.step(this.optimizer);
+      } else {
+        loss.backward();
+        if (cfg.clipGradNorm) clipGradNorm(this.model.parameters(), cfg.clipGradNorm);
+        this.optimizer.step();
+      }
+      this.scheduler.step();
+      this.globalStep++;
+      const correct = noGrad(() => logits.argmax(1).eq(y).sum());
+      return { loss: loss.detach().to('float32'), correct };
+    });
+  }
+
+  /** Loss and accuracy over a loader, in eval mode (BN running statistics) without gradients. */
+  async evaluate(loader: DataLoader = this.testLoader, limit = this.cfg.limitTestBatches ?? Infinity): Promise<{ loss: number; acc: number; n: number }> {
+    this.model.eval();
+    const lossSum = zeros([], { device: this.device, dtype: 'float64' });
+    const correct = zeros([], { device: this.device, dtype: 'int64' });
+    let n = 0;
+    let b = 0;
+    loader.setEpoch(0);
+    try {
+      for await (const { x, y } of loader) {
+        scope(() =>
+          noGrad(() => {
+            const run = () => this.model.call(x);
+            const devType = this.device.startsWith('cuda') ? 'cuda' : 'cpu';
+            const logits = this.cfg.amp ? autocast(devType, this.cfg.ampDtype, run) : run();
+            lossSum.add_(crossEntropy(logits.to('float32'), y, { reduction: 'sum' }).to('float64'));
+            correct.add_(logits.argmax(1).eq(y).sum());
+          }),
+        );
+        n += y.shape[0];
+        x.dispose();
+        y.dispose();
+        if (++b >= limit) break;
+      }
+      return { loss: (lossSum.item() as number) / n, acc: (correct.item() as number) / n, n };
+    } finally {
+      lossSum.dispose();
+      correct.dispose();
+      this.model.train();
+    }
+  }
+
+  /** Everything a resume needs, as tensors + JSON. */
+  private checkpointTensors(): Record<string, Tensor> {
+    const t: Record<string, Tensor> = {};
+    for (const [k, v] of Object.entries(this.model.stateDict())) t[`model.${k}`] = v;
+    const sd = this.optimizer.stateDict();
+    for (const [id, s] of Object.entries(sd.state)) for (const [k, v] of Object.entries(s)) if (v instanceof Tensor) t[`optim.${id}.${k}`] = v;
+    t['rng.cpu'] = getRngState('cpu');
+    if (this.device.startsWith('cuda')) t['rng.cuda'] = getRngState(this.device);
+    return t;
+  }
+
+  saveCheckpoint(): string {
+    const tensors = this.checkpointTensors();
+    try {
+      const sd = this.optimizer.stateDict();
+      const scalars: Record<string, Record<string, number>> = {};
+      for (const [id, s] of Object.entries(sd.state)) for (const [k, v] of Object.entries(s)) if (typeof v === 'number') (scalars[id] ??= {})[k] = v;
+      saveCheckpoint(
+        this.cfg.out,
+        tensors,
+        {
+          epoch: this.epoch,
+          globalStep: this.globalStep,
+          config: this.cfg,
+          optimizer: { paramGroups: sd.paramGroups, scalars },
+          scheduler: this.scheduler.stateDict(),
+          scaler: this.scaler?.stateDict() ?? null,
+          history: this.history,
+          device: this.device,
+        },
+        { crashAt: this.crashAt },
+      );
+    } finally {
+      for (const v of Object.values(tensors)) v.dispose();
+    }
+    return path.join(this.cfg.out, 'checkpoint.json');
+  }
+
+  /** Restores model, optimizer, schedule, RNG, epoch and history from the checkpoint in cfg.out. */
+  resume(): void {
+    const { meta, tensors } = loadCheckpoint(this.cfg.out);
+    try {
+      const model: Record<string, Tensor> = {};
+      for (const [k, v] of Object.entries(tensors)) if (k.startsWith('model.')) model[k.slice(6)] = v;
+      this.model.loadStateDict(model);
+      const om = meta.optimizer as { paramGroups: Record<string, unknown>[]; scalars: Record<string, Record<string, number>> };
+      const state: Record<number, Record<string, Tensor | number>> = {};
+      for (const [k, v] of Object.entries(tensors)) {
+        const m = /^optim\.(\d+)\.(.+)$/.exec(k);
+        if (m) (state[+m[1]] ??= {})[m[2]] = v.to(this.device);
+      }
+      for (const [id, s] of Object.entries(om.scalars ?? {})) Object.assign((state[+id] ??= {}), s);
+      this.optimizer.loadStateDict({ state, paramGroups: om.paramGroups });
+      this.scheduler.loadStateDict(meta.scheduler as never);
+      if (this.scaler && meta.scaler) this.scaler.loadStateDict(meta.scaler as never);
+      setRngState(tensors['rng.cpu'], 'cpu');
+      if (tensors['rng.cuda'] && this.device.startsWith('cuda')) setRngState(tensors['rng.cuda'], this.device);
+      this.epoch = meta.epoch;
+      this.globalStep = meta.globalStep;
+      this.history = meta.history as History;
+      for (const s of Object.values(state)) for (const v of Object.values(s)) if (v instanceof Tensor) v.dispose();
+    } finally {
+      for (const v of Object.values(tensors)) v.dispose();
+    }
+  }
+
+  /** Runs the remaining epochs: train, evaluate, checkpoint, metrics; then writes the report. */
+  async fit(onProgress: (p: Progress) => void = () => {}, opts: { resume?: boolean; stopAfterEpochs?: number } = {}): Promise<{ testAcc: number; testLoss: number; report: { svg: string; png: string } }> {
+    const cfg = this.cfg;
+    fs.mkdirSync(cfg.out, { recursive: true });
+    if (opts.resume) {
+      if (!hasCheckpoint(cfg.out)) throw new Error(`--resume: no checkpoint in ${cfg.out}`);
+      this.resume();
+    } else if (hasCheckpoint(cfg.out)) {
+      throw new Error(`${cfg.out} already holds a checkpoint: pass --resume to continue it, or choose another --out (nothing was overwritten)`);
+    }
+    fs.writeFileSync(path.join(cfg.out, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
+    this.metrics = new MetricsWriter(path.join(cfg.out, 'metrics.jsonl'));
+    const t0 = Date.now();
+    onProgress({
+      type: 'start', device: this.device, model: cfg.model, params: this.model.numParameters(), trainSize: this.train.images.shape[0],
+      testSize: this.test.images.shape[0], stepsPerEpoch: this.stepsPerEpoch, epochs: cfg.epochs, startEpoch: this.epoch, dataName: this.dataDescription, out: cfg.out,
+    });
+    let last = { loss: NaN, acc: NaN };
+    let ran = 0;
+    try {
+      while (this.epoch < cfg.epochs) {
+        if (opts.stopAfterEpochs !== undefined && ran >= opts.stopAfterEpochs) break;
+        const ep = this.epoch + 1;
+        const te = Date.now();
+        this.trainLoader.setEpoch(this.epoch);
+        const lossSum = zeros([], { device: this.device, dtype: 'float64' });
+        const correctSum = zeros([], { device: this.device, dtype: 'int64' });
+        let seen = 0;
+        let step = 0;
+        let windowStart = Date.now();
+        let windowImages = 0;
+        let windowLoss = zeros([], { device: this.device, dtype: 'float64' });
+        let windowCorrect = zeros([], { device: this.device, dtype: 'int64' });
+        for await (const { x, y } of this.trainLoader) {
+          const { loss, correct } = this.trainStep(x, y);
+          const bs = y.shape[0];
+          lossSum.add_(loss.to('float64'), bs);
+          correctSum.add_(correct);
+          windowLoss.add_(loss.to('float64'), bs);
+          windowCorrect.add_(correct);
+          loss.dispose();
+          correct.dispose();
+          x.dispose();
+          y.dispose();
+          seen += bs;
+          windowImages += bs;
+          step++;
+          if (step % cfg.logEvery === 0 || step === this.stepsPerEpoch) {
+            const wl = (windowLoss.item() as number) / windowImages;
+            const wa = (windowCorrect.item() as number) / windowImages;
+            const now = Date.now();
+            const ips = (windowImages * 1000) / Math.max(1, now - windowStart);
+            const stepsLeft = this.stepsPerEpoch - step + (cfg.epochs - ep) * this.stepsPerEpoch;
+            this.metrics.step({ step: this.globalStep, epoch: ep, loss: wl, acc: wa, lr: this.lr, imagesPerSec: ips });
+            this.history.steps.push({ step: this.globalStep, epoch: ep - 1 + step / this.stepsPerEpoch, loss: wl, acc: wa, lr: this.lr });
+            onProgress({ type: 'step', epoch: ep, epochs: cfg.epochs, step, steps: this.stepsPerEpoch, globalStep: this.globalStep, loss: wl, acc: wa, lr: this.lr, imagesPerSec: ips, etaSeconds: (stepsLeft * cfg.batchSize) / ips });
+            windowLoss.zero_();
+            windowCorrect.zero_();
+            windowImages = 0;
+            windowStart = now;
+          }
+          if (step >= this.stepsPerEpoch) break;
+        }
+        const trainLoss = (lossSum.item() as number) / seen;
+        const trainAcc = (correctSum.item() as number) / seen;
+        for (const t of [lossSum, correctSum, windowLoss, windowCorrect]) t.dispose();
+        const ev = await this.evaluate();
+        last = { loss: ev.loss, acc: ev.acc };
+        this.epoch = ep;
+        const seconds = (Date.now() - te) / 1000;
+        const em = { epoch: ep, trainLoss, trainAcc, testLoss: ev.loss, testAcc: ev.acc, seconds };
+        this.history.epochs.push(em);
+        this.metrics.epoch(em);
+        onProgress({ type: 'epoch', epochs: cfg.epochs, ...em });
+        onProgress({ type: 'checkpoint', epoch: ep, path: this.saveCheckpoint() });
+        ran++;
+      }
+      if (Number.isNaN(last.acc)) {
+        const ev = await this.evaluate();
+        last = { loss: ev.loss, acc: ev.acc };
+      }
+      const report = writeReport(cfg.out, this.history);
+      if (this.epoch >= cfg.epochs) {
+        const weights = scope(() => this.model.stateDict());
+        try {
+          saveSafetensors(weights, path.join(cfg.out, 'model.safetensors'), { model: cfg.model, format: 'pytorch-state-dict' });
+        } finally {
+          for (const w of Object.values(weights)) w.dispose();
+        }
+      }
+      onProgress({ type: 'done', testAcc: last.acc, testLoss: last.loss, seconds: (Date.now() - t0) / 1000, report, out: cfg.out });
+      return { testAcc: last.acc, testLoss: last.loss, report };
+    } finally {
+      this.metrics.close();
+      this.metrics = null;
+    }
+  }
+
+  /** Frees the model, loaders and datasets. */
+  dispose(): void {
+    this.trainLoader.close();
+    this.testLoader.close();
+    this.model.dispose();
+    disposeDataset(this.train);
+    disposeDataset(this.test);
+  }
+}
+
+export function validateConfig(cfg: TrainConfig): void {
+  const pos = (v: number, name: string) => {
+    if (!(Number.isFinite(v) && v > 0)) throw new RangeError(`${name} must be a positive number, got ${v}`);
+  };
+  const posInt = (v: number, name: string) => {
+    if (!(Number.isInteger(v) && v > 0)) throw new RangeError(`${name} must be a positive integer, got ${v}`);
+  };
+  posInt(cfg.epochs, '--epochs');
+  posInt(cfg.batchSize, '--batch-size');
+  pos(cfg.lr, '--lr');
+  posInt(cfg.workers, '--workers');
+  posInt(cfg.logEvery, '--log-every');
+  if (!(cfg.weightDecay >= 0)) throw new RangeError(`--weight-decay must be >= 0, got ${cfg.weightDecay}`);
+  if (!(cfg.labelSmoothing >= 0 && cfg.labelSmoothing < 1)) throw new RangeError(`--label-smoothing must be in [0, 1), got ${cfg.labelSmoothing}`);
+  if (!['sgd', 'adamw'].includes(cfg.optimizer)) throw new RangeError(`--optimizer must be sgd or adamw, got ${cfg.optimizer}`);
+  if (!['onecycle', 'cosine', 'multistep', 'constant'].includes(cfg.schedule)) throw new RangeError(`--schedule must be onecycle, cosine, multistep or constant, got ${cfg.schedule}`);
+  if (!['bfloat16', 'float16'].includes(cfg.ampDtype)) throw new RangeError(`--amp-dtype must be bfloat16 or float16, got ${cfg.ampDtype}`);
+  getModelInfo(cfg.model);
+}
