@@ -1,7 +1,7 @@
 // npm's install script for residual.
 //   1. In a git checkout without dist/, compile the TypeScript (the loader below lives there).
 //   2. Resolve libtorch (LIBTORCH, LIBTORCH_USE_PYTORCH=1, the project copy, the shared cache),
-//      otherwise fetch the pinned wheel for this machine into the cache (scripts/libtorch.mjs:
+//      and record it in build/libtorch.json for run time; otherwise fetch the pinned wheel for this machine into the cache (scripts/libtorch.mjs:
 //      checksummed, published by an atomic rename, so a failed fetch leaves nothing a later run trusts).
 //   3. Use a prebuilt binary (optional package @residual/<platform>-<arch>-<variant>, or prebuilds/)
 //      when one is tagged for that libtorch and loads in a child process: no compiler needed.
@@ -15,7 +15,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { findLibtorch, fetchLibtorch, wantedVariant, residualHome } from './libtorch.mjs';
+import { findLibtorch, fetchLibtorch, recordInstall, wantedVariant, residualHome } from './libtorch.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const say = (msg) => console.error(`[residual] ${msg}`);
@@ -53,7 +53,7 @@ async function main() {
   // 2. libtorch.
   let lt;
   try {
-    lt = findLibtorch();
+    lt = findLibtorch({ useRecord: false });
     if (!lt) {
       const variant = wantedVariant();
       say(`no libtorch found: fetching the pinned ${variant} build (set LIBTORCH or LIBTORCH_USE_PYTORCH=1 to use your own)`);
@@ -63,6 +63,8 @@ async function main() {
     die(`could not set up libtorch: ${e.message}`);
   }
   say(`libtorch ${lt.version} (${lt.variantTag}) from ${lt.source}: ${lt.dir}`);
+  // Remembered for run time, so that LIBTORCH or LIBTORCH_USE_PYTORCH need not stay set.
+  recordInstall(lt);
 
   // 3. A prebuilt binary that fits.
   if (!fromSource) {

@@ -3,6 +3,8 @@
 //   1. LIBTORCH             a libtorch folder, or a torch package folder (site-packages/torch)
 //   2. LIBTORCH_USE_PYTORCH=1  the torch package of python3 (as on the GPU machine)
 //   3. a copy set up in the project (.libtorch/, git-ignored)
+//   3b. the libtorch the install script set this package up with (build/libtorch.json), so that
+//      `LIBTORCH=... npm install` keeps working when LIBTORCH is not set at run time
 //   4. the user's cache (RESIDUAL_HOME, default ~/.cache/residual), shared by all projects
 //   5. fetch the pinned wheel with pip (offline-safe: no retries), verify every file against the
 //      wheel's RECORD checksums, unpack into the cache and only then publish it (atomic rename).
@@ -103,9 +105,41 @@ export function cacheDirFor(variant) {
 }
 
 /**
- * Resolve libtorch without fetching. Returns {dir, source, ...} or null.
+ * Where scripts/install.mjs records the libtorch it resolved (inside this package, not shipped).
  */
-export function findLibtorch({ quiet = false } = {}) {
+export function installRecordPath() {
+  return path.join(root, 'build', 'libtorch.json');
+}
+
+export function recordInstall(lt) {
+  const file = installRecordPath();
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const rec = { dir: lt.dir, source: lt.source, version: lt.version, variantTag: lt.variantTag, at: new Date().toISOString() };
+  fs.writeFileSync(`${file}.${process.pid}.tmp`, JSON.stringify(rec, null, 2) + '\n');
+  fs.renameSync(`${file}.${process.pid}.tmp`, file);
+}
+
+/** The recorded libtorch, unless it is gone or RESIDUAL_VARIANT now asks for the other kind. */
+function recordedLibtorch(quiet) {
+  let rec;
+  try {
+    rec = JSON.parse(fs.readFileSync(installRecordPath(), 'utf8'));
+  } catch {
+    return null;
+  }
+  if (!rec?.dir || !isLibtorch(rec.dir)) return null;
+  const d = describeLibtorch(rec.dir);
+  const v = process.env.RESIDUAL_VARIANT;
+  if (v && (v === 'cpu') !== (d.variant === 'cpu')) return null;
+  log(quiet, `libtorch set up at install (${rec.source}): ${rec.dir}`);
+  return { ...d, source: 'install' };
+}
+
+/**
+ * Resolve libtorch without fetching. Returns {dir, source, ...} or null. `useRecord: false` skips
+ * the install record (the install script itself resolves afresh).
+ */
+export function findLibtorch({ quiet = false, useRecord = true } = {}) {
   if (process.env.LIBTORCH) {
     const dir = path.resolve(process.env.LIBTORCH);
     for (const cand of [dir, path.join(dir, 'torch')]) {
@@ -132,6 +166,8 @@ export function findLibtorch({ quiet = false } = {}) {
     log(quiet, `libtorch from the project copy: ${local}`);
     return { ...describeLibtorch(local), source: 'project' };
   }
+  const recorded = useRecord ? recordedLibtorch(quiet) : null;
+  if (recorded) return recorded;
   let variant;
   try {
     variant = wantedVariant();
