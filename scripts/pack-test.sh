@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Packs residual as users get it and uses it from fresh temporary projects:
-#   A. prebuilt binary from the optional variant package, libtorch named by LIBTORCH (the local
-#      resolution); no compiler may run (cmake and c++ on PATH are traps that fail)
+#   A. prebuilt binary from the optional variant package, libtorch named by LIBTORCH at install
+#      (the local resolution) and not set at run time; no compiler may run (cmake and c++ on PATH
+#      are traps that fail)
 #   B. nothing set and an empty RESIDUAL_HOME: the install fetches the pinned libtorch into the cache
 #      (checksummed); the prebuilt binary then runs with libtorch preloaded from the cache only
 #   C. a second project sharing that cache: no fetch, no compile
-#   D. no libtorch anywhere and the fetch cannot succeed (pip offline): the install fails, says what
-#      to set, and leaves no partial cache behind
+#   D. a fresh project, no libtorch anywhere and the fetch cannot succeed (pip offline): the install
+#      fails, says what to set, and leaves no partial cache behind
 # In A-C: import residual, train a few steps of a small ResNet, run `residual doctor`.
 #
 #   bash scripts/pack-test.sh        (KEEP=1 keeps the temporary folder; PACK_TEST_DIR=... chooses it)
@@ -170,10 +171,12 @@ step "A: install with LIBTORCH=$LT, prebuilt optional package, compilers trapped
 A="$WORK/app-a"; write_app "$A"
 npm_install "$A" "$WORK/install-a.log" "${NOENV[@]}" PATH="$TRAP_PATH" LIBTORCH="$LT" RESIDUAL_HOME="$WORK/home-a"
 grep -q 'no compiler needed' "$WORK/install-a.log" || fail "A: the install did not use the prebuilt binary"
-[ ! -e "$A/node_modules/residual/build" ] || fail "A: something was built in node_modules/residual/build"
-run_app "$A" "${NOENV[@]}" PATH="$TRAP_PATH" LIBTORCH="$LT" RESIDUAL_HOME="$WORK/home-a"
+[ ! -e "$A/node_modules/residual/build/Release" ] || fail "A: something was built in node_modules/residual/build/Release"
+# LIBTORCH is not set at run time: the libtorch chosen at install is remembered.
+run_app "$A" "${NOENV[@]}" PATH="$TRAP_PATH" RESIDUAL_HOME="$WORK/home-a"
 [ "$(fact "$A" f.addon.how)" = "optional package @residual/$PLATFORM-$VARIANT" ] || fail "A: the addon came from $(fact "$A" f.addon.how)"
-ok "A: $(fact "$A" f.addon.how), libtorch loaded from $(fact "$A" f.libtorchLoadedFrom)"
+[ "$(fact "$A" f.libtorchLoadedFrom)" = "$LT/lib" ] || fail "A: libtorch was loaded from $(fact "$A" f.libtorchLoadedFrom), not $LT/lib"
+ok "A: $(fact "$A" f.addon.how), libtorch from $(fact "$A" f.libtorch.source), loaded from $(fact "$A" f.libtorchLoadedFrom)"
 
 step "B: nothing set, empty RESIDUAL_HOME: the install fetches libtorch into the cache"
 B="$WORK/app-b"; write_app "$B"; HOME_B="$WORK/home-b"
@@ -183,7 +186,6 @@ grep -q 'no compiler needed' "$WORK/install-b.log" || fail "B: the install did n
 CACHED=$(ls -d "$HOME_B"/libtorch/*/site/torch)
 [ -f "$(dirname "$(dirname "$CACHED")")/VERIFIED" ] || fail "B: the cache is not marked VERIFIED"
 run_app "$B" "${NOENV[@]}" PATH="$TRAP_PATH" RESIDUAL_HOME="$HOME_B" RESIDUAL_VARIANT="$VARIANT"
-[ "$(fact "$B" f.libtorch.source)" = cache ] || fail "B: libtorch came from $(fact "$B" f.libtorch.source), not the cache"
 [ "$(fact "$B" f.libtorchLoadedFrom)" = "$CACHED/lib" ] || fail "B: libtorch was loaded from $(fact "$B" f.libtorchLoadedFrom), not $CACHED/lib"
 ok "B: libtorch only in the cache ($CACHED), preloaded by the loader"
 
@@ -192,14 +194,18 @@ C="$WORK/app-c"; write_app "$C"
 npm_install "$C" "$WORK/install-c.log" "${NOENV[@]}" PATH="$TRAP_PATH" RESIDUAL_HOME="$HOME_B" RESIDUAL_VARIANT="$VARIANT"
 grep -q 'libtorch from the cache' "$WORK/install-c.log" || fail "C: libtorch did not come from the cache"
 if grep -q 'fetching' "$WORK/install-c.log"; then fail "C: libtorch was fetched again"; fi
+# Without the install's record, run time finds the same libtorch in the cache by itself.
+rm "$C/node_modules/residual/build/libtorch.json"
 run_app "$C" "${NOENV[@]}" PATH="$TRAP_PATH" RESIDUAL_HOME="$HOME_B" RESIDUAL_VARIANT="$VARIANT"
-ok "C: cache reused"
+[ "$(fact "$C" f.libtorch.source)" = cache ] || fail "C: libtorch came from $(fact "$C" f.libtorch.source), not the cache"
+[ "$(fact "$C" f.libtorchLoadedFrom)" = "$CACHED/lib" ] || fail "C: libtorch was loaded from $(fact "$C" f.libtorchLoadedFrom)"
+ok "C: cache reused (found at run time from RESIDUAL_HOME alone)"
 
-step "D: no libtorch and pip offline: a clear failure, no partial cache"
-HOME_D="$WORK/home-d"
+step "D: a fresh project, no libtorch and pip offline: a clear failure, no partial cache"
+D="$WORK/app-d"; write_app "$D"; HOME_D="$WORK/home-d"
 set +e
-(cd "$A" && env "${NOENV[@]}" -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PATH="$TRAP_PATH" RESIDUAL_HOME="$HOME_D" RESIDUAL_VARIANT="$VARIANT" \
-  npm rebuild residual --foreground-scripts) > "$WORK/install-d.log" 2>&1
+(cd "$D" && env "${NOENV[@]}" -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PATH="$TRAP_PATH" RESIDUAL_HOME="$HOME_D" RESIDUAL_VARIANT="$VARIANT" \
+  npm install --no-audit --no-fund --foreground-scripts "$MAIN_TGZ" "$VAR_TGZ") > "$WORK/install-d.log" 2>&1
 RC=$?
 set -e
 sed -n '/\[residual\]/,$p' "$WORK/install-d.log" | head -20

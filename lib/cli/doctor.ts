@@ -133,7 +133,14 @@ export async function doctor(): Promise<DoctorReport> {
     problem('error', (e as Error).message, 'point LIBTORCH at a libtorch folder (include/, lib/, share/cmake/Torch) or a torch package folder, make python3 import torch for LIBTORCH_USE_PYTORCH=1, or unset them');
   }
   if (lt) {
-    row('libtorch', `${lt.version} (${lt.variantTag}${lt.cuda ? `, CUDA ${lt.cuda}` : ''}) from ${lt.source}\n${lt.dir}`);
+    const from: Record<string, string> = {
+      LIBTORCH: 'LIBTORCH',
+      LIBTORCH_USE_PYTORCH: "python3's torch (LIBTORCH_USE_PYTORCH=1)",
+      project: 'the project copy (.libtorch/)',
+      install: 'the install (build/libtorch.json)',
+      cache: `the cache (${residualHome()})`,
+    };
+    row('libtorch', `${lt.version} (${lt.variantTag}${lt.cuda ? `, CUDA ${lt.cuda}` : ''}) from ${from[lt.source ?? ''] ?? lt.source}\n${lt.dir}`);
     facts.libtorch = { version: lt.version, variant: lt.variantTag, cuda: lt.cuda ?? null, dir: lt.dir, source: lt.source };
   } else if (!problems.length) {
     row('libtorch', 'none found (LIBTORCH, LIBTORCH_USE_PYTORCH, the project copy, the cache)');
