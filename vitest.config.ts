@@ -6,7 +6,7 @@ export default defineConfig({
     // Native addon + libtorch: run files in forked processes, one libtorch per process.
     pool: 'forks',
     poolOptions: { forks: { execArgv: ['--expose-gc'] } },
-    testTimeout: 120_000,
+    testTimeout: 300_000,
     hookTimeout: 120_000,
   },
 });

@@ -7,6 +7,8 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime_api.h>
 #endif
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Version.h>
@@ -596,7 +598,7 @@ DEFN(cudaMemoryStats) {
     o.Set("allocations", Napi::Number::New(env, double(st.allocation[agg].current)));
     o.Set("numAllocRetries", Napi::Number::New(env, double(st.num_alloc_retries)));
     size_t freeB = 0, totalB = 0;
-    at::cuda::CUDAGuard guard(dev);
+    c10::cuda::CUDAGuard guard(dev);
     if (cudaMemGetInfo(&freeB, &totalB) == cudaSuccess) {
       o.Set("deviceFreeBytes", Napi::Number::New(env, double(freeB)));
       o.Set("deviceTotalBytes", Napi::Number::New(env, double(totalB)));
@@ -662,7 +664,8 @@ DEFN(buildInfo) {
 #if defined(RESIDUAL_CUDA)
   if (torch::cuda::is_available()) {
     o.Set("cudnnVersion", Napi::Number::New(env, double(at::detail::getCUDAHooks().versionCuDNN())));
-    o.Set("cudaRuntimeVersion", Napi::Number::New(env, double(at::detail::getCUDAHooks().versionRuntime())));
+    int rt = 0;
+    if (cudaRuntimeGetVersion(&rt) == cudaSuccess) o.Set("cudaRuntimeVersion", Napi::Number::New(env, double(rt)));
   }
 #endif
   return o;

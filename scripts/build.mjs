@@ -3,6 +3,7 @@
 //   node scripts/build.mjs [--native-only|--ts-only] [--out DIR]
 // Environment: LIBTORCH, LIBTORCH_USE_PYTORCH, RESIDUAL_HOME, RESIDUAL_VARIANT (see README).
 import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,7 +25,8 @@ function run(cmd, argv, opts = {}) {
 
 export function buildNative({ outDir = out } = {}) {
   const lt = resolveLibtorch();
-  const cmakeJs = path.join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
+  // npm may hoist cmake-js into the installing project's node_modules: resolve it like require does.
+  const cmakeJs = createRequire(import.meta.url).resolve('cmake-js/bin/cmake-js');
   const jobs = String(Math.max(1, Math.min(os.availableParallelism?.() ?? os.cpus().length, 16)));
   const defs = [`--CDTorch_DIR=${path.join(lt.cmakePrefix, 'Torch')}`, '--CDCMAKE_BUILD_TYPE=Release'];
   if (lt.variant === 'cuda' && process.env.TORCH_CUDA_ARCH_LIST) defs.push(`--CDTORCH_CUDA_ARCH_LIST=${process.env.TORCH_CUDA_ARCH_LIST}`);
@@ -43,8 +45,13 @@ export function buildNative({ outDir = out } = {}) {
 }
 
 export function buildTs() {
-  const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc');
-  if (!fs.existsSync(tsc)) {
+  let tsc;
+  try {
+    tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  } catch {
+    tsc = null;
+  }
+  if (!tsc) {
     console.error('[residual] typescript is not installed (npm install --include=dev): skipping the TypeScript build');
     return;
   }

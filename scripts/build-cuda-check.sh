@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Compiles and links the addon against CUDA libtorch (torch 2.14.1 for CUDA 13, from pip's local wheels)
+# with nvcc 13, on a machine without a GPU: proves the CUDA code paths (RESIDUAL_CUDA) build and that
+# libtorch_cuda is really linked (DT_NEEDED), which is what makes CUDA available at run time.
+# It cannot run CUDA here; the GPU machine runs the CUDA tests (see README, "GPU").
+#   bash scripts/build-cuda-check.sh            (WORK=/path keeps the unpacked libtorch there)
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=${WORK:-$ROOT/.libtorch-cuda}
+SPEC=${CUDA_TORCH_SPEC:-torch==2.14.1}
+
+if ! command -v nvcc >/dev/null && [ ! -x /usr/local/cuda/bin/nvcc ]; then
+  echo "build-cuda-check: nvcc not found; skipping (the CPU build is unaffected)"
+  exit 0
+fi
+export PATH=/usr/local/cuda/bin:$PATH
+
+if [ ! -f "$WORK/site/torch/share/cmake/Torch/TorchConfig.cmake" ]; then
+  rm -rf "$WORK.partial" && mkdir -p "$WORK.partial/wheels"
+  echo "build-cuda-check: fetching $SPEC (no retries: fails fast offline)"
+  if ! python3 -m pip download --no-deps --only-binary=:all: --retries 0 --timeout 5 --progress-bar off -d "$WORK.partial/wheels" "$SPEC"; then
+    echo "build-cuda-check: cannot download $SPEC; skipping"
+    rm -rf "$WORK.partial"
+    exit 0
+  fi
+  python3 - "$WORK.partial/wheels" "$WORK.partial/site" <<'PY'
+import sys, zipfile, glob
+whl = glob.glob(sys.argv[1] + '/torch-*.whl')[0]
+with zipfile.ZipFile(whl) as z:
+    for n in z.namelist():
+        if n.startswith(('torch/include/', 'torch/lib/', 'torch/share/')) or n == 'torch/version.py':
+            z.extract(n, sys.argv[2])
+PY
+  rm -rf "$WORK.partial/wheels" "$WORK"
+  mv "$WORK.partial" "$WORK"
+fi
+
+LT="$WORK/site/torch"
+[ -f "$LT/lib/libtorch_cuda.so" ] || { echo "build-cuda-check: $LT has no libtorch_cuda.so"; exit 1; }
+echo "build-cuda-check: building against $LT"
+# CUDA 13 libraries (cuDNN, cuBLAS, ...) come from nvidia wheels at run time; for compiling and linking
+# the toolkit's headers suffice. Arch list: Hopper (the GPU machine); irrelevant to our C++ (no kernels).
+LIBTORCH="$LT" TORCH_CUDA_ARCH_LIST=9.0 node "$ROOT/scripts/build.mjs" --native-only --out "$ROOT/build-cuda"
+ADDON="$ROOT/build-cuda/Release/residual.node"
+if ! readelf -d "$ADDON" | grep -q 'libtorch_cuda.so'; then
+  echo "build-cuda-check: FAILED: $ADDON does not link libtorch_cuda.so (CUDA would silently be unavailable)"
+  exit 1
+fi
+grep -q '"variant": "cuda"' "$ROOT/build-cuda/Release/residual.json"
+echo "build-cuda-check: ok: CUDA build links $(readelf -d "$ADDON" | grep -o 'libtorch_cuda.so' | head -1) and libc10_cuda: $(readelf -d "$ADDON" | grep -c 'cuda') CUDA entries"
