@@ -20,6 +20,7 @@ struct LoaderCfg {
   int64_t pad = 0;
   bool crop = false;
   bool flip = false;
+  float erase = 0;  // random erasing probability (Zhong et al. 2017)
   at::Device device = at::Device(at::kCPU);
   bool pin = false;
   bool channelsLast = false;
@@ -120,6 +121,31 @@ struct Loader {
     }
   }
 
+  static double unit(uint64_t& r) {
+    r = mix(r);
+    return double(r >> 11) * (1.0 / 9007199254740992.0);
+  }
+
+  // Random erasing: a rectangle of 2%-40% of the image, aspect ratio 0.3-3.3, set to 0 (the mean, after
+  // normalisation), in every channel. Up to 10 tries to fit it, as torchvision does.
+  static void eraseRect(float* img, int64_t C, int64_t H, int64_t W, uint64_t& r) {
+    const double area = double(H * W);
+    for (int attempt = 0; attempt < 10; attempt++) {
+      double target = area * (0.02 + unit(r) * (0.4 - 0.02));
+      double logRatio = std::log(0.3) + unit(r) * (std::log(1 / 0.3) - std::log(0.3));
+      double ratio = std::exp(logRatio);
+      int64_t h = int64_t(std::lround(std::sqrt(target * ratio)));
+      int64_t w = int64_t(std::lround(std::sqrt(target / ratio)));
+      if (h < 1 || w < 1 || h >= H || w >= W) continue;
+      int64_t y0 = int64_t(unit(r) * double(H - h + 1)), x0 = int64_t(unit(r) * double(W - w + 1));
+      y0 = std::min(y0, H - h);
+      x0 = std::min(x0, W - w);
+      for (int64_t c = 0; c < C; c++)
+        for (int64_t y = y0; y < y0 + h; y++) std::fill_n(img + c * H * W + y * W + x0, w, 0.f);
+      return;
+    }
+  }
+
   Batch make(int64_t b) {
     at::NoGradGuard ng;
     const int64_t n = count(), C = cfg.images.size(1), H = cfg.images.size(2), W = cfg.images.size(3);
@@ -152,6 +178,7 @@ struct Loader {
         r = mix(r);
       }
       bool flip = cfg.flip && (r & 1);
+      r = mix(r);
       ydst[k] = lab[idx];
       const uint8_t* img = src + idx * C * plane;
       float* o = dst + k * C * plane;
@@ -171,6 +198,7 @@ struct Loader {
           }
         }
       }
+      if (cfg.erase > 0 && unit(r) < cfg.erase) eraseRect(o, C, H, W, r);
     }
     if (cfg.channelsLast) x = x.contiguous(at::MemoryFormat::ChannelsLast);
     if (!cfg.device.is_cpu()) {
@@ -261,6 +289,8 @@ DEFN(loaderCreate) {
   c.pad = int64_t(optNum(o, "cropPadding", 0));
   c.crop = optNum(o, "randomCrop", 0) != 0;
   c.flip = optNum(o, "hflip", 0) != 0;
+  c.erase = float(optNum(o, "randomErasing", 0));
+  if (!(c.erase >= 0 && c.erase <= 1)) throw ArgError("randomErasing must be a probability in [0, 1]");
   c.channelsLast = optNum(o, "channelsLast", 0) != 0;
   c.prefetch = std::max<int64_t>(1, int64_t(optNum(o, "prefetch", 2)));
   c.workers = std::max<int64_t>(1, std::min<int64_t>(16, int64_t(optNum(o, "workers", 1))));

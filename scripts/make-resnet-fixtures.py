@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import struct
 
 import torch
@@ -238,7 +239,7 @@ class PreActBottleneck(nn.Module):
 
 
 class PreActResNet(nn.Module):
-    def __init__(self, depth, num_classes=10, in_channels=3, block='bottleneck'):
+    def __init__(self, depth, num_classes=10, in_channels=3, block='bottleneck', widen=1):
         super().__init__()
         if block == 'bottleneck':
             assert (depth - 2) % 9 == 0
@@ -248,9 +249,9 @@ class PreActResNet(nn.Module):
             n, blk = (depth - 2) // 6, PreActBlock
         self.conv1 = conv3x3(in_channels, 16)
         self.inplanes = 16
-        self.layer1 = self._make_layer(blk, 16, n, 1)
-        self.layer2 = self._make_layer(blk, 32, n, 2)
-        self.layer3 = self._make_layer(blk, 64, n, 2)
+        self.layer1 = self._make_layer(blk, 16 * widen, n, 1)
+        self.layer2 = self._make_layer(blk, 32 * widen, n, 2)
+        self.layer3 = self._make_layer(blk, 64 * widen, n, 2)
         self.bn = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU()
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
@@ -289,6 +290,9 @@ def make(name, **kw):
         return CifarResNet(int(name[6:]), **kw)
     if name.startswith('plain'):
         return CifarResNet(int(name[5:]), plain=True, **kw)
+    if name.startswith('wrn'):  # WRN-d-k (Zagoruyko & Komodakis): pre-activation basic units, depth d-2 here
+        d, k = name[3:].split('_')
+        return PreActResNet(int(d) - 2, block='basic', widen=int(k), **kw)
     if name.startswith('preact_basic'):
         return PreActResNet(int(name[12:]), block='basic', **kw)
     if name.startswith('preact'):
@@ -299,7 +303,8 @@ def make(name, **kw):
 ALL_MODELS = ['resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50_32x4d', 'wide_resnet50_2',
               'resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110', 'resnet1202',
               'plain20', 'plain32', 'plain44', 'plain56', 'plain110', 'plain1202',
-              'preact_basic20', 'preact_basic56', 'preact_basic110', 'preact164', 'preact1001']
+              'preact_basic20', 'preact_basic56', 'preact_basic110', 'wrn16_4', 'wrn16_8', 'wrn28_10',
+              'preact164', 'preact1001']
 # model, input size, default num_classes of its family (ImageNet models get 10 here: smaller fc)
 FIXTURES = [('resnet18', 64), ('resnet50', 64), ('resnext50_32x4d', 64), ('resnet20', 32), ('plain20', 32),
             ('preact164', 32), ('preact_basic20', 32)]
@@ -428,5 +433,7 @@ if __name__ == '__main__':
     torch.set_num_threads(2)
     os.makedirs(OUT, exist_ok=True)
     key_summary()
+    if '--keys-only' in sys.argv:
+        sys.exit(0)
     for name, size in FIXTURES:
         make_fixture(name, size)

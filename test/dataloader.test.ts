@@ -98,6 +98,32 @@ describe('DataLoader', () => {
     expect(flipped).toBeLessThan(8);
   });
 
+  it('random erasing blanks one rectangle of 2%-40% of each image (to the mean), deterministically', () => {
+    const n = 32;
+    const images = r.full([n, 2, 10, 10], 200, { dtype: 'uint8' });
+    const labels = r.zeros([n], { dtype: 'int64' });
+    const run = () => {
+      const dl = new DataLoader({ images, labels }, { batchSize: n, randomErasing: 1, mean: [0.2], std: [0.5], seed: 3 });
+      const [{ x }] = [...dl.iterSync()];
+      dl.close();
+      return x;
+    };
+    const x = run();
+    expect(x.equal(run())).toBe(true);
+    const v = x.toTypedArray() as Float32Array;
+    const on = (200 / 255 - 0.2) / 0.5;
+    for (let i = 0; i < n; i++) {
+      for (let c = 0; c < 2; c++) {
+        const plane = v.subarray((i * 2 + c) * 100, (i * 2 + c + 1) * 100);
+        const erased = plane.filter((p) => p === 0).length;
+        expect(plane.every((p) => p === 0 || Math.abs(p - on) < 1e-5)).toBe(true);
+        expect(erased).toBeGreaterThanOrEqual(1);
+        expect(erased).toBeLessThanOrEqual(45);
+      }
+    }
+    expect(() => new DataLoader({ images, labels }, { batchSize: 2, randomErasing: 2 })).toThrow(/randomErasing must be a probability/);
+  });
+
   it('rejects bad input with clear errors', () => {
     expect(() => new DataLoader({ images: r.zeros([4, 1, 2, 2]), labels: r.zeros([4], { dtype: 'int64' }) }, { batchSize: 2 })).toThrow(/images must be a uint8 tensor \[N, C, H, W\], got Float/);
     const ds = dataset(4);

@@ -19,6 +19,8 @@ export interface DataLoaderOptions {
   randomCrop?: { padding: number } | false;
   /** Random horizontal flip with probability 0.5. */
   hflip?: boolean;
+  /** Random erasing (Zhong et al. 2017) with this probability: a rectangle set to the mean. */
+  randomErasing?: number;
   device?: Device;
   pinMemory?: boolean;
   channelsLast?: boolean;
@@ -60,6 +62,7 @@ export class DataLoader implements AsyncIterable<Batch> {
       randomCrop: !!o.randomCrop,
       cropPadding: o.randomCrop ? o.randomCrop.padding : 0,
       hflip: !!o.hflip,
+      randomErasing: o.randomErasing ?? 0,
       device: o.device ?? 'cpu',
       pinMemory: o.pinMemory,
       channelsLast: !!o.channelsLast,

@@ -38,6 +38,11 @@ for (const depth of [20, 32, 44, 56, 110, 1202]) {
 for (const depth of [20, 56, 110]) {
   add(`preact_basic${depth}`, 'preact', `pre-activation ResNet-${depth} (He et al. 2016), basic units, 6n+2 layers`, (o) => preactResnet(depth, { ...o, block: 'basic' }));
 }
+for (const [depth, k] of [[16, 4], [16, 8], [28, 10]]) {
+  add(`wrn${depth}_${k}`, 'preact', `wide ResNet WRN-${depth}-${k} (Zagoruyko & Komodakis 2016): pre-activation basic units ${k}x wider`, (o) =>
+    preactResnet(depth - 2, { ...o, block: 'basic', widen: k }),
+  );
+}
 add('preact164', 'preact', 'pre-activation ResNet-164 (He et al. 2016), bottleneck units, 9n+2 layers with n=18, 1.7M parameters', (o) => preactResnet(164, o));
 add('preact1001', 'preact', 'pre-activation ResNet-1001 (He et al. 2016), bottleneck units, 9n+2 layers with n=111, 10.3M parameters', (o) => preactResnet(1001, o));
 

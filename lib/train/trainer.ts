@@ -42,6 +42,8 @@ export interface TrainConfig {
   warmupEpochs: number;
   labelSmoothing: number;
   augment: boolean;
+  /** Random erasing probability (with augment). */
+  randomErasing: number;
   device: 'auto' | Device;
   amp: boolean;
   ampDtype: 'bfloat16' | 'float16';
@@ -75,6 +77,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   warmupEpochs: 0,
   labelSmoothing: 0,
   augment: true,
+  randomErasing: 0,
   device: 'auto',
   amp: false,
   ampDtype: 'bfloat16',
@@ -210,6 +213,7 @@ export class Trainer {
       dropLast: true,
       randomCrop: cfg.augment ? { padding: size >= 32 ? 4 : 2 } : false,
       hflip: cfg.augment,
+      randomErasing: cfg.augment ? cfg.randomErasing : 0,
     });
     this.testLoader = new DataLoader(d.test, { ...common, batchSize: cfg.evalBatchSize ?? Math.max(cfg.batchSize, 256) });
     this.stepsPerEpoch = Math.min(this.trainLoader.length, cfg.limitTrainBatches ?? Infinity);
@@ -499,6 +503,7 @@ export function validateConfig(cfg: TrainConfig): void {
   posInt(cfg.workers, '--workers');
   posInt(cfg.logEvery, '--log-every');
   if (!(cfg.weightDecay >= 0)) throw new RangeError(`--weight-decay must be >= 0, got ${cfg.weightDecay}`);
+  if (!(cfg.randomErasing >= 0 && cfg.randomErasing <= 1)) throw new RangeError(`--random-erasing must be a probability in [0, 1], got ${cfg.randomErasing}`);
   if (!(cfg.labelSmoothing >= 0 && cfg.labelSmoothing < 1)) throw new RangeError(`--label-smoothing must be in [0, 1), got ${cfg.labelSmoothing}`);
   if (!['sgd', 'adamw'].includes(cfg.optimizer)) throw new RangeError(`--optimizer must be sgd or adamw, got ${cfg.optimizer}`);
   if (!['onecycle', 'cosine', 'multistep', 'constant'].includes(cfg.schedule)) throw new RangeError(`--schedule must be onecycle, cosine, multistep or constant, got ${cfg.schedule}`);

@@ -13,6 +13,12 @@ import { _checkModelOptions, type ModelOptions } from './imagenet.js';
 export interface PreActResNetOptions extends ModelOptions {
   /** 'bottleneck' (default, 9n+2 layers) or 'basic' (6n+2 layers). */
   block?: 'bottleneck' | 'basic';
+  /**
+   * Width multiplier k of the three stages (16k, 32k, 64k filters). With basic units this is the wide
+   * ResNet of Zagoruyko & Komodakis 2016: preactResnet(6n+2, {block: 'basic', widen: k}) is WRN-(6n+4)-k
+   * (they count the two projection convolutions in the depth).
+   */
+  widen?: number;
 }
 
 export class PreActResNet extends Module {
@@ -42,9 +48,11 @@ export class PreActResNet extends Module {
     this.blockKind = kind;
     const n = (depth - 2) / per;
     this.conv1 = this.registerModule('conv1', conv3x3(inChannels, 16));
-    this.layer1 = this.registerModule('layer1', this.makeLayer(16, n, 1));
-    this.layer2 = this.registerModule('layer2', this.makeLayer(32, n, 2));
-    this.layer3 = this.registerModule('layer3', this.makeLayer(64, n, 2));
+    const k = o.widen ?? 1;
+    if (!Number.isInteger(k) || k < 1) throw new RangeError(`preactResnet: widen must be a positive integer, got ${String(o.widen)}`);
+    this.layer1 = this.registerModule('layer1', this.makeLayer(16 * k, n, 1));
+    this.layer2 = this.registerModule('layer2', this.makeLayer(32 * k, n, 2));
+    this.layer3 = this.registerModule('layer3', this.makeLayer(64 * k, n, 2));
     this.bn = this.registerModule('bn', new BatchNorm2d(this.inPlanes));
     this.relu = this.registerModule('relu', new ReLU());
     this.avgpool = this.registerModule('avgpool', new AdaptiveAvgPool2d([1, 1]));
