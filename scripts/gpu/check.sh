@@ -13,3 +13,8 @@ node -e "const r=require('./dist/index.js'); console.log('cuda', r.cuda.isAvaila
 echo "== tests"; npx vitest run 2>&1 | tee "$OUT/test.log" | grep -E "✓|×|Test Files|Tests |FAIL|skipped" | tail -40
 echo "== bench cuda"; node scripts/bench-ops.mjs --device cuda --json "$OUT/bench-cuda.json" 2>&1 | tee "$OUT/bench-cuda.log"
 echo "== bench cpu"; node scripts/bench-ops.mjs --json "$OUT/bench-cpu.json" 2>&1 | tee "$OUT/bench-cpu.log"
+echo "== training on CUDA (synthetic, amp + channels-last) and throughput of the wide nets"
+for m in resnet20 wrn16_8 wrn28_10; do
+  node bin/residual.js train --model $m --data synthetic --epochs 1 --batch-size 128 --limit-train-batches 40 --limit-test-batches 4 \
+    --device cuda --amp --channels-last --workers 4 --log-every 20 --out /tmp/gpu-$m 2>&1 | tail -4 | tee -a "$OUT/train-throughput.log"
+done
