@@ -28,11 +28,15 @@ function positiveInt(v: number, what: string, owner: string): number {
 function checkTensor(m: Module, x: unknown): asserts x is Tensor {
   if (!(x instanceof Tensor)) throw new TypeError(`${m.label()}: expected a Tensor input, got ${x === null ? 'null' : typeof x}`);
 }
-/** The input must have the weight's dtype and device (no silent casts, as PyTorch). */
+/**
+ * The input must have the weight's dtype and device (no silent casts, as PyTorch). The exception is
+ * mixed precision: float16/bfloat16 activations with float32 weights, as autocast produces.
+ */
 function checkLike(m: Module, x: Tensor, w: Tensor): void {
   const xd = x.dtype;
   const wd = w.dtype;
-  if (xd !== wd) throw new TypeError(`${m.label()}: input is ${xd} but the layer's weights are ${wd}; cast the input (x.to('${wd}')) or the model (model.to('${xd}'))`);
+  const mixed = (xd === 'bfloat16' || xd === 'float16') && wd === 'float32';
+  if (xd !== wd && !mixed) throw new TypeError(`${m.label()}: input is ${xd} but the layer's weights are ${wd}; cast the input (x.to('${wd}')) or the model (model.to('${xd}'))`);
   const xv = x.device;
   const wv = w.device;
   if (xv !== wv) throw new Error(`${m.label()}: input is on ${xv} but the layer's weights are on ${wv}; move one of them with .to()`);
