@@ -18,8 +18,9 @@ describe.runIf(cudaWanted)('CUDA', () => {
     const x = r.randn([4, 3, 16, 16]);
     const w = r.randn([8, 3, 3, 3]);
     const run = (dev: r.Device) => {
-      const xd = x.to(dev).requiresGrad_(true);
-      const wd = w.to(dev).requiresGrad_(true);
+      // detach(): on the CPU to() returns the tensor itself, which must not become a grad leaf of x
+      const xd = x.to(dev).detach().requiresGrad_(true);
+      const wd = w.to(dev).detach().requiresGrad_(true);
       const y = r.batchNorm(r.conv2d(xd, wd, null, { padding: 1, stride: 2 }), null, null, { training: true });
       const loss = r.relu(y).pow(2).mean();
       loss.backward();
