@@ -47,10 +47,9 @@ static void reportBytes(napi_env env, EnvData* d, int64_t delta) {
   }
 }
 
-static void track(Napi::Env env, Handle* h) {
-  EnvData* d = h->env;
+static void track(Napi::Env env, EnvData* d, Handle* h) {
   d->liveTensors++;
-  if (!h->t.defined() || !h->t.has_storage()) return;
+  if (!h->t.has_storage()) return;
   c10::StorageImpl* s = h->t.storage().unsafeGetStorageImpl();
   if (!s) return;
   h->storage = s;
@@ -66,11 +65,10 @@ static void track(Napi::Env env, Handle* h) {
   if (slot == 0) reportBytes(env, d, bytes);
 }
 
-// Drops the handle's tensor; `env` may be null during teardown (no V8 accounting then).
-static void release(napi_env env, Handle* h) {
+// Drops the handle's tensor and frees its slot for reuse under a new generation.
+static void release(napi_env env, EnvData* d, Handle* h) {
   if (!h->alive) return;
   h->alive = false;
-  EnvData* d = h->env;
   d->liveTensors--;
   if (h->storage) {
     auto it = d->storages.find(h->storage);
@@ -82,31 +80,29 @@ static void release(napi_env env, Handle* h) {
     h->storage = nullptr;
   }
   h->t.reset();
+  if (++h->gen >= (1u << 30)) h->gen = 1;
+  d->freeSlots.push_back(h->index);
 }
 
 Napi::Value wrap(Napi::Env env, at::Tensor t) {
   EnvData* d = envData(env);
   drainPending(env, d);
   if (!t.defined()) return env.Null();
-  auto* h = new Handle{std::move(t), d, nullptr, true};
-  track(env, h);
-  napi_value ext;
-  napi_status st = napi_create_external(
-      env, h,
-      [](napi_env e, void* data, void*) {
-        auto* hh = static_cast<Handle*>(data);
-        release(e, hh);
-        hh->env->handles.erase(hh);
-        delete hh;
-      },
-      nullptr, &ext);
-  if (st != napi_ok) {
-    release(env, h);
-    delete h;
-    NAPI_THROW_IF_FAILED(env, st, Napi::Value());
+  uint32_t idx;
+  if (!d->freeSlots.empty()) {
+    idx = d->freeSlots.back();
+    d->freeSlots.pop_back();
+  } else {
+    if (d->slots.size() >= size_t(kSlotSpan)) throw std::runtime_error("too many live tensors (4,194,304): dispose() or use scope()");
+    idx = uint32_t(d->slots.size());
+    d->slots.emplace_back();
+    d->slots.back().index = idx;
   }
-  d->handles.insert(h);
-  return Napi::Value(env, ext);
+  Handle* h = &d->slots[idx];
+  h->t = std::move(t);
+  h->alive = true;
+  track(env, d, h);
+  return Napi::Number::New(env, double(h->gen) * kSlotSpan + double(idx));
 }
 
 Napi::Value wrap(Napi::Env env, const std::vector<at::Tensor>& v) {
@@ -168,14 +164,18 @@ void Args::fail(size_t i, const char* name, const std::string& want) const {
   throw ArgError("argument '" + std::string(name) + "' must be " + want + ", got " + got);
 }
 
-Handle* asHandle(napi_env env, napi_value v) {
-  napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external) return nullptr;
-  void* data = nullptr;
-  if (napi_get_value_external(env, v, &data) != napi_ok) return nullptr;
-  auto* h = static_cast<Handle*>(data);
+Handle* asHandle(napi_env env, napi_value v, bool* stale) {
+  double id;
+  if (napi_get_value_double(env, v, &id) != napi_ok) return nullptr;  // not a number
+  if (!(id >= kSlotSpan) || id != std::floor(id) || id > 9.0e15) return nullptr;
+  double g = std::floor(id / kSlotSpan);
+  double idx = id - g * kSlotSpan;
   EnvData* d = envData(Napi::Env(env));
-  return d->handles.count(h) ? h : nullptr;
+  if (idx >= double(d->slots.size())) return nullptr;
+  Handle* h = &d->slots[size_t(idx)];
+  if (h->alive && double(h->gen) == g) return h;
+  if (stale && double(h->gen) > g) *stale = true;  // an earlier generation of this slot: disposed
+  return nullptr;
 }
 
 std::vector<at::Tensor> tensorsOf(Napi::Env env, const Napi::Value& v, const std::string& what) {
@@ -185,18 +185,20 @@ std::vector<at::Tensor> tensorsOf(Napi::Env env, const Napi::Value& v, const std
   out.reserve(arr.Length());
   for (uint32_t k = 0; k < arr.Length(); k++) {
     Napi::Value e = arr.Get(k);
-    Handle* h = asHandle(env, e);
+    bool stale = false;
+    Handle* h = asHandle(env, e, &stale);
+    if (stale) throw ArgError(what + " element " + std::to_string(k) + " is a disposed Tensor");
     if (!h) throw ArgError(what + " must hold only Tensors, element " + std::to_string(k) + " is " + describe(e));
-    if (!h->alive) throw ArgError(what + " element " + std::to_string(k) + " is a disposed Tensor");
     out.push_back(h->t);
   }
   return out;
 }
 
 Handle* Args::H(size_t i, const char* name) const {
-  Handle* h = i < info.Length() ? asHandle(info.Env(), info[i]) : nullptr;
+  bool stale = false;
+  Handle* h = i < info.Length() ? asHandle(info.Env(), info[i], &stale) : nullptr;
+  if (stale) throw ArgError("argument '" + std::string(name) + "' is a disposed Tensor (used after dispose())");
   if (!h) fail(i, name, "a Tensor");
-  if (!h->alive) throw ArgError("argument '" + std::string(name) + "' is a disposed Tensor (used after dispose())");
   return h;
 }
 
@@ -206,12 +208,19 @@ std::optional<at::Tensor> Args::OT(size_t i, const char* name) const {
 }
 
 at::Tensor Args::TOS(size_t i, const char* name) const {
-  if (i < info.Length() && (info[i].IsNumber() || info[i].IsBoolean())) {
-    at::Tensor t = c10::scalar_to_tensor(S(i, name));
+  if (i < info.Length() && info[i].IsArray()) {
+    Napi::Value v = info[i].As<Napi::Array>().Get(uint32_t(0));
+    if (!v.IsNumber() && !v.IsBoolean()) fail(i, name, "a Tensor or a boxed scalar [number]");
+    double x = v.IsBoolean() ? double(v.As<Napi::Boolean>().Value()) : v.As<Napi::Number>().DoubleValue();
+    at::Scalar sc = v.IsBoolean() ? at::Scalar(v.As<Napi::Boolean>().Value())
+                    : (std::isfinite(x) && x == std::floor(x) && std::fabs(x) < 9.007199254740992e15) ? at::Scalar(int64_t(x))
+                                                                                                     : at::Scalar(x);
+    at::Tensor t = c10::scalar_to_tensor(sc);
     t.unsafeGetTensorImpl()->set_wrapped_number(true);  // promotes like a Python scalar
     return t;
   }
-  if (i < info.Length() && asHandle(info.Env(), info[i]) == nullptr) fail(i, name, "a Tensor or a number");
+  bool stale = false;
+  if (i < info.Length() && asHandle(info.Env(), info[i], &stale) == nullptr && !stale) fail(i, name, "a Tensor or a number");
   return T(i, name);
 }
 
@@ -228,7 +237,7 @@ std::vector<std::optional<at::Tensor>> Args::OTL(size_t i, const char* name) con
     Napi::Value v = arr.Get(k);
     if (v.IsNull() || v.IsUndefined()) { out.emplace_back(std::nullopt); continue; }
     Handle* h = asHandle(info.Env(), v);
-    if (!h || !h->alive) throw ArgError("argument '" + std::string(name) + "' element " + std::to_string(k) + " must be a live Tensor or null");
+    if (!h) throw ArgError("argument '" + std::string(name) + "' element " + std::to_string(k) + " must be a live Tensor or null");
     out.emplace_back(h->t);
   }
   return out;
@@ -466,16 +475,18 @@ DEFN(gradFn) {
   if (!fn) return a.env().Null();
   return Napi::String::New(a.env(), fn->name());
 }
+// dispose(id): a stale id (already disposed) is a no-op, so the GC backstop may run after dispose().
 DEFN(dispose) {
   if (!a.has(0)) return a.env().Undefined();
-  Handle* h = asHandle(a.env(), a.info[0]);
-  if (!h) a.fail(0, "tensor", "a Tensor");
-  release(a.env(), h);
+  bool stale = false;
+  Handle* h = asHandle(a.env(), a.info[0], &stale);
+  if (!h && !stale) a.fail(0, "tensor", "a Tensor");
+  if (h) release(a.env(), envData(a.env()), h);
   return a.env().Undefined();
 }
 DEFN(isAlive) {
   Handle* h = a.has(0) ? asHandle(a.env(), a.info[0]) : nullptr;
-  return Napi::Boolean::New(a.env(), h && h->alive);
+  return Napi::Boolean::New(a.env(), h != nullptr);
 }
 DEFN(sameStorage) {
   at::Tensor x = a.T(0, "a"), y = a.T(1, "b");
@@ -683,7 +694,15 @@ static const FnEntry kCore[] = {
     ENTRY(getNumThreads), ENTRY(buildInfo),
 };
 
-static void keepEnvData(Napi::Env, EnvData*) {}
+// At environment teardown (a worker exiting) every tensor still referenced is released. The EnvData
+// itself is deliberately leaked (a few bytes): a zero-copy tensor held elsewhere may still queue its
+// ArrayBuffer release into it.
+static void keepEnvData(Napi::Env, EnvData* d) {
+  for (auto& h : d->slots) {
+    h.t.reset();
+    h.alive = false;
+  }
+}
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // Instance data per environment; deliberately leaked at env teardown (a few bytes per worker)

@@ -8,14 +8,18 @@ namespace residual {
 
 struct EnvData;
 
-// One JS-visible reference to a tensor. JS holds it as a type-tagged External; dispose() drops the
-// tensor immediately, the External's finalizer (GC) is only a backstop.
+// One JS-visible reference to a tensor: a slot in its environment's handle table. JS holds the slot's
+// id, a plain number (index + generation), so creating a tensor allocates no V8 object and no weak
+// reference. dispose() drops the tensor at once and bumps the generation, so a stale id is recognised
+// as used-after-dispose; the JS side's FinalizationRegistry is only a backstop.
 struct Handle {
   at::Tensor t;
-  EnvData* env = nullptr;
   c10::StorageImpl* storage = nullptr;  // registered storage (for byte counters), or null
-  bool alive = true;
+  uint32_t gen = 1;                     // ids are gen * kSlotSpan + index, never 0
+  uint32_t index = 0;
+  bool alive = false;
 };
+constexpr double kSlotSpan = 4194304.0;  // 2^22 slots at most per environment
 
 // Per-environment (main thread, each worker_thread) state: the addon is context-aware.
 struct EnvData {
@@ -24,9 +28,9 @@ struct EnvData {
   struct StorageRec { int64_t refs; int64_t bytes; int slot; };
   std::unordered_map<c10::StorageImpl*, StorageRec> storages;
   int64_t bytesBySlot[17] = {0};  // slot 0: cpu, 1+N: cuda:N
-  // Every Handle this environment created and has not yet finalized: how a JS External is recognised
-  // as one of ours (cheaper than Node-API type tags, and safe for foreign Externals).
-  std::unordered_set<Handle*> handles;
+  // The handle table (a deque: slots never move) and its free list.
+  std::deque<Handle> slots;
+  std::vector<uint32_t> freeSlots;
   // CPU bytes not yet reported to V8 (reported in batches: each report can trigger GC heuristics).
   int64_t unreportedBytes = 0;
   // References to JS ArrayBuffers that back zero-copy tensors; libtorch may free such a tensor on
@@ -46,8 +50,9 @@ struct ArgError : std::runtime_error {
 };
 
 std::string describe(const Napi::Value& v);
-// The live-or-disposed Handle behind a JS value, or null if the value is not one of our tensors.
-Handle* asHandle(napi_env env, napi_value v);
+// The live Handle behind a JS value; null if it is not a tensor id. `stale` is set when it is the id
+// of a tensor that was disposed.
+Handle* asHandle(napi_env env, napi_value v, bool* stale = nullptr);
 // Tensors of a JS array, each checked (names the argument and element in errors).
 std::vector<at::Tensor> tensorsOf(Napi::Env env, const Napi::Value& v, const std::string& what);
 
@@ -63,7 +68,8 @@ struct Args {
   Handle* H(size_t i, const char* name) const;
   at::Tensor T(size_t i, const char* name) const { return H(i, name)->t; }
   std::optional<at::Tensor> OT(size_t i, const char* name) const;
-  at::Tensor TOS(size_t i, const char* name) const;  // tensor, or a JS number/boolean as a scalar
+  // A tensor, or a scalar passed boxed as [number|boolean] (tensor ids are numbers themselves).
+  at::Tensor TOS(size_t i, const char* name) const;
   std::vector<at::Tensor> TL(size_t i, const char* name) const;
   std::vector<std::optional<at::Tensor>> OTL(size_t i, const char* name) const;
   at::Scalar S(size_t i, const char* name) const;

@@ -9,7 +9,7 @@ const { parentPort, workerData } = require('node:worker_threads');
 const n = require(${JSON.stringify(path.join(root, 'build', 'Release', 'residual.node'))});
 const a = n.full([64, 64], workerData, 6, 'cpu');
 let acc = a;
-for (let i = 0; i < 50; i++) { const b = n.matmul(acc, a); if (acc !== a) n.dispose(acc); acc = n.div(b, 64 * workerData); n.dispose(b); }
+for (let i = 0; i < 50; i++) { const b = n.matmul(acc, a); if (acc !== a) n.dispose(acc); acc = n.div(b, [64 * workerData]); n.dispose(b); }
 const v = n.item(n.sum(acc));
 let err = '';
 try { n.matmul(a, n.ones([3], 6, 'cpu')); } catch (e) { err = e.message; }

@@ -197,7 +197,12 @@ async function cmdTrain(argv: string[]): Promise<number> {
     }
   }
   cfg.data ??= DEFAULT_CONFIG.data;
-  cfg.out ??= path.join('runs', `${cfg.model}-${cfg.data}`);
+  if (!cfg.out) {
+    // A default run folder never overwrites an earlier run: runs/<model>-<data>, then -2, -3, ...
+    const base = path.join('runs', `${cfg.model}-${cfg.data}`);
+    cfg.out = base;
+    for (let i = 2; fs.existsSync(cfg.out) && !flags.resume; i++) cfg.out = `${base}-${i}`;
+  }
   const t = new Trainer(cfg, data);
   try {
     await t.fit(progressPrinter(process.stdout, !!flags.json), { resume: !!flags.resume });

@@ -18,15 +18,25 @@ export interface TensorOptions {
 
 const N = native;
 
+// GC backstop: a Tensor that was never disposed releases its native reference when collected.
+// dispose() of an already disposed id is a no-op natively, so no unregister is needed.
+const finalizer = new FinalizationRegistry<NativeHandle>((id) => {
+  try {
+    N.dispose(id);
+  } catch {
+    /* the environment is shutting down */
+  }
+});
+
 export class Tensor {
   /** @internal the native reference; stays set after dispose so native reports use-after-dispose. */
   _h: NativeHandle;
-  /** @internal keeps a zero-copy source typed array reachable from JS (the native side also holds it). */
   private _disposed = false;
 
   /** @internal use the creation functions (tensor, zeros, ...) instead. */
   constructor(h: NativeHandle) {
     this._h = h;
+    finalizer.register(this, h);
     const s = currentScope();
     if (s) s.add(this);
   }
@@ -573,9 +583,9 @@ export function wrapT(handle: NativeHandle): Tensor {
 export function wrapList(handles: NativeHandle[]): Tensor[] {
   return handles.map((x) => new Tensor(x));
 }
-/** @internal native argument for a tensor-or-scalar operand. */
-export function h(x: TensorLike): NativeHandle | Scalar {
-  return x instanceof Tensor ? x._h : x;
+/** @internal native argument for a tensor-or-scalar operand: scalars go boxed, as [value]. */
+export function h(x: TensorLike): NativeHandle | [Scalar] {
+  return x instanceof Tensor ? x._h : [x];
 }
 /** @internal */
 export function isDeviceString(s: string): boolean {
