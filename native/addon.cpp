@@ -4,9 +4,9 @@
 #include "residual.h"
 
 #if defined(RESIDUAL_CUDA)
+// Only c10/cuda and the CUDA runtime: ATen/cuda headers pull in cuBLAS/cuSPARSE headers, which a
+// compile-only CUDA toolkit may lack.
 #include <c10/cuda/CUDACachingAllocator.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
 #endif
@@ -624,7 +624,9 @@ DEFN(cudaDeviceInfo) {
 #if defined(RESIDUAL_CUDA)
   if (torch::cuda::is_available()) {
     for (int i = 0; i < int(torch::cuda::device_count()); i++) {
-      auto* p = at::cuda::getDeviceProperties(i);
+      cudaDeviceProp prop;
+      if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
+      const cudaDeviceProp* p = &prop;
       auto o = Napi::Object::New(env);
       o.Set("name", Napi::String::New(env, p->name));
       o.Set("totalMemory", Napi::Number::New(env, double(p->totalGlobalMem)));

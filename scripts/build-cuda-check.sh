@@ -8,6 +8,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${WORK:-$ROOT/.libtorch-cuda}
 SPEC=${CUDA_TORCH_SPEC:-torch==2.14.1}
+NVRTC_SPEC=${CUDA_NVRTC_SPEC:-nvidia-cuda-nvrtc==13.0.*}
 
 if ! command -v nvcc >/dev/null && [ ! -x /usr/local/cuda/bin/nvcc ]; then
   echo "build-cuda-check: nvcc not found; skipping (the CPU build is unaffected)"
@@ -18,18 +19,19 @@ export PATH=/usr/local/cuda/bin:$PATH
 if [ ! -f "$WORK/site/torch/share/cmake/Torch/TorchConfig.cmake" ]; then
   rm -rf "$WORK.partial" && mkdir -p "$WORK.partial/wheels"
   echo "build-cuda-check: fetching $SPEC (no retries: fails fast offline)"
-  if ! python3 -m pip download --no-deps --only-binary=:all: --retries 0 --timeout 5 --progress-bar off -d "$WORK.partial/wheels" "$SPEC"; then
+  # nvrtc: TorchConfig links it, and a compile-only CUDA toolkit may not have it
+  if ! python3 -m pip download --no-deps --only-binary=:all: --retries 0 --timeout 5 --progress-bar off -d "$WORK.partial/wheels" "$SPEC" "$NVRTC_SPEC"; then
     echo "build-cuda-check: cannot download $SPEC; skipping"
     rm -rf "$WORK.partial"
     exit 0
   fi
   python3 - "$WORK.partial/wheels" "$WORK.partial/site" <<'PY'
 import sys, zipfile, glob
-whl = glob.glob(sys.argv[1] + '/torch-*.whl')[0]
-with zipfile.ZipFile(whl) as z:
-    for n in z.namelist():
-        if n.startswith(('torch/include/', 'torch/lib/', 'torch/share/')) or n == 'torch/version.py':
-            z.extract(n, sys.argv[2])
+for whl in glob.glob(sys.argv[1] + '/*.whl'):
+    with zipfile.ZipFile(whl) as z:
+        for n in z.namelist():
+            if n.startswith(('torch/include/', 'torch/lib/', 'torch/share/', 'nvidia/')) or n == 'torch/version.py':
+                z.extract(n, sys.argv[2])
 PY
   rm -rf "$WORK.partial/wheels" "$WORK"
   mv "$WORK.partial" "$WORK"
@@ -40,6 +42,8 @@ LT="$WORK/site/torch"
 echo "build-cuda-check: building against $LT"
 # CUDA 13 libraries (cuDNN, cuBLAS, ...) come from nvidia wheels at run time; for compiling and linking
 # the toolkit's headers suffice. Arch list: Hopper (the GPU machine); irrelevant to our C++ (no kernels).
+NVRTC=$(ls "$WORK"/site/nvidia/*/lib/libnvrtc.so.* 2>/dev/null | grep -v builtins | grep -v alt | head -1)
+[ -n "$NVRTC" ] && export RESIDUAL_CMAKE_DEFS="CUDA_nvrtc_LIBRARY=$NVRTC"
 LIBTORCH="$LT" TORCH_CUDA_ARCH_LIST=9.0 node "$ROOT/scripts/build.mjs" --native-only --out "$ROOT/build-cuda"
 ADDON="$ROOT/build-cuda/Release/residual.node"
 if ! readelf -d "$ADDON" | grep -q 'libtorch_cuda.so'; then

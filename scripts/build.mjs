@@ -29,6 +29,8 @@ export function buildNative({ outDir = out } = {}) {
   const cmakeJs = createRequire(import.meta.url).resolve('cmake-js/bin/cmake-js');
   const jobs = String(Math.max(1, Math.min(os.availableParallelism?.() ?? os.cpus().length, 16)));
   const defs = [`--CDTorch_DIR=${path.join(lt.cmakePrefix, 'Torch')}`, '--CDCMAKE_BUILD_TYPE=Release'];
+  // Extra CMake definitions, e.g. RESIDUAL_CMAKE_DEFS="CUDA_nvrtc_LIBRARY=/path/libnvrtc.so.13".
+  for (const d of (process.env.RESIDUAL_CMAKE_DEFS ?? '').split(/\s+/).filter(Boolean)) defs.push(`--CD${d}`);
   if (lt.variant === 'cuda' && process.env.TORCH_CUDA_ARCH_LIST) defs.push(`--CDTORCH_CUDA_ARCH_LIST=${process.env.TORCH_CUDA_ARCH_LIST}`);
   console.error(`[residual] building the addon against libtorch ${lt.version} (${lt.variant}) with ${jobs} jobs into ${path.relative(root, outDir) || '.'}`);
   run(process.execPath, [cmakeJs, 'build', '--out', outDir, '--parallel', jobs, '--prefer-make', ...defs, '-l', 'warn']);

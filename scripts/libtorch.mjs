@@ -256,8 +256,8 @@ export function fetchLibtorch(variant, { quiet = false } = {}) {
   log(quiet, `fetching ${pin.spec} with pip into ${dest} (no retries: offline fails fast)`);
   try {
     const specs = [pin.spec];
-    const pip = (args) =>
-      spawnSync('python3', ['-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', '--retries', '0', '--timeout', '5', '--progress-bar', 'off', '-d', path.join(tmp, 'wheels'), ...args], {
+    const pip = (args, { deps = false } = {}) =>
+      spawnSync('python3', ['-m', 'pip', 'download', ...(deps ? [] : ['--no-deps']), '--only-binary=:all:', '--retries', '0', '--timeout', '5', '--progress-bar', 'off', '-d', path.join(tmp, 'wheels'), ...args], {
         encoding: 'utf8',
         timeout: 15 * 60 * 1000,
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -279,11 +279,13 @@ export function fetchLibtorch(variant, { quiet = false } = {}) {
     if (variant !== 'cpu') {
       // CUDA libtorch loads cuDNN, cuBLAS & co. from sibling nvidia/ packages (RPATH $ORIGIN/../../nvidia).
       const meta = execFileSync('python3', ['-c', `import zipfile,sys\nz=zipfile.ZipFile(sys.argv[1])\nprint(next(z.read(n).decode() for n in z.namelist() if n.endswith('METADATA')))`, path.join(tmp, 'wheels', torchWheel)], { encoding: 'utf8', maxBuffer: 1 << 24 });
-      const deps = [...meta.matchAll(/^Requires-Dist: (nvidia-[\w-]+|cuda-[\w-]+)\s*(?:\(?([=<>!~][^;)]*)\)?)?\s*(;.*)?$/gm)]
-        .filter((m) => !m[3] || !/extra ==/.test(m[3]))
-        .map((m) => `${m[1]}${(m[2] || '').replace(/\s/g, '')}`);
+      const deps = [...meta.matchAll(/^Requires-Dist: (nvidia-[\w-]+|cuda-[\w-]+)(\[[\w,-]+\])?\s*(?:\(?([=<>!~][^;)]*)\)?)?\s*(;.*)?$/gm)]
+        .filter((m) => !m[4] || !/extra ==/.test(m[4]))
+        .filter((m) => m[1] !== 'cuda-bindings') // a Python package: libtorch does not need it
+        .map((m) => `${m[1]}${m[2] || ''}${(m[3] || '').replace(/\s/g, '')}`);
       if (deps.length) {
-        r = pip(deps);
+        // with dependencies: the cuda-toolkit[...] extras are what pull the nvidia-* library wheels
+        r = pip(deps, { deps: true });
         if (r.status !== 0) throw new Error(`could not download the CUDA libraries libtorch needs (${deps.join(' ')})`);
       }
     }
