@@ -2,7 +2,6 @@
 // result wrapping, and the single place where C++ exceptions become JS errors.
 #pragma once
 #include "pch.h"
-#include <unordered_set>
 
 namespace residual {
 
@@ -38,7 +37,6 @@ struct EnvData {
   std::mutex pendingMu;
   std::vector<napi_ref> pendingUnref;
   std::atomic<bool> hasPending{false};
-  Napi::FunctionReference tensorCtor;  // unused placeholder for future fast paths
 };
 
 EnvData* envData(Napi::Env env);

@@ -2,7 +2,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as r from '../lib/index.js';
-import { Adam, AdamW, SGD, clipGradNorm, type Optimizer } from '../lib/optim/index.js';
+import { Adam, AdamW, GradScaler, SGD, clipGradNorm, type Optimizer } from '../lib/optim/index.js';
 import { expectClose, fixtures } from './helpers.js';
 
 function fx(name: string) {
@@ -92,5 +92,26 @@ describe('optimizers match PyTorch step for step', () => {
     const ga = a.grad!.toArray() as number[];
     expect(ga[0]).toBeCloseTo(0.6, 4);
     expect((b.grad!.toArray() as number[])[0]).toBeCloseTo(0.8, 4);
+  });
+
+  it('GradScaler: unscales before the step, skips it on inf/nan and backs off, grows after good steps', () => {
+    const p = r.ones([2]).requiresGrad_(true);
+    const opt = new SGD([p], { lr: 0.5 });
+    const scaler = new GradScaler({ initScale: 8, growthInterval: 2 });
+    const scaled = scaler.scaleLoss(p.sum());
+    expect(scaled.item()).toBe(16);
+    scaled.backward(); // grads are 8 = scale * 1
+    expect(scaler.step(opt)).toBe(true); // unscaled to 1: p = 1 - 0.5 * 1
+    expect(p.toArray()).toEqual([0.5, 0.5]);
+    p.grad = r.tensor([Infinity, 1]);
+    expect(scaler.step(opt)).toBe(false);
+    expect(p.toArray()).toEqual([0.5, 0.5]); // skipped
+    expect(scaler.scale).toBe(4);
+    for (let i = 0; i < 2; i++) {
+      p.grad = r.tensor([4, 4]);
+      expect(scaler.step(opt)).toBe(true);
+    }
+    expect(scaler.scale).toBe(8); // grew after growthInterval good steps
+    expect(p.toArray()).toEqual([-0.5, -0.5]);
   });
 });
