@@ -274,6 +274,7 @@ int64_t Args::I(size_t i, const char* name) const {
   if (i >= info.Length() || !info[i].IsNumber()) fail(i, name, "an integer");
   double v = info[i].As<Napi::Number>().DoubleValue();
   if (!std::isfinite(v) || v != std::floor(v)) fail(i, name, "an integer (got " + std::to_string(v) + ")");
+  if (std::fabs(v) > 9.007199254740992e15) fail(i, name, "an integer within +-2^53");
   return int64_t(v);
 }
 
@@ -295,7 +296,7 @@ std::vector<int64_t> Args::IL(size_t i, const char* name) const {
   for (uint32_t k = 0; k < arr.Length(); k++) {
     Napi::Value v = arr.Get(k);
     double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
-    if (!std::isfinite(x) || x != std::floor(x))
+    if (!std::isfinite(x) || x != std::floor(x) || std::fabs(x) > 9.007199254740992e15)
       throw ArgError("argument '" + std::string(name) + "' must hold integers, element " + std::to_string(k) + " is " + (v.IsNumber() ? std::to_string(x) : describe(v)));
     out[k] = int64_t(x);
   }
@@ -400,6 +401,7 @@ DEFN(fromBuffer) {
   int64_t numel = 1;
   for (auto s : shape) {
     if (s < 0) throw ArgError("argument 'shape' has a negative size");
+    if (s > 0 && numel > (int64_t(1) << 50) / s) throw ArgError("argument 'shape' is too large");
     numel *= s;
   }
   size_t need = size_t(numel) * elementSize(dt);
@@ -553,11 +555,15 @@ DEFN(setAutocast) {
   std::string dt = a.Str(0, "deviceType");
   at::DeviceType type = dt == "cuda" ? at::kCUDA : at::kCPU;
   bool prev = at::autocast::is_autocast_enabled(type);
+  at::ScalarType prevDtype = at::autocast::get_autocast_dtype(type);
   bool en = a.B(1, "enabled");
   if (a.has(2)) at::autocast::set_autocast_dtype(type, a.Dtype(2, "dtype"));
   at::autocast::set_autocast_enabled(type, en);
   if (!en) at::autocast::clear_cache();
-  return Napi::Boolean::New(a.env(), prev);
+  auto out = Napi::Array::New(a.env(), 2);  // the previous state, to restore
+  out.Set(uint32_t(0), Napi::Boolean::New(a.env(), prev));
+  out.Set(uint32_t(1), Napi::Number::New(a.env(), int(prevDtype)));
+  return out;
 }
 
 // ---- memory -------------------------------------------------------------------------------------

@@ -46,31 +46,52 @@ struct Loader {
   int64_t numBatches = 0;
   uint64_t epoch = 0;
 
+  // Shared state, guarded by mu. Workers read cfg/order/epoch without the lock: they are written only
+  // in start(), before the workers of that epoch exist.
   std::mutex mu;
   std::condition_variable cv;
   std::map<int64_t, Batch> ready;
   int64_t nextProduce = 0, nextConsume = 0;
-  bool stop = false;
+  bool stop = false;     // workers of the current epoch should exit
+  bool running = false;  // an epoch was started and not halted
+  bool closed = false;   // close(): no more batches ever; waiters wake up
   std::string error;
   std::vector<std::thread> threads;
 
-  ~Loader() { halt(); }
+  ~Loader() { close(); }
 
+  // Stops and joins the workers of the current epoch, then wakes any waiter.
   void halt() {
+    std::vector<std::thread> ts;
     {
       std::lock_guard<std::mutex> lk(mu);
       stop = true;
+      ts.swap(threads);
     }
     cv.notify_all();
-    for (auto& t : threads)
+    for (auto& t : ts)
       if (t.joinable()) t.join();
-    threads.clear();
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      running = false;
+    }
+    cv.notify_all();
+  }
+
+  void close() {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      closed = true;
+    }
+    halt();
   }
 
   int64_t count() const { return cfg.images.size(0); }
 
   void start(uint64_t ep) {
     halt();
+    std::lock_guard<std::mutex> lk(mu);
+    if (closed) throw std::runtime_error("the data loader was closed");
     epoch = ep;
     int64_t n = count();
     order.resize(n);
@@ -86,6 +107,7 @@ struct Loader {
     ready.clear();
     nextProduce = nextConsume = 0;
     stop = false;
+    running = true;
     error.clear();
     for (int64_t w = 0; w < cfg.workers; w++) threads.emplace_back([this] { work(); });
   }
@@ -211,15 +233,23 @@ struct Loader {
   // Blocks until batch nextConsume is ready; false at the end of the epoch.
   bool take(Batch& out, std::string& err) {
     std::unique_lock<std::mutex> lk(mu);
+    if (closed) {
+      err = "the data loader was closed";
+      return false;
+    }
     if (nextConsume >= numBatches) return false;
-    cv.wait(lk, [&] { return !error.empty() || ready.count(nextConsume) || threads.empty(); });
+    cv.wait(lk, [&] { return closed || !error.empty() || ready.count(nextConsume) || !running; });
+    if (closed) {
+      err = "the data loader was closed";
+      return false;
+    }
     if (!error.empty()) {
       err = error;
       return false;
     }
     auto it = ready.find(nextConsume);
     if (it == ready.end()) {
-      err = "the data loader was not started for this epoch";
+      err = "the data loader was stopped (a new epoch was started)";
       return false;
     }
     out = std::move(it->second);
@@ -260,6 +290,13 @@ static double optNum(const Napi::Object& o, const char* key, double d) {
   return v.As<Napi::Number>().DoubleValue();
 }
 
+// Every live loader of an environment, so that environment teardown (a worker thread exiting or being
+// terminated) closes them: a pending next() then wakes instead of blocking a libuv thread forever.
+static void closeAllLoaders(void* arg) {
+  auto* d = static_cast<EnvData*>(arg);
+  for (void* p : d->loaders) static_cast<Loader*>(p)->close();
+}
+
 // loaderCreate(images uint8 [N,C,H,W], labels int64 [N], options)
 DEFN(loaderCreate) {
   at::Tensor images = a.T(0, "images"), labels = a.T(1, "labels");
@@ -297,7 +334,17 @@ DEFN(loaderCreate) {
   Napi::Value dv = o.Get("device");
   if (dv.IsString()) c.device = parseDevice(dv.As<Napi::String>().Utf8Value());
   c.pin = optNum(o, "pinMemory", c.device.is_cuda() ? 1 : 0) != 0;
-  auto ext = Napi::External<Loader>::New(a.env(), L.release(), [](Napi::Env, Loader* p) { delete p; });
+  EnvData* d = envData(a.env());
+  if (!d->loaderHook) {
+    napi_add_env_cleanup_hook(a.env(), closeAllLoaders, d);
+    d->loaderHook = true;
+  }
+  Loader* raw = L.release();
+  d->loaders.insert(raw);
+  auto ext = Napi::External<Loader>::New(a.env(), raw, [](Napi::Env env, Loader* p) {
+    envData(env)->loaders.erase(p);
+    delete p;
+  });
   napi_type_tag_object(a.env(), ext, &kLoaderTag);
   return ext;
 }
@@ -343,12 +390,26 @@ class NextWorker : public Napi::AsyncWorker {
     got = L->take(b, err);
     if (!err.empty()) SetError(err);
   }
+  // Nothing may escape these callbacks (they also run while a worker thread's environment is torn down).
   void OnOK() override {
     Napi::Env env = Env();
-    Napi::HandleScope hs(env);
-    deferred.Resolve(got ? batchValue(env, b) : env.Null());
+    try {
+      Napi::HandleScope hs(env);
+      deferred.Resolve(got ? batchValue(env, b) : env.Null());
+    } catch (const std::exception& e) {
+      try {
+        deferred.Reject(Napi::Error::New(env, std::string("data loader: ") + e.what()).Value());
+      } catch (...) {
+      }
+    } catch (...) {
+    }
   }
-  void OnError(const Napi::Error& e) override { deferred.Reject(Napi::Error::New(Env(), "data loader: " + e.Message()).Value()); }
+  void OnError(const Napi::Error& e) override {
+    try {
+      deferred.Reject(Napi::Error::New(Env(), "data loader: " + e.Message()).Value());
+    } catch (...) {
+    }
+  }
   Napi::Promise promise() { return deferred.Promise(); }
 
  private:
@@ -368,7 +429,7 @@ DEFN(loaderNext) {
 }
 
 DEFN(loaderClose) {
-  getLoader(a, 0)->halt();
+  getLoader(a, 0)->close();
   return a.env().Undefined();
 }
 

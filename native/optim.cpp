@@ -108,11 +108,9 @@ static void adamStep(Group& g, const Napi::Object& h, bool decoupled) {
     const at::Tensor& gr = g.params[i].grad();
     if (!gr.defined()) continue;
     at::Tensor& p = g.params[i];
-    if (!g.buf1[i].defined()) {
-      g.buf1[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
-      g.buf2[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
-      if (amsgrad) g.buf3[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
-    }
+    // each buffer on its own: a loaded state may lack one (e.g. max_exp_avg_sq before amsgrad)
+    if (!g.buf1[i].defined()) g.buf1[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
+    if (!g.buf2[i].defined()) g.buf2[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
     if (amsgrad && !g.buf3[i].defined()) g.buf3[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
     int64_t step = ++g.steps[i];
     double bc1 = 1 - std::pow(beta1, double(step));

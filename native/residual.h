@@ -27,6 +27,9 @@ struct EnvData {
   struct StorageRec { int64_t refs; int64_t bytes; int slot; };
   std::unordered_map<c10::StorageImpl*, StorageRec> storages;
   int64_t bytesBySlot[17] = {0};  // slot 0: cpu, 1+N: cuda:N
+  // Live data loaders (native/data.cpp), closed at environment teardown.
+  std::set<void*> loaders;
+  bool loaderHook = false;
   // The handle table (a deque: slots never move) and its free list.
   std::deque<Handle> slots;
   std::vector<uint32_t> freeSlots;

@@ -97,4 +97,33 @@ describe('residual CLI', () => {
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/--batch-size must be an integer, got '-'/);
   });
+
+  it("--resume continues with the run's own settings; changing its model or batch size is refused", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cli-resume-'));
+    vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    const first = ['train', '--data', 'synthetic', '--epochs', '1', '--batch-size', '32', '--limit-train-batches', '3', '--limit-test-batches', '1', '--device', 'cpu', '--lr', '0.05', '--schedule', 'constant', '--out', dir];
+    expect(await main(first)).toBe(0);
+    const other = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cli-resume-'));
+    expect(await main([...first.slice(0, -3), 'onecycle', '--out', other])).toBe(0);
+    err = [];
+    expect(await main(['train', '--resume', '--out', other, '--epochs', '2'])).toBe(2);
+    expect(err.join('\n')).toMatch(/cannot change --epochs of a onecycle schedule/);
+    err = [];
+    expect(await main(['train', '--resume', '--out', dir, '--batch-size', '64'])).toBe(2);
+    expect(err.join('\n')).toMatch(/--resume cannot change batchSize \(the run used 32, got 64\)/);
+    expect(await main(['train', '--resume', '--out', dir, '--epochs', '2'])).toBe(0);
+    const meta = JSON.parse(fs.readFileSync(path.join(dir, 'checkpoint.json'), 'utf8'));
+    expect(meta.epoch).toBe(2);
+    expect(meta.config.batchSize).toBe(32);
+    expect(meta.config.lr).toBe(0.05);
+    expect(meta.config.data).toBe('synthetic');
+  });
+
+  it("refuses an --out folder holding another run's files", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cli-out-'));
+    fs.writeFileSync(path.join(dir, 'model.safetensors'), 'precious');
+    expect(await main(['train', '--data', 'synthetic', '--limit-train-batches', '1', '--out', dir])).toBe(1);
+    expect(err.join('\n')).toMatch(/already holds model.safetensors from another run/);
+    expect(fs.readFileSync(path.join(dir, 'model.safetensors'), 'utf8')).toBe('precious');
+  });
 });

@@ -73,6 +73,16 @@ describe('CUDA absent', () => {
     expect(() => r.cuda.synchronize()).toThrow(/CUDA is not available/);
     expect(r.cuda.memoryStats()).toEqual({});
   });
+  it('autocast regions nest and restore the outer dtype', () => {
+    const x = r.randn([1, 3, 8, 8]);
+    const w = r.randn([4, 3, 3, 3]);
+    const dtypes = r.autocast('cpu', 'bfloat16', () => {
+      const inner = r.autocast('cpu', 'float16', () => r.conv2d(x, w).dtype);
+      return [inner, r.conv2d(x, w).dtype];
+    });
+    expect(dtypes).toEqual(['float16', 'bfloat16']);
+    expect(r.conv2d(x, w).dtype).toBe('float32');
+  });
   it('CPU autocast runs conv2d in bfloat16 (the CPU twin of the CUDA check)', () => {
     const y = r.autocast('cpu', 'bfloat16', () => r.conv2d(r.randn([1, 3, 8, 8]), r.randn([4, 3, 3, 3])));
     expect(y.dtype).toBe('bfloat16');

@@ -1,5 +1,8 @@
 // The native DataLoader: batching, seeded shuffling, augmentation, normalisation and determinism.
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { root } from './helpers.js';
 import * as r from '../lib/index.js';
 import { DataLoader } from '../lib/data/loader.js';
 
@@ -130,5 +133,41 @@ describe('DataLoader', () => {
     expect(() => new DataLoader({ images: ds.images, labels: r.zeros([3], { dtype: 'int64' }) }, { batchSize: 2 })).toThrow(/labels must be \[N\] with N = 4/);
     expect(() => new DataLoader(ds, { batchSize: 0 })).toThrow(/batchSize must be a positive integer/);
     expect(() => new DataLoader(ds, { batchSize: 2, mean: [0.1, 0.2] })).toThrow(/mean\/std must have 1 or 1 entries/);
+  });
+
+  it('close() while a batch is awaited rejects it instead of hanging', async () => {
+    const ds = dataset(64, 3, 32, 32);
+    const dl = new DataLoader(ds, { batchSize: 64, prefetch: 1 });
+    const it = dl[Symbol.asyncIterator]();
+    const first = await it.next();
+    expect(first.done).toBe(false);
+    const pending = it.next(); // the only batch was taken: this one ends the epoch or waits
+    dl.close();
+    const outcome = await pending.then(
+      () => 'resolved',
+      (e: Error) => e.message,
+    ); // settles either way (end of epoch, or rejected as closed), never hangs
+    expect(outcome).toMatch(/^resolved$|the data loader was closed/);
+    expect(() => [...dl.iterSync()]).toThrow(/used after close\(\)/);
+  });
+
+  it('terminating a worker thread that awaits the loader does not take the process down', () => {
+    const lib = path.join(root, 'dist', 'index.js');
+    const code = `
+      const { Worker } = require('node:worker_threads');
+      const w = new Worker(\`
+        const r = require(${JSON.stringify(lib)});
+        const images = r.zeros([20000, 3, 32, 32], { dtype: 'uint8' });
+        const labels = r.zeros([20000], { dtype: 'int64' });
+        const dl = new r.data.DataLoader({ images, labels }, { batchSize: 4096, workers: 1, prefetch: 1, randomCrop: { padding: 4 } });
+        (async () => { for await (const b of dl) { b.x.dispose(); } })();
+        require('node:worker_threads').parentPort.postMessage('started');
+      \`, { eval: true });
+      w.once('message', () => setTimeout(() => w.terminate().then(() => console.log('terminated')), 20));
+    `;
+    const res = spawnSync(process.execPath, ['-e', code], { encoding: 'utf8', timeout: 60_000 });
+    expect(res.stderr).not.toMatch(/terminate called|Aborted/);
+    expect(res.status).toBe(0);
+    expect(res.stdout).toMatch(/terminated/);
   });
 });

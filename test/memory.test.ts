@@ -121,15 +121,24 @@ describe('memory', () => {
     expect(rss1 - rss0).toBeLessThan(8 * 1024 * 1024);
   });
 
-  it('typed arrays are used without a copy (shared memory), or copied on request', () => {
+  it('typed arrays are copied, or shared without a copy on request', () => {
     const src = new Float32Array([1, 2, 3, 4]);
-    const t = r.tensor(src, { shape: [2, 2] });
+    const t = r.tensor(src, { shape: [2, 2], share: true });
     src[0] = 10;
     expect(t.toArray()).toEqual([[10, 2], [3, 4]]);
     t.mul_(2);
     expect(src[1]).toBe(4);
-    const c = r.tensor(src, { copy: true });
+    const c = r.tensor(src);
     src[2] = -1;
+    expect(c.toArray()).toEqual([20, 4, 6, 8]);
+    // a resizable buffer is always copied: resizing it must not pull memory from under a tensor
+    const rb = new ArrayBuffer(16, { maxByteLength: 64 } as never);
+    const rt = r.tensor(new Float32Array(rb), { share: true });
+    new Float32Array(rb)[0] = 7;
+    expect((rt.toArray() as number[])[0]).toBe(0);
+    // to({copy: true}) copies even when nothing else changes
+    const d = c.to({ copy: true });
+    d.add_(1);
     expect(c.toArray()).toEqual([20, 4, 6, 8]);
   });
 

@@ -156,6 +156,21 @@ export function progressPrinter(stream: NodeJS.WriteStream = process.stdout, jso
   };
 }
 
+/** The config keys the user set explicitly on the command line. */
+function flagKeys(flags: Record<string, unknown>): Set<string> {
+  return new Set(Object.keys(flags).map((n) => TRAIN_FLAGS[n]?.key ?? n));
+}
+
+function loadCheckpointConfig(dir: string): Record<string, unknown> | null {
+  const f = path.join(dir, 'checkpoint.json');
+  if (!fs.existsSync(f)) return null;
+  try {
+    return (JSON.parse(fs.readFileSync(f, 'utf8')) as { config?: Record<string, unknown> }).config ?? null;
+  } catch {
+    return null; // the trainer reports the broken checkpoint with a clear message
+  }
+}
+
 async function cmdTrain(argv: string[]): Promise<number> {
   const { flags } = parseFlags('train', argv, TRAIN_FLAGS);
   if (flags.help) return 0;
@@ -195,6 +210,21 @@ async function cmdTrain(argv: string[]): Promise<number> {
         }
       }
     }
+  }
+  if (flags.resume) {
+    // A resumed run continues with its own settings; flags given now may only change what does not
+    // alter the run's meaning (e.g. --epochs to extend it, --workers, --log-every, --device).
+    if (!cfg.out) throw new UsageError('residual train: --resume needs --out (the run folder to continue)');
+    const saved = (loadCheckpointConfig(cfg.out) ?? {}) as Partial<TrainConfig>;
+    const explicitKeys = flagKeys(flags);
+    for (const key of ['model', 'data', 'batchSize', 'dataPath'] as const) {
+      const given = (cfg as Record<string, unknown>)[key];
+      if (explicitKeys.has(key) && saved[key] !== undefined && given !== saved[key])
+        throw new UsageError(`residual train: --resume cannot change ${key} (the run used ${String(saved[key])}, got ${String(given)})`);
+    }
+    for (const [k, v] of Object.entries(saved)) if (!explicitKeys.has(k) && k !== 'out') (cfg as Record<string, unknown>)[k] = v;
+    if (explicitKeys.has('epochs') && cfg.epochs !== saved.epochs && (saved.schedule === 'onecycle' || saved.schedule === 'cosine'))
+      throw new UsageError(`residual train: --resume cannot change --epochs of a ${saved.schedule} schedule (its shape depends on the total; the run was set for ${String(saved.epochs)})`);
   }
   cfg.data ??= DEFAULT_CONFIG.data;
   if (!cfg.out) {

@@ -39,7 +39,7 @@ export function makeImageDataset(
   }
   return {
     images: tensor(pixels, { shape: [n, c, h, w], dtype: 'uint8' }),
-    labels: tensor(lab, { shape: [n] }),
+    labels: tensor(lab, { shape: [n], share: true }),
     classes,
     name,
   };

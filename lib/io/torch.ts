@@ -272,7 +272,7 @@ function persistentLoad(ctx: Ctx, pid: unknown): TorchStorage {
   let buf = raw.byteLength === need && raw.byteOffset === 0 ? raw.buffer : raw.slice(0, need).buffer;
   if (ctx.bigEndian && esize > 1) buf = swapBytes(new Uint8Array(buf), esize).buffer;
   // The tensor is created over `buf` without a copy; views of this storage share it.
-  const t = tensor(buf as ArrayBuffer, { dtype, shape: [numel as number] });
+  const t = tensor(buf as ArrayBuffer, { dtype, shape: [numel as number], share: true });
   const s = new TorchStorage(key, dtype, t);
   ctx.storages.set(cacheKey, s);
   return s;

@@ -69,7 +69,11 @@ export abstract class Optimizer {
     N.optimZeroGrad(this.native, setToNone);
   }
 
-  /** State in PyTorch's layout; the returned tensors are copies the caller owns. */
+  /**
+   * State in PyTorch's layout (state keyed by parameter index, param groups listing indices), with
+   * camelCase hyperparameter names and `step` as a number. The tensors are new references to the live
+   * buffers (as in PyTorch): the caller may dispose them; writing into them changes the optimizer.
+   */
   stateDict(): OptimizerStateDict {
     const names = STATE_NAMES[this.kind];
     const raw: { step: number; buf1?: never; buf2?: never; buf3?: never }[][] = N.optimGetState(this.native);

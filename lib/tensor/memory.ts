@@ -82,15 +82,16 @@ export function buildInfo(): BuildInfo {
 }
 
 /** Turns autocast (mixed precision) on or off for a device type; returns the previous state. */
-export function setAutocast(deviceType: 'cuda' | 'cpu', enabled: boolean, dtype?: 'float16' | 'bfloat16'): boolean {
-  return N.setAutocast(deviceType, enabled, dtype === undefined ? undefined : dtype === 'float16' ? 5 : 15);
+export function setAutocast(deviceType: 'cuda' | 'cpu', enabled: boolean, dtype?: 'float16' | 'bfloat16'): { enabled: boolean; dtype: 'float16' | 'bfloat16' | 'float32' } {
+  const [prev, code] = N.setAutocast(deviceType, enabled, dtype === undefined ? undefined : dtype === 'float16' ? 5 : 15) as [boolean, number];
+  return { enabled: prev, dtype: code === 5 ? 'float16' : code === 15 ? 'bfloat16' : 'float32' };
 }
-/** Runs fn (synchronous) under autocast, like `with torch.autocast(device_type, dtype)`. */
+/** Runs fn (synchronous) under autocast, like `with torch.autocast(device_type, dtype)`; nests. */
 export function autocast<T>(deviceType: 'cuda' | 'cpu', dtype: 'float16' | 'bfloat16', fn: () => T): T {
   const prev = setAutocast(deviceType, true, dtype);
   try {
     return fn();
   } finally {
-    setAutocast(deviceType, prev);
+    N.setAutocast(deviceType, prev.enabled, prev.dtype === 'float16' ? 5 : prev.dtype === 'bfloat16' ? 15 : 6);
   }
 }

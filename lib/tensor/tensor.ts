@@ -142,7 +142,7 @@ export class Tensor {
     let o: { device?: Device; dtype?: DType; nonBlocking?: boolean; copy?: boolean };
     if (typeof target === 'string') o = isDeviceString(target) ? { device: target as Device } : { dtype: target as DType };
     else o = target;
-    return wrapT(N.to(this._h, dtypeCode(o.dtype), o.device, undefined, !!o.nonBlocking, !!o.copy));
+    return wrapT(N.to(this._h, dtypeCode(o.dtype), o.device, !!o.nonBlocking, !!o.copy));
   }
   cpu(): Tensor {
     return this.to('cpu');
@@ -603,11 +603,13 @@ function applyOpts(t: Tensor, o?: TensorOptions): Tensor {
 // ---- creation ----
 
 /**
- * A tensor from a number, (nested) arrays of numbers/booleans, or a typed array. Typed arrays are used
- * without a copy when the dtype matches and the tensor stays on the CPU (writes to either are shared,
- * like torch.from_numpy); pass {copy: true} to always copy. Plain numbers default to float32.
+ * A tensor from a number, (nested) arrays of numbers/booleans, or a typed array. Typed arrays are
+ * copied unless {share: true}: then the tensor uses their memory without a copy (writes to either are
+ * shared, like torch.from_numpy) and the buffer must never be transferred, detached or resized while
+ * the tensor lives (that would free the memory under it); resizable buffers are always copied.
+ * Plain numbers default to float32.
  */
-export function tensor(data: NestedArray | TypedArray | ArrayBuffer, opts: TensorOptions & { shape?: Shape; copy?: boolean } = {}): Tensor {
+export function tensor(data: NestedArray | TypedArray | ArrayBuffer, opts: TensorOptions & { shape?: Shape; share?: boolean } = {}): Tensor {
   let t: Tensor;
   if (ArrayBuffer.isView(data) || data instanceof ArrayBuffer) {
     const ta = data instanceof ArrayBuffer ? new Uint8Array(data) : (data as TypedArray);
@@ -618,7 +620,8 @@ export function tensor(data: NestedArray | TypedArray | ArrayBuffer, opts: Tenso
     } else srcType = data instanceof ArrayBuffer ? (opts.dtype ?? 'uint8') : dtypeOfTypedArray(ta);
     const count = ta.byteLength / DTYPE_SIZE[srcType];
     const shape = opts.shape ? [...opts.shape] : [count];
-    t = wrapT(N.fromBuffer(ta, 0, shape, DTYPE_CODE_OF(srcType), !!opts.copy));
+    const resizable = !!(ta.buffer as ArrayBuffer & { resizable?: boolean }).resizable;
+    t = wrapT(N.fromBuffer(ta, 0, shape, DTYPE_CODE_OF(srcType), !opts.share || resizable));
     if ((opts.dtype && opts.dtype !== srcType) || (opts.device && opts.device !== 'cpu')) {
       const u = t.to({ dtype: opts.dtype, device: opts.device });
       t.dispose();

@@ -41,6 +41,20 @@ function sha256(file: string): string {
   return h.digest('hex');
 }
 
+/** fsync a directory so a rename inside it is durable before anything that depends on it. */
+function fsyncDir(dir: string): void {
+  try {
+    const fd = fs.openSync(dir, 'r');
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    /* not supported on this platform or file system: best effort */
+  }
+}
+
 export function writeJsonAtomic(file: string, value: unknown): void {
   const tmp = `${file}.tmp-${process.pid}`;
   const fd = fs.openSync(tmp, 'w');
@@ -51,6 +65,7 @@ export function writeJsonAtomic(file: string, value: unknown): void {
     fs.closeSync(fd);
   }
   fs.renameSync(tmp, file);
+  fsyncDir(path.dirname(path.resolve(file)));
 }
 
 /** Test hook: throw at a named point of the save sequence to simulate a crash there. */
@@ -70,9 +85,10 @@ export function saveCheckpoint(
   const full = { ...meta, format: 'residual-checkpoint', version: 1, weights, sha256: sha256(wpath), savedAt: new Date().toISOString() } as CheckpointMeta;
   writeJsonAtomic(path.join(dir, CHECKPOINT_JSON), full);
   if (opts.crashAt === 'after-json') throw new Error('simulated crash after writing the sidecar');
+  // Only now (the sidecar's rename is durable) are older weights and our own stale temp files removed.
   for (const f of fs.readdirSync(dir)) {
     if (f !== weights && /^checkpoint-e\d+-s\d+\.safetensors$/.test(f)) fs.rmSync(path.join(dir, f), { force: true });
-    if (/\.tmp-\d+/.test(f) && !f.includes(`.tmp-${process.pid}`)) fs.rmSync(path.join(dir, f), { force: true });
+    if (/^(checkpoint\.json|checkpoint-e\d+-s\d+\.safetensors)\.tmp-\d+(-\d+)?$/.test(f) && !f.includes(`.tmp-${process.pid}`)) fs.rmSync(path.join(dir, f), { force: true });
   }
   return full;
 }

@@ -317,20 +317,14 @@ export class Trainer {
   }
 
   /** Everything a resume needs, as tensors + JSON. */
-  private checkpointTensors(): Record<string, Tensor> {
-    const t: Record<string, Tensor> = {};
-    for (const [k, v] of Object.entries(this.model.stateDict())) t[`model.${k}`] = v;
-    const sd = this.optimizer.stateDict();
-    for (const [id, s] of Object.entries(sd.state)) for (const [k, v] of Object.entries(s)) if (v instanceof Tensor) t[`optim.${id}.${k}`] = v;
-    t['rng.cpu'] = getRngState('cpu');
-    if (this.device.startsWith('cuda')) t['rng.cuda'] = getRngState(this.device);
-    return t;
-  }
-
   saveCheckpoint(): string {
-    const tensors = this.checkpointTensors();
+    const tensors: Record<string, Tensor> = {};
+    for (const [k, v] of Object.entries(this.model.stateDict())) tensors[`model.${k}`] = v;
+    const sd = this.optimizer.stateDict();
+    for (const [id, s] of Object.entries(sd.state)) for (const [k, v] of Object.entries(s)) if (v instanceof Tensor) tensors[`optim.${id}.${k}`] = v;
+    tensors['rng.cpu'] = getRngState('cpu');
+    if (this.device.startsWith('cuda')) tensors['rng.cuda'] = getRngState(this.device);
     try {
-      const sd = this.optimizer.stateDict();
       const scalars: Record<string, Record<string, number>> = {};
       for (const [id, s] of Object.entries(sd.state)) for (const [k, v] of Object.entries(s)) if (typeof v === 'number') (scalars[id] ??= {})[k] = v;
       saveCheckpoint(
@@ -391,6 +385,9 @@ export class Trainer {
       this.resume();
     } else if (hasCheckpoint(cfg.out)) {
       throw new Error(`${cfg.out} already holds a checkpoint: pass --resume to continue it, or choose another --out (nothing was overwritten)`);
+    } else {
+      const ours = ['model.safetensors', 'metrics.jsonl', 'report.png', 'report.svg', 'config.json'].filter((f) => fs.existsSync(path.join(cfg.out, f)));
+      if (ours.length) throw new Error(`${cfg.out} already holds ${ours.join(', ')} from another run: choose another --out (nothing was overwritten)`);
     }
     fs.writeFileSync(path.join(cfg.out, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
     this.metrics = new MetricsWriter(path.join(cfg.out, 'metrics.jsonl'));
