@@ -380,43 +380,6 @@ export class Identity extends Module {
 
 // ---------------------------------------------------------------- containers
 
-/** Runs its children in order; children are named '0', '1', ... or by the keys of a record. */
-export class Sequential extends Module {
-  constructor(...modules: Module[] | [Record<string, Module>]) {
-    super();
-    if (modules.length === 1 && !(modules[0] instanceof Module)) {
-      for (const [n, m] of Object.entries(modules[0] as Record<string, Module>)) this.registerModule(n, m);
-    } else {
-      (modules as Module[]).forEach((m) => this.append(m));
-    }
-  }
-  append(m: Module): this {
-    this.registerModule(String(this._modules.size), m);
-    return this;
-  }
-  get length(): number {
-    return this._modules.size;
-  }
-  /** The i-th child (negative counts from the end). */
-  at(i: number): Module {
-    const all = [...this._modules.values()];
-    const m = all[i < 0 ? i + all.length : i];
-    if (!m) throw new RangeError(`${this.label()}: index ${i} is out of range for ${all.length} modules`);
-    return m;
-  }
-  [Symbol.iterator](): IterableIterator<Module> {
-    return this._modules.values();
-  }
-  override forward(x: Tensor): Tensor {
-    // The scope frees each intermediate output once the next layer has consumed it.
-    return scope(() => {
-      let out = x;
-      for (const m of this._modules.values()) out = m.call(out);
-      return out === x ? x.view(x.shape) : out;
-    });
-  }
-}
-
 /** A list of registered modules (named '0', '1', ...); it has no forward of its own. */
 export class ModuleList extends Module {
   constructor(modules: Iterable<Module> = []) {
@@ -445,5 +408,25 @@ export class ModuleList extends Module {
   }
   override forward(_x: Tensor): Tensor {
     throw new Error(`${this.label()}: a ModuleList has no forward; iterate over it and call each module`);
+  }
+}
+
+/** Runs its children in order; children are named '0', '1', ... or by the keys of a record. */
+export class Sequential extends ModuleList {
+  constructor(...modules: Module[] | [Record<string, Module>]) {
+    super();
+    if (modules.length === 1 && !(modules[0] instanceof Module)) {
+      for (const [n, m] of Object.entries(modules[0] as Record<string, Module>)) this.registerModule(n, m);
+    } else {
+      (modules as Module[]).forEach((m) => this.append(m));
+    }
+  }
+  override forward(x: Tensor): Tensor {
+    // The scope frees each intermediate output once the next layer has consumed it.
+    return scope(() => {
+      let out = x;
+      for (const m of this._modules.values()) out = m.call(out);
+      return out === x ? x.view(x.shape) : out;
+    });
   }
 }
