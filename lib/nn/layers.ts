@@ -24,6 +24,16 @@ function positiveInt(v: number, what: string, owner: string): number {
   return v;
 }
 
+/** PyTorch's default for Conv2d and Linear: kaiming uniform with a = sqrt(5), bias U(+-1/sqrt(fanIn)). */
+function defaultInit(weight: Tensor, bias: Tensor | null): void {
+  kaimingUniform_(weight, { a: Math.sqrt(5) });
+  if (bias) {
+    const { fanIn } = calculateFanInAndFanOut(weight);
+    const bound = fanIn > 0 ? 1 / Math.sqrt(fanIn) : 0;
+    uniform_(bias, -bound, bound);
+  }
+}
+
 /** Throws a TypeError naming the module when x is not a Tensor. */
 function checkTensor(m: Module, x: unknown): asserts x is Tensor {
   if (!(x instanceof Tensor)) throw new TypeError(`${m.label()}: expected a Tensor input, got ${x === null ? 'null' : typeof x}`);
@@ -98,15 +108,9 @@ export class Conv2d extends Module {
   get bias(): Tensor | null {
     return this.param('bias');
   }
-  /** PyTorch's default: kaiming uniform with a = sqrt(5) (i.e. U(+-1/sqrt(fanIn))), bias U(+-1/sqrt(fanIn)). */
+  /** PyTorch's default initialisation (see defaultInit). */
   resetParameters(): void {
-    kaimingUniform_(this.weight, { a: Math.sqrt(5) });
-    const b = this.bias;
-    if (b) {
-      const { fanIn } = calculateFanInAndFanOut(this.weight);
-      const bound = fanIn > 0 ? 1 / Math.sqrt(fanIn) : 0;
-      uniform_(b, -bound, bound);
-    }
+    defaultInit(this.weight, this.bias);
   }
   override forward(x: Tensor): Tensor {
     checkTensor(this, x);
@@ -148,12 +152,7 @@ export class Linear extends Module {
     return this.param('bias');
   }
   resetParameters(): void {
-    kaimingUniform_(this.weight, { a: Math.sqrt(5) });
-    const b = this.bias;
-    if (b) {
-      const bound = this.inFeatures > 0 ? 1 / Math.sqrt(this.inFeatures) : 0;
-      uniform_(b, -bound, bound);
-    }
+    defaultInit(this.weight, this.bias);
   }
   override forward(x: Tensor): Tensor {
     checkTensor(this, x);
