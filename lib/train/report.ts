@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PNG } from 'pngjs';
 import type { EpochMetrics, History, StepMetrics } from './metrics.js';
+import { writeFileAtomic } from '../io/atomic.js';
 
 export type { History } from './metrics.js';
 
@@ -599,13 +600,9 @@ export function renderReportPng(history: History, file: string): string {
 
 /** Write through a temporary file and rename, so a reader never sees half an image. */
 function writeAtomic(file: string, data: string | Buffer): void {
-  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
   try {
-    fs.writeFileSync(tmp, data);
-    fs.renameSync(tmp, file);
+    writeFileAtomic(file, data);
   } catch (e) {
-    fs.rmSync(tmp, { force: true });
     throw new Error(`cannot write report ${file}: ${(e as Error).message}`);
   }
 }
