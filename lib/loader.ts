@@ -27,6 +27,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writeFileAtomic } from './io/atomic.js';
 
 const require = createRequire(import.meta.url);
 export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -464,10 +465,8 @@ export function cachedProbe(c: Candidate): ProbeResult {
     // Keep it small: the 32 most recent entries.
     const kept = Object.fromEntries(Object.entries(entries).sort((a, b) => b[1].at - a[1].at).slice(0, 32));
     try {
-      fs.mkdirSync(path.dirname(file), { recursive: true });
-      const tmp = `${file}.${process.pid}.tmp`;
-      fs.writeFileSync(tmp, JSON.stringify({ version: 1, entries: kept }) + '\n');
-      fs.renameSync(tmp, file);
+      // A cache: cheap to lose, so not fsynced (durable: false), but never seen half-written.
+      writeFileAtomic(file, JSON.stringify({ version: 1, entries: kept }) + '\n', { durable: false });
     } catch {
       // A read-only home only costs a child process per start.
     }

@@ -43,11 +43,14 @@ async function main() {
   const build = await import(pathToFileURL(path.join(root, 'scripts', 'build.mjs')).href);
 
   // 1. The TypeScript (only a checkout lacks it; the published package ships dist/).
-  if (checkout && !fs.existsSync(path.join(root, 'dist', 'loader.js'))) {
-    say('git checkout without dist/: compiling the TypeScript');
+  // dist/io/atomic.js too: recordInstall (scripts/libtorch.mjs) writes through it, and a dist/ compiled
+  // before it existed is stale.
+  const distReady = () => ['loader.js', path.join('io', 'atomic.js')].every((f) => fs.existsSync(path.join(root, 'dist', f)));
+  if (checkout && !distReady()) {
+    say('git checkout without (an up-to-date) dist/: compiling the TypeScript');
     build.buildTs();
   }
-  if (!fs.existsSync(path.join(root, 'dist', 'loader.js'))) die(`${path.join(root, 'dist')} is missing (a broken package?)`, '');
+  if (!distReady()) die(`${path.join(root, 'dist')} is missing or incomplete (a broken package?)`, '');
   const L = await import(pathToFileURL(path.join(root, 'dist', 'loader.js')).href);
 
   // 2. libtorch.
@@ -64,7 +67,7 @@ async function main() {
   }
   say(`libtorch ${lt.version} (${lt.variantTag}) from ${lt.source}: ${lt.dir}`);
   // Remembered for run time, so that LIBTORCH or LIBTORCH_USE_PYTORCH need not stay set.
-  recordInstall(lt);
+  await recordInstall(lt);
 
   // 3. A prebuilt binary that fits.
   if (!fromSource) {

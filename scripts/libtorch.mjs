@@ -111,12 +111,14 @@ export function installRecordPath() {
   return path.join(root, 'build', 'libtorch.json');
 }
 
-export function recordInstall(lt) {
-  const file = installRecordPath();
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+export async function recordInstall(lt) {
+  // Written with the package's one atomic-write helper. It lives in dist/ (compiled TypeScript), which
+  // this module must not import statically: install.mjs imports this file before it compiles dist/ in a
+  // fresh checkout. install.mjs calls recordInstall only after it has checked that dist/io/atomic.js
+  // exists (the npm package ships dist/; a checkout compiles it in step 1).
+  const { writeJsonAtomic } = await import('../dist/io/atomic.js');
   const rec = { dir: lt.dir, source: lt.source, version: lt.version, variantTag: lt.variantTag, at: new Date().toISOString() };
-  fs.writeFileSync(`${file}.${process.pid}.tmp`, JSON.stringify(rec, null, 2) + '\n');
-  fs.renameSync(`${file}.${process.pid}.tmp`, file);
+  writeJsonAtomic(installRecordPath(), rec);
 }
 
 /** The recorded libtorch, unless it is gone or RESIDUAL_VARIANT now asks for the other kind. */

@@ -166,8 +166,8 @@ async function main() {
   const preDir = path.join(out, 'prebuilds', platformArch);
   fs.mkdirSync(preDir, { recursive: true });
   const pre = path.join(preDir, fileName);
-  fs.writeFileSync(`${pre}.tmp`, buf, { mode: 0o755 });
-  fs.renameSync(`${pre}.tmp`, pre);
+  const { writeFileAtomic } = await import(pathToFileURL(path.join(root, 'dist', 'io', 'atomic.js')).href);
+  writeFileAtomic(pre, buf, { mode: 0o755 });
 
   // Evidence that the copy is self-contained: it loads with the preload, and not without it.
   const withPreload = L.probeInChild({ path: pre, how: 'prebuilt', tag, libtorch: lt, preload: true });

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
+import { writeFileAtomic } from '../io/atomic.js';
 import { ImageDataset } from './dataset.js';
 import { loadIdxImages, readMaybeGzip } from './idx.js';
 
@@ -248,9 +249,7 @@ async function download(dir: string, log: (s: string) => void): Promise<void> {
     if (got !== FASHION_MNIST_SHA256[k].sha256) {
       throw new Error(`${url}: SHA-256 of the downloaded data is ${got}, expected ${FASHION_MNIST_SHA256[k].sha256}; not saved`);
     }
-    const tmp = `${dest}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, body);
-    fs.renameSync(tmp, dest);
+    writeFileAtomic(dest, body);
   }
 }
 

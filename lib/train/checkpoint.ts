@@ -9,8 +9,19 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { isAtomicTemp, writeJsonAtomic } from '../io/atomic.js';
 
 export const CHECKPOINT_JSON = 'checkpoint.json';
+/** The name of a checkpoint's weights file. */
+export const CHECKPOINT_WEIGHTS = /^checkpoint-e\d+-s\d+\.safetensors$/;
+
+/** Is `name` a temporary file of an interrupted checkpoint write (the sidecar's or a weights file's)? */
+export function isCheckpointTemp(name: string): boolean {
+  const i = name.lastIndexOf('.tmp-');
+  if (i < 0) return false;
+  const base = name.slice(0, i);
+  return (base === CHECKPOINT_JSON || CHECKPOINT_WEIGHTS.test(base)) && isAtomicTemp(name, base);
+}
 
 export interface CheckpointMeta {
   format: 'residual-checkpoint';
@@ -41,32 +52,9 @@ function sha256(file: string): string {
   return h.digest('hex');
 }
 
-/** fsync a directory so a rename inside it is durable before anything that depends on it. */
-function fsyncDir(dir: string): void {
-  try {
-    const fd = fs.openSync(dir, 'r');
-    try {
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-  } catch {
-    /* not supported on this platform or file system: best effort */
-  }
-}
-
-export function writeJsonAtomic(file: string, value: unknown): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    fs.writeSync(fd, JSON.stringify(value, null, 2) + '\n');
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
-  fsyncDir(path.dirname(path.resolve(file)));
-}
+// The sidecar goes through the package's one atomic-write helper (temp file, fsync, rename, directory
+// fsync). Re-exported here because it was part of this module's API.
+export { writeJsonAtomic };
 
 /** Test hook: throw at a named point of the save sequence to simulate a crash there. */
 export type CrashPoint = 'after-weights' | 'after-json' | undefined;
@@ -87,8 +75,8 @@ export function saveCheckpoint(
   if (opts.crashAt === 'after-json') throw new Error('simulated crash after writing the sidecar');
   // Only now (the sidecar's rename is durable) are older weights and our own stale temp files removed.
   for (const f of fs.readdirSync(dir)) {
-    if (f !== weights && /^checkpoint-e\d+-s\d+\.safetensors$/.test(f)) fs.rmSync(path.join(dir, f), { force: true });
-    if (/^(checkpoint\.json|checkpoint-e\d+-s\d+\.safetensors)\.tmp-\d+(-\d+)?$/.test(f) && !f.includes(`.tmp-${process.pid}`)) fs.rmSync(path.join(dir, f), { force: true });
+    if (f !== weights && CHECKPOINT_WEIGHTS.test(f)) fs.rmSync(path.join(dir, f), { force: true });
+    if (isCheckpointTemp(f) && !f.includes(`.tmp-${process.pid}-`)) fs.rmSync(path.join(dir, f), { force: true });
   }
   return full;
 }
