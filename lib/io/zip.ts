@@ -1,8 +1,15 @@
 // A minimal read-only zip reader: enough for torch.save archives (STORED entries, zip64 when large) and
 // ordinary DEFLATE archives. Only the central directory is read up front; entry data is read on demand
 // by name, so a checkpoint's tensors are read one storage at a time.
+//
+// Everything is validated against the file before use, so the work and memory an archive can demand
+// is bounded by its size: the entry count by the directory's size (46 bytes at least per entry), every
+// entry's data must lie inside the file, before the central directory, and not overlap the next entry;
+// names are unique; a DEFLATE entry may not claim to inflate beyond deflate's own maximum ratio
+// (1032:1) and is never inflated past its declared size; every entry's CRC-32 is checked.
 import fs from 'node:fs';
 import zlib from 'node:zlib';
+import { BadFileError } from '../errors.js';
 
 const SIG_EOCD = 0x06054b50;
 const SIG_ZIP64_LOCATOR = 0x07064b50;
@@ -11,6 +18,10 @@ const SIG_CENTRAL = 0x02014b50;
 const SIG_LOCAL = 0x04034b50;
 const EOCD_SIZE = 22;
 const MAX_COMMENT = 0xffff;
+const CENTRAL_SIZE = 46;
+const LOCAL_SIZE = 30;
+/** deflate cannot expand data by more than about 1032:1; a larger claim is corrupt (or a bomb). */
+const MAX_DEFLATE_RATIO = 1032;
 
 export interface ZipEntry {
   name: string;
@@ -22,6 +33,8 @@ export interface ZipEntry {
   /** Offset of the entry's local header in the file. */
   localHeaderOffset: number;
   flags: number;
+  /** Where the next entry (or the central directory) starts: this entry's data must end by then. */
+  limit: number;
 }
 
 export class ZipReader {
@@ -57,14 +70,17 @@ export class ZipReader {
   /** The uncompressed bytes of one entry, in a fresh (unshared, aligned) buffer. */
   read(name: string): Uint8Array {
     const e = this.entries.get(name);
-    if (!e) throw new Error(`${this.file}: the zip archive has no entry '${name}'`);
-    if (e.flags & 1) throw new Error(`${this.file}: zip entry '${name}' is encrypted`);
+    if (!e) throw new BadFileError(`${this.file}: the zip archive has no entry '${name}'`, { path: this.file });
+    if (e.flags & 1) throw new BadFileError(`${this.file}: zip entry '${name}' is encrypted`, { path: this.file });
     const local = this.readAt(e.localHeaderOffset, 30, `the local header of '${name}'`);
     const dv = view(local);
     if (dv.getUint32(0, true) !== SIG_LOCAL) throw this.corrupt(`the local header of '${name}' has a bad signature`);
     // The local header's name/extra lengths may differ from the central directory's (torch pads the
     // local extra field so tensor data is aligned), so the data offset comes from the local header.
-    const dataStart = e.localHeaderOffset + 30 + dv.getUint16(26, true) + dv.getUint16(28, true);
+    const dataStart = e.localHeaderOffset + LOCAL_SIZE + dv.getUint16(26, true) + dv.getUint16(28, true);
+    if (dataStart + e.compressedSize > e.limit) {
+      throw this.corrupt(`the data of '${name}' (bytes ${dataStart}..${dataStart + e.compressedSize}) overlaps what follows it at byte ${e.limit}`);
+    }
     let out: Uint8Array;
     if (e.method === 0) {
       if (e.compressedSize !== e.size) throw this.corrupt(`stored entry '${name}' has compressed size ${e.compressedSize} != size ${e.size}`);
@@ -73,8 +89,10 @@ export class ZipReader {
       const packed = this.readAt(dataStart, e.compressedSize, `the data of '${name}'`);
       let raw: Buffer;
       try {
-        raw = zlib.inflateRawSync(packed);
+        // Never inflate past the declared size (+1 byte to notice a longer stream).
+        raw = zlib.inflateRawSync(packed, { maxOutputLength: Math.max(1, e.size + 1) });
       } catch (err) {
+        if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw this.corrupt(`entry '${name}' inflates to more than the ${e.size} bytes the directory says`);
         throw this.corrupt(`entry '${name}' does not inflate (${(err as Error).message})`);
       }
       if (raw.length !== e.size) throw this.corrupt(`entry '${name}' inflates to ${raw.length} bytes, the directory says ${e.size}`);
@@ -82,33 +100,33 @@ export class ZipReader {
       out = new Uint8Array(raw.length);
       out.set(raw);
     } else {
-      throw new Error(`${this.file}: zip entry '${name}' uses compression method ${e.method} (only STORED and DEFLATE are supported)`);
+      throw new BadFileError(`${this.file}: zip entry '${name}' uses compression method ${e.method} (only STORED and DEFLATE are supported)`, { path: this.file });
     }
     if (zlib.crc32(out) >>> 0 !== e.crc32) throw this.corrupt(`entry '${name}' fails its CRC-32 check`);
     return out;
   }
 
-  private corrupt(what: string): Error {
-    return new Error(`${this.file}: corrupt zip archive: ${what}`);
+  private corrupt(what: string): BadFileError {
+    return new BadFileError(`${this.file}: corrupt zip archive: ${what}`, { path: this.file });
   }
 
   /** Reads exactly `length` bytes at `pos` into a fresh buffer, or explains that the file is too short. */
   private readAt(pos: number, length: number, what: string): Uint8Array {
-    if (pos < 0 || pos + length > this.fileSize) {
-      throw new Error(`${this.file}: truncated or corrupt zip archive: ${what} (bytes ${pos}..${pos + length}) lies past the end of the file (${this.fileSize} bytes)`);
+    if (!(pos >= 0 && length >= 0 && pos + length <= this.fileSize)) {
+      throw new BadFileError(`${this.file}: truncated or corrupt zip archive: ${what} (bytes ${pos}..${pos + length}) lies past the end of the file (${this.fileSize} bytes)`, { path: this.file });
     }
     const buf = new Uint8Array(length);
     let done = 0;
     while (done < length) {
       const n = fs.readSync(this.fd, buf, done, length - done, pos + done);
-      if (n === 0) throw new Error(`${this.file}: unexpected end of file while reading ${what}`);
+      if (n === 0) throw new BadFileError(`${this.file}: unexpected end of file while reading ${what}`, { path: this.file });
       done += n;
     }
     return buf;
   }
 
   private readCentralDirectory(): void {
-    if (this.fileSize < EOCD_SIZE) throw new Error(`${this.file}: not a zip archive (${this.fileSize} bytes is too short)`);
+    if (this.fileSize < EOCD_SIZE) throw new BadFileError(`${this.file}: not a zip archive (${this.fileSize} bytes is too short)`, { path: this.file });
     // The end-of-central-directory record sits at the very end, followed only by an optional comment,
     // so search backwards through the last 64 KiB + 22 bytes for its signature.
     const tailLen = Math.min(this.fileSize, EOCD_SIZE + MAX_COMMENT);
@@ -122,12 +140,12 @@ export class ZipReader {
         break;
       }
     }
-    if (at < 0) throw new Error(`${this.file}: not a zip archive, or truncated: no end-of-central-directory record found`);
+    if (at < 0) throw new BadFileError(`${this.file}: not a zip archive, or truncated: no end-of-central-directory record found`, { path: this.file });
     const eocdPos = tailStart + at;
     let count: number = tv.getUint16(at + 10, true);
     let cdSize: number = tv.getUint32(at + 12, true);
     let cdOffset: number = tv.getUint32(at + 16, true);
-    if (tv.getUint16(at + 4, true) !== 0 && tv.getUint16(at + 4, true) !== 0xffff) throw new Error(`${this.file}: multi-disk zip archives are not supported`);
+    if (tv.getUint16(at + 4, true) !== 0 && tv.getUint16(at + 4, true) !== 0xffff) throw new BadFileError(`${this.file}: multi-disk zip archives are not supported`, { path: this.file });
 
     // zip64: a locator just before the EOCD points at the zip64 EOCD record, which holds 64-bit values.
     // torch.save writes one for large archives; when present its values win.
@@ -135,6 +153,7 @@ export class ZipReader {
     const loc = eocdPos >= 20 ? view(this.readAt(eocdPos - 20, 20, 'the zip64 locator')) : null;
     if (loc && loc.getUint32(0, true) === SIG_ZIP64_LOCATOR) {
       const z64Pos = u64(loc, 8, this.file);
+      if (z64Pos + 56 > eocdPos - 20) throw this.corrupt(`the zip64 end-of-central-directory record (at byte ${z64Pos}) does not lie before its locator`);
       const z = view(this.readAt(z64Pos, 56, 'the zip64 end-of-central-directory record'));
       if (z.getUint32(0, true) !== SIG_ZIP64_EOCD) throw this.corrupt('the zip64 end-of-central-directory record has a bad signature');
       count = u64(z, 32, this.file);
@@ -144,7 +163,10 @@ export class ZipReader {
       throw this.corrupt('the directory needs zip64 values but there is no zip64 locator');
     }
     if (cdOffset + cdSize > this.fileSize) {
-      throw new Error(`${this.file}: truncated or corrupt zip archive: the central directory (bytes ${cdOffset}..${cdOffset + cdSize}) lies past the end of the file (${this.fileSize} bytes)`);
+      throw new BadFileError(`${this.file}: truncated or corrupt zip archive: the central directory (bytes ${cdOffset}..${cdOffset + cdSize}) lies past the end of the file (${this.fileSize} bytes)`, { path: this.file });
+    }
+    if (count > Math.floor(cdSize / CENTRAL_SIZE)) {
+      throw this.corrupt(`the directory claims ${count} entries, but its ${cdSize} bytes hold at most ${Math.floor(cdSize / CENTRAL_SIZE)}`);
     }
     const cd = this.readAt(cdOffset, cdSize, 'the central directory');
     const dv = view(cd);
@@ -184,8 +206,26 @@ export class ZipReader {
         }
         x += 4 + len;
       }
-      this.entries.set(name, { name, method, compressedSize, size, crc32: crc, localHeaderOffset, flags });
+      if (this.entries.has(name)) throw this.corrupt(`the name '${name}' appears twice in the directory`);
+      if (localHeaderOffset + LOCAL_SIZE + compressedSize > cdOffset) {
+        throw this.corrupt(`entry '${name}' (${compressedSize} bytes at byte ${localHeaderOffset}) does not fit before the central directory at byte ${cdOffset}`);
+      }
+      if (method === 0 && compressedSize !== size) throw this.corrupt(`stored entry '${name}' has compressed size ${compressedSize} != size ${size}`);
+      if (method === 8 && size > compressedSize * MAX_DEFLATE_RATIO + 64) {
+        throw this.corrupt(`entry '${name}' claims to inflate ${compressedSize} bytes to ${size}, beyond deflate's maximum ratio`);
+      }
+      this.entries.set(name, { name, method, compressedSize, size, crc32: crc, localHeaderOffset, flags, limit: cdOffset });
       p += 46 + nameLen + extraLen + commentLen;
+    }
+    // Entries may not share or overlap their local headers and data: each ends before the next begins.
+    const byOffset = [...this.entries.values()].sort((a, b) => a.localHeaderOffset - b.localHeaderOffset);
+    for (let k = 0; k + 1 < byOffset.length; k++) {
+      const a = byOffset[k];
+      const b = byOffset[k + 1];
+      if (a.localHeaderOffset + LOCAL_SIZE + a.compressedSize > b.localHeaderOffset) {
+        throw this.corrupt(`entries '${a.name}' and '${b.name}' overlap (at bytes ${a.localHeaderOffset} and ${b.localHeaderOffset})`);
+      }
+      a.limit = b.localHeaderOffset;
     }
   }
 }
@@ -196,6 +236,6 @@ function view(b: Uint8Array): DataView {
 
 function u64(dv: DataView, at: number, file: string): number {
   const v = dv.getBigUint64(at, true);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error(`${file}: corrupt zip archive: 64-bit value ${v} is out of range`);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new BadFileError(`${file}: corrupt zip archive: 64-bit value ${v} is out of range`, { path: file });
   return Number(v);
 }
