@@ -5,6 +5,12 @@
 //
 // Python -> JS: None -> null, bool -> boolean, int -> number (bigint beyond 2^53), float -> number,
 // str -> string, bytes -> Uint8Array, tuple and list -> Array, dict -> Map, set / frozenset -> Set.
+//
+// The work is linear in the pickle's length: every opcode does O(1) work plus the items it consumes,
+// and memo references (BINGET, DUP) share objects instead of copying them. Shared and even cyclic
+// structures can therefore come back; callers that walk the result must not assume a tree.
+// Every failure is a BadFileError naming the file.
+import { BadFileError } from '../errors.js';
 
 /** A callable produced by findClass: REDUCE / NEWOBJ call `fn` with the argument tuple. */
 export class PyCallable {
@@ -51,7 +57,7 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
   let pos = 0;
   let opPos = 0;
 
-  const fail = (what: string): Error => new Error(`${opts.file}: corrupt or unsupported pickle: ${what} (at byte ${opPos})`);
+  const fail = (what: string): Error => new BadFileError(`${opts.file}: corrupt or unsupported pickle: ${what} (at byte ${opPos})`, { path: opts.file });
   const need = (n: number): void => {
     if (n < 0 || pos + n > data.length) throw fail(`needs ${n} more bytes but the pickle ends at byte ${data.length} (truncated?)`);
   };
@@ -260,7 +266,8 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
       }
       case OP.APPENDS: {
         const items = popMark();
-        asList(top(), 'APPENDS').push(...items);
+        const list = asList(top(), 'APPENDS');
+        for (const x of items) list.push(x); // (not push(...items): a long MARK would overflow the call stack)
         break;
       }
       case OP.EMPTY_DICT:
@@ -363,11 +370,12 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
   }
 }
 
-/** Little-endian two's-complement integer of any length (LONG1 / LONG4). */
+/** Little-endian two's-complement integer of any length (LONG1 / LONG4), in time linear in its length. */
 function decodeLong(b: Uint8Array): number | bigint {
   if (b.length === 0) return 0;
-  let v = 0n;
-  for (let i = b.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]);
+  let hex = '';
+  for (let i = b.length - 1; i >= 0; i--) hex += (b[i] < 16 ? '0' : '') + b[i].toString(16);
+  let v = BigInt(`0x${hex}`);
   if (b[b.length - 1] & 0x80) v -= 1n << BigInt(8 * b.length);
   return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
 }
