@@ -3,8 +3,13 @@
 // CIFAR-10 record: 1 label byte, then 3072 pixel bytes (1024 red, 1024 green, 1024 blue, each a
 // 32x32 image in row-major order). CIFAR-100 record: coarse label byte, fine label byte, then the
 // same 3072 bytes. The pixel layout is already C, H, W, so records are copied as they are.
+//
+// Validated before use: every file is a whole number of records (at least one), and every label byte
+// is in range (CIFAR-10: < 10; CIFAR-100: coarse < 20 and fine < 100, both checked whichever is used;
+// and < the number of class names given). Bad files raise BadFileError naming the file and record.
 import fs from 'node:fs';
 import path from 'node:path';
+import { BadFileError } from '../errors.js';
 import { ImageDataset, makeImageDataset } from './dataset.js';
 
 export type CifarVariant = 'cifar10' | 'cifar100';
@@ -38,24 +43,34 @@ export function readCifarBatches(files: readonly string[], opts: CifarOptions = 
     try {
       b = fs.readFileSync(f);
     } catch (e) {
-      throw new Error(`cannot read CIFAR batch ${f}: ${(e as Error).message}`);
+      throw new Error(`cannot read CIFAR batch ${f}: ${(e as Error).message}`, { cause: e });
     }
     if (b.length === 0 || b.length % record !== 0) {
-      throw new Error(
+      throw new BadFileError(
         `${f}: size ${b.length} bytes is not a multiple of the ${variant} record size ${record} (${labelBytes} label byte${labelBytes > 1 ? 's' : ''} + ${PIXELS} pixels); wrong variant or truncated file?`,
+        { path: f },
       );
     }
     return b;
   });
+  // The label bytes a record may hold: CIFAR-10 one (10 classes), CIFAR-100 coarse (20) then fine (100).
+  const ranges = variant === 'cifar10' ? [10] : [20, 100];
   const n = bufs.reduce((s, b) => s + b.length / record, 0);
   const pixels = new Uint8Array(n * PIXELS);
   const labels = new Uint8Array(n);
   let i = 0;
   bufs.forEach((b, fi) => {
     for (let off = 0; off < b.length; off += record, i++) {
+      for (let k = 0; k < labelBytes; k++) {
+        const v = b[off + k];
+        if (v >= ranges[k]) {
+          const kind = variant === 'cifar10' ? 'label' : k === 0 ? 'coarse label' : 'fine label';
+          throw new BadFileError(`${files[fi]}: record ${off / record} has ${kind} ${v}, expected < ${ranges[k]} for ${variant}; wrong variant?`, { path: files[fi] });
+        }
+      }
       const label = b[off + which];
       if (label >= classes.length) {
-        throw new Error(`${files[fi]}: record ${off / record} has label ${label}, expected < ${classes.length} for ${variant}; wrong variant?`);
+        throw new BadFileError(`${files[fi]}: record ${off / record} has label ${label}, expected < ${classes.length} for ${variant}; wrong variant?`, { path: files[fi] });
       }
       labels[i] = label;
       pixels.set(b.subarray(off + labelBytes, off + record), i * PIXELS);

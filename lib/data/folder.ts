@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
+import { BadFileError } from '../errors.js';
 import { ImageDataset, makeImageDataset } from './dataset.js';
 
 export interface ImageFolderOptions {
@@ -24,6 +25,12 @@ export interface ImageFolderOptions {
 
 const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg']);
 
+/**
+ * The most pixels an image file may declare (100 megapixels, jpeg-js's own default): checked from the
+ * header before decoding, so a small file cannot make the decoder allocate gigabytes.
+ */
+export const MAX_IMAGE_PIXELS = 100_000_000;
+
 export interface DecodedImage {
   width: number;
   height: number;
@@ -37,23 +44,28 @@ export function decodeImage(file: string): DecodedImage {
   try {
     buf = fs.readFileSync(file);
   } catch (e) {
-    throw new Error(`cannot read image ${file}: ${(e as Error).message}`);
+    throw new Error(`cannot read image ${file}: ${(e as Error).message}`, { cause: e });
   }
   const isPng = buf.length >= 8 && buf.readUInt32BE(0) === 0x89504e47 && buf.readUInt32BE(4) === 0x0d0a1a0a;
   const isJpeg = buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff;
   try {
     if (isPng) {
+      // IHDR is the first chunk: width and height are the big-endian uint32s at bytes 16 and 20.
+      if (buf.length < 24 || buf.toString('latin1', 12, 16) !== 'IHDR') throw new Error('no IHDR chunk where the PNG header must be');
+      const w = buf.readUInt32BE(16);
+      const h = buf.readUInt32BE(20);
+      if (w === 0 || h === 0 || w * h > MAX_IMAGE_PIXELS) throw new Error(`the image declares ${w}x${h} pixels (at most ${MAX_IMAGE_PIXELS} and at least 1 are allowed)`);
       const png = PNG.sync.read(buf);
       return { width: png.width, height: png.height, rgba: png.data };
     }
     if (isJpeg) {
-      const img = jpeg.decode(buf, { useTArray: true, formatAsRGBA: true });
+      const img = jpeg.decode(buf, { useTArray: true, formatAsRGBA: true, maxResolutionInMP: MAX_IMAGE_PIXELS / 1e6, maxMemoryUsageInMB: 1024 });
       return { width: img.width, height: img.height, rgba: img.data };
     }
   } catch (e) {
-    throw new Error(`${file}: cannot decode ${isPng ? 'PNG' : 'JPEG'} image: ${(e as Error).message}`);
+    throw new BadFileError(`${file}: cannot decode ${isPng ? 'PNG' : 'JPEG'} image: ${(e as Error).message}`, { cause: e, path: file });
   }
-  throw new Error(`${file}: not a PNG or JPEG image (unrecognised file signature)`);
+  throw new BadFileError(`${file}: not a PNG or JPEG image (unrecognised file signature)`, { path: file });
 }
 
 /** Bilinear resize of RGBA pixels, sampling at pixel centres (align_corners=False). */
@@ -140,8 +152,9 @@ export function loadImageFolder(root: string, opts: ImageFolderOptions = {}): Im
     }
     if (opts.size) img = resizeBilinear(img, h, w);
     else if (img.width !== w || img.height !== h) {
-      throw new Error(
+      throw new BadFileError(
         `${file}: image is ${img.width}x${img.height} but ${firstFile} is ${w}x${h}; pass size: [height, width] to resize all images`,
+        { path: file },
       );
     }
     const base = i * channels * plane();

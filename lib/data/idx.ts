@@ -2,8 +2,14 @@
 //
 // Layout: two zero bytes, a type code, the number of dimensions, then one big-endian uint32 per
 // dimension, then the data in row-major order, big-endian.
+//
+// Validated before use: the magic, the type code, the dimensions (their product must be addressable
+// and the data must be exactly as long as they say, no more and no less) and, for label files, every
+// label (a non-negative integer below the number of classes, at most MAX_IDX_CLASSES when the classes
+// come from the labels themselves). Every bad-file failure is a BadFileError naming the file.
 import fs from 'node:fs';
 import zlib from 'node:zlib';
+import { BadFileError } from '../errors.js';
 import type { DType, TypedArray } from '../tensor/dtype.js';
 import { ImageDataset, makeImageDataset } from './dataset.js';
 
@@ -13,6 +19,9 @@ export interface IdxArray {
   /** Row-major elements in native byte order. */
   data: TypedArray;
 }
+
+/** The most classes a label file may imply (labels 0 .. MAX_IDX_CLASSES-1) when no class names are given. */
+export const MAX_IDX_CLASSES = 65536;
 
 const IDX_TYPES: Record<number, { dtype: DType; size: number; name: string }> = {
   0x08: { dtype: 'uint8', size: 1, name: 'unsigned byte' },
@@ -29,33 +38,34 @@ export function readMaybeGzip(file: string): Buffer {
   try {
     buf = fs.readFileSync(file);
   } catch (e) {
-    throw new Error(`cannot read ${file}: ${(e as Error).message}`);
+    throw new Error(`cannot read ${file}: ${(e as Error).message}`, { cause: e });
   }
   if (buf.length >= 2 && buf[0] === 0x1f && buf[1] === 0x8b) {
     try {
       return zlib.gunzipSync(buf);
     } catch (e) {
-      throw new Error(`${file}: corrupt or truncated gzip data (${(e as Error).message})`);
+      throw new BadFileError(`${file}: corrupt or truncated gzip data (${(e as Error).message})`, { cause: e, path: file });
     }
   }
   return buf;
 }
 
-/** Parse IDX bytes; `name` is used in error messages. */
-export function parseIdx(buf: Uint8Array, name = 'IDX data'): IdxArray {
-  if (buf.length < 4) throw new Error(`${name}: not an IDX file: ${buf.length} bytes, expected at least a 4-byte header`);
+/** Parse IDX bytes; `name` is used in error messages (and as the BadFileError's path when `isPath`). */
+export function parseIdx(buf: Uint8Array, name = 'IDX data', isPath = false): IdxArray {
+  const bad = (message: string): BadFileError => new BadFileError(message, isPath ? { path: name } : {});
+  if (buf.length < 4) throw bad(`${name}: not an IDX file: ${buf.length} bytes, expected at least a 4-byte header`);
   if (buf[0] !== 0 || buf[1] !== 0) {
     const hex = Array.from(buf.subarray(0, 4), (b) => b.toString(16).padStart(2, '0')).join(' ');
-    throw new Error(`${name}: not an IDX file: bad magic ${hex}, expected 00 00 <type> <ndims>`);
+    throw bad(`${name}: not an IDX file: bad magic ${hex}, expected 00 00 <type> <ndims>`);
   }
   const type = IDX_TYPES[buf[2]];
   if (!type) {
-    throw new Error(`${name}: unknown IDX type code 0x${buf[2].toString(16).padStart(2, '0')}, expected one of 08 (ubyte), 09, 0b, 0c, 0d, 0e`);
+    throw bad(`${name}: unknown IDX type code 0x${buf[2].toString(16).padStart(2, '0')}, expected one of 08 (ubyte), 09, 0b, 0c, 0d, 0e`);
   }
   const ndims = buf[3];
   const headerBytes = 4 + 4 * ndims;
   if (buf.length < headerBytes) {
-    throw new Error(`${name}: truncated header: ${ndims} dimensions need ${headerBytes} bytes, found ${buf.length}`);
+    throw bad(`${name}: truncated header: ${ndims} dimensions need ${headerBytes} bytes, found ${buf.length}`);
   }
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const shape: number[] = [];
@@ -63,11 +73,12 @@ export function parseIdx(buf: Uint8Array, name = 'IDX data'): IdxArray {
   const count = shape.reduce((a, b) => a * b, 1);
   const need = count * type.size;
   const have = buf.length - headerBytes;
+  if (!Number.isSafeInteger(need)) throw bad(`${name}: shape [${shape.join(', ')}] is too large for any file`);
   if (have < need) {
-    throw new Error(`${name}: truncated: expected ${need} bytes of data for shape [${shape.join(', ')}] (${type.name}), found ${have}`);
+    throw bad(`${name}: truncated: expected ${need} bytes of data for shape [${shape.join(', ')}] (${type.name}), found ${have}`);
   }
   if (have > need) {
-    throw new Error(`${name}: ${have - need} unexpected bytes after the data for shape [${shape.join(', ')}] (${type.name}); the header does not match the file`);
+    throw bad(`${name}: ${have - need} unexpected bytes after the data for shape [${shape.join(', ')}] (${type.name}); the header does not match the file`);
   }
   let data: TypedArray;
   if (type.size === 1) {
@@ -107,7 +118,7 @@ export function parseIdx(buf: Uint8Array, name = 'IDX data'): IdxArray {
 
 /** Read an IDX file, raw or gzip (detected from the content, not the name). */
 export function readIdx(file: string): IdxArray {
-  return parseIdx(readMaybeGzip(file), file);
+  return parseIdx(readMaybeGzip(file), file, true);
 }
 
 /**
@@ -117,25 +128,32 @@ export function readIdx(file: string): IdxArray {
 export function loadIdxImages(imagesFile: string, labelsFile: string, opts: { classes?: string[]; name?: string } = {}): ImageDataset {
   const img = readIdx(imagesFile);
   if (img.dtype !== 'uint8' || img.shape.length !== 3) {
-    throw new Error(`${imagesFile}: expected images as unsigned bytes of shape [N, H, W], found ${img.dtype} [${img.shape.join(', ')}]`);
+    throw new BadFileError(`${imagesFile}: expected images as unsigned bytes of shape [N, H, W], found ${img.dtype} [${img.shape.join(', ')}]`, { path: imagesFile });
   }
   const lab = readIdx(labelsFile);
   if (lab.shape.length !== 1 || (lab.dtype !== 'uint8' && lab.dtype !== 'int8' && lab.dtype !== 'int16' && lab.dtype !== 'int32')) {
-    throw new Error(`${labelsFile}: expected labels as integers of shape [N], found ${lab.dtype} [${lab.shape.join(', ')}]`);
+    throw new BadFileError(`${labelsFile}: expected labels as integers of shape [N], found ${lab.dtype} [${lab.shape.join(', ')}]`, { path: labelsFile });
   }
   const [n, h, w] = img.shape;
   if (lab.shape[0] !== n) {
-    throw new Error(`${labelsFile} has ${lab.shape[0]} labels but ${imagesFile} has ${n} images`);
+    throw new BadFileError(`${labelsFile} has ${lab.shape[0]} labels but ${imagesFile} has ${n} images`, { path: labelsFile });
   }
+  // Labels are checked before anything is sized by them: the class count comes from the largest.
+  const limit = opts.classes ? opts.classes.length : MAX_IDX_CLASSES;
   let maxLabel = -1;
   for (let i = 0; i < n; i++) {
     const v = lab.data[i] as number;
-    if (v < 0) throw new Error(`${labelsFile}: label ${i} is negative (${v})`);
+    if (v < 0) throw new BadFileError(`${labelsFile}: label ${i} is negative (${v})`, { path: labelsFile });
+    if (v >= limit) {
+      throw new BadFileError(
+        opts.classes
+          ? `${labelsFile}: label ${i} is ${v}, out of range for ${limit} classes`
+          : `${labelsFile}: label ${i} is ${v}; labels must be below ${MAX_IDX_CLASSES} (at most ${MAX_IDX_CLASSES} classes)`,
+        { path: labelsFile },
+      );
+    }
     if (v > maxLabel) maxLabel = v;
   }
   const classes = opts.classes ?? Array.from({ length: maxLabel + 1 }, (_, i) => String(i));
-  if (maxLabel >= classes.length) {
-    throw new Error(`${labelsFile}: label ${maxLabel} is out of range for ${classes.length} classes`);
-  }
   return makeImageDataset(img.data as Uint8Array, [n, 1, h, w], lab.data as ArrayLike<number>, classes, opts.name ?? imagesFile);
 }
