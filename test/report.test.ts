@@ -5,7 +5,9 @@ import path from 'node:path';
 import { PNG } from 'pngjs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { History, MetricsWriter, historyFromMetrics, readMetrics } from '../lib/train/metrics.js';
-import { niceTicks, renderReportPngBuffer, renderReportSvg, writeReport } from '../lib/train/report.js';
+import { Resvg } from '@resvg/resvg-js';
+import { renderReportPngBuffer, renderReportSvg, reportData, writeReport } from '../lib/train/report.js';
+import { pngSize } from '../lib/viz/charts.js';
 
 let tmp: string;
 beforeAll(() => {
@@ -71,64 +73,81 @@ describe('metrics', () => {
 });
 
 describe('report', () => {
-  test('niceTicks', () => {
-    expect(niceTicks(0, 1, 5)).toEqual([0, 0.2, 0.4, 0.6, 0.8, 1]);
-    expect(niceTicks(0, 3, 3)).toEqual([0, 1, 2, 3]);
-    // Spacing from 1, 2, 2.5, 5 x 10^k: at most about `count` intervals.
-    expect(niceTicks(40, 93, 5)).toEqual([40, 60, 80]);
-    expect(niceTicks(0.013, 0.1, 4)).toEqual([0.025, 0.05, 0.075, 0.1]);
-    expect(niceTicks(-3, 3, 6)).toEqual([-3, -2, -1, 0, 1, 2, 3]);
-  });
+  /** The line paths of the SVG: the first point's values (Vega's aria-label) and every point's position. */
+  function lines(svg: string): { label: string; series: string; first: number; points: number[][]; pieces: number }[] {
+    const re = /<path aria-label="epoch: [\d.e-]+; ([^:]+): ([-\d.e]+); series: ([^"]+)" role="graphics-symbol" aria-roledescription="line mark" d="([^"]+)"/g;
+    return [...svg.matchAll(re)].map(([, label, first, series, d]) => ({
+      label,
+      series,
+      first: Number(first),
+      points: d.split(/[ML]/).filter(Boolean).map((p) => p.split(',').map(Number)),
+      pieces: (d.match(/M/g) ?? []).length,
+    }));
+  }
 
-  test('SVG has both charts, the curves, axes, legend and an escaped title', () => {
+  test('the plotted numbers are the history\'s', () => {
     const h = history();
-    const svg = renderReportSvg(h);
-    expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg" width="1100" height="540"')).toBe(true);
-    expect(svg).toContain('<title>ResNet-20 &lt;test&gt; &amp; report</title>');
-    for (const t of ['>Loss<', '>Accuracy<', '>epoch<', '>loss<', '>accuracy (%)<', '>train, per step (smoothed)<', '>train, epoch<', '>test, epoch<']) {
-      expect(svg).toContain(t);
-    }
-    expect(svg).toContain('epoch 3  |  train loss 0.3996, acc 90.00%  |  test loss 0.4996, acc 85.00%  |  time 37.5s');
-    // Per chart: raw steps, smoothed steps, train epochs, test epochs.
-    const curves = [...svg.matchAll(/<polyline class="curve" points="([^"]+)" fill="none" stroke="(#[0-9a-f]{6})"/g)];
-    expect(curves.length).toBe(8);
-    const pointsOf = (i: number) => curves[i][1].split(' ').map((p) => p.split(',').map(Number));
-    expect(pointsOf(0).length).toBe(150);
-    expect(pointsOf(2).length).toBe(3);
-    expect(pointsOf(3).length).toBe(3);
-    // The test loss curve lies below (larger y) nothing: it is above the train curve in value, so
-    // smaller in SVG y at every epoch; and the loss decreases, so y grows left to right.
-    const train = pointsOf(2);
-    const testLoss = pointsOf(3);
-    for (let e = 0; e < 3; e++) {
-      expect(testLoss[e][0]).toBeCloseTo(train[e][0], 6);
-      expect(testLoss[e][1]).toBeLessThan(train[e][1]);
-    }
-    expect(train[0][1]).toBeLessThan(train[1][1]);
-    // Epoch points sit at x = 1, 2, 3 on one axis: equally spaced.
-    expect(train[1][0] - train[0][0]).toBeCloseTo(train[2][0] - train[1][0], 6);
-    // 6 markers per chart.
-    expect((svg.match(/<circle /g) ?? []).length).toBe(12 + 4);
+    const data = reportData(h);
+    const of = (chart: string, series: string) => data.filter((p) => p.chart === chart && p.series === series);
+    expect(of('loss', 'train, per step').map((p) => p.value)).toEqual(h.steps.map((s) => s.loss));
+    expect(of('loss', 'test, epoch').map((p) => [p.epoch, p.value])).toEqual(h.epochs.map((e) => [e.epoch, e.testLoss]));
+    expect(of('accuracy', 'train, epoch').map((p) => p.value)).toEqual(h.epochs.map((e) => 100 * e.trainAcc));
+    // Steps of epoch e are spread over (e - 1, e].
+    expect(of('loss', 'train, per step').map((p) => p.epoch).slice(0, 2)).toEqual([1 / 50, 2 / 50]);
+    expect(of('loss', 'train, per step')[149].epoch).toBe(3);
   });
 
-  test('non-finite losses break the line instead of breaking the chart', () => {
+  test('SVG: parses, both charts with their curves, axes, legend, summary and an escaped title', async () => {
+    const h = history();
+    const svg = await renderReportSvg(h);
+    expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
+    expect(() => new Resvg(svg)).not.toThrow(); // well-formed XML that an SVG renderer reads
+    expect(svg).toContain('font-family="DejaVu Sans"');
+    expect(svg).toContain('>ResNet-20 &lt;test&gt; &amp; report</text>');
+    for (const t of ['>epoch<', '>loss<', '>accuracy (%)<', '>train, per step (smoothed)<', '>train, epoch<', '>test, epoch<']) expect(svg).toContain(t);
+    expect(svg).toContain('>epoch 3  |  train loss 0.3996, acc 90.00%  |  test loss 0.4996, acc 85.00%  |  time 37.5s<');
+    // Per chart: raw steps, smoothed steps, train epochs, test epochs; the first point's value is the history's.
+    const ls = lines(svg);
+    expect(ls.map((l) => `${l.label}: ${l.series}`)).toEqual([
+      'loss: train, per step', 'loss: train, per step (smoothed)', 'loss: train, epoch', 'loss: test, epoch',
+      'accuracy (%): train, per step', 'accuracy (%): train, per step (smoothed)', 'accuracy (%): train, epoch', 'accuracy (%): test, epoch',
+    ]);
+    expect(ls[0].points.length).toBe(150);
+    expect(ls[0].first).toBeCloseTo(h.steps[0].loss, 8);
+    expect(ls[3].first).toBeCloseTo(h.epochs[0].testLoss!, 8);
+    expect(ls[7].first).toBeCloseTo(100 * h.epochs[0].testAcc!, 8);
+    const [train, test] = [ls[2].points, ls[3].points];
+    expect(train.length).toBe(3);
+    for (let e = 0; e < 3; e++) {
+      expect(test[e][0]).toBeCloseTo(train[e][0], 6);
+      expect(test[e][1]).toBeLessThan(train[e][1]); // higher loss: higher on the page, smaller y
+    }
+    expect(train[0][1]).toBeLessThan(train[1][1]); // the loss falls: y grows left to right
+    expect(train[1][0] - train[0][0]).toBeCloseTo(train[2][0] - train[1][0], 6); // epochs equally spaced
+  });
+
+  test('non-finite losses break the line instead of breaking the chart', async () => {
     const h = history();
     h.steps[60].loss = NaN;
     h.steps[61].loss = Infinity;
-    const svg = renderReportSvg(h);
+    expect(reportData(h).filter((p) => p.value === null).length).toBe(2);
+    const svg = await renderReportSvg(h);
     expect(svg).not.toMatch(/NaN|Infinity/);
-    // The raw loss line is now two pieces.
-    const raw = [...svg.matchAll(/<polyline class="curve" points="([^"]+)" fill="none" stroke="#b9d4ea"/g)];
-    expect(raw.length).toBe(3);
+    const raw = lines(svg).find((l) => l.label === 'loss' && l.series === 'train, per step')!;
+    expect(raw.pieces).toBe(2);
+    expect(raw.points.length).toBe(148);
   });
 
-  test('writeReport writes a readable PNG and the SVG', () => {
-    const out = writeReport(path.join(tmp, 'rep'), history());
+  test('writeReport writes the SVG and a PNG of it: signature, size, the curves\' colours', async () => {
+    const out = await writeReport(path.join(tmp, 'rep'), history());
     expect(out).toEqual({ svg: path.join(tmp, 'rep', 'report.svg'), png: path.join(tmp, 'rep', 'report.png') });
-    expect(fs.readFileSync(out.svg, 'utf8')).toContain('</svg>');
-    const png = PNG.sync.read(fs.readFileSync(out.png));
-    expect([png.width, png.height]).toEqual([1100, 540]);
-    // Not blank: count pixels of the curve colours and of dark (text, axes) ink.
+    const svg = fs.readFileSync(out.svg, 'utf8');
+    const [, w, hgt] = /^<svg [^>]*width="(\d+)" height="(\d+)"/.exec(svg)!;
+    const bytes = fs.readFileSync(out.png);
+    expect([...bytes.subarray(0, 8)]).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+    expect(pngSize(bytes)).toEqual({ width: Number(w), height: Number(hgt) });
+    const png = PNG.sync.read(bytes);
+    expect([png.width, png.height]).toEqual([Number(w), Number(hgt)]);
     const count = (rgb: [number, number, number], tol: number) => {
       let n = 0;
       for (let i = 0; i < png.data.length; i += 4) {
@@ -138,29 +157,18 @@ describe('report', () => {
     };
     expect(count([0xe0, 0x66, 0x1b], 10)).toBeGreaterThan(200); // test curves, markers, legend
     expect(count([0x1f, 0x4e, 0x9c], 10)).toBeGreaterThan(200); // train epoch curves
-    expect(count([0x22, 0x22, 0x22], 10)).toBeGreaterThan(2000); // text
-    expect(count([255, 255, 255], 0)).toBeGreaterThan(1100 * 540 * 0.5); // mostly white
-    // Left chart area: the loss curve starts high at the left (x near 90) and ends low at the right.
-    const inkRows = (x: number) => {
-      const rows: number[] = [];
-      for (let y = 122; y < 412; y++) {
-        const i = (y * 1100 + x) * 4;
-        if (png.data[i + 2] > png.data[i] + 40) rows.push(y); // blue-ish
-      }
-      return rows;
-    };
-    const leftRows = inkRows(95);
-    const rightRows = inkRows(500);
-    expect(leftRows.length).toBeGreaterThan(0);
-    expect(rightRows.length).toBeGreaterThan(0);
-    expect(Math.min(...leftRows)).toBeLessThan(Math.min(...rightRows));
+    expect(count([0, 0, 0], 60)).toBeGreaterThan(1000); // text: the title and summary
+    expect(count([255, 255, 255], 0)).toBeGreaterThan(png.width * png.height * 0.5); // mostly white
+    expect(() => pngSize(Buffer.from('not a png at all, not at all'))).toThrow(/not a PNG/);
   });
 
-  test('empty history and bad history', () => {
-    const buf = renderReportPngBuffer({ steps: [], epochs: [] });
-    expect(PNG.sync.read(buf).width).toBe(1100);
-    expect(renderReportSvg({ steps: [], epochs: [] })).toContain('>no data<');
-    expect(() => renderReportSvg({ steps: [{ step: 1, epoch: 1 } as never], epochs: [] })).toThrow(/steps\[0\] needs numeric 'epoch' and 'loss'/);
-    expect(() => renderReportSvg({} as History)).toThrow(/history must be/);
+  test('empty history and bad history', async () => {
+    const buf = await renderReportPngBuffer({ steps: [], epochs: [] });
+    expect(pngSize(buf).width).toBeGreaterThan(100);
+    const svg = await renderReportSvg({ steps: [], epochs: [] });
+    expect(svg).toContain('>loss: no data<');
+    expect(svg).toContain('>no metrics recorded<');
+    await expect(renderReportSvg({ steps: [{ step: 1, epoch: 1 } as never], epochs: [] })).rejects.toThrow(/steps\[0\] needs numeric 'epoch' and 'loss'/);
+    await expect(renderReportSvg({} as History)).rejects.toThrow(/history must be/);
   });
 });

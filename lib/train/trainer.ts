@@ -460,7 +460,7 @@ export class Trainer {
         const ev = await this.evaluate();
         last = { loss: ev.loss, acc: ev.acc };
       }
-      const report = writeReport(cfg.out, this.history);
+      const report = await writeReport(cfg.out, this.history);
       if (this.epoch >= cfg.epochs) {
         const weights = scope(() => this.model.stateDict());
         try {
