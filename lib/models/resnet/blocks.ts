@@ -47,6 +47,24 @@ export class ShortcutA extends Module {
   }
 }
 
+/**
+ * Sees F(x) and shortcut(x) of every residual block's forward while set (the residual magnitudes of
+ * lib/explain). The tensors belong to the forward's scope: read them inside the call, do not keep them.
+ */
+export type ResidualRecorder = (block: Module, fx: Tensor, shortcut: Tensor) => void;
+let residualRecorder: ResidualRecorder | null = null;
+
+/** Runs fn with `recorder` called from each residual block's forward; restores the previous one after. */
+export function withResidualRecorder<T>(recorder: ResidualRecorder, fn: () => T): T {
+  const previous = residualRecorder;
+  residualRecorder = recorder;
+  try {
+    return fn();
+  } finally {
+    residualRecorder = previous;
+  }
+}
+
 export interface BlockOptions {
   stride?: number;
   /** The shortcut when shapes change (null or absent: identity). Registered as `downsample`. */
@@ -94,6 +112,7 @@ export class BasicBlock extends Module implements ResidualBlock {
     return scope(() => {
       const fx = this.residual(x);
       const sc = this.shortcut(x);
+      residualRecorder?.(this, fx, sc);
       return this.relu.call(fx.add(sc)); // out = relu(F(x) + shortcut(x))
     });
   }
@@ -145,6 +164,7 @@ export class Bottleneck extends Module implements ResidualBlock {
     return scope(() => {
       const fx = this.residual(x);
       const sc = this.shortcut(x);
+      residualRecorder?.(this, fx, sc);
       return this.relu.call(fx.add(sc)); // out = relu(F(x) + shortcut(x))
     });
   }
@@ -210,6 +230,7 @@ export class PreActBlock extends Module implements ResidualBlock {
       const preact = this.relu.call(this.bn1.call(x));
       const fx = this.residual(preact);
       const sc = this.shortcut(x, preact);
+      residualRecorder?.(this, fx, sc);
       return fx.add(sc); // out = F(x) + shortcut(x), no activation after the addition
     });
   }
@@ -260,6 +281,7 @@ export class PreActBottleneck extends Module implements ResidualBlock {
       const preact = this.relu.call(this.bn1.call(x));
       const fx = this.residual(preact);
       const sc = this.shortcut(x, preact);
+      residualRecorder?.(this, fx, sc);
       return fx.add(sc); // out = F(x) + shortcut(x), no activation after the addition
     });
   }
