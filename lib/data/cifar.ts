@@ -105,7 +105,7 @@ export function loadCifar10(dir: string): { train: ImageDataset; test: ImageData
   const missing = trainFiles.filter((f) => !fs.existsSync(f));
   if (missing.length) throw new Error(`CIFAR-10 in ${d}: missing ${missing.map((f) => path.basename(f)).join(', ')}`);
   const names = readNames(path.join(d, 'batches.meta.txt'));
-  if (names && names.length !== 10) throw new Error(`${path.join(d, 'batches.meta.txt')}: expected 10 class names, found ${names.length}`);
+  if (names && names.length !== 10) throw new BadFileError(`${path.join(d, 'batches.meta.txt')}: expected 10 class names, found ${names.length}`, { path: path.join(d, 'batches.meta.txt') });
   const classes = names ?? [...CIFAR10_CLASSES];
   return {
     train: readCifarBatches(trainFiles, { variant: 'cifar10', classes, name: 'cifar10' }),
@@ -124,7 +124,7 @@ export function loadCifar100(dir: string, opts: { labels?: 'fine' | 'coarse' } =
   const namesFile = path.join(d, coarse ? 'coarse_label_names.txt' : 'fine_label_names.txt');
   const names = readNames(namesFile);
   const expected = coarse ? 20 : 100;
-  if (names && names.length !== expected) throw new Error(`${namesFile}: expected ${expected} class names, found ${names.length}`);
+  if (names && names.length !== expected) throw new BadFileError(`${namesFile}: expected ${expected} class names, found ${names.length}`, { path: namesFile });
   const o = { variant: 'cifar100' as const, labels: opts.labels, classes: names, name: 'cifar100' };
   return { train: readCifarBatches([path.join(d, 'train.bin')], o), test: readCifarBatches([path.join(d, 'test.bin')], o), dir: d };
 }
