@@ -142,6 +142,12 @@ describe('.pt: tensor bounds and memory', () => {
     const g = write(torchArchive(new Map<PValue, PValue>([['m', mix]]), { 0: f32(0, 1, 2, 3, 4, 5) }));
     const s = loadTorchCheckpoint(g);
     expect(s.m.toArray()).toEqual(Array(4).fill([[0, 3], [1, 4], [2, 5]]));
+    // An expanded view saves as its values.
+    const st = path.join(tmp, 'expanded.safetensors');
+    save(s, st);
+    const back = loadSafetensors(st).tensors;
+    expect(back.m.toArray()).toEqual(Array(4).fill([[0, 3], [1, 4], [2, 5]]));
+    disposeAll(back);
     disposeAll(s);
   });
 
