@@ -7,6 +7,7 @@
 // and the data must be exactly as long as they say, no more and no less) and, for label files, every
 // label (a non-negative integer below the number of classes, at most MAX_IDX_CLASSES when the classes
 // come from the labels themselves). Every bad-file failure is a BadFileError naming the file.
+import buffer from 'node:buffer';
 import fs from 'node:fs';
 import zlib from 'node:zlib';
 import { BadFileError } from '../errors.js';
@@ -42,7 +43,8 @@ export function readMaybeGzip(file: string): Buffer {
   }
   if (buf.length >= 2 && buf[0] === 0x1f && buf[1] === 0x8b) {
     try {
-      return zlib.gunzipSync(buf);
+      // deflate cannot expand by more than 1032:1, so a longer output is not valid gzip data: stop there.
+      return zlib.gunzipSync(buf, { maxOutputLength: Math.min(buffer.constants.MAX_LENGTH, buf.length * 1032 + (1 << 20)) });
     } catch (e) {
       throw new BadFileError(`${file}: corrupt or truncated gzip data (${(e as Error).message})`, { cause: e, path: file });
     }
