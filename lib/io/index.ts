@@ -4,8 +4,8 @@ import { loadSafetensors, saveSafetensors } from './safetensors.js';
 import { isLegacyTorchHead, loadTorchCheckpoint } from './torch.js';
 import type { Tensor } from '../tensor/tensor.js';
 
-export { loadSafetensors, saveSafetensors, readSafetensorsHeader } from './safetensors.js';
-export { loadTorchCheckpoint, loadTorchPickle, TorchDType, TorchStorage } from './torch.js';
+export { loadSafetensors, saveSafetensors, readSafetensorsHeader, MAX_SAFETENSORS_HEADER } from './safetensors.js';
+export { loadTorchCheckpoint, loadTorchPickle, TorchDType, TorchStorage, type TorchLoadLimits } from './torch.js';
 
 /** Saves a state dict (name -> Tensor) as safetensors, atomically. */
 export function save(stateDict: Record<string, Tensor>, file: string, metadata?: Record<string, string>): void {
