@@ -15,6 +15,9 @@
 #include <ATen/Parallel.h>
 #include <torch/version.h>
 
+#include <chrono>
+#include <sstream>
+
 namespace residual {
 
 EnvData* envData(Napi::Env env) { return env.GetInstanceData<EnvData>(); }
@@ -80,7 +83,7 @@ static void release(napi_env env, EnvData* d, Handle* h) {
     h->storage = nullptr;
   }
   h->t.reset();
-  if (++h->gen >= (1u << 30)) h->gen = 1;
+  if (++h->gen >= (1u << kGenBits)) h->gen = 1;
   d->freeSlots.push_back(h->index);
 }
 
@@ -93,7 +96,7 @@ Napi::Value wrap(Napi::Env env, at::Tensor t) {
     idx = d->freeSlots.back();
     d->freeSlots.pop_back();
   } else {
-    if (d->slots.size() >= size_t(kSlotSpan)) throw std::runtime_error("too many live tensors (4,194,304): dispose() or use scope()");
+    if (d->slots.size() >= kSlotMax) throw KindError(ErrKind::OOM, "too many live tensors (4,194,304): dispose() or use scope()");
     idx = uint32_t(d->slots.size());
     d->slots.emplace_back();
     d->slots.back().index = idx;
@@ -102,7 +105,7 @@ Napi::Value wrap(Napi::Env env, at::Tensor t) {
   h->t = std::move(t);
   h->alive = true;
   track(env, d, h);
-  return Napi::Number::New(env, double(h->gen) * kSlotSpan + double(idx));
+  return Napi::Number::New(env, double(d->tagBits | (uint64_t(h->gen) << kIndexBits) | idx));
 }
 
 Napi::Value wrap(Napi::Env env, const std::vector<at::Tensor>& v) {
@@ -119,25 +122,95 @@ Napi::Value wrap(Napi::Env env, const at::Scalar& s) {
 
 // ---- errors --------------------------------------------------------------------------------------
 
-Napi::Value rethrow(Napi::Env env, const char* fn) {
-  std::string prefix = std::string(fn) + ": ";
+static const char* const kErrCodes[int(ErrKind::Count)] = {
+    "ERR_RESIDUAL", "ERR_RESIDUAL_SHAPE", "ERR_RESIDUAL_DTYPE", "ERR_RESIDUAL_DEVICE", "ERR_RESIDUAL_DISPOSED", "ERR_RESIDUAL_OOM",
+};
+
+static bool has(const std::string& s, const char* w) { return s.find(w) != std::string::npos; }
+
+// The kind of a libtorch error, from its type and message. Order matters: memory, device, dtype, then
+// shape (a dtype message may also mention sizes).
+static ErrKind classify(const std::string& m, ErrKind fallback) {
+  if (has(m, "out of memory") || has(m, "not enough memory") || has(m, "OutOfMemory") || has(m, "allocate memory")) return ErrKind::OOM;
+  if (has(m, "same device") || has(m, "device") || has(m, "CUDA") || has(m, "cuda")) return ErrKind::Device;
+  if (has(m, "scalar type") || has(m, "dtype") || has(m, "ScalarType") || has(m, "can't be cast") || has(m, "result type") ||
+      has(m, "not implemented for '") || has(m, "floating point") || has(m, "integral type") || has(m, "Boolean") ||
+      has(m, "is not supported for") || has(m, "Expected object of"))
+    return ErrKind::Dtype;
+  if (has(m, "size") || has(m, "shape") || has(m, "imension") || has(m, "must match") || has(m, "broadcast") || has(m, "dim") ||
+      has(m, "out of range") || has(m, "channels") || has(m, "invalid for input") || has(m, "numel") || has(m, "stride") ||
+      has(m, "elements") || has(m, "overflow"))
+    return ErrKind::Shape;
+  return fallback;
+}
+
+void throwJs(napi_env env, ErrKind kind, const char* jsType, const std::string& msg) noexcept {
   try {
-    throw;
-  } catch (const ArgError& e) {
-    throw Napi::TypeError::New(env, prefix + e.what());
-  } catch (const c10::Error& e) {
-    // what_without_backtrace(): libtorch's message without the C++ stack.
-    std::string msg = e.what_without_backtrace();
-    // Some messages carry an "Exception raised from ..." trailer: keep only the message.
-    auto pos = msg.find("\nException raised from");
-    if (pos != std::string::npos) msg = msg.substr(0, pos);
-    throw Napi::Error::New(env, prefix + msg);
-  } catch (const std::bad_alloc&) {
-    throw Napi::Error::New(env, prefix + "out of memory");
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, prefix + e.what());
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) != napi_ok || pending) return;  // terminating, or one is set
+    napi_value text = nullptr, err = nullptr;
+    if (napi_create_string_utf8(env, msg.data(), msg.size(), &text) != napi_ok) return;
+    if (jsType && std::strcmp(jsType, "TypeError") == 0) {
+      napi_create_type_error(env, nullptr, text, &err);
+    } else if (jsType && std::strcmp(jsType, "RangeError") == 0) {
+      napi_create_range_error(env, nullptr, text, &err);
+    } else {
+      EnvData* d = nullptr;
+      napi_get_instance_data(env, reinterpret_cast<void**>(&d));
+      napi_value ctor = nullptr;
+      if (d && d->errorClasses[int(kind)] && napi_get_reference_value(env, d->errorClasses[int(kind)], &ctor) == napi_ok && ctor) {
+        if (napi_new_instance(env, ctor, 1, &text, &err) != napi_ok) return;  // the constructor threw: that is pending
+      } else {
+        napi_value code = nullptr;
+        const char* c = kErrCodes[int(kind)];
+        if (napi_create_string_utf8(env, c, NAPI_AUTO_LENGTH, &code) != napi_ok) return;
+        napi_create_error(env, code, text, &err);
+      }
+    }
+    if (err) napi_throw(env, err);
   } catch (...) {
-    throw Napi::Error::New(env, prefix + "unknown native error");
+    // std::bad_alloc building the message: nothing more can be done without memory.
+  }
+}
+
+void rethrow(napi_env env, const char* fn) noexcept {
+  try {
+    std::string prefix = std::string(fn) + ": ";
+    try {
+      throw;
+    } catch (const Napi::Error& e) {
+      // A node-addon-api call failed; usually a JS exception is already pending (a getter threw, or the
+      // environment is terminating). Otherwise throw its error.
+      bool pending = false;
+      if (napi_is_exception_pending(env, &pending) != napi_ok || pending) return;
+      throwJs(env, ErrKind::Generic, nullptr, prefix + (e.IsEmpty() ? std::string("a Node-API call failed") : e.Message()));
+    } catch (const ArgError& e) {
+      throwJs(env, ErrKind::Generic, "TypeError", prefix + e.what());
+    } catch (const RangeArgError& e) {
+      throwJs(env, ErrKind::Generic, "RangeError", prefix + e.what());
+    } catch (const KindError& e) {
+      throwJs(env, e.kind, nullptr, prefix + e.what());
+    } catch (const c10::OutOfMemoryError& e) {
+      std::string msg = e.what_without_backtrace();
+      auto pos = msg.find("\nException raised from");
+      if (pos != std::string::npos) msg = msg.substr(0, pos);
+      throwJs(env, ErrKind::OOM, nullptr, prefix + msg);
+    } catch (const c10::Error& e) {
+      // what_without_backtrace(): libtorch's message without the C++ stack.
+      std::string msg = e.what_without_backtrace();
+      // Some messages carry an "Exception raised from ..." trailer: keep only the message.
+      auto pos = msg.find("\nException raised from");
+      if (pos != std::string::npos) msg = msg.substr(0, pos);
+      ErrKind fallback = dynamic_cast<const c10::IndexError*>(&e) ? ErrKind::Shape : ErrKind::Generic;
+      throwJs(env, classify(msg, fallback), nullptr, prefix + msg);
+    } catch (const std::bad_alloc&) {
+      throwJs(env, ErrKind::OOM, nullptr, prefix + "out of memory");
+    } catch (const std::exception& e) {
+      throwJs(env, ErrKind::Generic, nullptr, prefix + e.what());
+    } catch (...) {
+      throwJs(env, ErrKind::Generic, nullptr, prefix + "unknown native error");
+    }
+  } catch (...) {
   }
 }
 
@@ -164,18 +237,37 @@ void Args::fail(size_t i, const char* name, const std::string& want) const {
   throw ArgError("argument '" + std::string(name) + "' must be " + want + ", got " + got);
 }
 
-Handle* asHandle(napi_env env, napi_value v, bool* stale) {
+Handle* asHandle(napi_env env, napi_value v, HandleState* why) {
   double id;
-  if (napi_get_value_double(env, v, &id) != napi_ok) return nullptr;  // not a number
-  if (!(id >= kSlotSpan) || id != std::floor(id) || id > 9.0e15) return nullptr;
-  double g = std::floor(id / kSlotSpan);
-  double idx = id - g * kSlotSpan;
+  if (napi_get_value_double(env, v, &id) != napi_ok || !(id >= 1.0 && id < 9007199254740992.0) || id != std::floor(id)) {
+    if (why) *why = HandleState::NotTensor;
+    return nullptr;
+  }
+  uint64_t u = uint64_t(id);
   EnvData* d = envData(Napi::Env(env));
-  if (idx >= double(d->slots.size())) return nullptr;
+  uint64_t tag = u >> (kGenBits + kIndexBits);
+  uint32_t g = uint32_t((u >> kIndexBits) & ((uint64_t(1) << kGenBits) - 1));
+  uint64_t idx = u & (kSlotMax - 1);
+  if (tag != d->tag) {
+    if (why) *why = tag != 0 && g != 0 ? HandleState::Foreign : HandleState::NotTensor;
+    return nullptr;
+  }
+  if (g == 0 || idx >= d->slots.size()) {
+    if (why) *why = HandleState::NotTensor;
+    return nullptr;
+  }
   Handle* h = &d->slots[size_t(idx)];
-  if (h->alive && double(h->gen) == g) return h;
-  if (stale && double(h->gen) > g) *stale = true;  // an earlier generation of this slot: disposed
+  if (h->alive && h->gen == g) return h;
+  if (why) *why = HandleState::Stale;  // an earlier generation of this slot: disposed
   return nullptr;
+}
+
+void badHandle(HandleState why, const std::string& what, const std::string& got) {
+  if (why == HandleState::Stale) throw KindError(ErrKind::Disposed, what + " is a disposed Tensor (used after dispose())");
+  if (why == HandleState::Foreign)
+    throw ArgError(what + " is not a Tensor of this thread: Tensors belong to the thread (main or worker_thread) that made them; "
+                   "send the data instead (toTypedArray() and shape)");
+  throw ArgError(what + " must be a Tensor, got " + got);
 }
 
 std::vector<at::Tensor> tensorsOf(Napi::Env env, const Napi::Value& v, const std::string& what) {
@@ -185,9 +277,10 @@ std::vector<at::Tensor> tensorsOf(Napi::Env env, const Napi::Value& v, const std
   out.reserve(arr.Length());
   for (uint32_t k = 0; k < arr.Length(); k++) {
     Napi::Value e = arr.Get(k);
-    bool stale = false;
-    Handle* h = asHandle(env, e, &stale);
-    if (stale) throw ArgError(what + " element " + std::to_string(k) + " is a disposed Tensor");
+    HandleState why;
+    Handle* h = asHandle(env, e, &why);
+    if (why == HandleState::Stale) throw KindError(ErrKind::Disposed, what + " element " + std::to_string(k) + " is a disposed Tensor");
+    if (!h && why == HandleState::Foreign) badHandle(why, what + " element " + std::to_string(k), "");
     if (!h) throw ArgError(what + " must hold only Tensors, element " + std::to_string(k) + " is " + describe(e));
     out.push_back(h->t);
   }
@@ -195,10 +288,9 @@ std::vector<at::Tensor> tensorsOf(Napi::Env env, const Napi::Value& v, const std
 }
 
 Handle* Args::H(size_t i, const char* name) const {
-  bool stale = false;
-  Handle* h = i < info.Length() ? asHandle(info.Env(), info[i], &stale) : nullptr;
-  if (stale) throw ArgError("argument '" + std::string(name) + "' is a disposed Tensor (used after dispose())");
-  if (!h) fail(i, name, "a Tensor");
+  HandleState why = HandleState::NotTensor;
+  Handle* h = i < info.Length() ? asHandle(info.Env(), info[i], &why) : nullptr;
+  if (!h) badHandle(why, "argument '" + std::string(name) + "'", i < info.Length() ? describe(info[i]) : "nothing");
   return h;
 }
 
@@ -219,9 +311,11 @@ at::Tensor Args::TOS(size_t i, const char* name) const {
     t.unsafeGetTensorImpl()->set_wrapped_number(true);  // promotes like a Python scalar
     return t;
   }
-  bool stale = false;
-  if (i < info.Length() && asHandle(info.Env(), info[i], &stale) == nullptr && !stale) fail(i, name, "a Tensor or a number");
-  return T(i, name);
+  HandleState why = HandleState::NotTensor;
+  Handle* h = i < info.Length() ? asHandle(info.Env(), info[i], &why) : nullptr;
+  if (h) return h->t;
+  if (why == HandleState::NotTensor) fail(i, name, "a Tensor or a number");
+  badHandle(why, "argument '" + std::string(name) + "'", "");
 }
 
 std::vector<at::Tensor> Args::TL(size_t i, const char* name) const {
@@ -236,7 +330,9 @@ std::vector<std::optional<at::Tensor>> Args::OTL(size_t i, const char* name) con
   for (uint32_t k = 0; k < arr.Length(); k++) {
     Napi::Value v = arr.Get(k);
     if (v.IsNull() || v.IsUndefined()) { out.emplace_back(std::nullopt); continue; }
-    Handle* h = asHandle(info.Env(), v);
+    HandleState why;
+    Handle* h = asHandle(info.Env(), v, &why);
+    if (!h && why != HandleState::NotTensor) badHandle(why, "argument '" + std::string(name) + "' element " + std::to_string(k), "");
     if (!h) throw ArgError("argument '" + std::string(name) + "' element " + std::to_string(k) + " must be a live Tensor or null");
     out.emplace_back(h->t);
   }
@@ -270,12 +366,26 @@ std::optional<double> Args::OD(size_t i, const char* name) const {
   return D(i, name);
 }
 
+// A JS number as an exact integer: NaN/Infinity and values beyond 2^53 - 1 (not exactly representable,
+// so not what the caller wrote) are RangeErrors, fractions TypeErrors; `what` names the argument.
+static std::string numText(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  std::ostringstream os;
+  os.precision(17);
+  os << v;
+  return os.str();
+}
+static int64_t exactInt(double v, const std::string& what) {
+  if (!std::isfinite(v)) throw RangeArgError(what + " must be a finite integer, got " + numText(v));
+  if (v != std::floor(v)) throw ArgError(what + " must be an integer, got " + numText(v));
+  if (std::fabs(v) > 9007199254740991.0) throw RangeArgError(what + " must be a safe integer (|x| <= 2^53 - 1), got " + numText(v));
+  return int64_t(v);
+}
+
 int64_t Args::I(size_t i, const char* name) const {
   if (i >= info.Length() || !info[i].IsNumber()) fail(i, name, "an integer");
-  double v = info[i].As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(v) || v != std::floor(v)) fail(i, name, "an integer (got " + std::to_string(v) + ")");
-  if (std::fabs(v) > 9.007199254740992e15) fail(i, name, "an integer within +-2^53");
-  return int64_t(v);
+  return exactInt(info[i].As<Napi::Number>().DoubleValue(), "argument '" + std::string(name) + "'");
 }
 
 std::optional<int64_t> Args::OI(size_t i, const char* name) const {
@@ -295,10 +405,8 @@ std::vector<int64_t> Args::IL(size_t i, const char* name) const {
   std::vector<int64_t> out(arr.Length());
   for (uint32_t k = 0; k < arr.Length(); k++) {
     Napi::Value v = arr.Get(k);
-    double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
-    if (!std::isfinite(x) || x != std::floor(x) || std::fabs(x) > 9.007199254740992e15)
-      throw ArgError("argument '" + std::string(name) + "' must hold integers, element " + std::to_string(k) + " is " + (v.IsNumber() ? std::to_string(x) : describe(v)));
-    out[k] = int64_t(x);
+    if (!v.IsNumber()) throw ArgError("argument '" + std::string(name) + "' must hold integers, element " + std::to_string(k) + " is " + describe(v));
+    out[k] = exactInt(v.As<Napi::Number>().DoubleValue(), "argument '" + std::string(name) + "' element " + std::to_string(k));
   }
   return out;
 }
@@ -325,7 +433,7 @@ at::ScalarType Args::Dtype(size_t i, const char* name) const {
     case int(at::kHalf): case int(at::kFloat): case int(at::kDouble): case int(at::kBool): case int(at::kBFloat16):
       return at::ScalarType(code);
     default:
-      throw ArgError("argument '" + std::string(name) + "' is not a supported dtype code (" + std::to_string(code) + ")");
+      throw KindError(ErrKind::Dtype, "argument '" + std::string(name) + "' is not a supported dtype code (" + std::to_string(code) + ")");
   }
 }
 
@@ -341,7 +449,7 @@ at::Device parseDevice(const std::string& s) {
     std::string n = s.substr(5);
     if (!n.empty() && n.size() < 3 && std::all_of(n.begin(), n.end(), ::isdigit)) return at::Device(at::kCUDA, int8_t(std::stoi(n)));
   }
-  throw ArgError("unknown device '" + s + "' (expected 'cpu', 'cuda' or 'cuda:N')");
+  throw KindError(ErrKind::Device, "unknown device '" + s + "' (expected 'cpu', 'cuda' or 'cuda:N')");
 }
 
 std::string deviceString(const at::Device& d) {
@@ -354,8 +462,8 @@ at::Device Args::Dev(size_t i, const char* name) const {
   std::string s = Str(i, name);
   try {
     return parseDevice(s);
-  } catch (const ArgError& e) {
-    throw ArgError("argument '" + std::string(name) + "': " + e.what());
+  } catch (const KindError& e) {
+    throw KindError(ErrKind::Device, "argument '" + std::string(name) + "': " + e.what());
   }
 }
 
@@ -394,14 +502,17 @@ DEFN(fromBuffer) {
     base = dv.ByteOffset();
     avail = dv.ByteLength();
   }
+  bool detached = false;
+  if (napi_is_detached_arraybuffer(env, ab, &detached) == napi_ok && detached)
+    throw ArgError("argument 'data' is a detached ArrayBuffer (transferred or detached): it holds no data");
   int64_t off = a.I(1, "byteOffset");
   std::vector<int64_t> shape = a.IL(2, "shape");
   at::ScalarType dt = a.Dtype(3, "dtype");
   bool copy = a.B(4, "copy");
   int64_t numel = 1;
   for (auto s : shape) {
-    if (s < 0) throw ArgError("argument 'shape' has a negative size");
-    if (s > 0 && numel > (int64_t(1) << 50) / s) throw ArgError("argument 'shape' is too large");
+    if (s < 0) throw KindError(ErrKind::Shape, "argument 'shape' has a negative size");
+    if (s > 0 && numel > (int64_t(1) << 50) / s) throw KindError(ErrKind::Shape, "argument 'shape' is too large");
     numel *= s;
   }
   size_t need = size_t(numel) * elementSize(dt);
@@ -426,19 +537,55 @@ DEFN(fromBuffer) {
 }
 
 // toBuffer(t): a copy of the tensor's elements (moved to CPU, made contiguous) in a new ArrayBuffer.
+// The size is checked against the largest ArrayBuffer first, and the copy is made by libtorch's
+// allocator (a failure is an OutOfMemoryError) and handed to JS as an external ArrayBuffer: V8's own
+// ArrayBuffer allocation ends the process when it fails, this does not.
+static void freeTensorBox(napi_env, void*, void* hint) { delete static_cast<at::Tensor*>(hint); }
 DEFN(toBuffer) {
+  Napi::Env env = a.env();
   at::Tensor t = a.T(0, "tensor");
+  double bytes = double(t.numel()) * double(t.element_size());
+  double maxBytes = envData(env)->maxArrayBufferBytes;
+  if (bytes > maxBytes)
+    throw KindError(ErrKind::OOM, "the tensor's " + std::to_string(int64_t(bytes)) + " bytes (" + c10::str(t.sizes()) + " " +
+                                      std::string(c10::toString(t.scalar_type())) + ") exceed the largest ArrayBuffer (" +
+                                      std::to_string(int64_t(maxBytes)) + " bytes)");
   at::Tensor c = t.detach().to(at::kCPU).contiguous();
-  size_t n = c.nbytes();
-  auto ab = Napi::ArrayBuffer::New(a.env(), n);
-  if (n) std::memcpy(ab.Data(), c.data_ptr(), n);
-  return ab;
+  if (c.numel() == 0) return Napi::ArrayBuffer::New(env, 0);
+  if (c.has_storage() && t.has_storage() && c.storage().is_alias_of(t.storage())) c = c.clone();  // a copy, never a view
+  auto* box = new at::Tensor(std::move(c));
+  napi_value ab = nullptr;
+  napi_status st = napi_create_external_arraybuffer(env, box->data_ptr(), box->nbytes(), freeTensorBox, box, &ab);
+  if (st == napi_ok) return Napi::Value(env, ab);
+  std::unique_ptr<at::Tensor> owned(box);
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) throw Napi::Error();  // already thrown
+  if (st != napi_no_external_buffers_allowed) throw KindError(ErrKind::OOM, "could not create an ArrayBuffer of " + std::to_string(owned->nbytes()) + " bytes");
+  // Runtimes that forbid external buffers: a V8 ArrayBuffer and a copy.
+  auto out = Napi::ArrayBuffer::New(env, owned->nbytes());
+  std::memcpy(out.Data(), owned->data_ptr(), owned->nbytes());
+  return out;
 }
 
+// item(t) -> number | boolean. Decision: an int64 (or other integer) value outside
+// +-Number.MAX_SAFE_INTEGER is a RangeError rather than a silently rounded number; itemBigInt(t)
+// returns such values exactly, as a bigint.
 DEFN(item) {
   at::Tensor t = a.T(0, "tensor");
-  if (t.numel() != 1) throw ArgError("item() needs a tensor with one element, this one has " + std::to_string(t.numel()));
-  return wrap(a.env(), t.item());
+  if (t.numel() != 1) throw KindError(ErrKind::Shape, "item() needs a tensor with one element, this one has " + std::to_string(t.numel()));
+  at::Scalar s = t.item();
+  if (s.isIntegral(false)) {
+    int64_t v = s.toLong();
+    if (v > int64_t(9007199254740991LL) || v < -int64_t(9007199254740991LL))
+      throw RangeArgError("the value " + std::to_string(v) + " is outside Number.MAX_SAFE_INTEGER (2^53 - 1) and cannot be a number exactly: use itemBigInt()");
+  }
+  return wrap(a.env(), s);
+}
+DEFN(itemBigInt) {
+  at::Tensor t = a.T(0, "tensor");
+  if (t.numel() != 1) throw KindError(ErrKind::Shape, "itemBigInt() needs a tensor with one element, this one has " + std::to_string(t.numel()));
+  if (!at::isIntegralType(t.scalar_type(), true)) throw KindError(ErrKind::Dtype, "itemBigInt() needs an integer or bool tensor, this one is " + std::string(c10::toString(t.scalar_type())));
+  return Napi::BigInt::New(a.env(), t.item().toLong());
 }
 
 DEFN(shape) {
@@ -480,9 +627,9 @@ DEFN(gradFn) {
 // dispose(id): a stale id (already disposed) is a no-op, so the GC backstop may run after dispose().
 DEFN(dispose) {
   if (!a.has(0)) return a.env().Undefined();
-  bool stale = false;
-  Handle* h = asHandle(a.env(), a.info[0], &stale);
-  if (!h && !stale) a.fail(0, "tensor", "a Tensor");
+  HandleState why;
+  Handle* h = asHandle(a.env(), a.info[0], &why);
+  if (!h && why != HandleState::Stale) badHandle(why, "argument 'tensor'", describe(a.info[0]));
   if (h) release(a.env(), envData(a.env()), h);
   return a.env().Undefined();
 }
@@ -553,6 +700,7 @@ DEFN(isGradEnabled) { return Napi::Boolean::New(a.env(), at::GradMode::is_enable
 // setAutocast(deviceType 'cuda'|'cpu', enabled, dtype) -> previous enabled
 DEFN(setAutocast) {
   std::string dt = a.Str(0, "deviceType");
+  if (dt != "cuda" && dt != "cpu") throw KindError(ErrKind::Device, "argument 'deviceType' must be 'cpu' or 'cuda', got '" + dt + "'");
   at::DeviceType type = dt == "cuda" ? at::kCUDA : at::kCPU;
   bool prev = at::autocast::is_autocast_enabled(type);
   at::ScalarType prevDtype = at::autocast::get_autocast_dtype(type);
@@ -644,29 +792,79 @@ DEFN(cudaDeviceInfo) {
 #endif
   return arr;
 }
+// manualSeed(seed): this environment's CPU generator, and (shared by all threads) libtorch's default
+// CPU generator and every CUDA device's.
 DEFN(manualSeed) {
   uint64_t seed = uint64_t(a.I(0, "seed"));
-  at::manual_seed(seed);  // CPU and every CUDA device
+  at::Generator& g = envData(a.env())->gen;
+  {
+    std::lock_guard<std::mutex> lk(g.mutex());
+    g.set_current_seed(seed);
+  }
+  at::manual_seed(seed);
   return a.env().Undefined();
 }
-// getRngState(device 'cpu'|'cuda:N') -> uint8 tensor; setRngState(device, state)
+// getRngState(device 'cpu'|'cuda:N') -> uint8 tensor; setRngState(device, state). 'cpu' is this
+// environment's generator.
+static at::Generator generatorOf(Napi::Env env, const at::Device& dev) {
+  if (dev.is_cuda()) return at::globalContext().defaultGenerator(dev);
+  return envData(env)->gen;
+}
 DEFN(getRngState) {
   at::Device dev = a.has(0) ? a.Dev(0, "device") : at::Device(at::kCPU);
-  at::Generator g = dev.is_cuda() ? at::globalContext().defaultGenerator(dev) : at::detail::getDefaultCPUGenerator();
+  at::Generator g = generatorOf(a.env(), dev);
   std::lock_guard<std::mutex> lk(g.mutex());
   return wrap(a.env(), at::Tensor(g.get_state()));
 }
 DEFN(setRngState) {
   at::Device dev = a.Dev(0, "device");
   at::Tensor st = a.T(1, "state");
-  at::Generator g = dev.is_cuda() ? at::globalContext().defaultGenerator(dev) : at::detail::getDefaultCPUGenerator();
+  at::Generator g = generatorOf(a.env(), dev);
   std::lock_guard<std::mutex> lk(g.mutex());
   g.set_state(st);
   return a.env().Undefined();
 }
+// The most intra-op threads allowed: beyond some thousands, the OpenMP runtime fails to start its
+// threads and exits the process.
+static int64_t maxThreads() {
+  int64_t hc = int64_t(std::thread::hardware_concurrency());
+  return std::min<int64_t>(1024, std::max<int64_t>(64, 4 * hc));
+}
 DEFN(setNumThreads) {
-  at::set_num_threads(int(a.I(0, "threads")));
+  int64_t n = a.I(0, "threads"), mx = maxThreads();
+  if (n < 1 || n > mx) throw RangeArgError("argument 'threads' must be between 1 and " + std::to_string(mx) + ", got " + std::to_string(n));
+  at::set_num_threads(int(n));
   return a.env().Undefined();
+}
+DEFN(maxNumThreads) { return Napi::Number::New(a.env(), double(maxThreads())); }
+// configure({errorClasses: {shape, dtype, device, disposed, oom, generic}, maxArrayBufferBytes}):
+// called once per environment by lib/native.ts.
+DEFN(configure) {
+  if (!a.has(0) || !a.info[0].IsObject()) a.fail(0, "options", "an object");
+  Napi::Env env = a.env();
+  EnvData* d = envData(env);
+  auto o = a.info[0].As<Napi::Object>();
+  Napi::Value classes = o.Get("errorClasses");
+  if (classes.IsObject()) {
+    static const char* const keys[int(ErrKind::Count)] = {"generic", "shape", "dtype", "device", "disposed", "oom"};
+    auto c = classes.As<Napi::Object>();
+    for (int k = 0; k < int(ErrKind::Count); k++) {
+      Napi::Value f = c.Get(keys[k]);
+      if (f.IsUndefined()) continue;
+      if (!f.IsFunction()) throw ArgError(std::string("errorClasses.") + keys[k] + " must be a constructor, got " + describe(f));
+      napi_ref ref;
+      NAPI_THROW_IF_FAILED(env, napi_create_reference(env, f, 1, &ref), Napi::Value());
+      if (d->errorClasses[k]) napi_delete_reference(env, d->errorClasses[k]);
+      d->errorClasses[k] = ref;
+    }
+  }
+  Napi::Value mx = o.Get("maxArrayBufferBytes");
+  if (mx.IsNumber()) {
+    double v = mx.As<Napi::Number>().DoubleValue();
+    if (!(v >= 0)) throw RangeArgError("maxArrayBufferBytes must be a non-negative number");
+    d->maxArrayBufferBytes = v;
+  }
+  return env.Undefined();
 }
 DEFN(getNumThreads) { return Napi::Number::New(a.env(), at::get_num_threads()); }
 DEFN(buildInfo) {
@@ -699,28 +897,79 @@ static const FnEntry kCore[] = {
     ENTRY(setAutocast), ENTRY(memory), ENTRY(cudaIsAvailable), ENTRY(cudaDeviceCount),
     ENTRY(cudaSynchronize), ENTRY(cudaEmptyCache), ENTRY(cudaMemoryStats), ENTRY(cudaDeviceInfo),
     ENTRY(manualSeed), ENTRY(getRngState), ENTRY(setRngState), ENTRY(setNumThreads),
-    ENTRY(getNumThreads), ENTRY(buildInfo),
+    ENTRY(getNumThreads), ENTRY(buildInfo), ENTRY(itemBigInt), ENTRY(maxNumThreads), ENTRY(configure),
 };
+
+// Environment tags in use (see Handle): each live environment has its own.
+static std::mutex tagsMu;
+static std::set<uint32_t> tagsInUse;
+
+static uint32_t takeTag() {
+  std::random_device rd;
+  std::mt19937 rng((uint64_t(rd()) << 1) ^ uint64_t(std::chrono::steady_clock::now().time_since_epoch().count()));
+  std::lock_guard<std::mutex> lk(tagsMu);
+  uint32_t tag = 1;
+  for (int tries = 0; tries < 64; tries++) {
+    tag = 1 + rng() % ((1u << kTagBits) - 1);
+    if (!tagsInUse.count(tag)) break;
+  }
+  tagsInUse.insert(tag);
+  return tag;
+}
 
 // At environment teardown (a worker exiting) every tensor still referenced is released. The EnvData
 // itself is deliberately leaked (a few bytes): a zero-copy tensor held elsewhere may still queue its
 // ArrayBuffer release into it.
-static void keepEnvData(Napi::Env, EnvData* d) {
+static void keepEnvData(Napi::Env env, EnvData* d) {
   for (auto& h : d->slots) {
     h.t.reset();
     h.alive = false;
   }
+  for (auto& r : d->errorClasses) {
+    if (r) napi_delete_reference(env, r);
+    r = nullptr;
+  }
+  std::lock_guard<std::mutex> lk(tagsMu);
+  tagsInUse.erase(d->tag);
+  d->tag = 0;  // nothing matches any more
+  d->tagBits = 0;
 }
 
+// The ScalarType codes of the supported dtypes, so the TS layer repeats no magic numbers.
+static Napi::Object dtypeCodes(Napi::Env env) {
+  auto o = Napi::Object::New(env);
+  const std::pair<const char*, at::ScalarType> codes[] = {
+      {"uint8", at::kByte}, {"int8", at::kChar}, {"int16", at::kShort}, {"int32", at::kInt}, {"int64", at::kLong},
+      {"float16", at::kHalf}, {"float32", at::kFloat}, {"float64", at::kDouble}, {"bool", at::kBool}, {"bfloat16", at::kBFloat16},
+  };
+  for (auto& [name, st] : codes) o.Set(name, Napi::Number::New(env, int(st)));
+  return o;
+}
+
+// Module init never lets a C++ exception out: a worker_thread terminated while it loads the library
+// makes every N-API call fail, and an exception escaping here would abort the whole process.
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  // Instance data per environment; deliberately leaked at env teardown (a few bytes per worker)
-  // because GC finalizers of tensors may still run after it and reference it.
-  auto* d = new EnvData();
-  env.SetInstanceData<EnvData, keepEnvData>(d);
-  registerAll(env, exports, std::begin(kCore), std::end(kCore));
-  initOps(env, exports);
-  initOptim(env, exports);
-  initData(env, exports);
+  try {
+    // Instance data per environment; deliberately leaked at env teardown (a few bytes per worker)
+    // because GC finalizers of tensors may still run after it and reference it.
+    auto* d = new EnvData();
+    d->gen = at::make_generator<at::CPUGeneratorImpl>(c10::default_rng_seed_val);
+    d->tag = takeTag();
+    d->tagBits = uint64_t(d->tag) << (kGenBits + kIndexBits);
+    if (napi_set_instance_data(env, d, [](napi_env e, void* p, void*) { keepEnvData(Napi::Env(e), static_cast<EnvData*>(p)); }, nullptr) != napi_ok) {
+      std::lock_guard<std::mutex> lk(tagsMu);
+      tagsInUse.erase(d->tag);
+      return exports;
+    }
+    registerAll(env, exports, std::begin(kCore), std::end(kCore));
+    initOps(env, exports);
+    initOptim(env, exports);
+    initData(env, exports);
+    exports.Set("dtypeCodes", dtypeCodes(env));
+  } catch (...) {
+    // The environment is going away (or memory ran out): the JS side gets an incomplete binding or
+    // the pending termination; nothing is thrown through Node.
+  }
   return exports;
 }
 

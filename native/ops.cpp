@@ -15,6 +15,113 @@
 
 namespace residual {
 
+// ---- checks libtorch does not make (or makes too late) --------------------------------------------
+
+static bool isSignedInt(at::ScalarType t) { return t == at::kChar || t == at::kShort || t == at::kInt || t == at::kLong; }
+
+static at::Scalar minOf(at::ScalarType t) {
+  switch (t) {
+    case at::kChar: return at::Scalar(int64_t(std::numeric_limits<int8_t>::min()));
+    case at::kShort: return at::Scalar(int64_t(std::numeric_limits<int16_t>::min()));
+    case at::kInt: return at::Scalar(int64_t(std::numeric_limits<int32_t>::min()));
+    default: return at::Scalar(std::numeric_limits<int64_t>::min());
+  }
+}
+
+// Integer division with a rounding mode ('trunc', 'floor') runs the CPU's integer divide, which traps on
+// MIN / -1 (SIGFPE: the process dies). Refuse it up front. (Division by zero is refused by libtorch
+// itself with "ZeroDivisionError", an ordinary error.) True division is floating point: nothing to do.
+static void checkIntDivision(const at::Tensor& x, const at::Tensor& y, const std::optional<std::string>& mode) {
+  if (!mode || !x.device().is_cpu()) return;
+  at::ScalarType rt = at::result_type(x, y);
+  if (!isSignedInt(rt)) return;
+  at::NoGradGuard ng;
+  at::Tensor overflow = at::logical_and(at::eq(x.to(rt), minOf(rt)), at::eq(y.to(rt), -1));
+  if (overflow.any().item<bool>())
+    throw RangeArgError("integer overflow: " + std::string(c10::toString(rt)) + " division of " + std::to_string(minOf(rt).toLong()) +
+                        " by -1 has no " + std::string(c10::toString(rt)) + " result");
+}
+static at::Tensor divOp(const at::Tensor& x, const at::Tensor& y, const std::optional<std::string>& mode) {
+  checkIntDivision(x, y, mode);
+  return at::div(x, y, mode);
+}
+static void divOp_(const at::Tensor& x, const at::Tensor& y, const std::optional<std::string>& mode) {
+  checkIntDivision(x, y, mode);
+  x.div_(y, mode);
+}
+
+// Integers to negative integer powers: PyTorch refuses them (libtorch's kernels return 0 or garbage
+// for tensor exponents and wrapped scalars). Refuse them whatever form the exponent takes.
+static void checkIntPow(const at::Tensor& base, const at::Tensor& exponent) {
+  if (!at::isIntegralType(base.scalar_type(), true) || !at::isIntegralType(exponent.scalar_type(), false)) return;
+  if (!isSignedInt(exponent.scalar_type())) return;
+  at::NoGradGuard ng;
+  if (at::lt(exponent, 0).any().item<bool>())
+    throw KindError(ErrKind::Dtype, "Integers to negative integer powers are not allowed.");
+}
+static at::Tensor powOp(const at::Tensor& base, const at::Tensor& exponent) {
+  checkIntPow(base, exponent);
+  return at::pow(base, exponent);
+}
+static void powOp_(const at::Tensor& base, const at::Tensor& exponent) {
+  checkIntPow(base, exponent);
+  base.pow_(exponent);
+}
+static at::Tensor rpowOp(const at::Scalar& base, const at::Tensor& exponent) {
+  if (base.isIntegral(true) && isSignedInt(exponent.scalar_type())) {
+    at::NoGradGuard ng;
+    if (at::lt(exponent, 0).any().item<bool>()) throw KindError(ErrKind::Dtype, "Integers to negative integer powers are not allowed.");
+  }
+  return at::pow(base, exponent);
+}
+
+// ---- random ops: each draws from its environment's generator (Args::gen) ------------------------------
+
+static at::TensorOptions randOpts(Args& a, size_t i, at::ScalarType dflt) {
+  at::TensorOptions o = a.Opts(i);
+  if (!o.has_dtype()) o = o.dtype(dflt);
+  return o;
+}
+static at::Tensor randOp(Args& a) {
+  at::TensorOptions o = a.Opts(1);
+  return at::rand(a.IL(0, "shape"), a.gen(o.device()), o);
+}
+static at::Tensor randnOp(Args& a) {
+  at::TensorOptions o = a.Opts(1);
+  return at::randn(a.IL(0, "shape"), a.gen(o.device()), o);
+}
+static at::Tensor randintOp(Args& a) {
+  at::TensorOptions o = randOpts(a, 3, at::kLong);
+  return at::randint(a.I(0, "low"), a.I(1, "high"), a.IL(2, "shape"), a.gen(o.device()), o);
+}
+static at::Tensor randpermOp(Args& a) {
+  at::TensorOptions o = randOpts(a, 1, at::kLong);
+  return at::randperm(a.I(0, "n"), a.gen(o.device()), o);
+}
+// As at::rand_like / at::randn_like (empty_like, then uniform_ / normal_), with the generator.
+static at::Tensor randLikeOp(Args& a, bool normal) {
+  at::Tensor x = a.T(0, "input");
+  at::Tensor out = at::empty_like(x);
+  if (normal) out.normal_(0, 1, a.gen(x.device()));
+  else out.uniform_(0, 1, a.gen(x.device()));
+  return out;
+}
+// As libtorch's composite dropout on the CPU (bernoulli noise scaled by 1/(1-p), multiplied in, so
+// autograd sees a multiplication), with the generator; other devices use libtorch's fused kernel.
+static at::Tensor dropoutOp(Args& a) {
+  at::Tensor x = a.T(0, "input");
+  double p = a.D(1, "p");
+  bool train = a.B(2, "training");
+  if (!x.device().is_cpu()) return at::dropout(x, p, train);
+  TORCH_CHECK(p >= 0 && p <= 1, "dropout probability has to be between 0 and 1, but got ", p);
+  if (p == 0 || !train || x.numel() == 0) return x;
+  if (p == 1) return at::mul(x, at::zeros({}, x.options()));
+  at::Tensor noise = at::empty_like(x);
+  noise.bernoulli_(1 - p, a.gen(x.device()));
+  noise.div_(1 - p);
+  return at::mul(x, noise);
+}
+
 #define A_ a.T(0, "input")
 #define RED(reduction) a.I(reduction, "reduction")
 
@@ -28,15 +135,15 @@ namespace residual {
   X(scalarTensor, at::scalar_tensor(a.S(0, "value"), a.Opts(1)))                                        \
   X(arange, at::arange(a.S(0, "start"), a.S(1, "end"), a.S(2, "step"), a.Opts(3)))                     \
   X(linspace, at::linspace(a.S(0, "start"), a.S(1, "end"), a.I(2, "steps"), a.Opts(3)))                \
-  X(rand, at::rand(a.IL(0, "shape"), a.Opts(1)))                                                        \
-  X(randn, at::randn(a.IL(0, "shape"), a.Opts(1)))                                                      \
-  X(randint, at::randint(a.I(0, "low"), a.I(1, "high"), a.IL(2, "shape"), a.Opts(3).dtype(a.ODtype(3, "dtype").value_or(at::kLong)))) \
-  X(randperm, at::randperm(a.I(0, "n"), a.Opts(1).dtype(a.ODtype(1, "dtype").value_or(at::kLong))))    \
+  X(rand, randOp(a))                                                                                    \
+  X(randn, randnOp(a))                                                                                  \
+  X(randint, randintOp(a))                                                                              \
+  X(randperm, randpermOp(a))                                                                            \
   X(zerosLike, at::zeros_like(A_))                                                                      \
   X(onesLike, at::ones_like(A_))                                                                        \
   X(fullLike, at::full_like(A_, a.S(1, "value")))                                                       \
-  X(randLike, at::rand_like(A_))                                                                        \
-  X(randnLike, at::randn_like(A_))                                                                      \
+  X(randLike, randLikeOp(a, false))                                                                     \
+  X(randnLike, randLikeOp(a, true))                                                                     \
   X(emptyLike, at::empty_like(A_))                                                                      \
   X(eye, at::eye(a.I(0, "n"), a.Opts(1)))                                                               \
   /* conversion, copies */                                                                              \
@@ -75,9 +182,9 @@ namespace residual {
   X(add, at::add(A_, a.TOS(1, "other"), a.S(2, "alpha")))                                               \
   X(sub, at::sub(A_, a.TOS(1, "other"), a.S(2, "alpha")))                                               \
   X(mul, at::mul(A_, a.TOS(1, "other")))                                                                \
-  X(div, at::div(A_, a.TOS(1, "other"), a.OStr(2, "roundingMode")))                                     \
-  X(pow, at::pow(A_, a.TOS(1, "exponent")))                                                             \
-  X(rpow, at::pow(a.S(0, "base"), a.T(1, "exponent")))                                                  \
+  X(div, divOp(A_, a.TOS(1, "other"), a.OStr(2, "roundingMode")))                                      \
+  X(pow, powOp(A_, a.TOS(1, "exponent")))                                                               \
+  X(rpow, rpowOp(a.S(0, "base"), a.T(1, "exponent")))                                                   \
   X(maximum, at::maximum(A_, a.T(1, "other")))                                                          \
   X(minimum, at::minimum(A_, a.T(1, "other")))                                                          \
   X(neg, at::neg(A_))                                                                                   \
@@ -101,8 +208,8 @@ namespace residual {
   V(add_, A_.add_(a.TOS(1, "other"), a.S(2, "alpha")))                                                  \
   V(sub_, A_.sub_(a.TOS(1, "other"), a.S(2, "alpha")))                                                  \
   V(mul_, A_.mul_(a.TOS(1, "other")))                                                                   \
-  V(div_, A_.div_(a.TOS(1, "other")))                                                                   \
-  V(pow_, A_.pow_(a.TOS(1, "exponent")))                                                                \
+  V(div_, divOp_(A_, a.TOS(1, "other"), a.OStr(2, "roundingMode")))                                    \
+  V(pow_, powOp_(A_, a.TOS(1, "exponent")))                                                             \
   V(neg_, A_.neg_())                                                                                    \
   V(sqrt_, A_.sqrt_())                                                                                  \
   V(exp_, A_.exp_())                                                                                    \
@@ -113,9 +220,9 @@ namespace residual {
   V(zero_, A_.zero_())                                                                                  \
   V(fill_, A_.fill_(a.S(1, "value")))                                                                   \
   V(copy_, A_.copy_(a.T(1, "src"), a.has(2) && a.B(2, "nonBlocking")))                                  \
-  V(uniform_, A_.uniform_(a.D(1, "from"), a.D(2, "to")))                                                \
-  V(normal_, A_.normal_(a.D(1, "mean"), a.D(2, "std")))                                                 \
-  V(bernoulli_, A_.bernoulli_(a.D(1, "p")))                                                             \
+  V(uniform_, A_.uniform_(a.D(1, "from"), a.D(2, "to"), a.gen(A_.device())))                            \
+  V(normal_, A_.normal_(a.D(1, "mean"), a.D(2, "std"), a.gen(A_.device())))                             \
+  V(bernoulli_, A_.bernoulli_(a.D(1, "p"), a.gen(A_.device())))                                         \
   /* reductions */                                                                                      \
   X(sum, a.has(1) ? at::sum(A_, a.OIL(1, "dim"), a.B(2, "keepdim"), a.ODtype(3, "dtype")) : at::sum(A_, a.ODtype(3, "dtype"))) \
   X(mean, a.has(1) ? at::mean(A_, a.OIL(1, "dim"), a.B(2, "keepdim"), a.ODtype(3, "dtype")) : at::mean(A_, a.ODtype(3, "dtype"))) \
@@ -170,7 +277,7 @@ namespace residual {
   X(adaptiveAvgPool2d, at::adaptive_avg_pool2d(A_, a.IL(1, "outputSize")))                              \
   X(adaptiveMaxPool2d, std::get<0>(at::adaptive_max_pool2d(A_, a.IL(1, "outputSize"))))                 \
   X(linear, at::linear(A_, a.T(1, "weight"), a.OT(2, "bias")))                                          \
-  X(dropout, at::dropout(A_, a.D(1, "p"), a.B(2, "training")))                                          \
+  X(dropout, dropoutOp(a))                                                                              \
   X(softmax, at::softmax(A_, a.I(1, "dim"), a.ODtype(2, "dtype")))                                      \
   X(logSoftmax, at::log_softmax(A_, a.I(1, "dim"), a.ODtype(2, "dtype")))                               \
   X(crossEntropy, at::cross_entropy_loss(A_, a.T(1, "target"), a.OT(2, "weight"), RED(3), a.I(4, "ignoreIndex"), a.D(5, "labelSmoothing"))) \

@@ -11,17 +11,34 @@ struct EnvData;
 // id, a plain number (index + generation), so creating a tensor allocates no V8 object and no weak
 // reference. dispose() drops the tensor at once and bumps the generation, so a stale id is recognised
 // as used-after-dispose; the JS side's FinalizationRegistry is only a backstop.
+//
+// An id is tag * 2^42 + gen * 2^22 + index (53 bits, exact in a double): `tag` is the environment's
+// random tag (11 bits, unique among live environments), so an id from another environment (a Tensor
+// posted to a worker_thread) or a made-up number is refused instead of addressing this environment's
+// tensors; `gen` (20 bits) changes on every reuse of the slot.
 struct Handle {
   at::Tensor t;
   c10::StorageImpl* storage = nullptr;  // registered storage (for byte counters), or null
-  uint32_t gen = 1;                     // ids are gen * kSlotSpan + index, never 0
+  uint32_t gen = 1;                     // 1 .. 2^20 - 1
   uint32_t index = 0;
   bool alive = false;
 };
-constexpr double kSlotSpan = 4194304.0;  // 2^22 slots at most per environment
+constexpr uint32_t kIndexBits = 22, kGenBits = 20, kTagBits = 11;
+constexpr uint64_t kSlotMax = uint64_t(1) << kIndexBits;  // slots at most per environment
+
+// Error kinds: rethrow() builds the JS class registered for the kind (lib/errors.ts, passed in by
+// native.setErrorClasses), or a plain Error with `code` set when none was registered.
+enum class ErrKind : int { Generic = 0, Shape, Dtype, Device, Disposed, OOM, Count };
 
 // Per-environment (main thread, each worker_thread) state: the addon is context-aware.
 struct EnvData {
+  uint32_t tag = 1;        // this environment's id tag (see Handle)
+  uint64_t tagBits = 0;    // tag << (kGenBits + kIndexBits)
+  // This environment's CPU generator: every random op of the environment draws from it, so workers
+  // never share (or race on) one random stream; manualSeed/getRngState/setRngState act on it.
+  at::Generator gen;
+  napi_ref errorClasses[int(ErrKind::Count)] = {nullptr};
+  double maxArrayBufferBytes = 4294967296.0;  // buffer.constants.MAX_LENGTH (set by the TS layer)
   int64_t liveTensors = 0;
   // storage -> (handles referring to it, bytes counted, device slot)
   struct StorageRec { int64_t refs; int64_t bytes; int slot; };
@@ -49,11 +66,23 @@ void drainPending(Napi::Env env, EnvData* d);
 struct ArgError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+// A value out of the range allowed: becomes a RangeError.
+struct RangeArgError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+// An error of a known kind: becomes the kind's class (ShapeError, DtypeError, ...).
+struct KindError : std::runtime_error {
+  ErrKind kind;
+  KindError(ErrKind k, const std::string& m) : std::runtime_error(m), kind(k) {}
+};
 
 std::string describe(const Napi::Value& v);
-// The live Handle behind a JS value; null if it is not a tensor id. `stale` is set when it is the id
-// of a tensor that was disposed.
-Handle* asHandle(napi_env env, napi_value v, bool* stale = nullptr);
+// The live Handle behind a JS value; null if it is not a live tensor id of this environment. `why`
+// (when given) says why not.
+enum class HandleState { Ok, NotTensor, Stale, Foreign };
+Handle* asHandle(napi_env env, napi_value v, HandleState* why = nullptr);
+// Throws the error for a value that is not a live tensor (names the argument).
+[[noreturn]] void badHandle(HandleState why, const std::string& what, const std::string& got);
 // Tensors of a JS array, each checked (names the argument and element in errors).
 std::vector<at::Tensor> tensorsOf(Napi::Env env, const Napi::Value& v, const std::string& what);
 
@@ -62,6 +91,11 @@ struct Args {
   const char* fn;
   Args(const Napi::CallbackInfo& i, const char* f) : info(i), fn(f) {}
   Napi::Env env() const { return info.Env(); }
+  // The environment's CPU generator, or none for other devices (libtorch's default for them).
+  std::optional<at::Generator> gen(const at::Device& d) const {
+    if (d.is_cpu()) return envData(info.Env())->gen;
+    return std::nullopt;
+  }
   size_t size() const { return info.Length(); }
   bool has(size_t i) const { return i < info.Length() && !info[i].IsUndefined() && !info[i].IsNull(); }
   [[noreturn]] void fail(size_t i, const char* name, const std::string& want) const;
@@ -118,19 +152,22 @@ inline Napi::Value wrap(Napi::Env env, int64_t v) { return Napi::Number::New(env
 inline Napi::Value wrap(Napi::Env env, bool v) { return Napi::Boolean::New(env, v); }
 Napi::Value wrap(Napi::Env env, const at::Scalar& s);
 
-// Every native function goes through guard(): C++ exceptions never reach Node as crashes.
+// Every native function goes through entry(): C++ exceptions never reach Node as crashes.
+// rethrow() (called inside a catch block) turns the current exception into a pending JS exception of
+// the right class, and never throws itself (also while the environment is being torn down).
 // libtorch's c10::Error keeps its message, not its C++ backtrace.
-Napi::Value rethrow(Napi::Env env, const char* fn);
+void rethrow(napi_env env, const char* fn) noexcept;
+// Throws a JS error of `kind` (or a TypeError/RangeError) without C++ exceptions; never throws.
+void throwJs(napi_env env, ErrKind kind, const char* jsType, const std::string& msg) noexcept;
 
 template <Napi::Value (*F)(Args&), const char* Name>
 Napi::Value entry(const Napi::CallbackInfo& info) {
-  Args a(info, Name);
   try {
+    Args a(info, Name);
     return F(a);
-  } catch (const Napi::Error&) {
-    throw;
   } catch (...) {
-    return rethrow(info.Env(), Name);
+    rethrow(info.Env(), Name);
+    return Napi::Value();
   }
 }
 
