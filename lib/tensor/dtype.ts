@@ -1,18 +1,21 @@
-// dtype names (as in PyTorch) and their libtorch ScalarType codes.
+// dtype names (as in PyTorch) and their libtorch ScalarType codes, as the addon reports them.
+import { DtypeError } from '../errors.js';
+import { native } from '../native.js';
+
 export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int32' | 'int64' | 'uint8' | 'int8' | 'int16' | 'bool';
 
-export const DTYPE_CODE: Record<DType, number> = {
-  uint8: 0,
-  int8: 1,
-  int16: 2,
-  int32: 3,
-  int64: 4,
-  float16: 5,
-  float32: 6,
-  float64: 7,
-  bool: 11,
-  bfloat16: 15,
-};
+const DTYPE_NAMES: readonly DType[] = ['uint8', 'int8', 'int16', 'int32', 'int64', 'float16', 'float32', 'float64', 'bool', 'bfloat16'];
+
+/** c10::ScalarType codes, from the addon (native.dtypeCodes). */
+export const DTYPE_CODE: Readonly<Record<DType, number>> = Object.freeze(
+  Object.fromEntries(
+    DTYPE_NAMES.map((d) => {
+      const c = native.dtypeCodes[d];
+      if (typeof c !== 'number') throw new Error(`residual: the native addon reports no dtype code for ${d}`);
+      return [d, c];
+    }),
+  ) as Record<DType, number>,
+);
 
 const CODE_DTYPE: Record<number, DType> = Object.fromEntries(Object.entries(DTYPE_CODE).map(([k, v]) => [v, k as DType]));
 
@@ -23,13 +26,13 @@ export const DTYPE_SIZE: Record<DType, number> = {
 export function dtypeCode(d: DType | undefined, arg = 'dtype'): number | undefined {
   if (d === undefined) return undefined;
   const c = DTYPE_CODE[d];
-  if (c === undefined) throw new TypeError(`${arg}: unknown dtype '${String(d)}' (expected one of ${Object.keys(DTYPE_CODE).join(', ')})`);
+  if (typeof c !== 'number') throw new DtypeError(`${arg}: unknown dtype '${String(d)}' (expected one of ${Object.keys(DTYPE_CODE).join(', ')})`);
   return c;
 }
 
 export function dtypeName(code: number): DType {
   const d = CODE_DTYPE[code];
-  if (!d) throw new Error(`unsupported native dtype code ${code}`);
+  if (!d) throw new DtypeError(`unsupported native dtype code ${code}`);
   return d;
 }
 
