@@ -1,6 +1,6 @@
 // Autograd controls: gradient modes and functional gradients.
 import { native as N } from '../native.js';
-import { Tensor, wrapList } from '../tensor/tensor.js';
+import { Tensor, wrapList, hOf } from '../tensor/tensor.js';
 
 function withGradMode<T>(enabled: boolean, fn: () => T): T {
   const prev = N.setGradEnabled(enabled);
@@ -48,9 +48,9 @@ export function grad(outputs: Tensor | Tensor[], inputs: Tensor | Tensor[], o: G
   const go = o.gradOutputs === undefined ? undefined : Array.isArray(o.gradOutputs) ? o.gradOutputs : [o.gradOutputs];
   if (go && go.some((g) => g === null)) throw new TypeError('autograd.grad: gradOutputs entries must be Tensors');
   const res: (unknown | null)[] = N.autogradGrad(
-    outs.map((t) => t._h),
-    ins.map((t) => t._h),
-    go ? go.map((g) => (g as Tensor)._h) : undefined,
+    outs.map((t) => hOf(t)),
+    ins.map((t) => hOf(t)),
+    go ? go.map((g) => hOf(g as Tensor)) : undefined,
     o.retainGraph ?? o.createGraph ?? undefined,
     o.createGraph ?? false,
     o.allowUnused ?? false,

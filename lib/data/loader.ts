@@ -3,7 +3,7 @@
 // awaits next() does not wait on data while compute is slower. Pinned memory and a non-blocking copy
 // when the target device is CUDA. Deterministic for a given (seed, epoch), whatever the thread count.
 import { native as N } from '../native.js';
-import { Tensor, type Device } from '../tensor/tensor.js';
+import { Tensor, type Device, hOf } from '../tensor/tensor.js';
 
 type NativeLoader = { readonly __loader: unique symbol };
 
@@ -52,7 +52,7 @@ export class DataLoader implements AsyncIterable<Batch> {
   constructor(dataset: LabelledImages, readonly options: DataLoaderOptions) {
     const o = options;
     if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new RangeError(`DataLoader: batchSize must be a positive integer, got ${o.batchSize}`);
-    this.native = N.loaderCreate(dataset.images._h, dataset.labels._h, {
+    this.native = N.loaderCreate(hOf(dataset.images), hOf(dataset.labels), {
       batchSize: o.batchSize,
       shuffle: !!o.shuffle,
       seed: o.seed ?? 0,

@@ -1,7 +1,7 @@
 // Neural-network ops, named as torch.nn.functional in camelCase. Each is one native op.
 import { native as N } from '../native.js';
 import { dtypeCode, type DType } from '../tensor/dtype.js';
-import { Tensor, wrapT } from '../tensor/tensor.js';
+import { Tensor, wrapT, hOf, hOpt } from '../tensor/tensor.js';
 
 export type Pair = number | readonly [number, number];
 const pair = (v: Pair, name: string): number[] => {
@@ -31,9 +31,9 @@ export function conv2d(input: Tensor, weight: Tensor, bias?: Tensor | null, o: C
   const dilation = pair(o.dilation ?? 1, 'dilation');
   const groups = o.groups ?? 1;
   if (typeof o.padding === 'string') {
-    return wrapT(N.conv2dPadMode(input._h, weight._h, bias?._h, stride, o.padding, dilation, groups));
+    return wrapT(N.conv2dPadMode(hOf(input), hOf(weight), hOpt(bias), stride, o.padding, dilation, groups));
   }
-  return wrapT(N.conv2d(input._h, weight._h, bias?._h, stride, pair(o.padding ?? 0, 'padding'), dilation, groups));
+  return wrapT(N.conv2d(hOf(input), hOf(weight), hOpt(bias), stride, pair(o.padding ?? 0, 'padding'), dilation, groups));
 }
 
 export interface BatchNormOptions {
@@ -51,21 +51,21 @@ export interface BatchNormOptions {
 export function batchNorm(input: Tensor, runningMean: Tensor | null, runningVar: Tensor | null, o: BatchNormOptions = {}): Tensor {
   const training = o.training ?? false;
   if (!training && (!runningMean || !runningVar)) throw new TypeError('batchNorm: eval mode needs runningMean and runningVar');
-  return wrapT(N.batchNorm(input._h, o.weight?._h, o.bias?._h, runningMean?._h, runningVar?._h, training, o.momentum ?? 0.1, o.eps ?? 1e-5));
+  return wrapT(N.batchNorm(hOf(input), hOpt(o.weight), hOpt(o.bias), hOpt(runningMean), hOpt(runningVar), training, o.momentum ?? 0.1, o.eps ?? 1e-5));
 }
 
 export function relu(input: Tensor, inplace = false): Tensor {
   if (inplace) return input.relu_();
-  return wrapT(N.relu(input._h));
+  return wrapT(N.relu(hOf(input)));
 }
 export function leakyRelu(input: Tensor, negativeSlope = 0.01): Tensor {
-  return wrapT(N.leakyRelu(input._h, negativeSlope));
+  return wrapT(N.leakyRelu(hOf(input), negativeSlope));
 }
 export function gelu(input: Tensor): Tensor {
-  return wrapT(N.gelu(input._h));
+  return wrapT(N.gelu(hOf(input)));
 }
 export function silu(input: Tensor): Tensor {
-  return wrapT(N.silu(input._h));
+  return wrapT(N.silu(hOf(input)));
 }
 export function sigmoid(input: Tensor): Tensor {
   return input.sigmoid();
@@ -78,30 +78,30 @@ export interface PoolOptions {
 }
 export function maxPool2d(input: Tensor, kernelSize: Pair, o: PoolOptions & { dilation?: Pair } = {}): Tensor {
   const k = pair(kernelSize, 'kernelSize');
-  return wrapT(N.maxPool2d(input._h, k, o.stride == null ? k : pair(o.stride, 'stride'), pair(o.padding ?? 0, 'padding'), pair(o.dilation ?? 1, 'dilation'), o.ceilMode ?? false));
+  return wrapT(N.maxPool2d(hOf(input), k, o.stride == null ? k : pair(o.stride, 'stride'), pair(o.padding ?? 0, 'padding'), pair(o.dilation ?? 1, 'dilation'), o.ceilMode ?? false));
 }
 export function avgPool2d(input: Tensor, kernelSize: Pair, o: PoolOptions & { countIncludePad?: boolean; divisorOverride?: number } = {}): Tensor {
   const k = pair(kernelSize, 'kernelSize');
-  return wrapT(N.avgPool2d(input._h, k, o.stride == null ? k : pair(o.stride, 'stride'), pair(o.padding ?? 0, 'padding'), o.ceilMode ?? false, o.countIncludePad ?? true, o.divisorOverride));
+  return wrapT(N.avgPool2d(hOf(input), k, o.stride == null ? k : pair(o.stride, 'stride'), pair(o.padding ?? 0, 'padding'), o.ceilMode ?? false, o.countIncludePad ?? true, o.divisorOverride));
 }
 export function adaptiveAvgPool2d(input: Tensor, outputSize: Pair): Tensor {
-  return wrapT(N.adaptiveAvgPool2d(input._h, pair(outputSize, 'outputSize')));
+  return wrapT(N.adaptiveAvgPool2d(hOf(input), pair(outputSize, 'outputSize')));
 }
 export function adaptiveMaxPool2d(input: Tensor, outputSize: Pair): Tensor {
-  return wrapT(N.adaptiveMaxPool2d(input._h, pair(outputSize, 'outputSize')));
+  return wrapT(N.adaptiveMaxPool2d(hOf(input), pair(outputSize, 'outputSize')));
 }
 export function linear(input: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
-  return wrapT(N.linear(input._h, weight._h, bias?._h));
+  return wrapT(N.linear(hOf(input), hOf(weight), hOpt(bias)));
 }
 export function dropout(input: Tensor, p = 0.5, training = true): Tensor {
   if (!(p >= 0 && p <= 1)) throw new RangeError(`dropout: p must be in [0, 1], got ${p}`);
-  return wrapT(N.dropout(input._h, p, training));
+  return wrapT(N.dropout(hOf(input), p, training));
 }
 export function softmax(input: Tensor, dim: number, dtype?: DType): Tensor {
-  return wrapT(N.softmax(input._h, dim, dtypeCode(dtype)));
+  return wrapT(N.softmax(hOf(input), dim, dtypeCode(dtype)));
 }
 export function logSoftmax(input: Tensor, dim: number, dtype?: DType): Tensor {
-  return wrapT(N.logSoftmax(input._h, dim, dtypeCode(dtype)));
+  return wrapT(N.logSoftmax(hOf(input), dim, dtypeCode(dtype)));
 }
 
 export interface LossOptions {
@@ -113,15 +113,15 @@ export interface LossOptions {
 export function crossEntropy(input: Tensor, target: Tensor, o: LossOptions & { labelSmoothing?: number } = {}): Tensor {
   const ls = o.labelSmoothing ?? 0;
   if (!(ls >= 0 && ls <= 1)) throw new RangeError(`crossEntropy: labelSmoothing must be in [0, 1], got ${ls}`);
-  return wrapT(N.crossEntropy(input._h, target._h, o.weight?._h, reduction(o.reduction), o.ignoreIndex ?? -100, ls));
+  return wrapT(N.crossEntropy(hOf(input), hOf(target), hOpt(o.weight), reduction(o.reduction), o.ignoreIndex ?? -100, ls));
 }
 export function nllLoss(input: Tensor, target: Tensor, o: LossOptions = {}): Tensor {
-  return wrapT(N.nllLoss(input._h, target._h, o.weight?._h, reduction(o.reduction), o.ignoreIndex ?? -100));
+  return wrapT(N.nllLoss(hOf(input), hOf(target), hOpt(o.weight), reduction(o.reduction), o.ignoreIndex ?? -100));
 }
 export function mseLoss(input: Tensor, target: Tensor, o: { reduction?: Reduction } = {}): Tensor {
-  return wrapT(N.mseLoss(input._h, target._h, reduction(o.reduction)));
+  return wrapT(N.mseLoss(hOf(input), hOf(target), reduction(o.reduction)));
 }
 export function oneHot(input: Tensor, numClasses = -1): Tensor {
-  return wrapT(N.oneHot(input._h, numClasses));
+  return wrapT(N.oneHot(hOf(input), numClasses));
 }
 export { pad } from '../tensor/tensor.js';

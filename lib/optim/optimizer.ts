@@ -2,7 +2,7 @@
 // _foreach_ kernels); this class only keeps the hyperparameters (which schedules change) and the
 // state-dict format, which follows PyTorch's (state keyed by parameter index, param_groups).
 import { native as N } from '../native.js';
-import { Tensor } from '../tensor/tensor.js';
+import { Tensor, hOf } from '../tensor/tensor.js';
 
 type NativeOptim = { readonly __optim: unique symbol };
 
@@ -53,7 +53,7 @@ export abstract class Optimizer {
       return merged;
     });
     this.validate();
-    this.native = N.optimCreate(kind, this.paramGroups.map((g) => g.params.map((p) => p._h)));
+    this.native = N.optimCreate(kind, this.paramGroups.map((g) => g.params.map((p) => hOf(p))));
   }
 
   protected abstract hyper(g: ParamGroup): Record<string, number | boolean>;
@@ -112,7 +112,7 @@ export abstract class Optimizer {
         const s = sd.state[id] ?? {};
         const e: Record<string, unknown> = { step: typeof s.step === 'number' ? s.step : s.step instanceof Tensor ? Number(s.step.item()) : 0 };
         names.forEach((n, k) => {
-          if (n && s[n] instanceof Tensor) e[`buf${k + 1}`] = (s[n] as Tensor)._h;
+          if (n && s[n] instanceof Tensor) e[`buf${k + 1}`] = hOf(s[n] as Tensor);
         });
         return e;
       });
@@ -194,7 +194,7 @@ export class AdamW extends Optimizer {
 
 /** Clips the gradients' total norm in place (one native call); returns the norm before clipping. */
 export function clipGradNorm(params: Tensor[], maxNorm: number, normType = 2, errorIfNonfinite = false): number {
-  return N.clipGradNorm(params.map((p) => p._h), maxNorm, normType, errorIfNonfinite);
+  return N.clipGradNorm(params.map((p) => hOf(p)), maxNorm, normType, errorIfNonfinite);
 }
 
 /**
@@ -222,7 +222,7 @@ export class GradScaler {
       return true;
     }
     const params = optimizer.paramGroups.flatMap((g) => g.params);
-    const overflow: boolean = N.unscaleGrads(params.map((p) => p._h), 1 / this.scale);
+    const overflow: boolean = N.unscaleGrads(params.map((p) => hOf(p)), 1 / this.scale);
     if (overflow) {
       this.scale *= this.o.backoffFactor ?? 0.5;
       this.goodSteps = 0;

@@ -1,6 +1,8 @@
 // Memory counters, devices, RNG and threads.
+import { DeviceError, DtypeError } from '../errors.js';
 import { native as N } from '../native.js';
-import { Tensor, wrapT, type Device } from './tensor.js';
+import { DTYPE_CODE } from './dtype.js';
+import { Tensor, wrapT, type Device, hOf } from './tensor.js';
 
 export interface MemoryInfo {
   /** Live tensor references (JS Tensors not disposed nor collected). */
@@ -48,19 +50,32 @@ export const cuda = {
   },
 };
 
-/** Seeds the CPU and every CUDA generator. */
+/**
+ * Seeds this thread's CPU generator (the main thread and each worker_thread have their own, so
+ * concurrent trainings in workers do not disturb each other's random streams) and every CUDA
+ * generator (shared by the process).
+ */
 export function manualSeed(seed: number): void {
   N.manualSeed(seed);
 }
-/** The generator state of a device, as a uint8 tensor (for checkpoints). */
+/** The generator state of a device (for 'cpu': this thread's generator), as a uint8 tensor (for checkpoints). */
 export function getRngState(device: Device = 'cpu'): Tensor {
   return wrapT(N.getRngState(device));
 }
 export function setRngState(state: Tensor, device: Device = 'cpu'): void {
-  N.setRngState(device, state._h);
+  N.setRngState(device, hOf(state));
 }
+/**
+ * Intra-op threads of libtorch (shared by every thread of the process). Between 1 and
+ * maxNumThreads() (4x the hardware threads, at least 64, at most 1024): beyond some thousands the
+ * OpenMP runtime cannot start its threads and exits the process, so larger values are a RangeError.
+ */
 export function setNumThreads(n: number): void {
   N.setNumThreads(n);
+}
+/** The largest value setNumThreads accepts. */
+export function maxNumThreads(): number {
+  return N.maxNumThreads();
 }
 export function getNumThreads(): number {
   return N.getNumThreads();
@@ -83,8 +98,10 @@ export function buildInfo(): BuildInfo {
 
 /** Turns autocast (mixed precision) on or off for a device type; returns the previous state. */
 export function setAutocast(deviceType: 'cuda' | 'cpu', enabled: boolean, dtype?: 'float16' | 'bfloat16'): { enabled: boolean; dtype: 'float16' | 'bfloat16' | 'float32' } {
-  const [prev, code] = N.setAutocast(deviceType, enabled, dtype === undefined ? undefined : dtype === 'float16' ? 5 : 15) as [boolean, number];
-  return { enabled: prev, dtype: code === 5 ? 'float16' : code === 15 ? 'bfloat16' : 'float32' };
+  if (deviceType !== 'cuda' && deviceType !== 'cpu') throw new DeviceError(`setAutocast: deviceType must be 'cpu' or 'cuda', got ${JSON.stringify(deviceType)}`);
+  if (dtype !== undefined && dtype !== 'float16' && dtype !== 'bfloat16') throw new DtypeError(`setAutocast: dtype must be 'float16' or 'bfloat16', got ${JSON.stringify(dtype)}`);
+  const [prev, code] = N.setAutocast(deviceType, enabled, dtype === undefined ? undefined : DTYPE_CODE[dtype]) as [boolean, number];
+  return { enabled: prev, dtype: code === DTYPE_CODE.float16 ? 'float16' : code === DTYPE_CODE.bfloat16 ? 'bfloat16' : 'float32' };
 }
 /** Runs fn (synchronous) under autocast, like `with torch.autocast(device_type, dtype)`; nests. */
 export function autocast<T>(deviceType: 'cuda' | 'cpu', dtype: 'float16' | 'bfloat16', fn: () => T): T {
@@ -92,6 +109,6 @@ export function autocast<T>(deviceType: 'cuda' | 'cpu', dtype: 'float16' | 'bflo
   try {
     return fn();
   } finally {
-    N.setAutocast(deviceType, prev.enabled, prev.dtype === 'float16' ? 5 : prev.dtype === 'bfloat16' ? 15 : 6);
+    N.setAutocast(deviceType, prev.enabled, DTYPE_CODE[prev.dtype]);
   }
 }

@@ -1,5 +1,6 @@
 // The Tensor class and tensor creation. Every method maps onto one native op (native/ops.cpp); the
 // Tensor holds one native reference, dropped by dispose() (or by the GC finalizer as a backstop).
+import { ShapeError } from '../errors.js';
 import { native, type NativeHandle } from '../native.js';
 import { DTYPE_SIZE, dtypeCode, dtypeName, dtypeOfTypedArray, type DType, type TypedArray, typedArrayFor } from './dtype.js';
 import { currentScope, setTrackedCheck } from './scope.js';
@@ -17,6 +18,7 @@ export interface TensorOptions {
 }
 
 const N = native;
+const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
 
 // GC backstop: a Tensor that was never disposed releases its native reference when collected.
 // dispose() of an already disposed id is a no-op natively, so no unregister is needed.
@@ -28,62 +30,82 @@ const finalizer = new FinalizationRegistry<NativeHandle>((id) => {
   }
 });
 
+// Tensors are branded: the native reference lives in a private field, so only real Tensor instances
+// are accepted where a Tensor is expected (hOf below). An object with a numeric `_h`, or a Tensor
+// posted to a worker_thread (structured clone copies no private fields: it arrives as a plain empty
+// object), is refused with a TypeError on use instead of addressing some other tensor. (Natively, ids
+// also carry their thread's tag, so a raw id from another thread is refused as well.)
+let handleOf: (t: Tensor) => NativeHandle;
+let isTensor: (v: unknown) => v is Tensor;
+
 export class Tensor {
-  /** @internal the native reference; stays set after dispose so native reports use-after-dispose. */
-  _h: NativeHandle;
-  private _disposed = false;
+  /** The native reference; stays set after dispose so native reports use-after-dispose. */
+  #h: NativeHandle;
+  #disposed = false;
+
+  static {
+    handleOf = (t) => t.#h;
+    isTensor = (v): v is Tensor => typeof v === 'object' && v !== null && #h in v;
+  }
 
   /** @internal use the creation functions (tensor, zeros, ...) instead. */
   constructor(h: NativeHandle) {
-    this._h = h;
+    this.#h = h;
     finalizer.register(this, h);
     const s = currentScope();
     if (s) s.add(this);
   }
 
+  /** @internal the native reference (read-only). */
+  get _h(): NativeHandle {
+    return this.#h;
+  }
+
   // ---- lifetime ----
   /** Drops this reference now; memory is freed when nothing else (views, autograd) holds it. */
   dispose(): void {
-    if (this._disposed) return;
-    this._disposed = true;
-    N.dispose(this._h);
+    if (this.#disposed) return;
+    this.#disposed = true;
+    N.dispose(this.#h);
   }
   get disposed(): boolean {
-    return this._disposed || !N.isAlive(this._h);
+    return this.#disposed || !N.isAlive(this.#h);
   }
 
   // ---- properties ----
   get shape(): number[] {
-    return N.shape(this._h);
+    return N.shape(this.#h);
   }
   size(dim?: number): number | number[] {
     const s = this.shape;
     if (dim === undefined) return s;
-    return s[dim < 0 ? dim + s.length : dim];
+    const d = dim < 0 ? dim + s.length : dim;
+    if (!Number.isInteger(d) || d < 0 || d >= s.length) throw new ShapeError(`size: Dimension out of range (expected to be in range of [${-s.length}, ${s.length - 1}], but got ${dim})`);
+    return s[d];
   }
   get ndim(): number {
-    return N.dim(this._h);
+    return N.dim(this.#h);
   }
   dim(): number {
-    return N.dim(this._h);
+    return N.dim(this.#h);
   }
   get dtype(): DType {
-    return dtypeName(N.dtype(this._h));
+    return dtypeName(N.dtype(this.#h));
   }
   get device(): Device {
-    return N.device(this._h);
+    return N.device(this.#h);
   }
   get isCuda(): boolean {
     return this.device.startsWith('cuda');
   }
   numel(): number {
-    return N.numel(this._h);
+    return N.numel(this.#h);
   }
   stride(): number[] {
-    return N.strides(this._h);
+    return N.strides(this.#h);
   }
   isContiguous(memoryFormat: 'contiguous' | 'channelsLast' = 'contiguous'): boolean {
-    return N.isContiguous(this._h, memoryFormat === 'channelsLast');
+    return N.isContiguous(this.#h, memoryFormat === 'channelsLast');
   }
   /** Bytes of this tensor's elements (numel x element size). */
   get nbytes(): number {
@@ -91,8 +113,17 @@ export class Tensor {
   }
 
   // ---- conversion ----
+  /**
+   * The value of a one-element tensor. Decision for 64-bit integers: a value outside
+   * +-Number.MAX_SAFE_INTEGER (2^53 - 1) is a RangeError, never a silently rounded number; use
+   * itemBigInt() for such values.
+   */
   item(): number | boolean {
-    return N.item(this._h);
+    return N.item(this.#h);
+  }
+  /** The value of a one-element integer (or bool) tensor as an exact bigint. */
+  itemBigInt(): bigint {
+    return N.itemBigInt(this.#h);
   }
   /** A copy of the elements as a typed array (float16/bfloat16 come back as Float32Array). */
   toTypedArray(): TypedArray {
@@ -105,13 +136,22 @@ export class Tensor {
         f.dispose();
       }
     }
-    return typedArrayFor(dt, N.toBuffer(this._h));
+    return typedArrayFor(dt, N.toBuffer(this.#h));
   }
-  /** Nested JS arrays (numbers, or booleans for bool tensors); a 0-d tensor gives its number. */
+  /**
+   * Nested JS arrays (numbers, or booleans for bool tensors); a 0-d tensor gives its number. int64
+   * values outside +-Number.MAX_SAFE_INTEGER are a RangeError (as item()); toTypedArray() gives them
+   * exactly, in a BigInt64Array.
+   */
   toArray(): NestedArray {
     const flat = this.toTypedArray();
     const isBool = this.dtype === 'bool';
-    const conv = (x: number | bigint): number | boolean => (isBool ? x !== 0 : Number(x));
+    const conv = (x: number | bigint): number | boolean => {
+      if (isBool) return x !== 0;
+      if (typeof x === 'bigint' && (x > MAX_SAFE_BIG || x < -MAX_SAFE_BIG))
+        throw new RangeError(`toArray: the int64 value ${x} is outside Number.MAX_SAFE_INTEGER (2^53 - 1) and cannot be a number exactly: use toTypedArray() (a BigInt64Array)`);
+      return Number(x);
+    };
     const shape = this.shape;
     if (shape.length === 0) return conv(flat[0]);
     let pos = 0;
@@ -142,7 +182,7 @@ export class Tensor {
     let o: { device?: Device; dtype?: DType; nonBlocking?: boolean; copy?: boolean };
     if (typeof target === 'string') o = isDeviceString(target) ? { device: target as Device } : { dtype: target as DType };
     else o = target;
-    return wrapT(N.to(this._h, dtypeCode(o.dtype), o.device, !!o.nonBlocking, !!o.copy));
+    return wrapT(N.to(this.#h, dtypeCode(o.dtype), o.device, !!o.nonBlocking, !!o.copy));
   }
   cpu(): Tensor {
     return this.to('cpu');
@@ -160,91 +200,91 @@ export class Tensor {
     return this.to('int64');
   }
   contiguous(memoryFormat: 'contiguous' | 'channelsLast' = 'contiguous'): Tensor {
-    return memoryFormat === 'channelsLast' ? wrapT(N.toMemoryFormat(this._h, true)) : wrapT(N.contiguous(this._h));
+    return memoryFormat === 'channelsLast' ? wrapT(N.toMemoryFormat(this.#h, true)) : wrapT(N.contiguous(this.#h));
   }
   pinMemory(): Tensor {
-    return wrapT(N.pinMemory(this._h));
+    return wrapT(N.pinMemory(this.#h));
   }
   clone(): Tensor {
-    return wrapT(N.clone(this._h));
+    return wrapT(N.clone(this.#h));
   }
   detach(): Tensor {
-    return wrapT(N.detach(this._h));
+    return wrapT(N.detach(this.#h));
   }
   detach_(): this {
-    N.detach_(this._h);
+    N.detach_(this.#h);
     return this;
   }
 
   // ---- autograd ----
   get requiresGrad(): boolean {
-    return N.requiresGrad(this._h);
+    return N.requiresGrad(this.#h);
   }
   set requiresGrad(v: boolean) {
-    N.setRequiresGrad(this._h, !!v);
+    N.setRequiresGrad(this.#h, !!v);
   }
   requiresGrad_(v = true): this {
-    N.setRequiresGrad(this._h, !!v);
+    N.setRequiresGrad(this.#h, !!v);
     return this;
   }
   get isLeaf(): boolean {
-    return N.isLeaf(this._h);
+    return N.isLeaf(this.#h);
   }
   /** Name of the autograd node that produced this tensor, or null for leaves. */
   get gradFn(): string | null {
-    return N.gradFn(this._h);
+    return N.gradFn(this.#h);
   }
   /** The accumulated gradient (a new reference each read), or null. */
   get grad(): Tensor | null {
-    const g = N.grad(this._h);
+    const g = N.grad(this.#h);
     return g ? new Tensor(g) : null;
   }
   set grad(g: Tensor | null) {
-    N.setGrad(this._h, g ? g._h : null);
+    N.setGrad(this.#h, g ? hOf(g) : null);
   }
   retainGrad(): this {
-    N.retainGrad(this._h);
+    N.retainGrad(this.#h);
     return this;
   }
   backward(gradient?: Tensor, opts: { retainGraph?: boolean; createGraph?: boolean } = {}): void {
-    N.backward(this._h, gradient?._h, opts.retainGraph ?? opts.createGraph ?? false, opts.createGraph ?? false);
+    N.backward(this.#h, hOpt(gradient), opts.retainGraph ?? opts.createGraph ?? false, opts.createGraph ?? false);
   }
 
   // ---- views and shape ----
   reshape(...shape: (number | number[])[]): Tensor {
-    return wrapT(N.reshape(this._h, flatShape(shape)));
+    return wrapT(N.reshape(this.#h, flatShape(shape)));
   }
   view(...shape: (number | number[])[]): Tensor {
-    return wrapT(N.view(this._h, flatShape(shape)));
+    return wrapT(N.view(this.#h, flatShape(shape)));
   }
   permute(...dims: (number | number[])[]): Tensor {
-    return wrapT(N.permute(this._h, flatShape(dims)));
+    return wrapT(N.permute(this.#h, flatShape(dims)));
   }
   transpose(dim0: number, dim1: number): Tensor {
-    return wrapT(N.transpose(this._h, dim0, dim1));
+    return wrapT(N.transpose(this.#h, dim0, dim1));
   }
   /** 2-D transpose. */
   t(): Tensor {
     return this.transpose(0, 1);
   }
   flatten(startDim = 0, endDim = -1): Tensor {
-    return wrapT(N.flatten(this._h, startDim, endDim));
+    return wrapT(N.flatten(this.#h, startDim, endDim));
   }
   squeeze(dim?: number | number[]): Tensor {
-    return wrapT(N.squeeze(this._h, dim));
+    return wrapT(N.squeeze(this.#h, dim));
   }
   unsqueeze(dim: number): Tensor {
-    return wrapT(N.unsqueeze(this._h, dim));
+    return wrapT(N.unsqueeze(this.#h, dim));
   }
   narrow(dim: number, start: number, length: number): Tensor {
-    return wrapT(N.narrow(this._h, dim, start, length));
+    return wrapT(N.narrow(this.#h, dim, start, length));
   }
   select(dim: number, index: number): Tensor {
-    return wrapT(N.select(this._h, dim, index));
+    return wrapT(N.select(this.#h, dim, index));
   }
   /** slice(dim, start, end, step), as Python's t[..., start:end:step, ...] on one dim. */
   slice(dim: number, start?: number | null, end?: number | null, step = 1): Tensor {
-    return wrapT(N.slice(this._h, dim, start ?? undefined, end ?? undefined, step));
+    return wrapT(N.slice(this.#h, dim, start ?? undefined, end ?? undefined, step));
   }
   /**
    * Indexing like Python's t[i, a:b, idx]: each entry is a number (select), null (all), a
@@ -262,7 +302,7 @@ export class Tensor {
           dim++;
           continue;
         } else if (e instanceof Tensor) {
-          next = e.dtype === 'bool' ? wrapT(N.indexTensors(cur._h, [...new Array(dim).fill(null), e._h])) : cur.indexSelect(dim, e);
+          next = e.dtype === 'bool' ? wrapT(N.indexTensors(hOf(cur), [...new Array(dim).fill(null), hOf(e)])) : cur.indexSelect(dim, e);
           dim++;
         } else if (Array.isArray(e)) {
           next = cur.slice(dim, e[0], e[1], e[2] ?? 1);
@@ -277,297 +317,297 @@ export class Tensor {
     return cur === this ? this.view(this.shape) : cur;
   }
   indexSelect(dim: number, index: Tensor): Tensor {
-    return wrapT(N.indexSelect(this._h, dim, index._h));
+    return wrapT(N.indexSelect(this.#h, dim, hOf(index)));
   }
   gather(dim: number, index: Tensor): Tensor {
-    return wrapT(N.gather(this._h, dim, index._h));
+    return wrapT(N.gather(this.#h, dim, hOf(index)));
   }
   maskedFill(mask: Tensor, value: number): Tensor {
-    return wrapT(N.maskedFill(this._h, mask._h, value));
+    return wrapT(N.maskedFill(this.#h, hOf(mask), value));
   }
   expand(...shape: (number | number[])[]): Tensor {
-    return wrapT(N.expand(this._h, flatShape(shape)));
+    return wrapT(N.expand(this.#h, flatShape(shape)));
   }
   repeat(...reps: (number | number[])[]): Tensor {
-    return wrapT(N.repeat(this._h, flatShape(reps)));
+    return wrapT(N.repeat(this.#h, flatShape(reps)));
   }
   flip(dims: number | number[]): Tensor {
-    return wrapT(N.flip(this._h, dims));
+    return wrapT(N.flip(this.#h, dims));
   }
   chunk(chunks: number, dim = 0): Tensor[] {
-    return wrapList(N.chunk(this._h, chunks, dim));
+    return wrapList(N.chunk(this.#h, chunks, dim));
   }
   split(splitSize: number | number[], dim = 0): Tensor[] {
-    return wrapList(typeof splitSize === 'number' ? N.split(this._h, splitSize, dim) : N.splitWithSizes(this._h, splitSize, dim));
+    return wrapList(typeof splitSize === 'number' ? N.split(this.#h, splitSize, dim) : N.splitWithSizes(this.#h, splitSize, dim));
   }
 
   // ---- elementwise math ----
   add(other: TensorLike, alpha = 1): Tensor {
-    return wrapT(N.add(this._h, h(other), alpha));
+    return wrapT(N.add(this.#h, h(other), alpha));
   }
   sub(other: TensorLike, alpha = 1): Tensor {
-    return wrapT(N.sub(this._h, h(other), alpha));
+    return wrapT(N.sub(this.#h, h(other), alpha));
   }
   mul(other: TensorLike): Tensor {
-    return wrapT(N.mul(this._h, h(other)));
+    return wrapT(N.mul(this.#h, h(other)));
   }
   div(other: TensorLike, roundingMode?: 'trunc' | 'floor'): Tensor {
-    return wrapT(N.div(this._h, h(other), roundingMode));
+    return wrapT(N.div(this.#h, h(other), roundingMode));
   }
   pow(exponent: TensorLike): Tensor {
-    return wrapT(N.pow(this._h, h(exponent)));
+    return wrapT(N.pow(this.#h, h(exponent)));
   }
   neg(): Tensor {
-    return wrapT(N.neg(this._h));
+    return wrapT(N.neg(this.#h));
   }
   sqrt(): Tensor {
-    return wrapT(N.sqrt(this._h));
+    return wrapT(N.sqrt(this.#h));
   }
   rsqrt(): Tensor {
-    return wrapT(N.rsqrt(this._h));
+    return wrapT(N.rsqrt(this.#h));
   }
   exp(): Tensor {
-    return wrapT(N.exp(this._h));
+    return wrapT(N.exp(this.#h));
   }
   log(): Tensor {
-    return wrapT(N.log(this._h));
+    return wrapT(N.log(this.#h));
   }
   abs(): Tensor {
-    return wrapT(N.abs(this._h));
+    return wrapT(N.abs(this.#h));
   }
   sign(): Tensor {
-    return wrapT(N.sign(this._h));
+    return wrapT(N.sign(this.#h));
   }
   floor(): Tensor {
-    return wrapT(N.floor(this._h));
+    return wrapT(N.floor(this.#h));
   }
   ceil(): Tensor {
-    return wrapT(N.ceil(this._h));
+    return wrapT(N.ceil(this.#h));
   }
   round(): Tensor {
-    return wrapT(N.round(this._h));
+    return wrapT(N.round(this.#h));
   }
   sigmoid(): Tensor {
-    return wrapT(N.sigmoid(this._h));
+    return wrapT(N.sigmoid(this.#h));
   }
   tanh(): Tensor {
-    return wrapT(N.tanh(this._h));
+    return wrapT(N.tanh(this.#h));
   }
   reciprocal(): Tensor {
-    return wrapT(N.reciprocal(this._h));
+    return wrapT(N.reciprocal(this.#h));
   }
   relu(): Tensor {
-    return wrapT(N.relu(this._h));
+    return wrapT(N.relu(this.#h));
   }
   clamp(min?: number | null, max?: number | null): Tensor {
     if ((min ?? null) === null && (max ?? null) === null) throw new TypeError('clamp: at least one of min and max must be given');
-    return wrapT(N.clamp(this._h, min ?? undefined, max ?? undefined));
+    return wrapT(N.clamp(this.#h, min ?? undefined, max ?? undefined));
   }
   maximum(other: Tensor): Tensor {
-    return wrapT(N.maximum(this._h, other._h));
+    return wrapT(N.maximum(this.#h, hOf(other)));
   }
   minimum(other: Tensor): Tensor {
-    return wrapT(N.minimum(this._h, other._h));
+    return wrapT(N.minimum(this.#h, hOf(other)));
   }
   lerp(end: Tensor, weight: number): Tensor {
-    return wrapT(N.lerp(this._h, end._h, weight));
+    return wrapT(N.lerp(this.#h, hOf(end), weight));
   }
 
   // in place (return this)
   add_(other: TensorLike, alpha = 1): this {
-    N.add_(this._h, h(other), alpha);
+    N.add_(this.#h, h(other), alpha);
     return this;
   }
   sub_(other: TensorLike, alpha = 1): this {
-    N.sub_(this._h, h(other), alpha);
+    N.sub_(this.#h, h(other), alpha);
     return this;
   }
   mul_(other: TensorLike): this {
-    N.mul_(this._h, h(other));
+    N.mul_(this.#h, h(other));
     return this;
   }
-  div_(other: TensorLike): this {
-    N.div_(this._h, h(other));
+  div_(other: TensorLike, roundingMode?: 'trunc' | 'floor'): this {
+    N.div_(this.#h, h(other), roundingMode);
     return this;
   }
   pow_(exponent: TensorLike): this {
-    N.pow_(this._h, h(exponent));
+    N.pow_(this.#h, h(exponent));
     return this;
   }
   neg_(): this {
-    N.neg_(this._h);
+    N.neg_(this.#h);
     return this;
   }
   sqrt_(): this {
-    N.sqrt_(this._h);
+    N.sqrt_(this.#h);
     return this;
   }
   exp_(): this {
-    N.exp_(this._h);
+    N.exp_(this.#h);
     return this;
   }
   log_(): this {
-    N.log_(this._h);
+    N.log_(this.#h);
     return this;
   }
   abs_(): this {
-    N.abs_(this._h);
+    N.abs_(this.#h);
     return this;
   }
   clamp_(min?: number | null, max?: number | null): this {
-    N.clamp_(this._h, min ?? undefined, max ?? undefined);
+    N.clamp_(this.#h, min ?? undefined, max ?? undefined);
     return this;
   }
   relu_(): this {
-    N.relu_(this._h);
+    N.relu_(this.#h);
     return this;
   }
   zero_(): this {
-    N.zero_(this._h);
+    N.zero_(this.#h);
     return this;
   }
   fill_(value: Scalar): this {
-    N.fill_(this._h, value);
+    N.fill_(this.#h, value);
     return this;
   }
   copy_(src: Tensor, nonBlocking = false): this {
-    N.copy_(this._h, src._h, nonBlocking);
+    N.copy_(this.#h, hOf(src), nonBlocking);
     return this;
   }
   uniform_(from = 0, to = 1): this {
-    N.uniform_(this._h, from, to);
+    N.uniform_(this.#h, from, to);
     return this;
   }
   normal_(mean = 0, std = 1): this {
-    N.normal_(this._h, mean, std);
+    N.normal_(this.#h, mean, std);
     return this;
   }
   bernoulli_(p = 0.5): this {
-    N.bernoulli_(this._h, p);
+    N.bernoulli_(this.#h, p);
     return this;
   }
 
   // ---- reductions ----
   sum(dim?: number | number[] | null, keepdim = false, dtype?: DType): Tensor {
-    return wrapT(N.sum(this._h, dim ?? undefined, keepdim, dtypeCode(dtype)));
+    return wrapT(N.sum(this.#h, dim ?? undefined, keepdim, dtypeCode(dtype)));
   }
   mean(dim?: number | number[] | null, keepdim = false, dtype?: DType): Tensor {
-    return wrapT(N.mean(this._h, dim ?? undefined, keepdim, dtypeCode(dtype)));
+    return wrapT(N.mean(this.#h, dim ?? undefined, keepdim, dtypeCode(dtype)));
   }
   prod(dim?: number, keepdim = false): Tensor {
-    return wrapT(N.prod(this._h, dim, keepdim));
+    return wrapT(N.prod(this.#h, dim, keepdim));
   }
   /** max() over all elements, or max(dim) -> {values, indices}. */
   max(): Tensor;
   max(dim: number, keepdim?: boolean): { values: Tensor; indices: Tensor };
   max(dim?: number, keepdim = false): Tensor | { values: Tensor; indices: Tensor } {
-    if (dim === undefined) return wrapT(N.maxAll(this._h));
-    const [values, indices] = wrapList(N.maxDim(this._h, dim, keepdim));
+    if (dim === undefined) return wrapT(N.maxAll(this.#h));
+    const [values, indices] = wrapList(N.maxDim(this.#h, dim, keepdim));
     return { values, indices };
   }
   min(): Tensor;
   min(dim: number, keepdim?: boolean): { values: Tensor; indices: Tensor };
   min(dim?: number, keepdim = false): Tensor | { values: Tensor; indices: Tensor } {
-    if (dim === undefined) return wrapT(N.minAll(this._h));
-    const [values, indices] = wrapList(N.minDim(this._h, dim, keepdim));
+    if (dim === undefined) return wrapT(N.minAll(this.#h));
+    const [values, indices] = wrapList(N.minDim(this.#h, dim, keepdim));
     return { values, indices };
   }
   amax(dim: number | number[], keepdim = false): Tensor {
-    return wrapT(N.amax(this._h, dim, keepdim));
+    return wrapT(N.amax(this.#h, dim, keepdim));
   }
   amin(dim: number | number[], keepdim = false): Tensor {
-    return wrapT(N.amin(this._h, dim, keepdim));
+    return wrapT(N.amin(this.#h, dim, keepdim));
   }
   argmax(dim?: number, keepdim = false): Tensor {
-    return wrapT(N.argmax(this._h, dim, keepdim));
+    return wrapT(N.argmax(this.#h, dim, keepdim));
   }
   argmin(dim?: number, keepdim = false): Tensor {
-    return wrapT(N.argmin(this._h, dim, keepdim));
+    return wrapT(N.argmin(this.#h, dim, keepdim));
   }
   /** Variance; `correction` 1 (default) is the unbiased estimator, 0 the population one. */
   var(dim?: number | number[] | null, opts: { correction?: number; keepdim?: boolean } = {}): Tensor {
-    return wrapT(N.var(this._h, dim ?? undefined, opts.correction ?? 1, opts.keepdim ?? false));
+    return wrapT(N.var(this.#h, dim ?? undefined, opts.correction ?? 1, opts.keepdim ?? false));
   }
   std(dim?: number | number[] | null, opts: { correction?: number; keepdim?: boolean } = {}): Tensor {
-    return wrapT(N.std(this._h, dim ?? undefined, opts.correction ?? 1, opts.keepdim ?? false));
+    return wrapT(N.std(this.#h, dim ?? undefined, opts.correction ?? 1, opts.keepdim ?? false));
   }
   norm(p = 2, dim?: number | number[], keepdim = false): Tensor {
-    return wrapT(N.norm(this._h, p, dim, keepdim));
+    return wrapT(N.norm(this.#h, p, dim, keepdim));
   }
   logsumexp(dim: number | number[], keepdim = false): Tensor {
-    return wrapT(N.logsumexp(this._h, dim, keepdim));
+    return wrapT(N.logsumexp(this.#h, dim, keepdim));
   }
   all(): Tensor {
-    return wrapT(N.all(this._h));
+    return wrapT(N.all(this.#h));
   }
   any(): Tensor {
-    return wrapT(N.any(this._h));
+    return wrapT(N.any(this.#h));
   }
   topk(k: number, dim = -1, largest = true, sorted = true): { values: Tensor; indices: Tensor } {
-    const [values, indices] = wrapList(N.topk(this._h, k, dim, largest, sorted));
+    const [values, indices] = wrapList(N.topk(this.#h, k, dim, largest, sorted));
     return { values, indices };
   }
   sort(dim = -1, descending = false): { values: Tensor; indices: Tensor } {
-    const [values, indices] = wrapList(N.sort(this._h, dim, descending));
+    const [values, indices] = wrapList(N.sort(this.#h, dim, descending));
     return { values, indices };
   }
   cumsum(dim: number): Tensor {
-    return wrapT(N.cumsum(this._h, dim));
+    return wrapT(N.cumsum(this.#h, dim));
   }
 
   // ---- comparisons ----
   eq(other: TensorLike): Tensor {
-    return wrapT(N.eq(this._h, h(other)));
+    return wrapT(N.eq(this.#h, h(other)));
   }
   ne(other: TensorLike): Tensor {
-    return wrapT(N.ne(this._h, h(other)));
+    return wrapT(N.ne(this.#h, h(other)));
   }
   lt(other: TensorLike): Tensor {
-    return wrapT(N.lt(this._h, h(other)));
+    return wrapT(N.lt(this.#h, h(other)));
   }
   le(other: TensorLike): Tensor {
-    return wrapT(N.le(this._h, h(other)));
+    return wrapT(N.le(this.#h, h(other)));
   }
   gt(other: TensorLike): Tensor {
-    return wrapT(N.gt(this._h, h(other)));
+    return wrapT(N.gt(this.#h, h(other)));
   }
   ge(other: TensorLike): Tensor {
-    return wrapT(N.ge(this._h, h(other)));
+    return wrapT(N.ge(this.#h, h(other)));
   }
   logicalNot(): Tensor {
-    return wrapT(N.logicalNot(this._h));
+    return wrapT(N.logicalNot(this.#h));
   }
   isnan(): Tensor {
-    return wrapT(N.isnan(this._h));
+    return wrapT(N.isnan(this.#h));
   }
   isfinite(): Tensor {
-    return wrapT(N.isfinite(this._h));
+    return wrapT(N.isfinite(this.#h));
   }
   /** Same shape and elements. */
   equal(other: Tensor): boolean {
-    return N.equal(this._h, other._h);
+    return N.equal(this.#h, hOf(other));
   }
   allclose(other: Tensor, rtol = 1e-5, atol = 1e-8, equalNan = false): boolean {
-    return N.allclose(this._h, other._h, rtol, atol, equalNan);
+    return N.allclose(this.#h, hOf(other), rtol, atol, equalNan);
   }
 
   // ---- linear algebra ----
   matmul(other: Tensor): Tensor {
-    return wrapT(N.matmul(this._h, other._h));
+    return wrapT(N.matmul(this.#h, hOf(other)));
   }
   mm(other: Tensor): Tensor {
-    return wrapT(N.mm(this._h, other._h));
+    return wrapT(N.mm(this.#h, hOf(other)));
   }
   bmm(other: Tensor): Tensor {
-    return wrapT(N.bmm(this._h, other._h));
+    return wrapT(N.bmm(this.#h, hOf(other)));
   }
 
   // ---- nn shortcuts ----
   softmax(dim: number): Tensor {
-    return wrapT(N.softmax(this._h, dim));
+    return wrapT(N.softmax(this.#h, dim));
   }
   logSoftmax(dim: number): Tensor {
-    return wrapT(N.logSoftmax(this._h, dim));
+    return wrapT(N.logSoftmax(this.#h, dim));
   }
 }
 
@@ -585,7 +625,25 @@ export function wrapList(handles: NativeHandle[]): Tensor[] {
 }
 /** @internal native argument for a tensor-or-scalar operand: scalars go boxed, as [value]. */
 export function h(x: TensorLike): NativeHandle | [Scalar] {
-  return x instanceof Tensor ? x._h : [x];
+  return typeof x === 'number' || typeof x === 'boolean' ? [x] : hOf(x);
+}
+/**
+ * @internal The native reference of a Tensor; anything that is not a real Tensor instance (a plain
+ * object with `_h`, a Tensor that went through postMessage/structuredClone) is a TypeError.
+ */
+export function hOf(t: Tensor): NativeHandle {
+  if (isTensor(t)) return handleOf(t);
+  throw notATensor(t);
+}
+/** @internal hOf, or undefined for null/undefined (optional tensor arguments). */
+export function hOpt(t: Tensor | null | undefined): NativeHandle | undefined {
+  return t === null || t === undefined ? undefined : hOf(t);
+}
+function notATensor(v: unknown): TypeError {
+  const what = v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'object' ? 'a plain object' : typeof v;
+  return new TypeError(
+    `expected a Tensor, got ${what}. A Tensor belongs to the thread that made it: one sent with postMessage arrives as a plain object and cannot be used; send its data (toTypedArray() and shape) instead`,
+  );
 }
 /** @internal */
 export function isDeviceString(s: string): boolean {
@@ -618,8 +676,19 @@ export function tensor(data: NestedArray | TypedArray | ArrayBuffer, opts: Tenso
       if (opts.dtype !== 'float16' && opts.dtype !== 'bfloat16') throw new TypeError('tensor: a Uint16Array holds raw float16/bfloat16 bits: pass {dtype: "float16"} or "bfloat16"');
       srcType = opts.dtype;
     } else srcType = data instanceof ArrayBuffer ? (opts.dtype ?? 'uint8') : dtypeOfTypedArray(ta);
+    if ((ta.buffer as ArrayBuffer & { detached?: boolean }).detached === true)
+      throw new TypeError('tensor: the data\'s ArrayBuffer is detached (transferred or detached): it holds no data');
     const count = ta.byteLength / DTYPE_SIZE[srcType];
+    if (!Number.isInteger(count)) throw new ShapeError(`tensor: ${ta.byteLength} bytes are not a whole number of ${srcType} elements (${DTYPE_SIZE[srcType]} bytes each)`);
     const shape = opts.shape ? [...opts.shape] : [count];
+    if (opts.shape) {
+      let want = 1;
+      for (const s of shape) want *= s;
+      if (want !== count)
+        throw new ShapeError(
+          `tensor: shape [${shape}] has ${want} elements but the data has ${count}: they must be equal (the data holds ${ta.byteLength} bytes, shape needs ${want * DTYPE_SIZE[srcType]})`,
+        );
+    }
     const resizable = !!(ta.buffer as ArrayBuffer & { resizable?: boolean }).resizable;
     t = wrapT(N.fromBuffer(ta, 0, shape, DTYPE_CODE_OF(srcType), !opts.share || resizable));
     if ((opts.dtype && opts.dtype !== srcType) || (opts.device && opts.device !== 'cpu')) {
@@ -653,8 +722,8 @@ export function tensor(data: NestedArray | TypedArray | ArrayBuffer, opts: Tenso
       else throw new TypeError(`tensor: element at ${path} is ${Array.isArray(arr) ? 'an array' : typeof arr}, expected a number`);
       return;
     }
-    if (!Array.isArray(arr)) throw new TypeError(`tensor: ragged nested array: element at ${path} is not an array (expected length ${shape[d]})`);
-    if (arr.length !== shape[d]) throw new TypeError(`tensor: ragged nested array: element at ${path} has length ${arr.length}, expected ${shape[d]}`);
+    if (!Array.isArray(arr)) throw new ShapeError(`tensor: ragged nested array: element at ${path} is not an array (expected length ${shape[d]})`);
+    if (arr.length !== shape[d]) throw new ShapeError(`tensor: ragged nested array: element at ${path} has length ${arr.length}, expected ${shape[d]}`);
     for (let i = 0; i < arr.length; i++) fill(arr[i], d + 1, `${path}[${i}]`);
   };
   fill(data, 0, 'data');
@@ -714,20 +783,20 @@ export function eye(n: number, opts: TensorOptions = {}): Tensor {
   return applyOpts(wrapT(N.eye(n, dtypeCode(opts.dtype), opts.device)), opts);
 }
 export function zerosLike(t: Tensor, opts: TensorOptions = {}): Tensor {
-  const z = wrapT(N.zerosLike(t._h));
+  const z = wrapT(N.zerosLike(hOf(t)));
   return retype(z, opts);
 }
 export function onesLike(t: Tensor, opts: TensorOptions = {}): Tensor {
-  return retype(wrapT(N.onesLike(t._h)), opts);
+  return retype(wrapT(N.onesLike(hOf(t))), opts);
 }
 export function fullLike(t: Tensor, value: Scalar, opts: TensorOptions = {}): Tensor {
-  return retype(wrapT(N.fullLike(t._h, value)), opts);
+  return retype(wrapT(N.fullLike(hOf(t), value)), opts);
 }
 export function randLike(t: Tensor): Tensor {
-  return wrapT(N.randLike(t._h));
+  return wrapT(N.randLike(hOf(t)));
 }
 export function randnLike(t: Tensor): Tensor {
-  return wrapT(N.randnLike(t._h));
+  return wrapT(N.randnLike(hOf(t)));
 }
 function retype(t: Tensor, opts: TensorOptions): Tensor {
   if (opts.dtype || opts.device) {
@@ -741,15 +810,15 @@ function retype(t: Tensor, opts: TensorOptions): Tensor {
 // ---- joins and functional forms ----
 
 export function cat(tensors: readonly Tensor[], dim = 0): Tensor {
-  return wrapT(N.cat(tensors.map((t) => t._h), dim));
+  return wrapT(N.cat(tensors.map((t) => hOf(t)), dim));
 }
 export function stack(tensors: readonly Tensor[], dim = 0): Tensor {
-  return wrapT(N.stack(tensors.map((t) => t._h), dim));
+  return wrapT(N.stack(tensors.map((t) => hOf(t)), dim));
 }
 export function where(condition: Tensor, input: TensorLike, other: TensorLike): Tensor {
-  return wrapT(N.where(condition._h, h(input), h(other)));
+  return wrapT(N.where(hOf(condition), h(input), h(other)));
 }
 /** Pads the last dims: pad = [left, right, top, bottom, ...] as torch.nn.functional.pad. */
 export function pad(input: Tensor, padding: readonly number[], mode: 'constant' | 'reflect' | 'replicate' | 'circular' = 'constant', value?: number): Tensor {
-  return wrapT(N.pad(input._h, [...padding], mode, mode === 'constant' ? (value ?? 0) : undefined));
+  return wrapT(N.pad(hOf(input), [...padding], mode, mode === 'constant' ? (value ?? 0) : undefined));
 }
