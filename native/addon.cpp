@@ -966,9 +966,12 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     initOptim(env, exports);
     initData(env, exports);
     exports.Set("dtypeCodes", dtypeCodes(env));
+  } catch (const std::exception& e) {
+    // The environment is going away (then a JS exception is pending and nothing more is thrown), or
+    // something else failed: a JS error says so. Nothing is thrown through Node as a C++ exception.
+    throwJs(env, ErrKind::Generic, nullptr, std::string("residual: the native addon failed to initialise: ") + e.what());
   } catch (...) {
-    // The environment is going away (or memory ran out): the JS side gets an incomplete binding or
-    // the pending termination; nothing is thrown through Node.
+    throwJs(env, ErrKind::Generic, nullptr, "residual: the native addon failed to initialise");
   }
   return exports;
 }
