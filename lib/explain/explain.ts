@@ -54,7 +54,7 @@ export interface ExplainSettings {
 export const EXPLAIN_PRESETS: Record<ExplainPreset, ExplainSettings> = {
   quick: {
     depths: [20, 32], identityDepth: 20, gradientDepths: [20, 56, 110], preact1001: true,
-    iterations: 250, batchSize: 128, evalEvery: 25, testImages: 1000, probeBatch: 8,
+    iterations: 150, batchSize: 64, evalEvery: 15, testImages: 500, probeBatch: 8,
     lr: 0.1, weightDecay: 1e-4, momentum: 0.9, syntheticTrain: 12800, syntheticTest: 2000,
   },
   full: {
@@ -129,6 +129,8 @@ export interface ExplainResult {
   /** What each figure shows in this run, in words (also under each figure in the HTML page). */
   findings: Record<FigureName, string>;
   seconds: number;
+  /** CPU time of the whole process (all threads), user + system, in seconds. */
+  cpuSeconds: number;
   files: { html: string; json: string; figures: Record<FigureName, { svg: string; png: string }> };
 }
 
@@ -164,6 +166,7 @@ function settingsFor(o: ExplainOptions): ExplainSettings {
 /** Runs every experiment and writes explain.html, explain.json and the figures into `out`. */
 export async function explain(o: ExplainOptions): Promise<ExplainResult> {
   const t0 = Date.now();
+  const cpu0 = process.cpuUsage();
   const preset = o.preset ?? 'quick';
   const s = settingsFor(o);
   const seed = o.seed ?? 0;
@@ -200,7 +203,8 @@ export async function explain(o: ExplainOptions): Promise<ExplainResult> {
   say('drawing the figures');
   const { findings, figures, html } = await writeFigures(o.out, partial);
   const json = path.join(o.out, 'explain.json');
-  const result: ExplainResult = { ...partial, findings, seconds: (Date.now() - t0) / 1000, files: { html, json, figures } };
+  const cpu = process.cpuUsage(cpu0);
+  const result: ExplainResult = { ...partial, findings, seconds: (Date.now() - t0) / 1000, cpuSeconds: (cpu.user + cpu.system) / 1e6, files: { html, json, figures } };
   writeFileAtomic(json, JSON.stringify(result, finiteOrString, 1) + '\n');
   return result;
 }

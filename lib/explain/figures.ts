@@ -6,8 +6,7 @@ import { escapeXml, writeChart, type ChartSpec } from '../viz/charts.js';
 import type { ExplainResult, Family, FigureName, TrainedNet } from './explain.js';
 
 /** The results the figures are drawn from (explain.json without findings, timing and file names). */
-export type ExplainData = Omit<ExplainResult, 'findings' | 'seconds' | 'files'>;
-type Partial = ExplainData;
+export type ExplainData = Omit<ExplainResult, 'findings' | 'seconds' | 'cpuSeconds' | 'files'>;
 
 const SCHEMA = 'https://vega.github.io/schema/vega-lite/v6.json';
 const PANEL = { width: 380, height: 250 };
@@ -81,7 +80,7 @@ function errorPanel(title: string, rows: Record<string, unknown>[], color: objec
 // ---------------------------------------------------------------------------------------------
 // The four figures
 
-function degradation(p: Partial): { spec: ChartSpec; finding: string } {
+function degradation(p: ExplainData): { spec: ChartSpec; finding: string } {
   const [d0, d1] = p.settings.depths;
   const nets = [find(p.runs, 'plain', d0), find(p.runs, 'plain', d1), find(p.runs, 'residual', d0), find(p.runs, 'residual', d1)];
   const rows = nets.flatMap((r) => curveRows(r, { depth: `${r.depth} layers` }));
@@ -98,7 +97,7 @@ function degradation(p: Partial): { spec: ChartSpec; finding: string } {
   };
   const [p0, p1, r0, r1] = nets.map(endTrainError);
   const iters = nets[0].curve[nets[0].curve.length - 1].iteration;
-  const plainSays = p1 > p0 ? `the deeper plain network has the higher training error (${pct(p1)} at ${d1} layers against ${pct(p0)} at ${d0}): degradation` : `the deeper plain network does not have the higher training error here (${pct(p1)} at ${d1} layers against ${pct(p0)} at ${d0}), so this run does not show degradation`;
+  const plainSays = p1 > p0 ? `the deeper plain network has the higher training error (${pct(p1)} at ${d1} layers against ${pct(p0)} at ${d0}): degradation` : `the deeper plain network does not have the higher training error (${pct(p1)} at ${d1} layers against ${pct(p0)} at ${d0}), so this run does not show degradation`;
   const resSays = r1 <= r0 ? `the deeper ResNet trains at least as well (${pct(r1)} against ${pct(r0)})` : `the deeper ResNet is not yet better (${pct(r1)} against ${pct(r0)})`;
   const gap = r1 < p1 ? `, and at ${d1} layers the residual network beats the plain one (${pct(r1)} against ${pct(p1)})` : `; at ${d1} layers the residual network does not beat the plain one (${pct(r1)} against ${pct(p1)})`;
   const finding =
@@ -108,7 +107,7 @@ function degradation(p: Partial): { spec: ChartSpec; finding: string } {
   return { spec, finding };
 }
 
-function gradientFlow(p: Partial): { spec: ChartSpec; finding: string } {
+function gradientFlow(p: ExplainData): { spec: ChartSpec; finding: string } {
   const initRows = p.initGradients.flatMap((g) => g.norms.filter((n) => n.norm > 0).map((n) => ({ net: g.net, family: g.family, layer: n.layer, norm: n.norm })));
   // During training: the measurement nearest a quarter of the way, before the learning rate drops.
   const trainRuns = p.runs;
@@ -157,13 +156,13 @@ function gradientFlow(p: Partial): { spec: ChartSpec; finding: string } {
   const parts = [describe('plain', deepest), describe('residual', deepest), describe('preact', 1001)].filter(Boolean);
   const finding =
     `The gradient norm of each layer's weights against the layer's position, at initialisation and during training. ` +
-    `Through shortcuts the gradient reaches early layers without passing through every layer's Jacobian, so residual networks keep the norms of all layers within a narrow band, and the pre-activation ResNet-1001 (He et al. 2016) passes it through 1001 layers. ` +
+    `What to look for: through the shortcuts the gradient reaches early layers without passing through every layer on the way, so a residual network's layers should get gradients of similar size, even through the 1001 layers of the pre-activation ResNet (He et al. 2016), while a deep plain network's gradients may shrink or grow from layer to layer. ` +
     `In this run, at initialisation: ${parts.join('; ')}.` +
     (p.settings.preact1001 ? ` The 1001-layer network is measured at initialisation only (training it does not fit the ${p.preset} preset).` : '');
   return { spec, finding };
 }
 
-function identityMappings(p: Partial): { spec: ChartSpec; finding: string } {
+function identityMappings(p: ExplainData): { spec: ChartSpec; finding: string } {
   const d = p.settings.identityDepth;
   const post = find(p.runs, 'residual', d);
   const pre = find(p.runs, 'preact', d);
@@ -188,7 +187,7 @@ function identityMappings(p: Partial): { spec: ChartSpec; finding: string } {
   return { spec, finding };
 }
 
-function residualMagnitude(p: Partial): { spec: ChartSpec; finding: string } {
+function residualMagnitude(p: ExplainData): { spec: ChartSpec; finding: string } {
   const runs = p.runs.filter((r) => r.magnitudesTrained.length > 0);
   const rows = runs.flatMap((r) => [
     ...r.magnitudesInit.map((m) => ({ net: r.net, when: 'at initialisation', block: m.block, ratio: m.ratio })),
@@ -219,7 +218,7 @@ function residualMagnitude(p: Partial): { spec: ChartSpec; finding: string } {
     return `${r.net}: median ${round(median(t), 2)} after training (${round(median(r.magnitudesInit.map((m) => m.ratio)), 2)} at initialisation), smallest ${round(Math.min(...t), 2)}, largest ${round(Math.max(...t), 2)}`;
   });
   const finding =
-    `For each residual block, the norm of its branch F(x) over the norm of its shortcut x, on one batch, in evaluation mode. ` +
+    `For each residual block, the norm of its branch F(x) over the norm of its shortcut x, on one batch of training images (after training in evaluation mode; at initialisation with the batch's own BatchNorm statistics). ` +
     `He et al. (2015, figure 7) find that residual functions are generally small, and smaller in deeper networks: each block changes its input a little. ` +
     `In this run: ${parts.join('; ')}.`;
   return { spec, finding };
@@ -228,7 +227,7 @@ function residualMagnitude(p: Partial): { spec: ChartSpec; finding: string } {
 // ---------------------------------------------------------------------------------------------
 // Output
 
-const FIGURES: { name: FigureName; heading: string; make: (p: Partial) => { spec: ChartSpec; finding: string } }[] = [
+const FIGURES: { name: FigureName; heading: string; make: (p: ExplainData) => { spec: ChartSpec; finding: string } }[] = [
   { name: 'degradation', heading: 'Degradation', make: degradation },
   { name: 'gradient-flow', heading: 'Gradient flow', make: gradientFlow },
   { name: 'identity-mappings', heading: 'Identity mappings', make: identityMappings },
@@ -236,14 +235,14 @@ const FIGURES: { name: FigureName; heading: string; make: (p: Partial) => { spec
 ];
 
 /** The four figures' specs (their data is every plotted number) and the sentence under each. */
-export function figureSpecs(p: Partial): { name: FigureName; heading: string; spec: ChartSpec; finding: string }[] {
+export function figureSpecs(p: ExplainData): { name: FigureName; heading: string; spec: ChartSpec; finding: string }[] {
   return FIGURES.map((f) => ({ name: f.name, heading: f.heading, ...f.make(p) }));
 }
 
 /** Draws the four figures into `out` (SVG and PNG each) and writes explain.html around them. */
 export async function writeFigures(
   out: string,
-  p: Partial,
+  p: ExplainData,
 ): Promise<{ findings: Record<FigureName, string>; figures: Record<FigureName, { svg: string; png: string }>; html: string }> {
   const findings = {} as Record<FigureName, string>;
   const figures = {} as Record<FigureName, { svg: string; png: string }>;
@@ -263,7 +262,7 @@ export async function writeFigures(
   return { findings, figures, html };
 }
 
-function page(p: Partial, sections: string[]): string {
+function page(p: ExplainData, sections: string[]): string {
   const s = p.settings;
   const trained = p.runs.map((r) => `${r.net} (${(r.parameters / 1000).toFixed(0)}k parameters, ${r.seconds.toFixed(0)} s)`).join(', ');
   const setup =
