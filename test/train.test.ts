@@ -27,17 +27,49 @@ const small = (out: string, extra: Partial<TrainConfig> = {}): Partial<TrainConf
 const stepLosses = (dir: string) => readMetrics(path.join(dir, 'metrics.jsonl')).filter((m) => m.type === 'step').map((m) => [m.step, m.loss]);
 
 describe('trainer', () => {
-  it('trains: loss falls, accuracy rises well above chance, report and weights are written', async () => {
+  it('a training step learns: the loss on a fixed batch falls by a large factor', async () => {
+    // Whether a correct trainer learns is checked where nothing is left to chance: one fixed batch of 16
+    // images (no augmentation, train mode), the same seeded initialisation, 20 optimizer steps. The run is
+    // deterministic, so the only thing that differs between correct runs is float rounding (other CPUs'
+    // SIMD kernels, other libtorch builds), which moves the final loss by a tiny fraction of itself.
+    // Measured over seeds 0-7 (this setup with `seed` changed): the loss fell from 2.2-3.0 to
+    // 0.0010-0.0051, a factor of 510 to 2200 (median about 1000); the test asks for a factor of 20, a
+    // 25x margin below the worst seed, far beyond any rounding difference, while a broken step (no
+    // update, wrong sign, wrong gradient, lr not applied) leaves the loss near ln 10 or sends it up.
+    const t = new Trainer(small(tmp(), { syntheticTrain: 64, syntheticTest: 32, batchSize: 16, schedule: 'constant', augment: false, epochs: 1 }));
+    const batch = (await t.trainLoader[Symbol.asyncIterator]().next()).value as { x: r.Tensor; y: r.Tensor };
+    const losses: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const { loss, correct } = t.trainStep(batch.x, batch.y);
+      losses.push(loss.item() as number);
+      loss.dispose();
+      correct.dispose();
+    }
+    batch.x.dispose();
+    batch.y.dispose();
+    t.dispose();
+    expect(losses.every(Number.isFinite)).toBe(true);
+    expect(losses[0]).toBeGreaterThan(1); // an untrained 10-class classifier: about ln 10 = 2.3
+    expect(losses[19]).toBeLessThan(losses[0] / 20);
+  });
+
+  it('trains end to end: epochs, metrics, events, report and weights are written', async () => {
+    // Plumbing only; whether training learns is the test above (a test accuracy after a few steps on a
+    // tiny set is a threshold a correct run can miss by chance).
     const out = tmp();
-    const t = new Trainer(small(out, { epochs: 3, syntheticTrain: 384, schedule: 'onecycle', lr: 0.1 }));
+    const t = new Trainer(small(out, { epochs: 2, syntheticTrain: 128, schedule: 'onecycle', lr: 0.1 }));
     const events: string[] = [];
     const res = await t.fit((p) => events.push(p.type));
     t.dispose();
     const m = readMetrics(path.join(out, 'metrics.jsonl'));
-    const epochs = m.filter((x) => x.type === 'epoch') as { trainLoss: number; testAcc: number }[];
-    expect(epochs.length).toBe(3);
-    expect(epochs[2].trainLoss).toBeLessThan(epochs[0].trainLoss);
-    expect(res.testAcc).toBeGreaterThan(0.5); // 10 classes: chance is 0.1
+    const epochs = m.filter((x) => x.type === 'epoch') as { trainLoss: number; testAcc: number; testLoss: number }[];
+    expect(epochs.map((e) => e.epoch)).toEqual([1, 2]);
+    for (const e of epochs) {
+      expect(Number.isFinite(e.trainLoss) && Number.isFinite(e.testLoss)).toBe(true);
+      expect(e.testAcc).toBeGreaterThanOrEqual(0);
+      expect(e.testAcc).toBeLessThanOrEqual(1);
+    }
+    expect(res.testAcc).toBe(epochs[1].testAcc);
     expect(events[0]).toBe('start');
     expect(events.at(-1)).toBe('done');
     for (const f of ['report.svg', 'report.png', 'checkpoint.json', 'model.safetensors', 'config.json']) expect(fs.existsSync(path.join(out, f)), f).toBe(true);
@@ -45,39 +77,85 @@ describe('trainer', () => {
     expect(Object.keys(weights)).toContain('layer3.2.bn2.running_var');
   });
 
-  it('--resume continues exactly where it stopped: same losses, bit for bit', async () => {
+  it('--resume continues exactly where it stopped: same losses bit for bit, and metrics.jsonl holds each step and epoch once', async () => {
+    const cfg = { syntheticTrain: 128, limitTestBatches: 1 };
     const a = tmp();
-    const ta = new Trainer(small(a));
+    const ta = new Trainer(small(a, cfg));
     await ta.fit();
     ta.dispose();
 
     const b = tmp();
-    const tb1 = new Trainer(small(b));
+    const tb1 = new Trainer(small(b, cfg));
     await tb1.fit(() => {}, { stopAfterEpochs: 1 });
+    expect(loadCheckpoint(b).meta.epoch).toBe(1);
+    // Killed after epoch 2's metrics were written but before its checkpoint was committed.
+    tb1.crashAt = 'after-weights';
+    await expect(tb1.fit(() => {}, { resume: true })).rejects.toThrow(/simulated crash/);
     tb1.dispose();
     expect(loadCheckpoint(b).meta.epoch).toBe(1);
-    const tb2 = new Trainer(small(b, { seed: 0 }));
-    await tb2.fit(() => {}, { resume: true });
+    expect(readMetrics(path.join(b, 'metrics.jsonl')).filter((m) => m.type === 'epoch').length).toBe(2);
+    const notices: string[] = [];
+    const tb2 = new Trainer(small(b, { ...cfg, seed: 0 }));
+    await tb2.fit((p) => void (p.type === 'notice' && notices.push(p.message)), { resume: true });
     tb2.dispose();
+    expect(notices.join('\n')).toMatch(/resuming after epoch 1: dropped 5 metrics records/); // 4 steps + 1 epoch
 
     const la = stepLosses(a);
     const lb = stepLosses(b);
-    expect(la.length).toBe(16);
+    expect(la.length).toBe(8);
     expect(lb).toEqual(la);
+    // The same records as the uninterrupted run, each once (timings aside).
+    const records = (dir: string) =>
+      readMetrics(path.join(dir, 'metrics.jsonl')).map((m) => {
+        const { seconds: _s, imagesPerSec: _i, ...rest } = m as Record<string, unknown>;
+        return rest;
+      });
+    expect(records(b)).toEqual(records(a));
     const wa = r.loadSafetensors(path.join(a, 'model.safetensors')).tensors;
     const wb = r.loadSafetensors(path.join(b, 'model.safetensors')).tensors;
     for (const k of Object.keys(wa)) expect(wa[k].equal(wb[k]), k).toBe(true);
   });
 
-  it('refuses to overwrite a run without --resume, and --resume without a checkpoint', async () => {
+  it('refuses to overwrite a run without --resume, and --resume where no run was started', async () => {
     const out = tmp();
     const t = new Trainer(small(out, { epochs: 1, syntheticTrain: 64 }));
     await t.fit();
     await expect(t.fit()).rejects.toThrow(/already holds a checkpoint: pass --resume/);
     t.dispose();
     const t2 = new Trainer(small(tmp(), { epochs: 1, syntheticTrain: 64 }));
-    await expect(t2.fit(() => {}, { resume: true })).rejects.toThrow(/--resume: no checkpoint/);
+    await expect(t2.fit(() => {}, { resume: true })).rejects.toThrow(/--resume: no checkpoint in .* to start a new run there, run the same command without --resume/);
     t2.dispose();
+  });
+
+  it('a run killed before its first checkpoint starts again in its folder; a different run is told what to delete', async () => {
+    const out = tmp();
+    fs.writeFileSync(path.join(out, 'notes.txt'), 'mine');
+    const cfg = small(out, { epochs: 1, syntheticTrain: 64, limitTestBatches: 1 });
+    const t = new Trainer(cfg);
+    t.crashAt = 'after-weights'; // killed while saving the first checkpoint
+    await expect(t.fit()).rejects.toThrow(/simulated crash/);
+    t.dispose();
+    expect(fs.existsSync(path.join(out, 'checkpoint.json'))).toBe(false);
+    const partial = fs.readdirSync(out).sort();
+    expect(partial).toEqual(expect.arrayContaining(['config.json', 'metrics.jsonl', 'notes.txt']));
+
+    // Another run's settings: refused, naming the files to delete; nothing is touched.
+    const other = new Trainer({ ...cfg, lr: 0.01 });
+    await expect(other.fit()).rejects.toThrow(/partial files of a different run .*--lr.* differ.*delete them first \(rm \S*config\.json \S*metrics\.jsonl/);
+    other.dispose();
+    expect(fs.readdirSync(out).sort()).toEqual(partial);
+
+    // The same run, again: starts from the beginning, saying so.
+    const notices: string[] = [];
+    const t2 = new Trainer(cfg);
+    await t2.fit((p) => void (p.type === 'notice' && notices.push(p.message)));
+    t2.dispose();
+    expect(notices.join('\n')).toMatch(/stopped before its first checkpoint \(config\.json, metrics\.jsonl, checkpoint-e0001-s0000002\.safetensors\): starting it again from the beginning/);
+    expect(loadCheckpoint(out).meta.epoch).toBe(1);
+    const m = readMetrics(path.join(out, 'metrics.jsonl'));
+    expect(m.filter((x) => x.type === 'epoch').length).toBe(1);
+    expect(m.filter((x) => x.type === 'step').map((x) => x.step)).toEqual([1, 2]);
+    expect(fs.readFileSync(path.join(out, 'notes.txt'), 'utf8')).toBe('mine');
   });
 
   it('a crash in the middle of a save leaves the last good checkpoint loadable', async () => {
@@ -131,7 +209,8 @@ describe('trainer', () => {
     clearInterval(timer);
     expect(seen).toContain('step');
     expect(seen.at(-1)).toBe('done');
-    expect(res.testAcc).toBeGreaterThan(0);
+    expect(res.testAcc).toBeGreaterThanOrEqual(0); // not > 0: a correct 1-epoch run may score 0 on a tiny test set
+    expect(res.testAcc).toBeLessThanOrEqual(1);
     expect(ticks).toBeGreaterThan(5);
   });
 });

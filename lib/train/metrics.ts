@@ -1,6 +1,7 @@
 // Training metrics as JSON lines (one record per line), and the history the report draws from them.
 import fs from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomic } from '../io/atomic.js';
 
 /** One optimisation step. `epoch` is 1-based: the first epoch is epoch 1. */
 export interface StepMetrics {
@@ -125,6 +126,27 @@ export function readMetrics(file: string): MetricsRecord[] {
     out.push(rec as MetricsRecord);
   });
   return out;
+}
+
+/**
+ * Rewrites a metrics file (atomically) keeping only the records up to a checkpoint: steps up to
+ * `globalStep`, epochs up to `epoch`, evaluations of checkpoints up to `epoch`; records of other kinds
+ * are kept. Called on resume, so that the steps and epochs run again after the checkpoint are written
+ * once, not twice. A cut-off last line is dropped. Returns the number of records dropped; the file is
+ * left alone when there is nothing to drop (or no file).
+ */
+export function truncateMetrics(file: string, upTo: { epoch: number; globalStep: number }): number {
+  if (!fs.existsSync(file)) return 0;
+  const records = readMetrics(file);
+  const keep = records.filter((r) => {
+    if (r.type === 'step') return typeof r.step !== 'number' || r.step <= upTo.globalStep;
+    if (r.type === 'epoch' || r.type === 'eval') return typeof r.epoch !== 'number' || r.epoch <= upTo.epoch;
+    return true;
+  });
+  const text = keep.map((r) => `${JSON.stringify(r, finite)}\n`).join('');
+  if (keep.length === records.length && fs.readFileSync(file, 'utf8') === text) return 0;
+  writeFileAtomic(file, text);
+  return records.length - keep.length;
 }
 
 /**

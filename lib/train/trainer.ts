@@ -18,10 +18,13 @@ import { CosineAnnealingLR, LinearWarmup, MultiStepLR, OneCycleLR, SequentialLR,
 import { autocast, cuda, getRngState, manualSeed, setRngState } from '../tensor/memory.js';
 import { scope } from '../tensor/scope.js';
 import { Tensor, zeros, type Device } from '../tensor/tensor.js';
-import { loadCheckpoint, saveCheckpoint, hasCheckpoint, type CrashPoint } from './checkpoint.js';
-import { MetricsWriter, type History } from './metrics.js';
+import { CHECKPOINT_WEIGHTS, hasCheckpoint, isCheckpointTemp, loadCheckpoint, saveCheckpoint, type CrashPoint } from './checkpoint.js';
+import { writeJsonAtomic } from '../io/atomic.js';
+import { MetricsWriter, truncateMetrics, type History } from './metrics.js';
 import { writeReport } from './report.js';
+import { evaluate, runTestLoader, type EvaluateResult } from './evaluate.js';
 import { saveSafetensors } from '../io/safetensors.js';
+import { checkRange, type NumberRange } from '../range.js';
 
 export type DataName = 'fashion-mnist' | 'cifar10' | 'cifar100' | 'synthetic' | 'folder';
 
@@ -93,6 +96,8 @@ export type Progress =
   | { type: 'step'; epoch: number; epochs: number; step: number; steps: number; globalStep: number; loss: number; acc: number; lr: number; imagesPerSec: number; etaSeconds: number }
   | { type: 'epoch'; epoch: number; epochs: number; trainLoss: number; trainAcc: number; testLoss: number; testAcc: number; seconds: number }
   | { type: 'checkpoint'; epoch: number; path: string }
+  /** Something the user should know about the run folder (e.g. a restart from the beginning). */
+  | { type: 'notice'; message: string }
   | { type: 'done'; testAcc: number; testLoss: number; seconds: number; report: { svg: string; png: string }; out: string };
 
 export function resolveDevice(d: TrainConfig['device']): Device {
@@ -154,6 +159,60 @@ function toChannelsLast(model: Module): void {
   });
 }
 
+/**
+ * The network of a run, as the trainer builds it: sized for the data's classes and channels, on the
+ * device, channels-last when set. `residual eval` builds it the same way before loading the weights.
+ */
+export function createRunModel(cfg: Pick<TrainConfig, 'model' | 'channelsLast'>, train: ImageDataset, device: Device): Module {
+  const model = createModel(getModelInfo(cfg.model).name, { numClasses: Math.max(train.classes.length, 2), inChannels: train.images.shape[1] });
+  if (device !== 'cpu') model.to(device);
+  if (cfg.channelsLast) toChannelsLast(model);
+  return model;
+}
+
+/** Files a run writes only when it finishes (with a checkpoint beside them). */
+const FINISHED_FILES = ['model.safetensors', 'report.png', 'report.svg'];
+
+/** Does this parsed config.json look like one a residual run wrote? */
+function isRunConfig(v: unknown): v is Partial<TrainConfig> {
+  const c = v as Partial<TrainConfig> | null;
+  return !!c && typeof c === 'object' && typeof c.model === 'string' && typeof c.data === 'string' && typeof c.epochs === 'number' && typeof c.batchSize === 'number';
+}
+
+/** The settings of a run that stopped before its first checkpoint, from its config.json (null if none or not a run's). */
+export function readRunConfig(dir: string): Partial<TrainConfig> | null {
+  try {
+    const v = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as unknown;
+    return isRunConfig(v) ? v : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * What a run folder holds: a committed checkpoint; a finished run's outputs; residual's partial files of a
+ * run that stopped before its first checkpoint (config.json, metrics.jsonl, a weights file or temporary
+ * file of an unfinished checkpoint save); files named like residual's that residual did not write.
+ */
+export function inspectRunFolder(dir: string): { checkpoint: boolean; finished: string[]; partial: string[]; foreign: string[]; config: Partial<TrainConfig> | null } {
+  const names = fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+  const config = names.includes('config.json') ? readRunConfig(dir) : null;
+  const partial: string[] = [];
+  const foreign: string[] = [];
+  if (names.includes('config.json')) (config ? partial : foreign).push('config.json');
+  // metrics.jsonl is a run's only when the run's config.json is beside it (the trainer writes that first).
+  if (names.includes('metrics.jsonl')) (config ? partial : foreign).push('metrics.jsonl');
+  for (const f of names) if (CHECKPOINT_WEIGHTS.test(f) || isCheckpointTemp(f)) partial.push(f);
+  return { checkpoint: hasCheckpoint(dir), finished: FINISHED_FILES.filter((f) => names.includes(f)), partial, foreign, config };
+}
+
+/** The settings (config keys) in which two runs differ; where a run writes and how fast it logs do not count. */
+function runSettingsDiffer(a: Partial<TrainConfig>, b: Partial<TrainConfig>): string[] {
+  const ignore = new Set(['out', 'workers', 'logEvery', 'device']);
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)].filter((k) => !ignore.has(k)));
+  return [...keys].filter((k) => JSON.stringify((a as Record<string, unknown>)[k]) !== JSON.stringify((b as Record<string, unknown>)[k])).map(flagName);
+}
+
 /** Parameter groups: weight decay on conv/linear weights only, never on BN parameters or biases. */
 function paramGroups(model: Module, weightDecay: number): (Partial<ParamGroup> & { params: Tensor[] })[] {
   const decay: Tensor[] = [];
@@ -196,11 +255,7 @@ export class Trainer {
     this.train = d.train;
     this.test = d.test;
     this.dataDescription = d.description ?? d.train.name;
-    const info = getModelInfo(cfg.model);
-    const numClasses = Math.max(d.train.classes.length, 2);
-    this.model = createModel(info.name, { numClasses, inChannels: d.train.images.shape[1] });
-    if (this.device !== 'cpu') this.model.to(this.device);
-    if (cfg.channelsLast) toChannelsLast(this.model);
+    this.model = createRunModel(cfg, d.train, this.device);
 
     const stats = channelStats(d.train.images);
     const common = { mean: stats.mean, std: stats.std, device: this.device, channelsLast: cfg.channelsLast, workers: cfg.workers, prefetch: 3 };
@@ -215,7 +270,7 @@ export class Trainer {
       hflip: cfg.augment,
       randomErasing: cfg.augment ? cfg.randomErasing : 0,
     });
-    this.testLoader = new DataLoader(d.test, { ...common, batchSize: cfg.evalBatchSize ?? Math.max(cfg.batchSize, 256) });
+    this.testLoader = runTestLoader(d.test, stats, cfg, this.device);
     this.stepsPerEpoch = Math.min(this.trainLoader.length, cfg.limitTrainBatches ?? Infinity);
     if (this.stepsPerEpoch < 1) throw new Error(`the training set (${d.train.images.shape[0]} images) is smaller than one batch of ${cfg.batchSize}`);
 
@@ -266,11 +321,8 @@ export class Trainer {
       const { logits, loss } = cfg.amp ? autocast(devType, cfg.ampDtype, forward) : forward();
       this.optimizer.zeroGrad();
       if (this.scaler) {
+        // (validateConfig refuses clipGradNorm here: the norm would be taken of scaled gradients)
         this.scaler.scaleLoss(loss).backward();
-        if (cfg.clipGradNorm) {
-          // unscale first so the norm is in true units: done inside step() for fp16 without clipping
-          throw new Error('--clip-grad-norm with float16 loss scaling is not supported; use --amp-dtype bfloat16');
-        }
         this.scaler.step(this.optimizer);
       } else {
         loss.backward();
@@ -284,36 +336,9 @@ export class Trainer {
     });
   }
 
-  /** Loss and accuracy over a loader, in eval mode (BN running statistics) without gradients. */
-  async evaluate(loader: DataLoader = this.testLoader, limit = this.cfg.limitTestBatches ?? Infinity): Promise<{ loss: number; acc: number; n: number }> {
-    this.model.eval();
-    const lossSum = zeros([], { device: this.device, dtype: 'float64' });
-    const correct = zeros([], { device: this.device, dtype: 'int64' });
-    let n = 0;
-    let b = 0;
-    loader.setEpoch(0);
-    try {
-      for await (const { x, y } of loader) {
-        scope(() =>
-          noGrad(() => {
-            const run = () => this.model.call(x);
-            const devType = this.device.startsWith('cuda') ? 'cuda' : 'cpu';
-            const logits = this.cfg.amp ? autocast(devType, this.cfg.ampDtype, run) : run();
-            lossSum.add_(crossEntropy(logits.to('float32'), y, { reduction: 'sum' }).to('float64'));
-            correct.add_(logits.argmax(1).eq(y).sum());
-          }),
-        );
-        n += y.shape[0];
-        x.dispose();
-        y.dispose();
-        if (++b >= limit) break;
-      }
-      return { loss: (lossSum.item() as number) / n, acc: (correct.item() as number) / n, n };
-    } finally {
-      lossSum.dispose();
-      correct.dispose();
-      this.model.train();
-    }
+  /** Loss and accuracy over a loader (default: the test set), with the one evaluation routine (evaluate.ts). */
+  evaluate(loader: DataLoader = this.testLoader, limit = this.cfg.limitTestBatches): Promise<EvaluateResult> {
+    return evaluate(this.model, loader, { device: this.device, amp: this.cfg.amp, ampDtype: this.cfg.ampDtype, limit });
   }
 
   /** Everything a resume needs, as tensors + JSON. */
@@ -380,17 +405,46 @@ export class Trainer {
   async fit(onProgress: (p: Progress) => void = () => {}, opts: { resume?: boolean; stopAfterEpochs?: number } = {}): Promise<{ testAcc: number; testLoss: number; report: { svg: string; png: string } }> {
     const cfg = this.cfg;
     fs.mkdirSync(cfg.out, { recursive: true });
-    if (opts.resume) {
-      if (!hasCheckpoint(cfg.out)) throw new Error(`--resume: no checkpoint in ${cfg.out}`);
+    const metricsFile = path.join(cfg.out, 'metrics.jsonl');
+    const folder = inspectRunFolder(cfg.out);
+    let fromScratch = true;
+    if (folder.checkpoint) {
+      if (!opts.resume) throw new Error(`${cfg.out} already holds a checkpoint: pass --resume to continue it, or choose another --out (nothing was overwritten)`);
       this.resume();
-    } else if (hasCheckpoint(cfg.out)) {
-      throw new Error(`${cfg.out} already holds a checkpoint: pass --resume to continue it, or choose another --out (nothing was overwritten)`);
-    } else {
-      const ours = ['model.safetensors', 'metrics.jsonl', 'report.png', 'report.svg', 'config.json'].filter((f) => fs.existsSync(path.join(cfg.out, f)));
-      if (ours.length) throw new Error(`${cfg.out} already holds ${ours.join(', ')} from another run: choose another --out (nothing was overwritten)`);
+      fromScratch = false;
+      // Steps and epochs after the checkpoint were lost with the process and run again now: drop their
+      // records, so metrics.jsonl holds each step and epoch once.
+      const dropped = truncateMetrics(metricsFile, { epoch: this.epoch, globalStep: this.globalStep });
+      if (dropped) onProgress({ type: 'notice', message: `resuming after epoch ${this.epoch}: dropped ${dropped} metrics records written after that checkpoint (they are run again)` });
+    } else if (folder.finished.length) {
+      // A finished run's outputs without its checkpoint: not ours to replace.
+      throw new Error(
+        `${cfg.out} already holds ${folder.finished.join(', ')} from another run: choose another --out, or delete ${folder.finished.map((f) => path.join(cfg.out, f)).join(' and ')} if you no longer need ${folder.finished.length > 1 ? 'them' : 'it'} (nothing was overwritten)`,
+      );
+    } else if (folder.foreign.length) {
+      throw new Error(
+        `${cfg.out} holds ${folder.foreign.join(', ')}, which ${folder.foreign.length > 1 ? 'are' : 'is'} not the partial output of a residual run: choose another --out, or move ${folder.foreign.length > 1 ? 'them' : 'it'} away (nothing was overwritten)`,
+      );
+    } else if (folder.partial.length) {
+      // A run that stopped before its first checkpoint: its files hold nothing a new start would lose.
+      const differs = folder.config ? runSettingsDiffer(folder.config, cfg) : [];
+      if (differs.length && !opts.resume) {
+        const files = folder.partial.map((f) => path.join(cfg.out, f));
+        throw new Error(
+          `${cfg.out} holds the partial files of a different run that stopped before its first checkpoint (its ${differs.join(', ')} differ): ` +
+            `to start this run there, delete them first (rm ${files.join(' ')}), or choose another --out (nothing was overwritten)`,
+        );
+      }
+      if (this.globalStep > 0) throw new Error(`this Trainer has already trained: create a new Trainer to start the run in ${cfg.out} from the beginning`);
+      onProgress({
+        type: 'notice',
+        message: `${cfg.out} holds a run that stopped before its first checkpoint (${folder.partial.join(', ')}): ${opts.resume ? 'there is nothing to resume, so it starts from the beginning' : 'starting it again from the beginning'}`,
+      });
+    } else if (opts.resume) {
+      throw new Error(`--resume: no checkpoint in ${cfg.out} (no run was started there): to start a new run there, run the same command without --resume`);
     }
-    fs.writeFileSync(path.join(cfg.out, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
-    this.metrics = new MetricsWriter(path.join(cfg.out, 'metrics.jsonl'));
+    writeJsonAtomic(path.join(cfg.out, 'config.json'), cfg);
+    this.metrics = new MetricsWriter(metricsFile, { truncate: fromScratch });
     const t0 = Date.now();
     onProgress({
       type: 'start', device: this.device, model: cfg.model, params: this.model.numParameters(), trainSize: this.train.images.shape[0],
@@ -487,23 +541,49 @@ export class Trainer {
   }
 }
 
+/**
+ * The allowed range of every numeric setting: validateConfig checks them, and the CLI's flag spec uses
+ * the same objects for parsing and --help.
+ */
+export const CONFIG_RANGES = {
+  epochs: { integer: true, min: 1 },
+  batchSize: { integer: true, min: 1 },
+  lr: { min: 0, minExclusive: true },
+  momentum: { min: 0, max: 1, maxExclusive: true },
+  weightDecay: { min: 0 },
+  warmupEpochs: { min: 0 },
+  labelSmoothing: { min: 0, max: 1, maxExclusive: true },
+  randomErasing: { min: 0, max: 1 },
+  seed: { integer: true, min: 0 },
+  // The native loader runs 1 to 16 threads (there is no synchronous mode).
+  workers: { integer: true, min: 1, max: 16 },
+  logEvery: { integer: true, min: 1 },
+  clipGradNorm: { min: 0, minExclusive: true },
+  limitTrainBatches: { integer: true, min: 1 },
+  limitTestBatches: { integer: true, min: 1 },
+  syntheticTrain: { integer: true, min: 1 },
+  syntheticTest: { integer: true, min: 1 },
+  evalBatchSize: { integer: true, min: 1 },
+} satisfies Partial<Record<keyof TrainConfig, NumberRange>>;
+
+/** The CLI flag of a config key (batchSize -> --batch-size), for messages. */
+export function flagName(key: string): string {
+  return `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
 export function validateConfig(cfg: TrainConfig): void {
-  const pos = (v: number, name: string) => {
-    if (!(Number.isFinite(v) && v > 0)) throw new RangeError(`${name} must be a positive number, got ${v}`);
-  };
-  const posInt = (v: number, name: string) => {
-    if (!(Number.isInteger(v) && v > 0)) throw new RangeError(`${name} must be a positive integer, got ${v}`);
-  };
-  posInt(cfg.epochs, '--epochs');
-  posInt(cfg.batchSize, '--batch-size');
-  pos(cfg.lr, '--lr');
-  posInt(cfg.workers, '--workers');
-  posInt(cfg.logEvery, '--log-every');
-  if (!(cfg.weightDecay >= 0)) throw new RangeError(`--weight-decay must be >= 0, got ${cfg.weightDecay}`);
-  if (!(cfg.randomErasing >= 0 && cfg.randomErasing <= 1)) throw new RangeError(`--random-erasing must be a probability in [0, 1], got ${cfg.randomErasing}`);
-  if (!(cfg.labelSmoothing >= 0 && cfg.labelSmoothing < 1)) throw new RangeError(`--label-smoothing must be in [0, 1), got ${cfg.labelSmoothing}`);
+  for (const [key, range] of Object.entries(CONFIG_RANGES) as [keyof TrainConfig, NumberRange][]) {
+    const v = cfg[key];
+    if (v === undefined && !(key in DEFAULT_CONFIG)) continue; // optional and not set
+    checkRange(flagName(key), v as number, range);
+  }
   if (!['sgd', 'adamw'].includes(cfg.optimizer)) throw new RangeError(`--optimizer must be sgd or adamw, got ${cfg.optimizer}`);
   if (!['onecycle', 'cosine', 'multistep', 'constant'].includes(cfg.schedule)) throw new RangeError(`--schedule must be onecycle, cosine, multistep or constant, got ${cfg.schedule}`);
   if (!['bfloat16', 'float16'].includes(cfg.ampDtype)) throw new RangeError(`--amp-dtype must be bfloat16 or float16, got ${cfg.ampDtype}`);
+  if (cfg.warmupEpochs > 0 && cfg.schedule === 'onecycle')
+    throw new RangeError(`--warmup-epochs applies to --schedule cosine, multistep or constant; onecycle warms up by itself (got --warmup-epochs ${cfg.warmupEpochs})`);
+  if (cfg.warmupEpochs >= cfg.epochs) throw new RangeError(`--warmup-epochs must be less than --epochs (${cfg.epochs}), got ${cfg.warmupEpochs}`);
+  if (cfg.clipGradNorm !== undefined && cfg.amp && cfg.ampDtype === 'float16')
+    throw new RangeError('--clip-grad-norm with float16 loss scaling is not supported; use --amp-dtype bfloat16');
   getModelInfo(cfg.model);
 }
