@@ -1,106 +1,56 @@
-// The `residual` command line: train, eval, models, summary, data get, doctor.
+// The `residual` command line: train, eval, models, summary, data get, doctor. Each command has one flag
+// spec (lib/cli/flags.ts), used both to parse its arguments and to write its --help.
 import fs from 'node:fs';
 import path from 'node:path';
-import { DataLoader } from '../data/loader.js';
 import { getFashionMnist } from '../data/fashion.js';
 import { createModel, getModelInfo, listModels } from '../models/registry.js';
 import { summary } from '../models/summary.js';
 import { manualSeed } from '../tensor/memory.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
+import { evaluate, runTestLoader } from '../train/evaluate.js';
 import { MetricsWriter } from '../train/metrics.js';
-import { DEFAULT_CONFIG, Trainer, channelStats, loadData, resolveDevice, type Progress, type TrainConfig } from '../train/trainer.js';
+import { CONFIG_RANGES, DEFAULT_CONFIG, Trainer, channelStats, createRunModel, loadData, readRunConfig, resolveDevice, type Progress, type TrainConfig } from '../train/trainer.js';
 import { Tensor } from '../tensor/tensor.js';
+import { UsageError, configFrom, helpText, parseFlags, type CommandSpec, type FlagSpec, type FlagSpecs, type ParsedFlags } from './flags.js';
 
-class UsageError extends Error {}
+const DATA_NAMES = ['fashion-mnist', 'cifar10', 'cifar100', 'synthetic', 'folder'] as const;
+const DEVICE: FlagSpec = { type: 'string', pattern: /^(auto|cpu|cuda(:\d+)?)$/, valueName: 'auto|cpu|cuda|cuda:N', help: 'where to run', default: DEFAULT_CONFIG.device };
+const DATA_PATH: FlagSpec = { type: 'string', key: 'dataPath', valueName: 'dir', help: 'dataset folder (needed for cifar10/100 and folder; optional for fashion-mnist)' };
 
-type FlagType = 'string' | 'number' | 'int' | 'boolean';
-interface FlagSpec {
-  type: FlagType;
-  help: string;
-  key?: string;
-  choices?: string[];
-}
-
-function parseFlags(cmd: string, argv: string[], spec: Record<string, FlagSpec>): { flags: Record<string, unknown>; rest: string[] } {
-  const flags: Record<string, unknown> = {};
-  const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith('--')) {
-      rest.push(a);
-      continue;
-    }
-    let [name, value] = a.slice(2).split(/=(.*)/s, 2) as [string, string | undefined];
-    let negate = false;
-    if (!(name in spec) && name.startsWith('no-') && spec[name.slice(3)]?.type === 'boolean') {
-      name = name.slice(3);
-      negate = true;
-    }
-    const s = spec[name];
-    if (!s) throw new UsageError(`residual ${cmd}: unknown flag --${name} (see residual ${cmd} --help)`);
-    if (s.type === 'boolean') {
-      if (value !== undefined && !['true', 'false', '1', '0'].includes(value)) throw new UsageError(`residual ${cmd}: --${name} takes no value or true/false, got '${value}'`);
-      flags[name] = negate ? false : value === undefined ? true : value === 'true' || value === '1';
-      continue;
-    }
-    if (value === undefined) {
-      value = argv[++i];
-      if (value === undefined || value.startsWith('--')) throw new UsageError(`residual ${cmd}: --${name} needs a value`);
-    }
-    if (s.type === 'number' || s.type === 'int') {
-      const n = Number(value);
-      if (value.trim() === '' || !Number.isFinite(n) || (s.type === 'int' && !Number.isInteger(n)))
-        throw new UsageError(`residual ${cmd}: --${name} must be ${s.type === 'int' ? 'an integer' : 'a number'}, got '${value}'`);
-      flags[name] = n;
-    } else {
-      if (s.choices && !s.choices.includes(value)) throw new UsageError(`residual ${cmd}: --${name} must be one of ${s.choices.join(', ')}, got '${value}'`);
-      flags[name] = value;
-    }
-  }
-  return { flags, rest };
-}
-
-function helpText(usage: string, about: string, spec: Record<string, FlagSpec>): string {
-  const lines = [`Usage: ${usage}`, '', about, '', 'Options:'];
-  for (const [name, s] of Object.entries(spec)) {
-    const v = s.type === 'boolean' ? '' : s.choices ? ` <${s.choices.join('|')}>` : ` <${s.type === 'int' ? 'n' : s.type === 'number' ? 'x' : 'value'}>`;
-    lines.push(`  --${(name + v).padEnd(34)} ${s.help}`);
-  }
-  lines.push(`  --${'help'.padEnd(34)} show this help`);
-  return lines.join('\n');
-}
-
-const TRAIN_FLAGS: Record<string, FlagSpec> = {
-  model: { type: 'string', help: `network name (residual models); default ${DEFAULT_CONFIG.model}` },
-  data: { type: 'string', help: 'fashion-mnist | cifar10 | cifar100 | synthetic | folder; default fashion-mnist', choices: ['fashion-mnist', 'cifar10', 'cifar100', 'synthetic', 'folder'] },
-  'data-path': { type: 'string', key: 'dataPath', help: 'dataset folder (needed for cifar10/100 and folder)' },
-  epochs: { type: 'int', help: `epochs; default ${DEFAULT_CONFIG.epochs}` },
-  'batch-size': { type: 'int', key: 'batchSize', help: `batch size; default ${DEFAULT_CONFIG.batchSize}` },
-  lr: { type: 'number', help: `peak learning rate; default ${DEFAULT_CONFIG.lr}` },
-  optimizer: { type: 'string', choices: ['sgd', 'adamw'], help: 'sgd (momentum, nesterov) or adamw; default sgd' },
-  momentum: { type: 'number', help: `SGD momentum; default ${DEFAULT_CONFIG.momentum}` },
-  nesterov: { type: 'boolean', help: 'Nesterov momentum (default on; --no-nesterov)' },
-  'weight-decay': { type: 'number', key: 'weightDecay', help: `weight decay on conv/linear weights (not BN, not biases); default ${DEFAULT_CONFIG.weightDecay}` },
-  schedule: { type: 'string', choices: ['onecycle', 'cosine', 'multistep', 'constant'], help: 'learning-rate schedule, stepped per batch; default onecycle' },
-  'warmup-epochs': { type: 'number', key: 'warmupEpochs', help: 'linear warm-up (cosine, multistep, constant); default 0' },
-  'label-smoothing': { type: 'number', key: 'labelSmoothing', help: 'cross-entropy label smoothing; default 0' },
-  augment: { type: 'boolean', help: 'random crop with padding + horizontal flip (default on; --no-augment)' },
-  'random-erasing': { type: 'number', key: 'randomErasing', help: 'random erasing probability (with augment); default 0' },
-  device: { type: 'string', help: 'auto | cpu | cuda | cuda:N; default auto' },
-  amp: { type: 'boolean', help: 'mixed precision (autocast; bfloat16 by default)' },
-  'amp-dtype': { type: 'string', key: 'ampDtype', choices: ['bfloat16', 'float16'], help: 'autocast dtype; float16 adds loss scaling' },
-  'channels-last': { type: 'boolean', key: 'channelsLast', help: 'channels-last memory format for weights and batches' },
-  seed: { type: 'int', help: 'seed for initialisation, shuffling and augmentation; default 0' },
-  out: { type: 'string', help: 'run folder (checkpoints, metrics.jsonl, report.svg/png); default runs/<model>-<data>' },
-  resume: { type: 'boolean', help: 'continue the run in --out from its last checkpoint' },
-  workers: { type: 'int', help: `data loader threads; default ${DEFAULT_CONFIG.workers}` },
-  'log-every': { type: 'int', key: 'logEvery', help: `steps between progress lines; default ${DEFAULT_CONFIG.logEvery}` },
-  'clip-grad-norm': { type: 'number', key: 'clipGradNorm', help: 'clip the gradients total norm to this value' },
-  'limit-train-batches': { type: 'int', key: 'limitTrainBatches', help: 'stop each epoch after this many batches (quick runs)' },
-  'limit-test-batches': { type: 'int', key: 'limitTestBatches', help: 'evaluate on this many test batches only' },
-  quick: { type: 'boolean', help: 'the README demo: resnet20, 1 epoch on Fashion-MNIST on the CPU, no augmentation (synthetic data if it cannot be had)' },
+const TRAIN_FLAGS: FlagSpecs = {
+  model: { type: 'string', valueName: 'name', help: 'network name (see residual models)', default: DEFAULT_CONFIG.model },
+  data: { type: 'string', choices: DATA_NAMES, help: 'dataset', default: DEFAULT_CONFIG.data },
+  'data-path': DATA_PATH,
+  epochs: { type: 'int', range: CONFIG_RANGES.epochs, help: 'epochs to train', default: DEFAULT_CONFIG.epochs },
+  'batch-size': { type: 'int', key: 'batchSize', range: CONFIG_RANGES.batchSize, help: 'batch size', default: DEFAULT_CONFIG.batchSize },
+  lr: { type: 'number', range: CONFIG_RANGES.lr, help: 'peak learning rate', default: DEFAULT_CONFIG.lr },
+  optimizer: { type: 'string', choices: ['sgd', 'adamw'], help: 'sgd (momentum, Nesterov) or adamw', default: DEFAULT_CONFIG.optimizer },
+  momentum: { type: 'number', range: CONFIG_RANGES.momentum, help: 'SGD momentum', default: DEFAULT_CONFIG.momentum },
+  nesterov: { type: 'boolean', help: 'Nesterov momentum (SGD)', default: DEFAULT_CONFIG.nesterov },
+  'weight-decay': { type: 'number', key: 'weightDecay', range: CONFIG_RANGES.weightDecay, help: 'weight decay on conv/linear weights (not BN, not biases)', default: DEFAULT_CONFIG.weightDecay },
+  schedule: { type: 'string', choices: ['onecycle', 'cosine', 'multistep', 'constant'], help: 'learning-rate schedule, stepped per batch', default: DEFAULT_CONFIG.schedule },
+  'warmup-epochs': { type: 'number', key: 'warmupEpochs', range: CONFIG_RANGES.warmupEpochs, help: 'linear warm-up, less than --epochs (cosine, multistep, constant; onecycle has its own)', default: DEFAULT_CONFIG.warmupEpochs },
+  'label-smoothing': { type: 'number', key: 'labelSmoothing', range: CONFIG_RANGES.labelSmoothing, help: 'cross-entropy label smoothing', default: DEFAULT_CONFIG.labelSmoothing },
+  augment: { type: 'boolean', help: 'random crop with padding + horizontal flip', default: DEFAULT_CONFIG.augment },
+  'random-erasing': { type: 'number', key: 'randomErasing', range: CONFIG_RANGES.randomErasing, help: 'random erasing probability (with --augment)', default: DEFAULT_CONFIG.randomErasing },
+  device: DEVICE,
+  amp: { type: 'boolean', help: 'mixed precision (autocast)', default: DEFAULT_CONFIG.amp },
+  'amp-dtype': { type: 'string', key: 'ampDtype', choices: ['bfloat16', 'float16'], help: 'autocast dtype; float16 adds loss scaling', default: DEFAULT_CONFIG.ampDtype },
+  'channels-last': { type: 'boolean', key: 'channelsLast', help: 'channels-last memory format for weights and batches', default: DEFAULT_CONFIG.channelsLast },
+  seed: { type: 'int', range: CONFIG_RANGES.seed, help: 'seed for initialisation, shuffling and augmentation', default: DEFAULT_CONFIG.seed },
+  out: { type: 'string', valueName: 'dir', help: 'run folder (checkpoints, metrics.jsonl, report.svg/png); default runs/<model>-<data>, then -2, -3, ... (never overwritten)' },
+  resume: { type: 'boolean', help: "continue the run in --out from its last checkpoint, with the run's own settings (a run stopped before its first checkpoint starts again)" },
+  workers: { type: 'int', range: CONFIG_RANGES.workers, help: 'data loader threads', default: DEFAULT_CONFIG.workers },
+  'log-every': { type: 'int', key: 'logEvery', range: CONFIG_RANGES.logEvery, help: 'steps between progress lines', default: DEFAULT_CONFIG.logEvery },
+  'clip-grad-norm': { type: 'number', key: 'clipGradNorm', range: CONFIG_RANGES.clipGradNorm, help: "clip the gradients' total norm to this value; no clipping unless given" },
+  'limit-train-batches': { type: 'int', key: 'limitTrainBatches', range: CONFIG_RANGES.limitTrainBatches, help: 'stop each epoch after this many batches (quick runs)' },
+  'limit-test-batches': { type: 'int', key: 'limitTestBatches', range: CONFIG_RANGES.limitTestBatches, help: 'evaluate on this many test batches only' },
+  quick: { type: 'boolean', help: 'the README demo: resnet20, 1 epoch of Fashion-MNIST on the CPU, no augmentation (synthetic data if Fashion-MNIST cannot be had); other flags still apply' },
   json: { type: 'boolean', help: 'print progress as JSON lines' },
 };
+
+/** Flags of `train` that are not TrainConfig settings. */
+const TRAIN_ONLY = ['quick', 'json', 'resume'];
 
 function fmtTime(s: number): string {
   if (!Number.isFinite(s) || s < 0) return '--:--';
@@ -148,6 +98,9 @@ export function progressPrinter(stream: NodeJS.WriteStream = process.stdout, jso
       case 'checkpoint':
         line(`  checkpoint: ${p.path}`);
         break;
+      case 'notice':
+        line(`note: ${p.message}`);
+        break;
       case 'done':
         line(`test accuracy: ${(p.testAcc * 100).toFixed(2)}% (loss ${p.testLoss.toFixed(4)}) after ${fmtTime(p.seconds)}`);
         line(`report: ${p.report.png} (and ${path.basename(p.report.svg)}); metrics: ${path.join(p.out, 'metrics.jsonl')}`);
@@ -158,28 +111,24 @@ export function progressPrinter(stream: NodeJS.WriteStream = process.stdout, jso
 
 /** The config keys the user set explicitly on the command line. */
 function flagKeys(flags: Record<string, unknown>): Set<string> {
-  return new Set(Object.keys(flags).map((n) => TRAIN_FLAGS[n]?.key ?? n));
+  return new Set(Object.keys(configFrom(TRAIN_FLAGS, flags, TRAIN_ONLY)));
 }
 
-function loadCheckpointConfig(dir: string): Record<string, unknown> | null {
+/** The settings a run in `dir` was started with: its checkpoint's, else (no checkpoint yet) its config.json's. */
+function savedRunConfig(dir: string): Partial<TrainConfig> | null {
   const f = path.join(dir, 'checkpoint.json');
-  if (!fs.existsSync(f)) return null;
-  try {
-    return (JSON.parse(fs.readFileSync(f, 'utf8')) as { config?: Record<string, unknown> }).config ?? null;
-  } catch {
-    return null; // the trainer reports the broken checkpoint with a clear message
+  if (fs.existsSync(f)) {
+    try {
+      return (JSON.parse(fs.readFileSync(f, 'utf8')) as { config?: Partial<TrainConfig> }).config ?? null;
+    } catch {
+      return null; // the trainer reports the broken checkpoint with a clear message
+    }
   }
+  return readRunConfig(dir);
 }
 
-async function cmdTrain(argv: string[]): Promise<number> {
-  const { flags } = parseFlags('train', argv, TRAIN_FLAGS);
-  if (flags.help) return 0;
-  const cfg: Partial<TrainConfig> & { model: string } = { model: DEFAULT_CONFIG.model };
-  for (const [name, v] of Object.entries(flags)) {
-    const s = TRAIN_FLAGS[name];
-    if (['quick', 'json', 'resume'].includes(name)) continue;
-    (cfg as Record<string, unknown>)[s.key ?? name] = v;
-  }
+async function cmdTrain({ flags }: ParsedFlags): Promise<number> {
+  const cfg = { model: DEFAULT_CONFIG.model, ...configFrom(TRAIN_FLAGS, flags, TRAIN_ONLY) } as Partial<TrainConfig> & { model: string };
   let data: ReturnType<typeof loadData> | undefined;
   if (flags.quick) {
     cfg.model = (flags.model as string) ?? 'resnet20';
@@ -215,7 +164,7 @@ async function cmdTrain(argv: string[]): Promise<number> {
     // A resumed run continues with its own settings; flags given now may only change what does not
     // alter the run's meaning (e.g. --epochs to extend it, --workers, --log-every, --device).
     if (!cfg.out) throw new UsageError('residual train: --resume needs --out (the run folder to continue)');
-    const saved = (loadCheckpointConfig(cfg.out) ?? {}) as Partial<TrainConfig>;
+    const saved = savedRunConfig(cfg.out) ?? {};
     const explicitKeys = flagKeys(flags);
     for (const key of ['model', 'data', 'batchSize', 'dataPath'] as const) {
       const given = (cfg as Record<string, unknown>)[key];
@@ -231,7 +180,7 @@ async function cmdTrain(argv: string[]): Promise<number> {
     // A default run folder never overwrites an earlier run: runs/<model>-<data>, then -2, -3, ...
     const base = path.join('runs', `${cfg.model}-${cfg.data}`);
     cfg.out = base;
-    for (let i = 2; fs.existsSync(cfg.out) && !flags.resume; i++) cfg.out = `${base}-${i}`;
+    for (let i = 2; fs.existsSync(cfg.out); i++) cfg.out = `${base}-${i}`;
   }
   const t = new Trainer(cfg, data);
   try {
@@ -242,84 +191,76 @@ async function cmdTrain(argv: string[]): Promise<number> {
   return 0;
 }
 
-const EVAL_FLAGS: Record<string, FlagSpec> = {
-  checkpoint: { type: 'string', help: 'a run folder, its checkpoint.json, or a .safetensors/.pt state dict (then --model is needed)' },
-  model: { type: 'string', help: 'network name, when --checkpoint is a bare state dict' },
-  data: TRAIN_FLAGS.data,
-  'data-path': TRAIN_FLAGS['data-path'],
-  device: TRAIN_FLAGS.device,
-  'batch-size': { type: 'int', key: 'batchSize', help: 'batch size; default 256' },
+const EVAL_FLAGS: FlagSpecs = {
+  checkpoint: { type: 'string', required: true, valueName: 'path', help: 'a run folder, its checkpoint.json, or a .safetensors/.pt state dict (with --model)' },
+  model: { type: 'string', valueName: 'name', help: "network name, for a bare state dict; a run folder's model is the run's" },
+  data: { type: 'string', choices: DATA_NAMES, help: "dataset; default: the run's, else fashion-mnist" },
+  'data-path': { ...DATA_PATH, help: "dataset folder; default: the run's" },
+  device: DEVICE,
+  'batch-size': { type: 'int', key: 'batchSize', range: CONFIG_RANGES.batchSize, help: "batch size; default: the run's test batch size, else 256" },
   json: { type: 'boolean', help: 'print the result as JSON' },
 };
 
-async function cmdEval(argv: string[]): Promise<number> {
-  const { flags } = parseFlags('eval', argv, EVAL_FLAGS);
-  if (flags.help) return 0;
-  const ck = flags.checkpoint as string | undefined;
-  if (!ck) throw new UsageError('residual eval: --checkpoint is required (a run folder or a weights file)');
+async function cmdEval({ flags }: ParsedFlags): Promise<number> {
+  const ck = flags.checkpoint as string;
   let modelName = flags.model as string | undefined;
   let config: Partial<TrainConfig> = {};
+  let at: { epoch: number; step: number } | undefined;
+  let runDir: string | undefined;
   let weights: Record<string, Tensor>;
   const { load } = await import('../io/index.js');
-  if (fs.existsSync(ck) && (fs.statSync(ck).isDirectory() || ck.endsWith('.json'))) {
+  if (!fs.existsSync(ck)) throw new UsageError(`residual eval: ${ck} does not exist`);
+  const isRun = fs.statSync(ck).isDirectory() || ck.endsWith('.json');
+  if (isRun) {
     const c = loadCheckpoint(ck);
     config = c.meta.config as Partial<TrainConfig>;
-    modelName ??= config.model;
+    at = { epoch: c.meta.epoch, step: c.meta.globalStep };
+    runDir = c.dir;
+    if (modelName && config.model && getModelInfo(modelName).name !== config.model)
+      throw new UsageError(`residual eval: --model ${modelName} does not match the run's model ${config.model} (leave --model out for a run folder)`);
+    modelName = config.model;
     weights = {};
     for (const [k, v] of Object.entries(c.tensors)) {
       if (k.startsWith('model.')) weights[k.slice(6)] = v;
       else v.dispose();
     }
   } else {
-    if (!fs.existsSync(ck)) throw new UsageError(`residual eval: ${ck} does not exist`);
     if (!modelName) throw new UsageError('residual eval: --model is needed with a bare weights file');
     weights = load(ck);
   }
   const dataName = (flags.data as TrainConfig['data']) ?? config.data ?? 'fashion-mnist';
   const { train, test } = loadData({ data: dataName, dataPath: (flags['data-path'] as string) ?? config.dataPath, seed: config.seed ?? 0, syntheticTrain: config.syntheticTrain, syntheticTest: config.syntheticTest });
   const device = resolveDevice((flags.device as TrainConfig['device']) ?? 'auto');
-  const model = createModel(getModelInfo(modelName!).name, { numClasses: Math.max(train.classes.length, 2), inChannels: train.images.shape[1] });
-  model.loadStateDict(weights);
-  for (const w of Object.values(weights)) w.dispose();
-  if (device !== 'cpu') model.to(device);
-  model.eval();
-  const stats = channelStats(train.images);
-  const loader = new DataLoader(test, { batchSize: (flags['batch-size'] as number) ?? 256, mean: stats.mean, std: stats.std, device });
-  const { noGrad } = await import('../autograd/index.js');
-  const { crossEntropy } = await import('../nn/functional.js');
-  const { scope } = await import('../tensor/scope.js');
-  let loss = 0;
-  let correct = 0;
-  let n = 0;
-  for await (const { x, y } of loader) {
-    scope(() =>
-      noGrad(() => {
-        const logits = model.call(x);
-        loss += crossEntropy(logits, y, { reduction: 'sum' }).item() as number;
-        correct += logits.argmax(1).eq(y).sum().item() as number;
-        n += y.shape[0];
-      }),
-      [x, y],
-    );
-    x.dispose();
-    y.dispose();
+  // The model and the test loader are built as the trainer builds them, and evaluated by the same
+  // routine, so a run folder's numbers here equal the run's last test numbers.
+  const run = { ...DEFAULT_CONFIG, ...config, model: modelName! };
+  const model = createRunModel(run, train, device);
+  let res;
+  try {
+    model.loadStateDict(weights);
+    for (const w of Object.values(weights)) w.dispose();
+    const batch = flags['batch-size'] as number | undefined;
+    const loader = runTestLoader(test, channelStats(train.images), { ...run, evalBatchSize: batch ?? (isRun ? run.evalBatchSize : 256) }, device);
+    try {
+      const r = await evaluate(model, loader, { device, amp: run.amp, ampDtype: run.ampDtype });
+      res = { model: run.model, data: dataName, images: r.n, loss: r.loss, acc: r.acc, ...(at ?? {}) };
+    } finally {
+      loader.close();
+    }
+  } finally {
+    model.dispose();
   }
-  loader.close();
-  const res = { model: modelName, data: dataName, images: n, loss: loss / n, acc: correct / n };
-  if (fs.existsSync(ck) && fs.statSync(ck).isDirectory()) {
-    const w = new MetricsWriter(path.join(ck, 'metrics.jsonl'));
-    w.eval({ loss: res.loss, acc: res.acc, images: n });
+  if (runDir) {
+    const w = new MetricsWriter(path.join(runDir, 'metrics.jsonl'));
+    w.eval({ loss: res.loss, acc: res.acc, images: res.images, ...(at ?? {}) });
     w.close();
   }
   if (flags.json) console.log(JSON.stringify(res));
-  else console.log(`${modelName} on ${dataName} test set (${n} images): accuracy ${(res.acc * 100).toFixed(2)}%, loss ${res.loss.toFixed(4)}`);
+  else console.log(`${res.model} on ${dataName} test set (${res.images} images): accuracy ${(res.acc * 100).toFixed(2)}%, loss ${res.loss.toFixed(4)}`);
   return 0;
 }
 
-async function cmdModels(argv: string[]): Promise<number> {
-  const spec: Record<string, FlagSpec> = { json: { type: 'boolean', help: 'print as JSON' } };
-  const { flags } = parseFlags('models', argv, spec);
-  if (flags.help) return 0;
+async function cmdModels({ flags }: ParsedFlags): Promise<number> {
   const rows = listModels().map((m) => {
     const model = m.create();
     const params = model.numParameters();
@@ -334,16 +275,8 @@ async function cmdModels(argv: string[]): Promise<number> {
   return 0;
 }
 
-async function cmdSummary(argv: string[]): Promise<number> {
-  const spec: Record<string, FlagSpec> = {
-    model: { type: 'string', help: 'network name (residual models)' },
-    input: { type: 'string', help: 'input shape as N,C,H,W; default 1,3,224,224 (ImageNet) or 1,3,32,32 (CIFAR)' },
-    'num-classes': { type: 'int', key: 'numClasses', help: 'classifier size' },
-  };
-  const { flags } = parseFlags('summary', argv, spec);
-  if (flags.help) return 0;
-  const name = flags.model as string | undefined;
-  if (!name) throw new UsageError('residual summary: --model is required (see residual models)');
+async function cmdSummary({ flags }: ParsedFlags): Promise<number> {
+  const name = flags.model as string;
   const info = getModelInfo(name);
   let shape = [1, 3, info.inputSize, info.inputSize];
   if (flags.input) {
@@ -357,35 +290,76 @@ async function cmdSummary(argv: string[]): Promise<number> {
   return 0;
 }
 
-async function cmdData(argv: string[]): Promise<number> {
-  const spec: Record<string, FlagSpec> = {
-    method: { type: 'string', choices: ['auto', 'apt', 'download'], help: 'how to fetch: the Debian package (apt), the published files (download), or auto' },
-  };
-  const { flags, rest } = parseFlags('data', argv, spec);
-  if (flags.help) return 0;
-  if (rest[0] !== 'get' || rest[1] !== 'fashion-mnist')
-    throw new UsageError(`residual data: expected 'residual data get fashion-mnist', got '${rest.join(' ')}'`);
+async function cmdData({ flags, positionals }: ParsedFlags): Promise<number> {
+  if (positionals[0] !== 'get' || positionals[1] !== 'fashion-mnist')
+    throw new UsageError(`residual data: expected 'residual data get fashion-mnist', got '${['residual', 'data', ...positionals].join(' ')}'`);
   const r = await getFashionMnist({ quiet: false, method: (flags.method as 'auto' | 'apt' | 'download') ?? 'auto' });
   console.log(`Fashion-MNIST ready in ${r.dir} (${r.how}); checksums verified`);
   return 0;
 }
 
-async function cmdDoctor(argv: string[]): Promise<number> {
-  const { flags } = parseFlags('doctor', argv, { json: { type: 'boolean', help: 'print as JSON' } });
-  if (flags.help) return 0;
+async function cmdDoctor({ flags }: ParsedFlags): Promise<number> {
   const mod = (await import('./doctor.js')) as { doctor: () => Promise<{ ok: boolean; text: string; report?: unknown }> };
   const r = await mod.doctor();
   console.log(flags.json ? JSON.stringify(r.report ?? r, null, 2) : r.text);
   return r.ok ? 0 : 1;
 }
 
-const COMMANDS: Record<string, { about: string; usage: string; flags: Record<string, FlagSpec>; run: (argv: string[]) => Promise<number> }> = {
-  train: { about: 'Train a ResNet; checkpoints, metrics.jsonl and a report (SVG/PNG) go to --out.', usage: 'residual train [--model resnet20] [--data fashion-mnist] [--epochs N] [--batch-size B] [--lr X] [--device auto|cpu|cuda] [--amp] [--channels-last] [--out runs/NAME] [--resume]', flags: TRAIN_FLAGS, run: cmdTrain },
-  eval: { about: 'Evaluate a checkpoint on the test set.', usage: 'residual eval --checkpoint runs/NAME', flags: EVAL_FLAGS, run: cmdEval },
-  models: { about: 'List every network with its parameter count.', usage: 'residual models [--json]', flags: { json: { type: 'boolean', help: 'print as JSON' } }, run: cmdModels },
-  summary: { about: 'Layers, output shapes and parameter counts of a network.', usage: 'residual summary --model resnet50 [--input 1,3,224,224]', flags: { model: { type: 'string', help: 'network name' }, input: { type: 'string', help: 'input shape N,C,H,W' }, 'num-classes': { type: 'int', help: 'classifier size' } }, run: cmdSummary },
-  data: { about: 'Fetch a dataset: the Debian package where apt works, else the published files; checksums verified.', usage: 'residual data get fashion-mnist [--method auto|apt|download]', flags: { method: { type: 'string', help: 'auto | apt | download' } }, run: cmdData },
-  doctor: { about: 'Check the installation: Node, the addon binary, libtorch, CUDA/cuDNN, GPUs; each problem with its fix.', usage: 'residual doctor [--json]', flags: { json: { type: 'boolean', help: 'print as JSON' } }, run: cmdDoctor },
+type Command = CommandSpec & { run: (parsed: ParsedFlags) => Promise<number> };
+
+const JSON_FLAG: FlagSpec = { type: 'boolean', help: 'print as JSON' };
+
+/** Every command: its one flag spec parses its arguments and writes its --help. */
+export const COMMANDS: Readonly<Record<string, Command>> = {
+  train: {
+    name: 'train',
+    about: 'Train a ResNet; checkpoints, metrics.jsonl and a report (SVG/PNG) go to the run folder (--out).',
+    usage: 'residual train [--model resnet20] [--data fashion-mnist] [--epochs N] [--batch-size B] [--lr X] [--device auto|cpu|cuda] [--amp] [--channels-last] [--out runs/NAME] [--resume]',
+    flags: TRAIN_FLAGS,
+    notes: [
+      'Examples:',
+      '  residual train --quick                                   # the README demo (about 2 minutes on a laptop CPU)',
+      '  residual train --data synthetic --epochs 1 --limit-train-batches 5 --out runs/try',
+      '  residual train --resume --out runs/try                   # continue runs/try after an interruption',
+    ],
+    run: cmdTrain,
+  },
+  eval: {
+    name: 'eval',
+    about: "Evaluate a run's checkpoint (or a weights file) on the test set; a run folder's result is added to its metrics.jsonl.",
+    usage: 'residual eval --checkpoint runs/NAME [--json]',
+    flags: EVAL_FLAGS,
+    run: cmdEval,
+  },
+  models: { name: 'models', about: 'List every network with its parameter count.', usage: 'residual models [--json]', flags: { json: JSON_FLAG }, run: cmdModels },
+  summary: {
+    name: 'summary',
+    about: 'Layers, output shapes and parameter counts of a network.',
+    usage: 'residual summary --model resnet50 [--input 1,3,224,224]',
+    flags: {
+      model: { type: 'string', required: true, valueName: 'name', help: 'network name (see residual models)' },
+      input: { type: 'string', valueName: 'N,C,H,W', help: "input shape (default 1,3,S,S with the network's input size S: 224 for ImageNet networks, 32 for CIFAR ones)" },
+      'num-classes': { type: 'int', key: 'numClasses', range: { min: 1 }, help: "classifier size; default: the network's" },
+    },
+    run: cmdSummary,
+  },
+  data: {
+    name: 'data',
+    about: 'Fetch a dataset: the Debian package where apt works, else the published files; checksums verified.',
+    usage: 'residual data get fashion-mnist [--method auto|apt|download]',
+    positionals: { max: 2, names: 'get fashion-mnist' },
+    flags: { method: { type: 'string', choices: ['auto', 'apt', 'download'], help: 'the Debian package (apt), the published files (download), or whichever works (auto)', default: 'auto' } },
+    run: cmdData,
+  },
+  doctor: {
+    name: 'doctor',
+    about: 'Check the installation: Node, the addon binary, libtorch, CUDA/cuDNN, GPUs; each problem with its fix.',
+    usage: 'residual doctor [--json]',
+    flags: { json: JSON_FLAG },
+    run: cmdDoctor,
+  },
+  // explain: the lead wires `residual explain` here (lib/cli/explain.ts), as one more entry of this
+  // table: { name: 'explain', about, usage, flags: <its FlagSpecs>, run: (parsed) => ... }.
 };
 
 function mainHelp(): string {
@@ -397,32 +371,40 @@ function mainHelp(): string {
     'Commands:',
     ...Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(8)} ${c.about}`),
     '',
-    "Run 'residual <command> --help' for a command's options.",
+    "Run 'residual <command> --help' for a command's options; 'residual --version' for the version.",
+    'Start with: residual train --quick',
   ].join('\n');
 }
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
-  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+  if (!cmd) {
     console.log(mainHelp());
-    return cmd ? 0 : 1;
+    return 1;
   }
-  if (cmd === '--version') {
+  if (cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    const topic = cmd === 'help' ? rest[0] : undefined;
+    if (topic && COMMANDS[topic]) console.log(helpText(COMMANDS[topic]));
+    else console.log(mainHelp());
+    return 0;
+  }
+  if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
     const pkg = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
     console.log(pkg.version);
     return 0;
   }
   const c = COMMANDS[cmd];
   if (!c) {
-    console.error(`residual: unknown command '${cmd}'\n\n${mainHelp()}`);
+    console.error(`residual: unknown command '${cmd}'${cmd.startsWith('-') ? ' (the command comes first, e.g. residual train --help)' : ''}\n\n${mainHelp()}`);
     return 2;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
-    console.log(helpText(c.usage, c.about, c.flags));
-    return 0;
-  }
   try {
-    return await c.run(rest);
+    const parsed = parseFlags(c, rest);
+    if (parsed.help) {
+      console.log(helpText(c));
+      return 0;
+    }
+    return await c.run(parsed);
   } catch (e) {
     if (e instanceof UsageError) {
       console.error(e.message);
