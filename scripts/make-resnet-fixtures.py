@@ -14,6 +14,7 @@ expected logits, loss and gradients in eval and train mode.
 
 Usage: python3 scripts/make-resnet-fixtures.py  (writes test/fixtures/resnet/*.safetensors, keys.json)
 """
+import copy
 import hashlib
 import json
 import math
@@ -26,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'test', 'fixtures', 'resnet')
-RECIPE_VERSION = '1'
+RECIPE_VERSION = '2'
 
 
 # ---------------------------------------------------------------- torchvision-style ImageNet ResNets
@@ -311,6 +312,16 @@ FIXTURES = [('resnet18', 64), ('resnet50', 64), ('resnext50_32x4d', 64), ('resne
 
 
 # ---------------------------------------------------------------- fixtures
+def uniform_from_rand(shape, lo, hi):
+    """Values in [lo, hi) from torch.rand, mapped in float64 and rounded once to float32. rand's float32
+    values are the same on every CPU kernel (libtorch's vectorised randn and uniform_(a, b) are not: they
+    differ in the last bits between ATEN_CPU_CAPABILITY=default and AVX2), and the float64 mapping is
+    IEEE arithmetic (exact multiply by 2, exact subtract, one rounded multiply, one rounded cast), so the
+    weights are identical on every CPU and in the TypeScript re-implementation."""
+    r = torch.rand(shape).double()
+    return (r.mul(2).sub(1).mul((hi - lo) / 2).add((hi + lo) / 2)).float()
+
+
 def fill_weights(model, seed):
     """The weight recipe, re-implemented in test/resnet-parity.test.ts: state-dict keys in order."""
     torch.manual_seed(seed)
@@ -320,18 +331,20 @@ def fill_weights(model, seed):
             if leaf == 'num_batches_tracked':
                 t.fill_(7)
             elif leaf == 'running_mean':
-                t.copy_(torch.randn(t.shape) * 0.1)
+                t.copy_(uniform_from_rand(t.shape, -0.2, 0.2))
             elif leaf == 'running_var':
-                t.copy_(torch.rand(t.shape) * 0.5 + 0.75)
-            elif t.dim() == 4:  # convolution: He-scaled so activations stay O(1)
+                t.copy_(uniform_from_rand(t.shape, 0.75, 1.25))
+            elif t.dim() == 4:  # convolution: He-scaled (variance 2 / fan_in) so activations stay O(1)
                 fan_in = t.shape[1] * t.shape[2] * t.shape[3]
-                t.copy_(torch.randn(t.shape) * math.sqrt(2.0 / fan_in))
-            elif t.dim() == 2:  # fc weight
-                t.copy_(torch.randn(t.shape) * math.sqrt(1.0 / t.shape[1]))
+                a = math.sqrt(6.0 / fan_in)
+                t.copy_(uniform_from_rand(t.shape, -a, a))
+            elif t.dim() == 2:  # fc weight: variance 1 / fan_in
+                a = math.sqrt(3.0 / t.shape[1])
+                t.copy_(uniform_from_rand(t.shape, -a, a))
             elif leaf == 'weight':  # BN scale: keep residual branches smaller than the identity
-                t.copy_(torch.rand(t.shape) * 0.5 + 0.25)
+                t.copy_(uniform_from_rand(t.shape, 0.25, 0.75))
             else:  # biases
-                t.copy_(torch.randn(t.shape) * 0.1)
+                t.copy_(uniform_from_rand(t.shape, -0.2, 0.2))
 
 
 def sums(model):
@@ -380,7 +393,47 @@ def run_pass(model, x, target, bn_names):
     return out
 
 
+U32 = 2.0 ** -24  # float32 unit roundoff
+
+
+def rel_err(a, ref):
+    """Norm-wise relative error of a against the float64 reference."""
+    d = (a.double() - ref).norm().item()
+    n = ref.norm().item()
+    return d / n if n > 0 else d
+
+
+def float32_noise(model32, x, target, bn_names, mode, ref):
+    """How far float32 arithmetic itself lands from the float64 result, for each output: the largest
+    norm-wise relative error over float32 runs that differ only in rounding (1 and 2 intra-op threads,
+    which change reduction orders and kernels' blocking, and a run on inputs and weights perturbed by one
+    float32 rounding, u = 2^-24, each). This is the conditioning of the computation times u, not a
+    property of one CPU: runs under ATEN_CPU_CAPABILITY=default and AVX2 give the same figures within 2x."""
+    noise = {}
+    g = torch.Generator().manual_seed(99)
+    for variant in ('threads1', 'threads2', 'perturbed'):
+        torch.set_num_threads(1 if variant == 'threads1' else 2)
+        m = copy.deepcopy(model32)
+        m.train(mode == 'train')
+        xi = x
+        if variant == 'perturbed':
+            with torch.no_grad():
+                for p in m.parameters():
+                    p.mul_(1 + U32 * torch.randn(p.shape, generator=g))
+            xi = x * (1 + U32 * torch.randn(x.shape, generator=g))
+        out = run_pass(m, xi, target, bn_names)
+        for k, v in out.items():
+            if v.is_floating_point():
+                noise[k] = max(noise.get(k, 0.0), rel_err(v, ref[k]))
+    torch.set_num_threads(2)
+    return noise
+
+
 def make_fixture(name, size, init_seed=0, weight_seed=1):
+    """The reference is computed in float64 (the weights are the float32 recipe's values, widened):
+    tests compare residual in float64 tightly against it, and residual in float32 norm-wise within a
+    bound derived from the float32 noise recorded here (f32_noise). A float32 reference would hold one
+    CPU's rounding, which another CPU does not reproduce."""
     torch.manual_seed(init_seed)
     model = make(name, num_classes=10)
     init_sum, init_sq = sums(model)  # the default initialisation after manual_seed(init_seed)
@@ -393,20 +446,27 @@ def make_fixture(name, size, init_seed=0, weight_seed=1):
     bn_names = [bns[0], bns[-1]]
     tensors = {'input': x, 'target': target, 'init_sum': init_sum, 'init_sqsum': init_sq,
                'weight_sum': w_sum, 'weight_sqsum': w_sq}
-    model.eval()
-    for k, v in run_pass(model, x, target, bn_names).items():
-        tensors[f'eval.{k}'] = v
-    model.train()
-    for k, v in run_pass(model, x, target, bn_names).items():
-        tensors[f'train.{k}'] = v
+    model64 = copy.deepcopy(model).double()
+    noise = {}
+    for mode in ('eval', 'train'):
+        # float32 noise runs start from the state the reference pass starts from (train mode updates
+        # the running statistics, after the eval pass)
+        state32 = copy.deepcopy(model64).float()
+        model64.train(mode == 'train')
+        ref = run_pass(model64, x.double(), target, bn_names)
+        for k, v in ref.items():
+            tensors[f'{mode}.{k}'] = v
+        for k, v in float32_noise(state32, x, target, bn_names, mode, ref).items():
+            noise[f'{mode}.{k}'] = float(f'{v:.3g}')
     meta = {'model': name, 'num_classes': '10', 'init_seed': str(init_seed), 'weight_seed': str(weight_seed),
-            'recipe': RECIPE_VERSION, 'bn_names': json.dumps(bn_names), 'keys': json.dumps(key_lines(model)),
-            'torch': torch.__version__}
+            'recipe': RECIPE_VERSION, 'reference': 'float64', 'f32_noise': json.dumps(noise),
+            'bn_names': json.dumps(bn_names), 'keys': json.dumps(key_lines(model)), 'torch': torch.__version__}
     path = os.path.join(OUT, f'{name}.safetensors')
     save_safetensors(path, tensors, meta)
     lg = tensors['eval.logits']
+    worst = max(noise.items(), key=lambda kv: kv[1])
     print(f'{name}: {os.path.getsize(path)} bytes, eval logits |max| {lg.abs().max():.3f}, '
-          f'train loss {tensors["train.loss"].item():.4f}')
+          f'train loss {tensors["train.loss"].item():.4f}, largest float32 noise {worst[0]} {worst[1]:.2g}')
 
 
 def key_summary():
