@@ -14,8 +14,8 @@ const PANEL = { width: 380, height: 250 };
 const PNG_SCALE = 1.5;
 
 const FAMILY_COLORS: Record<Family, string[]> = {
-  plain: ['#f0a04b', '#d1495b', '#8c1c3a'],
-  residual: ['#6baed6', '#2b6cb0', '#0b2f66'],
+  plain: ['#f0a04b', '#e0603a', '#b8283f', '#6b0f1a'],
+  residual: ['#8cc2e6', '#4292c6', '#1f5ea8', '#08306b'],
   preact: ['#41ab5d', '#1b7837', '#00441b'],
 };
 
@@ -28,13 +28,18 @@ function netColors(nets: { net: string; family: Family; depth: number }[]): { do
     const depths = [...new Set(unique.filter((u) => u.family === n.family).map((u) => u.depth))].sort((a, b) => a - b);
     const shades = FAMILY_COLORS[n.family];
     const i = depths.indexOf(n.depth);
-    return shades[depths.length === 1 ? 1 : Math.round((i * (shades.length - 1)) / (depths.length - 1))];
+    if (depths.length === 1) return shades[1];
+    // Distinct shades while there are enough, light (shallow) to dark (deep).
+    const L = shades.length;
+    return shades[depths.length < L ? 1 + Math.round((i * (L - 2)) / (depths.length - 1)) : Math.round((i * (L - 1)) / (depths.length - 1))];
   });
   return { domain: unique.map((n) => n.net), range };
 }
 
 const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
-const round = (v: number, d = 3) => Number(v.toPrecision(d));
+const round = (v: number, d = 3) => (Math.abs(v) >= 1e5 ? v.toExponential(d - 1) : String(Number(v.toPrecision(d))));
+/** Differences of training error below this (2 points) are within the noise of one measurement here. */
+const NOISE = 0.02;
 
 /** Mean training error over the last two measurement points (less noisy than one). */
 function endTrainError(r: TrainedNet): number {
@@ -88,7 +93,7 @@ function degradation(p: ExplainData): { spec: ChartSpec; finding: string } {
   const y = errorDomain(rows);
   const spec = {
     $schema: SCHEMA,
-    title: { text: 'Degradation: plain networks get worse with depth, residual networks do not', subtitle: `training error (dashed) and test error (solid), ${p.data.split(' (')[0]}` },
+    title: { text: 'Degradation: training and test error of plain and residual networks at two depths', subtitle: `training error (dashed) and test error (solid); ${p.data.split(/ from | \(/)[0]}, batch ${p.settings.batchSize}` },
     hconcat: [
       errorPanel('plain networks', rows.filter((r) => r.net.startsWith('plain')), color, y),
       errorPanel('residual networks (ResNet)', rows.filter((r) => r.net.startsWith('ResNet')), color, y),
@@ -97,7 +102,13 @@ function degradation(p: ExplainData): { spec: ChartSpec; finding: string } {
   };
   const [p0, p1, r0, r1] = nets.map(endTrainError);
   const iters = nets[0].curve[nets[0].curve.length - 1].iteration;
-  const plainSays = p1 > p0 ? `the deeper plain network has the higher training error (${pct(p1)} at ${d1} layers against ${pct(p0)} at ${d0}): degradation` : `the deeper plain network does not have the higher training error (${pct(p1)} at ${d1} layers against ${pct(p0)} at ${d0}), so this run does not show degradation`;
+  const plainNumbers = `(${pct(p1)} at ${d1} layers against ${pct(p0)} at ${d0})`;
+  const plainSays =
+    p1 - p0 > NOISE
+      ? `the deeper plain network has the higher training error ${plainNumbers}: degradation`
+      : p1 > p0
+        ? `the deeper plain network has a slightly higher training error ${plainNumbers}, a gap within the noise of these measurements, so this run only hints at degradation`
+        : `the deeper plain network does not have the higher training error ${plainNumbers}, so this run does not show degradation`;
   const resSays = r1 <= r0 ? `the deeper ResNet trains at least as well (${pct(r1)} against ${pct(r0)})` : `the deeper ResNet is not yet better (${pct(r1)} against ${pct(r0)})`;
   const gap = r1 < p1 ? `, and at ${d1} layers the residual network beats the plain one (${pct(r1)} against ${pct(p1)})` : `; at ${d1} layers the residual network does not beat the plain one (${pct(r1)} against ${pct(p1)})`;
   const finding =
@@ -124,7 +135,7 @@ function gradientFlow(p: ExplainData): { spec: ChartSpec; finding: string } {
     mark: { type: 'line', strokeWidth: 1.8, clip: true },
     encoding: {
       x: { field: 'layer', type: 'quantitative', title: 'layer (input to output)' },
-      y: { field: 'norm', type: 'quantitative', title: 'gradient norm of the weights', scale: { type: 'log' } },
+      y: { field: 'norm', type: 'quantitative', title: 'gradient norm of the weights', scale: { type: 'log' }, axis: { labelExpr: "datum.value >= 1e5 || datum.value < 1e-3 ? format(datum.value, '.0e') : format(datum.value, '~g')" } },
       color,
       strokeDash: { field: 'family', type: 'nominal', title: null, scale: { domain: ['plain', 'residual', 'preact'], range: [[5, 3], [1, 0], [1, 0]] }, legend: null },
       detail: { field: 'net' },
@@ -132,13 +143,14 @@ function gradientFlow(p: ExplainData): { spec: ChartSpec; finding: string } {
   });
   const upTo110 = initRows.filter((r) => r.family !== 'preact' || !p.initGradients.some((g) => g.net === r.net && g.depth > 110));
   const deep = initRows.filter((r) => !upTo110.includes(r));
-  const panels = [panel('at initialisation', upTo110)];
-  if (deep.length) panels.push(panel('pre-activation ResNet-1001 at initialisation', deep));
-  if (trainRows.length) panels.push(panel(`during training, iteration ${trainIter}`, trainRows));
+  const top = [panel('at initialisation', upTo110)];
+  if (deep.length) top.push(panel('pre-activation ResNet-1001 at initialisation', deep));
+  const rows: object[] = [{ hconcat: top, resolve: { scale: { x: 'independent', y: 'independent' } } }];
+  if (trainRows.length) rows.push(panel(`during training: the training batch of iteration ${trainIter}`, trainRows));
   const spec = {
     $schema: SCHEMA,
-    title: { text: 'Gradient flow: the gradient norm of every layer\u2019s weights', subtitle: 'log scale; plain networks dashed, residual solid; one batch of ' + p.settings.probeBatch + ' images at initialisation, the training batch during training' },
-    hconcat: panels,
+    title: { text: 'Gradient flow: the gradient norm of every layer\u2019s weights', subtitle: `log scale; plain networks dashed, residual solid; at initialisation on one batch of ${p.settings.probeBatch} training images` },
+    vconcat: rows,
     resolve: { scale: { x: 'independent', y: 'independent' } },
   };
   // The spread of each network's norms: largest over smallest across its layers.
@@ -183,7 +195,7 @@ function identityMappings(p: ExplainData): { spec: ChartSpec; finding: string } 
     `Training error (left) and test error (right) of the original ResNet-${d} and the pre-activation ResNet-${d}, same recipe. ` +
     `He et al. (2016) find that pre-activation, which leaves the shortcut path a pure identity, trains more easily and generalises better, most clearly at 1001 layers. ` +
     `In this run the pre-activation network ends at ${pct(tq)} training error and ${pct(last(pre))} test error, the original at ${pct(tp)} and ${pct(last(post))}` +
-    (Math.abs(tq - tp) < 0.01 ? ': no clear difference at this depth and length of training.' : tq < tp ? ': pre-activation trains faster here.' : ': the original block trains faster here.');
+    (Math.abs(tq - tp) <= NOISE ? ': no clear difference at this depth and length of training.' : tq < tp ? ': pre-activation trains faster here.' : ': the original block trains faster here.');
   return { spec, finding };
 }
 
@@ -205,7 +217,10 @@ function residualMagnitude(p: ExplainData): { spec: ChartSpec; finding: string }
       x: { field: 'block', type: 'quantitative', title: 'residual block (input to output)', axis: { tickMinStep: 1 } },
       y: { field: 'ratio', type: 'quantitative', title: '|F(x)| / |x|' },
       color,
-      strokeDash: { field: 'when', type: 'nominal', title: null, scale: { domain: ['at initialisation', 'after training'], range: [[5, 3], [1, 0]] }, legend: { symbolType: 'stroke', symbolStrokeColor: '#555555' } },
+      strokeDash: {
+        field: 'when', type: 'nominal', title: null, scale: { domain: ['at initialisation', 'after training'], range: [[5, 3], [1, 0]] },
+        legend: { symbolType: 'stroke', symbolStrokeWidth: 2, encode: { symbols: { update: { stroke: { value: '#555555' } } } } },
+      },
       detail: { field: 'when' },
     },
   };

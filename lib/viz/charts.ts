@@ -99,7 +99,7 @@ function measureText(item: { fontSize?: number; fontWeight?: string | number }, 
 export const CHART_CONFIG = {
   font: CHART_FONT,
   background: 'white',
-  padding: 12,
+  padding: { left: 12, top: 12, right: 24, bottom: 12 },
   title: { fontSize: 16, subtitleFontSize: 12, subtitleColor: '#555555', anchor: 'start', offset: 10 },
   axis: { labelFontSize: 11, labelSeparation: 8, titleFontSize: 12, titleFontWeight: 'normal', gridColor: '#e6e6e6', labelColor: '#333333', titleColor: '#222222' },
   legend: { labelFontSize: 11, titleFontSize: 12, labelLimit: 320, symbolStrokeWidth: 2.5 },
