@@ -376,7 +376,7 @@ static std::string numText(double v) {
   os << v;
   return os.str();
 }
-static int64_t exactInt(double v, const std::string& what) {
+int64_t exactInt(double v, const std::string& what) {
   if (!std::isfinite(v)) throw RangeArgError(what + " must be a finite integer, got " + numText(v));
   if (v != std::floor(v)) throw ArgError(what + " must be an integer, got " + numText(v));
   if (std::fabs(v) > 9007199254740991.0) throw RangeArgError(what + " must be a safe integer (|x| <= 2^53 - 1), got " + numText(v));

@@ -290,6 +290,12 @@ static double optNum(const Napi::Object& o, const char* key, double d) {
   return v.As<Napi::Number>().DoubleValue();
 }
 
+static int64_t optInt(const Napi::Object& o, const char* key, int64_t d, int64_t lo = INT64_MIN) {
+  int64_t v = exactInt(optNum(o, key, double(d)), std::string("option '") + key + "'");
+  if (v < lo) throw RangeArgError(std::string("option '") + key + "' must be at least " + std::to_string(lo) + ", got " + std::to_string(v));
+  return v;
+}
+
 // Every live loader of an environment, so that environment teardown (a worker thread exiting or being
 // terminated) closes them: a pending next() then wakes instead of blocking a libuv thread forever.
 static void closeAllLoaders(void* arg) {
@@ -310,10 +316,10 @@ DEFN(loaderCreate) {
   LoaderCfg& c = L->cfg;
   c.images = images.detach().to(at::kCPU).contiguous();
   c.labels = labels.detach().to(at::kCPU, at::kLong).contiguous();
-  c.batch = int64_t(optNum(o, "batchSize", 1));
+  c.batch = optInt(o, "batchSize", 1);
   if (c.batch < 1) throw ArgError("batchSize must be at least 1");
   c.shuffle = optNum(o, "shuffle", 0) != 0;
-  c.seed = uint64_t(optNum(o, "seed", 0));
+  c.seed = uint64_t(optInt(o, "seed", 0, 0));
   c.dropLast = optNum(o, "dropLast", 0) != 0;
   c.mean = floats(o, "mean");
   c.std = floats(o, "std");
@@ -323,14 +329,14 @@ DEFN(loaderCreate) {
       throw ArgError("mean/std must have 1 or " + std::to_string(C) + " entries (one per channel)");
   for (float s : c.std)
     if (!(s > 0)) throw ArgError("std entries must be positive");
-  c.pad = int64_t(optNum(o, "cropPadding", 0));
+  c.pad = optInt(o, "cropPadding", 0, 0);
   c.crop = optNum(o, "randomCrop", 0) != 0;
   c.flip = optNum(o, "hflip", 0) != 0;
   c.erase = float(optNum(o, "randomErasing", 0));
   if (!(c.erase >= 0 && c.erase <= 1)) throw ArgError("randomErasing must be a probability in [0, 1]");
   c.channelsLast = optNum(o, "channelsLast", 0) != 0;
-  c.prefetch = std::max<int64_t>(1, int64_t(optNum(o, "prefetch", 2)));
-  c.workers = std::max<int64_t>(1, std::min<int64_t>(16, int64_t(optNum(o, "workers", 1))));
+  c.prefetch = std::max<int64_t>(1, optInt(o, "prefetch", 2));
+  c.workers = std::max<int64_t>(1, std::min<int64_t>(16, optInt(o, "workers", 1)));
   Napi::Value dv = o.Get("device");
   if (dv.IsString()) c.device = parseDevice(dv.As<Napi::String>().Utf8Value());
   c.pin = optNum(o, "pinMemory", c.device.is_cuda() ? 1 : 0) != 0;

@@ -220,7 +220,7 @@ DEFN(optimSetState) {
       Napi::Value ev = arr.Get(uint32_t(i));
       if (!ev.IsObject()) throw ArgError("state entry " + std::to_string(g) + "." + std::to_string(i) + " must be an object");
       auto e = ev.As<Napi::Object>();
-      Pending p{g, i, int64_t(num(e, "step", 0)), {}, {}, {}};
+      Pending p{g, i, exactInt(num(e, "step", 0), "state entry " + std::to_string(g) + "." + std::to_string(i) + " step"), {}, {}, {}};
       const char* keys[3] = {"buf1", "buf2", "buf3"};
       at::Tensor* dst[3] = {&p.b1, &p.b2, &p.b3};
       for (int k = 0; k < 3; k++) {

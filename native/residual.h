@@ -77,6 +77,9 @@ struct KindError : std::runtime_error {
 };
 
 std::string describe(const Napi::Value& v);
+// A JS number as an exact integer, or a RangeError (NaN, Infinity, beyond 2^53 - 1) / TypeError
+// (fractions) naming `what`.
+int64_t exactInt(double v, const std::string& what);
 // The live Handle behind a JS value; null if it is not a live tensor id of this environment. `why`
 // (when given) says why not.
 enum class HandleState { Ok, NotTensor, Stale, Foreign };

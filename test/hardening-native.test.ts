@@ -208,6 +208,20 @@ describe('hardening: arguments and values', () => {
       expect(e, msg.source).toBeInstanceOf(cls);
       expect(e.message).toMatch(msg);
     }
+    // integer options of the data loader too
+    const images = r.zeros([4, 1, 2, 2], { dtype: 'uint8' });
+    const labels = r.zeros([4], { dtype: 'int64' });
+    for (const [opts, cls, msg] of [
+      [{ batchSize: NaN }, RangeError, /^loaderCreate: option 'batchSize' must be a finite integer, got NaN$/],
+      [{ batchSize: 2.5 }, TypeError, /option 'batchSize' must be an integer, got 2.5/],
+      [{ seed: -1 }, RangeError, /option 'seed' must be at least 0, got -1/],
+      [{ seed: 2 ** 64 }, RangeError, /option 'seed' must be a safe integer/],
+      [{ workers: Infinity }, RangeError, /option 'workers' must be a finite integer/],
+    ] as const) {
+      const e = errorOf(() => native.loaderCreate(images._h, labels._h, opts));
+      expect(e, msg.source).toBeInstanceOf(cls);
+      expect(e.message).toMatch(msg);
+    }
     // dims and indices out of range are errors (libtorch's), of the shape kind
     expect(errorOf(() => x.select(3, 0))).toBeInstanceOf(r.ShapeError);
     expect(errorOf(() => x.select(0, 10))).toBeInstanceOf(r.ShapeError);
