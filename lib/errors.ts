@@ -1,6 +1,7 @@
 // Error classes by kind. The same failure raises the same class everywhere: in the TypeScript layer,
-// from the native addon (its errors carry a `code`, mapped here), and when an error is wrapped with more
-// context (`wrapError` keeps the class and sets `cause`).
+// from the native addon (lib/native.ts registers these classes with it and it constructs them directly,
+// classifying libtorch's errors by type and message; a raw addon without them throws Errors carrying the
+// same `code`), and when an error is wrapped with more context (`wrapError` keeps the class and sets `cause`).
 //
 // Every class extends ResidualError; argument errors that are plainly about a JS value's type stay
 // TypeErrors (as Node's own APIs do), and ranges stay RangeErrors, unless a kind below fits better.
