@@ -142,7 +142,7 @@ describe('residual explain', () => {
       expect(() => new Resvg(svg)).not.toThrow();
       const size = /^<svg [^>]*width="(\d+)" height="(\d+)"/.exec(svg);
       expect(size, name).not.toBeNull();
-      expect(svg).toContain('font-family="DejaVu Sans"');
+      expect(svg).toContain('font-family="DejaVu Sans, Verdana, Arial, sans-serif"');
       expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
       // PNG: the signature, and 1.5 times the SVG's size in its IHDR.
       const png = fs.readFileSync(path.join(dir, `${name}.png`));

@@ -102,7 +102,7 @@ describe('report', () => {
     const svg = await renderReportSvg(h);
     expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
     expect(() => new Resvg(svg)).not.toThrow(); // well-formed XML that an SVG renderer reads
-    expect(svg).toContain('font-family="DejaVu Sans"');
+    expect(svg).toContain('font-family="DejaVu Sans, Verdana, Arial, sans-serif"');
     expect(svg).toContain('>ResNet-20 &lt;test&gt; &amp; report</text>');
     for (const t of ['>epoch<', '>loss<', '>accuracy (%)<', '>train, per step (smoothed)<', '>train, epoch<', '>test, epoch<']) expect(svg).toContain(t);
     expect(svg).toContain('>epoch 3  |  train loss 0.3996, acc 90.00%  |  test loss 0.4996, acc 85.00%  |  time 37.5s<');

@@ -13,9 +13,7 @@ const DEPTHS = /^\d+(,\d+)*$/;
 export const EXPLAIN_COMMAND: CommandSpec = {
   name: 'explain',
   usage: 'residual explain [--quick | --full] [--out DIR] [--data fashion-mnist|synthetic] [--device auto|cpu|cuda] [--seed N]',
-  about:
-    'See why residual learning works: trains plain, residual and pre-activation networks and draws the degradation, ' +
-    'gradient-flow, identity-mapping and residual-magnitude figures into one HTML page (with SVG, PNG and JSON beside it).',
+  about: 'See why residual learning works: degradation, gradient flow, identity mappings and residual magnitude, drawn into one HTML page.',
   flags: {
     quick: { type: 'boolean', help: `minutes on 2 CPU cores: depths ${q.depths.join('/')}, ${q.iterations} iterations each (the default)` },
     full: { type: 'boolean', help: `for a GPU: depths ${f.depths.join('/')}, identity mappings at ${f.identityDepth}, ${f.iterations} iterations each` },
@@ -34,6 +32,9 @@ export const EXPLAIN_COMMAND: CommandSpec = {
     workers: { type: 'int', range: { min: 1 }, help: 'data loader threads', default: 2 },
   },
   notes: [
+    'Trains plain, residual and pre-activation networks with one recipe on the same batches and writes explain.html',
+    '(every figure with a sentence saying what this run shows), each figure as SVG and PNG, and explain.json.',
+    '',
     'Examples:',
     '  residual explain --quick                 # Fashion-MNIST on the CPU, a few minutes',
     '  residual explain --full --device cuda    # the same experiments deeper and longer, for a GPU',

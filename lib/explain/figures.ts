@@ -128,14 +128,17 @@ function gradientFlow(p: ExplainData): { spec: ChartSpec; finding: string } {
   const trainRows = trainRuns.flatMap((r) => snap(r).norms.map((norm, i) => ({ net: r.net, family: r.family, layer: i + 1, norm })).filter((x) => x.norm > 0));
   const all = [...p.initGradients, ...trainRuns];
   const color = { field: 'net', type: 'nominal', title: 'network', scale: netColors(all), legend: { symbolType: 'stroke', columns: 1 } };
-  const panel = (title: string, rows: object[]) => ({
+  // Over many decades label the powers of ten only (1e+7, 1e+6, ..., 1000, 100, 10, 1, 0.1).
+  const decades = "abs(log(datum.value) / LN10 - round(log(datum.value) / LN10)) > 1e-6 ? '' : datum.value >= 1e5 || datum.value < 1e-3 ? format(datum.value, '.0e') : format(datum.value, '~g')";
+  const span = (rows: { norm: number }[]) => Math.max(...rows.map((r) => r.norm)) / Math.min(...rows.map((r) => r.norm));
+  const panel = (title: string, rows: { norm: number }[]) => ({
     ...PANEL,
     title,
     data: { values: rows },
     mark: { type: 'line', strokeWidth: 1.8, clip: true },
     encoding: {
       x: { field: 'layer', type: 'quantitative', title: 'layer (input to output)' },
-      y: { field: 'norm', type: 'quantitative', title: 'gradient norm of the weights', scale: { type: 'log' }, axis: { labelExpr: "datum.value >= 1e5 || datum.value < 1e-3 ? format(datum.value, '.0e') : format(datum.value, '~g')" } },
+      y: { field: 'norm', type: 'quantitative', title: 'gradient norm of the weights', scale: { type: 'log' }, axis: span(rows) > 1e3 ? { labelExpr: decades } : {} },
       color,
       strokeDash: { field: 'family', type: 'nominal', title: null, scale: { domain: ['plain', 'residual', 'preact'], range: [[5, 3], [1, 0], [1, 0]] }, legend: null },
       detail: { field: 'net' },

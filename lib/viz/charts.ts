@@ -97,7 +97,8 @@ function measureText(item: { fontSize?: number; fontWeight?: string | number }, 
 
 /** Shared look: font, sizes and colours of titles, axes and legends. */
 export const CHART_CONFIG = {
-  font: CHART_FONT,
+  // resvg has only DejaVu Sans, so the PNG uses it; a browser without it falls back to a similar sans-serif.
+  font: `${CHART_FONT}, Verdana, Arial, sans-serif`,
   background: 'white',
   padding: { left: 12, top: 12, right: 24, bottom: 12 },
   title: { fontSize: 16, subtitleFontSize: 12, subtitleColor: '#555555', anchor: 'start', offset: 10 },
