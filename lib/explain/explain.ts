@@ -12,6 +12,7 @@
 // a sentence under it), each figure as SVG and PNG, and explain.json with every number plotted.
 import path from 'node:path';
 import { disposeDataset, type ImageDataset } from '../data/dataset.js';
+import { findFashionMnist } from '../data/fashion.js';
 import { DataLoader } from '../data/loader.js';
 import { createModel, getModelInfo } from '../models/registry.js';
 import { manualSeed } from '../tensor/memory.js';
@@ -172,7 +173,12 @@ export async function explain(o: ExplainOptions): Promise<ExplainResult> {
   const seed = o.seed ?? 0;
   const say = o.onProgress ?? (() => {});
   const device = resolveDevice(o.device ?? 'auto');
-  const data = loadData({ data: o.data ?? 'fashion-mnist', dataPath: o.dataPath, seed, syntheticTrain: s.syntheticTrain, syntheticTest: s.syntheticTest });
+  let dataName = o.data ?? 'fashion-mnist';
+  if (dataName === 'fashion-mnist' && !o.dataPath && !findFashionMnist()) {
+    say('*** Fashion-MNIST is not here (residual data get fashion-mnist fetches it): using the SYNTHETIC set instead ***');
+    dataName = 'synthetic';
+  }
+  const data = loadData({ data: dataName, dataPath: o.dataPath, seed, syntheticTrain: s.syntheticTrain, syntheticTest: s.syntheticTest });
   say(`data: ${data.description}; device ${device}`);
   const runs: TrainedNet[] = [];
   let initGradients: InitGradients[] = [];
