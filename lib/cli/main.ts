@@ -12,6 +12,7 @@ import { MetricsWriter } from '../train/metrics.js';
 import { CONFIG_RANGES, DEFAULT_CONFIG, Trainer, channelStats, createRunModel, loadData, readRunConfig, resolveDevice, type Progress, type TrainConfig } from '../train/trainer.js';
 import { Tensor } from '../tensor/tensor.js';
 import { UsageError, configFrom, helpText, parseFlags, type CommandSpec, type FlagSpec, type FlagSpecs, type ParsedFlags } from './flags.js';
+import { EXPLAIN_COMMAND, runExplainFlags } from './explain.js';
 
 const DATA_NAMES = ['fashion-mnist', 'cifar10', 'cifar100', 'synthetic', 'folder'] as const;
 const DEVICE: FlagSpec = { type: 'string', pattern: /^(auto|cpu|cuda(:\d+)?)$/, valueName: 'auto|cpu|cuda|cuda:N', help: 'where to run', default: DEFAULT_CONFIG.device };
@@ -358,8 +359,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
     flags: { json: JSON_FLAG },
     run: cmdDoctor,
   },
-  // explain: the lead wires `residual explain` here (lib/cli/explain.ts), as one more entry of this
-  // table: { name: 'explain', about, usage, flags: <its FlagSpecs>, run: (parsed) => ... }.
+  explain: { ...EXPLAIN_COMMAND, run: runExplainFlags },
 };
 
 function mainHelp(): string {
