@@ -1,11 +1,14 @@
 // Depth: the 1001-layer pre-activation ResNet (He et al. 2016) trains end to end on the CPU: a forward
 // and backward pass on a tiny batch completes, the gradient reaches the first layer finite and
-// non-zero, and no tensor is left behind.
+// non-zero, and no tensor is left behind. The batch is 2x3x16x16 (the final stage still sees 4x4 per
+// image, 32 values per channel for batch norm), and the test yields between forward and backward: no
+// synchronous stretch may approach vitest's 60 s worker-RPC timeout, even under scalar kernels in CI's
+// second run.
 import { describe, expect, it } from 'vitest';
 import { crossEntropy, manualSeed, memory, preactResnet, randn, scope, tensor } from '../lib/index.js';
 
 describe('depth', () => {
-  it('preactResnet(1001): forward and backward on 2x3x32x32, first-layer gradient finite and non-zero', () => {
+  it('preactResnet(1001): forward and backward on 2x3x16x16, first-layer gradient finite and non-zero', async () => {
     manualSeed(0);
     const model = preactResnet(1001);
     expect(model.numParameters()).toBe(10_327_706);
@@ -13,12 +16,11 @@ describe('depth', () => {
     model.train();
     const base = memory().tensors;
     const t0 = performance.now();
-    const loss = scope(() => {
-      const x = randn([2, 3, 32, 32]);
-      const l = crossEntropy(model.call(x), tensor([3, 8], { dtype: 'int64' }));
-      l.backward();
-      return l.item() as number;
-    });
+    const l = scope(() => crossEntropy(model.call(randn([2, 3, 16, 16])), tensor([3, 8], { dtype: 'int64' })));
+    await new Promise((res) => setImmediate(res));
+    l.backward();
+    const loss = l.item() as number;
+    l.dispose();
     const seconds = (performance.now() - t0) / 1000;
     expect(Number.isFinite(loss)).toBe(true);
     expect(loss).toBeGreaterThan(0);
@@ -33,6 +35,6 @@ describe('depth', () => {
     // (each .grad read is a new reference: read them inside a scope)
     expect(scope(() => model.parameters().every((p) => p.grad !== null))).toBe(true);
     expect(memory().tensors).toBe(base);
-    console.log(`preactResnet(1001) forward+backward on 2x3x32x32: ${seconds.toFixed(1)} s, loss ${loss.toFixed(4)}, |grad conv1| ${norm.toExponential(3)}`);
+    console.log(`preactResnet(1001) forward+backward on 2x3x16x16: ${seconds.toFixed(1)} s, loss ${loss.toFixed(4)}, |grad conv1| ${norm.toExponential(3)}`);
   });
 });

@@ -147,7 +147,7 @@ describe.each(FIXTURES)('parity with PyTorch: %s', (name) => {
 
   // float64 arithmetic leaves no room for a wrong stride or a missing term to hide in rounding noise;
   // float32 is what training runs, compared within its own noise.
-  it.each(['float64', 'float32'] as const)('eval and train passes in %s, forward and backward', (dtype) => {
+  it.each(['float64', 'float32'] as const)('eval and train passes in %s, forward and backward', async (dtype) => {
     expect(weights, 'the first test loads the fixture').toBeDefined();
     const bnNames: string[] = JSON.parse(metadata.bn_names);
     const noise: Record<string, number> = JSON.parse(metadata.f32_noise);
@@ -157,6 +157,7 @@ describe.each(FIXTURES)('parity with PyTorch: %s', (name) => {
     const params = Object.fromEntries(m.namedParameters());
     const buffers = Object.fromEntries(m.namedBuffers());
     for (const mode of ['eval', 'train'] as const) {
+      await new Promise((res) => setImmediate(res)); // one pass at a time between yields (vitest's worker RPC)
       m.zeroGrad();
       m.train(mode === 'train');
       scope(() => {
