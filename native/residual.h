@@ -188,5 +188,6 @@ void registerAll(Napi::Env env, Napi::Object exports, const FnEntry* begin, cons
 void initOps(Napi::Env env, Napi::Object exports);
 void initOptim(Napi::Env env, Napi::Object exports);
 void initData(Napi::Env env, Napi::Object exports);
+void initImageIO(Napi::Env env, Napi::Object exports);  // native/imageio.cpp
 
 }  // namespace residual
