@@ -1,14 +1,16 @@
 // A folder of images per class: root/<class>/<image>.png|.jpg|.jpeg.
 //
-// Decoding is done by pngjs and jpeg-js. Both give 8-bit RGBA, whatever the file's own colour type
-// or bit depth (pngjs rescales 16-bit PNGs to 8 bits); alpha is dropped (not composited), and
-// grayscale output uses the ITU-R 601-2 luma weights (0.299 R + 0.587 G + 0.114 B), as PIL's "L"
-// conversion does.
+// Decoding is native (libjpeg-turbo and libpng, native/imageio.cpp: the same decoder the streaming
+// loaders use). It gives 8-bit RGBA, whatever the file's own colour type or bit depth (16-bit PNGs are
+// scaled to 8 bits with rounding); alpha is dropped (not composited), and grayscale output uses the
+// ITU-R 601-2 luma weights (0.299 R + 0.587 G + 0.114 B), as PIL's "L" conversion does.
+// This reader holds the whole dataset in memory (small images); for large datasets use the streamed
+// readers in stream.ts (--data imagefolder / webdataset).
 import fs from 'node:fs';
 import path from 'node:path';
-import { PNG } from 'pngjs';
-import jpeg from 'jpeg-js';
 import { BadFileError } from '../errors.js';
+import { native as N } from '../native.js';
+import { Tensor } from '../tensor/tensor.js';
 import { ImageDataset, makeImageDataset } from './dataset.js';
 
 export interface ImageFolderOptions {
@@ -26,8 +28,8 @@ export interface ImageFolderOptions {
 const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg']);
 
 /**
- * The most pixels an image file may declare (100 megapixels, jpeg-js's own default): checked from the
- * header before decoding, so a small file cannot make the decoder allocate gigabytes.
+ * The most pixels an image file may declare (100 megapixels): checked from the header before
+ * decoding, so a small file cannot make the decoder allocate gigabytes.
  */
 export const MAX_IMAGE_PIXELS = 100_000_000;
 
@@ -38,7 +40,7 @@ export interface DecodedImage {
   rgba: Uint8Array;
 }
 
-/** Decode a PNG or JPEG file (chosen by its content: PNG and JPEG signatures) to RGBA. */
+/** Decode a PNG or JPEG file (chosen by its content: PNG and JPEG signatures) to RGBA, natively. */
 export function decodeImage(file: string): DecodedImage {
   let buf: Buffer;
   try {
@@ -47,7 +49,7 @@ export function decodeImage(file: string): DecodedImage {
     throw new Error(`cannot read image ${file}: ${(e as Error).message}`, { cause: e });
   }
   const isPng = buf.length >= 8 && buf.readUInt32BE(0) === 0x89504e47 && buf.readUInt32BE(4) === 0x0d0a1a0a;
-  const isJpeg = buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff;
+  let t: Tensor;
   try {
     if (isPng) {
       // IHDR is the first chunk: width and height are the big-endian uint32s at bytes 16 and 20.
@@ -55,17 +57,19 @@ export function decodeImage(file: string): DecodedImage {
       const w = buf.readUInt32BE(16);
       const h = buf.readUInt32BE(20);
       if (w === 0 || h === 0 || w * h > MAX_IMAGE_PIXELS) throw new Error(`the image declares ${w}x${h} pixels (at most ${MAX_IMAGE_PIXELS} and at least 1 are allowed)`);
-      const png = PNG.sync.read(buf);
-      return { width: png.width, height: png.height, rgba: png.data };
     }
-    if (isJpeg) {
-      const img = jpeg.decode(buf, { useTArray: true, formatAsRGBA: true, maxResolutionInMP: MAX_IMAGE_PIXELS / 1e6, maxMemoryUsageInMB: 1024 });
-      return { width: img.width, height: img.height, rgba: img.data };
-    }
+    // libjpeg-turbo checks the JPEG's declared size against maxPixels before decoding any pixel
+    t = new Tensor(N.imageDecode(buf, 4, { maxPixels: MAX_IMAGE_PIXELS }));
   } catch (e) {
-    throw new BadFileError(`${file}: cannot decode ${isPng ? 'PNG' : 'JPEG'} image: ${(e as Error).message}`, { cause: e, path: file });
+    const msg = (e as Error).message.replace(/^imageDecode: /, '');
+    throw new BadFileError(`${file}: ${isPng && !msg.startsWith('cannot decode') ? `cannot decode PNG image: ${msg}` : msg}`, { cause: e, path: file });
   }
-  throw new BadFileError(`${file}: not a PNG or JPEG image (unrecognised file signature)`, { path: file });
+  try {
+    const [height, width] = t.shape;
+    return { width, height, rgba: t.toTypedArray() as Uint8Array };
+  } finally {
+    t.dispose();
+  }
 }
 
 /** Bilinear resize of RGBA pixels, sampling at pixel centres (align_corners=False). */

@@ -1,0 +1,332 @@
+// Streaming datasets: images read, decoded (libjpeg-turbo, libpng) and transformed on the loader's
+// native threads (native/imageio.cpp), never held in memory whole. Two layouts:
+//
+//   - an ImageNet-layout folder: root/<class>/<image>.jpg|.jpeg|.png, classes are the sorted folder names;
+//   - WebDataset tar shards: samples grouped by basename (0001.jpg + 0001.cls, the class index as text),
+//     named by a brace pattern ('shards/train-{0000..0127}.tar'), a list, or a folder of .tar files.
+//
+// Shuffling: a seeded permutation of the files (folder), or the shards then a bounded shuffle buffer
+// per thread (webdataset); deterministic for a (seed, epoch, workers). Distributed: rank r of
+// worldSize takes every worldSize-th sample of the permutation, padded like PyTorch's
+// DistributedSampler (folder), or every worldSize-th shard (webdataset); each loader thread then gets
+// its own share (whole batches for a folder, whole shards for webdataset) and batches come out
+// round-robin over the threads, as PyTorch's DataLoader does.
+//
+// Transforms follow torchvision: 'train' is RandomResizedCrop(size, scale, ratio) + RandomHorizontalFlip
+// + Normalize; 'eval' is Resize(resize) + CenterCrop(size) + Normalize; 'resize' resizes to size.
+import fs from 'node:fs';
+import path from 'node:path';
+import { native as N } from '../native.js';
+import { Tensor, type Device } from '../tensor/tensor.js';
+import { listImageFolder } from './folder.js';
+import type { Batch } from './loader.js';
+
+type NativeStream = { readonly __stream: unique symbol };
+
+export const IMAGENET_MEAN = [0.485, 0.456, 0.406];
+export const IMAGENET_STD = [0.229, 0.224, 0.225];
+
+export interface StreamOptions {
+  batchSize: number;
+  /** 'train': RandomResizedCrop + flip; 'eval': Resize + CenterCrop; 'resize': resize to `size`. Default 'train'. */
+  transform?: 'train' | 'eval' | 'resize';
+  /** Output [height, width] or one side; default 224. */
+  size?: number | [number, number];
+  /** Shorter side before the centre crop ('eval'); default size * 256 / 224. */
+  resize?: number;
+  /** RandomResizedCrop's area fraction range; default [0.08, 1]. */
+  scale?: [number, number];
+  /** RandomResizedCrop's aspect ratio range; default [3/4, 4/3]. */
+  ratio?: [number, number];
+  /** Random horizontal flip ('train'); default true. */
+  hflip?: boolean;
+  /** Output channels, 1 or 3 (default 3). */
+  channels?: 1 | 3;
+  mean?: number[];
+  std?: number[];
+  shuffle?: boolean;
+  seed?: number;
+  dropLast?: boolean;
+  /** This process's rank and the number of processes (data-parallel): each reads its own share. */
+  rank?: number;
+  worldSize?: number;
+  /** Loader threads (default 2) and batches produced ahead (default 2 per thread). */
+  workers?: number;
+  prefetch?: number;
+  /** A corrupt or unreadable file stops the run ('stop', default) or is skipped and counted ('skip'). */
+  onError?: 'stop' | 'skip';
+  /** Refuse images with more pixels than this (default 2^26); files or tar members larger than maxFileBytes (default 256 MiB). */
+  maxPixels?: number;
+  maxFileBytes?: number;
+  /** WebDataset shuffle buffer: samples per thread (default 1000) and encoded bytes in all (default 256 MiB). */
+  shuffleBuffer?: number;
+  shuffleBufferBytes?: number;
+  device?: Device;
+  pinMemory?: boolean;
+  channelsLast?: boolean;
+}
+
+export interface FolderSource {
+  kind: 'folder';
+  root: string;
+  files: string[];
+  labels: Int32Array;
+  classes: string[];
+}
+
+export interface WebDatasetSource {
+  kind: 'webdataset';
+  shards: string[];
+  /** Samples per shard (from a header scan). */
+  counts: number[];
+  classes: string[];
+}
+
+export type StreamSource = FolderSource | WebDatasetSource;
+
+/** An ImageNet-layout folder: its files and labels (the listing only; nothing is decoded). */
+export function imageFolderSource(root: string): FolderSource {
+  const { classes, files } = listImageFolder(root);
+  return { kind: 'folder', root, files: files.map((f) => f.file), labels: Int32Array.from(files, (f) => f.label), classes };
+}
+
+/**
+ * Shard paths from a pattern: brace ranges ('train-{0000..0127}.tar', zero padding kept), brace lists
+ * ('{a,b}'), a folder (its .tar files, sorted) or one file.
+ */
+export function expandShards(spec: string): string[] {
+  if (fs.existsSync(spec) && fs.statSync(spec).isDirectory()) {
+    const out = fs.readdirSync(spec).filter((f) => f.endsWith('.tar')).sort().map((f) => path.join(spec, f));
+    if (!out.length) throw new Error(`${spec}: no .tar shards in this folder`);
+    return out;
+  }
+  const m = /\{([^{}]*)\}/.exec(spec);
+  if (!m) return [spec];
+  const head = spec.slice(0, m.index);
+  const tail = spec.slice(m.index + m[0].length);
+  const range = /^(\d+)\.\.(\d+)$/.exec(m[1]);
+  let parts: string[];
+  if (range) {
+    const [a, b] = [Number(range[1]), Number(range[2])];
+    if (b < a || b - a > 1e6) throw new Error(`shard pattern ${spec}: bad range {${m[1]}}`);
+    const width = range[1].length === range[2].length ? range[1].length : 0;
+    parts = [];
+    for (let i = a; i <= b; i++) parts.push(String(i).padStart(width, '0'));
+  } else {
+    parts = m[1].split(',');
+  }
+  return parts.flatMap((p) => expandShards(head + p + tail));
+}
+
+/** WebDataset shards: the list, each one's sample count (a scan of the tar headers), and the classes. */
+export function webDatasetSource(spec: string | string[], opts: { maxFileBytes?: number } = {}): WebDatasetSource {
+  const shards = Array.isArray(spec) ? spec : expandShards(spec);
+  const missing = shards.filter((s) => !fs.existsSync(s));
+  if (missing.length) throw new Error(`webdataset: ${missing.length} shard(s) missing, e.g. ${missing[0]}`);
+  let maxLabel = -1;
+  const counts = shards.map((s) => {
+    const r = N.tarScan(s, opts.maxFileBytes ? { maxFileBytes: opts.maxFileBytes } : undefined) as { samples: number; maxLabel: number };
+    maxLabel = Math.max(maxLabel, r.maxLabel);
+    return r.samples;
+  });
+  // `residual data pack` writes the class names beside the shards.
+  let classes: string[] | null = null;
+  const named = path.join(path.dirname(shards[0]), 'classes.json');
+  if (fs.existsSync(named)) {
+    try {
+      const c = JSON.parse(fs.readFileSync(named, 'utf8')) as unknown;
+      if (Array.isArray(c) && c.every((x) => typeof x === 'string') && c.length > maxLabel) classes = c as string[];
+    } catch {
+      /* ignore a broken file: classes are numbered instead */
+    }
+  }
+  classes ??= Array.from({ length: maxLabel + 1 }, (_, i) => String(i));
+  return { kind: 'webdataset', shards, counts, classes };
+}
+
+/** A DataLoader over a streamed source; same iteration interface as DataLoader. */
+export class StreamingDataLoader implements AsyncIterable<Batch> {
+  private readonly native: NativeStream;
+  /** The epoch the next iteration uses; it advances after each full pass. */
+  epoch = 0;
+  private busy = false;
+  private closed = false;
+  readonly size: number;
+
+  constructor(readonly source: StreamSource, readonly options: StreamOptions) {
+    const o = options;
+    if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new RangeError(`StreamingDataLoader: batchSize must be a positive integer, got ${o.batchSize}`);
+    const size = o.size ?? 224;
+    this.size = source.kind === 'folder' ? source.files.length : source.counts.reduce((a, b) => a + b, 0);
+    this.native = N.streamCreate({
+      kind: source.kind,
+      files: source.kind === 'folder' ? source.files : undefined,
+      labels: source.kind === 'folder' ? source.labels : undefined,
+      shards: source.kind === 'webdataset' ? source.shards : undefined,
+      shardCounts: source.kind === 'webdataset' ? source.counts : undefined,
+      batchSize: o.batchSize,
+      transform: o.transform ?? 'train',
+      size: Array.isArray(size) ? size : [size, size],
+      resize: o.resize,
+      scale: o.scale,
+      ratio: o.ratio,
+      hflip: o.hflip ?? true,
+      channels: o.channels ?? 3,
+      mean: o.mean,
+      std: o.std,
+      shuffle: !!o.shuffle,
+      seed: o.seed ?? 0,
+      dropLast: !!o.dropLast,
+      rank: o.rank ?? 0,
+      worldSize: o.worldSize ?? 1,
+      workers: o.workers ?? 2,
+      prefetch: o.prefetch ?? 2 * (o.workers ?? 2),
+      onError: o.onError ?? 'stop',
+      maxPixels: o.maxPixels,
+      maxFileBytes: o.maxFileBytes,
+      shuffleBuffer: o.shuffleBuffer,
+      shuffleBufferBytes: o.shuffleBufferBytes,
+      device: o.device ?? 'cpu',
+      pinMemory: o.pinMemory,
+      channelsLast: !!o.channelsLast,
+    }) as NativeStream;
+  }
+
+  /** Batches per epoch (for shards an upper bound: skipped samples can make it fewer). */
+  get length(): number {
+    return N.streamLength(this.native, this.epoch) as number;
+  }
+
+  setEpoch(epoch: number): void {
+    this.epoch = epoch;
+  }
+
+  /** Samples skipped so far (onError: 'skip'), and the ones not reported before (at most 100). */
+  skipped(): { count: number; errors: { path: string; message: string }[] } {
+    return N.streamSkipped(this.native) as { count: number; errors: { path: string; message: string }[] };
+  }
+
+  private begin(): void {
+    if (this.closed) throw new Error('StreamingDataLoader: used after close()');
+    if (this.busy) throw new Error('StreamingDataLoader: an iteration is already running (one at a time)');
+    this.busy = true;
+    N.streamStart(this.native, this.epoch);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Batch> {
+    this.begin();
+    try {
+      for (;;) {
+        const b: [never, never] | null = await N.streamNext(this.native);
+        if (!b) break;
+        yield { x: new Tensor(b[0]), y: new Tensor(b[1]) };
+      }
+      this.epoch++;
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  *iterSync(): Generator<Batch> {
+    this.begin();
+    try {
+      for (;;) {
+        const b: [never, never] | null = N.streamNextSync(this.native);
+        if (!b) break;
+        yield { x: new Tensor(b[0]), y: new Tensor(b[1]) };
+      }
+      this.epoch++;
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    N.streamClose(this.native);
+    this.closed = true;
+  }
+}
+
+export interface StreamedData {
+  train: StreamingDataLoader;
+  test: StreamingDataLoader;
+  classes: string[];
+  channels: number;
+  description: string;
+}
+
+/**
+ * The trainer's streamed datasets: `--data imagefolder --data-path DIR` (DIR/train and DIR/val or
+ * DIR/test) or `--data webdataset --data-path 'shards/train-{0000..0127}.tar'` (the test shards are
+ * the same pattern with 'train' replaced by 'val' or 'test'). ImageNet's transforms and normalisation.
+ */
+export function openStreamedData(
+  cfg: {
+    data: string;
+    dataPath?: string;
+    seed: number;
+    batchSize: number;
+    evalBatchSize?: number;
+    workers: number;
+    augment: boolean;
+    channelsLast: boolean;
+    imageSize?: number;
+    onBadFile?: 'stop' | 'skip';
+    rank?: number;
+    worldSize?: number;
+  },
+  device: Device,
+): StreamedData {
+  const size = cfg.imageSize ?? 224;
+  let train: StreamSource;
+  let test: StreamSource;
+  let description: string;
+  if (cfg.data === 'imagefolder') {
+    if (!cfg.dataPath) throw new Error('--data imagefolder needs --data-path DIR with DIR/train and DIR/val (or DIR/test) class folders');
+    const testDir = ['val', 'test'].map((d) => path.join(cfg.dataPath!, d)).find((d) => fs.existsSync(d));
+    if (!testDir) throw new Error(`${cfg.dataPath} has no val/ or test/ folder`);
+    train = imageFolderSource(path.join(cfg.dataPath, 'train'));
+    test = imageFolderSource(testDir);
+    description = `image folder ${cfg.dataPath} (streamed)`;
+  } else if (cfg.data === 'webdataset') {
+    if (!cfg.dataPath) throw new Error("--data webdataset needs --data-path with the training shards, e.g. 'shards/train-{0000..0127}.tar'");
+    train = webDatasetSource(cfg.dataPath);
+    const i = cfg.dataPath.lastIndexOf('train');
+    const testSpec = i < 0 ? null : ['val', 'test'].map((w) => cfg.dataPath!.slice(0, i) + w + cfg.dataPath!.slice(i + 5)).find((s) => {
+      try {
+        return expandShards(s).every((f) => fs.existsSync(f));
+      } catch {
+        return false;
+      }
+    });
+    if (!testSpec) throw new Error(`--data-path ${cfg.dataPath}: no test shards found (the same pattern with 'train' replaced by 'val' or 'test')`);
+    test = webDatasetSource(testSpec);
+    if (test.classes.length > train.classes.length) train.classes = test.classes;
+    description = `webdataset ${cfg.dataPath} (${train.shards.length} shards)`;
+  } else {
+    throw new Error(`not a streamed dataset: ${cfg.data}`);
+  }
+  const common: Partial<StreamOptions> = {
+    size,
+    mean: IMAGENET_MEAN,
+    std: IMAGENET_STD,
+    device,
+    channelsLast: cfg.channelsLast,
+    workers: cfg.workers,
+    onError: cfg.onBadFile ?? 'stop',
+    rank: cfg.rank,
+    worldSize: cfg.worldSize,
+  };
+  const trainLoader = new StreamingDataLoader(train, {
+    ...common,
+    batchSize: cfg.batchSize,
+    transform: cfg.augment ? 'train' : 'eval',
+    hflip: cfg.augment,
+    shuffle: true,
+    seed: cfg.seed,
+    dropLast: true,
+  });
+  const testLoader = new StreamingDataLoader(test, { ...common, batchSize: cfg.evalBatchSize ?? Math.max(cfg.batchSize, 256), transform: 'eval' });
+  return { train: trainLoader, test: testLoader, classes: train.classes, channels: 3, description };
+}
