@@ -14,14 +14,21 @@ import { Tensor } from '../tensor/tensor.js';
 import { UsageError, configFrom, helpText, parseFlags, type CommandSpec, type FlagSpec, type FlagSpecs, type ParsedFlags } from './flags.js';
 import { EXPLAIN_COMMAND, runExplainFlags } from './explain.js';
 
-const DATA_NAMES = ['fashion-mnist', 'cifar10', 'cifar100', 'synthetic', 'folder'] as const;
+const DATA_NAMES = ['fashion-mnist', 'cifar10', 'cifar100', 'synthetic', 'folder', 'imagefolder', 'webdataset'] as const;
 const DEVICE: FlagSpec = { type: 'string', pattern: /^(auto|cpu|cuda(:\d+)?)$/, valueName: 'auto|cpu|cuda|cuda:N', help: 'where to run', default: DEFAULT_CONFIG.device };
-const DATA_PATH: FlagSpec = { type: 'string', key: 'dataPath', valueName: 'dir', help: 'dataset folder (needed for cifar10/100 and folder; optional for fashion-mnist)' };
+const DATA_PATH: FlagSpec = {
+  type: 'string',
+  key: 'dataPath',
+  valueName: 'dir',
+  help: "dataset folder (needed for cifar10/100, folder and imagefolder; optional for fashion-mnist), or webdataset shards: 'shards/train-{0000..0127}.tar'",
+};
 
 const TRAIN_FLAGS: FlagSpecs = {
   model: { type: 'string', valueName: 'name', help: 'network name (see residual models)', default: DEFAULT_CONFIG.model },
   data: { type: 'string', choices: DATA_NAMES, help: 'dataset', default: DEFAULT_CONFIG.data },
   'data-path': DATA_PATH,
+  'image-size': { type: 'int', key: 'imageSize', range: CONFIG_RANGES.imageSize, help: 'imagefolder/webdataset: crop size (RandomResizedCrop to train; Resize + CenterCrop to evaluate)', default: 224 },
+  'on-bad-file': { type: 'string', key: 'onBadFile', choices: ['stop', 'skip'], help: 'imagefolder/webdataset: a corrupt or unreadable file stops the run, or is skipped and reported', default: 'stop' },
   epochs: { type: 'int', range: CONFIG_RANGES.epochs, help: 'epochs to train', default: DEFAULT_CONFIG.epochs },
   'batch-size': { type: 'int', key: 'batchSize', range: CONFIG_RANGES.batchSize, help: 'batch size', default: DEFAULT_CONFIG.batchSize },
   lr: { type: 'number', range: CONFIG_RANGES.lr, help: 'peak learning rate', default: DEFAULT_CONFIG.lr },
@@ -292,8 +299,13 @@ async function cmdSummary({ flags }: ParsedFlags): Promise<number> {
 }
 
 async function cmdData({ flags, positionals }: ParsedFlags): Promise<number> {
+  if (positionals[0] === 'pack') {
+    if (positionals.length > 1) throw new UsageError(`residual data: expected 'residual data pack --data-path DIR --out DIR', got '${['residual', 'data', ...positionals].join(' ')}'`);
+    const { cmdPack } = await import('./pack.js');
+    return cmdPack(flags);
+  }
   if (positionals[0] !== 'get' || positionals[1] !== 'fashion-mnist')
-    throw new UsageError(`residual data: expected 'residual data get fashion-mnist', got '${['residual', 'data', ...positionals].join(' ')}'`);
+    throw new UsageError(`residual data: expected 'residual data get fashion-mnist' or 'residual data pack', got '${['residual', 'data', ...positionals].join(' ')}'`);
   const r = await getFashionMnist({ quiet: false, method: (flags.method as 'auto' | 'apt' | 'download') ?? 'auto' });
   console.log(`Fashion-MNIST ready in ${r.dir} (${r.how}); checksums verified`);
   return 0;
@@ -346,10 +358,18 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   },
   data: {
     name: 'data',
-    about: 'Fetch a dataset: the Debian package where apt works, else the published files; checksums verified.',
-    usage: 'residual data get fashion-mnist [--method auto|apt|download]',
-    positionals: { max: 2, names: 'get fashion-mnist' },
-    flags: { method: { type: 'string', choices: ['auto', 'apt', 'download'], help: 'the Debian package (apt), the published files (download), or whichever works (auto)', default: 'auto' } },
+    about: 'Fetch a dataset (the Debian package where apt works, else the published files; checksums verified), or pack an image folder into WebDataset shards.',
+    usage: 'residual data get fashion-mnist [--method auto|apt|download]\n       residual data pack --data-path DIR --out SHARDS_DIR [--shard-size 1000] [--seed 0] [--no-shuffle]',
+    positionals: { max: 2, names: 'get fashion-mnist | pack' },
+    flags: {
+      method: { type: 'string', choices: ['auto', 'apt', 'download'], help: 'get: the Debian package (apt), the published files (download), or whichever works (auto)', default: 'auto' },
+      'data-path': { type: 'string', valueName: 'dir', help: 'pack: an image folder (DIR/<class>/*.jpg|png), or one with train/ and val/ (or test/) folders of classes' },
+      out: { type: 'string', valueName: 'dir', help: 'pack: where the shards (train-000000.tar, ...) and classes.json go' },
+      'shard-size': { type: 'int', range: { integer: true, min: 1 }, help: 'pack: samples per shard', default: 1000 },
+      seed: { type: 'int', range: { integer: true, min: 0 }, help: 'pack: seed of the sample order', default: 0 },
+      shuffle: { type: 'boolean', help: 'pack: shuffle the samples across shards', default: true },
+    },
+    notes: ["Then: residual train --data webdataset --data-path 'SHARDS_DIR/train-{000000..NNNNNN}.tar' (the pattern is printed)"],
     run: cmdData,
   },
   doctor: {

@@ -330,3 +330,17 @@ export function openStreamedData(
   const testLoader = new StreamingDataLoader(test, { ...common, batchSize: cfg.evalBatchSize ?? Math.max(cfg.batchSize, 256), transform: 'eval' });
   return { train: trainLoader, test: testLoader, classes: train.classes, channels: 3, description };
 }
+
+/** Is this --data name a streamed dataset? */
+export function isStreamedData(name: string): name is 'imagefolder' | 'webdataset' {
+  return name === 'imagefolder' || name === 'webdataset';
+}
+
+/** Prints files skipped since the last call (onError: 'skip') to stderr, one line each; returns the total. */
+export function reportSkipped(loader: unknown, write: (line: string) => void = (l) => process.stderr.write(l + '\n')): number {
+  if (!(loader instanceof StreamingDataLoader)) return 0;
+  const s = loader.skipped();
+  for (const e of s.errors) write(`skipped ${e.path}: ${e.message}`);
+  if (s.errors.length) write(`(${s.count} file(s) skipped so far)`);
+  return s.count;
+}

@@ -4,7 +4,7 @@
 // runTestLoader), so `residual eval` on a run folder reproduces the run's last test numbers exactly.
 import { noGrad } from '../autograd/index.js';
 import type { ImageDataset } from '../data/dataset.js';
-import { DataLoader } from '../data/loader.js';
+import { DataLoader, type Batch } from '../data/loader.js';
 import { crossEntropy } from '../nn/functional.js';
 import type { Module } from '../nn/module.js';
 import { autocast } from '../tensor/memory.js';
@@ -34,7 +34,10 @@ export interface EvaluateResult {
  * The model is in eval mode during the pass and gets its previous mode back afterwards. Sums are kept
  * on the device (float64 loss, int64 count) and read once at the end.
  */
-export async function evaluate(model: Module, loader: DataLoader, opts: EvaluateOptions): Promise<EvaluateResult> {
+/** What evaluate() reads: a DataLoader, a StreamingDataLoader (lib/data/stream.ts), or anything batching alike. */
+export type BatchSource = AsyncIterable<Batch> & { setEpoch(epoch: number): void };
+
+export async function evaluate(model: Module, loader: BatchSource, opts: EvaluateOptions): Promise<EvaluateResult> {
   const limit = opts.limit ?? Infinity;
   const devType = opts.device.startsWith('cuda') ? 'cuda' : 'cpu';
   const wasTraining = model.training;

@@ -10,6 +10,7 @@ import { disposeDataset, syntheticImageDataset, type ImageDataset } from '../dat
 import { loadFashionMnist } from '../data/fashion.js';
 import { loadImageFolder } from '../data/folder.js';
 import { DataLoader } from '../data/loader.js';
+import { isStreamedData, openStreamedData, reportSkipped, type StreamingDataLoader } from '../data/stream.js';
 import { createModel, getModelInfo } from '../models/registry.js';
 import { crossEntropy } from '../nn/functional.js';
 import type { Module } from '../nn/module.js';
@@ -26,7 +27,8 @@ import { evaluate, runTestLoader, type EvaluateResult } from './evaluate.js';
 import { saveSafetensors } from '../io/safetensors.js';
 import { checkRange, type NumberRange } from '../range.js';
 
-export type DataName = 'fashion-mnist' | 'cifar10' | 'cifar100' | 'synthetic' | 'folder';
+/** 'imagefolder' and 'webdataset' are streamed (lib/data/stream.ts); the others are loaded into memory. */
+export type DataName = 'fashion-mnist' | 'cifar10' | 'cifar100' | 'synthetic' | 'folder' | 'imagefolder' | 'webdataset';
 
 export interface TrainConfig {
   model: string;
@@ -64,6 +66,9 @@ export interface TrainConfig {
   syntheticTrain?: number;
   syntheticTest?: number;
   evalBatchSize?: number;
+  /** Streamed datasets: crop size (default 224) and what a corrupt or unreadable file does. */
+  imageSize?: number;
+  onBadFile?: 'stop' | 'skip';
 }
 
 export const DEFAULT_CONFIG: TrainConfig = {
@@ -129,8 +134,11 @@ export function loadData(cfg: Pick<TrainConfig, 'data' | 'dataPath' | 'seed' | '
       if (!testDir) throw new Error(`${cfg.dataPath} has no test/ or val/ folder`);
       return { train: loadImageFolder(path.join(cfg.dataPath, 'train')), test: loadImageFolder(testDir), description: `image folder ${cfg.dataPath}` };
     }
+    case 'imagefolder':
+    case 'webdataset':
+      throw new Error(`--data ${cfg.data} is streamed: it is read by the Trainer's loaders, not loaded into memory`);
     default:
-      throw new Error(`unknown dataset '${String(cfg.data)}' (fashion-mnist, cifar10, cifar100, synthetic, folder)`);
+      throw new Error(`unknown dataset '${String(cfg.data)}' (fashion-mnist, cifar10, cifar100, synthetic, folder, imagefolder, webdataset)`);
   }
 }
 
@@ -231,10 +239,13 @@ export class Trainer {
   readonly optimizer: Optimizer;
   readonly scheduler: LRScheduler;
   readonly scaler: GradScaler | null;
-  readonly train: ImageDataset;
-  readonly test: ImageDataset;
-  readonly trainLoader: DataLoader;
-  readonly testLoader: DataLoader;
+  /** In-memory datasets; null for streamed ones (imagefolder, webdataset). */
+  readonly train: ImageDataset | null;
+  readonly test: ImageDataset | null;
+  readonly trainLoader: DataLoader | StreamingDataLoader;
+  readonly testLoader: DataLoader | StreamingDataLoader;
+  readonly trainSize: number;
+  readonly testSize: number;
   readonly dataDescription: string;
   readonly stepsPerEpoch: number;
   /** Epochs completed. */
@@ -251,28 +262,43 @@ export class Trainer {
     validateConfig(cfg);
     this.device = resolveDevice(cfg.device);
     manualSeed(cfg.seed);
-    const d = data ?? loadData(cfg);
-    this.train = d.train;
-    this.test = d.test;
-    this.dataDescription = d.description ?? d.train.name;
-    this.model = createRunModel(cfg, d.train, this.device);
+    const streamed = !data && isStreamedData(cfg.data) ? openStreamedData(cfg, this.device) : null;
+    if (streamed) {
+      this.train = this.test = null;
+      this.dataDescription = streamed.description;
+      this.model = createModel(getModelInfo(cfg.model).name, { numClasses: Math.max(streamed.classes.length, 2), inChannels: streamed.channels });
+      if (this.device !== 'cpu') this.model.to(this.device);
+      if (cfg.channelsLast) toChannelsLast(this.model);
+      this.trainLoader = streamed.train;
+      this.testLoader = streamed.test;
+      this.trainSize = streamed.train.size;
+      this.testSize = streamed.test.size;
+    } else {
+      const d = data ?? loadData(cfg);
+      this.train = d.train;
+      this.test = d.test;
+      this.trainSize = d.train.images.shape[0];
+      this.testSize = d.test.images.shape[0];
+      this.dataDescription = d.description ?? d.train.name;
+      this.model = createRunModel(cfg, d.train, this.device);
 
-    const stats = channelStats(d.train.images);
-    const common = { mean: stats.mean, std: stats.std, device: this.device, channelsLast: cfg.channelsLast, workers: cfg.workers, prefetch: 3 };
-    const size = d.train.images.shape[2];
-    this.trainLoader = new DataLoader(d.train, {
-      ...common,
-      batchSize: cfg.batchSize,
-      shuffle: true,
-      seed: cfg.seed,
-      dropLast: true,
-      randomCrop: cfg.augment ? { padding: size >= 32 ? 4 : 2 } : false,
-      hflip: cfg.augment,
-      randomErasing: cfg.augment ? cfg.randomErasing : 0,
-    });
-    this.testLoader = runTestLoader(d.test, stats, cfg, this.device);
+      const stats = channelStats(d.train.images);
+      const common = { mean: stats.mean, std: stats.std, device: this.device, channelsLast: cfg.channelsLast, workers: cfg.workers, prefetch: 3 };
+      const size = d.train.images.shape[2];
+      this.trainLoader = new DataLoader(d.train, {
+        ...common,
+        batchSize: cfg.batchSize,
+        shuffle: true,
+        seed: cfg.seed,
+        dropLast: true,
+        randomCrop: cfg.augment ? { padding: size >= 32 ? 4 : 2 } : false,
+        hflip: cfg.augment,
+        randomErasing: cfg.augment ? cfg.randomErasing : 0,
+      });
+      this.testLoader = runTestLoader(d.test, stats, cfg, this.device);
+    }
     this.stepsPerEpoch = Math.min(this.trainLoader.length, cfg.limitTrainBatches ?? Infinity);
-    if (this.stepsPerEpoch < 1) throw new Error(`the training set (${d.train.images.shape[0]} images) is smaller than one batch of ${cfg.batchSize}`);
+    if (this.stepsPerEpoch < 1) throw new Error(`the training set (${this.trainSize} images) is smaller than one batch of ${cfg.batchSize}`);
 
     const groups = paramGroups(this.model, cfg.weightDecay);
     this.optimizer =
@@ -281,7 +307,7 @@ export class Trainer {
         : new AdamW(groups, { lr: cfg.lr });
     this.scheduler = this.makeScheduler();
     this.scaler = cfg.amp && cfg.ampDtype === 'float16' ? new GradScaler() : null;
-    this.history = { steps: [], epochs: [], title: `${cfg.model} on ${d.train.name}` };
+    this.history = { steps: [], epochs: [], title: `${cfg.model} on ${this.train?.name ?? cfg.dataPath ?? cfg.data}` };
   }
 
   private makeScheduler(): LRScheduler {
@@ -337,7 +363,7 @@ export class Trainer {
   }
 
   /** Loss and accuracy over a loader (default: the test set), with the one evaluation routine (evaluate.ts). */
-  evaluate(loader: DataLoader = this.testLoader, limit = this.cfg.limitTestBatches): Promise<EvaluateResult> {
+  evaluate(loader: DataLoader | StreamingDataLoader = this.testLoader, limit = this.cfg.limitTestBatches): Promise<EvaluateResult> {
     return evaluate(this.model, loader, { device: this.device, amp: this.cfg.amp, ampDtype: this.cfg.ampDtype, limit });
   }
 
@@ -447,8 +473,8 @@ export class Trainer {
     this.metrics = new MetricsWriter(metricsFile, { truncate: fromScratch });
     const t0 = Date.now();
     onProgress({
-      type: 'start', device: this.device, model: cfg.model, params: this.model.numParameters(), trainSize: this.train.images.shape[0],
-      testSize: this.test.images.shape[0], stepsPerEpoch: this.stepsPerEpoch, epochs: cfg.epochs, startEpoch: this.epoch, dataName: this.dataDescription, out: cfg.out,
+      type: 'start', device: this.device, model: cfg.model, params: this.model.numParameters(), trainSize: this.trainSize,
+      testSize: this.testSize, stepsPerEpoch: this.stepsPerEpoch, epochs: cfg.epochs, startEpoch: this.epoch, dataName: this.dataDescription, out: cfg.out,
     });
     let last = { loss: NaN, acc: NaN };
     let ran = 0;
@@ -496,6 +522,7 @@ export class Trainer {
           }
           if (step >= this.stepsPerEpoch) break;
         }
+        reportSkipped(this.trainLoader);
         const trainLoss = (lossSum.item() as number) / seen;
         const trainAcc = (correctSum.item() as number) / seen;
         for (const t of [lossSum, correctSum, windowLoss, windowCorrect]) t.dispose();
@@ -536,8 +563,8 @@ export class Trainer {
     this.trainLoader.close();
     this.testLoader.close();
     this.model.dispose();
-    disposeDataset(this.train);
-    disposeDataset(this.test);
+    if (this.train) disposeDataset(this.train);
+    if (this.test) disposeDataset(this.test);
   }
 }
 
@@ -564,6 +591,7 @@ export const CONFIG_RANGES = {
   syntheticTrain: { integer: true, min: 1 },
   syntheticTest: { integer: true, min: 1 },
   evalBatchSize: { integer: true, min: 1 },
+  imageSize: { integer: true, min: 1, max: 8192 },
 } satisfies Partial<Record<keyof TrainConfig, NumberRange>>;
 
 /** The CLI flag of a config key (batchSize -> --batch-size), for messages. */
@@ -579,6 +607,7 @@ export function validateConfig(cfg: TrainConfig): void {
   }
   if (!['sgd', 'adamw'].includes(cfg.optimizer)) throw new RangeError(`--optimizer must be sgd or adamw, got ${cfg.optimizer}`);
   if (!['onecycle', 'cosine', 'multistep', 'constant'].includes(cfg.schedule)) throw new RangeError(`--schedule must be onecycle, cosine, multistep or constant, got ${cfg.schedule}`);
+  if (cfg.onBadFile !== undefined && !['stop', 'skip'].includes(cfg.onBadFile)) throw new RangeError(`--on-bad-file must be stop or skip, got ${String(cfg.onBadFile)}`);
   if (!['bfloat16', 'float16'].includes(cfg.ampDtype)) throw new RangeError(`--amp-dtype must be bfloat16 or float16, got ${cfg.ampDtype}`);
   if (cfg.warmupEpochs > 0 && cfg.schedule === 'onecycle')
     throw new RangeError(`--warmup-epochs applies to --schedule cosine, multistep or constant; onecycle warms up by itself (got --warmup-epochs ${cfg.warmupEpochs})`);
