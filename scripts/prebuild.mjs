@@ -19,6 +19,7 @@
 // (or leak) that path, so it is rewritten to $ORIGIN. At run time the loader preloads libtorch from
 // the resolved folder instead (lib/loader.ts). The script checks both: the copy loads with the
 // preload and does not load without it.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -131,6 +132,25 @@ export function rewriteRunpath(buf, replacement = '$ORIGIN') {
   return old;
 }
 
+// ---- bundled shared libraries -------------------------------------------------------------------
+
+/** Copies the image libraries the addon links (libjpeg, libpng) into dir; returns their file names. */
+export function bundleImageLibs(addon, dir) {
+  if (process.platform !== 'linux') return [];
+  const r = spawnSync('ldd', [addon], { encoding: 'utf8' });
+  if (r.status !== 0) fail(`ldd ${addon} failed: ${r.stderr}`);
+  const out = [];
+  for (const line of r.stdout.split('\n')) {
+    const m = /^\s*((libjpeg|libpng16)\.so\.\d+)\s+=>\s+(\S+)/.exec(line);
+    if (!m) continue;
+    if (m[3] === 'not' || !fs.existsSync(m[3])) fail(`${m[1]} is not found for ${addon}: install libjpeg-turbo and libpng`);
+    fs.copyFileSync(fs.realpathSync(m[3]), path.join(dir, m[1]));
+    out.push(m[1]);
+  }
+  if (out.length !== 2) fail(`expected the addon to link libjpeg and libpng16, found: ${out.join(', ') || 'neither'}`);
+  return out;
+}
+
 // ---- main ---------------------------------------------------------------------------------------
 
 async function main() {
@@ -168,6 +188,9 @@ async function main() {
   const pre = path.join(preDir, fileName);
   const { writeFileAtomic } = await import(pathToFileURL(path.join(root, 'dist', 'io', 'atomic.js')).href);
   writeFileAtomic(pre, buf, { mode: 0o755 });
+  // The image decoders (native/imageio.cpp) travel with the binary: the build machine's libjpeg-turbo
+  // and libpng, found through $ORIGIN. zlib (libpng's own dependency) is part of every Linux system.
+  const bundled = bundleImageLibs(addon, preDir);
 
   // Evidence that the copy is self-contained: it loads with the preload, and not without it.
   const withPreload = L.probeInChild({ path: pre, how: 'prebuilt', tag, libtorch: lt, preload: true });
@@ -182,6 +205,7 @@ async function main() {
   fs.rmSync(pkgDir, { recursive: true, force: true });
   fs.mkdirSync(pkgDir, { recursive: true });
   fs.copyFileSync(pre, path.join(pkgDir, fileName));
+  for (const f of bundled) fs.copyFileSync(path.join(preDir, f), path.join(pkgDir, f));
   const variantPkg = {
     name,
     version: pkg.version,
@@ -190,7 +214,7 @@ async function main() {
     os: [process.platform],
     cpu: [process.arch],
     ...(process.platform === 'linux' ? { libc: ['glibc'] } : {}),
-    files: [fileName, 'README.md'],
+    files: [fileName, ...bundled, 'README.md'],
     residual: { libtorch: tag.libtorch, variant: tag.variant, napiVersion: info.napiVersion },
   };
   fs.writeFileSync(path.join(pkgDir, 'package.json'), JSON.stringify(variantPkg, null, 2) + '\n');
@@ -203,6 +227,7 @@ async function main() {
   const want = pkg.optionalDependencies?.[name];
   console.log(`[residual] prebuilt ${path.relative(process.cwd(), pre) || pre}`);
   console.log(`  built against libtorch ${tag.libtorch} (${tag.variant}), Node-API ${info.napiVersion}; ${(buf.length / 1e6).toFixed(2)} MB`);
+  console.log(`  bundled beside it: ${bundled.join(', ') || '(nothing)'}`);
   console.log(`  RUNPATH ${oldRunpath === null ? '(none)' : JSON.stringify(oldRunpath)} -> "$ORIGIN"`);
   console.log(`  loads with libtorch preloaded from ${lt.lib}: yes; without the preload: ${selfContained ? 'no (as it should: no build-machine path left)' : 'YES (libtorch is still on the default library path)'}`);
   console.log(`[residual] optional package ${name}@${pkg.version} in ${path.relative(process.cwd(), pkgDir) || pkgDir}`);

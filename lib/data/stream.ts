@@ -144,6 +144,31 @@ export function webDatasetSource(spec: string | string[], opts: { maxFileBytes?:
   return { kind: 'webdataset', shards, counts, classes };
 }
 
+/**
+ * The test shards for a training pattern: 'train' replaced by 'val' (or 'test') in the pattern, when
+ * every shard it names exists; else every .tar beside it whose name starts like the pattern's
+ * (e.g. val-000000.tar for 'train-{000000..000127}.tar').
+ */
+export function findTestShards(trainSpec: string): string[] | null {
+  const i = trainSpec.lastIndexOf('train');
+  if (i < 0) return null;
+  for (const w of ['val', 'test']) {
+    const spec = trainSpec.slice(0, i) + w + trainSpec.slice(i + 5);
+    try {
+      const list = expandShards(spec);
+      if (list.every((f) => fs.existsSync(f))) return list;
+    } catch {
+      /* try the prefix */
+    }
+    const dir = path.dirname(spec);
+    const prefix = path.basename(spec).split('{')[0];
+    if (!prefix || !fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) continue;
+    const found = fs.readdirSync(dir).filter((f) => f.startsWith(prefix) && f.endsWith('.tar')).sort().map((f) => path.join(dir, f));
+    if (found.length) return found;
+  }
+  return null;
+}
+
 /** A DataLoader over a streamed source; same iteration interface as DataLoader. */
 export class StreamingDataLoader implements AsyncIterable<Batch> {
   private readonly native: NativeStream;
@@ -292,16 +317,9 @@ export function openStreamedData(
   } else if (cfg.data === 'webdataset') {
     if (!cfg.dataPath) throw new Error("--data webdataset needs --data-path with the training shards, e.g. 'shards/train-{0000..0127}.tar'");
     train = webDatasetSource(cfg.dataPath);
-    const i = cfg.dataPath.lastIndexOf('train');
-    const testSpec = i < 0 ? null : ['val', 'test'].map((w) => cfg.dataPath!.slice(0, i) + w + cfg.dataPath!.slice(i + 5)).find((s) => {
-      try {
-        return expandShards(s).every((f) => fs.existsSync(f));
-      } catch {
-        return false;
-      }
-    });
-    if (!testSpec) throw new Error(`--data-path ${cfg.dataPath}: no test shards found (the same pattern with 'train' replaced by 'val' or 'test')`);
-    test = webDatasetSource(testSpec);
+    const testShards = findTestShards(cfg.dataPath);
+    if (!testShards) throw new Error(`--data-path ${cfg.dataPath}: no test shards found (the same pattern, or the same name prefix, with 'train' replaced by 'val' or 'test')`);
+    test = webDatasetSource(testShards);
     if (test.classes.length > train.classes.length) train.classes = test.classes;
     description = `webdataset ${cfg.dataPath} (${train.shards.length} shards)`;
   } else {
