@@ -75,6 +75,9 @@ describe('training on streamed data', () => {
     const lines = train.stdout.trim().split('\n').map((l) => JSON.parse(l) as Progress);
     expect(lines[0]).toMatchObject({ type: 'start', trainSize: 96, testSize: 32 });
     expect(lines.at(-1)!.type).toBe('done');
+    const ev = spawnSync(process.execPath, [cli, 'eval', '--checkpoint', path.join(tmp, 'run-wds'), '--device', 'cpu', '--json'], { encoding: 'utf8' });
+    expect(ev.status, ev.stderr).toBe(0);
+    expect(JSON.parse(ev.stdout.trim())).toMatchObject({ data: 'webdataset', images: 32 });
     const bad = spawnSync(process.execPath, [cli, 'data', 'pack', '--out', shards], { encoding: 'utf8' });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/--data-path and --out are required/);

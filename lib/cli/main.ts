@@ -2,6 +2,7 @@
 // spec (lib/cli/flags.ts), used both to parse its arguments and to write its --help.
 import fs from 'node:fs';
 import path from 'node:path';
+import { isStreamedData, openStreamedData } from '../data/stream.js';
 import { getFashionMnist } from '../data/fashion.js';
 import { createModel, getModelInfo, listModels } from '../models/registry.js';
 import { summary } from '../models/summary.js';
@@ -237,18 +238,23 @@ async function cmdEval({ flags }: ParsedFlags): Promise<number> {
     weights = load(ck);
   }
   const dataName = (flags.data as TrainConfig['data']) ?? config.data ?? 'fashion-mnist';
-  const { train, test } = loadData({ data: dataName, dataPath: (flags['data-path'] as string) ?? config.dataPath, seed: config.seed ?? 0, syntheticTrain: config.syntheticTrain, syntheticTest: config.syntheticTest });
   const device = resolveDevice((flags.device as TrainConfig['device']) ?? 'auto');
   // The model and the test loader are built as the trainer builds them, and evaluated by the same
   // routine, so a run folder's numbers here equal the run's last test numbers.
   const run = { ...DEFAULT_CONFIG, ...config, model: modelName! };
-  const model = createRunModel(run, train, device);
+  const batch = flags['batch-size'] as number | undefined;
+  const evalBatchSize = batch ?? (isRun ? run.evalBatchSize : 256);
+  const dataPath = (flags['data-path'] as string) ?? config.dataPath;
+  // Streamed datasets (imagefolder, webdataset): the run's evaluation transform, read from the files.
+  const streamed = isStreamedData(dataName) ? openStreamedData({ ...run, data: dataName, dataPath, evalBatchSize }, device) : null;
+  streamed?.train.close();
+  const { train, test } = streamed ? { train: null, test: null } : loadData({ data: dataName, dataPath, seed: config.seed ?? 0, syntheticTrain: config.syntheticTrain, syntheticTest: config.syntheticTest });
+  const model = createRunModel(run, streamed ?? train!, device);
   let res;
   try {
     model.loadStateDict(weights);
     for (const w of Object.values(weights)) w.dispose();
-    const batch = flags['batch-size'] as number | undefined;
-    const loader = runTestLoader(test, channelStats(train.images), { ...run, evalBatchSize: batch ?? (isRun ? run.evalBatchSize : 256) }, device);
+    const loader = streamed ? streamed.test : runTestLoader(test!, channelStats(train!.images), { ...run, evalBatchSize }, device);
     try {
       const r = await evaluate(model, loader, { device, amp: run.amp, ampDtype: run.ampDtype });
       res = { model: run.model, data: dataName, images: r.n, loss: r.loss, acc: r.acc, ...(at ?? {}) };

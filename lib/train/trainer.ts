@@ -171,8 +171,9 @@ function toChannelsLast(model: Module): void {
  * The network of a run, as the trainer builds it: sized for the data's classes and channels, on the
  * device, channels-last when set. `residual eval` builds it the same way before loading the weights.
  */
-export function createRunModel(cfg: Pick<TrainConfig, 'model' | 'channelsLast'>, train: ImageDataset, device: Device): Module {
-  const model = createModel(getModelInfo(cfg.model).name, { numClasses: Math.max(train.classes.length, 2), inChannels: train.images.shape[1] });
+export function createRunModel(cfg: Pick<TrainConfig, 'model' | 'channelsLast'>, train: ImageDataset | { classes: string[]; channels: number }, device: Device): Module {
+  const inChannels = 'images' in train ? train.images.shape[1] : train.channels; // in memory, or streamed
+  const model = createModel(getModelInfo(cfg.model).name, { numClasses: Math.max(train.classes.length, 2), inChannels });
   if (device !== 'cpu') model.to(device);
   if (cfg.channelsLast) toChannelsLast(model);
   return model;
@@ -266,9 +267,7 @@ export class Trainer {
     if (streamed) {
       this.train = this.test = null;
       this.dataDescription = streamed.description;
-      this.model = createModel(getModelInfo(cfg.model).name, { numClasses: Math.max(streamed.classes.length, 2), inChannels: streamed.channels });
-      if (this.device !== 'cpu') this.model.to(this.device);
-      if (cfg.channelsLast) toChannelsLast(this.model);
+      this.model = createRunModel(cfg, streamed, this.device);
       this.trainLoader = streamed.train;
       this.testLoader = streamed.test;
       this.trainSize = streamed.train.size;
