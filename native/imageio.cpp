@@ -900,15 +900,30 @@ struct StreamLoader {
     return stop;
   }
 
-  // Waits for room in worker w's queue, then pushes. False if stopped.
-  bool push(int64_t w, StreamBatch&& b) {
+  // Waits until worker w may start a batch: the batches it holds (ready, plus the one it is about to
+  // make) stay within its share of the prefetch, so the loader's memory is bounded by `prefetch`
+  // batches whatever the dataset and timing. False if stopped.
+  bool waitRoom(int64_t w) {
     std::unique_lock<std::mutex> lk(mu);
     cv.wait(lk, [&] { return stop || int64_t(queues[size_t(w)].size()) < perWorkerPrefetch; });
+    return !stop;
+  }
+
+  // Queues a finished batch (its room was reserved by waitRoom). False if stopped.
+  bool push(int64_t w, StreamBatch&& b) {
+    std::unique_lock<std::mutex> lk(mu);
     if (stop) return false;
     queues[size_t(w)].push_back(std::move(b));
     lk.unlock();
     cv.notify_all();
     return true;
+  }
+
+  // Abandons the current epoch: stops the workers and frees the batches made ahead.
+  void abandon() {
+    halt();
+    std::lock_guard<std::mutex> lk(mu);
+    for (auto& q : queues) q.clear();
   }
 
   void finish(int64_t w) {
@@ -965,6 +980,7 @@ struct StreamLoader {
     Image im;
     for (int64_t b = w; b < numBatches; b += cfg.workers) {
       const int64_t begin = b * cfg.batch, B = std::min(n, begin + cfg.batch) - begin;
+      if (!waitRoom(w)) return;
       auto [x, y] = newBatch(B, pinned);
       float* xd = x.data_ptr<float>();
       int64_t* yd = y.data_ptr<int64_t>();
@@ -1006,7 +1022,10 @@ struct StreamLoader {
     bool ok = true;
 
     auto emit = [&](Encoded& s) -> bool {
-      if (!x.defined()) std::tie(x, y) = newBatch(cfg.batch, pinned);
+      if (!x.defined()) {
+        if (!waitRoom(w)) return false;
+        std::tie(x, y) = newBatch(cfg.batch, pinned);
+      }
       try {
         transformInto(s.bytes.data(), s.bytes.size(), sampleSeed(uint64_t(w) + 1, ordinal++), scale.data(), shift.data(), x.data_ptr<float>() + filled * plane, im);
         y.data_ptr<int64_t>()[filled++] = s.label;
@@ -1421,6 +1440,11 @@ DEFN(streamNext) {
   return p;
 }
 
+DEFN(streamStop) {
+  getStream(a, 0)->abandon();
+  return a.env().Undefined();
+}
+
 DEFN(streamClose) {
   getStream(a, 0)->close();
   return a.env().Undefined();
@@ -1560,7 +1584,7 @@ DEFN(tarScan) {
 
 static const FnEntry kImageIO[] = {
     ENTRY(streamCreate), ENTRY(streamStart), ENTRY(streamLength), ENTRY(streamNextSync), ENTRY(streamNext),
-    ENTRY(streamClose), ENTRY(streamSkipped), ENTRY(imageDecode), ENTRY(imageResizedCrop), ENTRY(imageRrcBoxes),
+    ENTRY(streamClose), ENTRY(streamStop), ENTRY(streamSkipped), ENTRY(imageDecode), ENTRY(imageResizedCrop), ENTRY(imageRrcBoxes),
     ENTRY(tarScan),
 };
 

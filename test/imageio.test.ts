@@ -282,6 +282,21 @@ describe('streaming image folder', () => {
     skip.close();
   });
 
+  it('an epoch left early frees its batches; the next one starts cleanly', async () => {
+    const dl = new StreamingDataLoader(imageFolderSource(root), { batchSize: 4, size: 8, workers: 2, prefetch: 2 });
+    for (const { x } of dl.iterSync()) {
+      x.dispose();
+      break;
+    }
+    for await (const { x } of dl) {
+      x.dispose();
+      break;
+    }
+    expect(epochLabels(dl, 0)).toEqual([...Array(23).keys()]);
+    dl.close();
+    expect(() => [...dl.iterSync()]).toThrow(/used after close/);
+  });
+
   it('refuses images over the pixel limit, by path', () => {
     const dl = new StreamingDataLoader(imageFolderSource(root), { batchSize: 4, size: 8, maxPixels: 100 });
     expect(() => [...dl.iterSync()]).toThrow(/c0\d\d\/000\d\d\.jpg: image is 40x30 = 1200 pixels, over the limit of 100/);

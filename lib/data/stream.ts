@@ -50,7 +50,7 @@ export interface StreamOptions {
   /** This process's rank and the number of processes (data-parallel): each reads its own share. */
   rank?: number;
   worldSize?: number;
-  /** Loader threads (default 2) and batches produced ahead (default 2 per thread). */
+  /** Loader threads (default 2) and batches produced ahead (default 2 per thread), ready or in the making: the loader holds at most this many batches. */
   workers?: number;
   prefetch?: number;
   /** A corrupt or unreadable file stops the run ('stop', default) or is skipped and counted ('skip'). */
@@ -240,6 +240,7 @@ export class StreamingDataLoader implements AsyncIterable<Batch> {
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Batch> {
     this.begin();
+    let done = false;
     try {
       for (;;) {
         const b: [never, never] | null = await N.streamNext(this.native);
@@ -247,13 +248,16 @@ export class StreamingDataLoader implements AsyncIterable<Batch> {
         yield { x: new Tensor(b[0]), y: new Tensor(b[1]) };
       }
       this.epoch++;
+      done = true;
     } finally {
       this.busy = false;
+      if (!done && !this.closed) N.streamStop(this.native); // left early: free the batches made ahead
     }
   }
 
   *iterSync(): Generator<Batch> {
     this.begin();
+    let done = false;
     try {
       for (;;) {
         const b: [never, never] | null = N.streamNextSync(this.native);
@@ -261,8 +265,10 @@ export class StreamingDataLoader implements AsyncIterable<Batch> {
         yield { x: new Tensor(b[0]), y: new Tensor(b[1]) };
       }
       this.epoch++;
+      done = true;
     } finally {
       this.busy = false;
+      if (!done && !this.closed) N.streamStop(this.native);
     }
   }
 
