@@ -143,7 +143,9 @@ describe('transforms match torchvision', () => {
       const dl = new StreamingDataLoader(imageFolderSource(root), { batchSize: 1, transform: 'eval', size: 32, resize, workers: 1 });
       const [{ x }] = [...dl.iterSync()];
       dl.close();
-      expect(maxDiff(x.squeeze(0).mul(255), ref.tensors[`eval.resize${resize}.crop32`])).toBeLessThan(TOL);
+      // the loader rounds the resampled pixels to uint8 (as PIL's resize and torchvision on uint8 do)
+      // before normalising: within half a level of torchvision's float result
+      expect(maxDiff(x.squeeze(0).mul(255), ref.tensors[`eval.resize${resize}.crop32`])).toBeLessThan(0.5 + TOL);
     }
   });
 
