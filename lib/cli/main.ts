@@ -365,7 +365,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   data: {
     name: 'data',
     about: 'Fetch a dataset (the Debian package where apt works, else the published files; checksums verified), or pack an image folder into WebDataset shards.',
-    usage: 'residual data get fashion-mnist [--method auto|apt|download]\n       residual data pack --data-path DIR --out SHARDS_DIR [--shard-size 1000] [--seed 0] [--no-shuffle]',
+    usage: 'residual data get fashion-mnist [--method auto|apt|download]\n       residual data pack --data-path DIR --out SHARDS_DIR [--shard-size 1000] [--seed 0] [--[no-]shuffle]',
     positionals: { max: 2, names: 'get fashion-mnist | pack' },
     flags: {
       method: { type: 'string', choices: ['auto', 'apt', 'download'], help: 'get: the Debian package (apt), the published files (download), or whichever works (auto)', default: 'auto' },
