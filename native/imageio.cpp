@@ -17,6 +17,10 @@
 // (checked from the header before any pixel is decoded), tar header checksums and sizes.
 #include "residual.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cmath>
 #include <csetjmp>
@@ -68,8 +72,18 @@ static bool isPng(const uint8_t* d, size_t n) {
 }
 static bool isJpeg(const uint8_t* d, size_t n) { return n >= 3 && d[0] == 0xff && d[1] == 0xd8 && d[2] == 0xff; }
 
+// Longest side of an image we decode (JPEG's own limit; PNG held to it too): with the pixel cap,
+// this bounds how thin an image can be, hence the resampler's intermediate buffers.
+static constexpr int64_t kMaxSide = 65535;
+// Most bytes the resampler's intermediate (one pass's output) may take.
+static constexpr int64_t kMaxResampleBytes = int64_t(512) << 20;
+// Largest class index (as lib/data/idx.ts's MAX_IDX_CLASSES - 1).
+static constexpr int64_t kMaxLabel = 65535;
+
 static void checkSize(int64_t h, int64_t w, const Limits& lim) {
   if (h <= 0 || w <= 0) throw ImageError("image has no pixels (" + std::to_string(w) + "x" + std::to_string(h) + ")");
+  if (h > kMaxSide || w > kMaxSide)
+    throw ImageError("image is " + std::to_string(w) + "x" + std::to_string(h) + ", over the limit of " + std::to_string(kMaxSide) + " pixels per side");
   if (h * w > lim.maxPixels)
     throw ImageError("image is " + std::to_string(w) + "x" + std::to_string(h) + " = " + std::to_string(h * w) +
                      " pixels, over the limit of " + std::to_string(lim.maxPixels) + " (maxPixels)");
@@ -124,7 +138,7 @@ static void decodeJpeg(const uint8_t* data, size_t n, int channels, const Limits
   jpeg_read_header(&cinfo, TRUE);
   {
     int64_t H = cinfo.image_height, W = cinfo.image_width;
-    if (H <= 0 || W <= 0 || H * W > lim.maxPixels) {
+    if (H <= 0 || W <= 0 || H > kMaxSide || W > kMaxSide || H * W > lim.maxPixels) {
       fail = "size";
     } else {
       out.fullH = H;
@@ -237,11 +251,19 @@ static void decodePng(const uint8_t* data, size_t n, int channels, const Limits&
   }
   png_set_read_fn(p, &rd, pngReadFn);
   png_set_user_limits(p, 0x7fffffff, 0x7fffffff);
-  png_set_chunk_malloc_max(p, 64u << 20);
+  png_set_chunk_malloc_max(p, 8u << 20);  // libpng's default
+  png_set_chunk_cache_max(p, 32);
+#ifdef PNG_HANDLE_AS_UNKNOWN_SUPPORTED
+  {
+    // text chunks carry nothing we use: drop them unread into memory
+    static const png_byte kText[] = {'t', 'E', 'X', 't', 0, 'z', 'T', 'X', 't', 0, 'i', 'T', 'X', 't', 0};
+    png_set_keep_unknown_chunks(p, PNG_HANDLE_CHUNK_NEVER, kText, 3);
+  }
+#endif
   png_read_info(p, info);
   W = png_get_image_width(p, info);
   H = png_get_image_height(p, info);
-  if (int64_t(W) * int64_t(H) > lim.maxPixels || W == 0 || H == 0) tooBig = true;
+  if (int64_t(W) * int64_t(H) > lim.maxPixels || W == 0 || H == 0 || int64_t(W) > kMaxSide || int64_t(H) > kMaxSide) tooBig = true;
   if (!tooBig) {
     int colorType = png_get_color_type(p, info);
     int depth = png_get_bit_depth(p, info);
@@ -377,6 +399,10 @@ static void resizedCrop(const Image& im, const Box& box, int64_t RH, int64_t RW,
     r1 = std::max(r1, ty.start[size_t(k)] + ty.size[size_t(k)]);
   }
   const int64_t nr = std::max<int64_t>(0, r1 - r0);
+  if (nr * OW * C * int64_t(sizeof(float)) > kMaxResampleBytes)
+    throw ImageError("resizing a " + std::to_string(box.w) + "x" + std::to_string(box.h) + " region to " + std::to_string(OW) + "x" +
+                     std::to_string(OH) + " needs " + std::to_string(nr * OW * C * int64_t(sizeof(float)) >> 20) +
+                     " MiB of intermediate buffer, over the limit of " + std::to_string(kMaxResampleBytes >> 20) + " MiB");
   std::vector<float> tmp(size_t(nr * OW * C));
   for (int64_t r = 0; r < nr; r++) {
     const int64_t y = box.i + r0 + r;
@@ -538,11 +564,32 @@ struct TarMember {
 
 // Sequential reader of a tar file. next() returns the next regular file (pax and GNU long names
 // applied; directories and other entries skipped); data() reads its bytes, or skip() passes them.
+// Opens a regular file for reading (a FIFO or device would block a loader thread, or never end):
+// O_NONBLOCK so opening a FIFO does not wait for a writer. `size` gets the file's size.
+static std::FILE* openRegular(const std::string& path, int64_t& size) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) throw ImageError(std::string("cannot open: ") + std::strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw ImageError("cannot open: not a regular file");
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl != -1) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+  std::FILE* f = fdopen(fd, "rb");
+  if (!f) {
+    int e = errno;
+    ::close(fd);
+    throw ImageError(std::string("cannot open: ") + std::strerror(e));
+  }
+  size = int64_t(st.st_size);
+  return f;
+}
+
 class TarReader {
  public:
   TarReader(const std::string& path, const Limits& lim) : path_(path), lim_(lim) {
-    f_ = std::fopen(path.c_str(), "rb");
-    if (!f_) throw ImageError(std::string("cannot open: ") + std::strerror(errno));
+    f_ = openRegular(path, size_);
     std::setvbuf(f_, nullptr, _IOFBF, 1 << 16);
   }
   ~TarReader() {
@@ -584,15 +631,18 @@ class TarReader {
         if (type == 'L') {
           longName = std::string(body.c_str());
         } else {
+          // records "<len> <key>=<value>\n", len counting the whole record
           size_t p = 0;
           while (p < body.size()) {
-            size_t sp = body.find(' ', p);
-            if (sp == std::string::npos) break;
-            long len = std::strtol(body.c_str() + p, nullptr, 10);
-            if (len <= 0 || p + size_t(len) > body.size()) break;
-            std::string rec = body.substr(sp + 1, p + size_t(len) - sp - 2);
+            if (body[p] == '\0') break;  // NUL padding after the records
+            size_t q = p, len = 0;
+            while (q < body.size() && body[q] >= '0' && body[q] <= '9' && q - p < 8) len = len * 10 + size_t(body[q++] - '0');
+            if (q == p || q >= body.size() || body[q] != ' ' || len < q - p + 2 || len > body.size() - p || body[p + len - 1] != '\n')
+              throw ImageError(where(at) + "malformed pax extended header record");
+            const size_t sp = q;
+            std::string rec = body.substr(sp + 1, p + len - sp - 2);
             if (rec.compare(0, 5, "path=") == 0) longName = rec.substr(5);
-            p += size_t(len);
+            p += len;
           }
         }
         continue;
@@ -627,6 +677,7 @@ class TarReader {
     if (n && fseeko(f_, off_t(n), SEEK_CUR) != 0) throw ImageError(where(pos_) + "cannot seek");
     pos_ += n;
     pending_ = 0;
+    checkPos();
   }
 
  private:
@@ -636,13 +687,19 @@ class TarReader {
     if (pad) {
       if (fseeko(f_, off_t(pad), SEEK_CUR) != 0) throw ImageError(where(pos_) + "cannot seek");
       pos_ += pad;
+      checkPos();
     }
+  }
+  // fseeko past the end succeeds: a member cut short by truncation shows as a position beyond the file
+  void checkPos() const {
+    if (pos_ > size_) throw ImageError(where(pos_) + "truncated tar member (the file is " + std::to_string(size_) + " bytes)");
   }
   std::string path_;
   Limits lim_;
   std::FILE* f_ = nullptr;
   int64_t pos_ = 0;
   int64_t pending_ = 0;
+  int64_t size_ = 0;
 };
 
 // WebDataset's key and extension: the member path split at the first '.' of its last component.
@@ -661,7 +718,7 @@ static void splitKey(const std::string& name, std::string& key, std::string& ext
 
 static bool isImageExt(const std::string& e) { return e == "jpg" || e == "jpeg" || e == "png"; }
 
-static bool parseLabel(const std::vector<uint8_t>& b, int64_t& v) {
+static bool parseLabel(const std::vector<uint8_t>& b, int64_t& v) {  // false: not a label in 0..kMaxLabel
   std::string s(b.begin(), b.end());
   size_t a = s.find_first_not_of(" \t\r\n"), z = s.find_last_not_of(" \t\r\n");
   if (a == std::string::npos) return false;
@@ -672,12 +729,12 @@ static bool parseLabel(const std::vector<uint8_t>& b, int64_t& v) {
     if (ch < '0' || ch > '9') return false;
     v = v * 10 + (ch - '0');
   }
-  return true;
+  return v <= kMaxLabel;
 }
 
 static std::vector<uint8_t> readFile(const std::string& path, const Limits& lim) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw ImageError(std::string("cannot open: ") + std::strerror(errno));
+  int64_t fileSize = 0;
+  std::FILE* f = openRegular(path, fileSize);
   std::vector<uint8_t> buf;
   if (fseeko(f, 0, SEEK_END) == 0) {
     off_t n = ftello(f);
@@ -1130,7 +1187,7 @@ struct StreamLoader {
               if (parseLabel(lb, cur.label)) hasLabel = true;
               else {
                 curBad = true;
-                curErr = "bad .cls member (not a non-negative integer)";
+                curErr = "bad .cls member (not a class index in 0.." + std::to_string(kMaxLabel) + ")";
               }
             }
           } else {
@@ -1231,6 +1288,13 @@ static double num(const Napi::Object& o, const char* key, double d) {
   if (!std::isfinite(x)) throw ArgError(std::string("option '") + key + "' must be finite");
   return x;
 }
+// An integer option in [lo, hi] (exactInt: RangeError/TypeError naming the option).
+static int64_t intOpt(const Napi::Object& o, const char* key, int64_t d, int64_t lo, int64_t hi) {
+  int64_t v = exactInt(num(o, key, double(d)), std::string("option '") + key + "'");
+  if (v < lo || v > hi)
+    throw RangeArgError(std::string("option '") + key + "' must be in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " + std::to_string(v));
+  return v;
+}
 static std::vector<std::string> strings(const Napi::Object& o, const char* key) {
   std::vector<std::string> out;
   Napi::Value v = optVal(o, key);
@@ -1258,7 +1322,10 @@ static std::vector<double> numbers(const Napi::Object& o, const char* key) {
     }
     if (ta.TypedArrayType() == napi_float64_array) {
       auto a = v.As<Napi::Float64Array>();
-      for (size_t i = 0; i < a.ElementLength(); i++) out.push_back(a[i]);
+      for (size_t i = 0; i < a.ElementLength(); i++) {
+        if (!std::isfinite(a[i])) throw RangeArgError(std::string("option '") + key + "' must hold finite numbers");
+        out.push_back(a[i]);
+      }
       return out;
     }
   }
@@ -1267,15 +1334,16 @@ static std::vector<double> numbers(const Napi::Object& o, const char* key) {
   for (uint32_t i = 0; i < arr.Length(); i++) {
     Napi::Value e = arr.Get(i);
     if (!e.IsNumber()) throw ArgError(std::string("option '") + key + "' must hold numbers");
-    out.push_back(e.As<Napi::Number>().DoubleValue());
+    double x = e.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(x)) throw RangeArgError(std::string("option '") + key + "' must hold finite numbers");
+    out.push_back(x);
   }
   return out;
 }
 static Limits limitsOf(const Napi::Object& o) {
   Limits l;
-  l.maxPixels = int64_t(num(o, "maxPixels", double(l.maxPixels)));
-  l.maxFileBytes = int64_t(num(o, "maxFileBytes", double(l.maxFileBytes)));
-  if (l.maxPixels < 1 || l.maxFileBytes < 1) throw ArgError("maxPixels and maxFileBytes must be positive");
+  l.maxPixels = intOpt(o, "maxPixels", l.maxPixels, 1, int64_t(1) << 40);
+  l.maxFileBytes = intOpt(o, "maxFileBytes", l.maxFileBytes, 1, int64_t(1) << 40);
   return l;
 }
 
@@ -1294,8 +1362,9 @@ DEFN(streamCreate) {
   if (k == "folder") {
     c.files = strings(o, "files");
     for (double v : numbers(o, "labels")) {
-      if (!(v >= 0) || v != std::floor(v)) throw ArgError("labels must be non-negative integers");
-      c.labels.push_back(int64_t(v));
+      int64_t lab = exactInt(v, "option 'labels' entry");
+      if (lab < 0 || lab > kMaxLabel) throw RangeArgError("labels must be integers in 0.." + std::to_string(kMaxLabel) + ", got " + std::to_string(lab));
+      c.labels.push_back(lab);
     }
     if (c.files.size() != c.labels.size()) throw ArgError("files and labels must have the same length");
     if (c.files.empty()) throw ArgError("no files");
@@ -1303,20 +1372,23 @@ DEFN(streamCreate) {
     c.tar = true;
     c.shards = strings(o, "shards");
     if (c.shards.empty()) throw ArgError("no shards");
-    for (double v : numbers(o, "shardCounts")) c.shardCounts.push_back(int64_t(v));
+    for (double v : numbers(o, "shardCounts")) {
+      int64_t n = exactInt(v, "option 'shardCounts' entry");
+      if (n < 0) throw RangeArgError("option 'shardCounts' entries must be non-negative, got " + std::to_string(n));
+      c.shardCounts.push_back(n);
+    }
     if (!c.shardCounts.empty() && c.shardCounts.size() != c.shards.size()) throw ArgError("shardCounts must have one entry per shard");
   } else {
     throw ArgError("option 'kind' must be 'folder' or 'webdataset'");
   }
-  c.batch = int64_t(num(o, "batchSize", 1));
-  if (c.batch < 1) throw ArgError("batchSize must be at least 1");
-  c.workers = std::max<int64_t>(1, std::min<int64_t>(64, int64_t(num(o, "workers", 1))));
-  c.prefetch = std::max<int64_t>(1, int64_t(num(o, "prefetch", 2)));
+  c.batch = intOpt(o, "batchSize", 1, 1, int64_t(1) << 24);
+  c.workers = intOpt(o, "workers", 1, 1, 64);
+  c.prefetch = intOpt(o, "prefetch", 2, 1, 1 << 16);
   c.shuffle = num(o, "shuffle", 0) != 0;
   c.dropLast = num(o, "dropLast", 0) != 0;
-  c.seed = uint64_t(num(o, "seed", 0));
-  c.rank = int64_t(num(o, "rank", 0));
-  c.world = int64_t(num(o, "worldSize", 1));
+  c.seed = uint64_t(intOpt(o, "seed", 0, 0, int64_t(9007199254740991)));
+  c.rank = intOpt(o, "rank", 0, 0, 1 << 20);
+  c.world = intOpt(o, "worldSize", 1, 1, 1 << 20);
   if (c.world < 1 || c.rank < 0 || c.rank >= c.world) throw ArgError("need 0 <= rank < worldSize");
   if (c.tar && int64_t(c.shards.size()) < c.world) throw ArgError("fewer shards (" + std::to_string(c.shards.size()) + ") than ranks (" + std::to_string(c.world) + "): each rank reads whole shards");
   Napi::Value tv = o.Get("transform");
@@ -1328,11 +1400,11 @@ DEFN(streamCreate) {
   auto size = numbers(o, "size");
   if (size.size() == 1) size.push_back(size[0]);
   if (size.size() == 2) {
-    c.outH = int64_t(size[0]);
-    c.outW = int64_t(size[1]);
+    c.outH = exactInt(size[0], "option 'size'");
+    c.outW = exactInt(size[1], "option 'size'");
   }
   if (c.outH < 1 || c.outW < 1 || c.outH > 8192 || c.outW > 8192) throw ArgError("size must be 1..8192");
-  c.resize = int64_t(num(o, "resize", double(std::max(c.outH, c.outW)) * 256.0 / 224.0));
+  c.resize = intOpt(o, "resize", int64_t(double(std::max(c.outH, c.outW)) * 256.0 / 224.0), 1, kMaxSide);
   if (c.resize < std::max(c.outH, c.outW)) throw ArgError("resize must be at least the crop size");
   auto scale = numbers(o, "scale");
   if (scale.size() == 2) {
@@ -1344,10 +1416,10 @@ DEFN(streamCreate) {
     c.rrc.ratioLo = ratio[0];
     c.rrc.ratioHi = ratio[1];
   }
-  if (!(c.rrc.scaleLo > 0 && c.rrc.scaleLo <= c.rrc.scaleHi && c.rrc.ratioLo > 0 && c.rrc.ratioLo <= c.rrc.ratioHi))
-    throw ArgError("scale and ratio must be increasing positive pairs");
+  if (!(c.rrc.scaleLo > 0 && c.rrc.scaleLo <= c.rrc.scaleHi && c.rrc.scaleHi <= 1 && c.rrc.ratioLo > 0 && c.rrc.ratioLo <= c.rrc.ratioHi))
+    throw RangeArgError("scale must be 0 < lo <= hi <= 1 and ratio 0 < lo <= hi");
   c.flip = num(o, "hflip", 1) != 0;
-  c.channels = int(num(o, "channels", 3));
+  c.channels = int(intOpt(o, "channels", 3, 1, 4));
   if (c.channels != 1 && c.channels != 3) throw ArgError("channels must be 1 or 3");
   for (double v : numbers(o, "mean")) c.mean.push_back(float(v));
   for (double v : numbers(o, "std")) c.std.push_back(float(v));
@@ -1360,8 +1432,8 @@ DEFN(streamCreate) {
   if (onError != "stop" && onError != "skip") throw ArgError("option 'onError' must be 'stop' or 'skip'");
   c.skipErrors = onError == "skip";
   c.lim = limitsOf(o);
-  c.shuffleBuffer = int64_t(num(o, "shuffleBuffer", 1000));
-  c.shuffleBufferBytes = int64_t(num(o, "shuffleBufferBytes", double(256 << 20)));
+  c.shuffleBuffer = intOpt(o, "shuffleBuffer", 1000, 0, int64_t(1) << 30);
+  c.shuffleBufferBytes = intOpt(o, "shuffleBufferBytes", int64_t(256) << 20, 0, int64_t(1) << 40);
   Napi::Value dv = o.Get("device");
   if (dv.IsString()) c.device = parseDevice(dv.As<Napi::String>().Utf8Value());
   c.pin = num(o, "pinMemory", c.device.is_cuda() ? 1 : 0) != 0;
@@ -1538,16 +1610,28 @@ DEFN(imageResizedCrop) {
 // imageRrcBoxes(H, W, seed, count, [scaleLo, scaleHi, ratioLo, ratioHi]) -> Float64Array of count * 4 (i, j, h, w)
 DEFN(imageRrcBoxes) {
   int64_t H = a.I(0, "height"), W = a.I(1, "width"), count = a.I(3, "count");
-  uint64_t r = uint64_t(a.I(2, "seed"));
-  if (H < 1 || W < 1 || count < 0 || count > (1 << 24)) throw ArgError("bad size or count");
+  int64_t seed = a.I(2, "seed");
+  if (seed < 0) throw RangeArgError("argument 'seed' must be non-negative, got " + std::to_string(seed));
+  uint64_t r = uint64_t(seed);
+  if (H < 1 || W < 1 || H > kMaxSide || W > kMaxSide) throw RangeArgError("height and width must be in 1.." + std::to_string(kMaxSide));
+  if (count < 0 || count > (1 << 24)) throw RangeArgError("argument 'count' must be in 0..2^24");
   RrcParams p;
   if (a.has(4)) {
+    if (!a.info[4].IsArray()) a.fail(4, "params", "an array [scaleLo, scaleHi, ratioLo, ratioHi]");
     auto v = a.info[4].As<Napi::Array>();
     if (v.Length() != 4) throw ArgError("params are [scaleLo, scaleHi, ratioLo, ratioHi]");
-    p.scaleLo = v.Get(0u).As<Napi::Number>().DoubleValue();
-    p.scaleHi = v.Get(1u).As<Napi::Number>().DoubleValue();
-    p.ratioLo = v.Get(2u).As<Napi::Number>().DoubleValue();
-    p.ratioHi = v.Get(3u).As<Napi::Number>().DoubleValue();
+    double q[4];
+    for (uint32_t k = 0; k < 4; k++) {
+      Napi::Value e = v.Get(k);
+      if (!e.IsNumber()) throw ArgError("params must be numbers");
+      q[k] = e.As<Napi::Number>().DoubleValue();
+    }
+    p.scaleLo = q[0];
+    p.scaleHi = q[1];
+    p.ratioLo = q[2];
+    p.ratioHi = q[3];
+    if (!(p.scaleLo > 0 && p.scaleLo <= p.scaleHi && p.scaleHi <= 1 && p.ratioLo > 0 && p.ratioLo <= p.ratioHi && std::isfinite(p.ratioHi)))
+      throw RangeArgError("params must have 0 < scaleLo <= scaleHi <= 1 and 0 < ratioLo <= ratioHi");
   }
   auto out = Napi::Float64Array::New(a.env(), size_t(count * 4));
   r = mix(r);
