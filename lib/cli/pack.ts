@@ -17,8 +17,12 @@ export function cmdPack(flags: Record<string, string | number | boolean>, log: (
   // DIR with train/ and val/ (or test/): each split gets its own shards; otherwise DIR is the training set.
   const splits = ['train', 'val', 'test'].filter((d) => fs.existsSync(path.join(src, d)));
   const jobs = splits.length ? splits.map((d) => ({ dir: path.join(src, d), prefix: d })) : [{ dir: src, prefix: 'train' }];
+  // the class indices come from the training split (packed first, it writes classes.json); the other
+  // splits are labelled by class name against it.
+  let classes: string[] | undefined;
   for (const j of jobs) {
-    const r = packImageFolder(j.dir, out, { shardSize, prefix: j.prefix, shuffle, seed });
+    const r = packImageFolder(j.dir, out, { shardSize, prefix: j.prefix, shuffle, seed, classes });
+    classes ??= r.classes;
     log(`${j.dir}: ${r.samples} images of ${r.classes.length} classes in ${r.shards.length} shard(s): ${r.pattern}`);
   }
   return 0;

@@ -99,8 +99,23 @@ export function resizeBilinear(src: DecodedImage, height: number, width: number)
   return { width, height, rgba: out };
 }
 
-/** List classes (sorted sub-folder names) and their image files (sorted) under root. */
-export function listImageFolder(root: string): { classes: string[]; files: { file: string; label: number }[] } {
+function isRegular(dir: string, e: fs.Dirent): boolean {
+  if (e.isFile()) return true;
+  if (!e.isSymbolicLink()) return false;
+  try {
+    return fs.statSync(path.join(dir, e.name)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * List classes (sorted sub-folder names) and their image files (sorted) under root. With `known`
+ * (e.g. the training split's classes), labels are indices into it, matched by folder NAME, and the
+ * classes returned are `known`; a class of `known` without a folder here is fine, a folder not in
+ * `known` is an error.
+ */
+export function listImageFolder(root: string, known?: readonly string[]): { classes: string[]; files: { file: string; label: number }[] } {
   let entries: fs.Dirent[];
   try {
     entries = fs.readdirSync(root, { withFileTypes: true });
@@ -113,17 +128,30 @@ export function listImageFolder(root: string): { classes: string[]; files: { fil
     .sort();
   if (classes.length === 0) throw new Error(`image folder ${root}: no class sub-folders found (expected ${root}/<class>/<image>.png|jpg)`);
   const files: { file: string; label: number }[] = [];
-  classes.forEach((cls, label) => {
+  let index = (_cls: string, i: number): number => i;
+  if (known) {
+    const at = new Map(known.map((c, i) => [c, i]));
+    const unknown = classes.filter((c) => !at.has(c));
+    if (unknown.length)
+      throw new Error(
+        `image folder ${root}: class folder(s) ${unknown.map((c) => `'${c}'`).join(', ')} not among the ${known.length} training classes (class indices must agree across splits)`,
+      );
+    index = (cls) => at.get(cls)!;
+  }
+  classes.forEach((cls, i) => {
+    const label = index(cls, i);
     const dir = path.join(root, cls);
     // Other files (e.g. notes, .DS_Store) are skipped; only the image extensions are read.
+    // regular files only: a FIFO named x.jpg would block the reader
     const images = fs
-      .readdirSync(dir)
-      .filter((f) => !f.startsWith('.') && IMAGE_EXT.has(path.extname(f).toLowerCase()))
+      .readdirSync(dir, { withFileTypes: true })
+      .filter((e) => !e.name.startsWith('.') && IMAGE_EXT.has(path.extname(e.name).toLowerCase()) && isRegular(dir, e))
+      .map((e) => e.name)
       .sort();
     if (images.length === 0) throw new Error(`image folder ${root}: class '${cls}' has no .png, .jpg or .jpeg files`);
     for (const f of images) files.push({ file: path.join(dir, f), label });
   });
-  return { classes, files };
+  return { classes: known ? [...known] : classes, files };
 }
 
 /** Load root/<class>/<image> into an [N, C, H, W] uint8 dataset; classes are the sorted folder names. */

@@ -18,6 +18,11 @@ export interface PackOptions {
   shuffle?: boolean;
   seed?: number;
   onShard?: (file: string, samples: number) => void;
+  /**
+   * The class list (e.g. the training split's): labels are indices into it by class name, and
+   * classes.json is not written. Default: this folder's sorted class folders, written to classes.json.
+   */
+  classes?: readonly string[];
 }
 
 export interface PackResult {
@@ -80,7 +85,7 @@ export function packImageFolder(root: string, outDir: string, opts: PackOptions 
   const shardSize = opts.shardSize ?? 1000;
   if (!Number.isInteger(shardSize) || shardSize < 1) throw new RangeError(`packImageFolder: shardSize must be a positive integer, got ${shardSize}`);
   const prefix = opts.prefix ?? 'train';
-  const { classes, files } = listImageFolder(root);
+  const { classes, files } = listImageFolder(root, opts.classes);
   const order = files.map((_, i) => i);
   if (opts.shuffle ?? true) {
     const rand = mulberry32(opts.seed ?? 0);
@@ -110,7 +115,7 @@ export function packImageFolder(root: string, outDir: string, opts: PackOptions 
     shards.push(file);
     opts.onShard?.(file, slice.length);
   }
-  writeFileAtomic(path.join(outDir, 'classes.json'), JSON.stringify(classes) + '\n');
+  if (!opts.classes) writeFileAtomic(path.join(outDir, 'classes.json'), JSON.stringify(classes) + '\n');
   const last = String(nShards - 1).padStart(digits, '0');
   const first = '0'.padStart(digits, '0');
   const pattern = path.join(outDir, nShards > 1 ? `${prefix}-{${first}..${last}}.tar` : `${prefix}-${first}.tar`);

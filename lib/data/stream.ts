@@ -16,6 +16,7 @@
 // + Normalize; 'eval' is Resize(resize) + CenterCrop(size) + Normalize; 'resize' resizes to size.
 import fs from 'node:fs';
 import path from 'node:path';
+import { BadFileError } from '../errors.js';
 import { native as N } from '../native.js';
 import { Tensor, type Device } from '../tensor/tensor.js';
 import { listImageFolder } from './folder.js';
@@ -85,8 +86,8 @@ export interface WebDatasetSource {
 export type StreamSource = FolderSource | WebDatasetSource;
 
 /** An ImageNet-layout folder: its files and labels (the listing only; nothing is decoded). */
-export function imageFolderSource(root: string): FolderSource {
-  const { classes, files } = listImageFolder(root);
+export function imageFolderSource(root: string, classes0?: readonly string[]): FolderSource {
+  const { classes, files } = listImageFolder(root, classes0);
   return { kind: 'folder', root, files: files.map((f) => f.file), labels: Int32Array.from(files, (f) => f.label), classes };
 }
 
@@ -118,15 +119,21 @@ export function expandShards(spec: string): string[] {
   return parts.flatMap((p) => expandShards(head + p + tail));
 }
 
+/** Most classes a streamed dataset may have (labels 0..65535; the native tar scan's bound, as idx's). */
+export const MAX_STREAM_CLASSES = 65536;
+
 /** WebDataset shards: the list, each one's sample count (a scan of the tar headers), and the classes. */
 export function webDatasetSource(spec: string | string[], opts: { maxFileBytes?: number } = {}): WebDatasetSource {
   const shards = Array.isArray(spec) ? spec : expandShards(spec);
   const missing = shards.filter((s) => !fs.existsSync(s));
   if (missing.length) throw new Error(`webdataset: ${missing.length} shard(s) missing, e.g. ${missing[0]}`);
   let maxLabel = -1;
+  let maxShard = shards[0];
   const counts = shards.map((s) => {
     const r = N.tarScan(s, opts.maxFileBytes ? { maxFileBytes: opts.maxFileBytes } : undefined) as { samples: number; maxLabel: number };
-    maxLabel = Math.max(maxLabel, r.maxLabel);
+    if (!(Number.isInteger(r.maxLabel) && r.maxLabel < MAX_STREAM_CLASSES))
+      throw new BadFileError(`${s}: class label ${r.maxLabel} is over the limit of ${MAX_STREAM_CLASSES - 1}`, { path: s });
+    if (r.maxLabel > maxLabel) [maxLabel, maxShard] = [r.maxLabel, s];
     return r.samples;
   });
   // `residual data pack` writes the class names beside the shards.
@@ -135,10 +142,12 @@ export function webDatasetSource(spec: string | string[], opts: { maxFileBytes?:
   if (fs.existsSync(named)) {
     try {
       const c = JSON.parse(fs.readFileSync(named, 'utf8')) as unknown;
-      if (Array.isArray(c) && c.every((x) => typeof x === 'string') && c.length > maxLabel) classes = c as string[];
+      if (Array.isArray(c) && c.every((x) => typeof x === 'string')) classes = c as string[];
     } catch {
       /* ignore a broken file: classes are numbered instead */
     }
+    if (classes && maxLabel >= classes.length)
+      throw new BadFileError(`${maxShard}: class label ${maxLabel} is not an index into ${named} (${classes.length} classes)`, { path: maxShard });
   }
   classes ??= Array.from({ length: maxLabel + 1 }, (_, i) => String(i));
   return { kind: 'webdataset', shards, counts, classes };
@@ -318,7 +327,8 @@ export function openStreamedData(
     const testDir = ['val', 'test'].map((d) => path.join(cfg.dataPath!, d)).find((d) => fs.existsSync(d));
     if (!testDir) throw new Error(`${cfg.dataPath} has no val/ or test/ folder`);
     train = imageFolderSource(path.join(cfg.dataPath, 'train'));
-    test = imageFolderSource(testDir);
+    // the class indices are the training split's; the test split's folders are matched by name
+    test = imageFolderSource(testDir, train.classes);
     description = `image folder ${cfg.dataPath} (streamed)`;
   } else if (cfg.data === 'webdataset') {
     if (!cfg.dataPath) throw new Error("--data webdataset needs --data-path with the training shards, e.g. 'shards/train-{0000..0127}.tar'");
@@ -326,7 +336,11 @@ export function openStreamedData(
     const testShards = findTestShards(cfg.dataPath);
     if (!testShards) throw new Error(`--data-path ${cfg.dataPath}: no test shards found (the same pattern, or the same name prefix, with 'train' replaced by 'val' or 'test')`);
     test = webDatasetSource(testShards);
-    if (test.classes.length > train.classes.length) train.classes = test.classes;
+    if (test.classes.length > train.classes.length)
+      throw new BadFileError(
+        `${testShards[0]}: the test shards have ${test.classes.length} classes, the training shards ${train.classes.length} (labels must index the training classes)`,
+        { path: testShards[0] },
+      );
     description = `webdataset ${cfg.dataPath} (${train.shards.length} shards)`;
   } else {
     throw new Error(`not a streamed dataset: ${cfg.data}`);
