@@ -11,7 +11,7 @@ import { fixtures } from './helpers.js';
 import * as r from '../lib/index.js';
 import { native as N } from '../lib/native.js';
 import { Tensor } from '../lib/tensor/tensor.js';
-import { StreamingDataLoader, expandShards, imageFolderSource, packImageFolder, webDatasetSource, writeTar } from '../lib/data/index.js';
+import { StreamingDataLoader, expandShards, imageFolderSource, packImageFolder, tarHeader, webDatasetSource, writeTar } from '../lib/data/index.js';
 
 const IMG = path.join(fixtures, 'images');
 let tmp = '';
@@ -467,5 +467,164 @@ describe('webdataset shards', () => {
     expect(n).toBe(1200);
     expect(growth).toBeLessThan(budget + (32 << 20));
     dl.close();
+  });
+});
+
+describe('hostile inputs (review fixes)', () => {
+  /** A PNG header (signature + IHDR, 8-bit RGB) of any size, then an empty IDAT and IEND. */
+  function pngHeader(w: number, h: number): Buffer {
+    const crcTable = Array.from({ length: 256 }, (_, n) => {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      return c >>> 0;
+    });
+    const crc = (b: Buffer) => {
+      let c = 0xffffffff;
+      for (const x of b) c = crcTable[(c ^ x) & 0xff] ^ (c >>> 8);
+      return (c ^ 0xffffffff) >>> 0;
+    };
+    const chunk = (type: string, data: Buffer) => {
+      const len = Buffer.alloc(4);
+      len.writeUInt32BE(data.length);
+      const td = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+      const c = Buffer.alloc(4);
+      c.writeUInt32BE(crc(td));
+      return Buffer.concat([len, td, c]);
+    };
+    const ihdr = Buffer.alloc(13);
+    ihdr.writeUInt32BE(w, 0);
+    ihdr.writeUInt32BE(h, 4);
+    ihdr[8] = 8;
+    ihdr[9] = 2;
+    return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', Buffer.alloc(0)), chunk('IEND', Buffer.alloc(0))]);
+  }
+
+  it('refuses a tall thin PNG (1 x 30,000,000) from its header, and bounds the resampler buffer', () => {
+    expect(() => N.imageDecode(pngHeader(1, 30_000_000), 3)).toThrow(/1x30000000, over the limit of 65535 pixels per side/);
+    expect(() => N.imageDecode(pngHeader(70_000, 1), 3)).toThrow(/over the limit of 65535 pixels per side/);
+    // 65535 rows resized to 700 columns in one pass: 65535 * 700 * 3 floats = 550 MB of intermediate
+    const tall = r.zeros([65535, 1, 3]).to('uint8');
+    expect(() => N.imageResizedCrop(tall._h, [0, 0, 65535, 1], [1, 700], false)).toThrow(/intermediate buffer, over the limit of 512 MiB/);
+  });
+
+  it('numeric options are exact integers in range (no NaN, 1e300 or negatives cast natively)', () => {
+    const base = { kind: 'folder', files: ['x.jpg'], labels: [0] };
+    expect(() => N.streamCreate({ ...base, batchSize: 1e300 })).toThrow(/batchSize/);
+    expect(() => N.streamCreate({ ...base, batchSize: 0 })).toThrow(/batchSize/);
+    expect(() => N.streamCreate({ ...base, batchSize: 2.5 })).toThrow(/batchSize/);
+    expect(() => N.streamCreate({ ...base, seed: -1 })).toThrow(/seed/);
+    expect(() => N.streamCreate({ ...base, workers: 0 })).toThrow(/workers/);
+    expect(() => N.streamCreate({ ...base, workers: 1e9 })).toThrow(/workers/);
+    expect(() => N.streamCreate({ ...base, maxPixels: 0 })).toThrow(/maxPixels/);
+    expect(() => N.streamCreate({ ...base, size: [NaN] })).toThrow(/size/);
+    expect(() => N.streamCreate({ ...base, scale: [0.5, 2] })).toThrow(/scale/);
+    expect(() => N.streamCreate({ ...base, labels: [1e300] })).toThrow(/labels/);
+    expect(() => N.streamCreate({ kind: 'webdataset', shards: ['a.tar'], shardCounts: [-3] })).toThrow(/shardCounts/);
+    expect(() => N.imageRrcBoxes(10, 10, -1, 1)).toThrow(/seed/);
+    expect(() => N.imageRrcBoxes(10, 10, 1, 1, [0.5, 2, 0.75, 1.33])).toThrow(/scaleHi|scale/);
+    expect(() => N.imageRrcBoxes(10, 10, 1, 1, [NaN, 1, 0.75, 1.33])).toThrow(/params/);
+    expect((N.imageRrcBoxes(10, 10, 1, 2, [0.08, 1, 0.75, 4 / 3]) as Float64Array).length).toBe(8);
+  });
+
+  it('a .cls label over 65535 is refused, and labels must index classes.json', () => {
+    const dir = path.join(tmp, 'hostile-labels');
+    fs.mkdirSync(dir, { recursive: true });
+    const big = path.join(dir, 'big.tar');
+    writeTar(big, [
+      { name: 'a.jpg', data: solidJpeg(1) },
+      { name: 'a.cls', data: Buffer.from('999999999999') },
+    ]);
+    expect((N.tarScan(big) as { maxLabel: number }).maxLabel).toBe(-1); // not taken as a label
+    expect(() => [...new StreamingDataLoader(webDatasetSource([big]), { batchSize: 1, size: 8 }).iterSync()]).toThrow(/a: bad \.cls member \(not a class index in 0\.\.65535\)|bad \.cls member/);
+    const five = path.join(dir, 'five.tar');
+    writeTar(five, [
+      { name: 'a.jpg', data: solidJpeg(1) },
+      { name: 'a.cls', data: Buffer.from('5') },
+    ]);
+    fs.writeFileSync(path.join(dir, 'classes.json'), JSON.stringify(['x', 'y']));
+    let err: unknown;
+    try {
+      webDatasetSource([five]);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(r.BadFileError);
+    expect((err as Error).message).toMatch(/five\.tar: class label 5 is not an index into .*classes\.json \(2 classes\)/);
+  });
+
+  /** A tar header of type `type` (tarHeader's, retyped, checksum redone). */
+  function typedHeader(name: string, size: number, type: string): Buffer {
+    const h = Buffer.from(tarHeader(name, size));
+    h[156] = type.charCodeAt(0);
+    h.fill(0x20, 148, 156);
+    let sum = 0;
+    for (let i = 0; i < 512; i++) sum += h[i];
+    h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'ascii');
+    return h;
+  }
+  const pad512 = (b: Buffer) => Buffer.concat([b, Buffer.alloc((512 - (b.length % 512)) % 512)]);
+
+  it('pax headers are parsed strictly; a member cut short by truncation is an error', () => {
+    const dir = path.join(tmp, 'hostile-tar');
+    fs.mkdirSync(dir, { recursive: true });
+    const img = solidJpeg(3);
+    const ok = Buffer.from('31 path=long/name/sample01.jpg\n');
+    expect(ok.length).toBe(31);
+    const good = path.join(dir, 'pax.tar');
+    fs.writeFileSync(good, Buffer.concat([typedHeader('PaxHeader', ok.length, 'x'), pad512(ok), tarHeader('x.jpg', img.length), pad512(img), Buffer.alloc(1024)]));
+    expect((N.tarScan(good) as { samples: number }).samples).toBe(1);
+    for (const rec of ['30 path=long/name/sample01.jpg\n', '31 path=long/name/sample01.jpgX', '3x path=a\n', '999 path=a\n', '1 \n']) {
+      const body = Buffer.from(rec);
+      const f = path.join(dir, 'badpax.tar');
+      fs.writeFileSync(f, Buffer.concat([typedHeader('PaxHeader', body.length, 'x'), pad512(body), tarHeader('x.jpg', img.length), pad512(img), Buffer.alloc(1024)]));
+      expect(() => N.tarScan(f), rec).toThrow(/malformed pax extended header record/);
+    }
+    // a skipped (non-image) member whose data the file does not hold
+    const cut = path.join(dir, 'cut.tar');
+    fs.writeFileSync(cut, Buffer.concat([tarHeader('a.txt', 5000), Buffer.alloc(600)]));
+    expect(() => N.tarScan(cut)).toThrow(/cut\.tar at byte \d+: truncated tar member/);
+  });
+
+  it('a FIFO named like an image is neither listed nor read (it would block a loader thread)', () => {
+    const dir = path.join(tmp, 'fifo', 'c0');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'a.jpg'), solidJpeg(1));
+    const fifo = path.join(dir, 'b.jpg');
+    if (spawnSync('mkfifo', [fifo]).status !== 0) return;
+    const src = imageFolderSource(path.dirname(dir));
+    expect(src.files.map((f) => path.basename(f))).toEqual(['a.jpg']);
+    const dl = new StreamingDataLoader({ ...src, files: [fifo], labels: Int32Array.from([0]) }, { batchSize: 1, size: 8 });
+    expect(() => [...dl.iterSync()]).toThrow(/b\.jpg: cannot open: not a regular file/);
+    dl.close();
+    expect(() => N.tarScan(fifo)).toThrow(/not a regular file/);
+  });
+
+  it('class indices come from train/: a val folder lacking a class keeps the training indices', () => {
+    const root = path.join(tmp, 'splits');
+    for (const [split, classes] of [
+      ['train', ['ant', 'bee', 'cat']],
+      ['val', ['ant', 'cat']],
+    ] as const)
+      classes.forEach((c, k) => {
+        fs.mkdirSync(path.join(root, split, c), { recursive: true });
+        fs.writeFileSync(path.join(root, split, c, `${k}.jpg`), solidJpeg(k));
+      });
+    const train = imageFolderSource(path.join(root, 'train'));
+    const val = imageFolderSource(path.join(root, 'val'), train.classes);
+    expect(val.classes).toEqual(['ant', 'bee', 'cat']);
+    expect([...val.labels]).toEqual([0, 2]);
+    // packed: val's shards are labelled by name against train's classes.json
+    const out = path.join(tmp, 'splits-wds');
+    const t = packImageFolder(path.join(root, 'train'), out, { prefix: 'train' });
+    const v = packImageFolder(path.join(root, 'val'), out, { prefix: 'val', classes: t.classes, shuffle: false });
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'classes.json'), 'utf8'))).toEqual(['ant', 'bee', 'cat']);
+    expect(v.classes).toEqual(['ant', 'bee', 'cat']);
+    const labels = epochLabels(new StreamingDataLoader(webDatasetSource(v.shards), { batchSize: 1, size: 8, transform: 'eval' }));
+    expect(labels.sort()).toEqual([0, 2]);
+    // a val class unknown to train is an error naming it
+    fs.mkdirSync(path.join(root, 'val', 'dog'));
+    fs.writeFileSync(path.join(root, 'val', 'dog', 'x.jpg'), solidJpeg(9));
+    expect(() => imageFolderSource(path.join(root, 'val'), train.classes)).toThrow(/'dog' not among the 3 training classes/);
+    expect(() => packImageFolder(path.join(root, 'val'), out, { prefix: 'val', classes: t.classes })).toThrow(/'dog'/);
   });
 });
