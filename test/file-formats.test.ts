@@ -126,6 +126,13 @@ describe('.pt: shared structure is walked once (billion laughs)', () => {
 });
 
 describe('.pt: tensor bounds and memory', () => {
+  test("inherited names ('constructor', 'toString', '__proto__') are not storage types or dtypes", () => {
+    for (const name of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+      const t = { $tensor: { storage: '0', numel: 1, size: [1], dtype: name } };
+      const f = write(torchArchive(new Map<PValue, PValue>([['w', t]]), { 0: f32(1) }));
+      expectBad(() => loadTorchCheckpoint(f), f, new RegExp(`torch\\.${name.replace(/_/g, '_')}`));
+    }
+  });
   test('stride-0 (expanded) tensors load as views: 4 stored bytes, 2^31 elements, no allocation', () => {
     const big = { $tensor: { storage: '0', numel: 1, size: [2 ** 16, 2 ** 15], stride: [0, 0] } };
     const f = write(torchArchive(new Map<PValue, PValue>([['e', big]]), { 0: f32(2.5) }));

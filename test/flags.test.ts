@@ -28,6 +28,10 @@ const usage = (argv: string[]) => {
 };
 
 describe('flags', () => {
+  it("inherited names are not flags: --constructor, --toString, --__proto__, --no-constructor", () => {
+    for (const f of ['constructor', 'toString', '__proto__', 'no-constructor', 'no-toString', 'hasOwnProperty'])
+      expect(usage([`--${f}`]), f).toMatch(new RegExp(`--${f}`));
+  });
   it('reads every form', () => {
     const p = parseFlags(cmd, ['get', '--rate', '0.5', '--count=3', '--no-fast', '--mode', 'b', 'x', '--', '--name']);
     expect(p.flags).toEqual({ rate: 0.5, count: 3, fast: false, mode: 'b' });

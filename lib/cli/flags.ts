@@ -123,9 +123,9 @@ export function parseFlags(cmd: CommandSpec, argv: readonly string[]): ParsedFla
     const eq = a.indexOf('=');
     const raw = eq < 0 ? a.slice(2) : a.slice(2, eq);
     const inline = eq < 0 ? undefined : a.slice(eq + 1);
-    const negated = !(raw in spec) && raw.startsWith('no-') && spec[raw.slice(3)]?.type === 'boolean';
+    const negated = !Object.hasOwn(spec, raw) && raw.startsWith('no-') && Object.hasOwn(spec, raw.slice(3)) && spec[raw.slice(3)].type === 'boolean';
     const name = negated ? raw.slice(3) : raw;
-    const s = spec[name];
+    const s = Object.hasOwn(spec, name) ? spec[name] : undefined;
     if (!s) throw unknownFlag(cmd, raw);
     if (s.type === 'boolean') {
       if (inline === undefined) args.push(`--${raw}`);
@@ -175,7 +175,7 @@ export function parseFlags(cmd: CommandSpec, argv: readonly string[]): ParsedFla
 /** The flags as config values, under each flag's `key` (or its name); `skip` names flags to leave out. */
 export function configFrom(spec: FlagSpecs, flags: Record<string, unknown>, skip: readonly string[] = []): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [n, v] of Object.entries(flags)) if (!skip.includes(n) && spec[n]) out[spec[n].key ?? n] = v;
+  for (const [n, v] of Object.entries(flags)) if (!skip.includes(n) && Object.hasOwn(spec, n)) out[spec[n].key ?? n] = v;
   return out;
 }
 

@@ -323,8 +323,9 @@ function findClass(ctx: Ctx, module: string, name: string): unknown {
       });
   }
   if (module === 'torch' || module === 'torch.storage') {
-    if (name in STORAGE_TYPES) return new StorageType(name, STORAGE_TYPES[name]);
-    if (module === 'torch' && name in TORCH_DTYPES) return new TorchDType(TORCH_DTYPES[name]);
+    // own keys only: `in` would let 'constructor', 'toString', '__proto__'... through
+    if (Object.hasOwn(STORAGE_TYPES, name)) return new StorageType(name, STORAGE_TYPES[name]);
+    if (module === 'torch' && Object.hasOwn(TORCH_DTYPES, name)) return new TorchDType(TORCH_DTYPES[name]);
   }
   throw refuse(ctx, q);
 }
