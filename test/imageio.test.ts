@@ -403,7 +403,7 @@ describe('webdataset shards', () => {
     const dl = new StreamingDataLoader(src, { batchSize: 4, size: 8, workers: 1, onError: 'skip' });
     expect(epochLabels(dl)).toEqual([1]);
     const errs = dl.skipped().errors.map((e) => `${path.basename(e.path)}: ${e.message}`);
-    expect(errs).toEqual(['nolabel.tar:b: sample has no .cls member (an integer class index)', 'nolabel.tar:c: bad .cls member (not a non-negative integer)']);
+    expect(errs).toEqual(['nolabel.tar:b: sample has no .cls member (an integer class index)', 'nolabel.tar:c: bad .cls member (not a class index in 0..65535)']);
     dl.close();
   });
 
@@ -535,7 +535,7 @@ describe('hostile inputs (review fixes)', () => {
       { name: 'a.cls', data: Buffer.from('999999999999') },
     ]);
     expect((N.tarScan(big) as { maxLabel: number }).maxLabel).toBe(-1); // not taken as a label
-    expect(() => [...new StreamingDataLoader(webDatasetSource([big]), { batchSize: 1, size: 8 }).iterSync()]).toThrow(/a: bad \.cls member \(not a class index in 0\.\.65535\)|bad \.cls member/);
+    expect(() => [...new StreamingDataLoader(webDatasetSource([big]), { batchSize: 1, size: 8 }).iterSync()]).toThrow(/bad \.cls member \(not a class index in 0\.\.65535\)/);
     const five = path.join(dir, 'five.tar');
     writeTar(five, [
       { name: 'a.jpg', data: solidJpeg(1) },
