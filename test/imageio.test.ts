@@ -507,6 +507,26 @@ describe('hostile inputs (review fixes)', () => {
     expect(() => N.imageResizedCrop(tall._h, [0, 0, 65535, 1], [1, 700], false)).toThrow(/intermediate buffer, over the limit of 512 MiB/);
   });
 
+  it('text chunks are dropped: a PNG with a 9 MB tEXt chunk still decodes, to the same pixels', () => {
+    const png = fs.readFileSync(path.join(IMG, 'rgb.png'));
+    const crcTable = Array.from({ length: 256 }, (_, n) => {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      return c >>> 0;
+    });
+    const body = Buffer.concat([Buffer.from('tEXtComment\0', 'latin1'), Buffer.alloc(9 << 20, 0x61)]);
+    let c = 0xffffffff;
+    for (const x of body) c = crcTable[(c ^ x) & 0xff] ^ (c >>> 8);
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(body.length - 4);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE((c ^ 0xffffffff) >>> 0);
+    const withText = Buffer.concat([png.subarray(0, 33), len, body, crc, png.subarray(33)]); // after IHDR
+    const a = new Tensor(N.imageDecode(png, 3));
+    const b = new Tensor(N.imageDecode(withText, 3));
+    expect(maxDiff(a, b)).toBe(0);
+  });
+
   it('numeric options are exact integers in range (no NaN, 1e300 or negatives cast natively)', () => {
     const base = { kind: 'folder', files: ['x.jpg'], labels: [0] };
     expect(() => N.streamCreate({ ...base, batchSize: 1e300 })).toThrow(/batchSize/);
