@@ -18,3 +18,4 @@ export * as optim from './optim/index.js';
 export * from './train/index.js';
 export * from './explain/index.js';
 export * from './viz/charts.js';
+export * as dist from './distributed/index.js';

@@ -966,6 +966,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     initOptim(env, exports);
     initData(env, exports);
     initImageIO(env, exports);
+    initDist(env, exports);
     exports.Set("dtypeCodes", dtypeCodes(env));
   } catch (const std::exception& e) {
     // The environment is going away (then a JS exception is pending and nothing more is thrown), or

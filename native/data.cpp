@@ -88,15 +88,20 @@ struct Loader {
 
   int64_t count() const { return cfg.images.size(0); }
 
-  void start(uint64_t ep) {
+  // `given`: this epoch's order (a sampler's indices, e.g. DistributedSampler), used as is.
+  void start(uint64_t ep, const std::vector<int64_t>* given = nullptr) {
     halt();
     std::lock_guard<std::mutex> lk(mu);
     if (closed) throw std::runtime_error("the data loader was closed");
     epoch = ep;
-    int64_t n = count();
-    order.resize(n);
-    for (int64_t i = 0; i < n; i++) order[i] = i;
-    if (cfg.shuffle) {
+    int64_t n = given ? int64_t(given->size()) : count();
+    if (given) {
+      order = *given;
+    } else {
+      order.resize(n);
+      for (int64_t i = 0; i < n; i++) order[i] = i;
+    }
+    if (cfg.shuffle && !given) {
       std::mt19937_64 rng(mix(cfg.seed) ^ mix(ep + 0x5851f42d4c957f2dULL));
       for (int64_t i = n - 1; i > 0; i--) {
         int64_t j = int64_t(rng() % uint64_t(i + 1));
@@ -357,7 +362,14 @@ DEFN(loaderCreate) {
 
 DEFN(loaderStart) {
   Loader* L = getLoader(a, 0);
-  L->start(uint64_t(a.I(1, "epoch")));
+  if (a.has(2)) {  // the sampler's indices for this epoch
+    std::vector<int64_t> idx = a.IL(2, "indices");
+    for (int64_t i : idx)
+      if (i < 0 || i >= L->count()) throw RangeArgError("sampler index " + std::to_string(i) + " is outside the dataset (" + std::to_string(L->count()) + " items)");
+    L->start(uint64_t(a.I(1, "epoch")), &idx);
+  } else {
+    L->start(uint64_t(a.I(1, "epoch")));
+  }
   return Napi::Number::New(a.env(), double(L->numBatches));
 }
 

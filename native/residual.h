@@ -189,5 +189,6 @@ void initOps(Napi::Env env, Napi::Object exports);
 void initOptim(Napi::Env env, Napi::Object exports);
 void initData(Napi::Env env, Napi::Object exports);
 void initImageIO(Napi::Env env, Napi::Object exports);  // native/imageio.cpp
+void initDist(Napi::Env env, Napi::Object exports);  // native/dist.cpp (c10d)
 
 }  // namespace residual

@@ -28,6 +28,19 @@ export interface DataLoaderOptions {
   prefetch?: number;
   /** Native worker threads (default 1; 2 is plenty on small images). */
   workers?: number;
+  /**
+   * Chooses the items of each epoch and their order (e.g. dist.DistributedSampler: this rank's share);
+   * `shuffle` is then not used. Told the epoch before each pass.
+   */
+  sampler?: Sampler;
+}
+
+/** The items of one epoch, in order (indices into the dataset). */
+export interface Sampler {
+  setEpoch(epoch: number): void;
+  indices(): number[];
+  /** Items per epoch. */
+  readonly numSamples: number;
 }
 
 export interface Batch {
@@ -73,6 +86,8 @@ export class DataLoader implements AsyncIterable<Batch> {
 
   /** Batches per epoch. */
   get length(): number {
+    const sm = this.options.sampler;
+    if (sm) return this.options.dropLast ? Math.floor(sm.numSamples / this.options.batchSize) : Math.ceil(sm.numSamples / this.options.batchSize);
     return N.loaderLength(this.native);
   }
 
@@ -84,7 +99,13 @@ export class DataLoader implements AsyncIterable<Batch> {
     if (this.closed) throw new Error('DataLoader: used after close()');
     if (this.busy) throw new Error('DataLoader: an iteration is already running (one at a time)');
     this.busy = true;
-    N.loaderStart(this.native, this.epoch);
+    const sm = this.options.sampler;
+    if (sm) {
+      sm.setEpoch(this.epoch);
+      N.loaderStart(this.native, this.epoch, sm.indices());
+    } else {
+      N.loaderStart(this.native, this.epoch);
+    }
   }
 
   /** Async iteration over one epoch; batches are produced in the background. */

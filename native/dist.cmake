@@ -1,0 +1,26 @@
+# native/dist.cpp: c10d (TCPStore, ProcessGroupGloo/NCCL, the DDP Reducer), all exported by libtorch.
+# ProcessGroupGloo.hpp needs USE_C10D_GLOO and gloo's headers, which the wheel lacks: Debian's
+# libgloo-dev provides them, used header-only (its libgloo is never linked). Only this file sees them,
+# outside the precompiled header (different definitions).
+find_path(RESIDUAL_GLOO_INCLUDE gloo/algorithm.h HINTS ENV GLOO_INCLUDE_DIR PATHS /usr/include /usr/local/include)
+if(NOT RESIDUAL_GLOO_INCLUDE)
+  message(FATAL_ERROR "residual: gloo headers not found (apt-get install libgloo-dev, or set GLOO_INCLUDE_DIR)")
+endif()
+set(RESIDUAL_DIST_DEFS USE_C10D_GLOO=1 USE_DISTRIBUTED=1)
+set(RESIDUAL_DIST_INCLUDES "${RESIDUAL_GLOO_INCLUDE}")
+if(RESIDUAL_VARIANT STREQUAL "cuda")
+  # ProcessGroupNCCL: nccl.h from the nvidia-nccl wheel (NCCL_INCLUDE_DIR) or the system.
+  find_path(RESIDUAL_NCCL_INCLUDE nccl.h HINTS ENV NCCL_INCLUDE_DIR
+    PATHS "${TORCH_INSTALL_PREFIX}/../nvidia/nccl/include" "${TORCH_INSTALL_PREFIX}/../nvidia/nccl/cu13/include" /usr/include)
+  if(RESIDUAL_NCCL_INCLUDE)
+    list(APPEND RESIDUAL_DIST_DEFS USE_C10D_NCCL=1 RESIDUAL_NCCL=1)
+    set(RESIDUAL_DIST_INCLUDES "${RESIDUAL_GLOO_INCLUDE};${RESIDUAL_NCCL_INCLUDE}")
+  else()
+    message(WARNING "residual: nccl.h not found: the CUDA build has no 'nccl' backend (set NCCL_INCLUDE_DIR)")
+  endif()
+endif()
+set_source_files_properties(native/dist.cpp PROPERTIES
+  SKIP_PRECOMPILE_HEADERS ON
+  COMPILE_DEFINITIONS "${RESIDUAL_DIST_DEFS}"
+  INCLUDE_DIRECTORIES "${RESIDUAL_DIST_INCLUDES}")
+message(STATUS "residual: c10d with gloo headers from ${RESIDUAL_GLOO_INCLUDE}")
