@@ -14,6 +14,7 @@ import { CONFIG_RANGES, DEFAULT_CONFIG, Trainer, channelStats, createRunModel, l
 import { Tensor } from '../tensor/tensor.js';
 import { UsageError, configFrom, helpText, parseFlags, type CommandSpec, type FlagSpec, type FlagSpecs, type ParsedFlags } from './flags.js';
 import { EXPLAIN_COMMAND, runExplainFlags } from './explain.js';
+import { finishDistributed, initDistributedFromEnv, isWriter } from '../train/distributed.js';
 
 const DATA_NAMES = ['fashion-mnist', 'cifar10', 'cifar100', 'synthetic', 'folder', 'imagefolder', 'webdataset'] as const;
 const DEVICE: FlagSpec = { type: 'string', pattern: /^(auto|cpu|cuda(:\d+)?)$/, valueName: 'auto|cpu|cuda|cuda:N', help: 'where to run', default: DEFAULT_CONFIG.device };
@@ -50,6 +51,7 @@ const TRAIN_FLAGS: FlagSpecs = {
   out: { type: 'string', valueName: 'dir', help: 'run folder (checkpoints, metrics.jsonl, report.svg/png); default runs/<model>-<data>, then -2, -3, ... (never overwritten)' },
   resume: { type: 'boolean', help: "continue the run in --out from its last checkpoint, with the run's own settings (a run stopped before its first checkpoint starts again)" },
   workers: { type: 'int', range: CONFIG_RANGES.workers, help: 'data loader threads', default: DEFAULT_CONFIG.workers },
+  'nproc-per-node': { type: 'int', valueName: 'n', help: 'data-parallel: start N ranks on this machine (c10d Gloo/NCCL); --batch-size is then PER RANK (global batch = batch-size x ranks); with --nnodes M --node-rank R --master-addr A --master-port P across machines (see residual launch --help)' },
   'log-every': { type: 'int', key: 'logEvery', range: CONFIG_RANGES.logEvery, help: 'steps between progress lines', default: DEFAULT_CONFIG.logEvery },
   'clip-grad-norm': { type: 'number', key: 'clipGradNorm', range: CONFIG_RANGES.clipGradNorm, help: "clip the gradients' total norm to this value; no clipping unless given" },
   'limit-train-batches': { type: 'int', key: 'limitTrainBatches', range: CONFIG_RANGES.limitTrainBatches, help: 'stop each epoch after this many batches (quick runs)' },
@@ -88,6 +90,7 @@ export function progressPrinter(stream: NodeJS.WriteStream = process.stdout, jso
       case 'start':
         line(`training ${p.model} (${p.params.toLocaleString('en-US')} parameters) on ${p.device}: ${p.dataName}`);
         line(`  ${p.trainSize} training / ${p.testSize} test images, ${p.stepsPerEpoch} steps per epoch, epochs ${p.startEpoch + 1}..${p.epochs}, run folder ${p.out}`);
+        if (p.worldSize && p.worldSize > 1) line(`  data-parallel: ${p.worldSize} ranks, batch ${p.batchSize} per rank (global batch ${p.batchSize! * p.worldSize}); rank 0 writes the run folder`);
         break;
       case 'step': {
         const stats = `loss ${p.loss.toFixed(4)} acc ${(p.acc * 100).toFixed(1)}% ${Math.round(p.imagesPerSec)} img/s lr ${p.lr.toPrecision(3)} ETA ${fmtTime(p.etaSeconds)}`;
@@ -191,11 +194,17 @@ async function cmdTrain({ flags }: ParsedFlags): Promise<number> {
     cfg.out = base;
     for (let i = 2; fs.existsSync(cfg.out); i++) cfg.out = `${base}-${i}`;
   }
-  const t = new Trainer(cfg, data);
+  // A rank of a data-parallel job (residual train --nproc-per-node N, or torchrun): lib/train/distributed.ts.
+  const ranked = await initDistributedFromEnv();
   try {
-    await t.fit(progressPrinter(process.stdout, !!flags.json), { resume: !!flags.resume });
+    const t = new Trainer(cfg, data);
+    try {
+      await t.fit(isWriter() ? progressPrinter(process.stdout, !!flags.json) : () => {}, { resume: !!flags.resume });
+    } finally {
+      t.dispose();
+    }
   } finally {
-    t.dispose();
+    if (ranked) finishDistributed();
   }
   return 0;
 }
@@ -418,6 +427,11 @@ export async function main(argv: string[]): Promise<number> {
     const pkg = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
     console.log(pkg.version);
     return 0;
+  }
+  // Data-parallel launching (lib/cli/launch.ts): `launch`, and `train --nproc-per-node N`.
+  if (cmd === 'launch' || (cmd === 'train' && rest.some((a) => /^--nproc[-_]per[-_]node(=|$)/.test(a)))) {
+    const { launchMain, launchTrain } = await import('./launch.js');
+    return cmd === 'launch' ? launchMain(rest) : launchTrain(rest);
   }
   const c = COMMANDS[cmd];
   if (!c) {

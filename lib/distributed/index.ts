@@ -173,7 +173,7 @@ type NativeDdp = { readonly __ddp: unique symbol };
 export class DistributedDataParallel<M extends Module = Module> extends Module {
   readonly module: M;
   readonly options: Required<DDPOptions>;
-  private nativeDdp: NativeDdp | null;
+  private nativeDdp: NativeDdp | null = null;
   private requireForwardParamSync = true;
 
   constructor(module: M, o: DDPOptions = {}) {
@@ -186,13 +186,26 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
     const params = module.parameters().filter((p) => p.requiresGrad);
     const buffers = module.buffers();
     const mb = 1024 * 1024;
-    this.nativeDdp = N.ddpCreate(params.map(hOf), buffers.map(hOf), {
-      bucketCapBytes: Math.floor(cap * mb),
-      // PyTorch: a 1 MB first bucket only with the default cap
-      firstBucketBytes: o.bucketCapMB === undefined ? mb : Math.floor(cap * mb),
-      findUnusedParameters: this.options.findUnusedParameters,
-      broadcastBuffers: this.options.broadcastBuffers,
-    });
+    try {
+      this.nativeDdp = N.ddpCreate(params.map(hOf), buffers.map(hOf), {
+        bucketCapBytes: Math.floor(cap * mb),
+        // PyTorch: a 1 MB first bucket only with the default cap
+        firstBucketBytes: o.bucketCapMB === undefined ? mb : Math.floor(cap * mb),
+        findUnusedParameters: this.options.findUnusedParameters,
+        broadcastBuffers: this.options.broadcastBuffers,
+      });
+    } catch (e) {
+      const msg = (e as Error).message;
+      // c10d checks each replica against rank 0's on the other ranks: rank 0 only sees them leave.
+      if (/Connection (closed|reset) by peer|Timed out|timeout/i.test(msg)) {
+        throw new Error(
+          `[rank ${getRank()}] DistributedDataParallel: another rank failed while the replicas were being checked against rank 0's and ` +
+            `synchronised (a replica whose parameters differ from rank 0's is refused there: see that rank's error). ${msg}`,
+          { cause: e },
+        );
+      }
+      throw new Error(`[rank ${getRank()}] DistributedDataParallel: ${msg.replace(/^ddpCreate: /, '')}`, { cause: e });
+    }
   }
 
   private handle(): NativeDdp {
@@ -311,7 +324,7 @@ export class DistributedSampler {
   /** Items per rank per epoch. */
   get numSamples(): number {
     const n = this.size, w = this.numReplicas;
-    return this.dropLast && n % w !== 0 ? Math.ceil((n - w) / w) : Math.ceil(n / w);
+    return Math.max(0, this.dropLast && n % w !== 0 ? Math.ceil((n - w) / w) : Math.ceil(n / w));
   }
   get totalSize(): number {
     return this.numSamples * this.numReplicas;

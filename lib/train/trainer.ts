@@ -26,6 +26,7 @@ import { writeReport } from './report.js';
 import { evaluate, runTestLoader, type EvaluateResult } from './evaluate.js';
 import { saveSafetensors } from '../io/safetensors.js';
 import { checkRange, type NumberRange } from '../range.js';
+import { checkResumeWorldSize, isWriter, refuseStreamedDistributed, setupDistributed, type DistributedTraining } from './distributed.js';
 
 /** 'imagefolder' and 'webdataset' are streamed (lib/data/stream.ts); the others are loaded into memory. */
 export type DataName = 'fashion-mnist' | 'cifar10' | 'cifar100' | 'synthetic' | 'folder' | 'imagefolder' | 'webdataset';
@@ -97,7 +98,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
 };
 
 export type Progress =
-  | { type: 'start'; device: string; model: string; params: number; trainSize: number; testSize: number; stepsPerEpoch: number; epochs: number; startEpoch: number; dataName: string; out: string }
+  | { type: 'start'; device: string; model: string; params: number; trainSize: number; testSize: number; stepsPerEpoch: number; epochs: number; startEpoch: number; dataName: string; out: string; worldSize?: number; batchSize?: number }
   | { type: 'step'; epoch: number; epochs: number; step: number; steps: number; globalStep: number; loss: number; acc: number; lr: number; imagesPerSec: number; etaSeconds: number }
   | { type: 'epoch'; epoch: number; epochs: number; trainLoss: number; trainAcc: number; testLoss: number; testAcc: number; seconds: number }
   | { type: 'checkpoint'; epoch: number; path: string }
@@ -256,6 +257,8 @@ export class Trainer {
   private metrics: MetricsWriter | null = null;
   /** Test hook: simulate a crash inside the checkpoint save. */
   crashAt: CrashPoint;
+  /** Data-parallel state when this process is one rank of several (lib/train/distributed.ts). */
+  readonly distributed: DistributedTraining | null;
 
   constructor(config: Partial<TrainConfig> & { model: string }, data?: { train: ImageDataset; test: ImageDataset; description?: string }) {
     const cfg: TrainConfig = { ...DEFAULT_CONFIG, ...config };
@@ -272,6 +275,7 @@ export class Trainer {
       this.testLoader = streamed.test;
       this.trainSize = streamed.train.size;
       this.testSize = streamed.test.size;
+      this.distributed = refuseStreamedDistributed();
     } else {
       const d = data ?? loadData(cfg);
       this.train = d.train;
@@ -280,6 +284,9 @@ export class Trainer {
       this.testSize = d.test.images.shape[0];
       this.dataDescription = d.description ?? d.train.name;
       this.model = createRunModel(cfg, d.train, this.device);
+
+      // One rank of several: DDP (rank 0's weights broadcast) and this rank's share of each epoch.
+      this.distributed = setupDistributed(this.model, this.trainSize, cfg.seed);
 
       const stats = channelStats(d.train.images);
       const common = { mean: stats.mean, std: stats.std, device: this.device, channelsLast: cfg.channelsLast, workers: cfg.workers, prefetch: 3 };
@@ -293,6 +300,7 @@ export class Trainer {
         randomCrop: cfg.augment ? { padding: size >= 32 ? 4 : 2 } : false,
         hflip: cfg.augment,
         randomErasing: cfg.augment ? cfg.randomErasing : 0,
+        sampler: this.distributed?.sampler,
       });
       this.testLoader = runTestLoader(d.test, stats, cfg, this.device);
     }
@@ -338,7 +346,7 @@ export class Trainer {
       const cfg = this.cfg;
       this.model.train();
       const forward = () => {
-        const logits = this.model.call(x);
+        const logits = (this.distributed?.ddp ?? this.model).call(x);
         const loss = crossEntropy(logits, y, { labelSmoothing: cfg.labelSmoothing });
         return { logits, loss };
       };
@@ -389,6 +397,7 @@ export class Trainer {
           scaler: this.scaler?.stateDict() ?? null,
           history: this.history,
           device: this.device,
+          worldSize: this.distributed?.worldSize ?? 1,
         },
         { crashAt: this.crashAt },
       );
@@ -402,6 +411,7 @@ export class Trainer {
   resume(): void {
     const { meta, tensors } = loadCheckpoint(this.cfg.out);
     try {
+      checkResumeWorldSize((meta as { worldSize?: number }).worldSize);
       const model: Record<string, Tensor> = {};
       for (const [k, v] of Object.entries(tensors)) if (k.startsWith('model.')) model[k.slice(6)] = v;
       this.model.loadStateDict(model);
@@ -429,51 +439,59 @@ export class Trainer {
   /** Runs the remaining epochs: train, evaluate, checkpoint, metrics; then writes the report. */
   async fit(onProgress: (p: Progress) => void = () => {}, opts: { resume?: boolean; stopAfterEpochs?: number } = {}): Promise<{ testAcc: number; testLoss: number; report: { svg: string; png: string } }> {
     const cfg = this.cfg;
-    fs.mkdirSync(cfg.out, { recursive: true });
-    const metricsFile = path.join(cfg.out, 'metrics.jsonl');
-    const folder = inspectRunFolder(cfg.out);
-    let fromScratch = true;
-    if (folder.checkpoint) {
-      if (!opts.resume) throw new Error(`${cfg.out} already holds a checkpoint: pass --resume to continue it, or choose another --out (nothing was overwritten)`);
-      this.resume();
-      fromScratch = false;
-      // Steps and epochs after the checkpoint were lost with the process and run again now: drop their
-      // records, so metrics.jsonl holds each step and epoch once.
-      const dropped = truncateMetrics(metricsFile, { epoch: this.epoch, globalStep: this.globalStep });
-      if (dropped) onProgress({ type: 'notice', message: `resuming after epoch ${this.epoch}: dropped ${dropped} metrics records written after that checkpoint (they are run again)` });
-    } else if (folder.finished.length) {
-      // A finished run's outputs without its checkpoint: not ours to replace.
-      throw new Error(
-        `${cfg.out} already holds ${folder.finished.join(', ')} from another run: choose another --out, or delete ${folder.finished.map((f) => path.join(cfg.out, f)).join(' and ')} if you no longer need ${folder.finished.length > 1 ? 'them' : 'it'} (nothing was overwritten)`,
-      );
-    } else if (folder.foreign.length) {
-      throw new Error(
-        `${cfg.out} holds ${folder.foreign.join(', ')}, which ${folder.foreign.length > 1 ? 'are' : 'is'} not the partial output of a residual run: choose another --out, or move ${folder.foreign.length > 1 ? 'them' : 'it'} away (nothing was overwritten)`,
-      );
-    } else if (folder.partial.length) {
-      // A run that stopped before its first checkpoint: its files hold nothing a new start would lose.
-      const differs = folder.config ? runSettingsDiffer(folder.config, cfg) : [];
-      if (differs.length && !opts.resume) {
-        const files = folder.partial.map((f) => path.join(cfg.out, f));
+    // Data-parallel: only rank 0 checks and writes the run folder (config, metrics, checkpoints, report);
+    // the other ranks resume from the same checkpoint when there is one.
+    const writer = isWriter();
+    if (!writer) {
+      if (opts.resume && hasCheckpoint(cfg.out)) this.resume();
+    } else {
+      fs.mkdirSync(cfg.out, { recursive: true });
+      const metricsFile = path.join(cfg.out, 'metrics.jsonl');
+      const folder = inspectRunFolder(cfg.out);
+      let fromScratch = true;
+      if (folder.checkpoint) {
+        if (!opts.resume) throw new Error(`${cfg.out} already holds a checkpoint: pass --resume to continue it, or choose another --out (nothing was overwritten)`);
+        this.resume();
+        fromScratch = false;
+        // Steps and epochs after the checkpoint were lost with the process and run again now: drop their
+        // records, so metrics.jsonl holds each step and epoch once.
+        const dropped = truncateMetrics(metricsFile, { epoch: this.epoch, globalStep: this.globalStep });
+        if (dropped) onProgress({ type: 'notice', message: `resuming after epoch ${this.epoch}: dropped ${dropped} metrics records written after that checkpoint (they are run again)` });
+      } else if (folder.finished.length) {
+        // A finished run's outputs without its checkpoint: not ours to replace.
         throw new Error(
-          `${cfg.out} holds the partial files of a different run that stopped before its first checkpoint (its ${differs.join(', ')} differ): ` +
-            `to start this run there, delete them first (rm ${files.join(' ')}), or choose another --out (nothing was overwritten)`,
+          `${cfg.out} already holds ${folder.finished.join(', ')} from another run: choose another --out, or delete ${folder.finished.map((f) => path.join(cfg.out, f)).join(' and ')} if you no longer need ${folder.finished.length > 1 ? 'them' : 'it'} (nothing was overwritten)`,
         );
+      } else if (folder.foreign.length) {
+        throw new Error(
+          `${cfg.out} holds ${folder.foreign.join(', ')}, which ${folder.foreign.length > 1 ? 'are' : 'is'} not the partial output of a residual run: choose another --out, or move ${folder.foreign.length > 1 ? 'them' : 'it'} away (nothing was overwritten)`,
+        );
+      } else if (folder.partial.length) {
+        // A run that stopped before its first checkpoint: its files hold nothing a new start would lose.
+        const differs = folder.config ? runSettingsDiffer(folder.config, cfg) : [];
+        if (differs.length && !opts.resume) {
+          const files = folder.partial.map((f) => path.join(cfg.out, f));
+          throw new Error(
+            `${cfg.out} holds the partial files of a different run that stopped before its first checkpoint (its ${differs.join(', ')} differ): ` +
+              `to start this run there, delete them first (rm ${files.join(' ')}), or choose another --out (nothing was overwritten)`,
+          );
+        }
+        if (this.globalStep > 0) throw new Error(`this Trainer has already trained: create a new Trainer to start the run in ${cfg.out} from the beginning`);
+        onProgress({
+          type: 'notice',
+          message: `${cfg.out} holds a run that stopped before its first checkpoint (${folder.partial.join(', ')}): ${opts.resume ? 'there is nothing to resume, so it starts from the beginning' : 'starting it again from the beginning'}`,
+        });
+      } else if (opts.resume) {
+        throw new Error(`--resume: no checkpoint in ${cfg.out} (no run was started there): to start a new run there, run the same command without --resume`);
       }
-      if (this.globalStep > 0) throw new Error(`this Trainer has already trained: create a new Trainer to start the run in ${cfg.out} from the beginning`);
-      onProgress({
-        type: 'notice',
-        message: `${cfg.out} holds a run that stopped before its first checkpoint (${folder.partial.join(', ')}): ${opts.resume ? 'there is nothing to resume, so it starts from the beginning' : 'starting it again from the beginning'}`,
-      });
-    } else if (opts.resume) {
-      throw new Error(`--resume: no checkpoint in ${cfg.out} (no run was started there): to start a new run there, run the same command without --resume`);
+      writeJsonAtomic(path.join(cfg.out, 'config.json'), cfg);
+      this.metrics = new MetricsWriter(metricsFile, { truncate: fromScratch });
     }
-    writeJsonAtomic(path.join(cfg.out, 'config.json'), cfg);
-    this.metrics = new MetricsWriter(metricsFile, { truncate: fromScratch });
     const t0 = Date.now();
     onProgress({
       type: 'start', device: this.device, model: cfg.model, params: this.model.numParameters(), trainSize: this.trainSize,
       testSize: this.testSize, stepsPerEpoch: this.stepsPerEpoch, epochs: cfg.epochs, startEpoch: this.epoch, dataName: this.dataDescription, out: cfg.out,
+      worldSize: this.distributed?.worldSize ?? 1, batchSize: cfg.batchSize,
     });
     let last = { loss: NaN, acc: NaN };
     let ran = 0;
@@ -511,7 +529,7 @@ export class Trainer {
             const now = Date.now();
             const ips = (windowImages * 1000) / Math.max(1, now - windowStart);
             const stepsLeft = this.stepsPerEpoch - step + (cfg.epochs - ep) * this.stepsPerEpoch;
-            this.metrics.step({ step: this.globalStep, epoch: ep, loss: wl, acc: wa, lr: this.lr, imagesPerSec: ips });
+            this.metrics?.step({ step: this.globalStep, epoch: ep, loss: wl, acc: wa, lr: this.lr, imagesPerSec: ips });
             this.history.steps.push({ step: this.globalStep, epoch: ep - 1 + step / this.stepsPerEpoch, loss: wl, acc: wa, lr: this.lr });
             onProgress({ type: 'step', epoch: ep, epochs: cfg.epochs, step, steps: this.stepsPerEpoch, globalStep: this.globalStep, loss: wl, acc: wa, lr: this.lr, imagesPerSec: ips, etaSeconds: (stepsLeft * cfg.batchSize) / ips });
             windowLoss.zero_();
@@ -531,17 +549,17 @@ export class Trainer {
         const seconds = (Date.now() - te) / 1000;
         const em = { epoch: ep, trainLoss, trainAcc, testLoss: ev.loss, testAcc: ev.acc, seconds };
         this.history.epochs.push(em);
-        this.metrics.epoch(em);
+        this.metrics?.epoch(em);
         onProgress({ type: 'epoch', epochs: cfg.epochs, ...em });
-        onProgress({ type: 'checkpoint', epoch: ep, path: this.saveCheckpoint() });
+        if (writer) onProgress({ type: 'checkpoint', epoch: ep, path: this.saveCheckpoint() });
         ran++;
       }
       if (Number.isNaN(last.acc)) {
         const ev = await this.evaluate();
         last = { loss: ev.loss, acc: ev.acc };
       }
-      const report = await writeReport(cfg.out, this.history);
-      if (this.epoch >= cfg.epochs) {
+      const report = writer ? await writeReport(cfg.out, this.history) : { svg: path.join(cfg.out, 'report.svg'), png: path.join(cfg.out, 'report.png') };
+      if (writer && this.epoch >= cfg.epochs) {
         const weights = scope(() => this.model.stateDict());
         try {
           saveSafetensors(weights, path.join(cfg.out, 'model.safetensors'), { model: cfg.model, format: 'pytorch-state-dict' });
@@ -552,7 +570,7 @@ export class Trainer {
       onProgress({ type: 'done', testAcc: last.acc, testLoss: last.loss, seconds: (Date.now() - t0) / 1000, report, out: cfg.out });
       return { testAcc: last.acc, testLoss: last.loss, report };
     } finally {
-      this.metrics.close();
+      this.metrics?.close();
       this.metrics = null;
     }
   }
