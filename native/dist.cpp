@@ -430,25 +430,25 @@ void broadcastStates(const c10::intrusive_ptr<c10d::ProcessGroup>& pg, const std
 }
 }  // namespace
 
-// ddpCreate(params[], buffers[], {bucketCapBytes, firstBucketBytes, findUnusedParameters,
-// broadcastBuffers}) -> handle. Collective (every rank calls it): verifies the replicas agree,
+// ddpCreate(params[], states[], buffers[], {bucketCapBytes, firstBucketBytes, findUnusedParameters})
+// -> handle. params: the trainable parameters (the Reducer's); states: what rank 0 broadcasts at the
+// start (every parameter, then the buffers when broadcastBuffers: torch's _sync_module_states);
+// buffers: broadcast before each forward when asked. Collective (every rank calls it): verifies the replicas agree,
 // broadcasts rank 0's parameters (and buffers) and builds the Reducer, as torch's DDP constructor does.
 DEFN(ddpCreate) {
   auto params = a.TL(0, "params");
-  auto buffers = a.TL(1, "buffers");
-  if (!a.has(2) || !a.info[2].IsObject()) a.fail(2, "options", "an object");
-  auto o = a.info[2].As<Napi::Object>();
+  auto states = a.TL(1, "states");
+  auto buffers = a.TL(2, "buffers");
+  if (!a.has(3) || !a.info[3].IsObject()) a.fail(3, "options", "an object");
+  auto o = a.info[3].As<Napi::Object>();
   int64_t cap = int64_t(optNum(o, "bucketCapBytes", 25.0 * 1024 * 1024));
   int64_t first = int64_t(optNum(o, "firstBucketBytes", 1024.0 * 1024));
   bool findUnused = optNum(o, "findUnusedParameters", 0) != 0;
-  bool bcastBuffers = optNum(o, "broadcastBuffers", 1) != 0;
   if (params.empty()) throw ArgError("DistributedDataParallel: the model has no parameters");
   for (size_t i = 0; i < params.size(); i++)
     if (!params[i].requires_grad()) throw ArgError("DistributedDataParallel: parameter " + std::to_string(i) + " does not require grad");
   auto pg = currentPg("DistributedDataParallel");
   c10d::verify_params_across_processes(pg, params, std::nullopt);
-  std::vector<at::Tensor> states = params;
-  if (bcastBuffers) states.insert(states.end(), buffers.begin(), buffers.end());
   broadcastStates(pg, states);
   std::vector<size_t> limits;
   if (!findUnused) limits = {std::numeric_limits<size_t>::max()};
@@ -595,10 +595,27 @@ DEFN(distSyncBatchNorm) {
   return wrap(a.env(), SyncBNFn::apply(x, w, b, rm, rv, momentum, eps));
 }
 
+// ---- parameters moved or re-laid in place -----------------------------------------------------
+
+// tensorSetData(t, src): t takes src's data (device, dtype, layout) and stays the same tensor object,
+// as PyTorch's `param.data = ...` in Module._apply: an optimizer or DDP Reducer made earlier still holds
+// it (its autograd identity and grad accumulator are kept). The grad, if any, is dropped (the caller
+// moves it).
+DEFN(tensorSetData) {
+  at::Tensor t = a.T(0, "tensor");
+  at::Tensor src = a.T(1, "source");
+  if (!t.is_leaf()) throw ArgError("tensorSetData: only leaf tensors (parameters and buffers) can take new data");
+  if (src.sizes() != t.sizes()) throw ArgError("tensorSetData: the source has shape " + c10::str(src.sizes()) + ", the tensor " + c10::str(t.sizes()));
+  at::NoGradGuard ng;
+  t.mutable_grad().reset();
+  t.set_data(src.detach());
+  return a.env().Undefined();
+}
+
 static const FnEntry kDist[] = {
     ENTRY(distInit), ENTRY(distInfo), ENTRY(distDestroy), ENTRY(distAllReduce), ENTRY(distBroadcast),
     ENTRY(distAllGather), ENTRY(distBarrier), ENTRY(distSamplerPerm), ENTRY(ddpCreate), ENTRY(ddpPreForward),
-    ENTRY(ddpPostForward), ENTRY(ddpSyncBuffers), ENTRY(ddpDestroy), ENTRY(distSyncBatchNorm),
+    ENTRY(ddpPostForward), ENTRY(ddpSyncBuffers), ENTRY(ddpDestroy), ENTRY(distSyncBatchNorm), ENTRY(tensorSetData),
 };
 
 void initDist(Napi::Env env, Napi::Object exports) { registerAll(env, exports, std::begin(kDist), std::end(kDist)); }

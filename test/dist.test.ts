@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { dist, nn } from '../lib/index.js';
+import { crossEntropy, dist, nn, optim, randn, tensor } from '../lib/index.js';
 import { freePort, parseLaunchArgs, workerEnv } from '../lib/cli/launch.js';
 import { PER_RANK, globalBatch, makeModel, named, namedBuffers, train, type Named } from './fixtures/ddp/common.js';
 import { root } from './helpers.js';
@@ -253,5 +253,29 @@ describe('residual launch', () => {
     expect(r.stderr).toMatch(/residual launch: rank 2 \(local rank 2, pid \d+\) was killed by SIGKILL; stopping the other ranks/);
     expect(r.ms).toBeLessThan(60_000);
     fs.rmSync(out, { recursive: true, force: true });
+  });
+});
+
+describe('Module.to() keeps the parameter objects (optimizers and DDP made earlier still hold them)', () => {
+  it('to(float64) then an optimizer step made before the move updates the model', () => {
+    const m = makeModel(3, true);
+    const params = m.parameters();
+    const buffers = m.buffers();
+    const opt = new optim.SGD(m.parameters(), { lr: 0.5 });
+    m.to('float64');
+    m.parameters().forEach((p, i) => {
+      expect(p).toBe(params[i]);
+      expect(p.dtype).toBe('float64');
+      expect(p.requiresGrad).toBe(true);
+    });
+    m.buffers().forEach((b, i) => expect(b).toBe(buffers[i]));
+    expect(m.buffers().map((b) => b.dtype)).toContain('int64'); // num_batches_tracked keeps its dtype
+    const before = named(m, 'data');
+    const loss = crossEntropy(m.call(randn([4, 3, 8, 8], { dtype: 'float64' })), tensor([0, 1, 2, 3], { dtype: 'int64' }));
+    opt.zeroGrad();
+    loss.backward();
+    opt.step();
+    const after = named(m, 'data');
+    expect(Object.keys(after).some((k) => after[k].some((v, i) => v !== before[k][i]))).toBe(true);
   });
 });

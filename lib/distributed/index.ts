@@ -187,12 +187,12 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
     const buffers = module.buffers();
     const mb = 1024 * 1024;
     try {
-      this.nativeDdp = N.ddpCreate(params.map(hOf), buffers.map(hOf), {
+      const states = [...module.parameters(), ...(this.options.broadcastBuffers ? buffers : [])];
+      this.nativeDdp = N.ddpCreate(params.map(hOf), states.map(hOf), buffers.map(hOf), {
         bucketCapBytes: Math.floor(cap * mb),
         // PyTorch: a 1 MB first bucket only with the default cap
         firstBucketBytes: o.bucketCapMB === undefined ? mb : Math.floor(cap * mb),
         findUnusedParameters: this.options.findUnusedParameters,
-        broadcastBuffers: this.options.broadcastBuffers,
       });
     } catch (e) {
       const msg = (e as Error).message;

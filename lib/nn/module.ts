@@ -8,7 +8,8 @@
 // caller may dispose without affecting the module.
 import { noGrad } from '../autograd/index.js';
 import { isFloating, type DType } from '../tensor/dtype.js';
-import { Tensor, isDeviceString, type Device } from '../tensor/tensor.js';
+import { Tensor, hOf, isDeviceString, type Device } from '../tensor/tensor.js';
+import { native as N } from '../native.js';
 
 export type StateDict = Record<string, Tensor>;
 export type ForwardHook = (module: Module, input: Tensor, output: Tensor) => void;
@@ -209,8 +210,8 @@ export class Module {
 
   /**
    * Moves every parameter and buffer to a device, and/or casts floating-point ones to a dtype (integer
-   * buffers such as num_batches_tracked keep theirs). Parameters are replaced by new tensors: create
-   * optimizers after calling to().
+   * buffers such as num_batches_tracked keep theirs). Parameters and buffers stay the same tensor
+   * objects, their data updated in place: optimizers and DDP made before still hold the live tensors.
    */
   to(target: Device | DType | { device?: Device; dtype?: DType }): this {
     const o = typeof target === 'string' ? (isDeviceString(target) ? { device: target as Device } : { dtype: target as DType }) : target;
@@ -223,19 +224,19 @@ export class Module {
             if (!t) continue;
             const dtype = o.dtype && isFloating(t.dtype) ? o.dtype : undefined;
             if ((!dtype || dtype === t.dtype) && (!o.device || sameDevice(o.device, t.device))) continue;
+            // The tensor object stays (its data is replaced, as PyTorch's param.data = ...), so an
+            // optimizer or DistributedDataParallel made earlier still holds the live parameter.
             const moved = t.to({ device: o.device, dtype });
-            if (isParam) {
-              moved.requiresGrad_(t.requiresGrad);
-              const g = t.grad;
-              if (g) {
-                const mg = g.to({ device: o.device, dtype });
-                moved.grad = mg;
-                mg.dispose();
-                g.dispose();
-              }
+            const g = isParam ? t.grad : null;
+            const mg = g ? g.to({ device: o.device, dtype }) : null;
+            N.tensorSetData(hOf(t), hOf(moved));
+            moved.dispose();
+            if (g && mg) {
+              t.grad = mg;
+              mg.dispose();
+              g.dispose();
             }
-            table.set(n, moved);
-            t.dispose();
+            void n;
           }
         }
       }

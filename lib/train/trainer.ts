@@ -18,7 +18,8 @@ import { AdamW, GradScaler, SGD, clipGradNorm, type Optimizer, type ParamGroup }
 import { CosineAnnealingLR, LinearWarmup, MultiStepLR, OneCycleLR, SequentialLR, ConstantLR, type LRScheduler } from '../optim/schedule.js';
 import { autocast, cuda, getRngState, manualSeed, setRngState } from '../tensor/memory.js';
 import { scope } from '../tensor/scope.js';
-import { Tensor, zeros, type Device } from '../tensor/tensor.js';
+import { Tensor, hOf, zeros, type Device } from '../tensor/tensor.js';
+import { native } from '../native.js';
 import { CHECKPOINT_WEIGHTS, hasCheckpoint, isCheckpointTemp, loadCheckpoint, saveCheckpoint, type CrashPoint } from './checkpoint.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { MetricsWriter, truncateMetrics, type History } from './metrics.js';
@@ -158,11 +159,12 @@ function toChannelsLast(model: Module): void {
   noGrad(() => {
     for (const m of model.modules()) {
       const table = (m as unknown as { _parameters: Map<string, Tensor | null> })._parameters;
-      for (const [n, t] of table) {
+      for (const t of table.values()) {
         if (!t || t.ndim !== 4) continue;
-        const c = t.contiguous('channelsLast').requiresGrad_(t.requiresGrad);
-        table.set(n, c);
-        t.dispose();
+        // in place: the parameter object stays (optimizers and DDP hold it)
+        const c = t.contiguous('channelsLast');
+        native.tensorSetData(hOf(t), hOf(c));
+        c.dispose();
       }
     }
   });
