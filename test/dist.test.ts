@@ -187,6 +187,24 @@ describe('dist: failures', () => {
   });
 });
 
+describe('dist: rendezvous', () => {
+  it('a rank that never comes: the others fail after the timeout (3 s here)', async () => {
+    const out = tmpDir();
+    const port = await freePort();
+    const env = workerEnv({ rank: 0, localRank: 0, worldSize: 2, localWorldSize: 2, nodeRank: 0, nnodes: 1, masterAddr: '127.0.0.1', masterPort: port }, baseEnv());
+    const c = spawn(process.execPath, ['--import', register, child, 'absent', out], { env, stdio: 'ignore' });
+    live.add(c);
+    const code = await new Promise<number | null>((resolve) => c.on('exit', resolve));
+    live.delete(c);
+    expect(code).toBe(6);
+    const o = JSON.parse(fs.readFileSync(path.join(out, 'rank0.json'), 'utf8')) as { error: string; ms: number };
+    expect(o.error).toMatch(/initProcessGroup: .*(time|Timed out|wait)/i);
+    expect(o.ms).toBeGreaterThanOrEqual(2500);
+    expect(o.ms).toBeLessThan(20_000);
+    fs.rmSync(out, { recursive: true, force: true });
+  });
+});
+
 describe('dist: DistributedSampler', () => {
   const fx = JSON.parse(fs.readFileSync(path.join(root, 'test', 'fixtures', 'ddp', 'sampler.json'), 'utf8')) as {
     cases: { n: number; world: number; rank: number; seed: number; epoch: number; shuffle: boolean; dropLast: boolean; indices: number[] }[];
@@ -244,6 +262,24 @@ describe('residual launch', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(fs.readdirSync(out).sort()).toEqual(['rank0.json', 'rank1.json']);
     fs.rmSync(out, { recursive: true, force: true });
+  });
+
+  it('train --nproc-per-node 2: rank 0 writes the run folder; --resume continues; a different world size is refused', async () => {
+    const out = path.join(tmpDir(), 'run');
+    const common = ['--data', 'synthetic', '--model', 'resnet20', '--batch-size', '16', '--limit-train-batches', '2', '--limit-test-batches', '1', '--device', 'cpu', '--workers', '1', '--schedule', 'constant', '--out', out];
+    const r = await runCli(['train', '--nproc-per-node', '2', '--master-port', '0', '--epochs', '1', ...common]);
+    expect(r.code, r.stderr).toBe(0);
+    for (const f of ['checkpoint.json', 'metrics.jsonl', 'report.svg', 'model.safetensors', 'config.json']) expect(fs.existsSync(path.join(out, f)), f).toBe(true);
+    const meta = JSON.parse(fs.readFileSync(path.join(out, 'checkpoint.json'), 'utf8'));
+    expect(meta.meta?.worldSize ?? meta.worldSize).toBe(2);
+    const r2 = await runCli(['train', '--nproc-per-node', '2', '--master-port', '0', '--epochs', '2', '--resume', ...common]);
+    expect(r2.code, r2.stderr).toBe(0);
+    const lines = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.filter((l) => l.testAcc !== undefined).map((l) => l.epoch)).toEqual([1, 2]);
+    const r3 = await runCli(['train', '--nproc-per-node', '3', '--master-port', '0', '--epochs', '3', '--resume', ...common]);
+    expect(r3.code).not.toBe(0);
+    expect(r3.stderr).toMatch(/the run was trained with 2 ranks and is now started with 3: refused/);
+    fs.rmSync(path.dirname(out), { recursive: true, force: true });
   });
 
   it('launch: a failed rank brings the job down with a message naming it', async () => {
