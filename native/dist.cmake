@@ -15,6 +15,10 @@ if(RESIDUAL_VARIANT STREQUAL "cuda")
   if(RESIDUAL_NCCL_INCLUDE)
     list(APPEND RESIDUAL_DIST_DEFS USE_C10D_NCCL=1 RESIDUAL_NCCL=1)
     set(RESIDUAL_DIST_INCLUDES "${RESIDUAL_GLOO_INCLUDE};${RESIDUAL_NCCL_INCLUDE}")
+    # ATen/cuda/CUDAContext.h includes cuBLAS/cuSPARSE/cuSOLVER headers: from the nvidia wheels when
+    # the toolkit lacks them (scripts/build-cuda-check.sh extracts their include folders).
+    file(GLOB RESIDUAL_NV_INCLUDES "${RESIDUAL_NCCL_INCLUDE}/../../*/include" "${RESIDUAL_NCCL_INCLUDE}/../../cu13/include")
+    list(APPEND RESIDUAL_DIST_INCLUDES ${RESIDUAL_NV_INCLUDES})
   else()
     message(WARNING "residual: nccl.h not found: the CUDA build has no 'nccl' backend (set NCCL_INCLUDE_DIR)")
   endif()

@@ -89,13 +89,11 @@ async function main(): Promise<void> {
   console.log('| ranks | batch per rank | bucket cap MB | step ms | images/s | scaling efficiency | compute-only step ms | communication ms (share) |');
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const r of rows) {
-    const eff = r.world === 1 ? 1 : base / r.stepMs; // same global batch: ideal is the same step time... per image throughput ratio
     const comm = r.stepMs - r.localMs;
     console.log(
       `| ${r.world} | ${r.per} | ${r.world === 1 ? '-' : r.bucket} | ${r.stepMs.toFixed(1)} | ${((globalBatch * 1000) / r.stepMs).toFixed(0)} | ` +
         `${r.world === 1 ? '-' : ((base / (r.world * r.stepMs)) * 100).toFixed(0) + '%'} | ${r.localMs.toFixed(1)} | ${r.world === 1 ? '-' : `${comm.toFixed(1)} (${((comm / r.stepMs) * 100).toFixed(0)}%)`} |`,
     );
-    void eff;
   }
   fs.rmSync(dir, { recursive: true, force: true });
 }

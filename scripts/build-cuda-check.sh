@@ -37,6 +37,27 @@ PY
   mv "$WORK.partial" "$WORK"
 fi
 
+# ProcessGroupNCCL (native/dist.cpp, USE_C10D_NCCL): nccl.h from the nvidia-nccl wheel torch depends
+# on, and the cuBLAS/cuSPARSE/cuSOLVER headers ATen/cuda/CUDAContext.h includes (headers only).
+NCCL_SPECS=${CUDA_NCCL_SPECS:-nvidia-nccl-cu13 nvidia-cublas nvidia-cusparse nvidia-cusolver}
+if [ ! -f "$WORK/site/nvidia/nccl/include/nccl.h" ]; then
+  rm -rf "$WORK/nccl-wheels" && mkdir -p "$WORK/nccl-wheels"
+  # shellcheck disable=SC2086
+  if python3 -m pip download --no-deps --only-binary=:all: --retries 0 --timeout 5 --progress-bar off -d "$WORK/nccl-wheels" $NCCL_SPECS; then
+    python3 - "$WORK/nccl-wheels" "$WORK/site" <<'PY'
+import sys, zipfile, glob
+for whl in glob.glob(sys.argv[1] + '/*.whl'):
+    with zipfile.ZipFile(whl) as z:
+        for n in z.namelist():
+            if n.startswith('nvidia/') and '/include/' in n:
+                z.extract(n, sys.argv[2])
+PY
+  else
+    echo "build-cuda-check: cannot download $NCCL_SPECS: the CUDA build will have no 'nccl' backend"
+  fi
+  rm -rf "$WORK/nccl-wheels"
+fi
+
 LT="$WORK/site/torch"
 [ -f "$LT/lib/libtorch_cuda.so" ] || { echo "build-cuda-check: $LT has no libtorch_cuda.so"; exit 1; }
 echo "build-cuda-check: building against $LT"
@@ -51,4 +72,10 @@ if ! readelf -d "$ADDON" | grep -q 'libtorch_cuda.so'; then
   exit 1
 fi
 grep -q '"variant": "cuda"' "$ROOT/build-cuda/Release/residual.json"
+if [ -f "$WORK/site/nvidia/nccl/include/nccl.h" ]; then
+  # the NCCL backend compiled in: ProcessGroupNCCL's constructor is referenced from native/dist.cpp
+  nm -DC "$ADDON" | grep -q 'c10d::ProcessGroupNCCL::ProcessGroupNCCL' \
+    || { echo "build-cuda-check: FAILED: the CUDA build does not reference ProcessGroupNCCL"; exit 1; }
+  echo "build-cuda-check: ok: ProcessGroupNCCL (backend 'nccl') compiled in"
+fi
 echo "build-cuda-check: ok: CUDA build links $(readelf -d "$ADDON" | grep -o 'libtorch_cuda.so' | head -1) and libc10_cuda: $(readelf -d "$ADDON" | grep -c 'cuda') CUDA entries"

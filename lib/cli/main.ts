@@ -387,6 +387,24 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
     notes: ["Then: residual train --data webdataset --data-path 'SHARDS_DIR/train-{000000..NNNNNN}.tar' (the pattern is printed)"],
     run: cmdData,
   },
+  launch: {
+    name: 'launch',
+    about: "Start N ranks of a data-parallel job with torchrun's environment (also: residual train --nproc-per-node N).",
+    usage: 'residual launch --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] script.js [args]',
+    // main() hands `launch` to lib/cli/launch.ts before this table: its arguments after the script are
+    // the script's own. The spec serves the command list and `residual help launch`.
+    flags: {
+      'nproc-per-node': { type: 'int', required: true, range: { min: 1 }, help: 'ranks on this machine' },
+      nnodes: { type: 'int', range: { min: 1 }, help: 'machines in the job', default: 1 },
+      'node-rank': { type: 'int', range: { min: 0 }, help: "this machine's index", default: 0 },
+      'master-addr': { type: 'string', valueName: 'host', help: 'address of node 0, where rank 0 hosts the store', default: '127.0.0.1' },
+      'master-port': { type: 'int', range: { min: 0, max: 65535 }, help: 'its port (0: a free one, one machine only)', default: 29500 },
+      'no-node': { type: 'boolean', help: 'run the command as a program instead of a Node script' },
+      grace: { type: 'number', range: { min: 0 }, help: 'seconds between SIGTERM and SIGKILL when stopping the ranks', default: 5 },
+    },
+    positionals: { max: Number.MAX_SAFE_INTEGER, names: 'script.js [args]' },
+    run: async () => 2,
+  },
   doctor: {
     name: 'doctor',
     about: 'Check the installation: Node, the addon binary, libtorch, CUDA/cuDNN, GPUs; each problem with its fix.',
