@@ -120,6 +120,10 @@ void doInit(const InitCfg& c) {
     std::lock_guard<std::mutex> lk(S.mu);
     if (S.pg) throw std::runtime_error("a process group is already initialised (destroyProcessGroup() first)");
   }
+#if !defined(RESIDUAL_NCCL)
+  if (c.backend == "nccl") throw std::runtime_error("backend 'nccl' needs the CUDA build of the addon (this one is " RESIDUAL_VARIANT "): use 'gloo'");
+#endif
+  if (c.backend != "gloo" && c.backend != "nccl") throw std::runtime_error("unknown backend '" + c.backend + "' (gloo or nccl)");
   c10d::TCPStoreOptions so;
   so.port = uint16_t(c.port);
   so.isServer = c.hostStore && !c.agentStore;

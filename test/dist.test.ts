@@ -12,7 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { crossEntropy, dist, nn, optim, randn, tensor } from '../lib/index.js';
 import { freePort, parseLaunchArgs, workerEnv } from '../lib/cli/launch.js';
 import { PER_RANK, globalBatch, makeModel, named, namedBuffers, train, type Named } from './fixtures/ddp/common.js';
-import { root } from './helpers.js';
+import { cudaWanted, root } from './helpers.js';
 
 const register = path.join(root, 'test', 'fixtures', 'ddp', 'register.mjs');
 const child = path.join(root, 'test', 'fixtures', 'ddp', 'child.ts');
@@ -121,6 +121,12 @@ describe('dist: process group and collectives (Gloo, 127.0.0.1)', () => {
     expect(dist.getRank()).toBe(0);
     expect(dist.getWorldSize()).toBe(1);
     await expect(dist.allReduce([])).rejects.toThrow(/initProcessGroup/);
+    expect(() => new dist.DistributedDataParallel(makeModel(1, false))).toThrow(/initProcessGroup/);
+  });
+
+  it.runIf(!cudaWanted)("backend 'nccl' in the CPU build: a clear error, at once", async () => {
+    await expect(dist.initProcessGroup({ backend: 'nccl', rank: 0, worldSize: 1, masterPort: 0, timeoutMs: 5000 })).rejects.toThrow(/'nccl' needs the CUDA build/);
+    expect(dist.isInitialized()).toBe(false);
   });
 });
 

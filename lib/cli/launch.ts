@@ -4,6 +4,7 @@
 // others are stopped (SIGTERM, then SIGKILL after a grace period) and the launcher exits non-zero with
 // a message naming the rank.
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -256,6 +257,22 @@ export async function launchTrain(argv: string[]): Promise<number> {
     } else {
       rest.push(a);
     }
+  }
+  // Every rank must use the same run folder: the default one (runs/<model>-<data>, then -2, -3, ...) is
+  // chosen here, once, instead of by each rank (a later rank would see rank 0's folder and pick -2).
+  const given = (name: string): string | undefined => {
+    for (let i = 0; i < rest.length; i++) {
+      if (rest[i] === `--${name}`) return rest[i + 1];
+      if (rest[i].startsWith(`--${name}=`)) return rest[i].slice(name.length + 3);
+    }
+    return undefined;
+  };
+  if (given('out') === undefined && !rest.includes('--resume') && !rest.includes('--help')) {
+    const { DEFAULT_CONFIG } = await import('../train/trainer.js');
+    const base = path.join('runs', `${given('model') ?? DEFAULT_CONFIG.model}-${given('data') ?? DEFAULT_CONFIG.data}`);
+    let out = base;
+    for (let i = 2; fs.existsSync(out); i++) out = `${base}-${i}`;
+    rest.push('--out', out);
   }
   const entry = process.argv[1];
   if (!entry) {
