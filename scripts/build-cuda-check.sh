@@ -74,7 +74,7 @@ fi
 grep -q '"variant": "cuda"' "$ROOT/build-cuda/Release/residual.json"
 if [ -f "$WORK/site/nvidia/nccl/include/nccl.h" ]; then
   # the NCCL backend compiled in: ProcessGroupNCCL's constructor is referenced from native/dist.cpp
-  nm -DC "$ADDON" | grep -q 'c10d::ProcessGroupNCCL::ProcessGroupNCCL' \
+  nm -DC "$ADDON" | grep 'c10d::ProcessGroupNCCL::ProcessGroupNCCL' >/dev/null \
     || { echo "build-cuda-check: FAILED: the CUDA build does not reference ProcessGroupNCCL"; exit 1; }
   echo "build-cuda-check: ok: ProcessGroupNCCL (backend 'nccl') compiled in"
 fi
