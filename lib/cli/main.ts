@@ -447,7 +447,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   // Data-parallel launching (lib/cli/launch.ts): `launch`, and `train --nproc-per-node N`.
-  if (cmd === 'launch' || (cmd === 'train' && rest.some((a) => /^--nproc[-_]per[-_]node(=|$)/.test(a)))) {
+  const wantsHelp = rest.includes('--help') || rest.includes('-h');
+  if (cmd === 'launch' || (cmd === 'train' && !wantsHelp && rest.some((a) => /^--nproc[-_]per[-_]node(=|$)/.test(a)))) {
     const { launchMain, launchTrain } = await import('./launch.js');
     return cmd === 'launch' ? launchMain(rest) : launchTrain(rest);
   }
