@@ -6,7 +6,7 @@
 // Python: RESIDUAL_TEST_PYTHON (a python with torch 2.13 + numpy; scripts/setup-python-torch.sh makes
 // one under .cache/python-torch), else .cache/python-torch, else python3 if it has torch. When
 // RESIDUAL_TEST_PYTHON_DDP=1 (CI) the test must run: a missing Python torch is then a failure.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,15 +18,18 @@ import { root } from './helpers.js';
 
 const required = process.env.RESIDUAL_TEST_PYTHON_DDP === '1';
 
-function findPython(): string | null {
+// Probed without blocking the worker's event loop (importing torch takes seconds on a loaded machine).
+async function findPython(): Promise<string | null> {
   const candidates = [process.env.RESIDUAL_TEST_PYTHON, path.join(root, '.cache', 'python-torch', 'bin', 'python'), 'python3'].filter(Boolean) as string[];
   for (const py of candidates) {
-    const r = spawnSync(py, ['-c', 'import torch, numpy, torch.distributed as d; assert d.is_gloo_available(); print(torch.__version__)'], { encoding: 'utf8', timeout: 60_000 });
-    if (r.status === 0) return py;
+    const ok = await new Promise<boolean>((resolve) => {
+      execFile(py, ['-c', 'import torch, numpy, torch.distributed as d; assert d.is_gloo_available(); print(torch.__version__)'], { timeout: 120_000 }, (err) => resolve(!err));
+    });
+    if (ok) return py;
   }
   return null;
 }
-const python = findPython();
+const python = await findPython();
 const live = new Set<ChildProcess>();
 afterAll(() => {
   for (const c of live) c.kill('SIGKILL');
