@@ -7,14 +7,19 @@ if(NOT RESIDUAL_GLOO_INCLUDE)
   message(FATAL_ERROR "residual: gloo headers not found (apt-get install libgloo-dev, or set GLOO_INCLUDE_DIR)")
 endif()
 set(RESIDUAL_DIST_DEFS USE_C10D_GLOO=1 USE_DISTRIBUTED=1)
-set(RESIDUAL_DIST_INCLUDES "${RESIDUAL_GLOO_INCLUDE}")
+# A compiler default folder (/usr/include) is never added: as an explicit -I/-isystem it would break
+# libstdc++'s #include_next <stdlib.h>.
+set(RESIDUAL_DIST_INCLUDES "")
+if(NOT RESIDUAL_GLOO_INCLUDE IN_LIST CMAKE_CXX_IMPLICIT_INCLUDE_DIRECTORIES)
+  set(RESIDUAL_DIST_INCLUDES "${RESIDUAL_GLOO_INCLUDE}")
+endif()
 if(RESIDUAL_VARIANT STREQUAL "cuda")
   # ProcessGroupNCCL: nccl.h from the nvidia-nccl wheel (NCCL_INCLUDE_DIR) or the system.
   find_path(RESIDUAL_NCCL_INCLUDE nccl.h HINTS ENV NCCL_INCLUDE_DIR
     PATHS "${TORCH_INSTALL_PREFIX}/../nvidia/nccl/include" "${TORCH_INSTALL_PREFIX}/../nvidia/nccl/cu13/include" /usr/include)
   if(RESIDUAL_NCCL_INCLUDE)
     list(APPEND RESIDUAL_DIST_DEFS USE_C10D_NCCL=1 RESIDUAL_NCCL=1)
-    set(RESIDUAL_DIST_INCLUDES "${RESIDUAL_GLOO_INCLUDE};${RESIDUAL_NCCL_INCLUDE}")
+    list(APPEND RESIDUAL_DIST_INCLUDES "${RESIDUAL_NCCL_INCLUDE}")
     # ATen/cuda/CUDAContext.h includes cuBLAS/cuSPARSE/cuSOLVER headers: from the nvidia wheels when
     # the toolkit lacks them (scripts/build-cuda-check.sh extracts their include folders).
     file(GLOB RESIDUAL_NV_INCLUDES "${RESIDUAL_NCCL_INCLUDE}/../../*/include" "${RESIDUAL_NCCL_INCLUDE}/../../cu13/include")
