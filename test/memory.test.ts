@@ -107,11 +107,15 @@ describe('memory', () => {
       await new Promise((res) => setImmediate(res));
       global.gc?.();
     };
-    for (let i = 0; i < 1000; i++) step(); // warm up allocator caches
-    await settle();
+    // chunks of 250 steps: each is one synchronous stretch, kept far below vitest's 60 s worker-RPC
+    // limit even under CI's second run on scalar kernels (1,000-step chunks took ~30 s there)
+    for (let chunk = 0; chunk < 4; chunk++) {
+      for (let i = 0; i < 250; i++) step(); // warm up allocator caches
+      await settle();
+    }
     const rss0 = process.memoryUsage().rss;
-    for (let chunk = 0; chunk < 10; chunk++) {
-      for (let i = 0; i < 1000; i++) step();
+    for (let chunk = 0; chunk < 40; chunk++) {
+      for (let i = 0; i < 250; i++) step();
       await settle();
     }
     const rss1 = process.memoryUsage().rss;
