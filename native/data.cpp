@@ -399,51 +399,8 @@ DEFN(loaderNextSync) {
 }
 
 // Waits for the next batch on a libuv thread, so the event loop keeps running.
-class NextWorker : public Napi::AsyncWorker {
- public:
-  NextWorker(Napi::Env env, Loader* l, Napi::Reference<Napi::Value>&& keep)
-      : Napi::AsyncWorker(env), L(l), deferred(Napi::Promise::Deferred::New(env)), keepAlive(std::move(keep)) {}
-  void Execute() override {
-    std::string err;
-    got = L->take(b, err);
-    if (!err.empty()) SetError(err);
-  }
-  // Nothing may escape these callbacks (they also run while a worker thread's environment is torn down).
-  void OnOK() override {
-    Napi::Env env = Env();
-    try {
-      Napi::HandleScope hs(env);
-      deferred.Resolve(got ? batchValue(env, b) : env.Null());
-    } catch (const std::exception& e) {
-      try {
-        deferred.Reject(Napi::Error::New(env, std::string("data loader: ") + e.what()).Value());
-      } catch (...) {
-      }
-    } catch (...) {
-    }
-  }
-  void OnError(const Napi::Error& e) override {
-    try {
-      deferred.Reject(Napi::Error::New(Env(), "data loader: " + e.Message()).Value());
-    } catch (...) {
-    }
-  }
-  Napi::Promise promise() { return deferred.Promise(); }
-
- private:
-  Loader* L;
-  Batch b;
-  bool got = false;
-  Napi::Promise::Deferred deferred;
-  Napi::Reference<Napi::Value> keepAlive;  // the loader stays alive while a wait is pending
-};
-
 DEFN(loaderNext) {
-  Loader* L = getLoader(a, 0);
-  auto* w = new NextWorker(a.env(), L, Napi::Persistent(a.info[0]));
-  auto p = w->promise();
-  w->Queue();
-  return p;
+  return NextBatchWorker<Loader, Batch, batchValue>::start(a.env(), getLoader(a, 0), a.info[0]);
 }
 
 DEFN(loaderClose) {

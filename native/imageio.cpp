@@ -1483,52 +1483,8 @@ DEFN(streamNextSync) {
   return streamBatchValue(a.env(), b);
 }
 
-namespace {
-class StreamNext : public Napi::AsyncWorker {
- public:
-  StreamNext(Napi::Env env, StreamLoader* l, Napi::Reference<Napi::Value>&& keep)
-      : Napi::AsyncWorker(env), L(l), deferred(Napi::Promise::Deferred::New(env)), keepAlive(std::move(keep)) {}
-  void Execute() override {
-    std::string err;
-    got = L->take(b, err);
-    if (!err.empty()) SetError(err);
-  }
-  void OnOK() override {
-    Napi::Env env = Env();
-    try {
-      Napi::HandleScope hs(env);
-      deferred.Resolve(got ? streamBatchValue(env, b) : env.Null());
-    } catch (const std::exception& e) {
-      try {
-        deferred.Reject(Napi::Error::New(env, std::string("data loader: ") + e.what()).Value());
-      } catch (...) {
-      }
-    } catch (...) {
-    }
-  }
-  void OnError(const Napi::Error& e) override {
-    try {
-      deferred.Reject(Napi::Error::New(Env(), "data loader: " + e.Message()).Value());
-    } catch (...) {
-    }
-  }
-  Napi::Promise promise() { return deferred.Promise(); }
-
- private:
-  StreamLoader* L;
-  StreamBatch b;
-  bool got = false;
-  Napi::Promise::Deferred deferred;
-  Napi::Reference<Napi::Value> keepAlive;
-};
-}  // namespace
-
 DEFN(streamNext) {
-  StreamLoader* L = getStream(a, 0);
-  auto* w = new StreamNext(a.env(), L, Napi::Persistent(a.info[0]));
-  auto p = w->promise();
-  w->Queue();
-  return p;
+  return NextBatchWorker<StreamLoader, StreamBatch, streamBatchValue>::start(a.env(), getStream(a, 0), a.info[0]);
 }
 
 DEFN(streamStop) {

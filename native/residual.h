@@ -185,6 +185,55 @@ void registerAll(Napi::Env env, Napi::Object exports, const FnEntry* begin, cons
   static Napi::Value fn_##name(::residual::Args& a)
 #define ENTRY(name) ::residual::FnEntry{#name, &::residual::entry<&fn_##name, name##_name>}
 
+// The next batch of a native data loader as a Promise. Loader::take(Batch&, std::string& err) waits on
+// a libuv thread (never touching JS); ToValue turns the batch into JS values on the JS thread. The JS
+// loader object is kept referenced while the wait is pending. Nothing escapes the callbacks: they also
+// run while a worker thread's environment is torn down.
+template <class Loader, class Batch, Napi::Value (*ToValue)(Napi::Env, Batch&)>
+class NextBatchWorker : public Napi::AsyncWorker {
+ public:
+  NextBatchWorker(Napi::Env env, Loader* l, Napi::Reference<Napi::Value>&& keep)
+      : Napi::AsyncWorker(env), L(l), deferred(Napi::Promise::Deferred::New(env)), keepAlive(std::move(keep)) {}
+  void Execute() override {
+    std::string err;
+    got = L->take(b, err);
+    if (!err.empty()) SetError(err);
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    try {
+      Napi::HandleScope hs(env);
+      deferred.Resolve(got ? ToValue(env, b) : env.Null());
+    } catch (const std::exception& e) {
+      try {
+        deferred.Reject(Napi::Error::New(env, std::string("data loader: ") + e.what()).Value());
+      } catch (...) {
+      }
+    } catch (...) {
+    }
+  }
+  void OnError(const Napi::Error& e) override {
+    try {
+      deferred.Reject(Napi::Error::New(Env(), "data loader: " + e.Message()).Value());
+    } catch (...) {
+    }
+  }
+  // Queues the wait and returns its Promise; `loaderObject` is the JS value kept alive meanwhile.
+  static Napi::Value start(Napi::Env env, Loader* l, const Napi::Value& loaderObject) {
+    auto* w = new NextBatchWorker(env, l, Napi::Persistent(loaderObject));
+    auto p = w->deferred.Promise();
+    w->Queue();
+    return p;
+  }
+
+ private:
+  Loader* L;
+  Batch b;
+  bool got = false;
+  Napi::Promise::Deferred deferred;
+  Napi::Reference<Napi::Value> keepAlive;
+};
+
 void initOps(Napi::Env env, Napi::Object exports);
 void initOptim(Napi::Env env, Napi::Object exports);
 void initData(Napi::Env env, Napi::Object exports);
