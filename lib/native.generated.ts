@@ -218,6 +218,21 @@ export interface NativeBinding {
   readonly mm: NativeFn;
   readonly bmm: NativeFn;
   readonly outer: NativeFn;
+  readonly convolution: NativeFn;
+  readonly convolutionBackwardInput: NativeFn;
+  readonly convolutionBackwardWeight: NativeFn;
+  readonly maxPool3d: NativeFn;
+  readonly avgPool3d: NativeFn;
+  readonly maxPoolBackward: NativeFn;
+  readonly avgPoolBackward: NativeFn;
+  readonly elu: NativeFn;
+  readonly eluBackwardFromResult: NativeFn;
+  readonly selu: NativeFn;
+  readonly softplus: NativeFn;
+  readonly addcmul: NativeFn;
+  readonly indexAdd: NativeFn;
+  readonly scatterAdd: NativeFn;
+  readonly unfold: NativeFn;
   readonly conv2d: NativeFn;
   readonly conv2dPadMode: NativeFn;
   readonly batchNorm: NativeFn;
@@ -254,6 +269,6 @@ export const nativeMemberNames: readonly string[] = [
   "loaderCreate", "loaderStart", "loaderLength", "loaderNextSync", "loaderNext", "loaderClose",
   "distInit", "distInfo", "distDestroy", "distAllReduce", "distBroadcast", "distAllGather", "distBarrier", "distSamplerPerm", "ddpCreate", "ddpPreForward", "ddpPostForward", "ddpSyncBuffers", "ddpDestroy", "distSyncBatchNorm", "tensorSetData",
   "streamCreate", "streamStart", "streamLength", "streamNextSync", "streamNext", "streamClose", "streamStop", "streamSkipped", "imageDecode", "imageResizedCrop", "imageRrcBoxes", "tarScan",
-  "zeros", "ones", "empty", "full", "scalarTensor", "arange", "linspace", "rand", "randn", "randint", "randperm", "zerosLike", "onesLike", "fullLike", "randLike", "randnLike", "emptyLike", "eye", "to", "toMemoryFormat", "pinMemory", "contiguous", "clone", "detach", "detach_", "reshape", "view", "permute", "transpose", "flatten", "squeeze", "unsqueeze", "narrow", "select", "slice", "indexSelect", "indexTensors", "gather", "maskedFill", "expand", "repeat", "flip", "cat", "stack", "chunk", "split", "splitWithSizes", "pad", "add", "sub", "mul", "div", "pow", "rpow", "maximum", "minimum", "neg", "sqrt", "rsqrt", "exp", "log", "abs", "sign", "floor", "ceil", "round", "sigmoid", "tanh", "sin", "cos", "reciprocal", "clamp", "lerp", "add_", "sub_", "mul_", "div_", "pow_", "neg_", "sqrt_", "exp_", "log_", "abs_", "clamp_", "relu_", "zero_", "fill_", "copy_", "uniform_", "normal_", "bernoulli_", "sum", "mean", "prod", "amax", "amin", "maxAll", "minAll", "maxDim", "minDim", "argmax", "argmin", "var", "std", "norm", "logsumexp", "all", "any", "topk", "sort", "cumsum", "eq", "ne", "lt", "le", "gt", "ge", "logicalNot", "logicalAnd", "logicalOr", "isnan", "isfinite", "equal", "allclose", "where", "matmul", "mm", "bmm", "outer", "conv2d", "conv2dPadMode", "batchNorm", "relu", "leakyRelu", "gelu", "silu", "maxPool2d", "avgPool2d", "adaptiveAvgPool2d", "adaptiveMaxPool2d", "linear", "dropout", "softmax", "logSoftmax", "crossEntropy", "nllLoss", "mseLoss", "oneHot", "opNames",
+  "zeros", "ones", "empty", "full", "scalarTensor", "arange", "linspace", "rand", "randn", "randint", "randperm", "zerosLike", "onesLike", "fullLike", "randLike", "randnLike", "emptyLike", "eye", "to", "toMemoryFormat", "pinMemory", "contiguous", "clone", "detach", "detach_", "reshape", "view", "permute", "transpose", "flatten", "squeeze", "unsqueeze", "narrow", "select", "slice", "indexSelect", "indexTensors", "gather", "maskedFill", "expand", "repeat", "flip", "cat", "stack", "chunk", "split", "splitWithSizes", "pad", "add", "sub", "mul", "div", "pow", "rpow", "maximum", "minimum", "neg", "sqrt", "rsqrt", "exp", "log", "abs", "sign", "floor", "ceil", "round", "sigmoid", "tanh", "sin", "cos", "reciprocal", "clamp", "lerp", "add_", "sub_", "mul_", "div_", "pow_", "neg_", "sqrt_", "exp_", "log_", "abs_", "clamp_", "relu_", "zero_", "fill_", "copy_", "uniform_", "normal_", "bernoulli_", "sum", "mean", "prod", "amax", "amin", "maxAll", "minAll", "maxDim", "minDim", "argmax", "argmin", "var", "std", "norm", "logsumexp", "all", "any", "topk", "sort", "cumsum", "eq", "ne", "lt", "le", "gt", "ge", "logicalNot", "logicalAnd", "logicalOr", "isnan", "isfinite", "equal", "allclose", "where", "matmul", "mm", "bmm", "outer", "convolution", "convolutionBackwardInput", "convolutionBackwardWeight", "maxPool3d", "avgPool3d", "maxPoolBackward", "avgPoolBackward", "elu", "eluBackwardFromResult", "selu", "softplus", "addcmul", "indexAdd", "scatterAdd", "unfold", "conv2d", "conv2dPadMode", "batchNorm", "relu", "leakyRelu", "gelu", "silu", "maxPool2d", "avgPool2d", "adaptiveAvgPool2d", "adaptiveMaxPool2d", "linear", "dropout", "softmax", "logSoftmax", "crossEntropy", "nllLoss", "mseLoss", "oneHot", "opNames",
   "optimCreate", "optimStep", "optimZeroGrad", "optimGetState", "optimSetState", "clipGradNorm", "unscaleGrads",
 ];

@@ -122,6 +122,83 @@ static at::Tensor dropoutOp(Args& a) {
   return at::mul(x, noise);
 }
 
+// ---- tfjs nn: helpers for lib/tfjs/kernels/nn.ts ------------------------------------------------------
+
+// Checks what convolution_backward does not: that the gradient has the output shape of a convolution
+// of `inShape` by `wShape` (the shapes come from JS; a mismatch would otherwise index out of range).
+static void checkConvShapes(const at::Tensor& grad, at::IntArrayRef inShape, at::IntArrayRef wShape,
+                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  size_t nd = inShape.size();
+  TORCH_CHECK(nd >= 3 && nd <= 5 && grad.dim() == int64_t(nd) && wShape.size() == nd,
+              "input, weight and gradient must have the same rank (3 to 5), got ", nd, ", ", wShape.size(), " and ", grad.dim());
+  size_t ns = nd - 2;
+  TORCH_CHECK(stride.size() == ns && padding.size() == ns && dilation.size() == ns, "stride, padding and dilation need ", ns, " entries each");
+  TORCH_CHECK(groups >= 1 && inShape[0] >= 0 && wShape[0] >= 1 && inShape[1] == wShape[1] * groups && wShape[0] % groups == 0, "input ", inShape,
+              " does not match weight ", wShape, " with groups=", groups);
+  TORCH_CHECK(grad.size(0) == inShape[0] && grad.size(1) == wShape[0], "gradient ", grad.sizes(), " does not match input ", inShape, " and weight ", wShape);
+  for (size_t i = 0; i < ns; i++) {
+    TORCH_CHECK(stride[i] >= 1 && dilation[i] >= 1 && padding[i] >= 0 && wShape[i + 2] >= 1 && inShape[i + 2] >= 1,
+                "stride and dilation must be >= 1, padding >= 0, sizes >= 1");
+    int64_t span = inShape[i + 2] + 2 * padding[i] - dilation[i] * (wShape[i + 2] - 1) - 1;
+    TORCH_CHECK(span >= 0 && grad.size(i + 2) == span / stride[i] + 1, "gradient ", grad.sizes(), " is not the output shape of input ", inShape,
+                " and weight ", wShape);
+  }
+}
+// The input gradient of a convolution (only the input's shape is needed: its memory is never read).
+static at::Tensor convBackwardInputOp(Args& a) {
+  at::Tensor g = a.T(0, "gradOutput"), w = a.T(1, "weight");
+  std::vector<int64_t> shape = a.IL(2, "inputShape"), stride = a.IL(3, "stride"), padding = a.IL(4, "padding"), dilation = a.IL(5, "dilation");
+  int64_t groups = a.I(6, "groups");
+  checkConvShapes(g, shape, w.sizes(), stride, padding, dilation, groups);
+  at::Tensor input = at::empty(shape, g.options(), g.suggest_memory_format());
+  std::vector<int64_t> outPad(shape.size() - 2, 0);
+  return std::get<0>(at::convolution_backward(g, input, w, std::nullopt, stride, padding, dilation, false, outPad, groups, {true, false, false}));
+}
+// The weight gradient of a convolution (only the weight's shape is needed).
+static at::Tensor convBackwardWeightOp(Args& a) {
+  at::Tensor g = a.T(0, "gradOutput"), x = a.T(1, "input");
+  std::vector<int64_t> shape = a.IL(2, "weightShape"), stride = a.IL(3, "stride"), padding = a.IL(4, "padding"), dilation = a.IL(5, "dilation");
+  int64_t groups = a.I(6, "groups");
+  checkConvShapes(g, x.sizes(), shape, stride, padding, dilation, groups);
+  at::Tensor w = at::zeros(shape, g.options());
+  std::vector<int64_t> outPad(shape.size() - 2, 0);
+  return std::get<1>(at::convolution_backward(g, x, w, std::nullopt, stride, padding, dilation, false, outPad, groups, {false, true, false}));
+}
+// Max-pool input gradient, recomputing the argmax from the input as TF's MaxPoolGrad does (first
+// maximum of each window); 2-D or 3-D by the kernel size's length.
+static at::Tensor maxPoolBackwardOp(Args& a) {
+  at::Tensor g = a.T(0, "gradOutput"), x = a.T(1, "input");
+  std::vector<int64_t> k = a.IL(2, "kernelSize"), s = a.IL(3, "stride"), p = a.IL(4, "padding"), d = a.IL(5, "dilation");
+  bool ceil = a.B(6, "ceilMode");
+  if (k.size() == 3) {
+    at::Tensor idx = std::get<1>(at::max_pool3d_with_indices(x, k, s, p, d, ceil));
+    return at::max_pool3d_with_indices_backward(g, x, k, s, p, d, ceil, idx);
+  }
+  at::Tensor idx = std::get<1>(at::max_pool2d_with_indices(x, k, s, p, d, ceil));
+  return at::max_pool2d_with_indices_backward(g, x, k, s, p, d, ceil, idx);
+}
+static at::Tensor avgPoolBackwardOp(Args& a) {
+  at::Tensor g = a.T(0, "gradOutput"), x = a.T(1, "input");
+  std::vector<int64_t> k = a.IL(2, "kernelSize"), s = a.IL(3, "stride"), p = a.IL(4, "padding");
+  bool ceil = a.B(5, "ceilMode"), countPad = a.B(6, "countIncludePad");
+  std::optional<int64_t> div = a.OI(7, "divisorOverride");
+  if (k.size() == 3) return at::avg_pool3d_backward(g, x, k, s, p, ceil, countPad, div);
+  return at::avg_pool2d_backward(g, x, k, s, p, ceil, countPad, div);
+}
+
+// ---- tfjs math: helpers for the tfjs backend's kernels (lib/tfjs/kernels) ------------------------------
+
+// tf's FFT/IFFT on the innermost dimension of a complex64 tensor, which the tfjs backend stores as a
+// float32 tensor with a trailing dimension of 2 (real, imaginary: tf's interleaved layout); the result
+// comes back in the same form. IFFT is scaled by 1/n, as tf's.
+static at::Tensor fftInterleaved(const at::Tensor& x, bool inverse) {
+  TORCH_CHECK(x.dim() >= 2 && x.size(-1) == 2 && x.scalar_type() == at::kFloat,
+              "fft: expected a float32 tensor whose last dimension is 2 (real, imaginary), got ", x.sizes(), " ", x.scalar_type());
+  at::NoGradGuard ng;
+  at::Tensor c = at::view_as_complex(x.contiguous());
+  return at::view_as_real(inverse ? at::fft_ifft(c) : at::fft_fft(c)).contiguous();
+}
+
 #define A_ a.T(0, "input")
 #define RED(reduction) a.I(reduction, "reduction")
 
@@ -264,6 +341,22 @@ static at::Tensor dropoutOp(Args& a) {
   X(mm, at::mm(A_, a.T(1, "mat2")))                                                                     \
   X(bmm, at::bmm(A_, a.T(1, "mat2")))                                                                   \
   X(outer, at::outer(A_, a.T(1, "vec2")))                                                               \
+  /* tfjs nn (lib/tfjs/kernels/nn.ts) */                                                                 \
+  X(convolution, at::convolution(A_, a.T(1, "weight"), a.OT(2, "bias"), a.IL(3, "stride"), a.IL(4, "padding"), a.IL(5, "dilation"), a.B(6, "transposed"), a.IL(7, "outputPadding"), a.I(8, "groups"))) \
+  X(convolutionBackwardInput, convBackwardInputOp(a))                                                   \
+  X(convolutionBackwardWeight, convBackwardWeightOp(a))                                                 \
+  X(maxPool3d, at::max_pool3d(A_, a.IL(1, "kernelSize"), a.IL(2, "stride"), a.IL(3, "padding"), a.IL(4, "dilation"), a.B(5, "ceilMode"))) \
+  X(avgPool3d, at::avg_pool3d(A_, a.IL(1, "kernelSize"), a.IL(2, "stride"), a.IL(3, "padding"), a.B(4, "ceilMode"), a.B(5, "countIncludePad"), a.OI(6, "divisorOverride"))) \
+  X(maxPoolBackward, maxPoolBackwardOp(a))                                                              \
+  X(avgPoolBackward, avgPoolBackwardOp(a))                                                              \
+  X(elu, at::elu(A_, a.S(1, "alpha")))                                                                  \
+  X(eluBackwardFromResult, at::elu_backward(a.T(0, "gradOutput"), a.S(2, "alpha"), 1, 1, true, a.T(1, "result"))) \
+  X(selu, at::selu(A_))                                                                                 \
+  X(softplus, at::softplus(A_, a.S(1, "beta"), a.S(2, "threshold")))                                    \
+  X(addcmul, at::addcmul(A_, a.T(1, "tensor1"), a.T(2, "tensor2"), a.S(3, "value")))                    \
+  X(indexAdd, at::index_add(A_, a.I(1, "dim"), a.T(2, "index"), a.T(3, "source")))                     \
+  X(scatterAdd, at::scatter_add(A_, a.I(1, "dim"), a.T(2, "index"), a.T(3, "src")))                     \
+  X(unfold, A_.unfold(a.I(1, "dim"), a.I(2, "size"), a.I(3, "step")))                                   \
   /* neural network ops */                                                                              \
   X(conv2d, at::conv2d(A_, a.T(1, "weight"), a.OT(2, "bias"), a.IL(3, "stride"), a.IL(4, "padding"), a.IL(5, "dilation"), a.I(6, "groups"))) \
   X(conv2dPadMode, at::conv2d(A_, a.T(1, "weight"), a.OT(2, "bias"), a.IL(3, "stride"), a.Str(4, "padding"), a.IL(5, "dilation"), a.I(6, "groups"))) \
