@@ -252,7 +252,35 @@ export interface NativeBinding {
   readonly nllLoss: NativeFn;
   readonly mseLoss: NativeFn;
   readonly oneHot: NativeFn;
+  readonly acos: NativeFn;
+  readonly acosh: NativeFn;
+  readonly asin: NativeFn;
+  readonly asinh: NativeFn;
+  readonly atan: NativeFn;
+  readonly atan2: NativeFn;
+  readonly atanh: NativeFn;
+  readonly cosh: NativeFn;
+  readonly sinh: NativeFn;
+  readonly tan: NativeFn;
+  readonly erf: NativeFn;
+  readonly expm1: NativeFn;
+  readonly log1p: NativeFn;
+  readonly isinf: NativeFn;
+  readonly fmod: NativeFn;
+  readonly cumprod: NativeFn;
+  readonly allDim: NativeFn;
+  readonly anyDim: NativeFn;
+  readonly bitwiseAnd: NativeFn;
+  readonly logicalXor: NativeFn;
+  readonly sortStable: NativeFn;
+  readonly indexPut: NativeFn;
+  readonly einsum: NativeFn;
+  readonly diag: NativeFn;
+  readonly searchsorted: NativeFn;
+  readonly multinomial: NativeFn;
+  readonly fftInterleaved: NativeFn;
   readonly opNames: NativeFn;
+  readonly toBufferAsync: NativeFn;
   // native/optim.cpp
   readonly optimCreate: NativeFn;
   readonly optimStep: NativeFn;
@@ -269,6 +297,6 @@ export const nativeMemberNames: readonly string[] = [
   "loaderCreate", "loaderStart", "loaderLength", "loaderNextSync", "loaderNext", "loaderClose",
   "distInit", "distInfo", "distDestroy", "distAllReduce", "distBroadcast", "distAllGather", "distBarrier", "distSamplerPerm", "ddpCreate", "ddpPreForward", "ddpPostForward", "ddpSyncBuffers", "ddpDestroy", "distSyncBatchNorm", "tensorSetData",
   "streamCreate", "streamStart", "streamLength", "streamNextSync", "streamNext", "streamClose", "streamStop", "streamSkipped", "imageDecode", "imageResizedCrop", "imageRrcBoxes", "tarScan",
-  "zeros", "ones", "empty", "full", "scalarTensor", "arange", "linspace", "rand", "randn", "randint", "randperm", "zerosLike", "onesLike", "fullLike", "randLike", "randnLike", "emptyLike", "eye", "to", "toMemoryFormat", "pinMemory", "contiguous", "clone", "detach", "detach_", "reshape", "view", "permute", "transpose", "flatten", "squeeze", "unsqueeze", "narrow", "select", "slice", "indexSelect", "indexTensors", "gather", "maskedFill", "expand", "repeat", "flip", "cat", "stack", "chunk", "split", "splitWithSizes", "pad", "add", "sub", "mul", "div", "pow", "rpow", "maximum", "minimum", "neg", "sqrt", "rsqrt", "exp", "log", "abs", "sign", "floor", "ceil", "round", "sigmoid", "tanh", "sin", "cos", "reciprocal", "clamp", "lerp", "add_", "sub_", "mul_", "div_", "pow_", "neg_", "sqrt_", "exp_", "log_", "abs_", "clamp_", "relu_", "zero_", "fill_", "copy_", "uniform_", "normal_", "bernoulli_", "sum", "mean", "prod", "amax", "amin", "maxAll", "minAll", "maxDim", "minDim", "argmax", "argmin", "var", "std", "norm", "logsumexp", "all", "any", "topk", "sort", "cumsum", "eq", "ne", "lt", "le", "gt", "ge", "logicalNot", "logicalAnd", "logicalOr", "isnan", "isfinite", "equal", "allclose", "where", "matmul", "mm", "bmm", "outer", "convolution", "convolutionBackwardInput", "convolutionBackwardWeight", "maxPool3d", "avgPool3d", "maxPoolBackward", "avgPoolBackward", "elu", "eluBackwardFromResult", "selu", "softplus", "addcmul", "indexAdd", "scatterAdd", "unfold", "conv2d", "conv2dPadMode", "batchNorm", "relu", "leakyRelu", "gelu", "silu", "maxPool2d", "avgPool2d", "adaptiveAvgPool2d", "adaptiveMaxPool2d", "linear", "dropout", "softmax", "logSoftmax", "crossEntropy", "nllLoss", "mseLoss", "oneHot", "opNames",
+  "zeros", "ones", "empty", "full", "scalarTensor", "arange", "linspace", "rand", "randn", "randint", "randperm", "zerosLike", "onesLike", "fullLike", "randLike", "randnLike", "emptyLike", "eye", "to", "toMemoryFormat", "pinMemory", "contiguous", "clone", "detach", "detach_", "reshape", "view", "permute", "transpose", "flatten", "squeeze", "unsqueeze", "narrow", "select", "slice", "indexSelect", "indexTensors", "gather", "maskedFill", "expand", "repeat", "flip", "cat", "stack", "chunk", "split", "splitWithSizes", "pad", "add", "sub", "mul", "div", "pow", "rpow", "maximum", "minimum", "neg", "sqrt", "rsqrt", "exp", "log", "abs", "sign", "floor", "ceil", "round", "sigmoid", "tanh", "sin", "cos", "reciprocal", "clamp", "lerp", "add_", "sub_", "mul_", "div_", "pow_", "neg_", "sqrt_", "exp_", "log_", "abs_", "clamp_", "relu_", "zero_", "fill_", "copy_", "uniform_", "normal_", "bernoulli_", "sum", "mean", "prod", "amax", "amin", "maxAll", "minAll", "maxDim", "minDim", "argmax", "argmin", "var", "std", "norm", "logsumexp", "all", "any", "topk", "sort", "cumsum", "eq", "ne", "lt", "le", "gt", "ge", "logicalNot", "logicalAnd", "logicalOr", "isnan", "isfinite", "equal", "allclose", "where", "matmul", "mm", "bmm", "outer", "convolution", "convolutionBackwardInput", "convolutionBackwardWeight", "maxPool3d", "avgPool3d", "maxPoolBackward", "avgPoolBackward", "elu", "eluBackwardFromResult", "selu", "softplus", "addcmul", "indexAdd", "scatterAdd", "unfold", "conv2d", "conv2dPadMode", "batchNorm", "relu", "leakyRelu", "gelu", "silu", "maxPool2d", "avgPool2d", "adaptiveAvgPool2d", "adaptiveMaxPool2d", "linear", "dropout", "softmax", "logSoftmax", "crossEntropy", "nllLoss", "mseLoss", "oneHot", "acos", "acosh", "asin", "asinh", "atan", "atan2", "atanh", "cosh", "sinh", "tan", "erf", "expm1", "log1p", "isinf", "fmod", "cumprod", "allDim", "anyDim", "bitwiseAnd", "logicalXor", "sortStable", "indexPut", "einsum", "diag", "searchsorted", "multinomial", "fftInterleaved", "opNames", "toBufferAsync",
   "optimCreate", "optimStep", "optimZeroGrad", "optimGetState", "optimSetState", "clipGradNorm", "unscaleGrads",
 ];

@@ -376,7 +376,35 @@ static at::Tensor fftInterleaved(const at::Tensor& x, bool inverse) {
   X(crossEntropy, at::cross_entropy_loss(A_, a.T(1, "target"), a.OT(2, "weight"), RED(3), a.I(4, "ignoreIndex"), a.D(5, "labelSmoothing"))) \
   X(nllLoss, at::nll_loss_nd(A_, a.T(1, "target"), a.OT(2, "weight"), RED(3), a.I(4, "ignoreIndex")))   \
   X(mseLoss, at::mse_loss(A_, a.T(1, "target"), RED(2)))                                                \
-  X(oneHot, at::one_hot(A_, a.I(1, "numClasses")))
+  X(oneHot, at::one_hot(A_, a.I(1, "numClasses")))                                                      \
+  /* tfjs math */                                                                                       \
+  X(acos, at::acos(A_))                                                                                 \
+  X(acosh, at::acosh(A_))                                                                               \
+  X(asin, at::asin(A_))                                                                                 \
+  X(asinh, at::asinh(A_))                                                                               \
+  X(atan, at::atan(A_))                                                                                 \
+  X(atan2, at::atan2(A_, a.T(1, "other")))                                                              \
+  X(atanh, at::atanh(A_))                                                                               \
+  X(cosh, at::cosh(A_))                                                                                 \
+  X(sinh, at::sinh(A_))                                                                                 \
+  X(tan, at::tan(A_))                                                                                   \
+  X(erf, at::erf(A_))                                                                                   \
+  X(expm1, at::expm1(A_))                                                                               \
+  X(log1p, at::log1p(A_))                                                                               \
+  X(isinf, at::isinf(A_))                                                                               \
+  X(fmod, at::fmod(A_, a.TOS(1, "other")))                                                              \
+  X(cumprod, at::cumprod(A_, a.I(1, "dim")))                                                            \
+  X(allDim, at::all(A_, a.I(1, "dim"), a.B(2, "keepdim")))                                              \
+  X(anyDim, at::any(A_, a.I(1, "dim"), a.B(2, "keepdim")))                                              \
+  X(bitwiseAnd, at::bitwise_and(A_, a.T(1, "other")))                                                   \
+  X(logicalXor, at::logical_xor(A_, a.T(1, "other")))                                                   \
+  X(sortStable, at::sort(A_, std::optional<bool>(true), a.I(1, "dim"), a.B(2, "descending")))          \
+  X(indexPut, A_.index_put(c10::List<std::optional<at::Tensor>>(a.OTL(1, "indices")), a.T(2, "values"), a.B(3, "accumulate"))) \
+  X(einsum, at::einsum(a.Str(0, "equation"), a.TL(1, "tensors")))                                      \
+  X(diag, at::diag(A_, a.I(1, "diagonal")))                                                             \
+  X(searchsorted, at::searchsorted(A_, a.T(1, "values"), a.B(2, "outInt32"), a.B(3, "right")))         \
+  X(multinomial, at::multinomial(A_, a.I(1, "numSamples"), a.B(2, "replacement"), a.gen(A_.device()))) \
+  X(fftInterleaved, fftInterleaved(A_, a.B(1, "inverse")))
 
 #define RESIDUAL_DEF_X(name, expr)                                        \
   static constexpr char op_##name##_name[] = #name;                       \
@@ -400,9 +428,97 @@ static Napi::Value fn_opNames(Args& a) {
   return arr;
 }
 
+// ---- tfjs math: toBufferAsync ----------------------------------------------------------------------------
+
+// toBufferAsync(t) -> Promise<ArrayBuffer>: toBuffer's copy (to the CPU, contiguous, never a view) made
+// on a libuv worker thread, so reading a large or CUDA tensor does not block the event loop (the tfjs
+// backend's read()). The worker holds its own reference to the tensor, so disposing the JS handle
+// meanwhile is safe. A failure rejects with the error rethrow() makes for it (the usual classes).
+static void freeAsyncBox(napi_env, void*, void* hint) { delete static_cast<at::Tensor*>(hint); }
+class ToBufferWorker : public Napi::AsyncWorker {
+ public:
+  ToBufferWorker(Napi::Env env, at::Tensor t) : Napi::AsyncWorker(env), src(std::move(t)), deferred(Napi::Promise::Deferred::New(env)) {}
+  void Execute() override {
+    try {
+      at::NoGradGuard ng;
+      at::Tensor c = src.detach().to(at::kCPU).contiguous();
+      if (c.numel() > 0 && c.has_storage() && src.has_storage() && c.storage().is_alias_of(src.storage())) c = c.clone();
+      out = std::move(c);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    src = at::Tensor();
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    try {
+      Napi::HandleScope hs(env);
+      if (failure) std::rethrow_exception(failure);
+      if (out.numel() == 0) {
+        deferred.Resolve(Napi::ArrayBuffer::New(env, 0));
+        return;
+      }
+      auto* box = new at::Tensor(std::move(out));
+      napi_value ab = nullptr;
+      napi_status st = napi_create_external_arraybuffer(env, box->data_ptr(), box->nbytes(), freeAsyncBox, box, &ab);
+      if (st == napi_ok) {
+        deferred.Resolve(Napi::Value(env, ab));
+        return;
+      }
+      std::unique_ptr<at::Tensor> owned(box);
+      bool pending = false;
+      if (napi_is_exception_pending(env, &pending) == napi_ok && pending) throw Napi::Error();
+      auto copy = Napi::ArrayBuffer::New(env, owned->nbytes());  // runtimes that forbid external buffers
+      std::memcpy(copy.Data(), owned->data_ptr(), owned->nbytes());
+      deferred.Resolve(copy);
+    } catch (...) {
+      reject(env);
+    }
+  }
+  void OnError(const Napi::Error&) override { reject(Env()); }
+  Napi::Promise promise() const { return deferred.Promise(); }
+
+ private:
+  // The current exception (or a pending JS one) as the promise's rejection, built by rethrow().
+  void reject(Napi::Env env) noexcept {
+    try {
+      bool pending = false;
+      if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) {
+        try {
+          if (failure) std::rethrow_exception(failure);
+          throw std::runtime_error("toBufferAsync failed");
+        } catch (...) {
+          rethrow(env, "toBufferAsync");
+        }
+      }
+      napi_value err = nullptr;
+      if (napi_get_and_clear_last_exception(env, &err) == napi_ok && err) deferred.Reject(Napi::Value(env, err));
+    } catch (...) {
+    }
+  }
+  at::Tensor src, out;
+  std::exception_ptr failure;
+  Napi::Promise::Deferred deferred;
+};
+DEFN(toBufferAsync) {
+  Napi::Env env = a.env();
+  at::Tensor t = a.T(0, "tensor");
+  double bytes = double(t.numel()) * double(t.element_size());
+  double maxBytes = envData(env)->maxArrayBufferBytes;
+  if (bytes > maxBytes)
+    throw KindError(ErrKind::OOM, "the tensor's " + std::to_string(int64_t(bytes)) + " bytes (" + c10::str(t.sizes()) + " " +
+                                      std::string(c10::toString(t.scalar_type())) + ") exceed the largest ArrayBuffer (" +
+                                      std::to_string(int64_t(maxBytes)) + " bytes)");
+  auto* w = new ToBufferWorker(env, t);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
 void initOps(Napi::Env env, Napi::Object exports) {
   registerAll(env, exports, std::begin(kOps), std::end(kOps));
   exports.Set("opNames", Napi::Function::New(env, &entry<&fn_opNames, opNames_name>, "opNames"));
+  exports.Set("toBufferAsync", Napi::Function::New(env, &entry<&fn_toBufferAsync, toBufferAsync_name>, "toBufferAsync"));
 }
 
 }  // namespace residual

@@ -1,0 +1,6 @@
+// Every kernel config of the residual tfjs backend, from each kernels file.
+import type { KernelConfig } from '@tensorflow/tfjs-core';
+import { configs as math } from './math.js';
+import { configs as nn } from './nn.js';
+
+export const kernelConfigs: KernelConfig[] = [...math, ...nn];

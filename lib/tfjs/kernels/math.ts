@@ -1,0 +1,347 @@
+// Elementwise math, comparisons, casts and reductions of the residual tfjs backend. Semantics follow
+// tfjs-backend-cpu (the reference): output dtypes, int32 flooring division, NaN handling.
+import { upcastType, util } from '@tensorflow/tfjs-core';
+import type { DataType, KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
+import { code, defineKernel, op, sc, scalarT, type KernelArgs, type ResidualBackend, type Tensor } from './util.js';
+
+// ---- helpers ----
+
+function input(b: ResidualBackend, i: TensorInfo): Tensor {
+  return b.tensorOf(i);
+}
+function isComplex(...xs: TensorInfo[]): boolean {
+  return xs.some((x) => x.dtype === 'complex64');
+}
+function notComplex(name: string, ...xs: TensorInfo[]): void {
+  if (isComplex(...xs)) throw new Error(`${name}: complex64 tensors are not supported by this kernel`);
+}
+function f32(t: Tensor): Tensor {
+  return t.dtype === 'float32' ? t : t.to('float32');
+}
+function f64(t: Tensor): Tensor {
+  return t.dtype === 'float64' ? t : t.to('float64');
+}
+/** The real/imaginary parts of a complex64 storage tensor ([..., 2]). */
+export function parts(t: Tensor): [Tensor, Tensor] {
+  return [t.select(-1, 0), t.select(-1, 1)];
+}
+export function joinComplex(re: Tensor, im: Tensor): Tensor {
+  return op('stack', [re, im], -1);
+}
+
+// ---- binary ----
+
+type Binary = (a: Tensor, b: Tensor, ai: TensorInfo, bi: TensorInfo) => Tensor;
+function binary(name: string, f: Binary, opts: { dtype?: DataType; complex?: Binary } = {}): KernelConfig {
+  return defineKernel(name, ({ inputs, backend }: KernelArgs) => {
+    const ai = inputs.a;
+    const bi = inputs.b;
+    if (isComplex(ai, bi)) {
+      if (!opts.complex) throw new Error(`${name}: complex64 tensors are not supported by this kernel`);
+      const a = complexOf(backend, ai);
+      const b = complexOf(backend, bi);
+      return backend.output(opts.complex(a, b, ai, bi), 'complex64');
+    }
+    const dtype = opts.dtype ?? upcastType(ai.dtype, bi.dtype);
+    return backend.output(f(input(backend, ai), input(backend, bi), ai, bi), dtype);
+  });
+}
+/** A complex64 view of an operand (real operands get a zero imaginary part). */
+function complexOf(b: ResidualBackend, i: TensorInfo): Tensor {
+  const t = b.tensorOf(i);
+  if (i.dtype === 'complex64') return t;
+  const re = f32(t);
+  return joinComplex(re, op('zerosLike', re));
+}
+
+const add: Binary = (a, b) => (a.dtype === 'bool' && b.dtype === 'bool' ? op('add', a.to('int32'), b.to('int32'), 1) : op('add', a, b, 1));
+const sub: Binary = (a, b) => (a.dtype === 'bool' || b.dtype === 'bool' ? op('sub', a.to('int32'), b.to('int32'), 1) : op('sub', a, b, 1));
+const mul: Binary = (a, b) => (a.dtype === 'bool' && b.dtype === 'bool' ? op('mul', a.to('int32'), b.to('int32')) : op('mul', a, b));
+const complexMul: Binary = (a, b) => {
+  const [ar, ai] = parts(a);
+  const [br, bi] = parts(b);
+  return joinComplex(op('sub', op('mul', ar, br), op('mul', ai, bi), 1), op('add', op('mul', ar, bi), op('mul', ai, br), 1));
+};
+const isInt = (t: Tensor): boolean => t.dtype === 'int32' || t.dtype === 'bool';
+
+/** tf's FloorDiv: floor(a / b); for int32, division by zero gives 0 (as the cpu backend's Int32Array). */
+const floorDiv: Binary = (a, b) => {
+  if (isInt(a) && isInt(b)) {
+    const ai = a.to('int32');
+    const bi = b.to('int32');
+    const zero = op('eq', bi, sc(0));
+    const safe = op('where', zero, sc(1), bi);
+    // int32 floor division in float64 (exact for every int32 pair; never traps on MIN / -1).
+    const q = op('floor', op('div', f64(ai), f64(safe), null)).to('int32');
+    return op('where', zero, sc(0), q);
+  }
+  return op('floor', op('div', f32(a), f32(b), null));
+};
+/** The cpu backend's mod: the remainder with the sign of the divisor. */
+const mod: Binary = (a, b) => {
+  if (isInt(a) && isInt(b)) {
+    const ai = f64(a);
+    const bi = f64(b);
+    const r = modFloat(ai, bi);
+    return op('where', op('eq', bi, sc(0)), sc(0), op('where', op('isnan', r), sc(0), r)).to('int32');
+  }
+  return modFloat(f32(a), f32(b));
+};
+function modFloat(a: Tensor, b: Tensor): Tensor {
+  const r = op('fmod', a, b);
+  const same = op('logicalOr', op('logicalAnd', op('lt', a, sc(0)), op('lt', b, sc(0))), op('logicalAnd', op('ge', a, sc(0)), op('ge', b, sc(0))));
+  return op('where', same, r, op('fmod', op('add', r, b, 1), b));
+}
+const pow: Binary = (a, b) => {
+  if (isInt(a) && isInt(b)) return op('pow', f64(a), f64(b));
+  return op('pow', f32(a), f32(b));
+};
+const realDiv: Binary = (a, b) => op('div', f32(a), f32(b), null);
+const squaredDifference: Binary = (a, b) => {
+  const d = isInt(a) && isInt(b) ? op('sub', a.to('int32'), b.to('int32'), 1) : op('sub', f32(a), f32(b), 1);
+  return op('mul', d, d);
+};
+const maximum: Binary = (a, b) => (a.dtype === 'bool' && b.dtype === 'bool' ? op('logicalOr', a, b) : op('maximum', a, b));
+const minimum: Binary = (a, b) => (a.dtype === 'bool' && b.dtype === 'bool' ? op('logicalAnd', a, b) : op('minimum', a, b));
+
+const binaries: KernelConfig[] = [
+  binary('Add', add, { complex: (a, b) => op('add', a, b, 1) }),
+  binary('Sub', sub, { complex: (a, b) => op('sub', a, b, 1) }),
+  binary('Multiply', mul, { complex: complexMul }),
+  binary('RealDiv', realDiv),
+  binary('FloorDiv', floorDiv),
+  binary('Mod', mod),
+  binary('Pow', pow),
+  binary('Maximum', maximum),
+  binary('Minimum', minimum),
+  binary('SquaredDifference', squaredDifference),
+  binary('Atan2', (a, b) => op('atan2', f32(a), f32(b))),
+  binary('Equal', (a, b) => op('eq', a, b), { dtype: 'bool' }),
+  binary('NotEqual', (a, b) => op('ne', a, b), { dtype: 'bool' }),
+  binary('Less', (a, b) => op('lt', a, b), { dtype: 'bool' }),
+  binary('LessEqual', (a, b) => op('le', a, b), { dtype: 'bool' }),
+  binary('Greater', (a, b) => op('gt', a, b), { dtype: 'bool' }),
+  binary('GreaterEqual', (a, b) => op('ge', a, b), { dtype: 'bool' }),
+  binary('LogicalAnd', (a, b) => op('logicalAnd', a, b), { dtype: 'bool' }),
+  binary('LogicalOr', (a, b) => op('logicalOr', a, b), { dtype: 'bool' }),
+  binary('BitwiseAnd', (a, b) => op('bitwiseAnd', a, b)),
+];
+
+// ---- unary ----
+
+type Unary = (x: Tensor, attrs: Record<string, unknown>) => Tensor;
+/**
+ * A unary kernel. `dtype`: the output dtype (default: the input's, as the cpu backend); `float`: the
+ * computation runs on float32 (ints are converted first).
+ */
+function unary(name: string, f: Unary, opts: { dtype?: DataType; float?: boolean } = {}): KernelConfig {
+  return defineKernel(name, ({ inputs, attrs, backend }: KernelArgs) => {
+    const xi = inputs.x;
+    notComplex(name, xi);
+    let x = input(backend, xi);
+    if (opts.float !== false && x.dtype !== 'float32') x = x.to('float32');
+    return backend.output(f(x, attrs as Record<string, unknown>), opts.dtype ?? xi.dtype);
+  });
+}
+const F = (name: string, f: Unary, dtype?: DataType): KernelConfig => unary(name, f, { dtype });
+const K = (name: string, f: Unary, dtype?: DataType): KernelConfig => unary(name, f, { dtype, float: false });
+
+const unaries: KernelConfig[] = [
+  F('Acos', (x) => op('acos', x)),
+  F('Acosh', (x) => op('acosh', x)),
+  F('Asin', (x) => op('asin', x)),
+  F('Asinh', (x) => op('asinh', x)),
+  F('Atan', (x) => op('atan', x)),
+  F('Atanh', (x) => op('atanh', x)),
+  F('Ceil', (x) => op('ceil', x)),
+  F('Cos', (x) => op('cos', x)),
+  F('Cosh', (x) => op('cosh', x)),
+  F('Erf', (x) => op('erf', x)),
+  F('Exp', (x) => op('exp', x), 'float32'),
+  F('Expm1', (x) => op('expm1', x)),
+  F('Floor', (x) => op('floor', x)),
+  F('IsFinite', (x) => op('isfinite', x), 'bool'),
+  F('IsInf', (x) => op('isinf', x), 'bool'),
+  F('IsNan', (x) => op('isnan', x), 'bool'),
+  F('Log', (x) => op('log', x)),
+  F('Log1p', (x) => op('log1p', x)),
+  K('LogicalNot', (x) => op('logicalNot', x), 'bool'),
+  K('Neg', (x) => (x.dtype === 'bool' ? op('neg', x.to('int32')) : op('neg', x))),
+  F('Reciprocal', (x) => op('reciprocal', x)),
+  F('Round', (x) => op('round', x)),
+  F('Rsqrt', (x) => op('rsqrt', x)),
+  F('Sigmoid', (x) => op('sigmoid', x)),
+  // cpu: -1 / 0 / 1, and 0 for NaN
+  K('Sign', (x) => (x.dtype === 'bool' ? x.to('int32') : op('where', op('gt', x, sc(0)), sc(1), op('where', op('lt', x, sc(0)), sc(-1), sc(0))).to(x.dtype))),
+  F('Sin', (x) => op('sin', x)),
+  F('Sinh', (x) => op('sinh', x)),
+  F('Sqrt', (x) => op('sqrt', x)),
+  K('Square', (x) => (x.dtype === 'bool' ? x.clone() : op('mul', x, x))),
+  F('Step', (x, a) => {
+    const alpha = (a.alpha as number | undefined) ?? 0;
+    return op('where', op('isnan', x), x, op('where', op('gt', x, sc(0)), sc(1), sc(alpha)).to('float32'));
+  }),
+  F('Tan', (x) => op('tan', x)),
+  F('Tanh', (x) => op('tanh', x)),
+  K('Abs', (x) => (x.dtype === 'bool' ? x.clone() : op('abs', x))),
+  K('ClipByValue', (x, a) => {
+    const lo = a.clipValueMin as number;
+    const hi = a.clipValueMax as number;
+    const y = x.dtype === 'float32' ? x : x.to('float32');
+    return op('clamp', y, lo, hi);
+  }),
+];
+
+// ---- casts ----
+
+const castKernel = defineKernel('Cast', ({ inputs, attrs, backend }) => {
+  const xi = inputs.x;
+  const to = attrs.dtype as DataType;
+  const x = backend.tensorOf(xi);
+  if (to === xi.dtype) return backend.output(x.clone(), to);
+  if (xi.dtype === 'complex64') {
+    if (to !== 'float32') throw new Error(`Cast: complex64 to ${to} is not supported`);
+    return backend.output(x.select(-1, 0).contiguous(), 'float32');
+  }
+  if (to === 'complex64') {
+    const re = f32(x);
+    return backend.output(joinComplex(re, op('zerosLike', re)), 'complex64');
+  }
+  if (to === 'bool') return backend.output(op('ne', x, sc(0)), 'bool');
+  if (to === 'int32') return backend.output(x.to('int32'), 'int32');
+  if (to === 'float32') return backend.output(x.to('float32'), 'float32');
+  throw new Error(`Cast: unsupported dtype ${to}`);
+});
+
+// ---- reductions ----
+
+interface Reduced {
+  x: Tensor;
+  axes: number[];
+}
+function axesOf(xi: TensorInfo, axis: unknown): number[] {
+  return util.parseAxisParam((axis ?? null) as number | number[], xi.shape);
+}
+/** Moves `axes` to the end and flattens them into one (for single-dimension libtorch reductions). */
+function flattenAxes(x: Tensor, shape: number[], axes: number[]): Tensor {
+  const keep = shape.map((_, i) => i).filter((i) => !axes.includes(i));
+  const perm = [...keep, ...axes];
+  const p = x.permute(perm);
+  return p.reshape([...keep.map((i) => shape[i]), -1]);
+}
+function keepShape(shape: number[], axes: number[]): number[] {
+  return shape.map((s, i) => (axes.includes(i) ? 1 : s));
+}
+function reduction(name: string, axisAttr: string, f: (r: Reduced, xi: TensorInfo) => Tensor, dtype: (xi: TensorInfo) => DataType): KernelConfig {
+  return defineKernel(name, ({ inputs, attrs, backend }) => {
+    const xi = inputs.x;
+    const axes = axesOf(xi, attrs[axisAttr]);
+    const keepDims = !!attrs.keepDims;
+    const x = backend.tensorOf(xi);
+    const outDtype = dtype(xi);
+    if (axes.length === 0) return backend.output(x.clone(), outDtype);
+    let y = f({ x, axes }, xi);
+    const outShape = keepDims ? keepShape(xi.shape, axes) : xi.shape.filter((_, i) => !axes.includes(i));
+    if (outDtype === 'complex64') outShape.push(2);
+    y = y.reshape(outShape);
+    return backend.output(y, outDtype);
+  });
+}
+const intOrFloat = (xi: TensorInfo): DataType => (xi.dtype === 'complex64' ? 'complex64' : upcastType(xi.dtype, 'int32'));
+
+const reductions: KernelConfig[] = [
+  reduction('Sum', 'axis', ({ x, axes }, xi) => {
+    if (xi.dtype === 'complex64') return op('sum', x, axes, false, undefined);
+    return op('sum', x.dtype === 'bool' ? x.to('int32') : x, axes, false, undefined);
+  }, intOrFloat),
+  reduction('Prod', 'axis', ({ x, axes }, xi) => {
+    notComplex('Prod', xi);
+    const v = x.dtype === 'bool' ? x.to('int32') : x;
+    return op('prod', flattenAxes(v, xi.shape, axes), -1, false);
+  }, intOrFloat),
+  reduction('Mean', 'axis', ({ x, axes }, xi) => {
+    notComplex('Mean', xi);
+    return op('mean', f32(x), axes, false, undefined);
+  }, () => 'float32'),
+  reduction('Max', 'reductionIndices', ({ x, axes }, xi) => {
+    notComplex('Max', xi);
+    return op('amax', x.dtype === 'bool' ? x.to('uint8') : x, axes, false);
+  }, (xi) => xi.dtype),
+  reduction('Min', 'axis', ({ x, axes }, xi) => {
+    notComplex('Min', xi);
+    return op('amin', x.dtype === 'bool' ? x.to('uint8') : x, axes, false);
+  }, (xi) => xi.dtype),
+  reduction('All', 'axis', ({ x, axes }, xi) => op('allDim', flattenAxes(x, xi.shape, axes), -1, false), () => 'bool'),
+  reduction('Any', 'axis', ({ x, axes }, xi) => op('anyDim', flattenAxes(x, xi.shape, axes), -1, false), () => 'bool'),
+];
+
+function argReduce(name: string, nativeName: 'argmax' | 'argmin'): KernelConfig {
+  return defineKernel(name, ({ inputs, attrs, backend }) => {
+    const xi = inputs.x;
+    notComplex(name, xi);
+    const axes = axesOf(xi, attrs.axis);
+    if (axes.length !== 1) throw new Error(`${name}: expected one axis, got [${axes}]`);
+    let x = backend.tensorOf(xi);
+    if (x.dtype === 'bool') x = x.to('uint8');
+    return backend.output(op(nativeName, x, axes[0], false), 'int32');
+  });
+}
+
+// Max/Min also exist for the reductionIndices spelling of Max; tfjs's Min uses `axis`.
+
+// ---- cumulative ----
+
+function cumulative(name: string, nativeName: 'cumsum' | 'cumprod', identity: number): KernelConfig {
+  return defineKernel(name, ({ inputs, attrs, backend }) => {
+    const xi = inputs.x;
+    notComplex(name, xi);
+    const rank = xi.shape.length;
+    let axis = attrs.axis as number;
+    if (axis < 0) axis += rank;
+    const exclusive = !!attrs.exclusive;
+    const reverse = !!attrs.reverse;
+    let x = backend.tensorOf(xi);
+    if (x.dtype === 'bool') x = x.to('int32');
+    if (reverse) x = x.flip([axis]);
+    let y = op(nativeName, x, axis);
+    const n = xi.shape[axis];
+    if (exclusive && n > 0) {
+      const firstShape = [...y.shape];
+      firstShape[axis] = 1;
+      const first = op('full', firstShape, identity, code(y.dtype), backend.device);
+      y = op('cat', [first, y.narrow(axis, 0, n - 1)], axis);
+    }
+    if (reverse) y = y.flip([axis]);
+    return backend.output(y, xi.dtype === 'bool' ? 'int32' : xi.dtype);
+  });
+}
+
+
+const addN = defineKernel('AddN', ({ inputs, backend }) => {
+  const list = inputs as unknown as TensorInfo[];
+  const dtype = list.map((t) => t.dtype).reduce((a, b) => upcastType(a, b));
+  let acc = backend.tensorOf(list[0]);
+  if (acc.dtype === 'bool') acc = acc.to('int32');
+  acc = acc.clone();
+  for (let i = 1; i < list.length; i++) {
+    let t = backend.tensorOf(list[i]);
+    if (t.dtype === 'bool') t = t.to('int32');
+    acc = op('add', acc, t, 1);
+  }
+  return backend.output(acc, dtype);
+});
+
+export const configs: KernelConfig[] = [
+  ...binaries,
+  ...unaries,
+  castKernel,
+  ...reductions,
+  argReduce('ArgMax', 'argmax'),
+  argReduce('ArgMin', 'argmin'),
+  cumulative('Cumsum', 'cumsum', 0),
+  cumulative('Cumprod', 'cumprod', 1),
+  addN,
+];
+
+// Re-exported for other kernel files.
+export { f32, scalarT };

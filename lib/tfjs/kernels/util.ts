@@ -1,0 +1,148 @@
+// Shared pieces of the residual tfjs kernels: defineKernel (scoped kernel bodies), calls into the native
+// op table, layout (NHWC <-> NCHW views), TF padding and dtype helpers.
+import type { DataType, KernelConfig, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
+import { native, type NativeBinding } from '../../native.js';
+import { dtypeCode, type DType } from '../../tensor/dtype.js';
+import { scope } from '../../tensor/scope.js';
+import { Tensor, hOf, wrapT } from '../../tensor/tensor.js';
+import { BACKEND_NAME, type ResidualBackend } from '../backend.js';
+
+export type { ResidualBackend };
+export { Tensor };
+
+export interface KernelArgs {
+  /** The kernel's named inputs (tfjs passes a list for list kernels such as Concat: cast). */
+  inputs: Record<string, TensorInfo>;
+  attrs: NamedAttrMap;
+  backend: ResidualBackend;
+}
+export type KernelBody = (args: KernelArgs) => TensorInfo | TensorInfo[];
+
+/**
+ * A kernel of the `residual` backend. `fn` runs inside a residual scope: every residual tensor it
+ * creates is freed when it returns, except the ones it registers with backend.output().
+ */
+export function defineKernel(kernelName: string, fn: KernelBody): KernelConfig {
+  return {
+    kernelName,
+    backendName: BACKEND_NAME,
+    kernelFunc: ({ inputs, attrs, backend }) => {
+      const b = backend as ResidualBackend;
+      return b.runKernel(() => fn({ inputs: inputs as Record<string, TensorInfo>, attrs: attrs ?? {}, backend: b }), scope);
+    },
+  };
+}
+
+// ---- native calls ----
+
+type Arg = Tensor | readonly Tensor[] | number | boolean | string | readonly number[] | readonly (number | boolean)[] | null | undefined;
+function conv(a: Arg): unknown {
+  if (a instanceof Tensor) return hOf(a);
+  if (Array.isArray(a) && a.length > 0 && a[0] instanceof Tensor) return (a as Tensor[]).map((t) => hOf(t));
+  return a === null ? undefined : a;
+}
+type OpName = { [K in keyof NativeBinding]: NativeBinding[K] extends (...a: never[]) => unknown ? K : never }[keyof NativeBinding];
+
+/** Calls a native op that returns one tensor; Tensor arguments become handles. */
+export function op(name: OpName, ...args: Arg[]): Tensor {
+  const f = native[name] as (...a: unknown[]) => unknown;
+  return wrapT(f(...args.map(conv)) as never);
+}
+/** Calls a native op that returns a list (or tuple) of tensors. */
+export function opList(name: OpName, ...args: Arg[]): Tensor[] {
+  const f = native[name] as (...a: unknown[]) => unknown;
+  return (f(...args.map(conv)) as never[]).map((h) => wrapT(h));
+}
+/** A scalar operand for ops that take a tensor or a number (TOS arguments): boxed as [value]. */
+export function sc(v: number | boolean): [number | boolean] {
+  return [v];
+}
+
+// ---- dtypes ----
+
+/** The libtorch dtype a tfjs dtype is stored as. */
+export function torchDtype(d: DataType): DType {
+  switch (d) {
+    case 'float32':
+    case 'complex64':
+      return 'float32';
+    case 'int32':
+      return 'int32';
+    case 'bool':
+      return 'bool';
+    default:
+      throw new Error(`the residual backend does not compute on ${d} tensors`);
+  }
+}
+/** Code of a libtorch dtype for native calls. */
+export function code(d: DType): number {
+  return dtypeCode(d) as number;
+}
+/** A tensor converted to the storage dtype of a tfjs dtype (the same tensor when it already is). */
+export function cast(t: Tensor, d: DataType | DType): Tensor {
+  const want = d === 'complex64' ? 'float32' : (d as DType);
+  return t.dtype === want ? t : t.to(want);
+}
+/** A new tensor with the given tfjs dtype's storage (a copy when it already is: safe to output). */
+export function scalarT(v: number | boolean, d: DataType | DType, device: string): Tensor {
+  return wrapT(native.scalarTensor(v, code(d === 'complex64' ? 'float32' : (d as DType)), device));
+}
+
+// ---- layout ----
+
+/** NHWC (tf) -> NCHW (libtorch) as a permuted view, no copy. */
+export function toNCHW(t: Tensor): Tensor {
+  return t.permute(0, 3, 1, 2);
+}
+/** NCHW -> NHWC as a permuted view, no copy. */
+export function fromNCHW(t: Tensor): Tensor {
+  return t.permute(0, 2, 3, 1);
+}
+/** NDHWC -> NCDHW view. */
+export function toNCDHW(t: Tensor): Tensor {
+  return t.permute(0, 4, 1, 2, 3);
+}
+/** NCDHW -> NDHWC view. */
+export function fromNCDHW(t: Tensor): Tensor {
+  return t.permute(0, 2, 3, 4, 1);
+}
+
+// ---- TF padding ----
+
+/** Padding before/after one spatial dimension. */
+export interface Pad1 {
+  before: number;
+  after: number;
+}
+/**
+ * TF's padding for one spatial dimension: 'valid' (none), 'same' (total = max((ceil(in/stride) - 1) *
+ * stride + (k - 1) * dilation + 1 - in, 0), the odd one extra at the end), or explicit [before, after].
+ */
+export function tfPad(padding: 'same' | 'valid' | readonly [number, number], inSize: number, k: number, stride: number, dilation = 1): Pad1 {
+  if (padding === 'valid') return { before: 0, after: 0 };
+  if (padding === 'same') {
+    const effK = (k - 1) * dilation + 1;
+    const out = Math.ceil(inSize / stride);
+    const total = Math.max((out - 1) * stride + effK - inSize, 0);
+    const before = Math.floor(total / 2);
+    return { before, after: total - before };
+  }
+  return { before: padding[0], after: padding[1] };
+}
+/** True when every dimension pads the same amount on both sides (libtorch's symmetric padding will do). */
+export function isSymmetric(p: readonly Pad1[]): boolean {
+  return p.every((x) => x.before === x.after);
+}
+
+/** tfjs's shape size. */
+export function sizeOf(shape: readonly number[]): number {
+  let n = 1;
+  for (const s of shape) n *= s;
+  return n;
+}
+/** Normalizes (possibly negative) axes against a rank. */
+export function normAxes(axis: number | readonly number[] | undefined | null, rank: number): number[] {
+  if (axis === undefined || axis === null) return Array.from({ length: rank }, (_, i) => i);
+  const a = typeof axis === 'number' ? [axis] : [...axis];
+  return a.map((x) => (x < 0 ? x + rank : x));
+}

@@ -1,0 +1,145 @@
+// The residual tfjs backend: registration, the KernelBackend methods (write/read/readSync/move/
+// disposeData/refCount/incRef/numDataIds/memory/time/dispose), read() off the main thread, no leaked
+// native tensors, and kernels against the cpu backend (the semantic reference) on the same inputs.
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { memory as residualMemory } from '../lib/index.js';
+import { BACKEND_NAME, RESIDUAL_PRIORITY, ResidualBackend } from '../lib/tfjs/index.js';
+
+beforeAll(async () => {
+  await tf.setBackend('residual');
+});
+afterAll(async () => {
+  await tf.setBackend('residual');
+});
+
+/** Runs fn on a backend and returns its result's data, dtype and shape (tensors disposed). */
+async function on(backend: string, fn: () => tf.Tensor | tf.Tensor[]): Promise<{ data: unknown[]; dtype: string; shape: number[] }[]> {
+  await tf.setBackend(backend);
+  const out = tf.tidy(fn);
+  const list = Array.isArray(out) ? out : [out];
+  const res = [];
+  for (const t of list) res.push({ data: Array.from((await t.data()) as ArrayLike<number>), dtype: t.dtype, shape: t.shape });
+  tf.dispose(list);
+  await tf.setBackend('residual');
+  return res;
+}
+
+/** Float32 closeness: relative 1e-5 (a few float32 ulps of accumulated rounding), NaN == NaN. */
+function expectClose(a: unknown[], b: unknown[], rtol = 1e-5, atol = 1e-6): void {
+  expect(a.length).toBe(b.length);
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] as number;
+    const y = b[i] as number;
+    if (Number.isNaN(y)) expect(x, `element ${i}`).toBeNaN();
+    else if (!Number.isFinite(y)) expect(x, `element ${i}`).toBe(y);
+    else expect(Math.abs(x - y), `element ${i}: ${x} vs ${y}`).toBeLessThanOrEqual(atol + rtol * Math.abs(y));
+  }
+}
+
+async function sameAsCpu(fn: () => tf.Tensor | tf.Tensor[], rtol?: number): Promise<void> {
+  const r = await on('residual', fn);
+  const c = await on('cpu', fn);
+  expect(r.length).toBe(c.length);
+  for (let i = 0; i < r.length; i++) {
+    expect(r[i].dtype).toBe(c[i].dtype);
+    expect(r[i].shape).toEqual(c[i].shape);
+    expectClose(r[i].data, c[i].data, rtol);
+  }
+}
+
+describe('residual tfjs backend', () => {
+  it('registers as `residual` above tfjs-node (priority 3) and is the default', () => {
+    expect(BACKEND_NAME).toBe('residual');
+    expect(RESIDUAL_PRIORITY).toBeGreaterThan(3);
+    expect(tf.findBackend('residual')).toBeInstanceOf(ResidualBackend);
+    expect(tf.getBackend()).toBe('residual');
+  });
+
+  it('writes and reads float32, int32, bool (Uint8Array) and complex64 data', async () => {
+    const f = tf.tensor([1.5, -2, 3], [3]);
+    const i = tf.tensor([1, -2, 2147483647], [3], 'int32');
+    const b = tf.tensor([true, false, true]);
+    const c = tf.complex([1, 2], [3, 4]);
+    expect(await f.data()).toEqual(new Float32Array([1.5, -2, 3]));
+    expect(i.dataSync()).toEqual(new Int32Array([1, -2, 2147483647]));
+    expect(b.dataSync()).toBeInstanceOf(Uint8Array);
+    expect(Array.from(b.dataSync())).toEqual([1, 0, 1]);
+    expect(Array.from(await c.data())).toEqual([1, 3, 2, 4]);
+    tf.dispose([f, i, b, c]);
+  });
+
+  it('read() resolves off the main thread: the event loop turns while a large copy is pending', async () => {
+    const big = tf.zeros([4, 1024, 1024]);
+    let turned = false;
+    const p = big.data().then((d) => d.length);
+    setImmediate(() => (turned = true));
+    expect(await p).toBe(4 * 1024 * 1024);
+    await new Promise((r) => setImmediate(r));
+    expect(turned).toBe(true);
+    big.dispose();
+  });
+
+  it('binary ops broadcast and match the cpu backend (int32 floor division, mod sign, NaN)', async () => {
+    await sameAsCpu(() => [
+      tf.add(tf.tensor2d([1, 2, 3, 4], [2, 2]), tf.tensor1d([10, 20])),
+      tf.floorDiv(tf.tensor1d([7, -7, 7, -7, 0, 5], 'int32'), tf.tensor1d([2, 2, -2, -2, 3, 0], 'int32')),
+      tf.mod(tf.tensor1d([5, -5, 5, -5, 5.5]), tf.tensor1d([3, 3, -3, -3, 2])),
+      tf.maximum(tf.tensor1d([1, NaN, 3]), tf.tensor1d([2, 2, NaN])),
+      tf.pow(tf.tensor1d([2, 3, -2], 'int32'), tf.tensor1d([3, 2, 3], 'int32')),
+      tf.squaredDifference(tf.tensor1d([1, 2]), tf.tensor1d([4, 0])),
+      tf.div(tf.tensor1d([1, -1, 0]), tf.tensor1d([0, 3, 0])),
+      tf.greater(tf.tensor1d([1, 2, NaN]), tf.scalar(1.5)),
+    ]);
+  });
+
+  it('reductions return int32 for int32/bool input', async () => {
+    await sameAsCpu(() => {
+      const x = tf.tensor2d([1, 2, 3, 4, 5, 6], [2, 3], 'int32');
+      return [tf.sum(x), tf.sum(x, 1), tf.prod(x, [0, 1]), tf.max(x, 0, true), tf.mean(x), tf.argMax(x, 1), tf.sum(tf.tensor1d([true, true, false], 'bool')), tf.cumsum(x, 1, true, true)];
+    });
+  });
+
+  it('disposes: numDataIds and the native tensor count return to their start', async () => {
+    const b = tf.backend() as ResidualBackend;
+    const ids0 = b.numDataIds();
+    const native0 = residualMemory().tensors;
+    for (let k = 0; k < 3; k++) {
+      tf.tidy(() => {
+        const x = tf.tensor2d([1, 2, 3, 4], [2, 2]);
+        tf.sum(tf.exp(tf.mul(tf.add(x, 1), tf.cast(tf.greater(x, 2), 'float32'))), 0);
+        tf.cumprod(tf.floorDiv(tf.cast(x, 'int32'), tf.scalar(2, 'int32')), 1);
+      });
+    }
+    expect(b.numDataIds()).toBe(ids0);
+    expect(residualMemory().tensors).toBe(native0);
+  });
+
+  it('a failing kernel throws a JS Error and leaks nothing', () => {
+    const b = tf.backend() as ResidualBackend;
+    const ids0 = b.numDataIds();
+    const native0 = residualMemory().tensors;
+    const x = tf.tensor2d([1, 2, 3, 4], [2, 2]);
+    expect(() => tf.engine().runKernel('ArgMax', { x }, { axis: [0, 1] })).toThrow(/one axis/);
+    x.dispose();
+    expect(b.numDataIds()).toBe(ids0);
+    expect(residualMemory().tensors).toBe(native0);
+  });
+
+  it('memory(), time() and a fresh backend after removal', async () => {
+    const m = tf.memory() as tf.MemoryInfo & { numBytesInResidual: number };
+    expect(m.unreliable).toBe(false);
+    expect(typeof m.numBytesInResidual).toBe('number');
+    const t = await tf.time(() => tf.dispose(tf.add(tf.ones([64]), 1)));
+    expect(t.kernelMs).toBeGreaterThanOrEqual(0);
+    const first = tf.findBackend('residual');
+    tf.removeBackend('residual');
+    tf.registerBackend('residual', () => new ResidualBackend(), RESIDUAL_PRIORITY);
+    await tf.setBackend('residual');
+    expect(tf.findBackend('residual')).not.toBe(first);
+    const x = tf.tensor1d([1, 2, 3]);
+    expect(Array.from(await tf.sum(x).data())).toEqual([6]);
+    x.dispose();
+  });
+});
