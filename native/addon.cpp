@@ -83,7 +83,11 @@ static void release(napi_env env, EnvData* d, Handle* h) {
     h->storage = nullptr;
   }
   h->t.reset();
-  if (++h->gen >= (1u << kGenBits)) h->gen = 1;
+  // A slot whose generations are used up is retired, never reused: a wrapped generation would
+  // reissue an old id, and a stale Tensor (or its GC finalizer, which may run long after dispose)
+  // would then address, or dispose, a live tensor. The free list is LIFO, so a hot slot goes
+  // through its 2^20 - 1 generations in about a million allocations; retiring it costs one table entry.
+  if (++h->gen >= (1u << kGenBits)) return;
   d->freeSlots.push_back(h->index);
 }
 

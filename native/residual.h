@@ -15,7 +15,8 @@ struct EnvData;
 // An id is tag * 2^42 + gen * 2^22 + index (53 bits, exact in a double): `tag` is the environment's
 // random tag (11 bits, unique among live environments), so an id from another environment (a Tensor
 // posted to a worker_thread) or a made-up number is refused instead of addressing this environment's
-// tensors; `gen` (20 bits) changes on every reuse of the slot.
+// tensors; `gen` (20 bits) changes on every reuse of the slot, and a slot whose generations are used
+// up is retired (never reused), so no id is ever issued twice.
 struct Handle {
   at::Tensor t;
   c10::StorageImpl* storage = nullptr;  // registered storage (for byte counters), or null

@@ -1,6 +1,7 @@
 // Explicit memory: dispose, scopes (sync and async), counters, and no growth over many iterations.
 import { describe, expect, it } from 'vitest';
 import * as r from '../lib/index.js';
+import { native as N } from '../lib/native.js';
 
 describe('memory', () => {
   it('dispose frees and counters follow', () => {
@@ -144,6 +145,33 @@ describe('memory', () => {
     const d = c.to({ copy: true });
     d.add_(1);
     expect(c.toArray()).toEqual([20, 4, 6, 8]);
+  });
+
+  it('a tensor id is never issued twice, also after a slot has gone through all its generations', () => {
+    // The handle table's free list is LIFO: create + dispose in a loop reuses one slot, under a new
+    // 20-bit generation each time. A wrapped generation would reissue the first id, and the stale
+    // Tensor (or its GC finalizer, which may run long after dispose) would then dispose a live tensor.
+    const src = r.ones([1]);
+    const first = r.ones([1]);
+    const staleId = first._h;
+    first.dispose();
+    let reissued = 0;
+    for (let i = 0; i < 2 ** 20 + 8; i++) {
+      const id = N.clone(src._h);
+      if (id === staleId) reissued++;
+      N.dispose(id);
+    }
+    expect(reissued).toBe(0);
+    const live = r.ones([3]);
+    const before = r.memory().tensors;
+    N.dispose(staleId); // what the finalizer of `first` does
+    first.dispose();
+    expect(live.disposed).toBe(false);
+    expect(r.memory().tensors).toBe(before);
+    expect(live.sum().item()).toBe(3);
+    expect(() => first.add(1)).toThrow(r.DisposedTensorError);
+    live.dispose();
+    src.dispose();
   });
 
   it('the GC finalizer frees tensors nobody disposed (backstop)', async () => {
