@@ -1,0 +1,236 @@
+// Complex numbers, FFT, sorting/selection, segment sums and counts, sampling, einsum, non-max
+// suppression and strings for the residual tfjs backend. Semantics follow tfjs-backend-cpu.
+//
+// Computed in JS on the read data (as the cpu backend does): Unique (hashing of values/slices),
+// NonMaxSuppressionV3/V4/V5 (tfjs-core's own kernel_impls) and StaticRegexReplace (strings).
+import { kernel_impls, util } from '@tensorflow/tfjs-core';
+import type { DataType, KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
+import { native } from '../../native.js';
+import { wrapT } from '../../tensor/tensor.js';
+import { code, defineKernel, op, opList, sc, torchDtype, type ResidualBackend, type Tensor } from './util.js';
+
+function fromJs(backend: ResidualBackend, vals: Int32Array | Float32Array, shape: number[], dtype: 'int32' | 'float32'): TensorInfo {
+  let t = wrapT(native.fromBuffer(vals, 0, shape, code(dtype), true));
+  if (backend.device !== 'cpu') t = t.to(backend.device as 'cuda');
+  return backend.output(t, dtype);
+}
+function notComplex(name: string, ...xs: TensorInfo[]): void {
+  for (const x of xs) if (x.dtype === 'complex64' || x.dtype === 'string') throw new Error(`${name}: ${x.dtype} tensors are not supported`);
+}
+
+// ---- complex ----
+
+const complex = defineKernel('Complex', ({ inputs, backend }) => {
+  const re = backend.tensorOf(inputs.real).to('float32');
+  const im = backend.tensorOf(inputs.imag).to('float32');
+  return backend.output(op('stack', [re, im], -1), 'complex64');
+});
+const real = defineKernel('Real', ({ inputs, backend }) => {
+  const x = inputs.input;
+  const t = backend.tensorOf(x);
+  return backend.output(x.dtype === 'complex64' ? t.select(-1, 0).contiguous() : t.to('float32').clone(), 'float32');
+});
+const imag = defineKernel('Imag', ({ inputs, backend }) => {
+  const x = inputs.input;
+  const t = backend.tensorOf(x);
+  return backend.output(x.dtype === 'complex64' ? t.select(-1, 1).contiguous() : op('zerosLike', t.to('float32')), 'float32');
+});
+const complexAbs = defineKernel('ComplexAbs', ({ inputs, backend }) => {
+  const t = backend.tensorOf(inputs.x).to('float64');
+  const re = t.select(-1, 0);
+  const im = t.select(-1, 1);
+  // hypot in float64 (no overflow of the squares), rounded once to float32
+  return backend.output(op('sqrt', op('add', op('mul', re, re), op('mul', im, im), 1)).to('float32'), 'float32');
+});
+function fft(name: string, inverse: boolean): KernelConfig {
+  return defineKernel(name, ({ inputs, backend }) => {
+    const x = inputs.input;
+    if (x.dtype !== 'complex64') throw new Error(`${name}: expected a complex64 input, got ${x.dtype}`);
+    return backend.output(op('fftInterleaved', backend.tensorOf(x), inverse), 'complex64');
+  });
+}
+
+// ---- sorting and selection ----
+
+const topK = defineKernel('TopK', ({ inputs, attrs, backend }) => {
+  const x = inputs.x;
+  notComplex('TopK', x);
+  const k = attrs.k as number;
+  let t = backend.tensorOf(x);
+  if (t.dtype === 'bool') t = t.to('int32');
+  // A stable descending sort: ties keep the lower index first, as the cpu backend.
+  const [values, indices] = opList('sortStable', t, -1, true);
+  return [backend.output(values.narrow(-1, 0, k).contiguous(), x.dtype), backend.output(indices.narrow(-1, 0, k).contiguous(), 'int32')];
+});
+
+const unique = defineKernel('Unique', ({ inputs, attrs, backend }) => {
+  const x = inputs.x;
+  notComplex('Unique', x);
+  const axis = util.parseAxisParam((attrs.axis as number | undefined) ?? 0, x.shape)[0];
+  const n = x.shape[axis];
+  const inner = x.shape.length === 0 ? 1 : util.sizeFromShape(x.shape) / Math.max(n, 1);
+  let rows: ArrayLike<unknown>;
+  if (x.dtype === 'string') {
+    const vals = backend.readSync(x.dataId) as Uint8Array[];
+    const strs = vals.map((v) => util.decodeString(v));
+    if (x.shape.length <= 1) rows = strs;
+    else {
+      const order = op('arange', 0, strs.length, 1, code('int32'), 'cpu').reshape(x.shape);
+      const moved = order.permute([axis, ...x.shape.map((_, i) => i).filter((i) => i !== axis)]).contiguous();
+      rows = Array.from(moved.toTypedArray() as Int32Array, (i) => strs[i]);
+    }
+  } else {
+    const t = backend.tensorOf(x);
+    const moved = x.shape.length <= 1 ? t.reshape([-1]) : t.permute([axis, ...x.shape.map((_, i) => i).filter((i) => i !== axis)]).contiguous();
+    rows = moved.toTypedArray() as ArrayLike<number>;
+  }
+  const keyOf = (i: number): string => {
+    const parts: unknown[] = [];
+    for (let j = 0; j < inner; j++) parts.push(rows[i * inner + j]);
+    return parts.join(',');
+  };
+  const seen = new Map<string, number>();
+  const firsts: number[] = [];
+  const idx = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const key = keyOf(i);
+    let u = seen.get(key);
+    if (u === undefined) {
+      u = firsts.length;
+      seen.set(key, u);
+      firsts.push(i);
+    }
+    idx[i] = u;
+  }
+  const outShape = [...x.shape];
+  if (outShape.length) outShape[axis] = firsts.length;
+  let values: TensorInfo;
+  if (x.dtype === 'string') {
+    const vals = backend.readSync(x.dataId) as Uint8Array[];
+    const outer = util.sizeFromShape(x.shape.slice(0, axis));
+    const after = util.sizeFromShape(x.shape.slice(axis + 1));
+    const out: Uint8Array[] = [];
+    for (let o = 0; o < outer; o++) for (const f of firsts) for (let a = 0; a < after; a++) out.push(vals[(o * n + f) * after + a]);
+    values = backend.outputStrings(out, outShape);
+  } else {
+    const sel = new BigInt64Array(firsts.map((f) => BigInt(f)));
+    let it = wrapT(native.fromBuffer(sel, 0, [sel.length], code('int64'), true));
+    if (backend.device !== 'cpu') it = it.to(backend.device as 'cuda');
+    const t = backend.tensorOf(x);
+    values = backend.output(x.shape.length === 0 ? t.clone() : t.indexSelect(axis, it), x.dtype);
+  }
+  return [values, fromJs(backend, idx, [n], 'int32')];
+});
+
+const searchSorted = defineKernel('SearchSorted', ({ inputs, attrs, backend }) => {
+  const { sortedSequence, values } = inputs;
+  notComplex('SearchSorted', sortedSequence, values);
+  const seq = backend.tensorOf(sortedSequence).contiguous();
+  let v = backend.tensorOf(values).contiguous();
+  if (v.dtype !== seq.dtype) v = v.to(seq.dtype);
+  return backend.output(op('searchsorted', seq, v, true, attrs.side === 'right'), 'int32');
+});
+
+// ---- segments and counts ----
+
+const unsortedSegmentSum = defineKernel('UnsortedSegmentSum', ({ inputs, attrs, backend }) => {
+  const { x, segmentIds } = inputs;
+  notComplex('UnsortedSegmentSum', x);
+  const num = attrs.numSegments as number;
+  const rest = x.shape.slice(segmentIds.shape.length);
+  let xt = backend.tensorOf(x);
+  if (xt.dtype === 'bool') xt = xt.to('int32');
+  const ids = backend.tensorOf(segmentIds).to('int64').reshape([-1]);
+  const rows = xt.reshape([ids.numel(), ...rest]);
+  const ok = op('logicalAnd', op('ge', ids, sc(0)), op('lt', ids, sc(num)));
+  const out = op('zeros', [num, ...rest], code(xt.dtype), backend.device);
+  const y = op('indexAdd', out, 0, op('indexTensors', ids, [ok]), op('indexTensors', rows, [ok]));
+  return backend.output(y, x.dtype);
+});
+
+function bincountCore(backend: ResidualBackend, x: TensorInfo, weights: TensorInfo, size: number, binary: boolean): Tensor {
+  const xt = backend.tensorOf(x).to('int64');
+  if (xt.numel() > 0 && (op('any', op('lt', xt, sc(0))).item() as boolean)) throw new Error('Input x must be non-negative!');
+  const rowsN = x.shape.length === 2 ? x.shape[0] : 1;
+  const wdt: DataType = weights.dtype === 'int32' ? 'int32' : 'float32';
+  const dt = torchDtype(wdt);
+  const hasW = util.sizeFromShape(weights.shape) > 0;
+  const flatX = xt.reshape([-1]);
+  const ok = op('lt', flatX, sc(size));
+  let pos = flatX;
+  if (rowsN > 1 || x.shape.length === 2) {
+    const rowIdx = op('arange', 0, rowsN, 1, code('int64'), backend.device).reshape([rowsN, 1]).expand(x.shape).reshape([-1]);
+    pos = op('add', op('mul', rowIdx, sc(size)), flatX, 1);
+  }
+  const w = hasW && !binary ? backend.tensorOf(weights).to(dt).reshape([-1]) : op('onesLike', flatX).to(dt);
+  const out = op('zeros', [rowsN * size], code(dt), backend.device);
+  let y = op('indexAdd', out, 0, op('indexTensors', pos, [ok]), op('indexTensors', w, [ok]));
+  if (binary) y = op('ne', y, sc(0)).to(dt);
+  return x.shape.length === 2 ? y.reshape([rowsN, size]) : y;
+}
+const bincount = defineKernel('Bincount', ({ inputs, attrs, backend }) => {
+  const { x, weights } = inputs;
+  return backend.output(bincountCore(backend, x, weights, attrs.size as number, false), weights.dtype === 'int32' ? 'int32' : 'float32');
+});
+const denseBincount = defineKernel('DenseBincount', ({ inputs, attrs, backend }) => {
+  const { x, weights } = inputs;
+  return backend.output(bincountCore(backend, x, weights, attrs.size as number, !!attrs.binaryOutput), weights.dtype === 'int32' ? 'int32' : 'float32');
+});
+
+// ---- sampling, einsum ----
+
+const multinomial = defineKernel('Multinomial', ({ inputs, attrs, backend }) => {
+  const logits = backend.tensorOf(inputs.logits).to('float32');
+  const numSamples = attrs.numSamples as number;
+  // tf's seed attr is not used: samples come from residual's generator (manualSeed makes them repeatable).
+  const probs = attrs.normalized ? logits : op('softmax', logits, -1, undefined);
+  return backend.output(op('multinomial', probs, numSamples, true), 'int32');
+});
+
+const einsum = defineKernel('Einsum', ({ inputs, attrs, backend }) => {
+  const list = inputs as unknown as TensorInfo[];
+  notComplex('Einsum', ...list);
+  const dtype = list.every((t) => t.dtype === 'int32') ? 'int32' : 'float32';
+  const ts = list.map((t) => backend.tensorOf(t).to(torchDtype(dtype)));
+  return backend.output(op('einsum', attrs.equation as string, ts), dtype);
+});
+
+// ---- non-max suppression (tfjs-core's implementations, on the read data) ----
+
+const nmsV3 = defineKernel('NonMaxSuppressionV3', ({ inputs, attrs, backend }) => {
+  const boxes = backend.readSync(inputs.boxes.dataId) as Float32Array;
+  const scores = backend.readSync(inputs.scores.dataId) as Float32Array;
+  const { maxOutputSize, iouThreshold, scoreThreshold } = attrs as unknown as Record<string, number>;
+  const { selectedIndices } = kernel_impls.nonMaxSuppressionV3Impl(boxes, scores, maxOutputSize, iouThreshold, scoreThreshold);
+  return fromJs(backend, new Int32Array(selectedIndices), [selectedIndices.length], 'int32');
+});
+const nmsV4 = defineKernel('NonMaxSuppressionV4', ({ inputs, attrs, backend }) => {
+  const boxes = backend.readSync(inputs.boxes.dataId) as Float32Array;
+  const scores = backend.readSync(inputs.scores.dataId) as Float32Array;
+  const { maxOutputSize, iouThreshold, scoreThreshold, padToMaxOutputSize } = attrs as unknown as Record<string, number>;
+  const { selectedIndices, validOutputs } = kernel_impls.nonMaxSuppressionV4Impl(boxes, scores, maxOutputSize, iouThreshold, scoreThreshold, !!padToMaxOutputSize);
+  return [fromJs(backend, new Int32Array(selectedIndices), [selectedIndices.length], 'int32'), fromJs(backend, new Int32Array([validOutputs ?? 0]), [], 'int32')];
+});
+const nmsV5 = defineKernel('NonMaxSuppressionV5', ({ inputs, attrs, backend }) => {
+  const boxes = backend.readSync(inputs.boxes.dataId) as Float32Array;
+  const scores = backend.readSync(inputs.scores.dataId) as Float32Array;
+  const { maxOutputSize, iouThreshold, scoreThreshold, softNmsSigma } = attrs as unknown as Record<string, number>;
+  const { selectedIndices, selectedScores } = kernel_impls.nonMaxSuppressionV5Impl(boxes, scores, maxOutputSize, iouThreshold, scoreThreshold, softNmsSigma);
+  return [fromJs(backend, new Int32Array(selectedIndices), [selectedIndices.length], 'int32'), fromJs(backend, new Float32Array(selectedScores ?? []), [selectedScores?.length ?? 0], 'float32')];
+});
+
+// ---- strings ----
+
+const staticRegexReplace = defineKernel('StaticRegexReplace', ({ inputs, attrs, backend }) => {
+  const x = inputs.x;
+  if (x.dtype !== 'string') throw new Error('StaticRegexReplace: expected a string tensor');
+  const { pattern, rewrite, replaceGlobal } = attrs as unknown as { pattern: string; rewrite: string; replaceGlobal: boolean };
+  const re = new RegExp(pattern, replaceGlobal ? 'g' : '');
+  const vals = (backend.readSync(x.dataId) as Uint8Array[]).map((v) => util.encodeString(util.decodeString(v).replace(re, rewrite)));
+  return backend.outputStrings(vals, x.shape);
+});
+
+export const configs: KernelConfig[] = [
+  complex, real, imag, complexAbs, fft('FFT', false), fft('IFFT', true), topK, unique, searchSorted, unsortedSegmentSum,
+  bincount, denseBincount, multinomial, einsum, nmsV3, nmsV4, nmsV5, staticRegexReplace,
+];
