@@ -344,9 +344,11 @@ function poolBackward(kind: PoolKind, dy: Tensor, x: Tensor, g: Geo, device: str
     const gi = op('maxPoolBackward', dy, xp, g.k, g.stride, p.sym, g.dil, false);
     return padSpatial(gi, neg(p.pl), neg(p.pr));
   }
-  if (p.direct) return op('avgPoolBackward', dy, x, g.k, g.stride, p.sym, false, false, null);
+  // tfjs's AvgPoolGrad (tfjs-core's gradient of AvgPool, as its cpu and webgl backends and its test
+  // suite define it) divides every window by the full filter size, padding included.
+  void device;
   const xp = padSpatial(x, p.pl, p.pr);
-  const gi = op('avgPoolBackward', dy.div(poolCounts(g, p, device)), xp, g.k, g.stride, p.sym, false, true, 1);
+  const gi = op('avgPoolBackward', dy, xp, g.k, g.stride, p.sym, false, true, sizeOf(g.k));
   return padSpatial(gi, neg(p.pl), neg(p.pr));
 }
 function poolDtype(t: Tensor, what: string): Tensor {
