@@ -75,6 +75,18 @@ export interface NativeBinding {
   readonly ddpDestroy: NativeFn;
   readonly distSyncBatchNorm: NativeFn;
   readonly tensorSetData: NativeFn;
+  // native/graphs.cpp
+  readonly cudaGraphCreate: NativeFn;
+  readonly cudaGraphWarmupBegin: NativeFn;
+  readonly cudaGraphWarmupEnd: NativeFn;
+  readonly cudaGraphCaptureBegin: NativeFn;
+  readonly cudaGraphCaptureEnd: NativeFn;
+  readonly cudaGraphKeep: NativeFn;
+  readonly cudaGraphReplay: NativeFn;
+  readonly cudaGraphDispose: NativeFn;
+  readonly cudaGraphInfo: NativeFn;
+  readonly cudaIsCapturing: NativeFn;
+  readonly cudnnBenchmark: NativeFn;
   // native/imageio.cpp
   readonly streamCreate: NativeFn;
   readonly streamStart: NativeFn;
@@ -289,6 +301,8 @@ export interface NativeBinding {
   readonly optimSetState: NativeFn;
   readonly clipGradNorm: NativeFn;
   readonly unscaleGrads: NativeFn;
+  readonly optimSetFused: NativeFn;
+  readonly optimSyncLr: NativeFn;
 }
 
 /** Every member of NativeBinding, in declaration order. */
@@ -296,7 +310,8 @@ export const nativeMemberNames: readonly string[] = [
   "fromBuffer", "toBuffer", "item", "shape", "strides", "dtype", "device", "numel", "dim", "isContiguous", "requiresGrad", "setRequiresGrad", "isLeaf", "gradFn", "dispose", "isAlive", "sameStorage", "dataPtr", "grad", "setGrad", "retainGrad", "backward", "autogradGrad", "setGradEnabled", "isGradEnabled", "setAutocast", "memory", "cudaIsAvailable", "cudaDeviceCount", "cudaSynchronize", "cudaEmptyCache", "cudaMemoryStats", "cudaDeviceInfo", "manualSeed", "getRngState", "setRngState", "setNumThreads", "getNumThreads", "buildInfo", "itemBigInt", "maxNumThreads", "configure", "dtypeCodes",
   "loaderCreate", "loaderStart", "loaderLength", "loaderNextSync", "loaderNext", "loaderClose",
   "distInit", "distInfo", "distDestroy", "distAllReduce", "distBroadcast", "distAllGather", "distBarrier", "distSamplerPerm", "ddpCreate", "ddpPreForward", "ddpPostForward", "ddpSyncBuffers", "ddpDestroy", "distSyncBatchNorm", "tensorSetData",
+  "cudaGraphCreate", "cudaGraphWarmupBegin", "cudaGraphWarmupEnd", "cudaGraphCaptureBegin", "cudaGraphCaptureEnd", "cudaGraphKeep", "cudaGraphReplay", "cudaGraphDispose", "cudaGraphInfo", "cudaIsCapturing", "cudnnBenchmark",
   "streamCreate", "streamStart", "streamLength", "streamNextSync", "streamNext", "streamClose", "streamStop", "streamSkipped", "imageDecode", "imageResizedCrop", "imageRrcBoxes", "tarScan",
   "zeros", "ones", "empty", "full", "scalarTensor", "arange", "linspace", "rand", "randn", "randint", "randperm", "zerosLike", "onesLike", "fullLike", "randLike", "randnLike", "emptyLike", "eye", "to", "toMemoryFormat", "pinMemory", "contiguous", "clone", "detach", "detach_", "reshape", "view", "permute", "transpose", "flatten", "squeeze", "unsqueeze", "narrow", "select", "slice", "indexSelect", "indexTensors", "gather", "maskedFill", "expand", "repeat", "flip", "cat", "stack", "chunk", "split", "splitWithSizes", "pad", "add", "sub", "mul", "div", "pow", "rpow", "maximum", "minimum", "neg", "sqrt", "rsqrt", "exp", "log", "abs", "sign", "floor", "ceil", "round", "sigmoid", "tanh", "sin", "cos", "reciprocal", "clamp", "lerp", "add_", "sub_", "mul_", "div_", "pow_", "neg_", "sqrt_", "exp_", "log_", "abs_", "clamp_", "relu_", "zero_", "fill_", "copy_", "uniform_", "normal_", "bernoulli_", "sum", "mean", "prod", "amax", "amin", "maxAll", "minAll", "maxDim", "minDim", "argmax", "argmin", "var", "std", "norm", "logsumexp", "all", "any", "topk", "sort", "cumsum", "eq", "ne", "lt", "le", "gt", "ge", "logicalNot", "logicalAnd", "logicalOr", "isnan", "isfinite", "equal", "allclose", "where", "matmul", "mm", "bmm", "outer", "convolution", "convolutionBackwardInput", "convolutionBackwardWeight", "maxPool3d", "avgPool3d", "maxPoolBackward", "avgPoolBackward", "elu", "eluBackwardFromResult", "selu", "softplus", "addcmul", "indexAdd", "scatterAdd", "unfold", "conv2d", "conv2dPadMode", "batchNorm", "relu", "leakyRelu", "gelu", "silu", "maxPool2d", "avgPool2d", "adaptiveAvgPool2d", "adaptiveMaxPool2d", "linear", "dropout", "softmax", "logSoftmax", "crossEntropy", "nllLoss", "mseLoss", "oneHot", "acos", "acosh", "asin", "asinh", "atan", "atan2", "atanh", "cosh", "sinh", "tan", "erf", "expm1", "log1p", "isinf", "fmod", "cumprod", "allDim", "anyDim", "bitwiseAnd", "logicalXor", "sortStable", "indexPut", "einsum", "diag", "searchsorted", "multinomial", "fftInterleaved", "opNames", "toBufferAsync",
-  "optimCreate", "optimStep", "optimZeroGrad", "optimGetState", "optimSetState", "clipGradNorm", "unscaleGrads",
+  "optimCreate", "optimStep", "optimZeroGrad", "optimGetState", "optimSetState", "clipGradNorm", "unscaleGrads", "optimSetFused", "optimSyncLr",
 ];

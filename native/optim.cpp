@@ -2,7 +2,18 @@
 // parameter of a group (fused multi-tensor kernels on CUDA, a C++ loop on CPU), never a JS loop.
 // The math follows torch/optim (sgd.py, adam.py, adamw.py) so results match PyTorch step for step.
 // Also: gradient clipping by total norm and the unscale/inf-check of float16 loss scaling.
+//
+// CUDA: a group whose parameters are all floating-point CUDA tensors on one device steps with
+// libtorch's fused kernels (at::_fused_sgd_, _fused_adam_, _fused_adamw_: one kernel launch for the
+// whole update, as torch.optim's fused=True), unless optimSetFused(optimizer, false) turned that off.
+// The fused path is also what makes the step capturable in a CUDA graph (native/graphs.cpp): inside
+// a capture the learning rate is read from a device tensor (optimSyncLr writes it before each replay)
+// and Adam's step counts are device tensors incremented on the device. The CPU path is unchanged.
 #include "residual.h"
+
+#if defined(RESIDUAL_CUDA)
+#include <c10/cuda/CUDAGraphsC10Utils.h>
+#endif
 
 namespace residual {
 
@@ -14,12 +25,45 @@ struct Group {
   std::vector<at::Tensor> buf2;  // Adam exp_avg_sq
   std::vector<at::Tensor> buf3;  // Adam max_exp_avg_sq (amsgrad)
   std::vector<int64_t> steps;
+  // Fused CUDA path: Adam's step counts as float32 device tensors (the fused kernels read them; once
+  // defined they are the step counts), and the lr as a float32 device scalar (used inside a capture).
+  std::vector<at::Tensor> stepT;
+  at::Tensor lrT;
 };
 
 struct Optim {
   std::string kind;  // sgd | adam | adamw
   std::vector<Group> groups;
+  bool fused = true;  // use the fused CUDA kernels where they apply
 };
+
+// Is the calling thread's current CUDA stream capturing a graph?
+static bool capturing() {
+#if defined(RESIDUAL_CUDA)
+  return torch::cuda::is_available() && c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
+#else
+  return false;
+#endif
+}
+
+// The fused kernels apply: every parameter a floating-point (float32/float16/bfloat16) CUDA tensor on
+// one device, with dense gradients of its dtype.
+static bool fusedApplies(const Optim& o, const std::vector<at::Tensor>& ps, const std::vector<at::Tensor>& gs) {
+  if (!o.fused || ps.empty() || !ps[0].is_cuda()) return false;
+  for (size_t k = 0; k < ps.size(); k++) {
+    const auto& p = ps[k];
+    auto st = p.scalar_type();
+    if (!p.is_cuda() || p.device() != ps[0].device() || (st != at::kFloat && st != at::kHalf && st != at::kBFloat16)) return false;
+    if (gs[k].is_sparse() || gs[k].scalar_type() != st || gs[k].device() != p.device()) return false;
+  }
+  return true;
+}
+
+// Inside a capture every tensor the step touches must exist already: allocating state here would
+// capture its initialisation (and a constant lr) into the graph.
+static void needNoAllocation(bool cap, const char* what) {
+  if (cap) throw std::runtime_error(std::string("optimizer step inside a CUDA graph capture: ") + what + " does not exist yet; run warm-up steps (and optimSyncLr) before capturing");
+}
 
 static Optim* getOptim(Args& a, size_t i) {
   bool ok = false;
@@ -61,7 +105,37 @@ DEFN(optimCreate) {
   return ext;
 }
 
-static void sgdStep(Group& g, const Napi::Object& h) {
+static void sgdFused(Group& g, std::vector<at::Tensor>& ps, std::vector<at::Tensor>& gs, const std::vector<size_t>& idx, double lr, double momentum,
+                     double dampening, double wd, bool nesterov, bool maximize) {
+  bool cap = capturing();
+  if (cap && !g.lrT.defined()) needNoAllocation(cap, "the learning-rate tensor");
+  auto run = [&](std::vector<at::Tensor>& p, std::vector<at::Tensor>& gr, std::vector<at::Tensor>& bufs, bool first) {
+    if (p.empty()) return;
+    if (cap) at::_fused_sgd_(p, gr, bufs, wd, momentum, g.lrT, dampening, nesterov, maximize, first);
+    else at::_fused_sgd_(p, gr, bufs, wd, momentum, lr, dampening, nesterov, maximize, first);
+  };
+  if (momentum == 0) {
+    std::vector<at::Tensor> none;
+    run(ps, gs, none, false);
+    return;
+  }
+  // parameters stepping for the first time (buffer = gradient) and the others: two launches at most
+  std::vector<at::Tensor> p0, g0, b0, p1, g1, b1;
+  for (size_t k = 0; k < ps.size(); k++) {
+    at::Tensor& b = g.buf1[idx[k]];
+    if (!b.defined()) {
+      needNoAllocation(cap, "a momentum buffer");
+      b = at::empty_like(ps[k], at::MemoryFormat::Preserve);
+      p0.push_back(ps[k]), g0.push_back(gs[k]), b0.push_back(b);
+    } else {
+      p1.push_back(ps[k]), g1.push_back(gs[k]), b1.push_back(b);
+    }
+  }
+  run(p0, g0, b0, true);
+  run(p1, g1, b1, false);
+}
+
+static void sgdStep(const Optim& o, Group& g, const Napi::Object& h) {
   double lr = num(h, "lr", 0), momentum = num(h, "momentum", 0), dampening = num(h, "dampening", 0);
   double wd = num(h, "weightDecay", 0);
   bool nesterov = num(h, "nesterov", 0) != 0, maximize = num(h, "maximize", 0) != 0;
@@ -75,6 +149,8 @@ static void sgdStep(Group& g, const Napi::Object& h) {
     idx.push_back(i);
   }
   if (ps.empty()) return;
+  if (fusedApplies(o, ps, gs)) return sgdFused(g, ps, gs, idx, lr, momentum, dampening, wd, nesterov, maximize);
+  if (capturing()) throw std::runtime_error("optimizer step inside a CUDA graph capture: only the fused CUDA path is capturable (all parameters floating-point CUDA tensors on one device, optimSetFused on)");
   if (maximize) gs = at::_foreach_neg(gs);
   if (wd != 0) gs = at::_foreach_add(gs, ps, wd);
   if (momentum != 0) {
@@ -98,10 +174,53 @@ static void sgdStep(Group& g, const Napi::Object& h) {
   at::_foreach_add_(ps, gs, -lr);
 }
 
-static void adamStep(Group& g, const Napi::Object& h, bool decoupled) {
+static bool adamFused(const Optim& o, Group& g, double lr, double beta1, double beta2, double eps, double wd, bool amsgrad, bool maximize, bool decoupled) {
+  std::vector<at::Tensor> ps, gs;
+  std::vector<size_t> idx;
+  for (size_t i = 0; i < g.params.size(); i++) {
+    const at::Tensor& gr = g.params[i].grad();
+    if (!gr.defined()) continue;
+    ps.push_back(g.params[i]);
+    gs.push_back(gr);
+    idx.push_back(i);
+  }
+  if (ps.empty()) return true;
+  if (!fusedApplies(o, ps, gs)) return false;
+  bool cap = capturing();
+  if (cap && !g.lrT.defined()) needNoAllocation(cap, "the learning-rate tensor");
+  if (g.stepT.size() != g.params.size()) g.stepT.resize(g.params.size());
+  std::vector<at::Tensor> m, v, vmax, steps;
+  for (size_t k = 0; k < ps.size(); k++) {
+    size_t i = idx[k];
+    const at::Tensor& p = ps[k];
+    if (!g.buf1[i].defined() || !g.buf2[i].defined() || (amsgrad && !g.buf3[i].defined()) || !g.stepT[i].defined()) needNoAllocation(cap, "optimizer state");
+    if (!g.buf1[i].defined()) g.buf1[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
+    if (!g.buf2[i].defined()) g.buf2[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
+    if (amsgrad && !g.buf3[i].defined()) g.buf3[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
+    if (!g.stepT[i].defined()) g.stepT[i] = at::full({}, double(g.steps[i]), p.options().dtype(at::kFloat));
+    if (!cap) g.steps[i]++;  // host mirror (the device tensor is the count)
+    m.push_back(g.buf1[i]);
+    v.push_back(g.buf2[i]);
+    if (amsgrad) vmax.push_back(g.buf3[i]);
+    steps.push_back(g.stepT[i]);
+  }
+  at::_foreach_add_(steps, 1);
+  if (cap) {
+    if (decoupled) at::_fused_adamw_(ps, gs, m, v, vmax, steps, g.lrT, beta1, beta2, wd, eps, amsgrad, maximize);
+    else at::_fused_adam_(ps, gs, m, v, vmax, steps, g.lrT, beta1, beta2, wd, eps, amsgrad, maximize);
+  } else {
+    if (decoupled) at::_fused_adamw_(ps, gs, m, v, vmax, steps, lr, beta1, beta2, wd, eps, amsgrad, maximize);
+    else at::_fused_adam_(ps, gs, m, v, vmax, steps, lr, beta1, beta2, wd, eps, amsgrad, maximize);
+  }
+  return true;
+}
+
+static void adamStep(const Optim& o, Group& g, const Napi::Object& h, bool decoupled) {
   double lr = num(h, "lr", 1e-3), beta1 = num(h, "beta1", 0.9), beta2 = num(h, "beta2", 0.999);
   double eps = num(h, "eps", 1e-8), wd = num(h, "weightDecay", 0);
   bool amsgrad = num(h, "amsgrad", 0) != 0, maximize = num(h, "maximize", 0) != 0;
+  if (adamFused(o, g, lr, beta1, beta2, eps, wd, amsgrad, maximize, decoupled)) return;
+  if (capturing()) throw std::runtime_error("optimizer step inside a CUDA graph capture: only the fused CUDA path is capturable (all parameters floating-point CUDA tensors on one device, optimSetFused on)");
   std::vector<at::Tensor> ps, gs, m, v, vmax;
   std::vector<at::Scalar> stepSizes, bc2Sqrt;
   for (size_t i = 0; i < g.params.size(); i++) {
@@ -156,8 +275,8 @@ DEFN(optimStep) {
     Napi::Value hv = hs.Get(uint32_t(g));
     if (!hv.IsObject()) throw ArgError("hyperparams[" + std::to_string(g) + "] must be an object");
     auto h = hv.As<Napi::Object>();
-    if (o->kind == "sgd") sgdStep(o->groups[g], h);
-    else adamStep(o->groups[g], h, o->kind == "adamw");
+    if (o->kind == "sgd") sgdStep(*o, o->groups[g], h);
+    else adamStep(*o, o->groups[g], h, o->kind == "adamw");
   }
   return a.env().Undefined();
 }
@@ -190,7 +309,9 @@ DEFN(optimGetState) {
     auto arr = Napi::Array::New(env, G.params.size());
     for (size_t i = 0; i < G.params.size(); i++) {
       auto e = Napi::Object::New(env);
-      e.Set("step", Napi::Number::New(env, double(G.steps[i])));
+      double step = double(G.steps[i]);
+      if (i < G.stepT.size() && G.stepT[i].defined()) step = G.stepT[i].item<double>();  // the fused path's count
+      e.Set("step", Napi::Number::New(env, step));
       if (G.buf1[i].defined()) e.Set("buf1", wrap(env, G.buf1[i]));
       if (G.buf2[i].defined()) e.Set("buf2", wrap(env, G.buf2[i]));
       if (G.buf3[i].defined()) e.Set("buf3", wrap(env, G.buf3[i]));
@@ -240,8 +361,11 @@ DEFN(optimSetState) {
     auto& G = o->groups[p.g];
     const at::Tensor& par = G.params[p.i];
     G.steps[p.i] = p.step;
+    if (p.i < G.stepT.size() && G.stepT[p.i].defined()) G.stepT[p.i].fill_(double(p.step));
+    // into the existing buffer when it has the shape (a captured CUDA graph keeps using that memory)
     auto put = [&](at::Tensor& slot, const at::Tensor& src) {
-      slot = src.defined() ? src.detach().to(par.options(), false, true) : at::Tensor();
+      if (src.defined() && slot.defined() && slot.sizes() == src.sizes()) slot.copy_(src.detach());
+      else slot = src.defined() ? src.detach().to(par.options(), false, true) : at::Tensor();
     };
     put(G.buf1[p.i], p.b1);
     put(G.buf2[p.i], p.b2);
@@ -293,11 +417,52 @@ DEFN(unscaleGrads) {
   return Napi::Boolean::New(a.env(), found);
 }
 
+// optimSetFused(optimizer, enabled) -> the previous setting: whether CUDA groups use the fused kernels.
+DEFN(optimSetFused) {
+  Optim* o = getOptim(a, 0);
+  bool prev = o->fused;
+  if (a.has(1)) o->fused = a.B(1, "enabled");
+  return Napi::Boolean::New(a.env(), prev);
+}
+
+// optimSyncLr(optimizer, lrs: number per group): writes each CUDA group's lr into its device tensor,
+// which a step inside a CUDA graph capture reads; call it before capturing and before each replay (a
+// schedule changes the lr between steps). Groups on the CPU are skipped. Not allowed while capturing.
+DEFN(optimSyncLr) {
+  Optim* o = getOptim(a, 0);
+  if (!a.has(1) || !a.info[1].IsArray()) a.fail(1, "lrs", "an array with one number per group");
+  auto arr = a.info[1].As<Napi::Array>();
+  if (arr.Length() != o->groups.size())
+    throw ArgError("lrs has " + std::to_string(arr.Length()) + " entries, the optimizer has " + std::to_string(o->groups.size()) + " groups");
+  if (capturing()) throw std::runtime_error("optimSyncLr: called during a CUDA graph capture (the write would be captured); call it before capture and replay");
+  std::vector<double> lrs;
+  for (uint32_t g = 0; g < arr.Length(); g++) {
+    Napi::Value v = arr.Get(g);
+    if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue()) || v.As<Napi::Number>().DoubleValue() < 0)
+      throw RangeArgError("lrs[" + std::to_string(g) + "] must be a finite number >= 0, got " + (v.IsNumber() ? c10::str(v.As<Napi::Number>().DoubleValue()) : describe(v)));
+    lrs.push_back(v.As<Napi::Number>().DoubleValue());
+  }
+  at::NoGradGuard ng;
+  for (size_t g = 0; g < o->groups.size(); g++) {
+    auto& G = o->groups[g];
+    if (G.params.empty() || !G.params[0].is_cuda()) continue;
+    if (!G.lrT.defined()) G.lrT = at::full({}, lrs[g], G.params[0].options().dtype(at::kFloat));
+    else G.lrT.fill_(lrs[g]);
+  }
+  return a.env().Undefined();
+}
+
 static const FnEntry kOptim[] = {
     ENTRY(optimCreate), ENTRY(optimStep), ENTRY(optimZeroGrad), ENTRY(optimGetState),
-    ENTRY(optimSetState), ENTRY(clipGradNorm), ENTRY(unscaleGrads),
+    ENTRY(optimSetState), ENTRY(clipGradNorm), ENTRY(unscaleGrads), ENTRY(optimSetFused), ENTRY(optimSyncLr),
 };
 
-void initOptim(Napi::Env env, Napi::Object exports) { registerAll(env, exports, std::begin(kOptim), std::end(kOptim)); }
+void initGraphs(Napi::Env env, Napi::Object exports);  // native/graphs.cpp
+
+void initOptim(Napi::Env env, Napi::Object exports) {
+  registerAll(env, exports, std::begin(kOptim), std::end(kOptim));
+  // CUDA graphs register here so the shared addon.cpp/residual.h need no edit (see native/graphs.cpp)
+  initGraphs(env, exports);
+}
 
 }  // namespace residual

@@ -47,6 +47,8 @@ const TRAIN_FLAGS: FlagSpecs = {
   amp: { type: 'boolean', help: 'mixed precision (autocast)', default: DEFAULT_CONFIG.amp },
   'amp-dtype': { type: 'string', key: 'ampDtype', choices: ['bfloat16', 'float16'], help: 'autocast dtype; float16 adds loss scaling', default: DEFAULT_CONFIG.ampDtype },
   'channels-last': { type: 'boolean', key: 'channelsLast', help: 'channels-last memory format for weights and batches', default: DEFAULT_CONFIG.channelsLast },
+  'cuda-graphs': { type: 'boolean', key: 'cudaGraphs', help: 'capture the training step in a CUDA graph and replay it (CUDA only; not with float16 --amp-dtype, --clip-grad-norm or --nproc-per-node)', default: false },
+  'cudnn-benchmark': { type: 'boolean', key: 'cudnnBenchmark', help: 'cuDNN benchmark mode: time the convolution algorithms once per shape, keep the fastest (CUDA)', default: true },
   seed: { type: 'int', range: CONFIG_RANGES.seed, help: 'seed for initialisation, shuffling and augmentation', default: DEFAULT_CONFIG.seed },
   out: { type: 'string', valueName: 'dir', help: 'run folder (checkpoints, metrics.jsonl, report.svg/png); default runs/<model>-<data>, then -2, -3, ... (never overwritten)' },
   resume: { type: 'boolean', help: "continue the run in --out from its last checkpoint, with the run's own settings (a run stopped before its first checkpoint starts again)" },

@@ -5,3 +5,4 @@ export * from './evaluate.js';
 export * from './metrics.js';
 export * from './report.js';
 export { trainInWorker } from './worker.js';
+export * from './graphs.js';

@@ -27,6 +27,8 @@ import { writeReport } from './report.js';
 import { evaluate, runTestLoader, type EvaluateResult } from './evaluate.js';
 import { saveSafetensors } from '../io/safetensors.js';
 import { checkRange, type NumberRange } from '../range.js';
+import { GraphedTrainStep, cudaGraphsIncompatibility, cudnnBenchmark } from './graphs.js';
+import { DeviceError } from '../errors.js';
 import { checkResumeWorldSize, isWriter, refuseStreamedDistributed, setupDistributed, type DistributedTraining } from './distributed.js';
 
 /** 'imagefolder' and 'webdataset' are streamed (lib/data/stream.ts); the others are loaded into memory. */
@@ -71,6 +73,13 @@ export interface TrainConfig {
   /** Streamed datasets: crop size (default 224) and what a corrupt or unreadable file does. */
   imageSize?: number;
   onBadFile?: 'stop' | 'skip';
+  /**
+   * Capture the training step in a CUDA graph and replay it for every batch (lib/train/graphs.ts):
+   * CUDA only; not with float16 loss scaling, --clip-grad-norm or data-parallel training. Default off.
+   */
+  cudaGraphs?: boolean;
+  /** cuDNN benchmark mode on CUDA (training shapes are fixed, so it pays); default on. */
+  cudnnBenchmark?: boolean;
 }
 
 export const DEFAULT_CONFIG: TrainConfig = {
@@ -261,12 +270,17 @@ export class Trainer {
   crashAt: CrashPoint;
   /** Data-parallel state when this process is one rank of several (lib/train/distributed.ts). */
   readonly distributed: DistributedTraining | null;
+  /** The captured training step when cfg.cudaGraphs (created at the first step). */
+  private graphed: GraphedTrainStep | null = null;
 
   constructor(config: Partial<TrainConfig> & { model: string }, data?: { train: ImageDataset; test: ImageDataset; description?: string }) {
     const cfg: TrainConfig = { ...DEFAULT_CONFIG, ...config };
     this.cfg = cfg;
     validateConfig(cfg);
     this.device = resolveDevice(cfg.device);
+    if (cfg.cudaGraphs && !this.device.startsWith('cuda'))
+      throw new DeviceError(`--cuda-graphs: ${cudaGraphsIncompatibility({ device: this.device })}: use --device cuda on a machine with a GPU, or train without --cuda-graphs`);
+    if (this.device.startsWith('cuda')) cudnnBenchmark(cfg.cudnnBenchmark ?? true);
     manualSeed(cfg.seed);
     const streamed = !data && isStreamedData(cfg.data) ? openStreamedData(cfg, this.device) : null;
     if (streamed) {
@@ -306,6 +320,7 @@ export class Trainer {
       });
       this.testLoader = runTestLoader(d.test, stats, cfg, this.device);
     }
+    if (cfg.cudaGraphs && this.distributed) throw new RangeError(`--cuda-graphs: ${cudaGraphsIncompatibility({ distributed: true })}`);
     this.stepsPerEpoch = Math.min(this.trainLoader.length, cfg.limitTrainBatches ?? Infinity);
     if (this.stepsPerEpoch < 1) throw new Error(`the training set (${this.trainSize} images) is smaller than one batch of ${cfg.batchSize}`);
 
@@ -344,6 +359,7 @@ export class Trainer {
    * device (reading them forces a device sync; the trainer reads them every logEvery steps).
    */
   trainStep(x: Tensor, y: Tensor): { loss: Tensor; correct: Tensor } {
+    if (this.cfg.cudaGraphs) return this.graphedStep(x, y);
     return scope(() => {
       const cfg = this.cfg;
       this.model.train();
@@ -369,6 +385,30 @@ export class Trainer {
       const correct = noGrad(() => logits.argmax(1).eq(y).sum());
       return { loss: loss.detach().to('float32'), correct };
     });
+  }
+
+  /**
+   * trainStep under CUDA graphs: the first steps run eagerly on a side stream (warm-up), the next one is
+   * captured, and every later one copies the batch into the static buffers and replays (graphs.ts).
+   */
+  private graphedStep(x: Tensor, y: Tensor): { loss: Tensor; correct: Tensor } {
+    const cfg = this.cfg;
+    this.graphed ??= new GraphedTrainStep({
+      model: this.model,
+      optimizer: this.optimizer,
+      forward: (bx, by) => {
+        const logits = this.model.call(bx);
+        return { logits, loss: crossEntropy(logits, by, { labelSmoothing: cfg.labelSmoothing }) };
+      },
+      amp: cfg.amp,
+      ampDtype: cfg.ampDtype,
+      scaler: this.scaler ?? undefined,
+      clipGradNorm: cfg.clipGradNorm,
+    });
+    const out = this.graphed.step(x, y);
+    this.scheduler.step();
+    this.globalStep++;
+    return out;
   }
 
   /** Loss and accuracy over a loader (default: the test set), with the one evaluation routine (evaluate.ts). */
@@ -579,6 +619,8 @@ export class Trainer {
 
   /** Frees the model, loaders and datasets. */
   dispose(): void {
+    this.graphed?.dispose();
+    this.graphed = null;
     this.trainLoader.close();
     this.testLoader.close();
     this.model.dispose();
@@ -631,6 +673,12 @@ export function validateConfig(cfg: TrainConfig): void {
   if (cfg.warmupEpochs > 0 && cfg.schedule === 'onecycle')
     throw new RangeError(`--warmup-epochs applies to --schedule cosine, multistep or constant; onecycle warms up by itself (got --warmup-epochs ${cfg.warmupEpochs})`);
   if (cfg.warmupEpochs >= cfg.epochs) throw new RangeError(`--warmup-epochs must be less than --epochs (${cfg.epochs}), got ${cfg.warmupEpochs}`);
+  if (cfg.cudaGraphs !== undefined && typeof cfg.cudaGraphs !== 'boolean') throw new TypeError(`--cuda-graphs must be true or false, got ${String(cfg.cudaGraphs)}`);
+  if (cfg.cudnnBenchmark !== undefined && typeof cfg.cudnnBenchmark !== 'boolean') throw new TypeError(`--cudnn-benchmark must be true or false, got ${String(cfg.cudnnBenchmark)}`);
+  if (cfg.cudaGraphs) {
+    const why = cudaGraphsIncompatibility({ amp: cfg.amp, ampDtype: cfg.ampDtype, clipGradNorm: cfg.clipGradNorm });
+    if (why) throw new RangeError(`--cuda-graphs: ${why}`);
+  }
   if (cfg.clipGradNorm !== undefined && cfg.amp && cfg.ampDtype === 'float16')
     throw new RangeError('--clip-grad-norm with float16 loss scaling is not supported; use --amp-dtype bfloat16');
   getModelInfo(cfg.model);
