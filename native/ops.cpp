@@ -404,7 +404,8 @@ static at::Tensor fftInterleaved(const at::Tensor& x, bool inverse) {
   X(diag, at::diag(A_, a.I(1, "diagonal")))                                                             \
   X(searchsorted, at::searchsorted(A_, a.T(1, "values"), a.B(2, "outInt32"), a.B(3, "right")))         \
   X(multinomial, at::multinomial(A_, a.I(1, "numSamples"), a.B(2, "replacement"), a.gen(A_.device()))) \
-  X(fftInterleaved, fftInterleaved(A_, a.B(1, "inverse")))
+  X(fftInterleaved, fftInterleaved(A_, a.B(1, "inverse")))                                          \
+  X(maxPool2dWithIndices, at::max_pool2d_with_indices(A_, a.IL(1, "kernelSize"), a.IL(2, "stride"), a.IL(3, "padding"), a.IL(4, "dilation"), a.B(5, "ceilMode")))
 
 #define RESIDUAL_DEF_X(name, expr)                                        \
   static constexpr char op_##name##_name[] = #name;                       \

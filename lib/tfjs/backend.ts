@@ -77,6 +77,8 @@ export class ResidualBackend extends KernelBackend {
   private complexCount = 0;
   /** Outputs registered by the kernel that is running (so its scope keeps them), or null. */
   private pending: { ids: DataId[]; tensors: Tensor[] } | null = null;
+  /** The running kernel's string table (string elements handed to it as int32 ids), or null. */
+  private strTable: Uint8Array[] | null = null;
   private disposed = false;
 
   constructor(device: string = getResidualDevice()) {
@@ -86,11 +88,30 @@ export class ResidualBackend extends KernelBackend {
 
   // ---- helpers for kernels ----
 
-  /** The backing residual tensor of a tfjs tensor (borrowed: never dispose it). */
+  /**
+   * The backing residual tensor of a tfjs tensor (borrowed: never dispose it). dataIds are shared
+   * between tensors of different shapes (Reshape/ExpandDims/Identity return their input's dataId, as
+   * the cpu backend does): given a TensorInfo, the result has its shape (a view when it differs).
+   * String tensors come as int32 tensors of element ids into this kernel's string table (so kernels
+   * that only move data move strings too; output(t, 'string') maps the ids back).
+   */
   tensorOf(info: TensorInfo | DataId): Tensor {
     const e = this.entryOf(info);
-    if (e.t === null) throw new Error(`the residual backend does not compute on ${e.dtype} tensors`);
+    const shape = isTensorInfo(info) ? info.shape : e.shape;
+    if (e.t === null) return this.stringIds(e, shape);
+    if (shape !== e.shape && !sameShape(shape, e.shape)) return e.t.reshape(e.dtype === 'complex64' ? [...shape, 2] : [...shape]);
     return e.t;
+  }
+  private stringIds(e: Entry, shape: number[]): Tensor {
+    if (this.strTable === null) throw new Error('residual backend: string tensors can only be read inside a kernel');
+    const vals = e.strings ?? [];
+    const offset = this.strTable.length;
+    this.strTable.push(...vals);
+    const ids = new Int32Array(vals.length);
+    for (let i = 0; i < ids.length; i++) ids[i] = offset + i;
+    let t = wrapT(native.fromBuffer(ids, 0, [...shape], dtypeCode('int32'), true));
+    if (this.device !== 'cpu') t = t.to(this.device as 'cuda');
+    return t;
   }
   /** The dtype/shape record of a dataId (moving it from another backend if needed). */
   entryOf(info: TensorInfo | DataId): Entry {
@@ -116,7 +137,12 @@ export class ResidualBackend extends KernelBackend {
       const td = t.dtype;
       dt = td === 'bool' ? 'bool' : td === 'int32' || td === 'int64' || td === 'int16' || td === 'int8' || td === 'uint8' ? 'int32' : 'float32';
     } else dt = dtype;
-    if (dt === 'string') throw new Error('output(): string outputs go through outputStrings()');
+    if (dt === 'string') {
+      if (this.strTable === null) throw new Error('output(): string outputs are made inside kernels');
+      const ids = t.to('int32').toTypedArray() as Int32Array;
+      const table = this.strTable;
+      return this.outputStrings(Array.from(ids, (i) => table[i]), t.shape);
+    }
     const want = TORCH_DTYPE[dt];
     if (want === undefined) throw new Error(`output(): unsupported dtype ${dt}`);
     if (t.dtype !== want) t = t.to(want);
@@ -158,6 +184,8 @@ export class ResidualBackend extends KernelBackend {
     const outer = this.pending;
     const mine = { ids: [] as DataId[], tensors: [] as Tensor[] };
     this.pending = mine;
+    const outerTable = this.strTable;
+    if (outerTable === null) this.strTable = [];
     try {
       const r = scope(fn, mine.tensors);
       for (const t of mine.tensors) detachFromScope(t);
@@ -167,6 +195,7 @@ export class ResidualBackend extends KernelBackend {
       throw e;
     } finally {
       this.pending = outer;
+      this.strTable = outerTable;
       if (outer) {
         outer.ids.push(...mine.ids);
         outer.tensors.push(...mine.tensors);
@@ -313,6 +342,12 @@ export class ResidualBackend extends KernelBackend {
   get size(): number {
     return this.data.size;
   }
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function isTensorInfo(x: TensorInfo | DataId): x is TensorInfo {

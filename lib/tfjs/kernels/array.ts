@@ -21,21 +21,23 @@ function valueOf(b: ResidualBackend, i: TensorInfo): number[] {
   return Array.from(b.readSync(i.dataId) as ArrayLike<number>);
 }
 
+// Reshape, ExpandDims and Identity return their input's dataId with one more reference (as the cpu
+// backend): no copy, and tfjs's per-kernel dataId accounting sees no new buffer. tensorOf() gives
+// later kernels a view of the shape they ask for.
+function share(backend: ResidualBackend, x: TensorInfo, shape: number[]): TensorInfo {
+  backend.incRef(x.dataId);
+  return { dataId: x.dataId, shape, dtype: x.dtype };
+}
 const reshape = defineKernel('Reshape', ({ inputs, attrs, backend }) => {
   const x = inputs.x;
   const size = util.sizeFromShape(x.shape);
   const shape = util.inferFromImplicitShape(attrs.shape as number[], size);
   const outSize = util.sizeFromShape(shape);
   util.assert(size === outSize, () => `The new shape (${shape}) has ${outSize} elements and the old shape (${x.shape}) has ${size} elements. The new shape and old shape must have the same number of elements.`);
-  if (x.dtype === 'string') return backend.outputStrings(backend.readSync(x.dataId) as Uint8Array[], shape);
-  return backend.output(backend.tensorOf(x).reshape(storageShape(x, shape)), x.dtype);
+  return share(backend, x, shape);
 });
 
-const identity = defineKernel('Identity', ({ inputs, backend }) => {
-  const x = inputs.x;
-  if (x.dtype === 'string') return backend.outputStrings(backend.readSync(x.dataId) as Uint8Array[], x.shape);
-  return backend.output(op('detach', backend.tensorOf(x)), x.dtype);
-});
+const identity = defineKernel('Identity', ({ inputs, backend }) => share(backend, inputs.x, inputs.x.shape));
 
 const expandDims = defineKernel('ExpandDims', ({ inputs, attrs, backend }) => {
   const x = inputs.input;
@@ -47,8 +49,7 @@ const expandDims = defineKernel('ExpandDims', ({ inputs, attrs, backend }) => {
   }
   const shape = [...x.shape];
   shape.splice(dim, 0, 1);
-  if (x.dtype === 'string') return backend.outputStrings(backend.readSync(x.dataId) as Uint8Array[], shape);
-  return backend.output(backend.tensorOf(x).reshape(storageShape(x, shape)), x.dtype);
+  return share(backend, x, shape);
 });
 
 const transpose = defineKernel('Transpose', ({ inputs, attrs, backend }) => {
@@ -77,15 +78,14 @@ const stridedSlice = defineKernel('StridedSlice', ({ inputs, attrs, backend }) =
   const info = slice_util.sliceInfo(x.shape, a.begin, a.end, a.strides, a.beginMask, a.endMask, a.ellipsisMask, a.newAxisMask, a.shrinkAxisMask);
   const t = backend.tensorOf(x);
   let y: Tensor;
-  if (info.isIdentity) y = t;
-  else if (util.sizeFromShape(info.finalShape) === 0 || info.finalShapeSparse.some((s) => s === 0)) {
-    y = op('zeros', storageShape(x, info.finalShape), code(torchDtype(x.dtype)), backend.device);
-    return backend.output(y, x.dtype);
-  } else {
-    // Element i of dimension d is begin[d] + i * strides[d] (negative strides walk backwards).
+  if (info.isIdentity) y = t.clone();
+  else {
+    // Dimension d keeps begin[d] + i * strides[d] for i < its output size (negative strides walk back).
+    const sizes = slice_util.computeOutShape(info.begin, info.end, info.strides);
+    if (sizes.some((n) => n <= 0)) return backend.output(op('zeros', storageShape(x, info.finalShape), code(torchDtype(x.dtype)), backend.device), x.dtype);
     y = t;
-    for (let d = 0; d < info.finalShapeSparse.length; d++) {
-      const n = info.finalShapeSparse[d];
+    for (let d = 0; d < sizes.length; d++) {
+      const n = sizes[d];
       const b = info.begin[d];
       const s = info.strides[d];
       if (s === 1) {
@@ -112,10 +112,6 @@ const concat = defineKernel('Concat', ({ inputs, attrs, backend }) => {
   backend_util.assertParamsConsistent(shapes, axis);
   const outShape = backend_util.computeOutShape(shapes, axis);
   const dtype = list.map((t) => t.dtype).reduce((x, y) => upcastType(x, y));
-  if (dtype === 'string') {
-    const strings = concatStrings(backend, list, axis, outShape);
-    return backend.outputStrings(strings, outShape);
-  }
   const parts = list.filter((t) => util.sizeFromShape(t.shape) > 0);
   if (parts.length === 0) return backend.output(op('zeros', storageShape({ dtype } as TensorInfo, outShape), code(torchDtype(dtype)), backend.device), dtype);
   const ts = parts.map((t) => {
@@ -125,14 +121,6 @@ const concat = defineKernel('Concat', ({ inputs, attrs, backend }) => {
   });
   return backend.output(op('cat', ts, axis), dtype);
 });
-function concatStrings(backend: ResidualBackend, list: TensorInfo[], axis: number, outShape: number[]): Uint8Array[] {
-  const outer = util.sizeFromShape(outShape.slice(0, axis));
-  const out: Uint8Array[] = [];
-  const vals = list.map((t) => backend.readSync(t.dataId) as Uint8Array[]);
-  const inner = list.map((t) => util.sizeFromShape(t.shape.slice(axis)));
-  for (let o = 0; o < outer; o++) for (let k = 0; k < list.length; k++) out.push(...vals[k].slice(o * inner[k], (o + 1) * inner[k]));
-  return out;
-}
 
 const pack = defineKernel('Pack', ({ inputs, attrs, backend }) => {
   const list = listOf(inputs);
@@ -140,12 +128,9 @@ const pack = defineKernel('Pack', ({ inputs, attrs, backend }) => {
   let axis = attrs.axis as number;
   if (axis < 0) axis += rank + 1;
   const dtype = list[0].dtype;
-  if (dtype === 'string') {
-    const shape = [...list[0].shape];
-    shape.splice(axis, 0, 1);
-    const outShape = [...list[0].shape];
-    outShape.splice(axis, 0, list.length);
-    return backend.outputStrings(concatStrings(backend, list.map((t) => ({ ...t, shape })), axis, outShape), outShape);
+  for (const t of list) {
+    util.assertShapesMatch(list[0].shape, t.shape, 'All tensors passed to stack must have matching shapes');
+    util.assert(dtype === t.dtype, () => 'All tensors passed to stack must have matching dtypes');
   }
   return backend.output(op('stack', list.map((t) => backend.tensorOf(t)), axis), dtype);
 });
@@ -177,13 +162,6 @@ const splitV = defineKernel('SplitV', ({ inputs, attrs, backend }) => {
 const tile = defineKernel('Tile', ({ inputs, attrs, backend }) => {
   const x = inputs.x;
   const reps = attrs.reps as number[];
-  if (x.dtype === 'string') {
-    // Tile the element indices, then the strings.
-    const vals = backend.readSync(x.dataId) as Uint8Array[];
-    const idx = op('arange', 0, vals.length, 1, code('int32'), 'cpu').reshape(x.shape.length ? x.shape : [1]);
-    const tiled = Array.from(idx.repeat(reps.length ? reps : [1]).toTypedArray() as Int32Array);
-    return backend.outputStrings(tiled.map((i) => vals[i]), x.shape.map((s, i) => s * reps[i]));
-  }
   const r = x.dtype === 'complex64' ? [...reps, 1] : reps;
   return backend.output(backend.tensorOf(x).repeat(r), x.dtype);
 });
@@ -270,7 +248,7 @@ const scatterNd = defineKernel('ScatterNd', ({ inputs, attrs, backend }) => {
 
 const tensorScatterUpdate = defineKernel('TensorScatterUpdate', ({ inputs, backend }) => {
   const { tensor, indices, updates } = inputs;
-  notStringOrComplex('TensorScatterUpdate', tensor);
+  if (tensor.dtype === 'complex64') throw new Error('TensorScatterUpdate: complex64 tensors are not supported');
   const base = backend.tensorOf(tensor);
   return backend.output(scatter(backend, indices, updates, tensor.shape, base, false), tensor.dtype);
 });
@@ -278,7 +256,7 @@ const tensorScatterUpdate = defineKernel('TensorScatterUpdate', ({ inputs, backe
 const sparseToDense = defineKernel('SparseToDense', ({ inputs, attrs, backend }) => {
   const { sparseIndices, sparseValues, defaultValue } = inputs;
   const shape = attrs.outputShape as number[];
-  notStringOrComplex('SparseToDense', sparseValues);
+  if (sparseValues.dtype === 'complex64') throw new Error('SparseToDense: complex64 tensors are not supported');
   const dv = backend.tensorOf(defaultValue);
   const dt = torchDtype(sparseValues.dtype);
   const base = op('full', shape, Number(dv.reshape([]).to(dt).item()), code(dt), backend.device);
@@ -303,7 +281,7 @@ function notStringOrComplex(name: string, ...xs: TensorInfo[]): void {
 
 const select = defineKernel('Select', ({ inputs, backend }) => {
   const { condition, t, e } = inputs;
-  notStringOrComplex('Select', t, e);
+  if (t.dtype === 'complex64' || e.dtype === 'complex64') throw new Error('Select: complex64 tensors are not supported');
   const dtype = upcastType(t.dtype, e.dtype);
   let c = backend.tensorOf(condition);
   if (c.dtype !== 'bool') c = op('ne', c, sc(0));

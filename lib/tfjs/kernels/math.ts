@@ -2,6 +2,8 @@
 // tfjs-backend-cpu (the reference): output dtypes, int32 flooring division, NaN handling.
 import { upcastType, util } from '@tensorflow/tfjs-core';
 import type { DataType, KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
+import { native } from '../../native.js';
+import { wrapT } from '../../tensor/tensor.js';
 import { code, defineKernel, op, sc, scalarT, type KernelArgs, type ResidualBackend, type Tensor } from './util.js';
 
 // ---- helpers ----
@@ -43,9 +45,38 @@ function binary(name: string, f: Binary, opts: { dtype?: DataType; complex?: Bin
       return backend.output(opts.complex(a, b, ai, bi), 'complex64');
     }
     const dtype = opts.dtype ?? upcastType(ai.dtype, bi.dtype);
+    if (ai.dtype === 'string' || bi.dtype === 'string') {
+      const cmp = STRING_COMPARE[name];
+      if (!cmp || ai.dtype !== bi.dtype) throw new Error(`${name}: string tensors are not supported by this kernel`);
+      return backend.output(compareStrings(backend, ai, bi, cmp), 'bool');
+    }
     return backend.output(f(input(backend, ai), input(backend, bi), ai, bi), dtype);
   });
 }
+// String comparisons (the cpu backend compares the decoded JS strings), broadcast through the element
+// ids backend.tensorOf() gives string tensors.
+const STRING_COMPARE: Record<string, (a: string, b: string) => boolean> = {
+  Equal: (a, b) => a === b,
+  NotEqual: (a, b) => a !== b,
+  Less: (a, b) => a < b,
+  LessEqual: (a, b) => a <= b,
+  Greater: (a, b) => a > b,
+  GreaterEqual: (a, b) => a >= b,
+};
+function compareStrings(backend: ResidualBackend, ai: TensorInfo, bi: TensorInfo, cmp: (a: string, b: string) => boolean): Tensor {
+  const av = (backend.readSync(ai.dataId) as Uint8Array[]).map((v) => util.decodeString(v));
+  const bv = (backend.readSync(bi.dataId) as Uint8Array[]).map((v) => util.decodeString(v));
+  const ia = op('arange', 0, av.length, 1, code('int32'), 'cpu').reshape(ai.shape);
+  const ib = op('arange', 0, bv.length, 1, code('int32'), 'cpu').reshape(bi.shape);
+  const sum = op('add', ia, op('mul', ib, sc(0)), 1); // the broadcast shape
+  const ea = ia.expand(sum.shape).contiguous().toTypedArray() as Int32Array;
+  const eb = ib.expand(sum.shape).contiguous().toTypedArray() as Int32Array;
+  const out = new Uint8Array(ea.length);
+  for (let i = 0; i < out.length; i++) out[i] = cmp(av[ea[i]], bv[eb[i]]) ? 1 : 0;
+  const r = wrapT(native.fromBuffer(out, 0, sum.shape, code('bool'), true));
+  return backend.device === 'cpu' ? r : r.to(backend.device as 'cuda');
+}
+
 /** A complex64 view of an operand (real operands get a zero imaginary part). */
 function complexOf(b: ResidualBackend, i: TensorInfo): Tensor {
   const t = b.tensorOf(i);
@@ -200,8 +231,10 @@ const castKernel = defineKernel('Cast', ({ inputs, attrs, backend }) => {
   const x = backend.tensorOf(xi);
   if (to === xi.dtype) return backend.output(x.clone(), to);
   if (xi.dtype === 'complex64') {
-    if (to !== 'float32') throw new Error(`Cast: complex64 to ${to} is not supported`);
-    return backend.output(x.select(-1, 0).contiguous(), 'float32');
+    // The real part, cast (as the cpu backend).
+    const re = x.select(-1, 0);
+    if (to === 'bool') return backend.output(op('ne', re, sc(0)), 'bool');
+    return backend.output(to === 'int32' ? re.to('int32') : re.contiguous(), to === 'int32' ? 'int32' : 'float32');
   }
   if (to === 'complex64') {
     const re = f32(x);
@@ -283,7 +316,14 @@ function argReduce(name: string, nativeName: 'argmax' | 'argmin'): KernelConfig 
     if (axes.length !== 1) throw new Error(`${name}: expected one axis, got [${axes}]`);
     let x = backend.tensorOf(xi);
     if (x.dtype === 'bool') x = x.to('uint8');
-    return backend.output(op(nativeName, x, axes[0], false), 'int32');
+    if (x.dtype !== 'float32') return backend.output(op(nativeName, x, axes[0], false), 'int32');
+    // As the cpu backend: NaNs never win (a strict comparison against the running best), except a NaN
+    // in the first position, which no later value replaces.
+    const fillV = nativeName === 'argmax' ? -Infinity : Infinity;
+    const nan = op('isnan', x);
+    const idx = op(nativeName, op('where', nan, sc(fillV), x), axes[0], false);
+    const firstNaN = nan.select(axes[0], 0);
+    return backend.output(op('where', firstNaN, sc(0), idx), 'int32');
   });
 }
 

@@ -3,7 +3,7 @@
 //
 // Computed in JS on the read data (as the cpu backend does): Unique (hashing of values/slices),
 // NonMaxSuppressionV3/V4/V5 (tfjs-core's own kernel_impls) and StaticRegexReplace (strings).
-import { kernel_impls, util } from '@tensorflow/tfjs-core';
+import { backend_util, kernel_impls, util } from '@tensorflow/tfjs-core';
 import type { DataType, KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { native } from '../../native.js';
 import { wrapT } from '../../tensor/tensor.js';
@@ -65,7 +65,7 @@ const topK = defineKernel('TopK', ({ inputs, attrs, backend }) => {
 
 const unique = defineKernel('Unique', ({ inputs, attrs, backend }) => {
   const x = inputs.x;
-  notComplex('Unique', x);
+  if (x.dtype === 'complex64') throw new Error('Unique: complex64 tensors are not supported');
   const axis = util.parseAxisParam((attrs.axis as number | undefined) ?? 0, x.shape)[0];
   const n = x.shape[axis];
   const inner = x.shape.length === 0 ? 1 : util.sizeFromShape(x.shape) / Math.max(n, 1);
@@ -87,7 +87,7 @@ const unique = defineKernel('Unique', ({ inputs, attrs, backend }) => {
   const keyOf = (i: number): string => {
     const parts: unknown[] = [];
     for (let j = 0; j < inner; j++) parts.push(rows[i * inner + j]);
-    return parts.join(',');
+    return x.dtype === 'string' ? JSON.stringify(parts) : parts.join(',');
   };
   const seen = new Map<string, number>();
   const firsts: number[] = [];
@@ -179,17 +179,56 @@ const denseBincount = defineKernel('DenseBincount', ({ inputs, attrs, backend })
 
 // ---- sampling, einsum ----
 
+// Samples on the CPU in JS from a PRNG seeded with tf's seed attr (tfjs passes a random one when the
+// caller gives none), so the same seed gives the same samples, as tf promises.
 const multinomial = defineKernel('Multinomial', ({ inputs, attrs, backend }) => {
-  const logits = backend.tensorOf(inputs.logits).to('float32');
+  const logitsInfo = inputs.logits;
   const numSamples = attrs.numSamples as number;
-  // tf's seed attr is not used: samples come from residual's generator (manualSeed makes them repeatable).
-  const probs = attrs.normalized ? logits : op('softmax', logits, -1, undefined);
-  return backend.output(op('multinomial', probs, numSamples, true), 'int32');
+  const logits = backend.tensorOf(logitsInfo).to('float32');
+  const probs = (attrs.normalized ? logits : op('softmax', logits, -1, undefined)).to('float64');
+  const [batch, n] = logitsInfo.shape.length === 1 ? [1, logitsInfo.shape[0]] : [logitsInfo.shape[0], logitsInfo.shape[1]];
+  const p = probs.toTypedArray() as Float64Array;
+  const rand = seededRandom(Number(attrs.seed ?? 0));
+  const out = new Int32Array(batch * numSamples);
+  const cdf = new Float64Array(n);
+  for (let b = 0; b < batch; b++) {
+    let acc = 0;
+    for (let i = 0; i < n; i++) cdf[i] = acc += p[b * n + i];
+    for (let s = 0; s < numSamples; s++) {
+      const r = rand() * acc;
+      let lo = 0;
+      let hi = n - 1;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (cdf[mid] > r) hi = mid;
+        else lo = mid + 1;
+      }
+      out[b * numSamples + s] = lo;
+    }
+  }
+  return fromJs(backend, out, [batch, numSamples], 'int32');
 });
+/** A small deterministic PRNG (xorshift-multiply on 32-bit state) giving floats in [0, 1). */
+function seededRandom(seed: number): () => number {
+  let h = 0x9e3779b9 ^ Math.floor(seed * 1e6);
+  const s = String(seed);
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x85ebca6b);
+  let state = h >>> 0 || 1;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
 
 const einsum = defineKernel('Einsum', ({ inputs, attrs, backend }) => {
   const list = inputs as unknown as TensorInfo[];
   notComplex('Einsum', ...list);
+  // tf's own checks first (its messages; e.g. no repeated axes, at most two operands), then libtorch.
+  const { allDims, idDims } = backend_util.decodeEinsumEquation(attrs.equation as string, list.length);
+  backend_util.checkEinsumDimSizes(allDims.length, idDims, list as never);
   const dtype = list.every((t) => t.dtype === 'int32') ? 'int32' : 'float32';
   const ts = list.map((t) => backend.tensorOf(t).to(torchDtype(dtype)));
   return backend.output(op('einsum', attrs.equation as string, ts), dtype);

@@ -67,6 +67,7 @@ export function torchDtype(d: DataType): DType {
     case 'complex64':
       return 'float32';
     case 'int32':
+    case 'string': // string elements travel as int32 ids (backend.tensorOf)
       return 'int32';
     case 'bool':
       return 'bool';

@@ -1,0 +1,165 @@
+// Kernels the cpu backend registers beyond tfjs-node's 155, where libtorch has the operation:
+// SparseSegmentSum/SparseSegmentMean (index_add), MaxPoolWithArgmax (max_pool2d_with_indices).
+import { backend_util } from '@tensorflow/tfjs-core';
+import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
+import { native } from '../../native.js';
+import { wrapT } from '../../tensor/tensor.js';
+import { code, defineKernel, fromNCHW, op, opList, sc, toNCHW, torchDtype, type ResidualBackend, type Tensor } from './util.js';
+
+function ints(backend: ResidualBackend, i: TensorInfo): Int32Array {
+  return Int32Array.from(backend.readSync(i.dataId) as ArrayLike<number>);
+}
+function longT(values: ArrayLike<number>, device: string): Tensor {
+  const buf = new BigInt64Array(values.length);
+  for (let i = 0; i < values.length; i++) buf[i] = BigInt(values[i]);
+  const t = wrapT(native.fromBuffer(buf, 0, [values.length], code('int64'), true));
+  return device === 'cpu' ? t : t.to(device as 'cuda');
+}
+
+/**
+ * tf's checks of a sparse segment reduction, in tf's order and with its messages: segment ids sorted,
+ * in range, indices in range. Returns the number of output rows.
+ */
+function checkSegments(indices: Int32Array, seg: Int32Array, inputRows: number): number {
+  const n = indices.length;
+  const rows = n > 0 ? seg[n - 1] + 1 : 0;
+  if (rows < 0) throw new Error(backend_util.getSparseSegmentReductionNegativeSegmentIdsErrorMessage());
+  if (n === 0) return rows;
+  if (rows <= 0) throw new Error(backend_util.getSparseSegmentReductionNegativeSegmentIdsErrorMessage());
+  // Walk the runs of equal ids: a run's successor must be larger, and the run's id and indices in range.
+  let start = 0;
+  while (start < n) {
+    const id = seg[start];
+    let end = start + 1;
+    while (end < n && seg[end] === id) end++;
+    if (end < n && id >= seg[end]) throw new Error(backend_util.getSparseSegmentReductionNonIncreasingSegmentIdsErrorMessage());
+    if (id < 0 || id >= rows) throw new Error(backend_util.getSparseSegmentReductionSegmentIdOutOfRangeErrorMessage(id, rows));
+    for (let i = start; i < end; i++) {
+      if (indices[i] < 0 || indices[i] >= inputRows) throw new Error(backend_util.getSparseSegmentReductionIndicesOutOfRangeErrorMessage(i, indices[i], inputRows));
+    }
+    start = end;
+  }
+  return rows;
+}
+
+function sparseSegment(name: string, mean: boolean): KernelConfig {
+  return defineKernel(name, ({ inputs, backend }) => {
+    const { data, indices, segmentIds } = inputs;
+    if (data.shape.length < 1) throw new Error(`${name}: data must be at least rank 1`);
+    const idx = ints(backend, indices);
+    const seg = ints(backend, segmentIds);
+    const rows = checkSegments(idx, seg, data.shape[0]);
+    const outShape = [rows, ...data.shape.slice(1)];
+    const dt = torchDtype(data.dtype);
+    let out = op('zeros', outShape, code(dt), backend.device);
+    if (idx.length > 0) {
+      const x = backend.tensorOf(data);
+      const picked = x.indexSelect(0, longT(idx, backend.device));
+      const segT = longT(seg, backend.device);
+      out = op('indexAdd', out, 0, segT, picked);
+      if (mean) {
+        const counts = op('indexAdd', op('zeros', [rows], code('float32'), backend.device), 0, segT, op('ones', [seg.length], code('float32'), backend.device));
+        const c = op('clamp', counts, 1, null).reshape([rows, ...data.shape.slice(1).map(() => 1)]);
+        out = op('div', out.to('float32'), c, null);
+      }
+    }
+    return backend.output(out, data.dtype);
+  });
+}
+
+const maxPoolWithArgmax = defineKernel('MaxPoolWithArgmax', ({ inputs, attrs, backend }) => {
+  const x = inputs.x;
+  const { filterSize, strides, pad, includeBatchInIndex } = attrs as unknown as { filterSize: number | [number, number]; strides: number | [number, number]; pad: 'same' | 'valid' | number; includeBatchInIndex: boolean };
+  const info = backend_util.computePool2DInfo(x.shape as [number, number, number, number], filterSize, strides, [1, 1], pad);
+  const [b, h, w, c] = x.shape;
+  const { top, bottom, left, right } = info.padInfo;
+  // NaNs never win a window (as the cpu backend's strict comparison).
+  const xf = backend.tensorOf(x).to('float32');
+  let t = toNCHW(op('where', op('isnan', xf), sc(-Infinity), xf));
+  if (top || bottom || left || right) t = op('pad', t, [left, right, top, bottom], 'constant', -Infinity);
+  const wp = w + left + right;
+  const [vals, idx] = opList('maxPool2dWithIndices', t, [info.filterHeight, info.filterWidth], [info.strideHeight, info.strideWidth], [0, 0], [1, 1], false);
+  // libtorch's index is y * Wp + x in the padded plane; tf's is ((b * H + y) * W + x) * C + c.
+  const yp = op('div', idx, sc(wp), 'floor');
+  const xp = op('sub', idx, op('mul', yp, sc(wp)), 1);
+  const y = op('sub', yp, sc(top), 1);
+  const xx = op('sub', xp, sc(left), 1);
+  const cIdx = op('arange', 0, c, 1, code('int64'), backend.device).reshape([1, c, 1, 1]);
+  let flat = op('add', op('mul', op('add', op('mul', y, sc(w)), xx, 1), sc(c)), cIdx, 1);
+  if (includeBatchInIndex) {
+    const bIdx = op('arange', 0, b, 1, code('int64'), backend.device).reshape([b, 1, 1, 1]);
+    flat = op('add', flat, op('mul', bIdx, sc(h * w * c)), 1);
+  }
+  return [backend.output(fromNCHW(vals).contiguous(), x.dtype), backend.output(fromNCHW(flat).contiguous(), 'int32')];
+});
+
+// tf.image.transform: projective transforms with tf's fill modes and nearest/bilinear interpolation,
+// computed as whole-tensor libtorch ops (coordinates in float64, as the cpu backend's JS numbers).
+function truncT(v: Tensor): Tensor {
+  return op('where', op('lt', v, sc(0)), op('ceil', v), op('floor', v));
+}
+function mapCoord(c: Tensor, len: number, mode: string): Tensor {
+  if (mode === 'nearest') return op('clamp', c, 0, len - 1);
+  if (mode !== 'reflect' && mode !== 'wrap') return c;
+  if (len <= 1) return op('where', op('logicalOr', op('lt', c, sc(0)), op('gt', c, sc(len - 1))), sc(0), c);
+  let neg: Tensor;
+  let pos: Tensor;
+  if (mode === 'reflect') {
+    const sz2 = 2 * len;
+    const n1 = op('where', op('lt', c, sc(sz2)), op('add', op('mul', truncT(op('div', op('neg', c), sc(sz2), null)), sc(sz2)), c, 1), c);
+    neg = op('where', op('lt', n1, sc(-len)), op('add', n1, sc(sz2), 1), op('sub', op('neg', n1), sc(1), 1));
+    const p1 = op('sub', c, op('mul', truncT(op('div', c, sc(sz2), null)), sc(sz2)), 1);
+    pos = op('where', op('ge', p1, sc(len)), op('sub', op('neg', p1), sc(1 - sz2), 1), p1);
+  } else {
+    const sz = len - 1;
+    neg = op('add', c, op('mul', op('add', truncT(op('div', op('neg', c), sc(sz), null)), sc(1), 1), sc(len)), 1);
+    pos = op('sub', c, op('mul', truncT(op('div', c, sc(sz), null)), sc(len)), 1);
+  }
+  const mapped = op('where', op('lt', c, sc(0)), neg, op('where', op('gt', c, sc(len - 1)), pos, c));
+  return op('clamp', mapped, 0, len - 1);
+}
+const transform = defineKernel('Transform', ({ inputs, attrs, backend }) => {
+  const { image, transforms } = inputs;
+  const { interpolation, fillMode, fillValue, outputShape } = attrs as unknown as { interpolation: string; fillMode: string; fillValue: number; outputShape?: [number, number] };
+  if (interpolation !== 'nearest' && interpolation !== 'bilinear') throw new Error(`Error in Transform: Expect 'nearest' or 'bilinear', but got ${interpolation}`);
+  const [batch, h, w, ch] = image.shape;
+  const [oh, ow] = outputShape ?? [h, w];
+  const dev = backend.device;
+  const tr = backend.tensorOf(transforms).to('float64').reshape([-1, 8]);
+  const col = (i: number): Tensor => tr.select(1, i).reshape([-1, 1, 1]);
+  const xs = op('arange', 0, ow, 1, code('float64'), dev).reshape([1, 1, ow]);
+  const ys = op('arange', 0, oh, 1, code('float64'), dev).reshape([1, oh, 1]);
+  const lin = (a: number, b: number, c: number): Tensor => op('add', op('add', op('mul', col(a), xs), op('mul', col(b), ys), 1), col(c), 1);
+  const proj = op('add', op('add', op('mul', col(6), xs), op('mul', col(7), ys), 1), sc(1), 1);
+  const inX = mapCoord(op('div', lin(0, 1, 2), proj, null), w, fillMode);
+  const inY = mapCoord(op('div', lin(3, 4, 5), proj, null), h, fillMode);
+  const img = backend.tensorOf(image).to('float64').reshape([batch, h * w, ch]);
+  const nb = Math.max(batch, tr.shape[0]);
+  const read = (yy: Tensor, xx: Tensor): Tensor => {
+    const ok = op('logicalAnd', op('logicalAnd', op('ge', yy, sc(0)), op('lt', yy, sc(h))), op('logicalAnd', op('ge', xx, sc(0)), op('lt', xx, sc(w))));
+    const safe = (v: Tensor, hi: number): Tensor => op('clamp', op('where', op('isnan', v), sc(0), v), 0, hi);
+    const flat = op('add', op('mul', safe(yy, h - 1), sc(w)), safe(xx, w - 1), 1).to('int64');
+    const idx = flat.expand([nb, oh, ow]).reshape([nb, oh * ow, 1]).expand([nb, oh * ow, ch]);
+    const v = img.expand([nb, h * w, ch]).gather(1, idx).reshape([nb, oh, ow, ch]);
+    return op('where', ok.expand([nb, oh, ow]).unsqueeze(-1), v, sc(fillValue));
+  };
+  let out: Tensor;
+  if (interpolation === 'nearest') {
+    // Math.round: halves up
+    out = read(op('floor', op('add', inY, sc(0.5), 1)), op('floor', op('add', inX, sc(0.5), 1)));
+  } else {
+    const y0 = op('floor', inY);
+    const x0 = op('floor', inX);
+    const y1 = op('add', y0, sc(1), 1);
+    const x1 = op('add', x0, sc(1), 1);
+    const e = (t: Tensor): Tensor => t.expand([nb, oh, ow]).unsqueeze(-1);
+    const top = op('add', op('mul', e(op('sub', x1, inX, 1)), read(y0, x0)), op('mul', e(op('sub', inX, x0, 1)), read(y0, x1)), 1);
+    const bot = op('add', op('mul', e(op('sub', x1, inX, 1)), read(y1, x0)), op('mul', e(op('sub', inX, x0, 1)), read(y1, x1)), 1);
+    out = op('add', op('mul', e(op('sub', y1, inY, 1)), top), op('mul', e(op('sub', inY, y0, 1)), bot), 1);
+  }
+  // A zero projection leaves the fill value (as the cpu backend).
+  out = op('where', op('eq', proj, sc(0)).expand([nb, oh, ow]).unsqueeze(-1), sc(fillValue), out);
+  return backend.output(out.to('float32'), image.dtype);
+});
+
+export const configs: KernelConfig[] = [sparseSegment('SparseSegmentSum', false), sparseSegment('SparseSegmentMean', true), maxPoolWithArgmax, transform];
