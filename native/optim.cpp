@@ -46,14 +46,14 @@ static bool capturing() {
 #endif
 }
 
-// The fused kernels apply: every parameter a floating-point (float32/float16/bfloat16) CUDA tensor on
-// one device, with dense gradients of its dtype.
+// The fused kernels apply: every parameter a floating-point (float32/float16/bfloat16) CUDA tensor, all
+// of one dtype on one device, with dense gradients of that dtype.
 static bool fusedApplies(const Optim& o, const std::vector<at::Tensor>& ps, const std::vector<at::Tensor>& gs) {
   if (!o.fused || ps.empty() || !ps[0].is_cuda()) return false;
   for (size_t k = 0; k < ps.size(); k++) {
     const auto& p = ps[k];
     auto st = p.scalar_type();
-    if (!p.is_cuda() || p.device() != ps[0].device() || (st != at::kFloat && st != at::kHalf && st != at::kBFloat16)) return false;
+    if (!p.is_cuda() || p.device() != ps[0].device() || st != ps[0].scalar_type() || (st != at::kFloat && st != at::kHalf && st != at::kBFloat16)) return false;
     if (gs[k].is_sparse() || gs[k].scalar_type() != st || gs[k].device() != p.device()) return false;
   }
   return true;
@@ -150,7 +150,7 @@ static void sgdStep(const Optim& o, Group& g, const Napi::Object& h) {
   }
   if (ps.empty()) return;
   if (fusedApplies(o, ps, gs)) return sgdFused(g, ps, gs, idx, lr, momentum, dampening, wd, nesterov, maximize);
-  if (capturing()) throw std::runtime_error("optimizer step inside a CUDA graph capture: only the fused CUDA path is capturable (all parameters floating-point CUDA tensors on one device, optimSetFused on)");
+  if (ps[0].is_cuda() && capturing()) throw std::runtime_error("optimizer step inside a CUDA graph capture: only the fused CUDA path is capturable (all parameters floating-point CUDA tensors on one device, optimSetFused on)");
   if (maximize) gs = at::_foreach_neg(gs);
   if (wd != 0) gs = at::_foreach_add(gs, ps, wd);
   if (momentum != 0) {
@@ -220,7 +220,7 @@ static void adamStep(const Optim& o, Group& g, const Napi::Object& h, bool decou
   double eps = num(h, "eps", 1e-8), wd = num(h, "weightDecay", 0);
   bool amsgrad = num(h, "amsgrad", 0) != 0, maximize = num(h, "maximize", 0) != 0;
   if (adamFused(o, g, lr, beta1, beta2, eps, wd, amsgrad, maximize, decoupled)) return;
-  if (capturing()) throw std::runtime_error("optimizer step inside a CUDA graph capture: only the fused CUDA path is capturable (all parameters floating-point CUDA tensors on one device, optimSetFused on)");
+  if (!g.params.empty() && g.params[0].is_cuda() && capturing()) throw std::runtime_error("optimizer step inside a CUDA graph capture: only the fused CUDA path is capturable (all parameters floating-point CUDA tensors on one device, optimSetFused on)");
   std::vector<at::Tensor> ps, gs, m, v, vmax;
   std::vector<at::Scalar> stepSizes, bc2Sqrt;
   for (size_t i = 0; i < g.params.size(); i++) {
@@ -434,7 +434,9 @@ DEFN(optimSyncLr) {
   auto arr = a.info[1].As<Napi::Array>();
   if (arr.Length() != o->groups.size())
     throw ArgError("lrs has " + std::to_string(arr.Length()) + " entries, the optimizer has " + std::to_string(o->groups.size()) + " groups");
-  if (capturing()) throw std::runtime_error("optimSyncLr: called during a CUDA graph capture (the write would be captured); call it before capture and replay");
+  bool anyCuda = false;
+  for (auto& G : o->groups) anyCuda = anyCuda || (!G.params.empty() && G.params[0].is_cuda());
+  if (anyCuda && capturing()) throw std::runtime_error("optimSyncLr: called during a CUDA graph capture (the write would be captured); call it before capture and replay");
   std::vector<double> lrs;
   for (uint32_t g = 0; g < arr.Length(); g++) {
     Napi::Value v = arr.Get(g);

@@ -4,7 +4,7 @@
 // Self-contained (bench.mjs can call it, or import runResidual/variantsFor).
 //
 //   node scripts/bench-gpu-step.mjs [--model resnet20] [--batch 128] [--image 32] [--classes 10]
-//        [--steps 30] [--trials 5] [--warmup 10] [--variants ladder|one] [--amp] [--channels-last]
+//        [--steps 30] [--trials 5] [--warmup 10] [--variants ladder|targets|one] [--amp] [--channels-last]
 //        [--cuda-graphs] [--no-cudnn-benchmark] [--no-fused] [--h2d] [--device cuda]
 //        [--python PATH | --no-python] [--json out.json]
 //
@@ -20,7 +20,8 @@
 //   +h2d             the batch copied from pinned host memory each step, non_blocking
 //   +cuda-graphs     the whole step captured once and replayed (residual: captureTrainStep; torch:
 //                    torch.cuda.graph whole-network capture)
-// `--variants one` measures the single variant the flags describe.
+// `--variants targets`: fp32, bf16 + channels-last, and that with CUDA graphs (cuDNN benchmark and fused
+// optimizer on in all three). `--variants one` measures the single variant the flags describe.
 // Python twin: scripts/bench-gpu-step.py (the same networks as the ResNet parity fixtures); it also
 // counts the FLOPs of one training step (torch.utils.flop_counter) for the MFU, which is the achieved
 // FLOP rate over the bf16 matmul rate measured here (8192^3, both sides' cuBLAS).
@@ -53,6 +54,17 @@ const num = (name, dflt) => {
 /** The settings of one measured variant. */
 export function variantsFor(base, mode) {
   if (mode === 'one') return [{ name: 'as given', ...base }];
+  if (mode === 'targets') {
+    // the issue's targets: fp32 with the defaults (cuDNN benchmark, fused), bf16 + channels-last, and
+    // the same captured in a CUDA graph
+    const d = { ...base, cudnnBenchmark: true, fused: true, h2d: false };
+    return [
+      { name: 'fp32', ...d, amp: false, channelsLast: false, cudaGraphs: false },
+      { name: 'bf16+cl', ...d, amp: true, channelsLast: true, cudaGraphs: false },
+      { name: 'bf16+cl+graphs', ...d, amp: true, channelsLast: true, cudaGraphs: true },
+    ];
+  }
+  if (mode !== 'ladder') throw new Error(`--variants must be ladder, targets or one, got ${mode}`);
   const v = [];
   let cur = { ...base, cudnnBenchmark: false, fused: false, channelsLast: false, amp: false, h2d: false, cudaGraphs: false };
   v.push({ name: 'plain', ...cur });
