@@ -168,6 +168,9 @@ async function main() {
     const cpu = byName.cpu;
     for (const r of results) console.log(`${r.backend}: ${r.passed.length} passed, ${r.failed.length} failed${r.backend === 'residual' ? `, ${r.skipped} excluded or filtered` : ''} (${(r.ms / 1000).toFixed(1)} s)`);
     let regressions = [];
+    let unused = [];
+    let excludedCpuPassing = 0;
+    let notRun = [];
     if (res && cpu) {
       const cpuPassed = new Set(cpu.passed);
       regressions = res.failed.filter((f) => cpuPassed.has(f.name));
@@ -176,8 +179,15 @@ async function main() {
       if (argv.includes('--verbose')) for (const f of both) console.log(`  - ${f.name}: ${f.message}`);
       console.log(`pass on cpu, fail on residual, not excluded: ${regressions.length}`);
       for (const f of regressions) console.log(`  - ${f.name}: ${f.message}`);
-      const unused = excludes.filter((e) => !cpu.passed.some((n) => n.includes(e.test)) && !cpu.failed.some((f) => f.name.includes(e.test)));
+      unused = excludes.filter((e) => !cpu.passed.some((n) => n.includes(e.test)) && !cpu.failed.some((f) => f.name.includes(e.test)));
       if (unused.length) console.log(`exclude entries that match no test: ${unused.map((e) => JSON.stringify(e.test)).join(', ')}`);
+      excludedCpuPassing = cpu.passed.filter((n) => excludes.some((e) => n.includes(e.test))).length;
+      // Tests that pass on cpu and never ran on residual (not excluded either): specs the suite defines
+      // for the cpu backend only.
+      const ran = new Set([...res.passed, ...res.failed.map((f) => f.name)]);
+      notRun = cpu.passed.filter((n) => !ran.has(n) && !excludes.some((e) => n.includes(e.test)));
+      if (notRun.length) console.log(`pass on cpu, defined only for cpu (not run on residual): ${notRun.length}\n${notRun.map((n) => `  - ${n}`).join('\n')}`);
+      console.log(`excluded on residual: ${excludedCpuPassing} tests that pass on cpu (${excludes.length} entries, scripts/tfjs-core-exclude.mjs)`);
     } else if (res) {
       for (const f of res.failed) console.log(`  - ${f.name}: ${f.message}`);
     }
@@ -186,9 +196,12 @@ async function main() {
     if (json) {
       fs.writeFileSync(json, JSON.stringify({
         residual: res && { passed: res.passed.length, failed: res.failed, skipped: res.skipped, ms: res.ms },
-        cpu: cpu && { passed: cpu.passed.length, failed: cpu.failed.length, ms: cpu.ms },
+        cpu: cpu && { passed: cpu.passed.length, failed: cpu.failed.length, skipped: cpu.skipped, ms: cpu.ms },
         regressions,
         excludes: excludes.length,
+        excludedCpuPassing,
+        unusedExcludes: unused.map((e) => e.test),
+        notRun,
       }, null, 1));
     }
     if (res) console.log(`${res.passed.length} passed, ${res.failed.length} failed`);

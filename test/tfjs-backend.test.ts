@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { memory as residualMemory } from '../lib/index.js';
-import { BACKEND_NAME, RESIDUAL_PRIORITY, ResidualBackend } from '../lib/tfjs/index.js';
+import { BACKEND_NAME, RESIDUAL_PRIORITY, ResidualBackend, setResidualDevice } from '../lib/tfjs/index.js';
 
 beforeAll(async () => {
   await tf.setBackend('residual');
@@ -141,5 +141,108 @@ describe('residual tfjs backend', () => {
     const x = tf.tensor1d([1, 2, 3]);
     expect(Array.from(await tf.sum(x).data())).toEqual([6]);
     x.dispose();
+  });
+  it('moves data written on the cpu backend when a residual kernel uses it', async () => {
+    await tf.setBackend('cpu');
+    const x = tf.tensor1d([1, 2, 3]);
+    await tf.setBackend('residual');
+    const y = tf.mul(x, 2);
+    expect(Array.from(await y.data())).toEqual([2, 4, 6]);
+    expect(Array.from(await x.data())).toEqual([1, 2, 3]);
+    tf.dispose([x, y]);
+  });
+
+  it('string tensors move through reshape, concat, tile, slice, stack and compare', async () => {
+    const s = tf.tensor2d(['a', 'bb', 'c', 'dd'], [2, 2]);
+    expect(tf.reshape(s, [4]).arraySync()).toEqual(['a', 'bb', 'c', 'dd']);
+    expect(tf.concat([s, s], 1).arraySync()).toEqual([['a', 'bb', 'a', 'bb'], ['c', 'dd', 'c', 'dd']]);
+    expect(tf.tile(s, [1, 2]).arraySync()).toEqual([['a', 'bb', 'a', 'bb'], ['c', 'dd', 'c', 'dd']]);
+    expect(tf.slice(s, [0, 1], [2, 1]).arraySync()).toEqual([['bb'], ['dd']]);
+    expect(tf.stack([tf.scalar('x'), tf.scalar('y')]).arraySync()).toEqual(['x', 'y']);
+    expect(Array.from(tf.equal(s, tf.scalar('c')).dataSync())).toEqual([0, 0, 1, 0]);
+    tf.dispose(s);
+  });
+
+  it('complex64: FFT/IFFT round trip, real/imag/abs as the cpu backend', async () => {
+    await sameAsCpu(() => {
+      const c = tf.complex([1, 2, 3, 4], [0, -1, 2, 0.5]);
+      const f = tf.spectral.fft(c);
+      return [tf.real(f), tf.imag(f), tf.real(tf.spectral.ifft(f)), tf.abs(c), tf.real(tf.mul(c, c))];
+    }, 1e-5);
+  });
+
+  it('array kernels match the cpu backend', async () => {
+    await sameAsCpu(() => {
+      const x = tf.tensor3d(Array.from({ length: 24 }, (_, i) => i - 7), [2, 3, 4]);
+      const xi = tf.cast(x, 'int32');
+      return [
+        tf.transpose(x, [2, 0, 1]),
+        tf.stridedSlice(x, [0, 2, 3], [2, 0, 0], [1, -1, -2]),
+        tf.gather(x, tf.tensor1d([2, 0], 'int32'), 1),
+        tf.gatherND(x, tf.tensor2d([1, 2, 0, 1], [2, 2], 'int32')),
+        tf.scatterND(tf.tensor2d([0, 1, 0, 1], [2, 2], 'int32'), tf.tensor1d([5, 6]), [2, 2]),
+        tf.mirrorPad(tf.tensor2d([1, 2, 3, 4, 5, 6], [2, 3]), [[1, 1], [2, 2]], 'symmetric'),
+        tf.mirrorPad(tf.tensor2d([1, 2, 3, 4, 5, 6], [2, 3]), [[1, 1], [2, 2]], 'reflect'),
+        tf.pad(xi, [[0, 1], [1, 0], [0, 0]], 7),
+        tf.tile(xi, [1, 2, 1]),
+        tf.reverse(x, [0, 2]),
+        tf.oneHot(tf.tensor1d([0, 2, 5, -1], 'int32'), 3),
+        tf.where(tf.tensor1d([true, false], 'bool'), tf.ones([2, 2]), tf.zeros([2, 2])),
+        tf.range(5, 0, -1.5),
+        tf.linspace(0, 1, 7),
+        tf.cumprod(tf.tensor1d([1, 2, 3, 4]), 0, true, false),
+        tf.unsortedSegmentSum(tf.tensor1d([1, 2, 3, 4]), tf.tensor1d([1, 0, 1, -1], 'int32'), 2),
+        tf.topk(tf.tensor1d([3, 1, 3, 2, 3]), 3).indices,
+        tf.unique(tf.tensor1d([3, 1, 3, 2, 1])).indices,
+        tf.einsum('ij,jk->ik', tf.ones([2, 3]), tf.ones([3, 2])),
+        tf.bincount(tf.tensor1d([0, 1, 1, 4], 'int32'), tf.tensor1d([0.5, 1, 2, 3]), 3),
+        tf.sum(tf.sparseToDense(tf.tensor1d([1, 3], 'int32'), tf.tensor1d([5, 6]), [5], tf.scalar(-1))),
+      ];
+    });
+  });
+
+  it('no dataId nor native tensor outlives a batch of kernels', () => {
+    const b = tf.backend() as ResidualBackend;
+    const ids0 = b.numDataIds();
+    const native0 = residualMemory().tensors;
+    tf.tidy(() => {
+      const x = tf.tensor2d([1, -2, 3, 4, 5, -6], [2, 3]);
+      const c = tf.complex(x, x);
+      const s = tf.tensor1d(['p', 'q']);
+      const ops = [
+        tf.abs(x), tf.sigmoid(x), tf.erf(x), tf.step(x), tf.clipByValue(x, -1, 1), tf.isNaN(x), tf.mod(x, 3),
+        tf.argMax(x, 1), tf.all(tf.cast(x, 'bool')), tf.any(tf.cast(x, 'bool'), 1), tf.min(x, 0), tf.mean(x, 1),
+        tf.reshape(x, [3, 2]), tf.expandDims(x, 1), tf.clone(x), tf.split(x, 3, 1)[1], tf.unstack(x)[0],
+        tf.real(c), tf.imag(c), tf.abs(c), tf.spectral.fft(c), tf.reshape(c, [6]), tf.concat([c, c]),
+        tf.reshape(s, [2, 1]), tf.concat([s, s]), tf.addN([x, x, x]), tf.onesLike(c), tf.zerosLike(x),
+        tf.multinomial(tf.tensor2d([[0.1, 0.9]]), 4, 7), tf.image.nonMaxSuppression(tf.tensor2d([0, 0, 1, 1, 0, 0, 1, 1], [2, 4]), tf.tensor1d([0.9, 0.8]), 2),
+      ];
+      return ops.length;
+    });
+    expect(b.numDataIds()).toBe(ids0);
+    expect(residualMemory().tensors).toBe(native0);
+  });
+
+  it('invalid attributes and libtorch failures are JS errors with the message', () => {
+    const x = tf.tensor2d([1, 2, 3, 4], [2, 2]);
+    expect(() => tf.engine().runKernel('Transpose', { x }, { perm: [0, 0] })).toThrow(/duplicate dims|repeated dim/i);
+    expect(() => tf.engine().runKernel('Tile', { x }, { reps: [-1, 1] })).toThrow(Error);
+    expect(() => tf.gather(x, tf.tensor1d([5], 'int32'))).toThrow(/not in \[0, 1\]/);
+    x.dispose();
+  });
+
+  it('setResidualDevice refuses what is not a device', () => {
+    expect(() => setResidualDevice('tpu' as never)).toThrow(TypeError);
+  });
+
+  it('dispose() of a backend frees its native tensors', () => {
+    const native0 = residualMemory().tensors;
+    const b = new ResidualBackend('cpu');
+    b.write(new Float32Array([1, 2, 3]), [3], 'float32');
+    b.write(new Int32Array([1]), [], 'int32');
+    expect(residualMemory().tensors).toBe(native0 + 2);
+    expect(b.numDataIds()).toBe(2);
+    b.dispose();
+    expect(residualMemory().tensors).toBe(native0);
   });
 });
