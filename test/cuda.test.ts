@@ -277,5 +277,27 @@ describe.runIf(cudaWanted)('CUDA graphs and fused optimizers', () => {
     expect(g.state).toBe('disposed');
     expect(isCapturing()).toBe(false);
     expect(x.sum().item()).toBe(8);
+    // the same inside a captured training step: a clear error, the step disposed
+    const lin = createModel('resnet20', { numClasses: 10, inChannels: 3 }).to('cuda');
+    const opt = new SGD(lin.parameters(), { lr: 0.1, momentum: 0.9 });
+    const step = captureTrainStep({
+      model: lin,
+      optimizer: opt,
+      warmup: 1,
+      forward: (bx, by) => {
+        const logits = lin.call(bx);
+        const loss = r.crossEntropy(logits, by);
+        if (!Number.isFinite(loss.item() as number)) throw new Error('unreachable');
+        return { logits, loss };
+      },
+    });
+    const bx = r.randn([4, 3, 32, 32], { device: 'cuda' });
+    const by = r.randint(0, 10, [4], { device: 'cuda' });
+    const w = step.step(bx, by); // warm-up: eager, item() is fine
+    expect(Number.isFinite(w.loss.item() as number)).toBe(true);
+    expect(() => step.step(bx, by)).toThrow(/capturing the training step in a CUDA graph failed/);
+    expect(step.phase).toBe('disposed');
+    expect(() => step.step(bx, by)).toThrow(DisposedTensorError);
+    expect(r.crossEntropy(lin.call(bx), by).item()).toBeGreaterThan(0);
   });
 });

@@ -303,7 +303,13 @@ export class GraphedTrainStep {
     }
     syncOptimizerLr(optimizer);
     if (!this.out) {
-      this.out = this.graph.capture(() => this.body());
+      try {
+        this.out = this.graph.capture(() => this.body());
+      } catch (e) {
+        // the graph is disposed by capture(); this step cannot be used any more
+        this.dispose();
+        throw new Error(`captureTrainStep: capturing the training step in a CUDA graph failed (the step must not read values on the host, e.g. item(), nor allocate optimizer state): ${(e as Error).message}`, { cause: e });
+      }
       const params = optimizer.paramGroups.flatMap((g) => g.params);
       this.graph.keep([s.x, s.y, this.out.loss, this.out.correct, ...params]);
     }

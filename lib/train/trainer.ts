@@ -229,7 +229,7 @@ export function inspectRunFolder(dir: string): { checkpoint: boolean; finished: 
 
 /** The settings (config keys) in which two runs differ; where a run writes and how fast it logs do not count. */
 function runSettingsDiffer(a: Partial<TrainConfig>, b: Partial<TrainConfig>): string[] {
-  const ignore = new Set(['out', 'workers', 'logEvery', 'device']);
+  const ignore = new Set(['out', 'workers', 'logEvery', 'device', 'cudaGraphs', 'cudnnBenchmark']);
   const keys = new Set([...Object.keys(a), ...Object.keys(b)].filter((k) => !ignore.has(k)));
   return [...keys].filter((k) => JSON.stringify((a as Record<string, unknown>)[k]) !== JSON.stringify((b as Record<string, unknown>)[k])).map(flagName);
 }
