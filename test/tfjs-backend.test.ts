@@ -245,4 +245,36 @@ describe('residual tfjs backend', () => {
     b.dispose();
     expect(residualMemory().tensors).toBe(native0);
   });
+  it('unary and binary kernels agree with the cpu backend on special values (NaN, +-Infinity, +-0, huge)', async () => {
+    const F = [0, -0, 1, -1, 2.5, -2.5, 0.5, -0.5, 3, 1e30, -1e30, NaN, Infinity, -Infinity, 7, -7.25];
+    const F2 = [...F].reverse();
+    const I = [0, 1, -1, 2, -2, 7, -7, 3, 5, -5, 4, 6, -3, 9, 12, -12];
+    const I2 = [3, -3, 2, 0, -2, 1, 4, -1, 0, 7, -4, 5, 2, -9, 5, -5];
+    type Un = (x: tf.Tensor) => tf.Tensor;
+    type Bin = (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
+    const unF: Un[] = [tf.abs, tf.acos, tf.acosh, tf.asin, tf.asinh, tf.atan, tf.atanh, tf.ceil, tf.cos, tf.cosh, tf.erf, tf.exp, tf.expm1, tf.floor,
+      tf.isFinite, tf.isInf, tf.isNaN, tf.log, tf.log1p, tf.neg, tf.reciprocal, tf.round, tf.rsqrt, tf.sigmoid, tf.sign, tf.sin, tf.sinh, tf.sqrt,
+      tf.square, tf.step, tf.tan, tf.tanh];
+    const unI: Un[] = [tf.abs, tf.neg, tf.square, tf.sign];
+    // floorDiv and pow are left out on floats: see the next test.
+    const binF: Bin[] = [tf.add, tf.sub, tf.mul, tf.div, tf.mod, tf.maximum, tf.minimum, tf.squaredDifference, tf.atan2, tf.equal, tf.notEqual, tf.less,
+      tf.lessEqual, tf.greater, tf.greaterEqual];
+    const binI: Bin[] = [tf.add, tf.sub, tf.mul, tf.floorDiv, tf.mod, tf.maximum, tf.minimum, tf.squaredDifference, tf.equal, tf.less, tf.div];
+    await sameAsCpu(() => [
+      ...unF.map((f) => f(tf.tensor1d(F))),
+      ...unI.map((f) => f(tf.tensor1d(I, 'int32'))),
+      ...binF.map((f) => f(tf.tensor1d(F), tf.tensor1d(F2))),
+      ...binI.map((f) => f(tf.tensor1d(I, 'int32'), tf.tensor1d(I2, 'int32'))),
+    ], 1e-4);
+  });
+
+  it("follows TF (not the cpu backend's JS quirks) for float floorDiv and pow", () => {
+    // TF's FloorDiv keeps float dtypes (tfjs-backend-cpu returns int32); x / 0 floors to +-Infinity.
+    const q = tf.floorDiv(tf.tensor1d([7, -7, 7.5]), tf.tensor1d([2, 2, 0]));
+    expect(q.dtype).toBe('float32');
+    expect(Array.from(q.dataSync())).toEqual([3, -4, Infinity]);
+    // C's pow: 1^x == 1 for any x, also NaN and Infinity (JS's Math.pow gives NaN).
+    expect(Array.from(tf.pow(tf.tensor1d([1, 1, -1]), tf.tensor1d([NaN, Infinity, -Infinity])).dataSync())).toEqual([1, 1, 1]);
+    tf.dispose(q);
+  });
 });

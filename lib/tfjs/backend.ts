@@ -118,8 +118,10 @@ export class ResidualBackend extends KernelBackend {
     const id = isTensorInfo(info) ? info.dataId : info;
     let e = this.data.get(id);
     if (e === undefined) {
-      // Data that lives on another backend is moved here (tfjs calls move()).
-      engine().moveData(this, id);
+      // Data that lives on another backend is moved here (tfjs calls move()); a dataId the engine does
+      // not know (a disposed tensor) is an error here rather than a TypeError inside tfjs.
+      const eng = engine() as unknown as { state?: { tensorInfo?: { has(k: DataId): boolean } } };
+      if (eng.state?.tensorInfo?.has(id)) engine().moveData(this, id);
       e = this.data.get(id);
       if (e === undefined) throw new Error('residual backend: unknown dataId (disposed tensor?)');
     }

@@ -184,13 +184,13 @@ const unaries: KernelConfig[] = [
   F('Asinh', (x) => op('asinh', x)),
   F('Atan', (x) => op('atan', x)),
   F('Atanh', (x) => op('atanh', x)),
-  F('Ceil', (x) => op('ceil', x)),
+  K('Ceil', (x) => (x.dtype === 'float32' ? op('ceil', x) : x.to('int32'))), // integers are already whole
   F('Cos', (x) => op('cos', x)),
   F('Cosh', (x) => op('cosh', x)),
   F('Erf', (x) => op('erf', x)),
   F('Exp', (x) => op('exp', x), 'float32'),
   F('Expm1', (x) => op('expm1', x)),
-  F('Floor', (x) => op('floor', x)),
+  K('Floor', (x) => (x.dtype === 'float32' ? op('floor', x) : x.to('int32'))), // integers are already whole
   F('IsFinite', (x) => op('isfinite', x), 'bool'),
   F('IsInf', (x) => op('isinf', x), 'bool'),
   F('IsNan', (x) => op('isnan', x), 'bool'),
@@ -199,7 +199,7 @@ const unaries: KernelConfig[] = [
   K('LogicalNot', (x) => op('logicalNot', x), 'bool'),
   K('Neg', (x) => (x.dtype === 'bool' ? op('neg', x.to('int32')) : op('neg', x))),
   F('Reciprocal', (x) => op('reciprocal', x)),
-  F('Round', (x) => op('round', x)),
+  K('Round', (x) => (x.dtype === 'float32' ? op('round', x) : x.to('int32'))), // integers are already whole
   F('Rsqrt', (x) => op('rsqrt', x)),
   F('Sigmoid', (x) => op('sigmoid', x)),
   // cpu: -1 / 0 / 1, and 0 for NaN
