@@ -5,7 +5,24 @@
 // count or timing.
 #include "residual.h"
 
+#if defined(RESIDUAL_CUDA)
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
 namespace residual {
+
+#if defined(RESIDUAL_CUDA)
+// Host-to-device copies of pinned batches go on a side stream (RESIDUAL_LOADER_COPY_STREAM=0: on the
+// default stream, as before), so the DMA overlaps the training kernels queued on the default stream.
+static bool copyStreamEnabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("RESIDUAL_LOADER_COPY_STREAM");
+    return !(v && std::string(v) == "0");
+  }();
+  return on;
+}
+#endif
 
 static const napi_type_tag kLoaderTag = {0x51a0c3e7b2d94f68ULL, 0x0f1e2d3c4b5a6978ULL};
 
@@ -228,6 +245,26 @@ struct Loader {
       if (cfg.erase > 0 && unit(r) < cfg.erase) eraseRect(o, C, H, W, r);
     }
     if (cfg.channelsLast) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+#if defined(RESIDUAL_CUDA)
+    if (pinned && copyStreamEnabled()) {
+      // Copy on a pool stream; this worker thread waits for it (not the JS thread), so the batch is on
+      // the device before it is handed out and the consumer needs no event. record_stream: the memory
+      // is used by the consumer's (default) stream, so the allocator does not hand it to the next copy
+      // while the training kernels may still read it.
+      const c10::DeviceIndex dev = cfg.device.has_index() ? cfg.device.index() : 0;
+      c10::cuda::CUDAStream copy = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, dev);
+      {
+        c10::cuda::CUDAStreamGuard guard(copy);
+        x = x.to(cfg.device, /*non_blocking=*/true);
+        y = y.to(cfg.device, /*non_blocking=*/true);
+      }
+      copy.synchronize();
+      c10::cuda::CUDAStream consumer = c10::cuda::getDefaultCUDAStream(dev);
+      x.record_stream(consumer);
+      y.record_stream(consumer);
+      return {x, y};
+    }
+#endif
     if (!cfg.device.is_cpu()) {
       x = x.to(cfg.device, /*non_blocking=*/pinned);
       y = y.to(cfg.device, /*non_blocking=*/pinned);

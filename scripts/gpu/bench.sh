@@ -31,9 +31,12 @@ stage "resnet50 b256 224x224: fp32, bf16 + channels-last, + CUDA graphs"
 timeout 180 node scripts/bench-gpu-step.mjs --model resnet50 --batch 256 --image 224 --classes 1000 --variants targets \
   --steps 10 --trials 3 --warmup 5 --json "$OUT/resnet50.json" 2>&1 | tee "$OUT/resnet50.log" | tail -15 >> "$OUT/summary.log"
 
-stage "cli: train --cuda-graphs against eager (synthetic, 60 steps)"
-for g in --no-cuda-graphs --cuda-graphs; do
-  timeout 45 node bin/residual.js train --model resnet20 --data synthetic --epochs 1 --batch-size 128 --limit-train-batches 60 \
-    --limit-test-batches 2 --device cuda --workers 4 --log-every 20 $g --json --out /tmp/cg-run$g 2>&1 | grep -E '"type":"(step|done)"' | tail -2 | sed "s/^/$g /" >> "$OUT/summary.log"
-done
+stage "cli: train eager (loader copies on the default stream / on a side stream) and --cuda-graphs (synthetic, 60 steps)"
+run() {  # label, env, flags
+  env $2 timeout 45 node bin/residual.js train --model resnet20 --data synthetic --epochs 1 --batch-size 128 --limit-train-batches 60 \
+    --limit-test-batches 2 --device cuda --workers 4 --log-every 20 $3 --json --out "/tmp/cg-run-$1" 2>&1 | grep -E '"type":"(step|done)"' | tail -2 | sed "s/^/$1 /" >> "$OUT/summary.log"
+}
+run eager-default-stream RESIDUAL_LOADER_COPY_STREAM=0 --no-cuda-graphs
+run eager-copy-stream RESIDUAL_LOADER_COPY_STREAM=1 --no-cuda-graphs
+run graphs-copy-stream RESIDUAL_LOADER_COPY_STREAM=1 --cuda-graphs
 stage done
