@@ -80,10 +80,12 @@ export class ResidualBackend extends KernelBackend {
   /** The running kernel's string table (string elements handed to it as int32 ids), or null. */
   private strTable: Uint8Array[] | null = null;
   private disposed = false;
+  private readonly onCuda: boolean;
 
   constructor(device: string = getResidualDevice()) {
     super();
     this.device = checkDevice(device, 'ResidualBackend');
+    this.onCuda = this.device !== 'cpu';
   }
 
   // ---- helpers for kernels ----
@@ -149,7 +151,10 @@ export class ResidualBackend extends KernelBackend {
     if (want === undefined) throw new Error(`output(): unsupported dtype ${dt}`);
     if (t.dtype !== want) t = t.to(want);
     else if (this.owned.has(t)) t = wrapT(native.detach(hOf(t)));  // a second reference, never the same Tensor twice
-    if (t.device !== this.device && !(this.device === 'cuda' && t.device === 'cuda:0')) t = t.to(this.device as 'cpu');
+    if (this.onCuda) {
+      const d = t.device;
+      if (d !== this.device && !(this.device === 'cuda' && d === 'cuda:0')) t = t.to(this.device as 'cpu');
+    }
     let shape = t.shape;
     if (dt === 'complex64') {
       if (shape.length === 0 || shape[shape.length - 1] !== 2) throw new Error(`output(): a complex64 result must be float32 [..., 2], got [${shape}]`);
