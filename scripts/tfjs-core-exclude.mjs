@@ -16,6 +16,5 @@ export const exclude = [
   { test: 'stringSplit peer ', reason: `StringSplit: ${STRINGS}` },
   { test: 'stringToHashBucketFast peer ', reason: `StringToHashBucketFast: ${STRINGS}` },
   { test: 'raggedGather  peer ', reason: `RaggedGather: ${RAGGED}` },
-  { test: 'raggedRange  peer ', reason: `RaggedRange: ${RAGGED}` },
   { test: 'raggedTensorToTensor  peer ', reason: `RaggedTensorToTensor: ${RAGGED}` },
 ];

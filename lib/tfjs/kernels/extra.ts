@@ -254,6 +254,53 @@ const sparseFillEmptyRows = defineKernel('SparseFillEmptyRows', ({ inputs, backe
   ];
 });
 
+// RaggedRange: row sizes from the (small) starts/limits/deltas vectors in JS with tf's checks, then every
+// value computed at once: value k of row r is start[r] + (k - splits[r]) * delta[r] (float64, rounded once).
+const INT32_MAX = 2147483647;
+const raggedRange = defineKernel('RaggedRange', ({ inputs, backend }) => {
+  const { starts, limits, deltas } = inputs;
+  for (const [name, t] of [['starts', starts], ['limits', limits], ['deltas', deltas]] as const) {
+    if (t.shape.length > 1) throw new Error(`${name} must be a scalar or vector`);
+  }
+  const sizes = [starts, limits, deltas].filter((t) => t.shape.length === 1).map((t) => t.shape[0]);
+  if (sizes.some((n) => n !== sizes[0])) throw new Error('starts, limits, and deltas must have the same shape');
+  const rows = sizes.length ? sizes[0] : 1;
+  const read = (t: TensorInfo): number[] => Array.from(backend.readSync(t.dataId) as ArrayLike<number>);
+  const [st, li, de] = [read(starts), read(limits), read(deltas)];
+  const at = (v: number[], r: number): number => (v.length === 1 && rows !== 1 ? v[0] : v[r] ?? v[0]);
+  const splits = new Int32Array(rows + 1);
+  for (let r = 0; r < rows; r++) {
+    const a = at(st, r);
+    const b = at(li, r);
+    const d = at(de, r);
+    if (d === 0) throw new Error('Requires delta != 0');
+    let n = 0;
+    if (!((d > 0 && b < a) || (d < 0 && b > a))) {
+      n = Math.ceil(Math.abs((b - a) / d));
+      if (n > INT32_MAX) throw new Error(`Requires ((limit - start) / delta) <= ${INT32_MAX}`);
+    }
+    splits[r + 1] = splits[r] + n;
+  }
+  const dev = backend.device;
+  const total = splits[rows];
+  const splitsT = wrapT(native.fromBuffer(splits, 0, [rows + 1], code('int32'), true));
+  const f64 = (v: number[]): Tensor => {
+    const t = wrapT(native.fromBuffer(new Float64Array(Array.from({ length: rows }, (_, r) => at(v, r))), 0, [rows], code('float64'), true));
+    return dev === 'cpu' ? t : t.to(dev as 'cuda');
+  };
+  let values: Tensor;
+  if (total === 0) values = op('zeros', [0], code('float64'), dev);
+  else {
+    const k = op('arange', 0, total, 1, code('int64'), dev);
+    const sp = (dev === 'cpu' ? splitsT : splitsT.to(dev as 'cuda')).to('int64');
+    const row = op('searchsorted', sp.narrow(0, 1, rows).contiguous(), k, false, true);
+    const offset = op('sub', k, sp.indexSelect(0, row), 1).to('float64');
+    values = op('add', f64(st).indexSelect(0, row), op('mul', offset, f64(de).indexSelect(0, row)), 1);
+  }
+  return [backend.output(dev === 'cpu' ? splitsT : splitsT.to(dev as 'cuda'), 'int32'), backend.output(values, starts.dtype)];
+});
+
 export const configs: KernelConfig[] = [
+  raggedRange,
   sparseSegment('SparseSegmentSum', false), sparseSegment('SparseSegmentMean', true), maxPoolWithArgmax, transform, sparseReshape, sparseFillEmptyRows,
 ];
