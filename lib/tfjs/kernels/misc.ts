@@ -269,7 +269,65 @@ const staticRegexReplace = defineKernel('StaticRegexReplace', ({ inputs, attrs, 
   return backend.outputStrings(vals, x.shape);
 });
 
+// StringToHashBucketFast: tf's Fingerprint64 of each string (tfjs-core's own), modulo the bucket count.
+const stringToHashBucketFast = defineKernel('StringToHashBucketFast', ({ inputs, attrs, backend }) => {
+  const x = inputs.input;
+  const n = attrs.numBuckets as number;
+  if (n <= 0) throw new Error('Number of buckets must be at least 1');
+  const vals = backend.readSync(x.dataId) as Uint8Array[];
+  const out = Int32Array.from(vals, (v) => util.fingerPrint64(v).modulo(n).getLowBitsUnsigned());
+  return fromJs(backend, out, x.shape, 'int32');
+});
+
+// StringSplit: each string of a vector cut at every byte that is one of the delimiter's bytes (an
+// empty delimiter cuts between all bytes; an empty string gives no token), as a sparse [batch, max] result.
+const stringSplit = defineKernel('StringSplit', ({ inputs, attrs, backend }) => {
+  const { input, delimiter } = inputs;
+  const skipEmpty = !!attrs.skipEmpty;
+  const strs = backend.readSync(input.dataId) as Uint8Array[];
+  const delim = (backend.readSync(delimiter.dataId) as Uint8Array[])[0] ?? new Uint8Array(0);
+  const isDelim = new Uint8Array(256);
+  for (const c of delim) isDelim[c] = 1;
+  const tokens: Uint8Array[] = [];
+  const rows: number[] = [];
+  const cols: number[] = [];
+  let widest = 0;
+  strs.forEach((str, row) => {
+    let count = 0;
+    const push = (t: Uint8Array): void => {
+      if (skipEmpty && t.length === 0) return;
+      tokens.push(t);
+      rows.push(row);
+      cols.push(count++);
+    };
+    if (str.length > 0) {
+      if (delim.length === 0) for (let i = 0; i < str.length; i++) push(str.subarray(i, i + 1));
+      else {
+        let start = 0;
+        for (let i = 0; i <= str.length; i++) {
+          if (i === str.length || isDelim[str[i]]) {
+            push(str.subarray(start, i));
+            start = i + 1;
+          }
+        }
+      }
+    }
+    widest = Math.max(widest, count);
+  });
+  const idx = new Int32Array(tokens.length * 2);
+  for (let i = 0; i < tokens.length; i++) {
+    idx[2 * i] = rows[i];
+    idx[2 * i + 1] = cols[i];
+  }
+  return [
+    fromJs(backend, idx, [tokens.length, 2], 'int32'),
+    backend.outputStrings(tokens, [tokens.length]),
+    fromJs(backend, new Int32Array([strs.length, widest]), [2], 'int32'),
+  ];
+});
+
 export const configs: KernelConfig[] = [
+  stringToHashBucketFast, stringSplit,
   complex, real, imag, complexAbs, fft('FFT', false), fft('IFFT', true), topK, unique, searchSorted, unsortedSegmentSum,
   bincount, denseBincount, multinomial, einsum, nmsV3, nmsV4, nmsV5, staticRegexReplace,
 ];
