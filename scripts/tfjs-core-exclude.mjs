@@ -5,15 +5,12 @@
 // Every entry is a kernel that only tfjs-backend-cpu registers (not among tfjs-node's 155 kernels, so
 // the tfjs-node backend lacks it too) and that libtorch has no operation for: the cpu backend runs them
 // as JS loops over the data. residual keeps string tensors on the JS side and moves them through the
-// data-movement kernels (reshape, concat, slice, gather, ...); of the string kernels it implements
-// tfjs-node's StaticRegexReplace and the simple StringSplit/StringToHashBucketFast, not n-grams. Ragged
-// gathers and ragged-to-dense conversion have no libtorch counterpart.
+// data-movement kernels (reshape, concat, slice, gather, ...) and implements the string kernels in JS.
+// Ragged gathers and ragged-to-dense conversion have no libtorch counterpart.
 const CPU_ONLY = "a tfjs-backend-cpu-only kernel (not among tfjs-node's 155; tfjs-node lacks it too) with no libtorch operation";
-const STRINGS = `${CPU_ONLY}: string processing (the string dtype lives on the JS side in residual and is only moved, never computed on)`;
 const RAGGED = `${CPU_ONLY}: ragged tensors (row-splits bookkeeping in JS loops)`;
 
 export const exclude = [
-  { test: 'stringNGrams peer ', reason: `StringNGrams: ${STRINGS}` },
   { test: 'raggedGather  peer ', reason: `RaggedGather: ${RAGGED}` },
   { test: 'raggedTensorToTensor  peer ', reason: `RaggedTensorToTensor: ${RAGGED}` },
 ];

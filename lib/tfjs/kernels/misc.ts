@@ -326,8 +326,73 @@ const stringSplit = defineKernel('StringSplit', ({ inputs, attrs, backend }) => 
   ];
 });
 
+// StringNGrams: the n-grams of each row of ragged string data. Each n-gram joins, with the separator,
+// its left pads, its tokens and its right pads (tf's padding rule: up to width - 1 pads a side, or
+// padWidth); preserveShortSequences gives a row too short for any n-gram one n-gram of the whole row.
+const stringNGrams = defineKernel('StringNGrams', ({ inputs, attrs, backend }) => {
+  const { data, dataSplits } = inputs;
+  const a = attrs as unknown as { separator: string; nGramWidths: number[]; leftPad: string; rightPad: string; padWidth: number; preserveShortSequences: boolean };
+  const sep = util.encodeString(a.separator);
+  const lpad = util.encodeString(a.leftPad);
+  const rpad = util.encodeString(a.rightPad);
+  const tokens = backend.readSync(data.dataId) as Uint8Array[];
+  const splits = Array.from(backend.readSync(dataSplits.dataId) as ArrayLike<number>);
+  const n = tokens.length;
+  if (splits.length > 0) {
+    if (splits[0] !== 0) throw new Error(`First split value must be 0, got ${splits[0]}`);
+    for (let i = 1; i < splits.length; i++) {
+      if (splits[i] < splits[i - 1] || splits[i] > n) throw new Error(`Invalid split value ${splits[i]}, must be in [${splits[i - 1]}, ${n}]`);
+    }
+    if (splits[splits.length - 1] !== n) throw new Error(`Last split value must be data size. Expected ${n}, got ${splits[splits.length - 1]}`);
+  }
+  const rowsN = splits.length - 1;
+  const padOf = (w: number): number => Math.min(a.padWidth < 0 ? w - 1 : a.padWidth, w - 1);
+  const countOf = (len: number, w: number): number => Math.max(0, len + 2 * padOf(w) - w + 1);
+  const join = (parts: Uint8Array[]): Uint8Array => {
+    const size = parts.reduce((acc, p) => acc + p.length, 0) + Math.max(0, parts.length - 1) * sep.length;
+    const out = new Uint8Array(size);
+    let o = 0;
+    parts.forEach((p, i) => {
+      if (i > 0) {
+        out.set(sep, o);
+        o += sep.length;
+      }
+      out.set(p, o);
+      o += p.length;
+    });
+    return out;
+  };
+  const grams = (start: number, len: number, w: number, count: number, out: Uint8Array[]): void => {
+    const p = padOf(w);
+    for (let g = 0; g < count; g++) {
+      const left = Math.max(0, p - g);
+      const right = Math.max(0, p - (count - g - 1));
+      const take = w - left - right;
+      const from = start + (left > 0 ? 0 : g - p);
+      const parts: Uint8Array[] = [];
+      for (let k = 0; k < left; k++) parts.push(lpad);
+      for (let k = 0; k < take; k++) parts.push(tokens[from + k]);
+      for (let k = 0; k < right; k++) parts.push(rpad);
+      out.push(join(parts));
+    }
+  };
+  const out: Uint8Array[] = [];
+  const outSplits = new Int32Array(Math.max(splits.length, 0));
+  if (n > 0 && splits.length > 0) {
+    for (let r = 0; r < rowsN; r++) {
+      const start = splits[r];
+      const len = splits[r + 1] - start;
+      const before = out.length;
+      for (const w of a.nGramWidths) grams(start, len, w, countOf(len, w), out);
+      if (a.preserveShortSequences && out.length === before && len > 0) grams(start, len, len + 2 * a.padWidth, 1, out);
+      outSplits[r + 1] = out.length;
+    }
+  }
+  return [backend.outputStrings(out, [out.length]), fromJs(backend, outSplits, [outSplits.length], 'int32')];
+});
+
 export const configs: KernelConfig[] = [
-  stringToHashBucketFast, stringSplit,
+  stringNGrams, stringToHashBucketFast, stringSplit,
   complex, real, imag, complexAbs, fft('FFT', false), fft('IFFT', true), topK, unique, searchSorted, unsortedSegmentSum,
   bincount, denseBincount, multinomial, einsum, nmsV3, nmsV4, nmsV5, staticRegexReplace,
 ];
