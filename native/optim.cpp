@@ -29,6 +29,7 @@ struct Group {
   // defined they are the step counts), and the lr as a float32 device scalar (used inside a capture).
   std::vector<at::Tensor> stepT;
   at::Tensor lrT;
+  double lrValue = 0;  // what lrT holds (optimSyncLr skips the write when the lr is unchanged)
 };
 
 struct Optim {
@@ -449,7 +450,8 @@ DEFN(optimSyncLr) {
     auto& G = o->groups[g];
     if (G.params.empty() || !G.params[0].is_cuda()) continue;
     if (!G.lrT.defined()) G.lrT = at::full({}, lrs[g], G.params[0].options().dtype(at::kFloat));
-    else G.lrT.fill_(lrs[g]);
+    else if (G.lrValue != lrs[g]) G.lrT.fill_(lrs[g]);
+    G.lrValue = lrs[g];
   }
   return a.env().Undefined();
 }
