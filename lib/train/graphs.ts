@@ -139,7 +139,12 @@ export class CudaGraph {
       this.disposed = true;
       throw e;
     }
-    native.cudaGraphCaptureEnd(this.g, false);
+    try {
+      native.cudaGraphCaptureEnd(this.g, false);
+    } catch (e) {
+      this.disposed = true; // the native graph discarded the failed capture
+      throw e;
+    }
     return out;
   }
 
