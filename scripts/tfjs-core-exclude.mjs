@@ -11,6 +11,5 @@ const CPU_ONLY = "a tfjs-backend-cpu-only kernel (not among tfjs-node's 155; tfj
 const RAGGED = `${CPU_ONLY}: ragged tensors (row-splits bookkeeping in JS loops)`;
 
 export const exclude = [
-  { test: 'raggedGather  peer ', reason: `RaggedGather: ${RAGGED}` },
   { test: 'raggedTensorToTensor  peer ', reason: `RaggedTensorToTensor: ${RAGGED}` },
 ];

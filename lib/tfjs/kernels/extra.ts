@@ -300,7 +300,69 @@ const raggedRange = defineKernel('RaggedRange', ({ inputs, backend }) => {
   return [backend.output(dev === 'cpu' ? splitsT : splitsT.to(dev as 'cuda'), 'int32'), backend.output(values, starts.dtype)];
 });
 
+// RaggedGather: the row-splits bookkeeping in JS on the (small) split vectors, with tf's checks and
+// messages; the dense values are gathered by libtorch (one index_select of the selected value rows).
+const raggedGather = defineKernel('RaggedGather', ({ inputs, backend }) => {
+  const splitsIn = (inputs as unknown as { paramsNestedSplits: TensorInfo[] }).paramsNestedSplits;
+  const { paramsDenseValues: values, indices } = inputs;
+  if (splitsIn.length === 0) throw new Error('paramsNestedSplits must be non empty');
+  if (splitsIn[0].shape.length === 0) throw new Error('Split tensors must not be scalars');
+  const numParams = splitsIn[0].shape[0] - 1;
+  const idx = ints(backend, indices);
+  const strides = indices.shape.length ? indices.shape.map((_, d) => indices.shape.slice(d + 1).reduce((a, b) => a * b, 1)) : [];
+  idx.forEach((v, i) => {
+    if (v < 0 || v >= numParams) {
+      const loc = strides.map((st, d) => Math.floor(i / st) % indices.shape[d]);
+      throw new Error(`indices[${loc.join(',')}] = ${v} is not in [0, ${numParams})`);
+    }
+  });
+  if (values.shape.length === 0) throw new Error('params.rank must be nonzero');
+  const splits = splitsIn.map((t) => ints(backend, t));
+  const numValues = values.shape[0];
+  splits.forEach((sp, dim) => {
+    const last = dim === splits.length - 1 ? numValues : splits[dim + 1].length;
+    if (sp.length === 0) throw new Error('Ragged splits may not be empty');
+    if (sp[0] < 0) throw new Error('Ragged splits must be non-negative');
+    if (sp[sp.length - 1] > last) throw new Error('Ragged splits must not point past values');
+    for (let i = 1; i < sp.length; i++) if (sp[i - 1] > sp[i]) throw new Error('Ragged splits must be sorted in ascending order');
+  });
+  // Uniform splits for the leading dimensions of indices, then the gathered rows' nested splits.
+  const lead = indices.shape.length - 1;
+  const out: number[][] = Array.from({ length: Math.max(0, lead + splits.length) }, () => [0]);
+  let nrows = 1;
+  for (let d = 0; d < lead; d++) {
+    nrows *= indices.shape[d];
+    for (let i = 1; i <= nrows; i++) out[d].push(i * indices.shape[d + 1]);
+  }
+  const rows: number[] = [];
+  for (const v of idx) {
+    let start = v;
+    let limit = v + 1;
+    splits.forEach((sp, dim) => {
+      // (scalar indices: the outermost splits are dropped)
+      if (dim + lead >= 0) {
+        const o = out[dim + lead];
+        const delta = o[o.length - 1] - sp[start];
+        for (let j = start; j < limit; j++) o.push(sp[j + 1] + delta);
+      }
+      start = sp[start];
+      limit = sp[limit];
+    });
+    for (let r = start; r < limit; r++) rows.push(r);
+  }
+  const dev = backend.device;
+  const splitOuts = out.map((o) => fromInts(backend, Int32Array.from(o)));
+  const vt = backend.tensorOf(values);
+  const dense = rows.length ? vt.indexSelect(0, longT(rows, dev)) : op('zeros', [0, ...values.shape.slice(1)], code(torchDtype(values.dtype)), dev);
+  return [...splitOuts, backend.output(dense, values.dtype)];
+});
+function fromInts(backend: ResidualBackend, v: Int32Array): TensorInfo {
+  const t = wrapT(native.fromBuffer(v, 0, [v.length], code('int32'), true));
+  return backend.output(backend.device === 'cpu' ? t : t.to(backend.device as 'cuda'), 'int32');
+}
+
 export const configs: KernelConfig[] = [
+  raggedGather,
   raggedRange,
   sparseSegment('SparseSegmentSum', false), sparseSegment('SparseSegmentMean', true), maxPoolWithArgmax, transform, sparseReshape, sparseFillEmptyRows,
 ];
