@@ -246,7 +246,7 @@ async function main() {
     const peak = rv.peakBytes();
     rv.dispose();
     const pyPeak = pyReady ? (await py.ask({ cmd: 'teardown' })).peakBytes : null;
-    const row = { variant: v.name, settings: v, residual: rs, torch: ps, residualMedian: median(rs), torchMedian: ps.length ? median(ps) : null, residualPeakBytes: peak, torchPeakBytes: pyPeak };
+    const row = { variant: v.name, settings: v, residual: rs, torch: ps, residualMedian: median(rs), torchMedian: ps.length ? median(ps) : null, residualPeakBytesSoFar: peak, torchPeakBytesOfVariant: pyPeak };
     results.push(row);
     const fmt = (xs) => `${median(xs).toFixed(0)} [${Math.min(...xs).toFixed(0)}-${Math.max(...xs).toFixed(0)}]`;
     console.log(`  ${v.name.padEnd(18)} residual ${fmt(rs).padEnd(22)} ${ps.length ? `torch ${fmt(ps).padEnd(22)} ratio ${(row.residualMedian / row.torchMedian).toFixed(2)}x` : ''}`);

@@ -245,7 +245,8 @@ describe.runIf(cudaWanted)('CUDA graphs and fused optimizers', () => {
   });
 
   it('AdamW with bf16 autocast and channels-last: captured-step losses match the eager ones', () => {
-    const { eager, graphed } = trainBoth({ optimizer: 'adamw', amp: true, channelsLast: true });
+    const { eager, graphed, step } = trainBoth({ optimizer: 'adamw', amp: true, channelsLast: true });
+    step.dispose();
     // bfloat16 forward: the same kernels run either way, so the agreement is still float32-level
     // summation-order noise amplified through bf16 rounding of activations (8 bits): 1e-2 relative
     expectClose(r.tensor(graphed), r.tensor(eager), { atol: 1e-2, rtol: 1e-2, what: 'bf16 losses' });
