@@ -361,7 +361,131 @@ function fromInts(backend: ResidualBackend, v: Int32Array): TensorInfo {
   return backend.output(backend.device === 'cpu' ? t : t.to(backend.device as 'cuda'), 'int32');
 }
 
+// RaggedTensorToTensor: the destination of every value row (or -1: cut off) from the row partitions,
+// in JS on the partition vectors with tf's checks and messages; then one libtorch scatter of the values
+// into the default-filled dense tensor.
+const RPT = backend_util.RowPartitionType;
+function widthOf(type: number, part: Int32Array): number {
+  if (type === RPT.ROW_SPLITS) {
+    let w = 0;
+    for (let i = 0; i + 1 < part.length; i++) w = Math.max(w, part[i + 1] - part[i]);
+    return w;
+  }
+  if (type === RPT.VALUE_ROWIDS) {
+    // the longest run of equal row ids
+    let w = 0;
+    let runStart = 0;
+    for (let i = 1; i <= part.length; i++) {
+      if (i === part.length || part[i] !== part[runStart]) {
+        w = Math.max(w, i - runStart);
+        runStart = i;
+      }
+    }
+    return w;
+  }
+  throw new Error(`Cannot handle partition type ${RPT[type]}`);
+}
+function dims(shape: ArrayLike<number>, partial: boolean): number[] {
+  return Array.from(shape, (d) => {
+    if (d < 0) {
+      if (!partial) throw new Error(`Dimension ${d} must be >= 0`);
+      if (d < -1) throw new Error(`Dimension ${d} must be >= -1`);
+      return -1;
+    }
+    return d;
+  });
+}
+const raggedTensorToTensor = defineKernel('RaggedTensorToTensor', ({ inputs, attrs, backend }) => {
+  const { shape, values, defaultValue } = inputs;
+  const partsIn = (inputs as unknown as { rowPartitionTensors: TensorInfo[] }).rowPartitionTensors;
+  const types = backend_util.getRowPartitionTypesHelper(attrs.rowPartitionTypes as string[]);
+  const raggedRank = backend_util.getRaggedRank(types);
+  const parts = partsIn.map((t) => ints(backend, t));
+  const skipFirst = types[0] === RPT.FIRST_DIM_SIZE ? 1 : 0;
+  const typeAt = (d: number): number => types[d + skipFirst];
+  const partAt = (d: number): Int32Array => parts[d + skipFirst];
+  if (parts[0].length <= 0) throw new Error('Invalid first partition input. Tensor requires at least one element.');
+  if (types.length === 0) throw new Error('No row_partition_types given.');
+  let firstDim: number;
+  if (types[0] === RPT.FIRST_DIM_SIZE) firstDim = parts[0][0];
+  else if (types[0] === RPT.VALUE_ROWIDS) throw new Error('Cannot handle VALUE_ROWIDS in first dimension.');
+  else if (types[0] === RPT.ROW_SPLITS) firstDim = partsIn[0].shape[0] - 1;
+  else throw new Error(`Cannot handle type ${RPT[types[0]]}`);
+  // The output size: the requested shape, unknown dimensions from the partitions.
+  backend_util.validateDefaultValueShape(defaultValue.shape, values.shape);
+  const shapeVals = ints(backend, shape);
+  let req: number[];
+  if (shape.shape.length === 0) {
+    if (shapeVals[0] !== -1) throw new Error('The only valid scalar shape tensor is the fully unknown shape specified as -1.');
+    req = [];
+  } else req = dims(shapeVals, true);
+  const size = backend_util.combineRaggedTensorToTensorShapes(raggedRank, req, values.shape);
+  if (size[0] < 0) size[0] = firstDim;
+  for (let i = 1; i <= raggedRank; i++) if (size[i] < 0) size[i] = widthOf(typeAt(i - 1), partAt(i - 1));
+  const mult = new Array<number>(raggedRank + 1);
+  mult[raggedRank] = 1;
+  for (let i = raggedRank - 1; i >= 0; i--) mult[i] = mult[i + 1] * size[i + 1];
+  const outShape = dims(size, false);
+  const dev = backend.device;
+  const dt = torchDtype(values.dtype);
+  const elemShape = outShape.slice(raggedRank + 1);
+  const cells = outShape.slice(0, raggedRank + 1).reduce((a, b) => a * b, 1);
+  if (mult[0] * size[0] <= 0 || cells === 0) return backend.output(op('zeros', outShape, code(dt), dev), values.dtype);
+  // Destinations: level by level, each value row's flat cell index (or -1).
+  let dest: number[] = [];
+  for (let i = 0; i < firstDim; i++) dest.push(i < size[0] ? i * mult[0] : -1);
+  for (let d = 0; d < raggedRank; d++) {
+    const part = partAt(d);
+    const m = mult[d + 1];
+    const width = size[d + 1];
+    const next: number[] = [];
+    if (typeAt(d) === RPT.ROW_SPLITS) {
+      if (part.length - 1 > dest.length) throw new Error(`Row partition size is greater than output size: ${part.length - 1} > ${dest.length}`);
+      for (let r = 0; r + 1 < part.length; r++) {
+        const len = part[r + 1] - part[r];
+        const kept = dest[r] === -1 ? 0 : Math.min(width, len);
+        for (let j = 0; j < len; j++) next.push(j < kept ? dest[r] + j * m : -1);
+      }
+      if (part.length > 0 && next.length !== part[part.length - 1]) throw new Error('Invalid row split size.');
+    } else if (typeAt(d) === RPT.VALUE_ROWIDS) {
+      let col = 0;
+      for (let i = 0; i < part.length; i++) {
+        const row = part[i];
+        if (i === 0 || row !== part[i - 1]) {
+          if (row >= dest.length) {
+            throw new Error(i === 0 ? `Got currentValueRowId=${row}, which is not less than ${dest.length}` : `Got nextValueRowId=${row} which is not less than ${dest.length}`);
+          }
+          col = 0;
+        } else col++;
+        const base = dest[row];
+        next.push(base >= 0 && col < width ? base + col * m : -1);
+      }
+    } else throw new Error(`Unsupported partition type: ${RPT[typeAt(d)]}`);
+    dest = next;
+  }
+  // The dense result: the default value (broadcast to an element) everywhere, then the values.
+  const elemSize = elemShape.reduce((a, b) => a * b, 1);
+  const dv = backend.tensorOf(defaultValue).to(dt);
+  const fill = dv.reshape([...Array(Math.max(0, elemShape.length - defaultValue.shape.length)).fill(1), ...defaultValue.shape]).expand(elemShape).reshape([1, elemSize]);
+  let out = fill.expand([cells, elemSize]).contiguous();
+  const rowsKept: number[] = [];
+  const cellsKept: number[] = [];
+  const nRows = Math.min(dest.length, values.shape[0] ?? 0);
+  for (let i = 0; i < nRows; i++) {
+    if (dest[i] >= 0) {
+      rowsKept.push(i);
+      cellsKept.push(dest[i]);
+    }
+  }
+  if (rowsKept.length) {
+    const v = backend.tensorOf(values).to(dt).reshape([values.shape[0], elemSize]).indexSelect(0, longT(rowsKept, dev));
+    out = op('indexPut', out, [longT(cellsKept, dev)], v, false);
+  }
+  return backend.output(out.reshape(outShape), values.dtype);
+});
+
 export const configs: KernelConfig[] = [
+  raggedTensorToTensor,
   raggedGather,
   raggedRange,
   sparseSegment('SparseSegmentSum', false), sparseSegment('SparseSegmentMean', true), maxPoolWithArgmax, transform, sparseReshape, sparseFillEmptyRows,
