@@ -56,6 +56,9 @@ static bool fusedApplies(const Optim& o, const std::vector<at::Tensor>& ps, cons
     auto st = p.scalar_type();
     if (!p.is_cuda() || p.device() != ps[0].device() || st != ps[0].scalar_type() || (st != at::kFloat && st != at::kHalf && st != at::kBFloat16)) return false;
     if (gs[k].is_sparse() || gs[k].scalar_type() != st || gs[k].device() != p.device()) return false;
+    // the multi-tensor kernels walk every list with the parameter's layout (a gradient set by hand may
+    // have other strides: the foreach path handles it)
+    if (gs[k].strides() != p.strides() || !p.is_non_overlapping_and_dense()) return false;
   }
   return true;
 }
@@ -363,10 +366,12 @@ DEFN(optimSetState) {
     const at::Tensor& par = G.params[p.i];
     G.steps[p.i] = p.step;
     if (p.i < G.stepT.size() && G.stepT[p.i].defined()) G.stepT[p.i].fill_(double(p.step));
-    // into the existing buffer when it has the shape (a captured CUDA graph keeps using that memory)
+    // into the existing buffer when it has the shape (a captured CUDA graph keeps using that memory);
+    // a new buffer takes the parameter's layout (a channels-last weight gets a channels-last buffer, as
+    // the fused kernels need)
     auto put = [&](at::Tensor& slot, const at::Tensor& src) {
       if (src.defined() && slot.defined() && slot.sizes() == src.sizes()) slot.copy_(src.detach());
-      else slot = src.defined() ? src.detach().to(par.options(), false, true) : at::Tensor();
+      else slot = src.defined() ? at::empty_like(par, at::MemoryFormat::Preserve).copy_(src.detach()) : at::Tensor();
     };
     put(G.buf1[p.i], p.b1);
     put(G.buf2[p.i], p.b2);

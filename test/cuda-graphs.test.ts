@@ -134,6 +134,27 @@ describe('CUDA graphs: error paths on any machine', () => {
   });
 });
 
+describe('optimizer state for captured steps', () => {
+  it("loaded buffers take the parameter's layout, and a later load writes into the same buffer", () => {
+    const p = r.randn([4, 3, 2, 2]).contiguous('channelsLast').requiresGrad_(true);
+    const o = new SGD([p], { lr: 0.1, momentum: 0.9 });
+    const groups = o.stateDict().paramGroups;
+    o.loadStateDict({ state: { 0: { momentum_buffer: r.ones([4, 3, 2, 2]) } }, paramGroups: groups });
+    const b = o.stateDict().state[0].momentum_buffer as r.Tensor;
+    expect(b.isContiguous('channelsLast')).toBe(true);
+    expect(b.sum().item()).toBe(48);
+    // the same memory receives the next load (a captured graph keeps using it)
+    o.loadStateDict({ state: { 0: { momentum_buffer: r.full([4, 3, 2, 2], 2) } }, paramGroups: groups });
+    expect(b.sum().item()).toBe(96);
+    // and the step uses it: buf = 0.9 * 2 + grad(1) = 2.8; p -= 0.1 * 2.8
+    const p0 = p.detach().clone();
+    p.grad = r.ones([4, 3, 2, 2]).contiguous('channelsLast');
+    o.step();
+    expect(b.sum().item()).toBeCloseTo(48 * 2.8, 4);
+    expect(p.detach().sub(p0).sum().item()).toBeCloseTo(-48 * 0.28, 4);
+  });
+});
+
 describe('Trainer and CLI: --cuda-graphs', () => {
   let tmp: string;
   beforeEach(() => {
