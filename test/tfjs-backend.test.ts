@@ -216,6 +216,10 @@ describe('residual tfjs backend', () => {
         tf.real(c), tf.imag(c), tf.abs(c), tf.spectral.fft(c), tf.reshape(c, [6]), tf.concat([c, c]),
         tf.reshape(s, [2, 1]), tf.concat([s, s]), tf.addN([x, x, x]), tf.onesLike(c), tf.zerosLike(x),
         tf.multinomial(tf.tensor2d([[0.1, 0.9]]), 4, 7), tf.image.nonMaxSuppression(tf.tensor2d([0, 0, 1, 1, 0, 0, 1, 1], [2, 4]), tf.tensor1d([0.9, 0.8]), 2),
+        tf.string.stringSplit(tf.tensor1d(['a b', 'c']), ' ').values, tf.string.stringToHashBucketFast(s, 5),
+        tf.raggedRange(tf.tensor1d([0, 2]), tf.tensor1d([3, 5]), tf.tensor1d([1, 1])).rtDenseValues,
+        tf.sparse.sparseReshape(tf.tensor2d([0, 1], [1, 2], 'int32'), tf.tensor1d([2, 2], 'int32'), tf.tensor1d([4], 'int32')).outputIndices,
+        tf.image.transform(tf.ones([1, 3, 3, 1]), tf.tensor2d([[1, 0, 0.5, 0, 1, 0, 0, 0]])), tf.stridedSlice(x, [0, 2], [2, 0], [1, -1]),
       ];
       return ops.length;
     });
@@ -276,5 +280,25 @@ describe('residual tfjs backend', () => {
     // C's pow: 1^x == 1 for any x, also NaN and Infinity (JS's Math.pow gives NaN).
     expect(Array.from(tf.pow(tf.tensor1d([1, 1, -1]), tf.tensor1d([NaN, Infinity, -Infinity])).dataSync())).toEqual([1, 1, 1]);
     tf.dispose(q);
+  });
+  it('kernels only the cpu backend registers match it: rotateWithOffset, transform, maxPoolWithArgmax, sparse and ragged', async () => {
+    await sameAsCpu(() => {
+      const img = tf.tensor4d(Array.from({ length: 2 * 5 * 4 * 3 }, (_, i) => (i * 7) % 17), [2, 5, 4, 3]);
+      const am = tf.maxPoolWithArgmax(img, 2, 1, 'same', true);
+      const sr = tf.sparse.sparseReshape(tf.tensor2d([0, 1, 1, 2, 2, 0], [3, 2], 'int32'), tf.tensor1d([3, 4], 'int32'), tf.tensor1d([2, -1], 'int32'));
+      const fe = tf.sparse.sparseFillEmptyRows(tf.tensor2d([0, 0, 2, 1, 2, 0], [3, 2], 'int32'), tf.tensor1d([1, 2, 3]), tf.tensor1d([4, 3], 'int32'), tf.scalar(-1));
+      const rr = tf.raggedRange(tf.tensor1d([0, 5, 8]), tf.tensor1d([3, 5, 12]), tf.tensor1d([1, 1, 2]));
+      return [
+        tf.image.rotateWithOffset(img, 0.7, 9, [1, 2]),
+        tf.image.rotateWithOffset(img, -2.1, [1, 2, 3]),
+        tf.image.transform(tf.slice(img, [0], [1]), tf.tensor2d([[1.1, 0.2, -1, 0.1, 0.9, 0.5, 0.01, 0.02]]), 'bilinear', 'reflect'),
+        tf.image.transform(tf.slice(img, [0], [1]), tf.tensor2d([[0.8, -0.3, 1, 0.2, 1.2, -0.5, 0, 0]]), 'nearest', 'wrap'),
+        am.result, am.indexes,
+        sr.outputIndices, sr.outputShape,
+        fe.outputIndices, fe.outputValues, fe.emptyRowIndicator, fe.reverseIndexMap,
+        rr.rtNestedSplits, rr.rtDenseValues,
+        tf.sparse.sparseSegmentMean(tf.tensor2d([1, 2, 3, 4, 5, 6], [3, 2]), tf.tensor1d([0, 2, 1], 'int32'), tf.tensor1d([0, 0, 2], 'int32')),
+      ];
+    });
   });
 });

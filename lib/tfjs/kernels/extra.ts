@@ -484,7 +484,33 @@ const raggedTensorToTensor = defineKernel('RaggedTensorToTensor', ({ inputs, att
   return backend.output(out.reshape(outShape), values.dtype);
 });
 
+// RotateWithOffset: each output pixel reads the input at its position rotated about the center (rounded
+// half up, as Math.round), else the fill value (a number, or per-channel values with channel 3 opaque).
+const rotateWithOffset = defineKernel('RotateWithOffset', ({ inputs, attrs, backend }) => {
+  const image = inputs.image;
+  const { radians, fillValue, center } = attrs as unknown as { radians: number; fillValue: number | number[]; center: number | [number, number] };
+  const [batch, h, w, ch] = image.shape;
+  const [cx, cy] = backend_util.getImageCenter(center, h, w);
+  const dev = backend.device;
+  const sin = Math.sin(radians);
+  const cos = Math.cos(radians);
+  const xs = op('sub', op('arange', 0, w, 1, code('float64'), dev).reshape([1, w]), sc(cx), 1);
+  const ys = op('sub', op('arange', 0, h, 1, code('float64'), dev).reshape([h, 1]), sc(cy), 1);
+  const round = (t: Tensor, c: number): Tensor => op('floor', op('add', t, sc(c + 0.5), 1));
+  const srcX = round(op('sub', op('mul', xs, sc(cos)), op('mul', ys, sc(sin)), 1), cx);
+  const srcY = round(op('add', op('mul', xs, sc(sin)), op('mul', ys, sc(cos)), 1), cy);
+  const ok = op('logicalAnd', op('logicalAnd', op('ge', srcX, sc(0)), op('lt', srcX, sc(w))), op('logicalAnd', op('ge', srcY, sc(0)), op('lt', srcY, sc(h))));
+  const flat = op('add', op('mul', op('clamp', srcY, 0, h - 1), sc(w)), op('clamp', srcX, 0, w - 1), 1).to('int64').reshape([h * w]);
+  const img = backend.tensorOf(image).to('float32').reshape([batch, h * w, ch]);
+  const moved = img.indexSelect(1, flat).reshape([batch, h, w, ch]);
+  const fills = typeof fillValue === 'number' ? new Array<number>(ch).fill(fillValue) : Array.from({ length: ch }, (_, c) => (c === 3 ? 255 : fillValue[c]));
+  const fillT = wrapT(native.fromBuffer(new Float32Array(fills), 0, [ch], code('float32'), true));
+  const out = op('where', ok.reshape([1, h, w, 1]), moved, dev === 'cpu' ? fillT : fillT.to(dev as 'cuda'));
+  return backend.output(out, image.dtype);
+});
+
 export const configs: KernelConfig[] = [
+  rotateWithOffset,
   raggedTensorToTensor,
   raggedGather,
   raggedRange,
