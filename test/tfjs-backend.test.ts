@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { memory as residualMemory } from '../lib/index.js';
-import { BACKEND_NAME, RESIDUAL_PRIORITY, ResidualBackend, setResidualDevice } from '../lib/tfjs/index.js';
+import { BACKEND_NAME, RESIDUAL_PRIORITY, ResidualBackend, kernelConfigs, setResidualDevice } from '../lib/tfjs/index.js';
 
 beforeAll(async () => {
   await tf.setBackend('residual');
@@ -300,5 +300,42 @@ describe('residual tfjs backend', () => {
         tf.sparse.sparseSegmentMean(tf.tensor2d([1, 2, 3, 4, 5, 6], [3, 2]), tf.tensor1d([0, 2, 1], 'int32'), tf.tensor1d([0, 0, 2], 'int32')),
       ];
     });
+  });
+  it('every kernel fed malformed inputs or attributes throws a JS Error or returns, and leaks nothing', () => {
+    const b = tf.backend() as ResidualBackend;
+    const ids0 = b.numDataIds();
+    const native0 = residualMemory().tensors;
+    const t = (v: number[], s: number[], d?: tf.DataType): tf.Tensor => tf.tensor(v, s, d);
+    const inputSets: (() => Record<string, tf.Tensor>)[] = [
+      () => ({}),
+      () => ({ x: t([1, 2, 3, 4], [2, 2]) }),
+      () => ({ x: t([1, 2, 3, 4], [2, 2], 'int32'), a: t([1], [1]), b: t([0], [1]) }),
+      () => ({ x: t([1, 2, 3, 4], [4]), indices: t([5, -1], [2], 'int32'), input: t([1], [1]), value: t([2], [1]), a: t([1, 2], [2]), b: t([1, 2, 3], [3]) }),
+      () => ({ x: t([NaN, Infinity, -1, 0], [1, 2, 2, 1]), image: t([1, 2, 3, 4], [1, 2, 2, 1]), boxes: t([0, 0, 1, 1], [1, 4]), scores: t([1], [1]) }),
+    ];
+    const attrSets: Record<string, unknown>[] = [
+      {},
+      { axis: 7, shape: [-3], perm: [5], begin: [9], size: [9], reps: [-2], depth: -1, dtype: 'complex64', k: 9, numSegments: -1 },
+      { axis: [0, 0], shape: [1, 2, 3], dims: [9], paddings: [[-5, 2]], numOrSizeSplits: 7, strides: [0], filterSize: 0, pad: 'bogus', equation: 'ij->' },
+    ];
+    let calls = 0;
+    for (const k of kernelConfigs) {
+      for (const mk of inputSets) {
+        for (const attrs of attrSets) {
+          const inputs = mk();
+          calls++;
+          try {
+            const out = k.kernelFunc({ inputs, attrs: attrs as tf.NamedAttrMap, backend: b });
+            for (const o of Array.isArray(out) ? out : [out]) b.disposeData(o.dataId);
+          } catch (e) {
+            expect(e, k.kernelName).toBeInstanceOf(Error);
+          }
+          tf.dispose(Object.values(inputs));
+        }
+      }
+    }
+    expect(calls).toBeGreaterThan(2000);
+    expect(b.numDataIds()).toBe(ids0);
+    expect(residualMemory().tensors).toBe(native0);
   });
 });
