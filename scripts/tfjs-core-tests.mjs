@@ -166,7 +166,7 @@ async function main() {
     const byName = Object.fromEntries(results.map((r) => [r.backend, r]));
     const res = byName.residual;
     const cpu = byName.cpu;
-    for (const r of results) console.log(`${r.backend}: ${r.passed.length} passed, ${r.failed.length} failed, ${r.skipped} skipped (pending in the suite${r.backend === 'residual' ? ', excluded or filtered' : ''}) (${(r.ms / 1000).toFixed(1)} s)`);
+    for (const r of results) console.log(`${r.backend}: ${r.passed.length} passed, ${r.failed.length} failed, ${r.skipped} skipped (pending in the suite, excluded or filtered by --grep) (${(r.ms / 1000).toFixed(1)} s)`);
     let regressions = [];
     let unused = [];
     let excludedCpuPassing = 0;
