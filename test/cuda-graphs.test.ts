@@ -12,6 +12,7 @@ import { Linear } from '../lib/nn/index.js';
 import { GradScaler, SGD } from '../lib/optim/index.js';
 import {
   CudaGraph,
+  GraphedTrainStep,
   StaticBatch,
   Trainer,
   captureTrainStep,
@@ -114,6 +115,19 @@ describe('CUDA graphs: error paths on any machine', () => {
     b.dispose();
     expect(() => b.fill(x0, y0)).toThrow(DisposedTensorError);
     expect(() => b.fill(x0, y0)).toThrow(/disposed/);
+  });
+  it('replay and step after dispose: the JS-side guards refuse before any native call (the native side is checked on the GPU)', () => {
+    // objects in their disposed state, as dispose() leaves them (no CUDA is needed to reach the guards)
+    const g = Object.assign(Object.create(CudaGraph.prototype) as CudaGraph, { disposed: true });
+    expect(() => g.replay()).toThrow(DisposedTensorError);
+    expect(() => g.replay()).toThrow(/CudaGraph.replay: the CUDA graph was disposed/);
+    expect(() => g.capture(() => 1)).toThrow(/CudaGraph.capture: the CUDA graph was disposed/);
+    expect(() => g.warmup(() => 1)).toThrow(DisposedTensorError);
+    expect(g.state).toBe('disposed');
+    g.dispose(); // idempotent
+    const s = Object.assign(Object.create(GraphedTrainStep.prototype) as GraphedTrainStep, { disposed: true });
+    expect(() => s.step(r.zeros([1]), r.zeros([1]))).toThrow(/GraphedTrainStep.step: the captured training step was disposed/);
+    expect(s.phase).toBe('disposed');
   });
   it('the optimizer controls: lr sync validates its input; CPU groups keep the foreach path', () => {
     const p = r.randn([5]).requiresGrad_(true);
