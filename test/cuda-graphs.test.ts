@@ -118,14 +118,14 @@ describe('CUDA graphs: error paths on any machine', () => {
   });
   it('replay and step after dispose: the JS-side guards refuse before any native call (the native side is checked on the GPU)', () => {
     // objects in their disposed state, as dispose() leaves them (no CUDA is needed to reach the guards)
-    const g = Object.assign(Object.create(CudaGraph.prototype) as CudaGraph, { disposed: true });
+    const g = Object.assign(Object.create(CudaGraph.prototype) as object, { disposed: true }) as unknown as CudaGraph;
     expect(() => g.replay()).toThrow(DisposedTensorError);
     expect(() => g.replay()).toThrow(/CudaGraph.replay: the CUDA graph was disposed/);
     expect(() => g.capture(() => 1)).toThrow(/CudaGraph.capture: the CUDA graph was disposed/);
     expect(() => g.warmup(() => 1)).toThrow(DisposedTensorError);
     expect(g.state).toBe('disposed');
     g.dispose(); // idempotent
-    const s = Object.assign(Object.create(GraphedTrainStep.prototype) as GraphedTrainStep, { disposed: true });
+    const s = Object.assign(Object.create(GraphedTrainStep.prototype) as object, { disposed: true }) as unknown as GraphedTrainStep;
     expect(() => s.step(r.zeros([1]), r.zeros([1]))).toThrow(/GraphedTrainStep.step: the captured training step was disposed/);
     expect(s.phase).toBe('disposed');
   });
