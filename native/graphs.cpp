@@ -32,7 +32,7 @@ namespace residual {
 
 static const napi_type_tag kGraphTag = {0x51c7e2a9b34d0f86ULL, 0x0e9f3a7b6c2d1e44ULL};
 
-[[noreturn]] static void noCuda(const char* what) {
+[[noreturn]] [[maybe_unused]] static void noCuda(const char* what) {
   throw KindError(ErrKind::Device, std::string(what) +
                                        ": CUDA graphs need a CUDA build/device: this residual is the CPU build "
                                        "(build it against a CUDA libtorch, see README 'GPU'), and there is no CUDA device here");
