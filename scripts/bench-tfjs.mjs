@@ -8,12 +8,14 @@
 //   node scripts/bench-tfjs.mjs [--device cuda] [--only cnn,mobilenet,resnet50] [--backends residual,cpu,wasm]
 //        [--budget SECONDS] [--json out.json]
 //
-// Models (the same as test/tfjs-layers.test.ts): a small CNN (32x32, batch 32), a MobileNet-v1-style
-// net (64x64, batch 16) and ResNet-50 (keras layout; 64x64, batch 4 — the cpu backend needs tens of
-// seconds per ResNet-50 step even there). --device cuda adds `residual` on CUDA (a second backend
-// instance, `residualcuda`) when the build has CUDA. Each backend gets one warm-up step, then timed
-// steps until 5 are done or --budget seconds (default 60) have passed (at least 1). Needs `npm run
-// build` first (it imports dist/tfjs).
+// Models (as in test/tfjs-layers.test.ts): a small CNN (32x32, batch 16), a MobileNet-v1-style net
+// (64x64, batch 8) and ResNet-50 (keras layout; 32x32, batch 2: the cpu backend needs tens of seconds
+// per ResNet-50 step even there). --device cuda adds `residual` on CUDA (a second backend instance,
+// `residualcuda`) when the build has CUDA. Each backend gets one warm-up step, then timed steps until 5
+// are done or --budget seconds (default 30) have passed (at least 1); the same for predict (forward
+// only, read back), which also covers backends that cannot train a model (tfjs-backend-wasm has no
+// Conv2DBackpropFilter kernel: its fit step is reported as n/a with the reason). Needs `npm run build`
+// first (it imports dist/tfjs).
 import os from 'node:os';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -26,7 +28,7 @@ const { values: args } = parseArgs({
     device: { type: 'string', default: 'cpu' },
     only: { type: 'string' },
     backends: { type: 'string', default: 'residual,cpu,wasm' },
-    budget: { type: 'string', default: '60' },
+    budget: { type: 'string', default: '30' },
     json: { type: 'string' },
   },
 });
@@ -75,8 +77,8 @@ function mobilenet() {
   x = L.globalAveragePooling2d({}).apply(x);
   return tfl.model({ inputs: input, outputs: L.dense({ units: 10, activation: 'softmax' }).apply(x) });
 }
-function resnet50() {
-  const input = tfl.input({ shape: [64, 64, 3] });
+function resnet50(size) {
+  const input = tfl.input({ shape: [size, size, 3] });
   const conv = (x, f, k, s = 1, pad = 'same') => L.conv2d({ filters: f, kernelSize: k, strides: s, padding: pad }).apply(x);
   const bn = (x) => L.batchNormalization({ axis: 3 }).apply(x);
   const relu = (x) => L.activation({ activation: 'relu' }).apply(x);
@@ -99,9 +101,9 @@ function resnet50() {
   return tfl.model({ inputs: input, outputs: L.dense({ units: 10, activation: 'softmax' }).apply(x) });
 }
 const MODELS = {
-  cnn: { build: cnn, shape: [32, 32, 32, 3], label: 'small CNN 32x32, batch 32' },
-  mobilenet: { build: mobilenet, shape: [16, 64, 64, 3], label: 'MobileNet-v1-style 64x64, batch 16' },
-  resnet50: { build: resnet50, shape: [4, 64, 64, 3], label: 'ResNet-50 64x64, batch 4' },
+  cnn: { build: cnn, shape: [16, 32, 32, 3], label: 'small CNN 32x32, batch 16' },
+  mobilenet: { build: mobilenet, shape: [8, 64, 64, 3], label: 'MobileNet-v1-style 64x64, batch 8' },
+  resnet50: { build: () => resnet50(32), shape: [2, 32, 32, 3], label: 'ResNet-50 32x32, batch 2' },
 };
 const only = args.only ? args.only.split(',') : Object.keys(MODELS);
 const budgetMs = Number(args.budget) * 1000;
@@ -112,6 +114,20 @@ const median = (a) => {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
 
+/** Times `step` (async, finished when it resolves): 1 warm-up, then up to 5 steps within the budget. */
+async function timed(step) {
+  await step();
+  const times = [];
+  const start = performance.now();
+  while (times.length < 5 && (times.length === 0 || performance.now() - start < budgetMs)) {
+    const t0 = performance.now();
+    await step();
+    times.push(performance.now() - t0);
+    await new Promise((r) => setImmediate(r));
+  }
+  return times;
+}
+
 async function benchOne(backend, spec, init, x, y) {
   await tf.setBackend(backend);
   await tf.ready();
@@ -121,23 +137,28 @@ async function benchOne(backend, spec, init, x, y) {
   model.compile({ optimizer: tf.train.sgd(0.01), loss: 'categoricalCrossentropy' });
   const xs = tf.tensor(x, spec.shape);
   const ys = tf.tensor(y, [spec.shape[0], 10]);
-  const times = [];
+  const res = {};
   try {
-    await model.trainOnBatch(xs, ys); // warm-up
-    const start = performance.now();
-    while (times.length < 5 && (times.length === 0 || performance.now() - start < budgetMs)) {
-      const t0 = performance.now();
-      const loss = await model.trainOnBatch(xs, ys); // the loss is read back: the step has finished
-      if (!Number.isFinite(loss)) throw new Error(`loss ${loss}`);
-      times.push(performance.now() - t0);
-      await new Promise((r) => setImmediate(r));
+    const pt = await timed(async () => {
+      const p = model.predict(xs);
+      await p.data();
+      p.dispose();
+    });
+    res.predict = { ms: median(pt), imgPerS: (spec.shape[0] * 1000) / median(pt), steps: pt.length };
+    try {
+      const ft = await timed(async () => {
+        const loss = await model.trainOnBatch(xs, ys); // the loss is read back: the step has finished
+        if (!Number.isFinite(loss)) throw new Error(`loss ${loss}`);
+      });
+      res.fit = { ms: median(ft), imgPerS: (spec.shape[0] * 1000) / median(ft), steps: ft.length };
+    } catch (e) {
+      res.fit = { error: String(e?.message ?? e).split('\n')[0] };
     }
   } finally {
     tf.dispose([xs, ys]);
     model.dispose();
   }
-  const ms = median(times);
-  return { ms, imgPerS: (spec.shape[0] * 1000) / ms, steps: times.length, times };
+  return res;
 }
 
 console.log(`tfjs fit step (trainOnBatch), images/s (median of timed steps after 1 warm-up); ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`);
@@ -158,25 +179,33 @@ for (const name of only) {
   for (let i = 0; i < spec.shape[0]; i++) y[i * 10 + (i % 10)] = 1;
   results[name] = {};
   for (const b of backends) {
+    let r;
     try {
-      const r = await benchOne(b, spec, init, x, y);
-      results[name][b] = r;
-      console.log(`  ${spec.label.padEnd(36)} ${b.padEnd(13)} ${r.imgPerS.toFixed(1).padStart(9)} img/s  (${r.ms.toFixed(1)} ms/step, ${r.steps} steps)`);
+      r = await benchOne(b, spec, init, x, y);
     } catch (e) {
-      results[name][b] = { error: String(e?.message ?? e).split('\n')[0] };
-      console.log(`  ${spec.label.padEnd(36)} ${b.padEnd(13)}       n/a  (${results[name][b].error})`);
+      r = { predict: { error: String(e?.message ?? e).split('\n')[0] }, fit: { error: 'not run' } };
+    }
+    results[name][b] = r;
+    for (const what of ['fit', 'predict']) {
+      const q = r[what];
+      const cell = q.imgPerS ? `${q.imgPerS.toFixed(1).padStart(9)} img/s  (${q.ms.toFixed(1)} ms/step, ${q.steps} timed)` : `      n/a  (${q.error})`;
+      console.log(`  ${spec.label.padEnd(36)} ${what.padEnd(8)} ${b.padEnd(13)} ${cell}`);
     }
   }
 }
 
-console.log('\n| model | ' + backends.join(' img/s | ') + ' img/s | residual / cpu | residual / wasm |' + (backends.includes('residualcuda') ? ' residual CUDA / cpu |' : ''));
-console.log('|---|' + backends.map(() => '---:|').join('') + '---:|---:|' + (backends.includes('residualcuda') ? '---:|' : ''));
-const ratio = (a, b) => (a?.imgPerS && b?.imgPerS ? (a.imgPerS / b.imgPerS).toFixed(2) + 'x' : 'n/a');
-for (const name of only) {
-  const r = results[name];
-  const cells = backends.map((b) => (r[b]?.imgPerS ? r[b].imgPerS.toFixed(1) : 'n/a'));
-  let line = `| ${MODELS[name].label} | ${cells.join(' | ')} | ${ratio(r.residual, r.cpu)} | ${ratio(r.residual, r.wasm)} |`;
-  if (backends.includes('residualcuda')) line += ` ${ratio(r.residualcuda, r.cpu)} |`;
-  console.log(line);
+const cuda = backends.includes('residualcuda');
+console.log('\n| model | step | ' + backends.join(' img/s | ') + ' img/s | residual / cpu | residual / wasm |' + (cuda ? ' residual CUDA / cpu |' : ''));
+console.log('|---|---|' + backends.map(() => '---:|').join('') + '---:|---:|' + (cuda ? '---:|' : ''));
+const ratio = (a, b) => (a?.imgPerS && b?.imgPerS ? (a.imgPerS / b.imgPerS).toFixed(1) + 'x' : 'n/a');
+for (const what of ['fit', 'predict']) {
+  for (const name of only) {
+    const r = results[name];
+    const cells = backends.map((b) => (r[b]?.[what]?.imgPerS ? r[b][what].imgPerS.toFixed(1) : 'n/a'));
+    let line = `| ${MODELS[name].label} | ${what} | ${cells.join(' | ')} | ${ratio(r.residual?.[what], r.cpu?.[what])} | ${ratio(r.residual?.[what], r.wasm?.[what])} |`;
+    if (cuda) line += ` ${ratio(r.residualcuda?.[what], r.cpu?.[what])} |`;
+    console.log(line);
+  }
 }
+console.log('(ratios: residual images/s over the other backend\'s; above 1 residual is faster)');
 if (args.json) fs.writeFileSync(args.json, JSON.stringify({ machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, loadavg: os.loadavg() }, results }, null, 2));

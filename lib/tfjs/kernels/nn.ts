@@ -131,7 +131,10 @@ function fromNC(x: Tensor, channelsLast: boolean): Tensor {
 /** tf filter -> libtorch weight (views). HWIO -> OIHW; depthwise HW C M -> (C*M) 1 H W; DHWIO -> OIDHW. */
 function weightOf(f: Tensor, kind: 'conv' | 'depthwise'): Tensor {
   if (f.ndim === 5) return f.permute(4, 3, 0, 1, 2);
-  if (kind === 'conv') return f.permute(3, 2, 0, 1);
+  // A channels-last copy of the (small) weight: libtorch's convolutions run fastest when the weight's
+  // memory format matches the channels-last input's (about 2x on the CPU, measured), and the copy of
+  // the HWIO filter costs little next to the convolution.
+  if (kind === 'conv') return f.permute(3, 2, 0, 1).contiguous('channelsLast');
   const [fh, fw, c, m] = f.shape;
   return f.reshape([fh, fw, 1, c * m]).permute(3, 2, 0, 1);
 }
@@ -352,8 +355,11 @@ function poolForward(kind: PoolKind, x: Tensor, g: Geo, device: string): Tensor 
   const p = poolPlan(g);
   const three = g.k.length === 3;
   if (kind === 'max') {
-    const xp = padSpatial(ignoreNaN(x), p.pl, p.pr, -Infinity);
-    return op(three ? 'maxPool3d' : 'maxPool2d', xp, g.k, g.stride, p.sym, g.dil, false);
+    const pool = (t: Tensor) => op(three ? 'maxPool3d' : 'maxPool2d', padSpatial(t, p.pl, p.pr, -Infinity), g.k, g.stride, p.sym, g.dil, false);
+    // libtorch propagates a NaN to its window's maximum, so a NaN-free result means a NaN-free input
+    // (checking the smaller result is cheaper); otherwise pool again with the NaNs skipped.
+    const y = pool(x);
+    return x.dtype === 'float32' && (y.isnan().any().item() as boolean) ? pool(ignoreNaN(x)) : y;
   }
   const name = three ? 'avgPool3d' : 'avgPool2d';
   if (p.direct) return op(name, x, g.k, g.stride, p.sym, false, false, null);
