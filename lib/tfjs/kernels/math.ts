@@ -4,7 +4,7 @@ import { upcastType, util } from '@tensorflow/tfjs-core';
 import type { DataType, KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { native } from '../../native.js';
 import { wrapT } from '../../tensor/tensor.js';
-import { code, defineKernel, op, sc, scalarT, type KernelArgs, type ResidualBackend, type Tensor } from './util.js';
+import { code, defineKernel, op, sc, type KernelArgs, type ResidualBackend, type Tensor } from './util.js';
 
 // ---- helpers ----
 
@@ -327,8 +327,6 @@ function argReduce(name: string, nativeName: 'argmax' | 'argmin'): KernelConfig 
   });
 }
 
-// Max/Min also exist for the reductionIndices spelling of Max; tfjs's Min uses `axis`.
-
 // ---- cumulative ----
 
 function cumulative(name: string, nativeName: 'cumsum' | 'cumprod', identity: number): KernelConfig {
@@ -383,5 +381,3 @@ export const configs: KernelConfig[] = [
   addN,
 ];
 
-// Re-exported for other kernel files.
-export { f32, scalarT };
