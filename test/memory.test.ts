@@ -188,4 +188,27 @@ describe('memory', () => {
     }
     expect(r.memory().tensors).toBe(base);
   });
+
+  it('the GC backstop also covers tensors dropped in one long synchronous stretch (registered in batches)', async () => {
+    global.gc!();
+    await new Promise((res) => setImmediate(res));
+    const base = r.memory().tensors;
+    const kept = r.ones([1]);
+    (() => {
+      // more than the registration batch (1,024), disposed and undisposed tensors mixed, no yield
+      for (let i = 0; i < 5000; i++) {
+        const t = r.zeros([4]);
+        if (i % 3 === 0) t.dispose();
+      }
+    })();
+    expect(r.memory().tensors).toBe(base + 1 + 5000 - Math.ceil(5000 / 3));
+    for (let i = 0; i < 20 && r.memory().tensors > base + 1; i++) {
+      global.gc!();
+      await new Promise((res) => setImmediate(res));
+    }
+    expect(r.memory().tensors).toBe(base + 1);
+    expect(kept.disposed).toBe(false);
+    expect(kept.sum().item()).toBe(1);
+    kept.dispose();
+  });
 });

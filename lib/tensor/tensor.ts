@@ -29,6 +29,15 @@ const finalizer = new FinalizationRegistry<NativeHandle>((id) => {
     /* the environment is shutting down */
   }
 });
+// Registration with the finalizer is the largest JS cost of a small op (a weak cell per Tensor), and
+// most tensors are disposed (by dispose() or their scope) soon after they are made. So new Tensors
+// wait in `pending` and are registered at the next microtask checkpoint, or once PENDING_MAX of them
+// have gathered (a long synchronous loop), unless disposed by then. A Tensor nobody disposes is thus
+// collectable at most one microtask checkpoint or PENDING_MAX creations later than at once.
+const PENDING_MAX = 1024;
+const pending: Tensor[] = [];
+let flushQueued = false;
+let flushPending: () => void;
 
 // Tensors are branded: the native reference lives in a private field, so only real Tensor instances
 // are accepted where a Tensor is expected (hOf below). An object with a numeric `_h`, or a Tensor
@@ -46,12 +55,24 @@ export class Tensor {
   static {
     handleOf = (t) => t.#h;
     isTensor = (v): v is Tensor => typeof v === 'object' && v !== null && #h in v;
+    flushPending = () => {
+      flushQueued = false;
+      for (let i = 0; i < pending.length; i++) {
+        const t = pending[i];
+        if (!t.#disposed) finalizer.register(t, t.#h);
+      }
+      pending.length = 0;
+    };
   }
 
   /** @internal use the creation functions (tensor, zeros, ...) instead. */
   constructor(h: NativeHandle) {
     this.#h = h;
-    finalizer.register(this, h);
+    if (pending.push(this) >= PENDING_MAX) flushPending();
+    else if (!flushQueued) {
+      flushQueued = true;
+      queueMicrotask(flushPending);
+    }
     const s = currentScope();
     if (s) s.add(this);
   }
