@@ -143,10 +143,14 @@ function makeStep(c) {
   return {
     step,
     run(steps) {
+      const c0 = process.cpuUsage();
       const t0 = performance.now();
       for (let i = 0; i < steps; i++) step();
       if (c.device !== 'cpu') r.cuda.synchronize();
-      return performance.now() - t0;
+      const ms = performance.now() - t0;
+      const cu = process.cpuUsage(c0);
+      this.lastCpuMs = (cu.user + cu.system) / 1000;
+      return ms;
     },
     free() {
       opt.zeroGrad();
@@ -327,21 +331,30 @@ async function compareStep(id, cfg, { trials, steps, warmup }) {
   }
   const rs = [];
   const ps = [];
+  const rc = [];
+  const pc = [];
   for (let t = 0; t < trials; t++) {
     const order = t % 2 === 0 ? ['r', 'p'] : ['p', 'r'];
     for (const side of order) {
-      if (side === 'r') rs.push(mine.run(steps) / steps);
-      else if (py) ps.push((await py.ask({ op: 'run', id, steps })).ms / steps);
+      if (side === 'r') {
+        rs.push(mine.run(steps) / steps);
+        rc.push(mine.lastCpuMs / steps);
+      } else if (py) {
+        const res = await py.ask({ op: 'run', id, steps });
+        ps.push(res.ms / steps);
+        pc.push(res.cpuMs / steps);
+      }
     }
   }
   mine.free();
   if (py) await py.ask({ op: 'free', id });
-  const row = { config: c, trials, stepsPerTrial: steps, warmup, residualMs: stats(rs), pytorchMs: py ? stats(ps) : null, residualTrialsMs: rs, pytorchTrialsMs: ps };
+  const row = { config: c, trials, stepsPerTrial: steps, warmup, residualMs: stats(rs), pytorchMs: py ? stats(ps) : null, residualTrialsMs: rs, pytorchTrialsMs: ps, residualCpuMs: stats(rc), pytorchCpuMs: py ? stats(pc) : null };
   row.ratio = ratioOf(row.residualMs, row.pytorchMs);
   row.residualImagesPerSec = (1000 * c.batch) / row.residualMs.median;
   row.pytorchImagesPerSec = py ? (1000 * c.batch) / row.pytorchMs.median : null;
   const f = (s) => (s ? `${s.median.toFixed(1)} [${s.min.toFixed(1)}-${s.max.toFixed(1)}]` : 'n/a');
-  log(`  ${id.padEnd(34)} residual ${f(row.residualMs).padEnd(24)} PyTorch ${f(row.pytorchMs).padEnd(24)} ratio ${row.ratio ? row.ratio.toFixed(2) : 'n/a'}`);
+  const cr = ratioOf(row.residualCpuMs, row.pytorchCpuMs);
+  log(`  ${id.padEnd(34)} residual ${f(row.residualMs).padEnd(24)} PyTorch ${f(row.pytorchMs).padEnd(24)} ratio ${row.ratio ? row.ratio.toFixed(2) : 'n/a'} (CPU time: ${row.residualCpuMs.median.toFixed(1)} vs ${row.pytorchCpuMs ? row.pytorchCpuMs.median.toFixed(1) : 'n/a'} ms, ratio ${cr ? cr.toFixed(2) : 'n/a'})`);
   return row;
 }
 

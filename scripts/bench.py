@@ -83,10 +83,12 @@ class TrainStep:
         self.opt.step()
 
     def run(self, steps):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         for _ in range(steps):
             self.step()
         sync(self.dev)
+        self.cpu_ms = (time.process_time() - c0) * 1000.0
         return (time.perf_counter() - t0) * 1000.0
 
 
@@ -209,7 +211,8 @@ def serve():
                 states[req['id']] = TrainStep(req['config'])
                 out = {}
             elif op == 'run':
-                out = {'ms': states[req['id']].run(req['steps'])}
+                st = states[req['id']]
+                out = {'ms': st.run(req['steps']), 'cpuMs': st.cpu_ms}
             elif op == 'free':
                 states.pop(req['id'], None)
                 if torch.cuda.is_available():
