@@ -108,7 +108,7 @@ export class ResidualBackend extends KernelBackend {
     if (this.strTable === null) throw new Error('residual backend: string tensors can only be read inside a kernel');
     const vals = e.strings ?? [];
     const offset = this.strTable.length;
-    this.strTable.push(...vals);
+    for (const v of vals) this.strTable.push(v); // (no spread: string tensors may be large)
     const ids = new Int32Array(vals.length);
     for (let i = 0; i < ids.length; i++) ids[i] = offset + i;
     let t = wrapT(native.fromBuffer(ids, 0, [...shape], dtypeCode('int32'), true));
