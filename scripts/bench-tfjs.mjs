@@ -6,7 +6,7 @@
 // (above 1: residual is faster), last.
 //
 //   node scripts/bench-tfjs.mjs [--device cuda] [--only cnn,mobilenet,resnet50] [--backends residual,cpu,wasm]
-//        [--budget SECONDS] [--json out.json]
+//        [--budget SECONDS] [--threads N] [--json out.json]
 //
 // Models (as in test/tfjs-layers.test.ts): a small CNN (32x32, batch 16), a MobileNet-v1-style net
 // (64x64, batch 8) and ResNet-50 (keras layout; 32x32, batch 2: the cpu backend needs tens of seconds
@@ -15,7 +15,9 @@
 // are done or --budget seconds (default 30) have passed (at least 1); the same for predict (forward
 // only, read back), which also covers backends that cannot train a model (tfjs-backend-wasm has no
 // Conv2DBackpropFilter kernel: its fit step is reported as n/a with the reason). Needs `npm run build`
-// first (it imports dist/tfjs).
+// first (it imports dist/tfjs). --threads sets libtorch's intra-op threads for residual (the cpu and wasm
+// backends compute on one thread): on a machine whose cores are busy with other work, libtorch's
+// default (one thread per core) can be several times slower than one thread.
 import os from 'node:os';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -30,6 +32,7 @@ const { values: args } = parseArgs({
     backends: { type: 'string', default: 'residual,cpu,wasm' },
     budget: { type: 'string', default: '30' },
     json: { type: 'string' },
+    threads: { type: 'string' },
   },
 });
 process.env.RESIDUAL_TFJS_DEVICE ??= 'cpu';
@@ -41,6 +44,7 @@ const tfl = await import('@tensorflow/tfjs-layers');
 const residual = await import(path.join(root, 'dist/tfjs/index.js'));
 const { native } = await import(path.join(root, 'dist/native.js'));
 
+if (args.threads) native.setNumThreads(Number(args.threads));
 wasm.setWasmPaths(path.join(root, 'node_modules/@tensorflow/tfjs-backend-wasm/dist') + '/');
 const backends = args.backends.split(',');
 if (args.device === 'cuda') {
@@ -162,7 +166,7 @@ async function benchOne(backend, spec, init, x, y) {
 }
 
 console.log(`tfjs fit step (trainOnBatch), images/s (median of timed steps after 1 warm-up); ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`);
-console.log(`backends: ${backends.join(', ')}; tfjs-core ${tf.version_core}; residual device ${tf.findBackend('residual')?.device ?? '?'}`);
+console.log(`backends: ${backends.join(', ')}; tfjs-core ${tf.version_core}; residual device ${tf.findBackend('residual')?.device ?? '?'}, ${native.getNumThreads()} libtorch threads`);
 const results = {};
 for (const name of only) {
   const spec = MODELS[name];
