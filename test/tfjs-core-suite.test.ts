@@ -12,6 +12,14 @@ const root = path.resolve(__dirname, '..');
 
 describe("tfjs-core's backend test suite", () => {
   it('passes on residual wherever it passes on the cpu backend, outside the exclude list', () => {
+    // The suite runs the compiled backend (dist/tfjs): refuse to test an older build than the sources.
+    for (const f of fs.readdirSync(path.join(root, 'lib', 'tfjs'), { recursive: true }) as string[]) {
+      if (!f.endsWith('.ts')) continue;
+      const src = path.join(root, 'lib', 'tfjs', f);
+      const out = path.join(root, 'dist', 'tfjs', f.replace(/\.ts$/, '.js'));
+      expect(fs.existsSync(out), `${out} is missing: build with node scripts/build.mjs --ts-only`).toBe(true);
+      expect(fs.statSync(out).mtimeMs, `dist/tfjs/${f.replace(/\.ts$/, '.js')} is older than lib/tfjs/${f}: build with node scripts/build.mjs --ts-only`).toBeGreaterThanOrEqual(fs.statSync(src).mtimeMs);
+    }
     const json = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-suite-')), 'result.json');
     const r = spawnSync(process.execPath, [path.join(root, 'scripts', 'tfjs-core-tests.mjs'), '--json', json], { cwd: root, encoding: 'utf8', timeout: 280_000 });
     const out = `${r.stdout}\n${r.stderr}`;
