@@ -387,9 +387,14 @@ int64_t exactInt(double v, const std::string& what) {
   return int64_t(v);
 }
 
+// The common case without building an error message (exactInt's `what` costs a string per call).
+static inline bool isExactInt(double v) { return v == std::floor(v) && std::fabs(v) <= 9007199254740991.0; }
+
 int64_t Args::I(size_t i, const char* name) const {
   if (i >= info.Length() || !info[i].IsNumber()) fail(i, name, "an integer");
-  return exactInt(info[i].As<Napi::Number>().DoubleValue(), "argument '" + std::string(name) + "'");
+  double v = info[i].As<Napi::Number>().DoubleValue();
+  if (isExactInt(v)) return int64_t(v);
+  return exactInt(v, "argument '" + std::string(name) + "'");
 }
 
 std::optional<int64_t> Args::OI(size_t i, const char* name) const {
@@ -410,7 +415,8 @@ std::vector<int64_t> Args::IL(size_t i, const char* name) const {
   for (uint32_t k = 0; k < arr.Length(); k++) {
     Napi::Value v = arr.Get(k);
     if (!v.IsNumber()) throw ArgError("argument '" + std::string(name) + "' must hold integers, element " + std::to_string(k) + " is " + describe(v));
-    out[k] = exactInt(v.As<Napi::Number>().DoubleValue(), "argument '" + std::string(name) + "' element " + std::to_string(k));
+    double x = v.As<Napi::Number>().DoubleValue();
+    out[k] = isExactInt(x) ? int64_t(x) : exactInt(x, "argument '" + std::string(name) + "' element " + std::to_string(k));
   }
   return out;
 }
