@@ -78,6 +78,13 @@ describe('residual tfjs nn kernels match tfjs-backend-cpu', () => {
     await sameAsCpu(() => tf.conv2d(rn([1, 7, 7, 2]) as tf.Tensor4D, rn([3, 3, 2, 2]) as tf.Tensor4D, 2, 1, 'NHWC', 1, 'ceil'), 18);
     await sameAsCpu(() => tf.conv2d(rn([1, 2, 7, 7]) as tf.Tensor4D, rn([3, 3, 2, 2]) as tf.Tensor4D, 1, 'same', 'NCHW'), 18);
   });
+  it('conv2d on few pixels for many channels (im2col path), 1x1 convolutions (matrix product path) and their gradients', async () => {
+    await sameAsCpu(conv((x, w) => tf.conv2d(x, w, 1, 'same'), [1, 3, 4, 8], [3, 3, 8, 16]), 72 * 16);
+    await sameAsCpu(conv((x, w) => tf.conv2d(x, w, 2, 'same'), [2, 5, 4, 8], [3, 2, 8, 32]), 48 * 16);
+    await sameAsCpu(() => tf.conv2d(rn([1, 7, 7, 8]) as tf.Tensor4D, rn([3, 3, 8, 64]) as tf.Tensor4D, 1, 'same', 'NHWC', [2, 2]), 72);
+    await sameAsCpu(conv((x, w) => tf.conv2d(x, w, 1, 'valid'), [2, 5, 4, 8], [1, 1, 8, 6]), 8 * 40);
+    await sameAsCpu(conv((x, w) => tf.conv2d(x, w, 2, 'same'), [2, 5, 4, 8], [1, 1, 8, 6]), 8 * 40);
+  });
   it('depthwise conv2d (channel multiplier 2) and its gradients', () =>
     sameAsCpu(conv((x, w) => tf.depthwiseConv2d(x, w, 2, 'same'), [2, 7, 8, 3], [3, 3, 3, 2]), 9 * 16));
   it('fused conv2d / depthwise / matMul with bias and each activation', async () => {
