@@ -259,6 +259,13 @@ function strided(x: Tensor, c: Conv2DInfo): Tensor | null {
  * patches are smaller than the weight, which libtorch's convolution would reorder on every call.
  */
 function im2colConv(x: Tensor, f: Tensor, c: Conv2DInfo): Tensor {
+  return im2col(x, c).matmul(f.reshape([-1, c.outChannels])).reshape([c.batchSize, c.outHeight, c.outWidth, c.outChannels]);
+}
+function fewPixels(c: Conv2DInfo, depthwise: boolean): boolean {
+  return !depthwise && c.dataFormat === 'channelsLast' && c.batchSize * c.outHeight * c.outWidth < c.outChannels;
+}
+/** The [N*Ho*Wo, kh*kw*C] patches of an NHWC tensor (HWIO order within a patch). */
+function im2col(x: Tensor, c: Conv2DInfo): Tensor {
   const g = geo2d(c);
   const p = plan(g, () => 0);
   const xp = fromNC(padSpatial(toNC(x, true), p.pl, p.pr), true); // [N, Hp, Wp, C]
@@ -268,8 +275,26 @@ function im2colConv(x: Tensor, f: Tensor, c: Conv2DInfo): Tensor {
   win = op('unfold', win, 2, ekw, c.strideWidth); // [N, Ho, Wo, C, ekh, ekw]
   if (c.dilationHeight > 1) win = win.slice(4, 0, null, c.dilationHeight);
   if (c.dilationWidth > 1) win = win.slice(5, 0, null, c.dilationWidth);
-  const cols = win.permute(0, 1, 2, 4, 5, 3).reshape([-1, c.filterHeight * c.filterWidth * c.inChannels]);
-  return cols.matmul(f.reshape([-1, c.outChannels])).reshape([c.batchSize, c.outHeight, c.outWidth, c.outChannels]);
+  return win.permute(0, 1, 2, 4, 5, 3).reshape([-1, c.filterHeight * c.filterWidth * c.inChannels]);
+}
+/** The transpose of im2col: patch gradients [N*Ho*Wo, kh*kw*C] summed back into an NHWC input gradient. */
+function col2im(dcols: Tensor, c: Conv2DInfo, device: string): Tensor {
+  const g = geo2d(c);
+  const p = plan(g, () => 0);
+  const [N, Ho, Wo, C] = [c.batchSize, c.outHeight, c.outWidth, c.inChannels];
+  const Hp = c.inHeight + p.pl[0] + p.pr[0];
+  const Wp = c.inWidth + p.pl[1] + p.pr[1];
+  const d = dcols.reshape([N, Ho, Wo, c.filterHeight, c.filterWidth, C]);
+  const gp = op('zeros', [N, Hp, Wp, C], code('float32'), device);
+  for (let i = 0; i < c.filterHeight; i++) {
+    for (let j = 0; j < c.filterWidth; j++) {
+      const r0 = i * c.dilationHeight;
+      const c0 = j * c.dilationWidth;
+      const view = gp.slice(1, r0, r0 + (Ho - 1) * c.strideHeight + 1, c.strideHeight).slice(2, c0, c0 + (Wo - 1) * c.strideWidth + 1, c.strideWidth);
+      view.add_(d.select(3, i).select(3, j));
+    }
+  }
+  return fromNC(padSpatial(toNC(gp, true), p.pl.map((v) => -v), p.pr.map((v) => -v)), true);
 }
 
 interface Conv2DArgs {
@@ -299,7 +324,7 @@ function conv2d({ backend, x, filter, a, depthwise, bias, prelu }: Conv2DArgs): 
     y = activate(y, a.activation as string | undefined, prelu ? backend.tensorOf(prelu) : null, a.leakyreluAlpha as number | undefined);
     return out(backend, y, 'float32');
   }
-  if (!depthwise && c.dataFormat === 'channelsLast' && c.batchSize * c.outHeight * c.outWidth < c.outChannels) {
+  if (fewPixels(c, depthwise)) {
     let y = im2colConv(xt, ft, c);
     if (b) y = y.add(b);
     y = activate(y, a.activation as string | undefined, prelu ? backend.tensorOf(prelu) : null, a.leakyreluAlpha as number | undefined);
@@ -330,6 +355,10 @@ function conv2dBackpropInput(backend: ResidualBackend, dy: TensorInfo, filter: T
     const ft = requireFloat(backend.tensorOf(filter), 'conv2dBackpropInput').reshape([c.inChannels, c.outChannels]);
     return out(backend, dyt.reshape([-1, c.outChannels]).matmul(ft.t()).reshape(inputShape), 'float32');
   }
+  if (fewPixels(c, depthwise)) {
+    const ft = requireFloat(backend.tensorOf(filter), 'conv2dBackpropInput').reshape([-1, c.outChannels]);
+    return out(backend, col2im(dyt.reshape([-1, c.outChannels]).matmul(ft.t()), c, backend.device), 'float32');
+  }
   const w = weightOf(requireFloat(backend.tensorOf(filter), 'conv2dBackpropInput'), depthwise ? 'depthwise' : 'conv');
   const ncShape = cl ? [inputShape[0], inputShape[3], inputShape[1], inputShape[2]] : inputShape;
   const gi = convBackwardInput(toNC(dyt, cl), w, ncShape, geo2d(c), depthwise ? c.inChannels : 1);
@@ -345,6 +374,8 @@ function conv2dBackpropFilter(backend: ResidualBackend, x: TensorInfo, dy: Tenso
   const dyt = requireFloat(backend.tensorOf(dy), 'conv2dBackpropFilter');
   const xs = isPointwise(c, depthwise) && dy.shape[1] === c.outHeight && dy.shape[2] === c.outWidth ? strided(xt, c) : null;
   if (xs) return out(backend, xs.reshape([-1, c.inChannels]).t().matmul(dyt.reshape([-1, c.outChannels])).reshape(filterShape), 'float32');
+  if (fewPixels(c, depthwise) && dy.shape[1] === c.outHeight && dy.shape[2] === c.outWidth)
+    return out(backend, im2col(xt, c).t().matmul(dyt.reshape([-1, c.outChannels])).reshape(filterShape), 'float32');
   const kind = depthwise ? 'depthwise' : 'conv';
   const gw = convBackwardWeight(toNC(xt, cl), toNC(dyt, cl), weightShapeOf(filterShape, kind), geo2d(c), depthwise ? c.inChannels : 1);
   return out(backend, filterOf(gw, kind, filterShape), 'float32');
