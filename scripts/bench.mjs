@@ -5,7 +5,7 @@
 //
 //   node scripts/bench.mjs [--quick] [--only ops,resnet20,resnet50,scaling,memory,matmul]
 //        [--device cpu|cuda] [--json out.json] [--python /path/to/python | --no-python]
-//        [--threads N] [--write-md [BENCHMARKS.md]]
+//        [--threads N] [--cudnn-benchmark] [--write-md [BENCHMARKS.md]]
 //
 // Workloads (--only picks some; the default runs all that fit the device):
 //   ops       per-op overhead on tiny tensors (1 intra-op thread on both sides)
@@ -133,6 +133,44 @@ function makeStep(c) {
   const y = r.tensor(Array.from({ length: c.batch }, (_, i) => i % classes), { dtype: 'int64', device: c.device });
   const opt = new r.optim.SGD(model.parameters(), { lr: c.lr ?? 0.01, momentum: 0.9, weightDecay: 5e-4 });
   const devType = c.device === 'cpu' ? 'cpu' : 'cuda';
+  if (c.graphs) {
+    // The whole step (forward, backward, optimizer) captured once in a CUDA graph and replayed
+    // (lib/train/graphs.ts); it also counts correct predictions, which the eager step does not.
+    const g = r.captureTrainStep({
+      model,
+      optimizer: opt,
+      amp: !!c.amp,
+      ampDtype: 'bfloat16',
+      forward: (xx, yy) => {
+        const logits = model.call(xx);
+        return { logits, loss: r.crossEntropy(logits, yy) };
+      },
+    });
+    const gstep = () => {
+      const o = g.step(x, y);
+      o.loss.dispose();
+      o.correct.dispose();
+    };
+    return {
+      step: gstep,
+      run(steps) {
+        const c0 = process.cpuUsage();
+        const t0 = performance.now();
+        for (let i = 0; i < steps; i++) gstep();
+        r.cuda.synchronize();
+        const ms = performance.now() - t0;
+        const cu = process.cpuUsage(c0);
+        this.lastCpuMs = (cu.user + cu.system) / 1000;
+        return ms;
+      },
+      free() {
+        g.dispose();
+        model.dispose();
+        x.dispose();
+        y.dispose();
+      },
+    };
+  }
   const step = () =>
     r.scope(() => {
       const loss = c.amp ? r.autocast(devType, 'bfloat16', () => r.crossEntropy(model.call(x), y)) : r.crossEntropy(model.call(x), y);
@@ -306,14 +344,17 @@ const py = (() => {
   return p ? new PySide(p) : null;
 })();
 r.setNumThreads(threads);
+// --cudnn-benchmark: cuDNN picks its convolution algorithms by timing them, on both sides.
+const cudnnBenchmark = flag('cudnn-benchmark');
+if (cudnnBenchmark && gpu) r.cudnnBenchmark(true);
 if (py) {
-  const pi = await py.ask({ op: 'init', threads, cudnnBenchmark: false });
+  const pi = await py.ask({ op: 'init', threads, cudnnBenchmark });
   versions.pytorch = pi.torch;
   versions.python = pi.python;
   versions.pytorchCpuCapability = pi.cpuCapability;
   if (pi.gpu) versions.pytorchGpu = pi.gpu;
 }
-const results = { machine, versions, device, threads, quick, started: new Date().toISOString(), workloads: {} };
+const results = { machine, versions, device, threads, cudnnBenchmark, quick, started: new Date().toISOString(), workloads: {} };
 
 function log(s = '') {
   console.log(s);
@@ -361,6 +402,7 @@ async function compareStep(id, cfg, { trials, steps, warmup }) {
 function cfgLabel(c) {
   const parts = [`${c.model}`, `batch ${c.batch}`, `${c.image}x${c.image}`, c.amp ? 'bf16 autocast' : 'fp32'];
   if (c.channelsLast) parts.push('channels-last');
+  if (c.graphs) parts.push('residual with CUDA graphs (PyTorch eager)');
   return parts.join(', ');
 }
 
@@ -404,9 +446,21 @@ if (only.includes('resnet20')) {
     { model: 'resnet20', batch, image: 32 },
     { model: 'resnet20', batch, image: 32, channelsLast: true },
   ];
-  if (gpu) variants.push({ model: 'resnet20', batch, image: 32, amp: true, channelsLast: true });
+  if (gpu) {
+    variants.push({ model: 'resnet20', batch, image: 32, amp: true, channelsLast: true });
+    // residual with CUDA graphs against PyTorch eager (bench.py ignores `graphs`)
+    variants.push({ model: 'resnet20', batch, image: 32, graphs: true });
+  }
   const rows = [];
-  for (const v of variants) rows.push({ label: cfgLabel(v), ...(await compareStep(cfgLabel(v), v, stepPlan(gpu ? 10 : 7, gpu ? 20 : 3, gpu ? 10 : 2))) });
+  for (const v of variants) {
+    try {
+      rows.push({ label: cfgLabel(v), ...(await compareStep(cfgLabel(v), v, stepPlan(gpu ? 10 : 7, gpu ? 20 : 3, gpu ? 10 : 2))) });
+    } catch (e) {
+      if (!v.graphs) throw e;
+      console.error(`(${cfgLabel(v)} failed: ${e.message})`);
+      rows.push({ label: cfgLabel(v), config: v, error: String(e.message) });
+    }
+  }
   W.resnet20 = { rows };
 }
 
@@ -528,6 +582,10 @@ function markdown() {
     L.push(`| ${first} | residual ms/step | PyTorch ms/step | residual img/s | PyTorch img/s | ratio (time) | CPU ms/step residual / PyTorch (ratio) |`);
     L.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const row of rows) {
+      if (row.error) {
+        L.push(`| ${row.label} | failed: ${row.error.replace(/\|/g, '/').slice(0, 200)} | | | | | |`);
+        continue;
+      }
       const cpu = row.pytorchCpuMs ? `${f1(row.residualCpuMs.median)} / ${f1(row.pytorchCpuMs.median)} (${rat(ratioOf(row.residualCpuMs, row.pytorchCpuMs))})` : `${f1(row.residualCpuMs.median)} / n/a`;
       L.push(`| ${row.label} | ${spread(row.residualMs, f1)} | ${spread(row.pytorchMs, f1)} | ${f0(row.residualImagesPerSec)} | ${f0(row.pytorchImagesPerSec)} | ${rat(row.ratio)} | ${cpu} |`);
     }
@@ -613,7 +671,7 @@ log('');
 log(`Ratios residual / PyTorch (time; below 1 = residual faster), ${machine.cpu}${machine.gpu ? ` + ${machine.gpu}` : ''}, device ${device}:`);
 const ratioLines = [];
 if (W.ops) for (const row of W.ops.rows) ratioLines.push([`op ${row.op}`, row.ratio]);
-for (const k of ['resnet20', 'resnet50']) if (W[k]) for (const row of W[k].rows) ratioLines.push([row.label, row.ratio]);
+for (const k of ['resnet20', 'resnet50']) if (W[k]) for (const row of W[k].rows) ratioLines.push([row.label, row.ratio ?? null]);
 if (crossDefault()) ratioLines.push(['resnet20 residual channels-last / PyTorch default', crossDefault().time]);
 if (W.scaling) {
   for (const row of W.scaling.byBatch) ratioLines.push([`resnet20 batch ${row.batch}`, row.ratio]);
