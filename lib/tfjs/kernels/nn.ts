@@ -429,9 +429,14 @@ function poolCounts(g: Geo, p: Plan, device: string): Tensor {
   // A window entirely in the padding has no element: tf's cpu backend gives 0 there (0 / max(count, 1)).
   return op(op3, padSpatial(ones, p.pl, p.pr), g.k, g.stride, p.sym, false, true, 1).clamp(1, null);
 }
-/** tf's max pools skip NaN (a NaN never compares greater); libtorch's propagate it: NaN -> -inf first. */
+/**
+ * tf's max pools skip NaN (a NaN never compares greater); libtorch's propagate it: NaN -> -inf first.
+ * On the CPU only when there is a NaN (the check is cheaper than the copy); on other devices always
+ * (reading the check back would wait for the device).
+ */
 function ignoreNaN(x: Tensor): Tensor {
-  if (x.dtype !== 'float32' || !(x.isnan().any().item() as boolean)) return x;
+  if (x.dtype !== 'float32') return x;
+  if (x.device === 'cpu' && !(x.isnan().any().item() as boolean)) return x;
   return where(x.isnan(), -Infinity, x);
 }
 /** tfjs's pools return their input unchanged for a 1x1 filter whose output has the input's shape. */
@@ -445,6 +450,7 @@ function poolForward(kind: PoolKind, x: Tensor, g: Geo, device: string): Tensor 
     const pool = (t: Tensor) => op(three ? 'maxPool3d' : 'maxPool2d', padSpatial(t, p.pl, p.pr, -Infinity), g.k, g.stride, p.sym, g.dil, false);
     // libtorch propagates a NaN to its window's maximum, so a NaN-free result means a NaN-free input
     // (checking the smaller result is cheaper); otherwise pool again with the NaNs skipped.
+    if (x.device !== 'cpu') return pool(ignoreNaN(x));
     const y = pool(x);
     return x.dtype === 'float32' && (y.isnan().any().item() as boolean) ? pool(ignoreNaN(x)) : y;
   }
