@@ -198,6 +198,17 @@ static at::Tensor fftInterleaved(const at::Tensor& x, bool inverse) {
   at::Tensor c = at::view_as_complex(x.contiguous());
   return at::view_as_real(inverse ? at::fft_ifft(c) : at::fft_fft(c)).contiguous();
 }
+// index_put with a list of optional index tensors (null: the whole dimension). libtorch hits an
+// internal assert ("ntensor >= 3") when no index tensor is given: say what is wrong instead.
+static at::Tensor indexPutOp(Args& a) {
+  at::Tensor x = a.T(0, "input");
+  std::vector<std::optional<at::Tensor>> idx = a.OTL(1, "indices");
+  bool any = false;
+  for (const auto& t : idx) any = any || (t.has_value() && t->defined());
+  if (!any)
+    throw ArgError("argument 'indices' must hold at least one index tensor (got " + std::to_string(idx.size()) + " entries, none a tensor)");
+  return x.index_put(c10::List<std::optional<at::Tensor>>(idx), a.T(2, "values"), a.B(3, "accumulate"));
+}
 
 #define A_ a.T(0, "input")
 #define RED(reduction) a.I(reduction, "reduction")
@@ -399,7 +410,7 @@ static at::Tensor fftInterleaved(const at::Tensor& x, bool inverse) {
   X(bitwiseAnd, at::bitwise_and(A_, a.T(1, "other")))                                                   \
   X(logicalXor, at::logical_xor(A_, a.T(1, "other")))                                                   \
   X(sortStable, at::sort(A_, std::optional<bool>(true), a.I(1, "dim"), a.B(2, "descending")))          \
-  X(indexPut, A_.index_put(c10::List<std::optional<at::Tensor>>(a.OTL(1, "indices")), a.T(2, "values"), a.B(3, "accumulate"))) \
+  X(indexPut, indexPutOp(a))                                                                           \
   X(einsum, at::einsum(a.Str(0, "equation"), a.TL(1, "tensors")))                                      \
   X(diag, at::diag(A_, a.I(1, "diagonal")))                                                             \
   X(searchsorted, at::searchsorted(A_, a.T(1, "values"), a.B(2, "outInt32"), a.B(3, "right")))         \

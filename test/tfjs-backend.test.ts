@@ -4,7 +4,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { memory as residualMemory } from '../lib/index.js';
+import { memory as residualMemory, tensor as rTensor } from '../lib/index.js';
+import { native } from '../lib/native.js';
+import { hOf, wrapT } from '../lib/tensor/tensor.js';
 import { BACKEND_NAME, RESIDUAL_PRIORITY, ResidualBackend, kernelConfigs, setResidualDevice } from '../lib/tfjs/index.js';
 
 beforeAll(async () => {
@@ -257,6 +259,20 @@ describe('residual tfjs backend', () => {
     expect(() => tf.engine().runKernel('Tile', { x }, { reps: [-1, 1] })).toThrow(Error);
     expect(() => tf.gather(x, tf.tensor1d([5], 'int32'))).toThrow(/not in \[0, 1\]/);
     x.dispose();
+  });
+
+  it("the indexPut op (ops.cpp, tfjs math) without any index tensor names its 'indices' argument (not libtorch's internal assert)", () => {
+    const t = rTensor([1, 2, 3, 4]);
+    const v = rTensor([5, 6, 7, 8]);
+    for (const idx of [[], [undefined]]) {
+      expect(() => native.indexPut(hOf(t), idx, hOf(v), false)).toThrow(TypeError);
+      expect(() => native.indexPut(hOf(t), idx, hOf(v), false)).toThrow(/indexPut: argument 'indices' must hold at least one index tensor \(got \d entr(y|ies), none a tensor\)/);
+    }
+    const i = rTensor([3, 0], { dtype: 'int64' });
+    const w = rTensor([9, 7]);
+    const y = wrapT(native.indexPut(hOf(t), [hOf(i)], hOf(w), false) as never);
+    expect(y.toArray()).toEqual([7, 2, 3, 9]);
+    [t, v, i, w, y].forEach((z) => z.dispose());
   });
 
   it('setResidualDevice refuses what is not a device', () => {
