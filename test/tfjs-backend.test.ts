@@ -178,6 +178,25 @@ describe('residual tfjs backend', () => {
     tf.dispose([x, y]);
   });
 
+  it('Reshape/ExpandDims/Identity of data on the cpu backend share a moved dataId: disposing the input keeps the outputs', async () => {
+    await tf.setBackend('cpu');
+    const x = tf.tensor1d([1, 2, 3, 4]);
+    const n0 = tf.memory().numDataBuffers;
+    await tf.setBackend('residual');
+    const y = tf.reshape(x, [2, 2]);
+    const z = tf.expandDims(x, 0);
+    const w = tf.engine().runKernel('Identity', { x }) as tf.Tensor;
+    x.dispose(); // the shared dataId has three more references
+    expect(Array.from(await y.data())).toEqual([1, 2, 3, 4]);
+    expect(y.shape).toEqual([2, 2]);
+    y.dispose();
+    expect(Array.from(await z.data())).toEqual([1, 2, 3, 4]);
+    z.dispose();
+    expect(Array.from(w.dataSync())).toEqual([1, 2, 3, 4]);
+    w.dispose();
+    expect(tf.memory().numDataBuffers).toBe(n0 - 1);
+  });
+
   it('string tensors move through reshape, concat, tile, slice, stack and compare', async () => {
     const s = tf.tensor2d(['a', 'bb', 'c', 'dd'], [2, 2]);
     expect(tf.reshape(s, [4]).arraySync()).toEqual(['a', 'bb', 'c', 'dd']);

@@ -118,16 +118,16 @@ export class ResidualBackend extends KernelBackend {
   /** The dtype/shape record of a dataId (moving it from another backend if needed). */
   entryOf(info: TensorInfo | DataId): Entry {
     const id = isTensorInfo(info) ? info.dataId : info;
-    let e = this.data.get(id);
-    if (e === undefined) {
-      // Data that lives on another backend is moved here (tfjs calls move()); a dataId the engine does
-      // not know (a disposed tensor) is an error here rather than a TypeError inside tfjs.
-      const eng = engine() as unknown as { state?: { tensorInfo?: { has(k: DataId): boolean } } };
-      if (eng.state?.tensorInfo?.has(id)) engine().moveData(this, id);
-      e = this.data.get(id);
-      if (e === undefined) throw new Error('residual backend: unknown dataId (disposed tensor?)');
-    }
+    const e = this.data.get(id) ?? this.moveHere(id);
+    // A dataId the engine does not know (a disposed tensor) is an error here rather than a TypeError inside tfjs.
+    if (e === undefined) throw new Error('residual backend: unknown dataId (disposed tensor?)');
     return e;
+  }
+  /** Moves data that lives on another backend here (tfjs calls move()); undefined for a dataId the engine does not know. */
+  private moveHere(id: DataId): Entry | undefined {
+    const eng = engine() as unknown as { state?: { tensorInfo?: { has(k: DataId): boolean } } };
+    if (eng.state?.tensorInfo?.has(id)) engine().moveData(this, id);
+    return this.data.get(id);
   }
 
   /**
@@ -296,7 +296,9 @@ export class ResidualBackend extends KernelBackend {
     return this.data.get(dataId)?.refCount ?? 0;
   }
   override incRef(dataId: DataId): void {
-    const e = this.data.get(dataId);
+    // As the cpu backend (its data storage moves on access): Reshape/ExpandDims/Identity share their
+    // input's dataId, which may still live on another backend; the reference must be counted here.
+    const e = this.data.get(dataId) ?? this.moveHere(dataId);
     if (e) e.refCount++;
   }
   decRef(dataId: DataId): void {
