@@ -197,6 +197,19 @@ describe('residual tfjs backend', () => {
     expect(tf.memory().numDataBuffers).toBe(n0 - 1);
   });
 
+  it('Variable.assign on residual of a value made on cpu keeps the value after the source is disposed', async () => {
+    await tf.setBackend('cpu');
+    const v = tf.variable(tf.zeros([3]));
+    const nv = tf.tensor1d([1, 2, 3]);
+    await tf.setBackend('residual');
+    v.assign(nv); // tfjs counts the new reference with the current backend's incRef
+    nv.dispose();
+    expect(Array.from(await v.data())).toEqual([1, 2, 3]);
+    const s = tf.add(v, 1);
+    expect(Array.from(await s.data())).toEqual([2, 3, 4]);
+    tf.dispose([s, v]);
+  });
+
   it('string tensors move through reshape, concat, tile, slice, stack and compare', async () => {
     const s = tf.tensor2d(['a', 'bb', 'c', 'dd'], [2, 2]);
     expect(tf.reshape(s, [4]).arraySync()).toEqual(['a', 'bb', 'c', 'dd']);
