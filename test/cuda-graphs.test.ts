@@ -116,6 +116,25 @@ describe('CUDA graphs: error paths on any machine', () => {
     expect(() => b.fill(x0, y0)).toThrow(DisposedTensorError);
     expect(() => b.fill(x0, y0)).toThrow(/disposed/);
   });
+  it("static buffers allocated inside a caller's scope() outlive it (the captured step owns them)", () => {
+    const b = new StaticBatch('cpu');
+    const x0 = r.randn([2, 3]);
+    const y0 = r.tensor([1, 0], { dtype: 'int64' });
+    // the first fill allocates the buffers inside a scope that does not return them (a training loop's)
+    r.scope(() => {
+      b.fill(x0, y0);
+    });
+    const s0 = { x: b.x!, y: b.y! };
+    expect(s0.x.disposed).toBe(false);
+    const x1 = r.randn([2, 3]);
+    const s1 = r.scope(() => b.fill(x1, r.tensor([0, 2], { dtype: 'int64' })));
+    expect(s1.x).toBe(s0.x);
+    expect(s1.x.toArray()).toEqual(x1.toArray());
+    expect(s1.y.toArray()).toEqual([0, 2]);
+    b.dispose();
+    expect(s0.x.disposed).toBe(true);
+    for (const t of [x0, y0, x1]) t.dispose();
+  });
   it('replay and step after dispose: the JS-side guards refuse before any native call (the native side is checked on the GPU)', () => {
     // objects in their disposed state, as dispose() leaves them (no CUDA is needed to reach the guards)
     const g = Object.assign(Object.create(CudaGraph.prototype) as object, { disposed: true }) as unknown as CudaGraph;

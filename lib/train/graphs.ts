@@ -30,7 +30,7 @@ import { DeviceError, DisposedTensorError, ShapeError } from '../errors.js';
 import type { Module } from '../nn/module.js';
 import type { Optimizer } from '../optim/optimizer.js';
 import { autocast, cuda } from '../tensor/memory.js';
-import { scope } from '../tensor/scope.js';
+import { currentScope, scope } from '../tensor/scope.js';
 import { Tensor, hOf, zerosLike, type Device } from '../tensor/tensor.js';
 
 type NativeGraph = { readonly __cudaGraph: unique symbol };
@@ -192,6 +192,19 @@ export function cudaGraphsIncompatibility(o: { device?: string; amp?: boolean; a
   return null;
 }
 
+/**
+ * Tensors kept from call to call (static buffers, captured outputs) belong to their owner, not to a
+ * scope() the caller happens to run (a training loop's), which would dispose them when it closes.
+ */
+function untrack(...ts: Tensor[]): void {
+  const s = currentScope();
+  if (!s) return;
+  for (const t of ts) {
+    const i = s.items.lastIndexOf(t);
+    if (i >= 0) s.items.splice(i, 1);
+  }
+}
+
 function sameLayout(a: Tensor, b: Tensor): boolean {
   return a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i]) && a.dtype === b.dtype && a.isContiguous('channelsLast') === b.isContiguous('channelsLast');
 }
@@ -218,6 +231,7 @@ export class StaticBatch {
       // the buffers take the first batch's shape, dtype and memory format (zeros_like preserves it)
       this.x = zerosLike(x);
       this.y = zerosLike(y);
+      untrack(this.x, this.y);
     }
     for (const [name, t, s] of [['x', x, this.x], ['y', y, this.y]] as const) {
       if (!sameLayout(t, s))
@@ -310,6 +324,7 @@ export class GraphedTrainStep {
     if (!this.out) {
       try {
         this.out = this.graph.capture(() => this.body());
+        untrack(this.out.loss, this.out.correct);
       } catch (e) {
         // the graph is disposed by capture(); this step cannot be used any more
         this.dispose();
