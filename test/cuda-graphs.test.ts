@@ -135,6 +135,12 @@ describe('CUDA graphs: error paths on any machine', () => {
     expect(s0.x.disposed).toBe(true);
     for (const t of [x0, y0, x1]) t.dispose();
   });
+  it('a dispose() the native side refuses leaves the CudaGraph live (not marked disposed over a graph that still exists)', () => {
+    // a live-looking object whose native handle the CPU build refuses (on CUDA: a graph still capturing)
+    const g = Object.assign(Object.create(CudaGraph.prototype) as object, { disposed: false, g: {} }) as unknown as CudaGraph;
+    expect(() => g.dispose()).toThrow();
+    expect((g as unknown as { disposed: boolean }).disposed).toBe(false);
+  });
   it('replay and step after dispose: the JS-side guards refuse before any native call (the native side is checked on the GPU)', () => {
     // objects in their disposed state, as dispose() leaves them (no CUDA is needed to reach the guards)
     const g = Object.assign(Object.create(CudaGraph.prototype) as object, { disposed: true }) as unknown as CudaGraph;

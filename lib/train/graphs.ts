@@ -160,11 +160,11 @@ export class CudaGraph {
     native.cudaGraphReplay(this.g);
   }
 
-  /** Frees the graph and its memory pool. Idempotent. */
+  /** Frees the graph and its memory pool. Idempotent. (Refused while capturing: the graph stays live.) */
   dispose(): void {
     if (this.disposed) return;
-    this.disposed = true;
     native.cudaGraphDispose(this.g);
+    this.disposed = true;
   }
 }
 
