@@ -51,6 +51,8 @@ export interface NativeBinding {
   readonly itemBigInt: NativeFn;
   readonly maxNumThreads: NativeFn;
   readonly configure: NativeFn;
+  readonly setCpuMemoryCaching: NativeFn;
+  readonly getCpuMemoryCaching: NativeFn;
   readonly dtypeCodes: Readonly<Record<string, number>>;
   // native/data.cpp
   readonly loaderCreate: NativeFn;
@@ -308,7 +310,7 @@ export interface NativeBinding {
 
 /** Every member of NativeBinding, in declaration order. */
 export const nativeMemberNames: readonly string[] = [
-  "fromBuffer", "toBuffer", "item", "shape", "strides", "dtype", "device", "numel", "dim", "isContiguous", "requiresGrad", "setRequiresGrad", "isLeaf", "gradFn", "dispose", "isAlive", "sameStorage", "dataPtr", "grad", "setGrad", "retainGrad", "backward", "autogradGrad", "setGradEnabled", "isGradEnabled", "setAutocast", "memory", "cudaIsAvailable", "cudaDeviceCount", "cudaSynchronize", "cudaEmptyCache", "cudaMemoryStats", "cudaDeviceInfo", "manualSeed", "getRngState", "setRngState", "setNumThreads", "getNumThreads", "buildInfo", "itemBigInt", "maxNumThreads", "configure", "dtypeCodes",
+  "fromBuffer", "toBuffer", "item", "shape", "strides", "dtype", "device", "numel", "dim", "isContiguous", "requiresGrad", "setRequiresGrad", "isLeaf", "gradFn", "dispose", "isAlive", "sameStorage", "dataPtr", "grad", "setGrad", "retainGrad", "backward", "autogradGrad", "setGradEnabled", "isGradEnabled", "setAutocast", "memory", "cudaIsAvailable", "cudaDeviceCount", "cudaSynchronize", "cudaEmptyCache", "cudaMemoryStats", "cudaDeviceInfo", "manualSeed", "getRngState", "setRngState", "setNumThreads", "getNumThreads", "buildInfo", "itemBigInt", "maxNumThreads", "configure", "setCpuMemoryCaching", "getCpuMemoryCaching", "dtypeCodes",
   "loaderCreate", "loaderStart", "loaderLength", "loaderNextSync", "loaderNext", "loaderClose",
   "distInit", "distInfo", "distDestroy", "distAllReduce", "distBroadcast", "distAllGather", "distBarrier", "distSamplerPerm", "ddpCreate", "ddpPreForward", "ddpPostForward", "ddpSyncBuffers", "ddpDestroy", "distSyncBatchNorm", "tensorSetData",
   "cudaGraphCreate", "cudaGraphWarmupBegin", "cudaGraphWarmupEnd", "cudaGraphCaptureBegin", "cudaGraphCaptureEnd", "cudaGraphKeep", "cudaGraphReplay", "cudaGraphDispose", "cudaGraphInfo", "cudaIsCapturing", "cudnnBenchmark",

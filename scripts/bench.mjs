@@ -119,6 +119,8 @@ function toChannelsLast(model) {
 /** One training step, the same work as TrainStep in bench.py. */
 function makeStep(c) {
   r.manualSeed(0);
+  // CPU memory caching (setCpuMemoryCaching) is process-wide: on for this row's steps, off in free().
+  if (c.cpuCaching) r.setCpuMemoryCaching(true);
   const classes = c.image >= 64 ? 1000 : 10;
   const model = r.createModel(c.model, { numClasses: classes });
   if (c.device !== 'cpu') model.to(c.device);
@@ -195,6 +197,7 @@ function makeStep(c) {
       model.dispose();
       x.dispose();
       y.dispose();
+      if (c.cpuCaching) r.setCpuMemoryCaching(false);
     },
   };
 }
@@ -367,7 +370,9 @@ async function compareStep(id, cfg, { trials, steps, warmup }) {
   const mine = makeStep(c);
   mine.run(warmup);
   if (py) {
-    await py.ask({ op: 'setup', id, config: c });
+    // vsPytorchDefault: PyTorch runs in its default configuration (contiguous layout), whatever
+    // residual's row uses; bench.py ignores cpuCaching (a residual setting).
+    await py.ask({ op: 'setup', id, config: c.vsPytorchDefault ? { ...c, channelsLast: false } : c });
     await py.ask({ op: 'run', id, steps: warmup });
   }
   const rs = [];
@@ -400,8 +405,11 @@ async function compareStep(id, cfg, { trials, steps, warmup }) {
 }
 
 function cfgLabel(c) {
+  if (c.vsPytorchDefault)
+    return `${c.model}, batch ${c.batch}, ${c.image}x${c.image}: residual with its CPU training defaults (channels-last, CPU memory caching) / PyTorch eager default (contiguous)`;
   const parts = [`${c.model}`, `batch ${c.batch}`, `${c.image}x${c.image}`, c.amp ? 'bf16 autocast' : 'fp32'];
   if (c.channelsLast) parts.push('channels-last');
+  if (c.cpuCaching) parts.push('residual with CPU memory caching');
   if (c.graphs) parts.push('residual with CUDA graphs (PyTorch eager)');
   return parts.join(', ');
 }
@@ -446,6 +454,13 @@ if (only.includes('resnet20')) {
     { model: 'resnet20', batch, image: 32 },
     { model: 'resnet20', batch, image: 32, channelsLast: true },
   ];
+  if (!gpu) {
+    // What `residual train` does on a CPU (lib/train/trainer.ts): channels-last and CPU memory
+    // caching. First caching alone (same layout on both sides), then the trainer's defaults against
+    // PyTorch eager in its default configuration. The rows above compare identical settings.
+    variants.push({ model: 'resnet20', batch, image: 32, cpuCaching: true });
+    variants.push({ model: 'resnet20', batch, image: 32, channelsLast: true, cpuCaching: true, vsPytorchDefault: true });
+  }
   if (gpu) {
     variants.push({ model: 'resnet20', batch, image: 32, amp: true, channelsLast: true });
     // residual with CUDA graphs against PyTorch eager (bench.py ignores `graphs`)
@@ -549,8 +564,8 @@ results.loadAverageAtEnd = os.loadavg().map((x) => +x.toFixed(2));
 /** ResNet-20: residual channels-last (fp32) against PyTorch contiguous (its default), from the same run. */
 function crossDefault() {
   const rows = W.resnet20?.rows ?? [];
-  const cl = rows.find((x) => x.config.channelsLast && !x.config.amp);
-  const pt = rows.find((x) => !x.config.channelsLast && !x.config.amp);
+  const cl = rows.find((x) => x.config.channelsLast && !x.config.amp && !x.config.cpuCaching);
+  const pt = rows.find((x) => !x.config.channelsLast && !x.config.amp && !x.config.cpuCaching);
   if (!cl || !pt || !pt.pytorchMs) return null;
   return { time: ratioOf(cl.residualMs, pt.pytorchMs), cpu: ratioOf(cl.residualCpuMs, pt.pytorchCpuMs) };
 }

@@ -41,7 +41,12 @@ describe('bench harness (--quick)', () => {
         else expect(r.pytorchNs).toBeNull();
       }
       const steps = out.workloads.resnet20.rows;
-      expect(steps.map((r: { label: string }) => r.label)).toEqual(['resnet20, batch 4, 32x32, fp32', 'resnet20, batch 4, 32x32, fp32, channels-last']);
+      expect(steps.map((r: { label: string }) => r.label)).toEqual([
+        'resnet20, batch 4, 32x32, fp32',
+        'resnet20, batch 4, 32x32, fp32, channels-last',
+        'resnet20, batch 4, 32x32, fp32, residual with CPU memory caching',
+        'resnet20, batch 4, 32x32: residual with its CPU training defaults (channels-last, CPU memory caching) / PyTorch eager default (contiguous)',
+      ]);
       for (const r of steps) {
         expect(r.residualTrialsMs).toHaveLength(1);
         expect(positive(r.residualMs.median) && positive(r.residualImagesPerSec)).toBe(true);

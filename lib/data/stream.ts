@@ -310,7 +310,7 @@ export function openStreamedData(
     evalBatchSize?: number;
     workers: number;
     augment: boolean;
-    channelsLast: boolean;
+    channelsLast?: boolean;
     imageSize?: number;
     onBadFile?: 'stop' | 'skip';
     rank?: number;
@@ -350,7 +350,7 @@ export function openStreamedData(
     mean: IMAGENET_MEAN,
     std: IMAGENET_STD,
     device,
-    channelsLast: cfg.channelsLast,
+    channelsLast: !!cfg.channelsLast,
     workers: cfg.workers,
     onError: cfg.onBadFile ?? 'stop',
     rank: cfg.rank,

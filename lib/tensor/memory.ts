@@ -73,6 +73,25 @@ export function setRngState(state: Tensor, device: Device = 'cpu'): void {
 export function setNumThreads(n: number): void {
   N.setNumThreads(n);
 }
+/**
+ * CPU memory caching: keeps memory freed by CPU tensors mapped in the process for reuse, instead of
+ * handing it back to the kernel and faulting it in (page faults plus zeroing) when the next training
+ * step allocates the same activations again. It tunes the C allocator (glibc malloc) process-wide:
+ * the heap is no longer trimmed, and blocks up to 32 MiB come from the heap rather than fresh mmaps.
+ * What it changes: resident memory (RSS) stays at the peak of the work done so far instead of
+ * shrinking between steps; it does not grow with more steps of the same work. What it does not:
+ * tensors, dispose(), scopes and memory()'s counters behave the same. Off by default in the library;
+ * the trainer and `residual train` turn it on for CPU runs (`--no-cpu-memory-caching` to keep it off).
+ * Turning it off returns the free memory to the system. A no-op where the C library is not glibc.
+ * Returns the previous setting.
+ */
+export function setCpuMemoryCaching(enabled: boolean): boolean {
+  return N.setCpuMemoryCaching(enabled);
+}
+/** Whether CPU memory caching is on (see setCpuMemoryCaching). */
+export function getCpuMemoryCaching(): boolean {
+  return N.getCpuMemoryCaching();
+}
 /** The largest value setNumThreads accepts. */
 export function maxNumThreads(): number {
   return N.maxNumThreads();

@@ -78,14 +78,14 @@ export async function evaluate(model: Module, loader: BatchSource, opts: Evaluat
 export function runTestLoader(
   test: ImageDataset,
   stats: { mean: number[]; std: number[] },
-  cfg: { batchSize: number; evalBatchSize?: number; channelsLast: boolean; workers: number },
+  cfg: { batchSize: number; evalBatchSize?: number; channelsLast?: boolean; workers: number },
   device: Device,
 ): DataLoader {
   return new DataLoader(test, {
     mean: stats.mean,
     std: stats.std,
     device,
-    channelsLast: cfg.channelsLast,
+    channelsLast: !!cfg.channelsLast,
     workers: cfg.workers,
     prefetch: 3,
     batchSize: cfg.evalBatchSize ?? Math.max(cfg.batchSize, 256),
