@@ -34,7 +34,7 @@ function tmpDir(): string {
 }
 
 function baseEnv(): NodeJS.ProcessEnv {
-  return { ...process.env, GLOO_SOCKET_IFNAME: 'lo', OMP_NUM_THREADS: '1', DIST_TEST_TIMEOUT_MS: '20000' };
+  return { ...process.env, GLOO_SOCKET_IFNAME: 'lo', OMP_NUM_THREADS: '1', DIST_TEST_TIMEOUT_MS: '60000' };
 }
 
 /** Starts `world` ranks of child.ts <scenario>; resolves when all have exited (or the deadline kills them). */
