@@ -54,6 +54,10 @@ struct GraphBox {
       if (onSide && prev) c10::cuda::setCurrentCUDAStream(*prev);
       if (graph && state == State::Capturing) {
         graph->reset();  // abandon a capture that never ended
+      } else if (graph && state == State::Captured) {
+        // Collected without dispose(): a replay may still be running on the GPU; its memory pool is freed
+        // with the graph, so wait for the device first (as cudaGraphDispose does).
+        torch::cuda::synchronize(device);
       }
     } catch (...) {
     }

@@ -235,6 +235,13 @@ static void adamStep(const Optim& o, Group& g, const Napi::Object& h, bool decou
     if (!g.buf1[i].defined()) g.buf1[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
     if (!g.buf2[i].defined()) g.buf2[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
     if (amsgrad && !g.buf3[i].defined()) g.buf3[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
+    if (i < g.stepT.size() && g.stepT[i].defined()) {
+      // The fused CUDA path counted this parameter's steps on the device (replays of a captured step
+      // never pass through here): take the count back, and let the fused path rebuild its tensor from
+      // g.steps if it runs again, so alternating the two paths keeps one count.
+      g.steps[i] = int64_t(std::llround(g.stepT[i].item<double>()));
+      g.stepT[i] = at::Tensor();
+    }
     int64_t step = ++g.steps[i];
     double bc1 = 1 - std::pow(beta1, double(step));
     double bc2 = 1 - std::pow(beta2, double(step));
