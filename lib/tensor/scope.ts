@@ -26,6 +26,20 @@ export function currentScope(): Scope | undefined {
   return asyncDepth > 0 ? als.getStore() : undefined;
 }
 
+/**
+ * Takes `items` out of the current scope (if any), so that its end does not dispose them: for objects
+ * that outlive the scope they happen to be made in, owned by something else (a captured step's static
+ * buffers, a tfjs backend's tensors, freed by their owner).
+ */
+export function untrack(...items: Disposable[]): void {
+  const s = currentScope();
+  if (!s) return;
+  for (const t of items) {
+    const i = s.items.lastIndexOf(t);
+    if (i >= 0) s.items.splice(i, 1);
+  }
+}
+
 /** Hook set by Tensor so scope() can find tensors inside returned values. */
 let isTracked: (v: unknown) => v is Disposable = (_v): _v is Disposable => false;
 export function setTrackedCheck(fn: (v: unknown) => v is Disposable): void {

@@ -11,7 +11,7 @@
 import { backend_util, engine, KernelBackend, kernel_impls, util } from '@tensorflow/tfjs-core';
 import type { BackendTimingInfo, BackendValues, DataId, DataType, Rank, Tensor as TfTensor, TensorInfo } from '@tensorflow/tfjs-core';
 import { native } from '../native.js';
-import { currentScope } from '../tensor/scope.js';
+import { untrack } from '../tensor/scope.js';
 import { Tensor, hOf, wrapT } from '../tensor/tensor.js';
 import { dtypeCode, type DType } from '../tensor/dtype.js';
 
@@ -57,13 +57,7 @@ export function getResidualDevice(): string {
 }
 
 // Tensors that belong to the backend must not be adopted by a user's residual scope() that happens to be
-// active while tfjs runs: they are owned by their dataId and freed by disposeData().
-function detachFromScope(t: Tensor): void {
-  const s = currentScope();
-  if (!s) return;
-  const i = s.items.lastIndexOf(t);
-  if (i >= 0) s.items.splice(i, 1);
-}
+// active while tfjs runs: they are owned by their dataId and freed by disposeData() (untrack()).
 
 const TORCH_DTYPE: Record<string, DType> = { float32: 'float32', int32: 'int32', bool: 'bool', complex64: 'float32' };
 
@@ -179,7 +173,7 @@ export class ResidualBackend extends KernelBackend {
     if (this.pending) {
       this.pending.ids.push(dataId);
       this.pending.tensors.push(t);
-    } else detachFromScope(t);
+    } else untrack(t);
     return { dataId, shape, dtype };
   }
 
@@ -195,7 +189,7 @@ export class ResidualBackend extends KernelBackend {
     if (outerTable === null) this.strTable = [];
     try {
       const r = scope(fn, mine.tensors);
-      for (const t of mine.tensors) detachFromScope(t);
+      for (const t of mine.tensors) untrack(t);
       return r;
     } catch (e) {
       for (const id of mine.ids) this.dropEntry(id);
@@ -252,7 +246,7 @@ export class ResidualBackend extends KernelBackend {
       t.dispose();
       t = u;
     }
-    detachFromScope(t);
+    untrack(t);
     this.owned.add(t);
     return { t, dtype, shape: [...shape], refCount };
   }

@@ -30,7 +30,7 @@ import { DeviceError, DisposedTensorError, ShapeError } from '../errors.js';
 import type { Module } from '../nn/module.js';
 import type { Optimizer } from '../optim/optimizer.js';
 import { autocast, cuda } from '../tensor/memory.js';
-import { currentScope, scope } from '../tensor/scope.js';
+import { scope, untrack } from '../tensor/scope.js';
 import { Tensor, hOf, zerosLike, type Device } from '../tensor/tensor.js';
 
 type NativeGraph = { readonly __cudaGraph: unique symbol };
@@ -192,18 +192,8 @@ export function cudaGraphsIncompatibility(o: { device?: string; amp?: boolean; a
   return null;
 }
 
-/**
- * Tensors kept from call to call (static buffers, captured outputs) belong to their owner, not to a
- * scope() the caller happens to run (a training loop's), which would dispose them when it closes.
- */
-function untrack(...ts: Tensor[]): void {
-  const s = currentScope();
-  if (!s) return;
-  for (const t of ts) {
-    const i = s.items.lastIndexOf(t);
-    if (i >= 0) s.items.splice(i, 1);
-  }
-}
+// Tensors kept from call to call (static buffers, captured outputs) belong to their owner, not to a
+// scope() the caller happens to run (a training loop's), which would dispose them when it closes: untrack().
 
 function sameLayout(a: Tensor, b: Tensor): boolean {
   return a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i]) && a.dtype === b.dtype && a.isContiguous('channelsLast') === b.isContiguous('channelsLast');
