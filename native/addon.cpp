@@ -503,7 +503,26 @@ DEFN(fromBuffer) {
     a.fail(0, "data", "an ArrayBuffer or a typed array");
   Napi::ArrayBuffer ab;
   size_t base = 0, avail = 0;
-  if (a.info[0].IsArrayBuffer()) {
+  // A typed array over a SharedArrayBuffer: Node-API (Node 20) has no ArrayBuffer accessors for it, but
+  // napi_get_typedarray_info gives its data pointer. A SharedArrayBuffer is never detached; the reference
+  // below keeps it (and so its memory) alive while the tensor uses it.
+  napi_value sabuf = nullptr;
+  uint8_t* sabData = nullptr;
+  if (a.info[0].IsTypedArray()) {
+    napi_typedarray_type tt;
+    size_t len = 0, off0 = 0;
+    void* data = nullptr;
+    napi_value buf = nullptr;
+    bool isAb = false;
+    if (napi_get_typedarray_info(env, a.info[0], &tt, &len, &data, &buf, &off0) == napi_ok && napi_is_arraybuffer(env, buf, &isAb) == napi_ok && !isAb) {
+      sabuf = buf;
+      sabData = static_cast<uint8_t*>(data);
+      avail = a.info[0].As<Napi::TypedArray>().ByteLength();
+    }
+  }
+  if (sabuf) {
+    // (nothing more: sabData and avail are set)
+  } else if (a.info[0].IsArrayBuffer()) {
     ab = a.info[0].As<Napi::ArrayBuffer>();
     avail = ab.ByteLength();
   } else if (a.info[0].IsTypedArray()) {
@@ -518,7 +537,7 @@ DEFN(fromBuffer) {
     avail = dv.ByteLength();
   }
   bool detached = false;
-  if (napi_is_detached_arraybuffer(env, ab, &detached) == napi_ok && detached)
+  if (!sabuf && napi_is_detached_arraybuffer(env, ab, &detached) == napi_ok && detached)
     throw ArgError("argument 'data' is a detached ArrayBuffer (transferred or detached): it holds no data");
   int64_t off = a.I(1, "byteOffset");
   std::vector<int64_t> shape = a.IL(2, "shape");
@@ -533,7 +552,7 @@ DEFN(fromBuffer) {
   size_t need = size_t(numel) * elementSize(dt);
   if (off < 0 || size_t(off) + need > avail)
     throw ArgError("argument 'data' holds " + std::to_string(avail) + " bytes, shape needs " + std::to_string(need) + " from offset " + std::to_string(off));
-  uint8_t* ptr = static_cast<uint8_t*>(ab.Data()) + base + off;
+  uint8_t* ptr = (sabuf ? sabData : static_cast<uint8_t*>(ab.Data()) + base) + off;
   auto opts = at::TensorOptions().dtype(dt);
   if (copy || need == 0 || (reinterpret_cast<uintptr_t>(ptr) % elementSize(dt)) != 0) {
     at::Tensor t = at::empty(shape, opts);
@@ -542,7 +561,7 @@ DEFN(fromBuffer) {
   }
   EnvData* d = envData(env);
   napi_ref ref;
-  NAPI_THROW_IF_FAILED(env, napi_create_reference(env, ab, 1, &ref), Napi::Value());
+  NAPI_THROW_IF_FAILED(env, napi_create_reference(env, sabuf ? sabuf : napi_value(ab), 1, &ref), Napi::Value());
   auto deleter = [d, ref](void*) {
     std::lock_guard<std::mutex> lk(d->pendingMu);
     d->pendingUnref.push_back(ref);

@@ -126,8 +126,9 @@ describe('memory', () => {
     expect(rss1 - rss0).toBeLessThan(8 * 1024 * 1024);
   });
 
-  it('typed arrays are copied, or shared without a copy on request', () => {
-    const src = new Float32Array([1, 2, 3, 4]);
+  it('typed arrays are copied, or shared without a copy on request (SharedArrayBuffer only)', () => {
+    const src = new Float32Array(new SharedArrayBuffer(16));
+    src.set([1, 2, 3, 4]);
     const t = r.tensor(src, { shape: [2, 2], share: true });
     src[0] = 10;
     expect(t.toArray()).toEqual([[10, 2], [3, 4]]);
@@ -136,11 +137,25 @@ describe('memory', () => {
     const c = r.tensor(src);
     src[2] = -1;
     expect(c.toArray()).toEqual([20, 4, 6, 8]);
-    // a resizable buffer is always copied: resizing it must not pull memory from under a tensor
-    const rb = new ArrayBuffer(16, { maxByteLength: 64 } as never);
+    // a growable SharedArrayBuffer is always copied: growing it must not move memory from under a tensor
+    const rb = new (SharedArrayBuffer as unknown as new (n: number, o: object) => SharedArrayBuffer)(16, { maxByteLength: 64 });
     const rt = r.tensor(new Float32Array(rb), { share: true });
     new Float32Array(rb)[0] = 7;
     expect((rt.toArray() as number[])[0]).toBe(0);
+    // an ordinary ArrayBuffer can be transferred (postMessage) or detached by whoever holds it, which would
+    // free the memory under a sharing tensor: refused, and nothing is created
+    const before = r.memory().tensors;
+    expect(() => r.tensor(new Float32Array([1, 2]), { share: true })).toThrow(/share: true\} needs data in a SharedArrayBuffer/);
+    expect(() => r.tensor(new ArrayBuffer(8), { share: true })).toThrow(TypeError);
+    expect(r.memory().tensors).toBe(before);
+    // an offset view into a SharedArrayBuffer shares exactly its elements
+    const big = new Int32Array(new SharedArrayBuffer(32));
+    big.set([0, 1, 2, 3, 4, 5, 6, 7]);
+    const mid = r.tensor(big.subarray(2, 5), { share: true });
+    big[3] = 30;
+    expect(mid.toArray()).toEqual([2, 30, 4]);
+    mid.dispose();
+    rt.dispose();
     // to({copy: true}) copies even when nothing else changes
     const d = c.to({ copy: true });
     d.add_(1);

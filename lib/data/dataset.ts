@@ -1,4 +1,5 @@
 // The in-memory image dataset every reader returns, and a synthetic one for when no real data can be had.
+import { ownedBufferTensor } from '../tensor/owned.js';
 import { Tensor, tensor } from '../tensor/tensor.js';
 
 /** Images and labels held as CPU tensors. */
@@ -39,7 +40,7 @@ export function makeImageDataset(
   }
   return {
     images: tensor(pixels, { shape: [n, c, h, w], dtype: 'uint8' }),
-    labels: tensor(lab, { shape: [n], share: true }),
+    labels: ownedBufferTensor(lab, 'int64', [n]),
     classes,
     name,
   };

@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import { BadFileError, OutOfMemoryError } from '../errors.js';
 import { DTYPE_SIZE, type DType } from '../tensor/dtype.js';
 import { scope } from '../tensor/scope.js';
+import { ownedBufferTensor } from '../tensor/owned.js';
 import { Tensor, arange, tensor } from '../tensor/tensor.js';
 import { PyCallable, describe, unpickle } from './unpickle.js';
 import { ZipReader } from './zip.js';
@@ -386,7 +387,7 @@ function persistentLoad(ctx: Ctx, pid: unknown): TorchStorage {
   let buf = raw.byteLength === need && raw.byteOffset === 0 ? raw.buffer : raw.slice(0, need).buffer;
   if (ctx.bigEndian && esize > 1) buf = swapBytes(new Uint8Array(buf), esize).buffer;
   // The tensor is created over `buf` without a copy; views of this storage share it.
-  const t = tensor(buf as ArrayBuffer, { dtype, shape: [numel as number], share: true });
+  const t = ownedBufferTensor(buf as ArrayBuffer, dtype, [numel as number]);
   const s = new TorchStorage(key, dtype, t);
   ctx.storages.set(cacheKey, s);
   return s;

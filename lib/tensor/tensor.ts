@@ -684,8 +684,9 @@ function applyOpts(t: Tensor, o?: TensorOptions): Tensor {
 /**
  * A tensor from a number, (nested) arrays of numbers/booleans, or a typed array. Typed arrays are
  * copied unless {share: true}: then the tensor uses their memory without a copy (writes to either are
- * shared, like torch.from_numpy) and the buffer must never be transferred, detached or resized while
- * the tensor lives (that would free the memory under it); resizable buffers are always copied.
+ * shared, like torch.from_numpy). Sharing needs a SharedArrayBuffer (a growable one is copied): an
+ * ordinary ArrayBuffer can be transferred or detached by any code holding it, which would free the
+ * memory under the tensor, so {share: true} on one is a TypeError.
  * Plain numbers default to float32.
  */
 export function tensor(data: NestedArray | TypedArray | ArrayBuffer, opts: TensorOptions & { shape?: Shape; share?: boolean } = {}): Tensor {
@@ -710,8 +711,13 @@ export function tensor(data: NestedArray | TypedArray | ArrayBuffer, opts: Tenso
           `tensor: shape [${shape}] has ${want} elements but the data has ${count}: they must be equal (the data holds ${ta.byteLength} bytes, shape needs ${want * DTYPE_SIZE[srcType]})`,
         );
     }
-    const resizable = !!(ta.buffer as ArrayBuffer & { resizable?: boolean }).resizable;
-    t = wrapT(N.fromBuffer(ta, 0, shape, DTYPE_CODE_OF(srcType), !opts.share || resizable));
+    const shared = typeof SharedArrayBuffer !== 'undefined' && ta.buffer instanceof SharedArrayBuffer;
+    if (opts.share && !shared)
+      throw new TypeError(
+        'tensor: {share: true} needs data in a SharedArrayBuffer (an ArrayBuffer can be transferred or detached, freeing the memory under the tensor): allocate it as new Float32Array(new SharedArrayBuffer(n * 4)), or leave out share to copy',
+      );
+    const growable = !!(ta.buffer as SharedArrayBuffer & { growable?: boolean }).growable;
+    t = wrapT(N.fromBuffer(ta, 0, shape, DTYPE_CODE_OF(srcType), !opts.share || growable));
     if ((opts.dtype && opts.dtype !== srcType) || (opts.device && opts.device !== 'cpu')) {
       const u = t.to({ dtype: opts.dtype, device: opts.device });
       t.dispose();
