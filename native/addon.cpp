@@ -879,8 +879,10 @@ DEFN(maxNumThreads) { return Napi::Number::New(a.env(), double(maxThreads())); }
 // 3-25% of a CPU ResNet step. With caching on, freed memory stays mapped for reuse: the trim
 // threshold is raised out of reach and blocks up to 32 MiB (the most glibc accepts on 64-bit) come
 // from the heap. Resident memory then stays at the step's peak instead of shrinking between steps; it
-// does not grow step after step (the same sizes are reused). Turning it off restores glibc's default
-// thresholds (128 KiB, now fixed rather than adaptive) and returns the free memory (malloc_trim).
+// does not grow step after step (the same sizes are reused). Turning it off returns the free memory
+// (malloc_trim) and sets the thresholds where glibc's adaptive ones settle after large blocks (mmap
+// 32 MiB, trim twice that): once set, glibc keeps them fixed, and its 128 KiB defaults as fixed values
+// would mmap (and fault in) every block over 128 KiB, ten times the faults of never having cached.
 // Process-wide; the tensor counters (memory()) are not affected. Not glibc (musl, macOS): a no-op.
 static std::mutex cpuCachingMu;
 static bool cpuCachingOn = false;
@@ -893,8 +895,8 @@ DEFN(setCpuMemoryCaching) {
     mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
     mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
   } else if (!on && prev) {
-    mallopt(M_TRIM_THRESHOLD, 128 * 1024);
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+    mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
     malloc_trim(0);
   }
   cpuCachingOn = on;
