@@ -9,6 +9,13 @@ const pair = (v: Pair, name: string): number[] => {
   if (Array.isArray(v) && v.length === 2) return [v[0], v[1]];
   throw new TypeError(`${name} must be a number or a pair of numbers, got ${JSON.stringify(v)}`);
 };
+// A symmetric pair goes to the native side as one number for convolutions and max/avg pools (libtorch
+// expands their one-element size lists): reading a JS array element by element costs more than a tiny
+// op's kernel. (Adaptive pools need both numbers.)
+const sym = (v: Pair, name: string): number | number[] => {
+  const p = pair(v, name);
+  return p[0] === p[1] ? p[0] : p;
+};
 
 export type Reduction = 'mean' | 'sum' | 'none';
 const REDUCTION: Record<Reduction, number> = { none: 0, mean: 1, sum: 2 };
@@ -27,13 +34,13 @@ export interface Conv2dOptions {
 }
 
 export function conv2d(input: Tensor, weight: Tensor, bias?: Tensor | null, o: Conv2dOptions = {}): Tensor {
-  const stride = pair(o.stride ?? 1, 'stride');
-  const dilation = pair(o.dilation ?? 1, 'dilation');
+  const stride = sym(o.stride ?? 1, 'stride');
+  const dilation = sym(o.dilation ?? 1, 'dilation');
   const groups = o.groups ?? 1;
   if (typeof o.padding === 'string') {
     return wrapT(N.conv2dPadMode(hOf(input), hOf(weight), hOpt(bias), stride, o.padding, dilation, groups));
   }
-  return wrapT(N.conv2d(hOf(input), hOf(weight), hOpt(bias), stride, pair(o.padding ?? 0, 'padding'), dilation, groups));
+  return wrapT(N.conv2d(hOf(input), hOf(weight), hOpt(bias), stride, sym(o.padding ?? 0, 'padding'), dilation, groups));
 }
 
 export interface BatchNormOptions {
@@ -77,12 +84,12 @@ export interface PoolOptions {
   ceilMode?: boolean;
 }
 export function maxPool2d(input: Tensor, kernelSize: Pair, o: PoolOptions & { dilation?: Pair } = {}): Tensor {
-  const k = pair(kernelSize, 'kernelSize');
-  return wrapT(N.maxPool2d(hOf(input), k, o.stride == null ? k : pair(o.stride, 'stride'), pair(o.padding ?? 0, 'padding'), pair(o.dilation ?? 1, 'dilation'), o.ceilMode ?? false));
+  const k = sym(kernelSize, 'kernelSize');
+  return wrapT(N.maxPool2d(hOf(input), k, o.stride == null ? k : sym(o.stride, 'stride'), sym(o.padding ?? 0, 'padding'), sym(o.dilation ?? 1, 'dilation'), o.ceilMode ?? false));
 }
 export function avgPool2d(input: Tensor, kernelSize: Pair, o: PoolOptions & { countIncludePad?: boolean; divisorOverride?: number } = {}): Tensor {
-  const k = pair(kernelSize, 'kernelSize');
-  return wrapT(N.avgPool2d(hOf(input), k, o.stride == null ? k : pair(o.stride, 'stride'), pair(o.padding ?? 0, 'padding'), o.ceilMode ?? false, o.countIncludePad ?? true, o.divisorOverride));
+  const k = sym(kernelSize, 'kernelSize');
+  return wrapT(N.avgPool2d(hOf(input), k, o.stride == null ? k : sym(o.stride, 'stride'), sym(o.padding ?? 0, 'padding'), o.ceilMode ?? false, o.countIncludePad ?? true, o.divisorOverride));
 }
 export function adaptiveAvgPool2d(input: Tensor, outputSize: Pair): Tensor {
   return wrapT(N.adaptiveAvgPool2d(hOf(input), pair(outputSize, 'outputSize')));
