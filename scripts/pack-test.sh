@@ -62,7 +62,7 @@ MAIN_TGZ="$WORK/residual-$VERSION.tgz"
 VAR_TGZ="$WORK/residual-$PLATFORM-$VARIANT-$VERSION.tgz"
 [ -f "$MAIN_TGZ" ] && [ -f "$VAR_TGZ" ] || fail "npm pack did not produce $MAIN_TGZ and $VAR_TGZ"
 tar tzf "$MAIN_TGZ" | sed 's,^package/,,' | sort > "$WORK/files.txt"
-for f in package.json dist/index.js dist/index.d.ts dist/loader.js dist/cli/doctor.js scripts/install.mjs scripts/libtorch.mjs scripts/build.mjs native/addon.cpp CMakeLists.txt; do
+for f in package.json dist/index.js dist/index.d.ts dist/tfjs/index.js dist/tfjs/index.d.ts dist/loader.js dist/cli/doctor.js scripts/install.mjs scripts/libtorch.mjs scripts/build.mjs native/addon.cpp CMakeLists.txt; do
   grep -qx "$f" "$WORK/files.txt" || fail "the tarball lacks $f"
 done
 if grep -E '^(build/|prebuilds/|\.libtorch|test/|lib/|node_modules/)|\.node$|\.map$' "$WORK/files.txt"; then fail "the tarball ships files users do not need (above)"; fi
@@ -177,6 +177,22 @@ run_app "$A" "${NOENV[@]}" PATH="$TRAP_PATH" RESIDUAL_HOME="$WORK/home-a"
 [ "$(fact "$A" f.addon.how)" = "optional package @residual/$PLATFORM-$VARIANT" ] || fail "A: the addon came from $(fact "$A" f.addon.how)"
 [ "$(fact "$A" f.libtorchLoadedFrom)" = "$LT/lib" ] || fail "A: libtorch was loaded from $(fact "$A" f.libtorchLoadedFrom), not $LT/lib"
 ok "A: $(fact "$A" f.addon.how), libtorch from $(fact "$A" f.libtorch.source), loaded from $(fact "$A" f.libtorchLoadedFrom)"
+# residual/tfjs: residual alone must not need tfjs (above); with tfjs-core installed beside it, the subpath
+# export registers the backend and computes on it.
+TFJS_CORE=$(node -p 'require("./package.json").devDependencies["@tensorflow/tfjs-core"]')
+(cd "$A" && npm install --no-audit --no-fund "@tensorflow/tfjs-core@$TFJS_CORE") > "$WORK/install-a-tfjs.log" 2>&1 || { cat "$WORK/install-a-tfjs.log"; fail "A: npm install @tensorflow/tfjs-core"; }
+cat > "$A/tfjs.mjs" <<'EOF2'
+import * as tf from '@tensorflow/tfjs-core';
+import 'residual/tfjs';
+await tf.ready();
+if (tf.getBackend() !== 'residual') throw new Error(`backend is ${tf.getBackend()}, not residual`);
+const y = tf.matMul(tf.tensor2d([[1, 2], [3, 4]]), tf.tensor2d([[1], [1]]));
+const v = Array.from(await y.data());
+if (v.join() !== '3,7') throw new Error(`matMul gave ${v}`);
+console.log('tfjs backend residual: matMul ok');
+EOF2
+(cd "$A" && env "${NOENV[@]}" PATH="$TRAP_PATH" RESIDUAL_HOME="$WORK/home-a" node tfjs.mjs) || fail "A: residual/tfjs"
+ok "A: residual/tfjs registers the tfjs backend and computes"
 
 step "B: nothing set, empty RESIDUAL_HOME: the install fetches libtorch into the cache"
 B="$WORK/app-b"; write_app "$B"; HOME_B="$WORK/home-b"
