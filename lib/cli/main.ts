@@ -345,7 +345,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   train: {
     name: 'train',
     about: 'Train a ResNet; checkpoints, metrics.jsonl and a report (SVG/PNG) go to the run folder (--out).',
-    usage: 'residual train [--model resnet20] [--data fashion-mnist] [--epochs N] [--batch-size B] [--lr X] [--device auto|cpu|cuda] [--amp] [--channels-last] [--out runs/NAME] [--resume]',
+    usage: 'residual train [--model resnet20] [--data fashion-mnist] [--epochs N] [--batch-size B] [--lr X] [--device auto|cpu|cuda] [--amp] [--[no-]channels-last] [--out runs/NAME] [--resume]',
     flags: TRAIN_FLAGS,
     notes: [
       'Examples:',
