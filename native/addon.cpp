@@ -575,15 +575,18 @@ DEFN(fromBuffer) {
 // allocator (a failure is an OutOfMemoryError) and handed to JS as an external ArrayBuffer: V8's own
 // ArrayBuffer allocation ends the process when it fails, this does not.
 static void freeTensorBox(napi_env, void*, void* hint) { delete static_cast<at::Tensor*>(hint); }
-DEFN(toBuffer) {
-  Napi::Env env = a.env();
-  at::Tensor t = a.T(0, "tensor");
+void checkFitsArrayBuffer(Napi::Env env, const at::Tensor& t) {
   double bytes = double(t.numel()) * double(t.element_size());
   double maxBytes = envData(env)->maxArrayBufferBytes;
   if (bytes > maxBytes)
     throw KindError(ErrKind::OOM, "the tensor's " + std::to_string(int64_t(bytes)) + " bytes (" + c10::str(t.sizes()) + " " +
                                       std::string(c10::toString(t.scalar_type())) + ") exceed the largest ArrayBuffer (" +
                                       std::to_string(int64_t(maxBytes)) + " bytes)");
+}
+DEFN(toBuffer) {
+  Napi::Env env = a.env();
+  at::Tensor t = a.T(0, "tensor");
+  checkFitsArrayBuffer(env, t);
   at::Tensor c = t.detach().to(at::kCPU).contiguous();
   if (c.numel() == 0) return Napi::ArrayBuffer::New(env, 0);
   if (c.has_storage() && t.has_storage() && c.storage().is_alias_of(t.storage())) c = c.clone();  // a copy, never a view

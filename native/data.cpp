@@ -417,27 +417,11 @@ DEFN(loaderLength) {
   return Napi::Number::New(a.env(), double(c.dropLast ? n / c.batch : (n + c.batch - 1) / c.batch));
 }
 
-static Napi::Value batchValue(Napi::Env env, Batch& b) {
-  auto arr = Napi::Array::New(env, 2);
-  arr.Set(uint32_t(0), wrap(env, b.x));
-  arr.Set(uint32_t(1), wrap(env, b.y));
-  return arr;
-}
-
-DEFN(loaderNextSync) {
-  Loader* L = getLoader(a, 0);
-  Batch b;
-  std::string err;
-  if (!L->take(b, err)) {
-    if (!err.empty()) throw std::runtime_error(err);
-    return a.env().Null();
-  }
-  return batchValue(a.env(), b);
-}
+DEFN(loaderNextSync) { return takeBatchSync<Loader, Batch>(a.env(), getLoader(a, 0)); }
 
 // Waits for the next batch on a libuv thread, so the event loop keeps running.
 DEFN(loaderNext) {
-  return NextBatchWorker<Loader, Batch, batchValue>::start(a.env(), getLoader(a, 0), a.info[0]);
+  return NextBatchWorker<Loader, Batch, batchPair<Batch>>::start(a.env(), getLoader(a, 0), a.info[0]);
 }
 
 DEFN(loaderClose) {

@@ -1465,26 +1465,10 @@ DEFN(streamLength) {
   return Napi::Number::New(a.env(), double(L->numBatches));
 }
 
-static Napi::Value streamBatchValue(Napi::Env env, StreamBatch& b) {
-  auto arr = Napi::Array::New(env, 2);
-  arr.Set(uint32_t(0), wrap(env, b.x));
-  arr.Set(uint32_t(1), wrap(env, b.y));
-  return arr;
-}
-
-DEFN(streamNextSync) {
-  StreamLoader* L = getStream(a, 0);
-  StreamBatch b;
-  std::string err;
-  if (!L->take(b, err)) {
-    if (!err.empty()) throw std::runtime_error(err);
-    return a.env().Null();
-  }
-  return streamBatchValue(a.env(), b);
-}
+DEFN(streamNextSync) { return takeBatchSync<StreamLoader, StreamBatch>(a.env(), getStream(a, 0)); }
 
 DEFN(streamNext) {
-  return NextBatchWorker<StreamLoader, StreamBatch, streamBatchValue>::start(a.env(), getStream(a, 0), a.info[0]);
+  return NextBatchWorker<StreamLoader, StreamBatch, batchPair<StreamBatch>>::start(a.env(), getStream(a, 0), a.info[0]);
 }
 
 DEFN(streamStop) {

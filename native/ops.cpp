@@ -515,12 +515,7 @@ class ToBufferWorker : public Napi::AsyncWorker {
 DEFN(toBufferAsync) {
   Napi::Env env = a.env();
   at::Tensor t = a.T(0, "tensor");
-  double bytes = double(t.numel()) * double(t.element_size());
-  double maxBytes = envData(env)->maxArrayBufferBytes;
-  if (bytes > maxBytes)
-    throw KindError(ErrKind::OOM, "the tensor's " + std::to_string(int64_t(bytes)) + " bytes (" + c10::str(t.sizes()) + " " +
-                                      std::string(c10::toString(t.scalar_type())) + ") exceed the largest ArrayBuffer (" +
-                                      std::to_string(int64_t(maxBytes)) + " bytes)");
+  checkFitsArrayBuffer(env, t);
   auto* w = new ToBufferWorker(env, t);
   Napi::Promise p = w->promise();
   w->Queue();

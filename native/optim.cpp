@@ -139,12 +139,8 @@ static void sgdFused(Group& g, std::vector<at::Tensor>& ps, std::vector<at::Tens
   run(p1, g1, b1, false);
 }
 
-static void sgdStep(const Optim& o, Group& g, const Napi::Object& h) {
-  double lr = num(h, "lr", 0), momentum = num(h, "momentum", 0), dampening = num(h, "dampening", 0);
-  double wd = num(h, "weightDecay", 0);
-  bool nesterov = num(h, "nesterov", 0) != 0, maximize = num(h, "maximize", 0) != 0;
-  std::vector<at::Tensor> ps, gs;
-  std::vector<size_t> idx;
+// The group's parameters that have a gradient, with their gradients and their indices in the group.
+static void withGrads(const Group& g, std::vector<at::Tensor>& ps, std::vector<at::Tensor>& gs, std::vector<size_t>& idx) {
   for (size_t i = 0; i < g.params.size(); i++) {
     const at::Tensor& gr = g.params[i].grad();
     if (!gr.defined()) continue;
@@ -152,6 +148,15 @@ static void sgdStep(const Optim& o, Group& g, const Napi::Object& h) {
     gs.push_back(gr);
     idx.push_back(i);
   }
+}
+
+static void sgdStep(const Optim& o, Group& g, const Napi::Object& h) {
+  double lr = num(h, "lr", 0), momentum = num(h, "momentum", 0), dampening = num(h, "dampening", 0);
+  double wd = num(h, "weightDecay", 0);
+  bool nesterov = num(h, "nesterov", 0) != 0, maximize = num(h, "maximize", 0) != 0;
+  std::vector<at::Tensor> ps, gs;
+  std::vector<size_t> idx;
+  withGrads(g, ps, gs, idx);
   if (ps.empty()) return;
   if (fusedApplies(o, ps, gs)) return sgdFused(g, ps, gs, idx, lr, momentum, dampening, wd, nesterov, maximize);
   if (ps[0].is_cuda() && capturing()) throw std::runtime_error("optimizer step inside a CUDA graph capture: only the fused CUDA path is capturable (all parameters floating-point CUDA tensors on one device, optimSetFused on)");
@@ -181,13 +186,7 @@ static void sgdStep(const Optim& o, Group& g, const Napi::Object& h) {
 static bool adamFused(const Optim& o, Group& g, double lr, double beta1, double beta2, double eps, double wd, bool amsgrad, bool maximize, bool decoupled) {
   std::vector<at::Tensor> ps, gs;
   std::vector<size_t> idx;
-  for (size_t i = 0; i < g.params.size(); i++) {
-    const at::Tensor& gr = g.params[i].grad();
-    if (!gr.defined()) continue;
-    ps.push_back(g.params[i]);
-    gs.push_back(gr);
-    idx.push_back(i);
-  }
+  withGrads(g, ps, gs, idx);
   if (ps.empty()) return true;
   if (!fusedApplies(o, ps, gs)) return false;
   bool cap = capturing();

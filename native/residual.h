@@ -186,6 +186,29 @@ void registerAll(Napi::Env env, Napi::Object exports, const FnEntry* begin, cons
   static Napi::Value fn_##name(::residual::Args& a)
 #define ENTRY(name) ::residual::FnEntry{#name, &::residual::entry<&fn_##name, name##_name>}
 
+// A loader batch {x, y} as the JS array [x, y].
+template <class Batch>
+Napi::Value batchPair(Napi::Env env, Batch& b) {
+  return wrap(env, std::tuple<at::Tensor, at::Tensor>(b.x, b.y));
+}
+
+// The next batch of a native data loader, waiting on this thread: [x, y], or null at the end of the
+// epoch; a worker's error is thrown.
+template <class Loader, class Batch>
+Napi::Value takeBatchSync(Napi::Env env, Loader* l) {
+  Batch b;
+  std::string err;
+  if (!l->take(b, err)) {
+    if (!err.empty()) throw std::runtime_error(err);
+    return env.Null();
+  }
+  return batchPair(env, b);
+}
+
+// Throws an OutOfMemoryError when the tensor's elements exceed the largest ArrayBuffer (checked before
+// any copy to JS memory is made).
+void checkFitsArrayBuffer(Napi::Env env, const at::Tensor& t);
+
 // The next batch of a native data loader as a Promise. Loader::take(Batch&, std::string& err) waits on
 // a libuv thread (never touching JS); ToValue turns the batch into JS values on the JS thread. The JS
 // loader object is kept referenced while the wait is pending. Nothing escapes the callbacks: they also

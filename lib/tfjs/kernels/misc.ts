@@ -5,6 +5,7 @@
 // NonMaxSuppressionV3/V4/V5 (tfjs-core's own kernel_impls) and StaticRegexReplace (strings).
 import { backend_util, kernel_impls, util } from '@tensorflow/tfjs-core';
 import type { DataType, KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
+import { mulberry32 } from '../../data/dataset.js';
 import { native } from '../../native.js';
 import { wrapT } from '../../tensor/tensor.js';
 import { code, defineKernel, op, opList, sc, torchDtype, type ResidualBackend, type Tensor } from './util.js';
@@ -208,19 +209,12 @@ const multinomial = defineKernel('Multinomial', ({ inputs, attrs, backend }) => 
   }
   return fromJs(backend, out, [batch, numSamples], 'int32');
 });
-/** A small deterministic PRNG (xorshift-multiply on 32-bit state) giving floats in [0, 1). */
+/** A deterministic PRNG for a tf seed: the seed hashed to 32 bits, then mulberry32 (lib/data). */
 function seededRandom(seed: number): () => number {
   let h = 0x9e3779b9 ^ Math.floor(seed * 1e6);
   const s = String(seed);
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x85ebca6b);
-  let state = h >>> 0 || 1;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32(h >>> 0 || 1);
 }
 
 const einsum = defineKernel('Einsum', ({ inputs, attrs, backend }) => {
