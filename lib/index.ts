@@ -1,5 +1,5 @@
 // residual: ResNet training for Node.js on libtorch. Public API, named like PyTorch in camelCase.
-export * from './errors.js';
+export * from './core/errors.js';
 export * from './tensor/tensor.js';
 export * from './tensor/dtype.js';
 export { scope, tidy } from './tensor/scope.js';

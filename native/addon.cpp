@@ -911,7 +911,7 @@ DEFN(getCpuMemoryCaching) {
   return Napi::Boolean::New(a.env(), cpuCachingOn);
 }
 // configure({errorClasses: {shape, dtype, device, disposed, oom, generic}, maxArrayBufferBytes}):
-// called once per environment by lib/native.ts.
+// called once per environment by lib/addon/binding.ts.
 DEFN(configure) {
   if (!a.has(0) || !a.info[0].IsObject()) a.fail(0, "options", "an object");
   Napi::Env env = a.env();

@@ -21,7 +21,7 @@ if(RESIDUAL_VARIANT STREQUAL "cuda")
     list(APPEND RESIDUAL_DIST_DEFS USE_C10D_NCCL=1 RESIDUAL_NCCL=1)
     list(APPEND RESIDUAL_DIST_INCLUDES "${RESIDUAL_NCCL_INCLUDE}")
     # ATen/cuda/CUDAContext.h includes cuBLAS/cuSPARSE/cuSOLVER headers: from the nvidia wheels when
-    # the toolkit lacks them (scripts/build-cuda-check.sh extracts their include folders).
+    # the toolkit lacks them (scripts/ci/build-cuda-check.sh extracts their include folders).
     file(GLOB RESIDUAL_NV_INCLUDES "${RESIDUAL_NCCL_INCLUDE}/../../*/include" "${RESIDUAL_NCCL_INCLUDE}/../../cu13/include")
     list(APPEND RESIDUAL_DIST_INCLUDES ${RESIDUAL_NV_INCLUDES})
   else()

@@ -27,7 +27,7 @@ struct Handle {
 constexpr uint32_t kIndexBits = 22, kGenBits = 20, kTagBits = 11;
 constexpr uint64_t kSlotMax = uint64_t(1) << kIndexBits;  // slots at most per environment
 
-// Error kinds: rethrow() builds the JS class registered for the kind (lib/errors.ts, passed in by
+// Error kinds: rethrow() builds the JS class registered for the kind (lib/core/errors.ts, passed in by
 // native.setErrorClasses), or a plain Error with `code` set when none was registered.
 enum class ErrKind : int { Generic = 0, Shape, Dtype, Device, Disposed, OOM, Count };
 

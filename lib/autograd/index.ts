@@ -1,5 +1,5 @@
 // Autograd controls: gradient modes and functional gradients.
-import { native as N } from '../native.js';
+import { native as N } from '../addon/binding.js';
 import { Tensor, wrapList, hOf } from '../tensor/tensor.js';
 
 function withGradMode<T>(enabled: boolean, fn: () => T): T {

@@ -17,7 +17,7 @@ import {
   packageRoot,
   residualHome,
   resolveRuntimeLibtorch,
-} from '../loader.js';
+} from '../addon/load.js';
 
 export interface Problem {
   severity: 'error' | 'warning';

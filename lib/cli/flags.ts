@@ -3,7 +3,7 @@
 // and inside the flag's range, strings one of its choices or matching its pattern; every error is a
 // UsageError naming the flag, the value and what is allowed, and pointing to --help.
 import { parseArgs } from 'node:util';
-import { describeRange, inRange, type NumberRange } from '../range.js';
+import { describeRange, inRange, type NumberRange } from '../core/range.js';
 
 /** A mistake on the command line: the CLI prints the message and exits with status 2. */
 export class UsageError extends Error {

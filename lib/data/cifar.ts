@@ -9,7 +9,7 @@
 // and < the number of class names given). Bad files raise BadFileError naming the file and record.
 import fs from 'node:fs';
 import path from 'node:path';
-import { BadFileError } from '../errors.js';
+import { BadFileError } from '../core/errors.js';
 import { ImageDataset, makeImageDataset } from './dataset.js';
 
 export type CifarVariant = 'cifar10' | 'cifar100';

@@ -8,8 +8,8 @@
 // readers in stream.ts (--data imagefolder / webdataset).
 import fs from 'node:fs';
 import path from 'node:path';
-import { BadFileError } from '../errors.js';
-import { native as N } from '../native.js';
+import { BadFileError } from '../core/errors.js';
+import { native as N } from '../addon/binding.js';
 import { Tensor } from '../tensor/tensor.js';
 import { ImageDataset, makeImageDataset } from './dataset.js';
 

@@ -10,7 +10,7 @@
 import buffer from 'node:buffer';
 import fs from 'node:fs';
 import zlib from 'node:zlib';
-import { BadFileError } from '../errors.js';
+import { BadFileError } from '../core/errors.js';
 import type { DType, TypedArray } from '../tensor/dtype.js';
 import { ImageDataset, makeImageDataset } from './dataset.js';
 

@@ -2,7 +2,7 @@
 // normalisation run in native worker threads (native/data.cpp) with prefetch, so a training loop that
 // awaits next() does not wait on data while compute is slower. Pinned memory and a non-blocking copy
 // when the target device is CUDA. Deterministic for a given (seed, epoch), whatever the thread count.
-import { native as N } from '../native.js';
+import { native as N } from '../addon/binding.js';
 import { Tensor, type Device, hOf } from '../tensor/tensor.js';
 
 type NativeLoader = { readonly __loader: unique symbol };

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { mulberry32 } from './dataset.js';
 import { listImageFolder } from './folder.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { writeFileAtomic } from '../core/fs.js';
 
 export interface PackOptions {
   /** Samples per shard; default 1000. */

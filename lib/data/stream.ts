@@ -16,8 +16,8 @@
 // + Normalize; 'eval' is Resize(resize) + CenterCrop(size) + Normalize; 'resize' resizes to size.
 import fs from 'node:fs';
 import path from 'node:path';
-import { BadFileError } from '../errors.js';
-import { native as N } from '../native.js';
+import { BadFileError } from '../core/errors.js';
+import { native as N } from '../addon/binding.js';
 import { Tensor, type Device } from '../tensor/tensor.js';
 import { listImageFolder } from './folder.js';
 import type { Batch } from './loader.js';

@@ -2,12 +2,12 @@
 // Gloo on CPU, NCCL on CUDA builds), collectives, DistributedDataParallel on c10d's Reducer,
 // SyncBatchNorm and PyTorch's DistributedSampler order. The environment is torchrun's (MASTER_ADDR,
 // MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, ...), set by `residual launch` or torchrun itself.
-import { native as N } from '../native.js';
+import { native as N } from '../addon/binding.js';
 import { Tensor, hOf, wrapT } from '../tensor/tensor.js';
 import { isGradEnabled } from '../autograd/index.js';
 import { Module } from '../nn/module.js';
 import { BatchNorm2d } from '../nn/layers.js';
-import type { NativeHandle } from '../native.js';
+import type { NativeHandle } from '../addon/binding.js';
 
 export type Backend = 'gloo' | 'nccl';
 export type ReduceOp = 'sum' | 'avg' | 'product' | 'min' | 'max';

@@ -18,7 +18,7 @@ import { createModel, getModelInfo } from '../models/registry.js';
 import { manualSeed } from '../tensor/memory.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
 import { Trainer, channelStats, loadData, resolveDevice } from '../train/trainer.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { writeFileAtomic } from '../core/fs.js';
 import { currentGradientNorms, gradientNorms, residualMagnitudes, type BlockMagnitude, type LayerGradNorm } from './measure.js';
 import { writeFigures } from './figures.js';
 

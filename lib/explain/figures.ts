@@ -1,7 +1,7 @@
 // The figures of `residual explain` as Vega-Lite specs, the sentence under each (what it shows, and
 // whether this run shows it, from the numbers), and the self-contained HTML page that holds them.
 import path from 'node:path';
-import { writeFileAtomic } from '../io/atomic.js';
+import { writeFileAtomic } from '../core/fs.js';
 import { escapeXml, writeChart, type ChartSpec } from '../viz/charts.js';
 import type { ExplainResult, Family, FigureName, TrainedNet } from './explain.js';
 

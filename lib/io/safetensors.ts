@@ -11,11 +11,11 @@
 // no overlaps, no trailing bytes. Results are null-prototype records, so a tensor may be named
 // '__proto__' (or 'constructor') and is kept like any other.
 import fs from 'node:fs';
-import { BadFileError } from '../errors.js';
-import { native as N } from '../native.js';
+import { BadFileError } from '../core/errors.js';
+import { native as N } from '../addon/binding.js';
 import { DTYPE_SIZE, dtypeCode, type DType } from '../tensor/dtype.js';
 import { Tensor, wrapT } from '../tensor/tensor.js';
-import { writeFileAtomic } from './atomic.js';
+import { writeFileAtomic } from '../core/fs.js';
 import { JsonFloat, parseStrictJson, type JsonValue } from './json.js';
 
 const ST_TO_DTYPE: Readonly<Record<string, DType>> = Object.assign(Object.create(null), {

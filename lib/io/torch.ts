@@ -12,7 +12,7 @@
 // other layouts (transposes, overlapping strides) are copied, and the copies of one load may not
 // exceed 4 x the file's size + 64 MiB. Every bad-file failure is a BadFileError naming the file.
 import fs from 'node:fs';
-import { BadFileError, OutOfMemoryError } from '../errors.js';
+import { BadFileError, OutOfMemoryError } from '../core/errors.js';
 import { DTYPE_SIZE, type DType } from '../tensor/dtype.js';
 import { scope } from '../tensor/scope.js';
 import { ownedBufferTensor } from '../tensor/owned.js';

@@ -10,7 +10,7 @@
 // and memo references (BINGET, DUP) share objects instead of copying them. Shared and even cyclic
 // structures can therefore come back; callers that walk the result must not assume a tree.
 // Every failure is a BadFileError naming the file.
-import { BadFileError } from '../errors.js';
+import { BadFileError } from '../core/errors.js';
 
 /** A callable produced by findClass: REDUCE / NEWOBJ call `fn` with the argument tuple. */
 export class PyCallable {

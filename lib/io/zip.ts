@@ -9,7 +9,7 @@
 // (1032:1) and is never inflated past its declared size; every entry's CRC-32 is checked.
 import fs from 'node:fs';
 import zlib from 'node:zlib';
-import { BadFileError } from '../errors.js';
+import { BadFileError } from '../core/errors.js';
 
 const SIG_EOCD = 0x06054b50;
 const SIG_ZIP64_LOCATOR = 0x07064b50;

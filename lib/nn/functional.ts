@@ -1,5 +1,5 @@
 // Neural-network ops, named as torch.nn.functional in camelCase. Each is one native op.
-import { native as N } from '../native.js';
+import { native as N } from '../addon/binding.js';
 import { dtypeCode, type DType } from '../tensor/dtype.js';
 import { Tensor, wrapT, hOf, hOpt } from '../tensor/tensor.js';
 

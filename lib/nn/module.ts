@@ -9,7 +9,7 @@
 import { noGrad } from '../autograd/index.js';
 import { isFloating, type DType } from '../tensor/dtype.js';
 import { Tensor, hOf, isDeviceString, type Device } from '../tensor/tensor.js';
-import { native as N } from '../native.js';
+import { native as N } from '../addon/binding.js';
 
 export type StateDict = Record<string, Tensor>;
 export type ForwardHook = (module: Module, input: Tensor, output: Tensor) => void;

@@ -1,7 +1,7 @@
 // Optimizers. The step runs natively in one call over all parameters (native/optim.cpp, libtorch's
 // _foreach_ kernels); this class only keeps the hyperparameters (which schedules change) and the
 // state-dict format, which follows PyTorch's (state keyed by parameter index, param_groups).
-import { native as N } from '../native.js';
+import { native as N } from '../addon/binding.js';
 import { Tensor, hOf } from '../tensor/tensor.js';
 
 type NativeOptim = { readonly __optim: unique symbol };

@@ -1,6 +1,6 @@
 // dtype names (as in PyTorch) and their libtorch ScalarType codes, as the addon reports them.
-import { DtypeError } from '../errors.js';
-import { native } from '../native.js';
+import { DtypeError } from '../core/errors.js';
+import { native } from '../addon/binding.js';
 
 export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int32' | 'int64' | 'uint8' | 'int8' | 'int16' | 'bool';
 

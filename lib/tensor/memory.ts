@@ -1,6 +1,6 @@
 // Memory counters, devices, RNG and threads.
-import { DeviceError, DtypeError } from '../errors.js';
-import { native as N } from '../native.js';
+import { DeviceError, DtypeError } from '../core/errors.js';
+import { native as N } from '../addon/binding.js';
 import { DTYPE_CODE } from './dtype.js';
 import { Tensor, wrapT, type Device, hOf } from './tensor.js';
 

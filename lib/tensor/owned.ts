@@ -2,7 +2,7 @@
 // array, a checkpoint's storage bytes). The public tensor({share: true}) accepts only SharedArrayBuffers,
 // because an ordinary ArrayBuffer held by user code can be transferred or detached under the tensor;
 // these buffers are private to the library, so nothing can detach them. Not exported from the package.
-import { native } from '../native.js';
+import { native } from '../addon/binding.js';
 import { dtypeCode, type DType } from './dtype.js';
 import { wrapT, type Tensor } from './tensor.js';
 

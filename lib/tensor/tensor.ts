@@ -1,7 +1,7 @@
 // The Tensor class and tensor creation. Every method maps onto one native op (native/ops.cpp); the
 // Tensor holds one native reference, dropped by dispose() (or by the GC finalizer as a backstop).
-import { ShapeError } from '../errors.js';
-import { native, type NativeHandle } from '../native.js';
+import { ShapeError } from '../core/errors.js';
+import { native, type NativeHandle } from '../addon/binding.js';
 import { DTYPE_SIZE, dtypeCode, dtypeName, dtypeOfTypedArray, type DType, type TypedArray, typedArrayFor } from './dtype.js';
 import { currentScope, setTrackedCheck } from './scope.js';
 

@@ -10,7 +10,7 @@
 //                             move strings without computing on them accept it.
 import { backend_util, engine, KernelBackend, kernel_impls, util } from '@tensorflow/tfjs-core';
 import type { BackendTimingInfo, BackendValues, DataId, DataType, Rank, Tensor as TfTensor, TensorInfo } from '@tensorflow/tfjs-core';
-import { native } from '../native.js';
+import { native } from '../addon/binding.js';
 import { untrack } from '../tensor/scope.js';
 import { Tensor, hOf, wrapT } from '../tensor/tensor.js';
 import { dtypeCode, type DType } from '../tensor/dtype.js';

@@ -3,12 +3,12 @@
 //   await tf.loadLayersModel('file:///path/to/dir/model.json')
 // model.json is tf's standard format (modelTopology, weightsManifest, training config, ...), so files
 // written here load in tfjs-node or the browser and vice versa. Both files are written atomically
-// (lib/io/atomic.ts): weights.bin first, then model.json, so a crash never leaves a model.json whose
+// (lib/core/fs.ts): weights.bin first, then model.json, so a crash never leaves a model.json whose
 // weights are missing or partial. Loading checks everything before use and names the file at fault.
 import fs from 'node:fs';
 import path from 'node:path';
 import { io } from '@tensorflow/tfjs-core';
-import { writeFileAtomic } from '../io/atomic.js';
+import { writeFileAtomic } from '../core/fs.js';
 
 const SCHEME = 'file://';
 const MODEL_JSON = 'model.json';

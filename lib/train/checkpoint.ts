@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { isAtomicTemp, writeJsonAtomic } from '../io/atomic.js';
+import { isAtomicTemp, writeJsonAtomic } from '../core/fs.js';
 
 export const CHECKPOINT_JSON = 'checkpoint.json';
 /** The name of a checkpoint's weights file. */

@@ -11,7 +11,7 @@
 //   state get allocated, all before capture); the next call captures the step and replays it; every
 //   later call copies the batch into the static buffers, writes the current lr into the optimizer's
 //   device tensor, and replays. Every call is one real training step, so a run with CUDA graphs trains
-//   on the same batches, with the same updates, as the eager run (test/cuda.test.ts compares the losses).
+//   on the same batches, with the same updates, as the eager run (test/gpu/cuda.test.ts compares the losses).
 //
 // What is fixed at capture (a documented restriction, as in PyTorch):
 // - the batch shape, dtype, device and memory format (a different one is a ShapeError; with dropLast
@@ -24,9 +24,9 @@
 // skips steps; bfloat16 autocast needs no scaler and is captured), gradient clipping by norm (it reads
 // the norm on the host), data-parallel (DDP's communication hooks), CPU devices, and the non-fused
 // (foreach) optimizer path: the optimizer must use the fused CUDA kernels (the default on CUDA).
-import { native } from '../native.js';
+import { native } from '../addon/binding.js';
 import { noGrad } from '../autograd/index.js';
-import { DeviceError, DisposedTensorError, ShapeError } from '../errors.js';
+import { DeviceError, DisposedTensorError, ShapeError } from '../core/errors.js';
 import type { Module } from '../nn/module.js';
 import type { Optimizer } from '../optim/optimizer.js';
 import { autocast, cuda } from '../tensor/memory.js';

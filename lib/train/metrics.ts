@@ -1,7 +1,7 @@
 // Training metrics as JSON lines (one record per line), and the history the report draws from them.
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from '../io/atomic.js';
+import { writeFileAtomic } from '../core/fs.js';
 
 /** One optimisation step. `epoch` is 1-based: the first epoch is epoch 1. */
 export interface StepMetrics {

@@ -3,7 +3,7 @@
 // The charts are a Vega-Lite spec (reportSpec) drawn by lib/viz/charts.ts: Vega renders the SVG and
 // resvg rasterises that SVG to the PNG with the same font files, so both images show the same thing.
 import path from 'node:path';
-import { writeFileAtomic } from '../io/atomic.js';
+import { writeFileAtomic } from '../core/fs.js';
 import { renderChartSvg, renderPng, type ChartSpec } from '../viz/charts.js';
 import type { EpochMetrics, History, StepMetrics } from './metrics.js';
 

@@ -19,16 +19,16 @@ import { CosineAnnealingLR, LinearWarmup, MultiStepLR, OneCycleLR, SequentialLR,
 import { autocast, cuda, getRngState, manualSeed, setCpuMemoryCaching, setRngState } from '../tensor/memory.js';
 import { scope } from '../tensor/scope.js';
 import { Tensor, hOf, zeros, type Device } from '../tensor/tensor.js';
-import { native } from '../native.js';
+import { native } from '../addon/binding.js';
 import { CHECKPOINT_WEIGHTS, hasCheckpoint, isCheckpointTemp, loadCheckpoint, saveCheckpoint, type CrashPoint } from './checkpoint.js';
-import { writeJsonAtomic } from '../io/atomic.js';
+import { writeJsonAtomic } from '../core/fs.js';
 import { MetricsWriter, truncateMetrics, type History } from './metrics.js';
 import { writeReport } from './report.js';
 import { evaluate, runTestLoader, type EvaluateResult } from './evaluate.js';
 import { saveSafetensors } from '../io/safetensors.js';
-import { checkRange, type NumberRange } from '../range.js';
+import { checkRange, type NumberRange } from '../core/range.js';
 import { GraphedTrainStep, cudaGraphsIncompatibility, cudnnBenchmark } from './graphs.js';
-import { DeviceError } from '../errors.js';
+import { DeviceError } from '../core/errors.js';
 import { checkResumeWorldSize, isWriter, refuseStreamedDistributed, setupDistributed, type DistributedTraining } from './distributed.js';
 
 /** 'imagefolder' and 'webdataset' are streamed (lib/data/stream.ts); the others are loaded into memory. */
@@ -288,7 +288,7 @@ export class Trainer {
     this.cfg = cfg;
     validateConfig(cfg);
     this.device = resolveDevice(cfg.device);
-    // CPU training defaults (measured in scripts/bench.mjs: the "CPU training defaults" row).
+    // CPU training defaults (measured in scripts/bench/bench.mjs: the "CPU training defaults" row).
     cfg.channelsLast ??= this.device === 'cpu';
     cfg.cpuMemoryCaching ??= this.device === 'cpu';
     if (cfg.cudaGraphs && !this.device.startsWith('cuda'))

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
-import { writeFileAtomic } from '../io/atomic.js';
+import { writeFileAtomic } from '../core/fs.js';
 
 /** A Vega-Lite spec as plain JSON (checked by Vega-Lite when it is compiled). */
 export type ChartSpec = Record<string, unknown>;

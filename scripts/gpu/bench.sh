@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One command on the GPU machine (see ../shared/gpu/README.md): build against its PyTorch (CUDA), run
-# the CUDA tests (test/cuda.test.ts: CUDA graphs against eager, fused optimizers against foreach, ...;
-# test/cuda-graphs.test.ts: the error paths), then the GPU training-step benchmarks against PyTorch
-# eager and torch.cuda.graphs (scripts/bench-gpu-step.mjs) and a CLI run with --cuda-graphs. Each stage
+# the CUDA tests (test/gpu/cuda.test.ts: CUDA graphs against eager, fused optimizers against foreach, ...;
+# test/gpu/cuda-graphs.test.ts: the error paths), then the GPU training-step benchmarks against PyTorch
+# eager and torch.cuda.graphs (scripts/bench/bench-gpu-step.mjs) and a CLI run with --cuda-graphs. Each stage
 # has its own time limit so that one hang cannot eat the machine's time; logs and JSON go to $OUT (8
 # files at most come back).
 #   source .gpu/on-device.sh && bash scripts/gpu/bench.sh          (about 8 minutes on an H200)
@@ -14,21 +14,21 @@ stage() { echo "== $1 ($(date -u +%T))" | tee -a "$OUT/summary.log"; }
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())'; } >> "$OUT/summary.log" 2>&1
 
 stage build
-timeout 240 node scripts/build.mjs > "$OUT/build.log" 2>&1; echo "build rc $?" | tee -a "$OUT/summary.log"
+timeout 240 node scripts/install/build.mjs > "$OUT/build.log" 2>&1; echo "build rc $?" | tee -a "$OUT/summary.log"
 readelf -d build/Release/residual.node | grep -c 'libtorch_cuda' | sed 's/^/libtorch_cuda NEEDED entries: /' | tee -a "$OUT/summary.log"
 node -e "const r=require('./dist/index.js'); console.log('cuda from node:', r.cuda.isAvailable(), r.cuda.deviceCount(), r.buildInfo().variant)" 2>&1 | tee -a "$OUT/summary.log"
 
 stage "cuda tests"
-RESIDUAL_TEST_CUDA=1 timeout 150 node node_modules/vitest/vitest.mjs run test/cuda.test.ts test/cuda-graphs.test.ts > "$OUT/cuda-tests.log" 2>&1
+RESIDUAL_TEST_CUDA=1 timeout 150 node node_modules/vitest/vitest.mjs run test/gpu/cuda.test.ts test/gpu/cuda-graphs.test.ts > "$OUT/cuda-tests.log" 2>&1
 echo "cuda tests rc $?" | tee -a "$OUT/summary.log"
 grep -E "✓|×|Tests |FAIL|Error" "$OUT/cuda-tests.log" | head -40 >> "$OUT/summary.log"
 
 stage "resnet20 b128: each setting's gain, residual vs torch"
-timeout 120 node scripts/bench-gpu-step.mjs --model resnet20 --batch 128 --image 32 --classes 10 --variants ladder \
+timeout 120 node scripts/bench/bench-gpu-step.mjs --model resnet20 --batch 128 --image 32 --classes 10 --variants ladder \
   --steps 50 --trials 5 --warmup 10 --json "$OUT/resnet20.json" 2>&1 | tee "$OUT/resnet20.log" | tail -25 >> "$OUT/summary.log"
 
 stage "resnet50 b256 224x224: fp32, bf16 + channels-last, + CUDA graphs"
-timeout 180 node scripts/bench-gpu-step.mjs --model resnet50 --batch 256 --image 224 --classes 1000 --variants targets \
+timeout 180 node scripts/bench/bench-gpu-step.mjs --model resnet50 --batch 256 --image 224 --classes 1000 --variants targets \
   --steps 10 --trials 3 --warmup 5 --json "$OUT/resnet50.json" 2>&1 | tee "$OUT/resnet50.log" | tail -15 >> "$OUT/summary.log"
 
 stage "cli: train eager (loader copies on the default stream / on a side stream) and --cuda-graphs (synthetic, 60 steps)"

@@ -7,7 +7,7 @@ set -o pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-echo "== build"; time node scripts/build.mjs --native-only 2>&1 | tail -5 | tee "$OUT/build.log"
+echo "== build"; time node scripts/install/build.mjs --native-only 2>&1 | tail -5 | tee "$OUT/build.log"
 readelf -d build/Release/residual.node | grep NEEDED | tee -a "$OUT/build.log"
 echo "== cuda from node"
 node -e "const r=require('./dist/index.js'); console.log('cuda', r.cuda.isAvailable(), r.cuda.deviceCount(), JSON.stringify(r.cuda.devices()), JSON.stringify({...r.buildInfo(), config: undefined}))" 2>&1 | tee "$OUT/cuda.txt"

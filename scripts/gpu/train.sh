@@ -6,7 +6,7 @@ OUT=${OUT:-/tmp/out}
 MODEL=${MODEL:-wrn16_8}
 BUDGET=${BUDGET:-360}
 mkdir -p "$OUT"
-[ -f build/Release/residual.node ] || node scripts/build.mjs --native-only 2>&1 | tail -2
+[ -f build/Release/residual.node ] || node scripts/install/build.mjs --native-only 2>&1 | tail -2
 COMMON="--model $MODEL --data fashion-mnist --batch-size 128 --device cuda --amp --channels-last --workers 4"
 node bin/residual.js train $COMMON --epochs 1 --limit-train-batches 60 --limit-test-batches 2 --log-every 20 --json --out /tmp/probe > /tmp/probe.log 2>&1
 ips=$(grep '"type":"step"' /tmp/probe.log | tail -1 | python3 -c "import sys,json; print(json.loads(sys.stdin.read())['imagesPerSec'])")

@@ -2,7 +2,7 @@
 // gathers and scatters, padding, creation. Semantics follow tfjs-backend-cpu.
 import { backend_util, slice_util, upcastType, util } from '@tensorflow/tfjs-core';
 import type { DataType, KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
-import { native } from '../../native.js';
+import { native } from '../../addon/binding.js';
 import { wrapT } from '../../tensor/tensor.js';
 import { code, defineKernel, op, sc, torchDtype, type ResidualBackend, type Tensor } from './util.js';
 

@@ -2,7 +2,7 @@
 // SparseSegmentSum/SparseSegmentMean (index_add), MaxPoolWithArgmax (max_pool2d_with_indices).
 import { backend_util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
-import { native } from '../../native.js';
+import { native } from '../../addon/binding.js';
 import { wrapT } from '../../tensor/tensor.js';
 import { code, defineKernel, fromNCHW, op, opList, sc, toNCHW, torchDtype, type ResidualBackend, type Tensor } from './util.js';
 

@@ -2,7 +2,7 @@
 // tfjs-backend-cpu (the reference): output dtypes, int32 flooring division, NaN handling.
 import { upcastType, util } from '@tensorflow/tfjs-core';
 import type { DataType, KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
-import { native } from '../../native.js';
+import { native } from '../../addon/binding.js';
 import { wrapT } from '../../tensor/tensor.js';
 import { code, defineKernel, op, sc, type KernelArgs, type ResidualBackend, type Tensor } from './util.js';
 

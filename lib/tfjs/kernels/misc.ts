@@ -6,7 +6,7 @@
 import { backend_util, kernel_impls, util } from '@tensorflow/tfjs-core';
 import type { DataType, KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { mulberry32 } from '../../data/dataset.js';
-import { native } from '../../native.js';
+import { native } from '../../addon/binding.js';
 import { wrapT } from '../../tensor/tensor.js';
 import { code, defineKernel, op, opList, sc, torchDtype, type ResidualBackend, type Tensor } from './util.js';
 

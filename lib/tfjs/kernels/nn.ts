@@ -12,7 +12,7 @@
 // rows a rounding mode leaves unused) is an explicit pad or crop of the input, undone on the gradient.
 import { backend_util } from '@tensorflow/tfjs-core';
 import type { DataType, KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
-import { native } from '../../native.js';
+import { native } from '../../addon/binding.js';
 import { tensor, where } from '../../tensor/tensor.js';
 import { cast, defineKernel, op, type KernelArgs, type ResidualBackend, Tensor } from './util.js';
 

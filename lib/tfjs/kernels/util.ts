@@ -1,7 +1,7 @@
 // Shared pieces of the residual tfjs kernels: defineKernel (scoped kernel bodies), calls into the native
 // op table, layout (NHWC <-> NCHW views), TF padding and dtype helpers.
 import type { DataType, KernelConfig, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
-import { native, type NativeBinding } from '../../native.js';
+import { native, type NativeBinding } from '../../addon/binding.js';
 import { dtypeCode, type DType } from '../../tensor/dtype.js';
 import { scope } from '../../tensor/scope.js';
 import { Tensor, hOf, wrapT } from '../../tensor/tensor.js';
