@@ -1,6 +1,7 @@
 // The in-memory image dataset every reader returns, and a synthetic one for when no real data can be had.
 import { ownedBufferTensor } from '../tensor/owned.js';
 import { Tensor, tensor } from '../tensor/tensor.js';
+import { mulberry32 } from '../core/random.js';
 
 /** Images and labels held as CPU tensors. */
 export interface ImageDataset {
@@ -50,18 +51,6 @@ export function makeImageDataset(
 export function disposeDataset(ds: ImageDataset): void {
   ds.images.dispose();
   ds.labels.dispose();
-}
-
-/** Small, fast, seedable PRNG (mulberry32): the same seed gives the same stream on every platform. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export interface SyntheticOptions {

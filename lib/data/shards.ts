@@ -5,7 +5,7 @@
 // final name. classes.json (the class names, by index) goes beside the shards.
 import fs from 'node:fs';
 import path from 'node:path';
-import { mulberry32 } from './dataset.js';
+import { mulberry32 } from '../core/random.js';
 import { listImageFolder } from './folder.js';
 import { writeFileAtomic } from '../core/fs.js';
 

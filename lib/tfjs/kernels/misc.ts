@@ -5,7 +5,7 @@
 // NonMaxSuppressionV3/V4/V5 (tfjs-core's own kernel_impls) and StaticRegexReplace (strings).
 import { backend_util, kernel_impls, util } from '@tensorflow/tfjs-core';
 import type { DataType, KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
-import { mulberry32 } from '../../data/dataset.js';
+import { mulberry32 } from '../../core/random.js';
 import { native } from '../../addon/binding.js';
 import { wrapT } from '../../tensor/tensor.js';
 import { code, defineKernel, op, opList, sc, torchDtype, type ResidualBackend, type Tensor } from './util.js';

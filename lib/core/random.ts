@@ -1,0 +1,14 @@
+// The seeded PRNG every JavaScript-side random choice uses (data shuffling and synthetic data, shard
+// order, the tfjs Multinomial kernel): the same seed gives the same stream on every platform.
+
+/** Small, fast, seedable PRNG (mulberry32): the same seed gives the same stream on every platform. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
