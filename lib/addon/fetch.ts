@@ -345,21 +345,21 @@ export interface UnpackResult {
  * paths), each checked against the wheel's RECORD. Throws on an entry missing from RECORD or whose
  * sha256 differs.
  */
-export async function unpackWheel(wheel: string, role: PinnedFile['role'], dests: Partial<Record<'lib' | 'dev', string>>): Promise<UnpackResult> {
+export async function unpackWheel(wheel: string, role: PinnedFile['role'], dests: Partial<Record<'lib' | 'dev', string>>, name = path.basename(wheel)): Promise<UnpackResult> {
   const res: UnpackResult = { files: { lib: 0, dev: 0 }, bytes: { lib: 0, dev: 0 } };
   const zip = await openZip(wheel);
   try {
     const entries = await listEntries(zip);
     const recordEntry = entries.find((e) => /^[^/]+\.dist-info\/RECORD$/.test(e.fileName));
-    if (!recordEntry) throw new Error(`${path.basename(wheel)} has no .dist-info/RECORD: cannot verify its files`);
+    if (!recordEntry) throw new Error(`${name} has no .dist-info/RECORD: cannot verify its files`);
     const record = parseRecord(await readEntryText(zip, recordEntry, 64 * MB));
     const made = new Set<string>();
     for (const e of entries) {
       const part = entryPart(role, e.fileName);
       if (!part || !dests[part]) continue;
-      if (e.fileName.split('/').some((s) => s === '..' || s === '.' || s === '')) throw new Error(`unsafe entry name ${JSON.stringify(e.fileName)} in ${path.basename(wheel)}`);
+      if (e.fileName.split('/').some((s) => s === '..' || s === '.' || s === '')) throw new Error(`unsafe entry name ${JSON.stringify(e.fileName)} in ${name}`);
       const want = record.get(e.fileName);
-      if (!want) throw new Error(`${e.fileName} in ${path.basename(wheel)} is not listed in its RECORD`);
+      if (!want) throw new Error(`${e.fileName} in ${name} is not listed in its RECORD`);
       const target = path.join(dests[part]!, ...e.fileName.split('/'));
       const dir = path.dirname(target);
       if (!made.has(dir)) {
@@ -379,7 +379,7 @@ export async function unpackWheel(wheel: string, role: PinnedFile['role'], dests
         await closed;
       }
       const got = h.digest('base64url');
-      if (got !== want) throw new Error(`checksum mismatch for ${e.fileName} in ${path.basename(wheel)} (RECORD says sha256=${want}, the bytes give ${got}): the wheel is corrupt`);
+      if (got !== want) throw new Error(`checksum mismatch for ${e.fileName} in ${name} (RECORD says sha256=${want}, the bytes give ${got}): the wheel is corrupt`);
       res.files[part]++;
       res.bytes[part] += e.uncompressedSize;
     }
@@ -415,6 +415,12 @@ async function withLock<T>(target: string, quiet: boolean, env: NodeJS.ProcessEn
   let release: (() => Promise<void>) | null = null;
   let told = false;
   let compromised: Error | null = null;
+  try {
+    const age = Date.now() - fs.statSync(lockPath).mtimeMs;
+    if (age > stale) say(quiet, `taking over the lock ${lockPath}, left ${Math.round(age / 1000)} s ago by an install that stopped (killed?)`);
+  } catch {
+    /* no lock */
+  }
   for (;;) {
     try {
       release = await lockfile.lock(target, {
@@ -534,7 +540,7 @@ export async function fetchLibtorch(variant: string, opts: FetchOptions = {}): P
         const dests: Partial<Record<'lib' | 'dev', string>> = {};
         if (needLib) dests.lib = path.join(libStage, 'site');
         if (needDev && f.role === 'torch') dests.dev = devStage;
-        const r = await unpackWheel(wheel, f.role, dests);
+        const r = await unpackWheel(wheel, f.role, dests, f.name);
         libFiles += r.files.lib;
         libBytes += r.bytes.lib;
         devFiles += r.files.dev;
@@ -561,7 +567,7 @@ export async function fetchLibtorch(variant: string, opts: FetchOptions = {}): P
     } catch (e) {
       fs.rmSync(libStage, { recursive: true, force: true });
       fs.rmSync(devStage, { recursive: true, force: true });
-      throw e instanceof FetchError ? e : new FetchError(`unpacking libtorch failed: ${(e as Error).message}`);
+      throw e instanceof FetchError ? e : new FetchError(`could not unpack libtorch: ${(e as Error).message}; nothing was kept`);
     } finally {
       // The cache keeps what runs, not the wheels.
       for (const w of wheels.values()) fs.rmSync(w, { force: true });

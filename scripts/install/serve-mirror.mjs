@@ -18,12 +18,20 @@ export function serveMirror(dir, { port = 0, host = '127.0.0.1' } = {}) {
       res.writeHead(400).end();
       return;
     }
-    const file = path.join(base, rel);
+    let file = path.join(base, rel);
+    // A folder: its index.html (a PEP 503 page, for pip's index-url)
+    const html = rel.endsWith('/') || rel.endsWith('.html');
+    if (rel.endsWith('/')) file = path.join(file, 'index.html');
     if (!file.startsWith(base + path.sep) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       return;
     }
     const size = fs.statSync(file).size;
+    if (html) {
+      res.writeHead(200, { 'content-length': size, 'content-type': 'text/html' });
+      fs.createReadStream(file).pipe(res);
+      return;
+    }
     const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
     if (m) {
       const start = Number(m[1]);
