@@ -61,6 +61,11 @@ export function chooseAddon({ candidates, probe, system = thisSystem }: { candid
       });
       continue;
     }
+    if (!c.libtorch && !c.how.startsWith('local build') && c.how !== 'RESIDUAL_ADDON') {
+      // A prebuilt binary loads libtorch from the resolved folder: there is none yet.
+      attempts.push({ candidate: c, outcome: 'failed', detail: 'not tried: a prebuilt binary needs libtorch, and none was found' });
+      continue;
+    }
     const unmet = unmetRequirements(c.requires, system);
     if (unmet) {
       attempts.push({ candidate: c, outcome: 'unsupported', detail: `refused: this prebuilt binary ${unmet}` });

@@ -10,7 +10,9 @@
 #   C. a second project sharing that cache: no fetch, no compile
 #   D. a fresh project, no libtorch anywhere and the fetch cannot succeed (the mirror is down): the
 #      install fails, says what to set and what to run next, and leaves no partial cache behind
-# In A-C: import residual, train a few steps of a small ResNet, run `residual doctor`.
+#   E. install scripts off (npm --ignore-scripts; pnpm's default): the import fails naming
+#      `npx residual setup`, `residual doctor` runs and says what is missing, setup makes it work
+# In A-C and E: import residual, train a few steps of a small ResNet, run `residual doctor`.
 #
 #   bash scripts/release/pack-test.sh        (KEEP=1 keeps the temporary folder; PACK_TEST_DIR=... chooses it)
 # Needs: build/Release/residual.node (node scripts/install/build.mjs), the npm registry for residual's
@@ -242,5 +244,30 @@ for word in LIBTORCH= LIBTORCH_USE_PYTORCH=1 RESIDUAL_VARIANT= RESIDUAL_HOME= RE
 done
 if [ -d "$HOME_D/libtorch" ] && [ -n "$(ls -A "$HOME_D/libtorch" | grep -v '\.lock$')" ]; then ls -la "$HOME_D/libtorch"; fail "D: something was left in the cache"; fi
 ok "D: exit status $RC, advice printed, cache empty"
+
+step "E: install scripts off (npm --ignore-scripts, as pnpm by default): import names npx residual setup; doctor runs; setup fixes it"
+E="$WORK/app-e"; write_app "$E"; HOME_E="$WORK/home-e"
+EENV=("${NOENV[@]}" "${PIPISO[@]}" PATH="$TRAP_PATH" RESIDUAL_HOME="$HOME_E" RESIDUAL_VARIANT="$VARIANT" RESIDUAL_LIBTORCH_MIRROR="$MIRROR")
+(cd "$E" && env "${EENV[@]}" npm install --ignore-scripts --no-audit --no-fund "$MAIN_TGZ" "$VAR_TGZ") > "$WORK/install-e.log" 2>&1 || { cat "$WORK/install-e.log"; fail "E: npm install --ignore-scripts"; }
+set +e
+(cd "$E" && env "${EENV[@]}" node -e "import('residual').then(() => console.log('imported'))") > "$WORK/import-e.log" 2>&1
+RC=$?
+set -e
+cat "$WORK/import-e.log" | head -8
+[ "$RC" -ne 0 ] || fail "E: import worked before setup (no libtorch should be there)"
+grep -q 'npx residual setup' "$WORK/import-e.log" || fail "E: the import error does not name npx residual setup"
+set +e
+(cd "$E" && env "${EENV[@]}" npx --no-install residual doctor) > "$WORK/doctor-e.log" 2>&1
+RC=$?
+set -e
+cat "$WORK/doctor-e.log"
+[ "$RC" -eq 1 ] || fail "E: doctor exit status $RC (expected 1: problems found)"
+grep -q 'no libtorch found' "$WORK/doctor-e.log" || fail "E: doctor does not say libtorch is missing"
+grep -q 'fix: npx residual setup' "$WORK/doctor-e.log" || fail "E: doctor does not name npx residual setup"
+(cd "$E" && env "${EENV[@]}" npx --no-install residual setup) > "$WORK/setup-e.log" 2>&1 || { cat "$WORK/setup-e.log"; fail "E: npx residual setup"; }
+grep '\[residual\]' "$WORK/setup-e.log" | grep -v '%' || true
+grep -q 'no compiler needed' "$WORK/setup-e.log" || fail "E: setup did not use the prebuilt binary"
+run_app "$E" "${EENV[@]}"
+ok "E: without install scripts, the import names npx residual setup, doctor runs, and setup makes it work"
 
 printf '\nPACK TEST PASSED (residual-%s.tgz: %s bytes)\n' "$VERSION" "$SIZE"
