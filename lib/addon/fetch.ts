@@ -124,6 +124,7 @@ async function hashFile(file: string, upTo: number): Promise<crypto.Hash> {
 function describeNetError(e: unknown): string {
   const err = e as Error & { cause?: { code?: string; message?: string } };
   const cause = err.cause;
+  if (/bad port/.test(cause?.message ?? err.message ?? '')) return "its port is one that Node's fetch refuses (the WHATWG list of blocked ports, e.g. 6000 or 10080): serve the mirror on another port";
   if (cause?.code) return `${cause.code}${cause.message && !cause.message.includes(cause.code) ? ` (${cause.message})` : ''}`;
   return cause?.message ?? err.message;
 }
