@@ -541,6 +541,7 @@ export async function fetchLibtorch(variant: string, opts: FetchOptions = {}): P
         const dests: Partial<Record<'lib' | 'dev', string>> = {};
         if (needLib) dests.lib = path.join(libStage, 'site');
         if (needDev && f.role === 'torch') dests.dev = devStage;
+        say(quiet, `unpacking ${f.name}${needLib && needDev ? '' : needLib ? ' (what runs)' : ' (build files)'}`);
         const r = await unpackWheel(wheel, f.role, dests, f.name);
         libFiles += r.files.lib;
         libBytes += r.bytes.lib;
