@@ -24,6 +24,7 @@ const NOT_NUMERIC = {
   'test/unit/loader.test.ts': 'addon selection and probing: no floating-point kernels',
   'test/unit/schedule.test.ts': 'learning-rate schedules computed in JavaScript',
   'test/unit/atomic-writes.test.ts': 'file writing only',
+  'test/e2e/install-fetch.test.ts': 'downloading and unpacking libtorch: no floating-point kernels',
 };
 
 function cpuFlags() {
