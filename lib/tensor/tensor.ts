@@ -5,7 +5,8 @@ import { native, type NativeHandle } from '../addon/binding.js';
 import { DTYPE_SIZE, dtypeCode, dtypeName, dtypeOfTypedArray, type DType, type TypedArray, typedArrayFor } from './dtype.js';
 import { currentScope, setTrackedCheck } from './scope.js';
 
-export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+export type { Device } from '../addon/native-types.js';
+import type { Device } from '../addon/native-types.js';
 export type Shape = readonly number[];
 export type NestedArray = number | boolean | readonly NestedArray[];
 export type Scalar = number | boolean;
