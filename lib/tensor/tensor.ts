@@ -10,6 +10,8 @@ import type { Device } from '../addon/native-types.js';
 export type Shape = readonly number[];
 export type NestedArray = number | boolean | readonly NestedArray[];
 export type Scalar = number | boolean;
+/** How a 4-D tensor's elements are laid out: NCHW ('contiguous') or NHWC ('channelsLast'), as PyTorch's memory formats. */
+export type MemoryFormat = 'contiguous' | 'channelsLast';
 export type TensorLike = Tensor | Scalar;
 
 export interface TensorOptions {
@@ -126,7 +128,7 @@ export class Tensor {
   stride(): number[] {
     return N.strides(this.#h);
   }
-  isContiguous(memoryFormat: 'contiguous' | 'channelsLast' = 'contiguous'): boolean {
+  isContiguous(memoryFormat: MemoryFormat = 'contiguous'): boolean {
     return N.isContiguous(this.#h, memoryFormat === 'channelsLast');
   }
   /** Bytes of this tensor's elements (numel x element size). */
@@ -221,7 +223,7 @@ export class Tensor {
   long(): Tensor {
     return this.to('int64');
   }
-  contiguous(memoryFormat: 'contiguous' | 'channelsLast' = 'contiguous'): Tensor {
+  contiguous(memoryFormat: MemoryFormat = 'contiguous'): Tensor {
     return memoryFormat === 'channelsLast' ? wrapT(N.toMemoryFormat(this.#h, true)) : wrapT(N.contiguous(this.#h));
   }
   pinMemory(): Tensor {
