@@ -1,165 +1,86 @@
-// Turns the cmake-js build (build/Release/residual.node) into a prebuilt binary, in prebuildify's
-// layout and as an optional per-platform, per-variant npm package:
+// Turns a cmake-js build (build/Release/residual.node) into a prebuilt binary, in prebuildify's layout
+// and as the optional per-platform, per-variant npm package that `npm run release` publishes
+// (scripts/release/release.mjs):
 //
 //   <out>/prebuilds/<platform>-<arch>/residual.napi.libtorch-<version>.<variant>.node
-//   <out>/npm/@residual/<platform>-<arch>-<variant>/{package.json, README.md, residual.napi...node}
+//   <out>/npm/@residual/<platform>-<arch>-<variant>/{package.json, README.md, residual.napi...node, libjpeg.so.62, libpng16.so.16}
 //
-//   node scripts/release/prebuild.mjs [--addon build/Release/residual.node] [--out DIR (default: the repo)]
-//
-// Releasing: publish each npm/@residual/* package first, then list them in residual's
-// optionalDependencies (exact version) and update the lock; npm ci fails on optional dependencies
-// that are not on the registry, so the repository does not list them before that.
+//   node scripts/release/prebuild.mjs [--addon build/Release/residual.node] [--out DIR (default: the repo)] [--no-strip]
 //
 // prebuildify itself drives node-gyp, which cannot build against libtorch's CMake package, so this
 // script produces the same layout from our cmake-js build. The variant is cpu or cuXYZ (the CUDA
 // version of the libtorch it was built against), the version is libtorch's X.Y.Z: the loader refuses
 // a binary whose tag does not match the libtorch in use.
 //
-// The build's RUNPATH points at this machine's libtorch folder; a prebuilt binary must not depend on
-// (or leak) that path, so it is rewritten to $ORIGIN. At run time the loader preloads libtorch from
-// the resolved folder instead (lib/addon/load.ts). The script checks both: the copy loads with the
-// preload and does not load without it.
+// What is done to the copy (the build itself is left as it is):
+//   - `strip --strip-unneeded` (binutils): the symbol table and debug sections go; what the dynamic
+//     linker needs stays.
+//   - RUNPATH: the build's points at this machine's libtorch folder; a prebuilt binary must not depend
+//     on (or leak) that path, so it is rewritten to $ORIGIN (where the bundled libjpeg/libpng lie). At
+//     run time the loader preloads libtorch from the resolved folder instead (lib/addon/probe.ts).
+//   - The package declares what the system must provide, read from the ELF files themselves (the
+//     symbol versions the addon and the bundled libraries need, scripts/release/elf.mjs): npm's `os`,
+//     `cpu` and `libc` fields, and "residual": {"glibc": "X.Y", "glibcxx": "3.4.N"}, which the loader
+//     checks before trying the binary (lib/addon/candidates.ts, lib/addon/system.ts).
+// Then the package's copy is loaded in a child process with libtorch preloaded (it must load) and
+// without the preload (it should not: no build-machine path left).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { dynamicInfo, hasSymtab, rewriteRunpath, systemFloor, versionNeeds } from './elf.mjs';
+
+export { rewriteRunpath };
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-function arg(name, dflt) {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : dflt;
-}
-
-function fail(msg) {
-  console.error(`[residual] prebuild: ${msg}`);
-  process.exit(1);
-}
-
-// ---- ELF: rewrite DT_RUNPATH / DT_RPATH in place -------------------------------------------------
-
-const SHT_DYNAMIC = 6;
-const SHT_DYNSYM = 11;
-const SHT_GNU_VERDEF = 0x6ffffffd;
-const SHT_GNU_VERNEED = 0x6ffffffe;
-const DT_NEEDED = 1;
-const DT_SONAME = 14;
-const DT_RPATH = 15;
-const DT_RUNPATH = 29;
-
-function sections(buf) {
-  const shoff = Number(buf.readBigUInt64LE(0x28));
-  const shentsize = buf.readUInt16LE(0x3a);
-  const shnum = buf.readUInt16LE(0x3c);
-  const out = [];
-  for (let i = 0; i < shnum; i++) {
-    const o = shoff + i * shentsize;
-    out.push({
-      type: buf.readUInt32LE(o + 4),
-      offset: Number(buf.readBigUInt64LE(o + 0x18)),
-      size: Number(buf.readBigUInt64LE(o + 0x20)),
-      link: buf.readUInt32LE(o + 0x28),
-      info: buf.readUInt32LE(o + 0x2c),
-      entsize: Number(buf.readBigUInt64LE(o + 0x38)),
-    });
-  }
-  return out;
-}
-
-/**
- * Replaces the RUNPATH (and RPATH) string of a 64-bit little-endian ELF shared object with
- * `replacement` (which must not be longer), padding with NULs so that no offset moves. Refuses if
- * another string reference points inside the old string (the linker may share string tails).
- * Returns the old value, or null when the file has no RUNPATH/RPATH.
- */
-export function rewriteRunpath(buf, replacement = '$ORIGIN') {
-  if (buf.length < 64 || buf.readUInt32BE(0) !== 0x7f454c46) throw new Error('not an ELF file');
-  if (buf[4] !== 2 || buf[5] !== 1) throw new Error('only 64-bit little-endian ELF files are supported');
-  const secs = sections(buf);
-  const dyn = secs.find((s) => s.type === SHT_DYNAMIC);
-  if (!dyn) throw new Error('no dynamic section');
-  const strtab = secs[dyn.link];
-  const refs = [];
-  const targets = [];
-  for (let o = dyn.offset; o + 16 <= dyn.offset + dyn.size; o += 16) {
-    const tag = Number(buf.readBigInt64LE(o));
-    if (tag === 0) break;
-    const val = Number(buf.readBigUInt64LE(o + 8));
-    if (tag === DT_RUNPATH || tag === DT_RPATH) targets.push(val);
-    else if (tag === DT_NEEDED || tag === DT_SONAME || tag === 0x7ffffffd || tag === 0x7fffffff) refs.push(val);
-  }
-  if (!targets.length) return null;
-  for (const s of secs) {
-    if (s.link !== dyn.link) continue;
-    if (s.type === SHT_DYNSYM) {
-      for (let o = s.offset; o < s.offset + s.size; o += s.entsize || 24) refs.push(buf.readUInt32LE(o));
-    } else if (s.type === SHT_GNU_VERNEED) {
-      let o = s.offset;
-      for (let i = 0; i < s.info; i++) {
-        refs.push(buf.readUInt32LE(o + 4));
-        let a = o + buf.readUInt32LE(o + 8);
-        for (let j = 0; j < buf.readUInt16LE(o + 2); j++) {
-          refs.push(buf.readUInt32LE(a + 8));
-          a += buf.readUInt32LE(a + 12);
-        }
-        o += buf.readUInt32LE(o + 12);
-      }
-    } else if (s.type === SHT_GNU_VERDEF) {
-      let o = s.offset;
-      for (let i = 0; i < s.info; i++) {
-        let a = o + buf.readUInt32LE(o + 12);
-        for (let j = 0; j < buf.readUInt16LE(o + 6); j++) {
-          refs.push(buf.readUInt32LE(a));
-          a += buf.readUInt32LE(a + 4);
-        }
-        o += buf.readUInt32LE(o + 16);
-      }
-    }
-  }
-  let old = null;
-  for (const t of new Set(targets)) {
-    const start = strtab.offset + t;
-    const end = buf.indexOf(0, start);
-    old = buf.toString('utf8', start, end);
-    const clash = refs.find((r) => r >= t && r < t + (end - start));
-    if (clash !== undefined) throw new Error(`another string shares the RUNPATH bytes (offset ${clash}); use patchelf instead`);
-    const rep = Buffer.from(replacement);
-    if (rep.length > end - start) throw new Error('the replacement RUNPATH is longer than the original');
-    buf.fill(0, start, end);
-    rep.copy(buf, start);
-  }
-  return old;
-}
-
-// ---- bundled shared libraries -------------------------------------------------------------------
+export class PrebuildError extends Error {}
 
 /** Copies the image libraries the addon links (libjpeg, libpng) into dir; returns their file names. */
 export function bundleImageLibs(addon, dir) {
   if (process.platform !== 'linux') return [];
   const r = spawnSync('ldd', [addon], { encoding: 'utf8' });
-  if (r.status !== 0) fail(`ldd ${addon} failed: ${r.stderr}`);
+  if (r.status !== 0) throw new PrebuildError(`ldd ${addon} failed: ${r.stderr || r.error?.message}`);
   const out = [];
   for (const line of r.stdout.split('\n')) {
     const m = /^\s*((libjpeg|libpng16)\.so\.\d+)\s+=>\s+(\S+)/.exec(line);
     if (!m) continue;
-    if (m[3] === 'not' || !fs.existsSync(m[3])) fail(`${m[1]} is not found for ${addon}: install libjpeg-turbo and libpng`);
+    if (m[3] === 'not' || !fs.existsSync(m[3])) throw new PrebuildError(`${m[1]} is not found for ${addon}: install libjpeg-turbo and libpng`);
     fs.copyFileSync(fs.realpathSync(m[3]), path.join(dir, m[1]));
     out.push(m[1]);
   }
-  if (out.length !== 2) fail(`expected the addon to link libjpeg and libpng16, found: ${out.join(', ') || 'neither'}`);
+  if (out.length !== 2) throw new PrebuildError(`expected the addon to link libjpeg and libpng16, found: ${out.join(', ') || 'neither'}`);
   return out;
 }
 
-// ---- main ---------------------------------------------------------------------------------------
+/** `strip --strip-unneeded` on a copy; returns the stripped bytes. */
+function stripped(file, tmpDir) {
+  const tmp = path.join(tmpDir, `.strip-${process.pid}-${path.basename(file)}`);
+  fs.copyFileSync(file, tmp);
+  try {
+    const r = spawnSync('strip', ['--strip-unneeded', tmp], { encoding: 'utf8' });
+    if (r.error?.code === 'ENOENT') throw new PrebuildError('strip is not installed (binutils: apt-get install binutils)');
+    if (r.status !== 0) throw new PrebuildError(`strip --strip-unneeded ${file} failed: ${r.stderr.trim()}`);
+    return fs.readFileSync(tmp);
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
+}
 
-async function main() {
-  const addon = path.resolve(arg('--addon', path.join(root, 'build', 'Release', 'residual.node')));
-  const out = path.resolve(arg('--out', root));
-  if (!fs.existsSync(addon)) fail(`${addon} does not exist; build it first with: node scripts/install/build.mjs --native-only`);
-  const loaderJs = path.join(root, 'dist', 'addon', 'load.js');
-  if (!fs.existsSync(loaderJs)) fail('dist/addon/load.js is missing; compile the TypeScript first: node scripts/install/build.mjs --ts-only');
-  const L = await import(pathToFileURL(loaderJs).href);
-  const { describeLibtorch, findLibtorch } = await import(pathToFileURL(path.join(root, 'dist', 'addon', 'libtorch.js')).href);
+const dist = (rel) => import(pathToFileURL(path.join(root, 'dist', ...rel.split('/'))).href);
+
+/**
+ * Makes the optional package for one build. Returns what it did (sizes, tag, floor, checks).
+ * `version`: the package version (residual's). Throws PrebuildError when a check fails.
+ */
+export async function makePlatformPackage({ addon, out, version, strip = true, log = () => {} }) {
+  if (!fs.existsSync(addon)) throw new PrebuildError(`${addon} does not exist; build it first with: node scripts/install/build.mjs --native-only`);
+  if (!fs.existsSync(path.join(root, 'dist', 'addon', 'load.js'))) throw new PrebuildError('dist/addon/load.js is missing; compile the TypeScript first: node scripts/install/build.mjs --ts-only');
+  const L = await dist('addon/load.js');
+  const { describeLibtorch, findLibtorch } = await dist('addon/libtorch.js');
+  const { writeFileAtomic } = await dist('core/fs.js');
+  const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+  version ??= pkg.version;
 
   // The libtorch it was built against: recorded by scripts/install/build.mjs next to the binary.
   let side = null;
@@ -169,74 +90,103 @@ async function main() {
     /* older builds */
   }
   const lt = side?.libtorchDir && fs.existsSync(side.libtorchDir) ? describeLibtorch(side.libtorchDir) : findLibtorch({ quiet: true });
-  if (!lt) fail('cannot tell which libtorch the addon was built against (no residual.json and no libtorch found)');
+  if (!lt) throw new PrebuildError('cannot tell which libtorch the addon was built against (no residual.json and no libtorch found)');
 
   const orig = L.probeInChild({ path: addon, how: 'build', tag: null, libtorch: lt, preload: false });
-  if (!orig.ok) fail(`the build does not load: ${orig.error}`);
+  if (!orig.ok) throw new PrebuildError(`the build does not load: ${orig.error}`);
   const info = orig.info;
-  if (!L.variantsMatch(info.variant, lt.variantTag)) fail(`the addon says variant ${info.variant} but ${lt.dir} is ${lt.variantTag}`);
+  if (!L.variantsMatch(info.variant, lt.variantTag)) throw new PrebuildError(`the addon says variant ${info.variant} but ${lt.dir} is ${lt.variantTag}`);
   const tag = { libtorch: String(info.libtorch).replace(/\+.*$/, ''), variant: lt.variantTag };
-  if (tag.libtorch !== lt.version) fail(`the addon was built against libtorch ${tag.libtorch} but ${lt.dir} is ${lt.version}`);
+  if (tag.libtorch !== lt.version) throw new PrebuildError(`the addon was built against libtorch ${tag.libtorch} but ${lt.dir} is ${lt.version}`);
 
-  const buf = fs.readFileSync(addon);
+  const builtBytes = fs.statSync(addon).size;
+  const buf = strip ? stripped(addon, path.dirname(addon)) : fs.readFileSync(addon);
   const oldRunpath = rewriteRunpath(buf, '$ORIGIN');
+  const dyn = dynamicInfo(buf);
+  if (dyn.runpath !== '$ORIGIN') throw new PrebuildError(`the RUNPATH of the copy is ${JSON.stringify(dyn.runpath)}, not "$ORIGIN"`);
+  if (strip && hasSymtab(buf)) throw new PrebuildError('the stripped copy still has a symbol table');
   const platformArch = `${process.platform}-${process.arch}`;
   const fileName = L.taggedName(tag);
 
   const preDir = path.join(out, 'prebuilds', platformArch);
   fs.mkdirSync(preDir, { recursive: true });
   const pre = path.join(preDir, fileName);
-  const { writeFileAtomic } = await import(pathToFileURL(path.join(root, 'dist', 'core', 'fs.js')).href);
   writeFileAtomic(pre, buf, { mode: 0o755 });
   // The image decoders (native/imageio.cpp) travel with the binary: the build machine's libjpeg-turbo
   // and libpng, found through $ORIGIN. zlib (libpng's own dependency) is part of every Linux system.
   const bundled = bundleImageLibs(addon, preDir);
 
-  // Evidence that the copy is self-contained: it loads with the preload, and not without it.
-  const withPreload = L.probeInChild({ path: pre, how: 'prebuilt', tag, libtorch: lt, preload: true });
-  if (!withPreload.ok) fail(`the prebuilt copy does not load with libtorch preloaded: ${withPreload.error}`);
-  const without = L.probeInChild({ path: pre, how: 'prebuilt', tag, libtorch: lt, preload: false });
-  const selfContained = !without.ok;
+  // What the system must provide: the highest glibc and libstdc++ symbol versions that the addon or a
+  // bundled library needs (libtorch's own floor is lower: its wheels are manylinux_2_28).
+  const needs = { [fileName]: versionNeeds(buf) };
+  for (const f of bundled) needs[f] = versionNeeds(fs.readFileSync(path.join(preDir, f)));
+  const floor = process.platform === 'linux' ? systemFloor(...Object.values(needs)) : {};
+  if (floor.glibc && !/^\d+\.\d+$/.test(floor.glibc)) throw new PrebuildError(`glibc floor ${floor.glibc} is not X.Y (what the loader reads)`);
+  if (floor.glibcxx && !/^\d+\.\d+\.\d+$/.test(floor.glibcxx)) throw new PrebuildError(`GLIBCXX floor ${floor.glibcxx} is not 3.4.N (what the loader reads)`);
 
   // The optional package for this platform and variant.
-  const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
   const name = L.variantPackageName(tag.variant);
   const pkgDir = path.join(out, 'npm', ...name.split('/'));
   fs.rmSync(pkgDir, { recursive: true, force: true });
   fs.mkdirSync(pkgDir, { recursive: true });
   fs.copyFileSync(pre, path.join(pkgDir, fileName));
+  fs.chmodSync(path.join(pkgDir, fileName), 0o755);
   for (const f of bundled) fs.copyFileSync(path.join(preDir, f), path.join(pkgDir, f));
+  const floorText = [floor.glibc && `glibc ${floor.glibc}`, floor.glibcxx && `libstdc++ with GLIBCXX_${floor.glibcxx}`].filter(Boolean).join(' and ');
   const variantPkg = {
     name,
-    version: pkg.version,
-    description: `residual's native addon for ${platformArch}, built against libtorch ${tag.libtorch} (${tag.variant}). Installed by residual as an optional dependency; libtorch itself is resolved or fetched by residual's install script.`,
+    version,
+    description: `residual's native addon for ${platformArch}, built against libtorch ${tag.libtorch} (${tag.variant})${floorText ? `; needs ${floorText} or newer` : ''}. Installed by residual as an optional dependency; libtorch itself is resolved or fetched by residual.`,
     license: pkg.license,
+    ...(pkg.repository ? { repository: pkg.repository } : {}),
     os: [process.platform],
     cpu: [process.arch],
     ...(process.platform === 'linux' ? { libc: ['glibc'] } : {}),
     files: [fileName, ...bundled, 'README.md'],
-    residual: { libtorch: tag.libtorch, variant: tag.variant, napiVersion: info.napiVersion },
+    // Read by the loader (lib/addon/candidates.ts packageRequirements): the tag, and the floor it checks.
+    residual: { libtorch: tag.libtorch, variant: tag.variant, napiVersion: info.napiVersion, ...floor },
   };
   fs.writeFileSync(path.join(pkgDir, 'package.json'), JSON.stringify(variantPkg, null, 2) + '\n');
   fs.writeFileSync(
     path.join(pkgDir, 'README.md'),
     `# ${name}\n\nThe prebuilt native addon of [residual](https://www.npmjs.com/package/residual) for ${platformArch}, ` +
-      `built against libtorch ${tag.libtorch} (${tag.variant}).\nDo not install it directly: \`npm install residual\` picks it up.\n`,
+      `built against libtorch ${tag.libtorch} (${tag.variant}).\n` +
+      (floorText ? `It needs ${floorText} or newer (residual checks this before loading it).\n` : '') +
+      `Do not install it directly: \`npm install residual\` picks it up.\n`,
   );
 
-  const want = pkg.optionalDependencies?.[name];
-  console.log(`[residual] prebuilt ${path.relative(process.cwd(), pre) || pre}`);
-  console.log(`  built against libtorch ${tag.libtorch} (${tag.variant}), Node-API ${info.napiVersion}; ${(buf.length / 1e6).toFixed(2)} MB`);
-  console.log(`  bundled beside it: ${bundled.join(', ') || '(nothing)'}`);
-  console.log(`  RUNPATH ${oldRunpath === null ? '(none)' : JSON.stringify(oldRunpath)} -> "$ORIGIN"`);
-  console.log(`  loads with libtorch preloaded from ${lt.lib}: yes; without the preload: ${selfContained ? 'no (as it should: no build-machine path left)' : 'YES (libtorch is still on the default library path)'}`);
-  console.log(`[residual] optional package ${name}@${pkg.version} in ${path.relative(process.cwd(), pkgDir) || pkgDir}`);
-  if (want !== pkg.version) {
-    console.log(`  to release: publish it (npm publish ${path.relative(process.cwd(), pkgDir) || '.'} --access public), then add`);
-    console.log(`  "${name}": "${pkg.version}" to optionalDependencies in package.json and run npm install --package-lock-only`);
-  }
+  // Evidence that the package's copy is self-contained: it loads with the preload, and not without it.
+  const shipped = path.join(pkgDir, fileName);
+  const withPreload = L.probeInChild({ path: shipped, how: 'prebuilt', tag, libtorch: lt, preload: true });
+  if (!withPreload.ok) throw new PrebuildError(`the prebuilt copy does not load with libtorch preloaded: ${withPreload.error}`);
+  const without = L.probeInChild({ path: shipped, how: 'prebuilt', tag, libtorch: lt, preload: false });
+  const selfContained = !without.ok;
+
+  const r = { name, version, pkgDir, file: shipped, fileName, tag, napiVersion: info.napiVersion, builtBytes, bytes: buf.length, stripped: strip, oldRunpath, bundled, needs, floor, selfContained, libtorch: lt };
+  log(`${name}@${version}: ${fileName} ${builtBytes.toLocaleString('en')} bytes built, ${buf.length.toLocaleString('en')} bytes ${strip ? 'stripped (strip --strip-unneeded)' : 'not stripped'}`);
+  log(`  built against libtorch ${tag.libtorch} (${tag.variant}), Node-API ${info.napiVersion}; bundled beside it: ${bundled.join(', ') || '(nothing)'}`);
+  log(`  RUNPATH ${oldRunpath === null ? '(none)' : JSON.stringify(oldRunpath)} -> "$ORIGIN"`);
+  log(`  needs from the system: ${floorText || '(nothing versioned)'} (highest symbol versions needed by ${Object.keys(needs).join(', ')}); os ${process.platform}, cpu ${process.arch}${process.platform === 'linux' ? ', libc glibc' : ''}`);
+  log(`  loads with libtorch preloaded from ${lt.lib}: yes; without the preload: ${selfContained ? 'no (as it should: no build-machine path left)' : 'YES (libtorch is still on the default library path)'}`);
+  return r;
+}
+
+function arg(name, dflt) {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : dflt;
+}
+
+async function main() {
+  const addon = path.resolve(arg('--addon', path.join(root, 'build', 'Release', 'residual.node')));
+  const out = path.resolve(arg('--out', root));
+  const r = await makePlatformPackage({ addon, out, strip: !process.argv.includes('--no-strip'), log: (m) => console.log(`[residual] prebuild: ${m}`) });
+  console.log(`[residual] optional package ${r.name}@${r.version} in ${path.relative(process.cwd(), r.pkgDir) || r.pkgDir}`);
+  console.log('  to publish it with residual (optionalDependencies pinned, only published variants listed): npm run release -- --registry URL');
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  main().catch((e) => fail(e.stack || e.message));
+  main().catch((e) => {
+    console.error(`[residual] prebuild: ${e instanceof PrebuildError ? e.message : e.stack || e.message}`);
+    process.exit(1);
+  });
 }
