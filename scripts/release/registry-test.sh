@@ -105,7 +105,7 @@ LOCK=()
 [ -n "${RESIDUAL_BUILD_LOCK:-}" ] && LOCK=(flock "$RESIDUAL_BUILD_LOCK")
 NPM_CONFIG_USERCONFIG="$PUBLISH_RC" "${LOCK[@]}" npm run --silent release -- --registry "$REGISTRY" --out "$WORK/release" 2>&1 | tee "$WORK/release.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fail "npm run release"
-say "publish: npm run release took $(since "$t") (TypeScript, incremental native build, strip, package checks, 2 publishes)"
+say "publish: npm run release took $(since "$t")${LOCK[*]:+ (with the wait for the build lock)}: $(grep -o 'released: .* in [0-9.]* s' "$WORK/release.log") (TypeScript, incremental native build, strip, package checks, 2 publishes)"
 SUMMARY="$WORK/release/release.json"
 MAIN_TGZ=$(node -p "require('$SUMMARY').residual.file")
 VAR_TGZ=$(node -p "require('$SUMMARY').platform[0].file")
@@ -133,7 +133,9 @@ grep -q "not built:" "$WORK/release.log" && grep "not built:" "$WORK/release.log
 # The platform package: its files, fields and the floor it declares, against readelf's reading.
 mkdir -p "$WORK/vpkg" && tar xzf "$VAR_TGZ" -C "$WORK/vpkg"
 BIN=$(ls "$WORK"/vpkg/package/*.node)
-[ "$(cd "$WORK/vpkg/package" && ls | sort | tr '\n' ' ')" = "$(basename "$BIN") README.md libjpeg.so.62 libpng16.so.16 package.json " ] || fail "the platform package holds $(ls "$WORK/vpkg/package")"
+HAS=$(cd "$WORK/vpkg/package" && ls | LC_ALL=C sort | tr '\n' ' ')
+WANT=$(printf '%s\n' "$(basename "$BIN")" README.md libjpeg.so.62 libpng16.so.16 package.json | LC_ALL=C sort | tr '\n' ' ')
+[ "$HAS" = "$WANT" ] || fail "the platform package holds $HAS, expected $WANT"
 FIELDS=$("${NPMV[@]}" "$VPKG@$VERSION" os cpu libc residual | node -e "const j = JSON.parse(require('fs').readFileSync(0, 'utf8')); console.log([j.os, j.cpu, j.libc, j.residual.libtorch, j.residual.variant, j.residual.napiVersion, j.residual.glibc, j.residual.glibcxx].join(' '))")
 read -r F_OS F_CPU F_LIBC F_LT F_VAR F_NAPI F_GLIBC F_GLIBCXX <<< "$FIELDS"
 [ "$F_OS $F_CPU $F_LIBC" = "linux x64 glibc" ] || fail "$VPKG declares os=$F_OS cpu=$F_CPU libc=$F_LIBC"

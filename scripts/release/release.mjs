@@ -32,6 +32,7 @@ const t0 = Date.now();
 const secs = (t) => `${((Date.now() - t) / 1000).toFixed(1)} s`;
 const say = (msg) => console.log(`[release] ${msg}`);
 const bytes = (n) => `${n.toLocaleString('en')} bytes`;
+const shown = (p) => (path.relative(process.cwd(), p).startsWith('..') ? p : path.relative(process.cwd(), p) || '.');
 
 export class ReleaseError extends Error {}
 
@@ -94,7 +95,7 @@ function npm(args, { cwd = root, json = false, inherit = false } = {}) {
 
 /** dist.integrity of name@version on the registry, or null when that version is not there. */
 function registryIntegrity(name, version, registry) {
-  const r = npm(['view', `${name}@${version}`, 'dist.integrity', '--registry', registry, '--json']);
+  const r = npm(['view', `${name}@${version}`, 'dist.integrity', '--registry', registry, '--json'], { json: true });
   if (r.status === 0) return r.stdout.trim() ? (r.json ?? r.stdout.trim()) : null; // npm prints nothing for a missing version
   const code = r.json?.error?.code ?? /npm error code (\S+)/.exec(r.stderr)?.[1];
   if (code === 'E404') return null;
@@ -138,7 +139,7 @@ async function buildableVariants(o) {
       } else {
         const envName = `LIBTORCH_${v.toUpperCase()}`;
         lt = process.env[envName] ? T.findLibtorch({ quiet: true, useRecord: false, env: { ...process.env, LIBTORCH: process.env[envName], LIBTORCH_USE_PYTORCH: '' } }) : T.cachedLibtorch(v);
-        if (!lt) why = `no CUDA libtorch ${pinned} here (set ${envName}=/path/to/its torch folder, or fetch it: RESIDUAL_VARIANT=${v} npx residual setup --build-from-source)`;
+        if (!lt) why = `no CUDA libtorch ${pinned} here (set ${envName}=/path/to/its torch folder, or fetch it with its build files and build: RESIDUAL_VARIANT=${v} node scripts/install/build.mjs --native-only --out build-cuda)`;
       }
     } catch (e) {
       why = e.message;
@@ -161,7 +162,7 @@ export async function release(argv) {
   }
   const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
   const { version } = pkg;
-  say(`residual ${version} to ${o.registry}${o.dryRun ? ' (dry run: nothing is published)' : ''}; work folder ${path.relative(process.cwd(), o.out) || o.out}`);
+  say(`residual ${version} to ${o.registry}${o.dryRun ? ' (dry run: nothing is published)' : ''}; work folder ${shown(o.out)}`);
   if (pkg.optionalDependencies && Object.keys(pkg.optionalDependencies).length) {
     say(`note: package.json lists optionalDependencies (${Object.keys(pkg.optionalDependencies).join(', ')}); the published manifest replaces them with the variants on the registry`);
   }
@@ -265,7 +266,7 @@ export async function release(argv) {
       2,
     ) + '\n',
   );
-  say(`${o.dryRun ? 'dry run done' : 'released'}: ${pkg.name}@${version} with ${listed.join(', ')} in ${secs(t0)} (summary: ${path.relative(process.cwd(), path.join(o.out, 'release.json'))})`);
+  say(`${o.dryRun ? 'dry run done' : 'released'}: ${pkg.name}@${version} with ${listed.join(', ')} in ${secs(t0)} (summary: ${shown(path.join(o.out, 'release.json'))})`);
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
