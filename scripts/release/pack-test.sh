@@ -32,7 +32,7 @@ node scripts/install/build.mjs --ts-only
 
 # The libtorch this checkout uses (LIBTORCH, LIBTORCH_USE_PYTORCH, .libtorch/ or the cache).
 read -r LT VARIANT < <(node --input-type=module -e "
-  const m = await import('./scripts/libtorch.mjs');
+  const m = await import('./scripts/install/libtorch.mjs');
   const r = m.findLibtorch({ quiet: true });
   if (!r) { console.error('no libtorch resolved for this checkout'); process.exit(1); }
   console.log(r.dir + ' ' + r.variantTag);") || fail "no libtorch for this checkout"

@@ -470,7 +470,7 @@ describe('webdataset shards', () => {
   });
 });
 
-describe('hostile inputs (review fixes)', () => {
+describe('hostile inputs: oversized images, huge chunks, out-of-range options and labels, strict pax, FIFOs', () => {
   /** A PNG header (signature + IHDR, 8-bit RGB) of any size, then an empty IDAT and IEND. */
   function pngHeader(w: number, h: number): Buffer {
     const crcTable = Array.from({ length: 256 }, (_, n) => {

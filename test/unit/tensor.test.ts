@@ -92,7 +92,7 @@ describe('creation', () => {
     expect(shared.toArray()).toEqual([0, 7]);
   });
 
-  it('tensor() with {shape}: plain and nested arrays are laid out in it and checked like typed arrays (issue 19)', () => {
+  it('tensor() with {shape}: plain and nested arrays are laid out in it and checked like typed arrays', () => {
     expect(tensor([1, 2, 3, 4], { shape: [2, 2] }).toArray()).toEqual([[1, 2], [3, 4]]);
     expect(tensor([[1, 2], [3, 4]], { shape: [4] }).toArray()).toEqual([1, 2, 3, 4]);
     expect(tensor(5, { shape: [1, 1] }).toArray()).toEqual([[5]]);
