@@ -63,10 +63,11 @@ export { MODELS, listModels, modelNames, getModelInfo, createModel, type ModelIn
 export { summary, summaryData, type SummaryData, type SummaryRow } from './models/summary.js';
 
 // ---- training ----
-export {
-  Trainer, DEFAULT_CONFIG, CONFIG_RANGES, validateConfig, resolveDevice, loadData, channelStats, createRunModel,
-  readRunConfig, inspectRunFolder, type DataName, type Progress, type TrainConfig,
-} from './train/trainer.js';
+export { Trainer, type Progress } from './train/trainer.js';
+export { DEFAULT_CONFIG, CONFIG_RANGES, validateConfig, type DataName, type TrainConfig } from './train/config.js';
+export { loadData, channelStats } from './train/data.js';
+export { resolveDevice, createRunModel } from './train/recipe.js';
+export { readRunConfig, inspectRunFolder } from './train/run-folder.js';
 export { CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, saveCheckpoint, hasCheckpoint, loadCheckpoint, type CheckpointMeta } from './train/checkpoint.js';
 export { evaluate, type BatchSource, type EvaluateOptions, type EvaluateResult } from './train/evaluate.js';
 export {
