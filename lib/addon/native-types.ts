@@ -67,6 +67,8 @@ export interface BuildInfo {
   cudnnVersion?: number;
   cudaRuntimeVersion?: number;
   mkldnn: boolean;
+  /** Whether the addon was built with gloo (the 'gloo' distributed backend); absent from addons built before it was reported. */
+  gloo?: boolean;
   config: string;
   threads: number;
 }
