@@ -19,3 +19,4 @@ export * from './train/index.js';
 export * from './explain/index.js';
 export * from './viz/charts.js';
 export * as dist from './distributed/index.js';
+export { exportOnnx, toOnnx, ONNX_OPSETS, ONNX_EXPORTABLE, type ExportOnnxOptions, type OnnxExportInfo } from './onnx/index.js';

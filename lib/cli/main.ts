@@ -14,6 +14,7 @@ import { CONFIG_RANGES, DEFAULT_CONFIG, Trainer, channelStats, createRunModel, l
 import { Tensor } from '../tensor/tensor.js';
 import { UsageError, configFrom, helpText, parseFlags, type CommandSpec, type FlagSpec, type FlagSpecs, type ParsedFlags } from './flags.js';
 import { EXPLAIN_COMMAND, runExplainFlags } from './explain.js';
+import { EXPORT_COMMAND, runExportFlags } from './export.js';
 import { finishDistributed, initDistributedFromEnv, isWriter } from '../train/distributed.js';
 
 const DATA_NAMES = ['fashion-mnist', 'cifar10', 'cifar100', 'synthetic', 'folder', 'imagefolder', 'webdataset'] as const;
@@ -416,6 +417,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
     run: cmdDoctor,
   },
   explain: { ...EXPLAIN_COMMAND, run: runExplainFlags },
+  export: { ...EXPORT_COMMAND, run: runExportFlags },
 };
 
 function mainHelp(): string {
