@@ -37,10 +37,19 @@ export interface PyResult {
 
 /** Runs test/support/onnx_check.py over the manifest: checker(full_check) + onnxruntime for each model. */
 export function runOnnxCheck(python: string, dir: string, items: { onnx: string; runs: PyRun[] }[]): Promise<PyResult[]> {
-  const manifest = path.join(dir, `manifest-${process.pid}-${Date.now()}.json`);
+  return runHelper<PyResult>(python, path.join(root, 'test', 'support', 'onnx_check.py'), dir, items);
+}
+
+/** Runs test/support/ort_node_run.mjs (onnxruntime-node, in a process of its own) over the manifest. */
+export function runOrtNodeFiles(dir: string, items: { onnx: string; runs: PyRun[] }[]): Promise<{ onnx: string; outputs: number[][]; version: string }[]> {
+  return runHelper(process.execPath, path.join(root, 'test', 'support', 'ort_node_run.mjs'), dir, items);
+}
+
+function runHelper<T>(program: string, script: string, dir: string, items: { onnx: string; runs: PyRun[] }[]): Promise<T[]> {
+  const manifest = path.join(dir, `manifest-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.json`);
   fs.writeFileSync(manifest, JSON.stringify(items));
   return new Promise((resolve, reject) => {
-    const c = spawn(python, [path.join(root, 'test', 'support', 'onnx_check.py'), manifest], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const c = spawn(program, [script, manifest], { stdio: ['ignore', 'pipe', 'pipe'], cwd: root });
     let out = '';
     let err = '';
     c.stdout.on('data', (d) => (out += String(d)));
@@ -48,8 +57,9 @@ export function runOnnxCheck(python: string, dir: string, items: { onnx: string;
     const kill = setTimeout(() => c.kill('SIGKILL'), 600_000);
     c.on('exit', (code) => {
       clearTimeout(kill);
-      if (code !== 0) reject(new Error(`onnx_check.py exited with ${code}:\n${err.slice(-4000)}`));
-      else resolve(out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as PyResult));
+      fs.rmSync(manifest, { force: true });
+      if (code !== 0) reject(new Error(`${path.basename(script)} exited with ${code}:\n${err.slice(-4000)}`));
+      else resolve(out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as T));
     });
   });
 }
@@ -210,20 +220,22 @@ export class ParitySuite {
       }
       await turn();
     }
-    const got = await runOrtNode(file, xs);
     const row: ParityRow = { model: name, input: inputShape.join('x'), opset: info.opset, fold: !!o.fold, bytes: info.bytes, node: 0, scale: 0, noise };
     const runs: PyRun[] = [];
     const expected: Float32Array[] = [];
     xs.forEach((x, i) => {
-      const y = ys[i].toTypedArray() as Float32Array;
-      if (got[i].dims.join() !== ys[i].shape.join()) throw new Error(`${name}: onnxruntime-node output [${got[i].dims}] vs residual [${ys[i].shape}]`);
-      const d = maxDiff(got[i].data, y);
-      row.node = Math.max(row.node, d.diff);
-      row.scale = Math.max(row.scale, d.scale);
       const base = path.join(this.dir, `${name}.b${x.shape[0]}`);
       writeF32(`${base}.x.bin`, x);
       runs.push({ input: `${base}.x.bin`, shape: x.shape, output: `${base}.py.bin` });
-      expected.push(y);
+      expected.push(ys[i].toTypedArray() as Float32Array);
+    });
+    const nodeRuns = runs.map((r) => ({ ...r, output: r.output.replace(/\.py\.bin$/, '.node.bin') }));
+    const [got] = await runOrtNodeFiles(this.dir, [{ onnx: file, runs: nodeRuns }]);
+    got.outputs.forEach((dims, i) => {
+      if (dims.join() !== ys[i].shape.join()) throw new Error(`${name}: onnxruntime-node output [${dims}] vs residual [${ys[i].shape}]`);
+      const d = maxDiff(readF32(nodeRuns[i].output), expected[i]);
+      row.node = Math.max(row.node, d.diff);
+      row.scale = Math.max(row.scale, d.scale);
     });
     for (const t of [...xs, ...ys]) t.dispose();
     this.items.push({ onnx: file, runs, expected, row });
