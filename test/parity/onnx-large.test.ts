@@ -1,4 +1,6 @@
-// ONNX export of the big registry networks, checked as test/parity/onnx.test.ts checks the small ones:
+// ONNX export of the big registry networks, checked as test/parity/onnx.test.ts checks the small ones
+// (residual's side in a child process on the built package, dist/: minutes of libtorch work each on a
+// loaded machine):
 // the seven torchvision ImageNet networks at 32x32 (resnet18 also at 64x64; 100 classes to keep the
 // files small), and the 1000-layer CIFAR networks and WRN-28-10 at 8x8. onnxruntime-node at batch 1
 // and 5; then onnx.checker (full_check) and onnxruntime-python over every file in one Python process.
@@ -7,9 +9,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createModel, getModelInfo, manualSeed, type Module } from '../../lib/index.js';
-import { exportOnnx } from '../../lib/onnx/index.js';
-import { ParitySuite, calibrate, findOnnxPython, pythonRequired, tolerance, turn, type ParityRow } from '../support/onnx.js';
+import { getModelInfo } from '../../lib/index.js';
+import { ParitySuite, findOnnxPython, pythonRequired, tolerance, type ParityRow } from '../support/onnx.js';
 
 const python = await findOnnxPython();
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-onnx-large-'));
@@ -42,23 +43,15 @@ function meaningful(row: ParityRow): boolean {
 describe('ONNX export of the big registry networks, run by onnxruntime-node', () => {
   for (const [name, shape] of LARGE) {
     it(`${name} at ${shape.join('x')}: the same logits at batch 1 and 5`, async () => {
-      manualSeed(2);
-      const m: Module = createModel(name, { inChannels: shape[0], numClasses: getModelInfo(name).family === 'imagenet' ? 100 : 10 });
-      try {
-        await turn();
-        calibrate(m, shape);
-        await turn();
-        const row = await suite.check(name, m, shape, (f) => exportOnnx(m, f, { inputShape: shape }));
-        if (meaningful(row)) {
-          expect(row.node, `${name}: onnxruntime-node vs residual (logits up to ${row.scale.toFixed(2)}, float32 noise ${row.noise.toExponential(1)})`).toBeLessThanOrEqual(tolerance(row));
-        } else {
-          // Only plain1202 is this chaotic; anything else that is would be a finding, not noise.
-          expect(name).toBe('plain1202');
-        }
-      } finally {
-        m.dispose();
+      // residual's side (build, calibrate, export, logits) runs in a child process on dist/
+      const row = await suite.checkInChild(name, shape, getModelInfo(name).family === 'imagenet' ? 100 : 10);
+      if (meaningful(row)) {
+        expect(row.node, `${name}: onnxruntime-node vs residual (logits up to ${row.scale.toFixed(2)}, float32 noise ${row.noise.toExponential(1)})`).toBeLessThanOrEqual(tolerance(row));
+      } else {
+        // Only plain1202 is this chaotic; anything else that is would be a finding, not noise.
+        expect(name).toBe('plain1202');
       }
-    });
+    }, 1_200_000);
   }
 });
 
@@ -72,7 +65,7 @@ describe('the big ONNX files read by the ONNX project (Python: onnx.checker full
       expect(row.python, `${row.model}: onnxruntime-python vs residual`).toBeLessThanOrEqual(tolerance(row));
     }
     console.log(suite.table());
-  });
+  }, 1_200_000);
   it.runIf(python === null && !pythonRequired)('skipped: no Python with onnx and onnxruntime (set RESIDUAL_TEST_PYTHON or run scripts/ci/setup-python-torch.sh)', () => {
     console.warn('onnx-large: no Python with numpy, onnx and onnxruntime; onnx.checker and onnxruntime-python did not run');
     suite.dropPython();

@@ -45,16 +45,16 @@ export function runOrtNodeFiles(dir: string, items: { onnx: string; runs: PyRun[
   return runHelper(process.execPath, path.join(root, 'test', 'support', 'ort_node_run.mjs'), dir, items);
 }
 
-function runHelper<T>(program: string, script: string, dir: string, items: { onnx: string; runs: PyRun[] }[]): Promise<T[]> {
+function runHelper<T>(program: string, script: string, dir: string, items: { onnx: string; runs: PyRun[] }[], args?: string[]): Promise<T[]> {
   const manifest = path.join(dir, `manifest-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.json`);
   fs.writeFileSync(manifest, JSON.stringify(items));
   return new Promise((resolve, reject) => {
-    const c = spawn(program, [script, manifest], { stdio: ['ignore', 'pipe', 'pipe'], cwd: root });
+    const c = spawn(program, [script, ...(args ?? [manifest])], { stdio: ['ignore', 'pipe', 'pipe'], cwd: root });
     let out = '';
     let err = '';
     c.stdout.on('data', (d) => (out += String(d)));
     c.stderr.on('data', (d) => (err += String(d)));
-    const kill = setTimeout(() => c.kill('SIGKILL'), 600_000);
+    const kill = setTimeout(() => c.kill('SIGKILL'), 1_200_000);
     c.on('exit', (code) => {
       clearTimeout(kill);
       fs.rmSync(manifest, { force: true });
@@ -239,6 +239,35 @@ export class ParitySuite {
     });
     for (const t of [...xs, ...ys]) t.dispose();
     this.items.push({ onnx: file, runs, expected, row });
+    this.rows.push(row);
+    return row;
+  }
+
+  /**
+   * check() for a registry network built, calibrated, exported and run by residual in a child process
+   * (test/support/onnx_parity_child.mjs, on dist/): for networks whose forward takes minutes on a loaded
+   * machine. The onnxruntime-node side is the same.
+   */
+  async checkInChild(name: string, inputShape: number[], numClasses: number, seed = 2): Promise<ParityRow> {
+    const [r] = await runHelper<{ file: string; info: { bytes: number; opset: number }; runs: { input: string; shape: number[]; expected: string }[]; noise: number | null }>(
+      process.execPath,
+      path.join(root, 'test', 'support', 'onnx_parity_child.mjs'),
+      this.dir,
+      [],
+      [JSON.stringify({ name, shape: inputShape, numClasses, seed, dir: this.dir })],
+    );
+    const row: ParityRow = { model: name, input: inputShape.join('x'), opset: r.info.opset, fold: false, bytes: r.info.bytes, node: 0, scale: 0, noise: r.noise ?? Number.NaN };
+    const runs: PyRun[] = r.runs.map((x) => ({ input: x.input, shape: x.shape, output: x.input.replace(/\.x\.bin$/, '.py.bin') }));
+    const expected = r.runs.map((x) => Float32Array.from(readF32(x.expected)));
+    const nodeRuns = runs.map((x) => ({ ...x, output: x.output.replace(/\.py\.bin$/, '.node.bin') }));
+    const [got] = await runOrtNodeFiles(this.dir, [{ onnx: r.file, runs: nodeRuns }]);
+    got.outputs.forEach((dims, i) => {
+      if (dims.join() !== [r.runs[i].shape[0], expected[i].length / r.runs[i].shape[0]].join()) throw new Error(`${name}: onnxruntime-node output [${dims}]`);
+      const d = maxDiff(readF32(nodeRuns[i].output), expected[i]);
+      row.node = Math.max(row.node, d.diff);
+      row.scale = Math.max(row.scale, d.scale);
+    });
+    this.items.push({ onnx: r.file, runs, expected, row });
     this.rows.push(row);
     return row;
   }
