@@ -9,7 +9,10 @@ import { createModel, getModelInfo } from '../models/registry.js';
 import type { Module } from '../nn/module.js';
 import { exportOnnx, ONNX_OPSETS, type ExportOnnxOptions } from '../onnx/index.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { channelStats, loadCheckpoint, loadData, type TrainConfig } from '../train/index.js';
+import type { TrainConfig } from '../train/config.js';
+import { isStreamedDataName } from '../train/config.js';
+import { channelStats, loadData, loadTestData, type RunDataInfo } from '../train/data.js';
+import { loadRunWeights } from '../train/state.js';
 import { UsageError, type CommandSpec, type ParsedFlags } from './flags.js';
 
 export const EXPORT_COMMAND: CommandSpec = {
@@ -26,11 +29,11 @@ export const EXPORT_COMMAND: CommandSpec = {
     'dynamic-batch': { type: 'boolean', help: 'a symbolic batch dimension N (--no-dynamic-batch: batch 1)', default: true },
     normalize: {
       type: 'boolean',
-      help: "put the run's input normalisation (per-channel mean/std of the training images, as train and eval apply it) in the graph, so the file takes pixels in [0, 1]; needs the run's dataset. --no-normalize: the file takes normalised images",
+      help: "put the run's input normalisation (per-channel mean/std of the training images, as train and eval apply it; saved with the run) in the graph, so the file takes pixels in [0, 1]. --no-normalize: the file takes normalised images",
       default: true,
     },
     input: { type: 'string', pattern: /^\d+,\d+,\d+$/, valueName: 'C,H,W', help: "input shape; default: the run's images (Fashion-MNIST 1,28,28, CIFAR 3,32,32, ...)" },
-    'data-path': { type: 'string', valueName: 'dir', help: "dataset folder for the normalisation statistics; default: the run's" },
+    'data-path': { type: 'string', valueName: 'dir', help: "dataset folder, for a run whose checkpoint predates the saved normalisation (or an image-folder run's input size); default: the run's" },
     force: { type: 'boolean', help: 'replace the output file if it exists (otherwise an existing file is never overwritten)' },
     json: { type: 'boolean', help: 'print the result as JSON' },
   },
@@ -44,6 +47,15 @@ export const EXPORT_COMMAND: CommandSpec = {
     '  residual export --checkpoint weights.safetensors --model resnet20 --input 1,28,28 --no-normalize --format onnx',
   ],
 };
+
+/** Reads a run's dataset, or says what it needed it for. */
+function readData<T>(read: () => T, data: string, hint: string): T {
+  try {
+    return read();
+  } catch (e) {
+    throw new Error(`this needs the run's dataset (${data}), which could not be read: ${(e as Error).message.split('\n')[0]}\n  --data-path DIR points at it; ${hint}`);
+  }
+}
 
 const IMAGE_SHAPES: Partial<Record<TrainConfig['data'], number[]>> = { 'fashion-mnist': [1, 28, 28], synthetic: [1, 28, 28], cifar10: [3, 32, 32], cifar100: [3, 32, 32] };
 
@@ -65,17 +77,17 @@ export async function runExportFlags({ flags }: ParsedFlags): Promise<number> {
   let weights: Record<string, Tensor>;
   let defaultOut: string;
   let about: Record<string, string> = {};
+  let saved: RunDataInfo | undefined;
   if (isRun) {
-    const c = loadCheckpoint(ck);
-    config = (c.meta.config ?? {}) as Partial<TrainConfig>;
-    if (!config.model) throw new Error(`${ck}: the checkpoint names no model`);
-    if (modelName && getModelInfo(modelName).name !== config.model) throw new UsageError(`residual export: --model ${modelName} does not match the run's model ${config.model} (leave --model out for a run folder)`);
-    modelName = config.model;
-    weights = {};
-    for (const [k, v] of Object.entries(c.tensors)) {
-      if (k.startsWith('model.')) weights[k.slice(6)] = v;
-      else v.dispose();
+    const c = loadRunWeights(ck); // the checkpoint checked in full
+    config = c.meta.config;
+    saved = c.meta.data;
+    if (modelName && getModelInfo(modelName).name !== config.model) {
+      for (const w of Object.values(c.weights)) w.dispose();
+      throw new UsageError(`residual export: --model ${modelName} does not match the run's model ${config.model} (leave --model out for a run folder)`);
     }
+    modelName = config.model;
+    weights = c.weights;
     defaultOut = path.join(c.dir, 'model.onnx');
     about = { run: path.resolve(c.dir), epoch: String(c.meta.epoch), step: String(c.meta.globalStep), data: String(config.data ?? '') };
   } else {
@@ -89,38 +101,37 @@ export async function runExportFlags({ flags }: ParsedFlags): Promise<number> {
   try {
     const out = (flags.out as string | undefined) ?? defaultOut;
     if (fs.existsSync(out) && !flags.force) throw new UsageError(`residual export: ${out} exists; --force replaces it, --out FILE writes elsewhere`);
-    const name = getModelInfo(modelName).name;
+    const name = getModelInfo(modelName!).name;
     const sizes = sizesFrom(weights, `residual export: ${ck}`);
     model = createModel(name, sizes);
     model.loadStateDict(weights);
     model.eval();
 
-    // The input shape and normalisation: the run's data, as train/eval see it.
+    // The input shape and normalisation: the run's data, as train/eval see it. A run saves its
+    // normalisation and classes with the checkpoint; an older one's are computed from its training set.
     let inputShape = flags.input ? String(flags.input).split(',').map(Number) : undefined;
     let normalize: ExportOnnxOptions['normalize'];
-    let classes: string[] | undefined;
+    let classes: string[] | undefined = saved?.classes;
     const data = config.data;
-    const streamed = data === 'imagefolder' || data === 'webdataset';
+    const dataPath = (flags['data-path'] as string) ?? config.dataPath;
+    const dataCfg = { data: data!, dataPath, seed: config.seed ?? 0, syntheticTrain: config.syntheticTrain, syntheticTest: config.syntheticTest };
+    const streamed = !!data && isStreamedDataName(data);
     if (!inputShape && streamed) inputShape = [3, config.imageSize ?? 224, config.imageSize ?? 224];
+    if (!inputShape && data === 'folder') {
+      // the image size of an image-folder run: its test images
+      const t = readData(() => loadTestData(dataCfg).test, data, '--input C,H,W gives the input size');
+      inputShape = t.images.shape.slice(1);
+      t.images.dispose();
+      t.labels.dispose();
+    }
     if (flags.normalize !== false) {
-      if (streamed) normalize = { mean: IMAGENET_MEAN, std: IMAGENET_STD };
+      if (saved) normalize = { mean: saved.mean, std: saved.std };
+      else if (streamed) normalize = { mean: IMAGENET_MEAN, std: IMAGENET_STD };
       else if (data) {
-        let d;
-        try {
-          d = loadData({ data, dataPath: (flags['data-path'] as string) ?? config.dataPath, seed: config.seed ?? 0, syntheticTrain: config.syntheticTrain, syntheticTest: config.syntheticTest });
-        } catch (e) {
-          throw new Error(`the run's normalisation needs its dataset (${data}), which could not be read: ${(e as Error).message.split('\n')[0]}\n  --data-path DIR points at it; --no-normalize exports the network alone (its input is then the normalised image)`);
-        }
-        try {
-          normalize = channelStats(d.train.images);
-          classes = d.train.classes;
-          inputShape ??= d.train.images.shape.slice(1);
-        } finally {
-          d.train.images.dispose();
-          d.train.labels.dispose();
-          d.test.images.dispose();
-          d.test.labels.dispose();
-        }
+        const d = readData(() => loadData(dataCfg), data, '--no-normalize exports the network alone (its input is then the normalised image)');
+        normalize = channelStats(d.train.images);
+        classes = d.train.classes;
+        for (const t of [d.train.images, d.train.labels, d.test.images, d.test.labels]) t.dispose();
       }
     }
     inputShape ??= data ? IMAGE_SHAPES[data] : undefined;
