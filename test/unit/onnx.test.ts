@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { ShapeError, cifarResnet, createModel, manualSeed, nn, preactResnet, saveSafetensors, type Tensor } from '../../lib/index.js';
 import { Module } from '../../lib/nn/module.js';
 import { BasicBlock } from '../../lib/models/resnet/blocks.js';
@@ -14,6 +14,7 @@ import { decodeModel, onnx } from '../../lib/onnx/proto.js';
 import { root } from '../support/helpers.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-onnx-unit-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function graphOf(m: Module, o: Parameters<typeof toOnnx>[1]) {
   return decodeModel(toOnnx(m, o).bytes);
