@@ -245,4 +245,24 @@ describe('residual export (CLI)', () => {
     for (const t of Object.values(sd)) t.dispose();
     m.dispose();
   });
+
+  it('a run folder: the normalisation and classes saved with the run go into the graph and its metadata', async () => {
+    const run = path.join(tmp, 'run');
+    const t = await cli(['train', '--data', 'synthetic', '--epochs', '1', '--limit-train-batches', '1', '--limit-test-batches', '1', '--batch-size', '16', '--out', run]);
+    expect(t.code, t.out).toBe(0);
+    const saved = (JSON.parse(fs.readFileSync(path.join(run, 'checkpoint.json'), 'utf8')) as { data: { mean: number[]; std: number[]; classes: string[] } }).data;
+    const r = await cli(['export', '--checkpoint', run, '--format', 'onnx', '--json']);
+    expect(r.code, r.out).toBe(0);
+    const res = JSON.parse(r.out) as { file: string; normalize: { mean: number[]; std: number[] }; classes: string[]; inputShape: unknown[] };
+    expect(res.file).toBe(path.join(run, 'model.onnx'));
+    expect(res.normalize).toEqual({ mean: saved.mean, std: saved.std });
+    expect(res.classes).toEqual(saved.classes);
+    expect(res.inputShape).toEqual(['N', 1, 28, 28]);
+    const m = decodeModel(fs.readFileSync(res.file));
+    const meta = Object.fromEntries(m.metadataProps.map((p) => [p.key, p.value]));
+    expect(meta.model).toBe('resnet20');
+    expect(JSON.parse(meta.classes!)).toEqual(saved.classes);
+    expect(floats(m.graph!.initializer.find((x) => x.name === 'normalize.mean')!)[0]).toBeCloseTo(saved.mean[0], 6);
+    expect(m.graph!.node[0].name).toBe('normalize/sub');
+  });
 });
