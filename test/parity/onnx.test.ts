@@ -80,6 +80,29 @@ describe('ONNX export options, run by onnxruntime-node', () => {
     }
   });
 
+  it('layers beyond the registry networks: conv with bias, dilation, groups and padding same; BatchNorm without affine; max/avg pools with padding; adaptive pooling to 2x2; Flatten, Dropout, Linear', async () => {
+    manualSeed(4);
+    const m = new nn.Sequential(
+      new nn.Conv2d(3, 8, 3, { padding: 'same', dilation: 2 }),
+      new nn.BatchNorm2d(8, { affine: false }),
+      new nn.ReLU(),
+      new nn.Conv2d(8, 8, 3, { stride: 2, padding: 1, groups: 4 }),
+      new nn.MaxPool2d(3, { stride: 1, padding: 1, dilation: 1 }),
+      new nn.AvgPool2d(2, { stride: 1, padding: 1, countIncludePad: false }),
+      new nn.AvgPool2d(3, { stride: 2 }),
+      new nn.AdaptiveAvgPool2d(2),
+      new nn.Flatten(),
+      new nn.Dropout(0.3),
+      new nn.Linear(32, 5),
+    );
+    calibrate(m, [3, 17, 15]);
+    try {
+      expectAgree(await suite.check('layers', m, [3, 17, 15], (f) => exportOnnx(m, f, { inputShape: [3, 17, 15] })));
+    } finally {
+      m.dispose();
+    }
+  });
+
   it(`opsets ${ONNX_OPSETS.min} and ${ONNX_OPSETS.max} (the default is ${ONNX_OPSETS.default})`, async () => {
     const m = build('resnet20', [3, 16, 16]);
     try {
@@ -191,7 +214,7 @@ describe('ONNX files read by the ONNX project (Python: onnx.checker full_check, 
     for (const row of suite.rows) {
       expect(row.python, `${row.model}: onnxruntime-python vs residual (logits up to ${row.scale.toFixed(2)}, float32 noise ${row.noise.toExponential(1)})`).toBeLessThanOrEqual(tolerance(row));
     }
-    console.log(`onnx ${results[0].onnx_version}, onnxruntime ${results[0].ort_version} (Python), onnxruntime-node ${(await import('onnxruntime-node')).env.versions.common}\n${suite.table()}`);
+    console.log(`onnx ${results[0]?.onnx_version}, onnxruntime ${results[0]?.ort_version} (Python), onnxruntime-node ${(await import('onnxruntime-node')).env.versions.common}\n${suite.table()}`);
   });
   it.runIf(python === null && !pythonRequired)('skipped: no Python with onnx and onnxruntime (set RESIDUAL_TEST_PYTHON or run scripts/ci/setup-python-torch.sh)', () => {
     console.warn('onnx: no Python with numpy, onnx and onnxruntime; onnx.checker and onnxruntime-python did not run (RESIDUAL_TEST_PYTHON_ONNX=1 makes this a failure)');

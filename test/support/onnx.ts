@@ -75,12 +75,14 @@ export function calibrate(model: Module, shape: number[], seedBatch = 6): void {
     for (const m of model.modules()) {
       if (!(m instanceof nn.BatchNorm2d)) continue;
       const c = m.numFeatures;
-      const w = rand([c]).add(0.5); // U(0.5, 1.5)
-      const b = rand([c]).sub(0.5); // U(-0.5, 0.5)
-      m.weight!.copy_(w);
-      m.bias!.copy_(b);
-      w.dispose();
-      b.dispose();
+      if (m.affine) {
+        const w = rand([c]).add(0.5); // U(0.5, 1.5)
+        const b = rand([c]).sub(0.5); // U(-0.5, 0.5)
+        m.weight!.copy_(w);
+        m.bias!.copy_(b);
+        w.dispose();
+        b.dispose();
+      }
       (m as unknown as { momentum: number | null }).momentum = null;
     }
     model.train();
