@@ -67,10 +67,10 @@ export interface BuildInfo {
   cudnnVersion?: number;
   cudaRuntimeVersion?: number;
   mkldnn: boolean;
-  /** Whether the addon was built with gloo (the 'gloo' distributed backend); absent from addons built before it was reported. */
-  gloo?: boolean;
   config: string;
   threads: number;
+  /** Built with gloo's headers: dist's 'gloo' backend is there (native/dist.cmake). */
+  gloo: boolean;
 }
 
 /** loaderCreate's options (native/data.cpp). Booleans may be given as numbers (0 is false). */

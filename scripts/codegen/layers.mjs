@@ -17,6 +17,7 @@ export const LAYER_INFO = [
   ['data', 'IDX, CIFAR, image folders, WebDataset shards, native loaders'],
   ['nn', 'Module, layers, functional ops, init'],
   ['models', 'residual blocks, ResNets (torchvision, CIFAR, pre-activation), registry'],
+  ['onnx', 'ONNX export of models (exportOnnx)'],
   ['distributed', 'process groups on c10d, DistributedDataParallel, samplers'],
   ['tfjs', 'the TensorFlow.js backend (residual/tfjs)'],
   ['viz', 'charts: Vega-Lite specs to SVG and PNG'],

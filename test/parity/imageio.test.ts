@@ -9,6 +9,7 @@ import jpeg from 'jpeg-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fixtures } from '../support/helpers.js';
 import * as r from '../../lib/index.js';
+import { mulberry32 } from '../../lib/core/random.js';
 import { native as N } from '../../lib/addon/binding.js';
 import { Tensor } from '../../lib/tensor/tensor.js';
 import { mulberry32 } from '../../lib/core/random.js';
