@@ -425,6 +425,17 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
     positionals: { max: Number.MAX_SAFE_INTEGER, names: 'script.js [args]' },
     run: async () => 2,
   },
+  setup: {
+    name: 'setup',
+    about: 'Do what the install step does: fetch libtorch, pick the prebuilt binary or build one (for pnpm, npm --ignore-scripts, or after changing LIBTORCH/RESIDUAL_VARIANT).',
+    usage: 'residual setup [--build-from-source]',
+    flags: { 'build-from-source': { type: 'boolean', key: 'buildFromSource', help: 'skip prebuilt binaries and compile (needs cmake and a C++17 compiler)' } },
+    notes: ['bin/residual.js runs it before loading the native library, so it works where that is missing.'],
+    run: async ({ flags }) => {
+      const m = (await import(new URL('../../scripts/install/install.mjs', import.meta.url).href)) as { main: (argv: string[], o: { via: string }) => Promise<number> };
+      return m.main(flags.buildFromSource ? ['--build-from-source'] : [], { via: 'setup' });
+    },
+  },
   doctor: {
     name: 'doctor',
     about: 'Check the installation: Node, the addon binary, libtorch, CUDA/cuDNN, GPUs; each problem with its fix.',
