@@ -99,15 +99,24 @@ export class Trainer {
     this.testSize = d.testSize;
     this.dataDescription = d.description;
     this.dataInfo = d.info;
-    this.model = createRunModel(cfg, d.info, this.device);
-    this.distributed = setupDistributed(this.model, share);
-    const why = cfg.cudaGraphs && this.distributed ? cudaGraphsReason({ distributed: true }) : null;
-    if (why) throw settingsError(RangeError, msg`${key('cudaGraphs')}: ${why.parts}`);
-    this.stepsPerEpoch = Math.min(this.loaderSteps(0), cfg.limitTrainBatches ?? Infinity);
-    if (this.stepsPerEpoch < 1) throw new Error(`the training set (${this.trainSize} images) is smaller than one batch of ${cfg.batchSize}`);
-
-    this.optimizer = createOptimizer(this.model, cfg);
-    this.scheduler = this.makeScheduler(this.optimizer);
+    let model: Module | null = null;
+    try {
+      this.model = model = createRunModel(cfg, d.info, this.device);
+      this.distributed = setupDistributed(this.model, share);
+      const why = cfg.cudaGraphs && this.distributed ? cudaGraphsReason({ distributed: true }) : null;
+      if (why) throw settingsError(RangeError, msg`${key('cudaGraphs')}: ${why.parts}`);
+      this.stepsPerEpoch = Math.min(this.loaderSteps(0), cfg.limitTrainBatches ?? Infinity);
+      if (this.stepsPerEpoch < 1) throw new Error(`the training set (${this.trainSize} images) is smaller than one batch of ${cfg.batchSize}`);
+      this.optimizer = createOptimizer(this.model, cfg);
+      this.scheduler = this.makeScheduler(this.optimizer);
+    } catch (e) {
+      // Nothing made here outlives a constructor that throws (datasets the caller gave stay the caller's).
+      model?.dispose();
+      d.train.close();
+      d.test.close();
+      if (!data && d.datasets) for (const ds of [d.datasets.train, d.datasets.test]) disposeDataset(ds);
+      throw e;
+    }
     this.scaler = cfg.amp && cfg.ampDtype === 'float16' ? new GradScaler() : null;
     this.history = { steps: [], epochs: [], title: `${cfg.model} on ${this.train?.name ?? cfg.dataPath ?? cfg.data}` };
   }
