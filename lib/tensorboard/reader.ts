@@ -66,7 +66,7 @@ export function isEventRewriteTemp(name: string): boolean {
 }
 
 /**
- * Drops the events after `step` from every event file in `dir` (file_version events are kept), and a cut-off
+ * Drops the events after `step` from every event file in `dir` (file_version and SessionLog events are kept), and a cut-off
  * last record. A file is rewritten atomically, and only when something is dropped. A file with a bad record
  * in it is left as it is and named in `skipped` (TensorBoard reads it up to that record). Leftover
  * temporary files of an interrupted rewrite are removed. Returns the number of events dropped.
@@ -82,7 +82,7 @@ export function truncateEventFiles(dir: string, step: number): { dropped: number
       skipped.push(file);
       continue;
     }
-    const keep = events.map((ev, i) => (ev.file_version !== undefined || ev.step <= step ? i : -1)).filter((i) => i >= 0);
+    const keep = events.map((ev, i) => (ev.file_version !== undefined || ev.session_log !== undefined || ev.step <= step ? i : -1)).filter((i) => i >= 0);
     if (keep.length === events.length && !stop) continue;
     dropped += events.length - keep.length;
     // Written under a name TensorBoard does not read, then renamed over the file: a crash leaves the old file or the new one.

@@ -238,7 +238,7 @@ describe('SummaryWriter', () => {
     expect(fs.readFileSync(w.file).equals(bad)).toBe(true);
   });
 
-  test('truncateEventFiles keeps events up to a step (and every file_version) across files; removeEventFiles', () => {
+  test('truncateEventFiles keeps events up to a step (and every file_version and SessionLog) across files; removeEventFiles', () => {
     const d = dir('truncate');
     const a = new SummaryWriter(d);
     for (let s = 0; s <= 10; s++) a.addScalar('x', s, s);
@@ -246,14 +246,17 @@ describe('SummaryWriter', () => {
     const b = new SummaryWriter(d, { purgeStep: 6 });
     for (let s = 6; s <= 12; s++) b.addScalar('x', s, s);
     b.close();
+    const c = new SummaryWriter(d, { purgeStep: 11 });
+    c.addScalar('x', 11, 11);
+    c.close();
     fs.writeFileSync(path.join(d, '.residual-events-rewrite.leftover'), 'x');
     fs.writeFileSync(path.join(d, 'notes.txt'), 'mine');
-    expect(truncateEventFiles(d, 8)).toEqual({ dropped: 2 + 4, skipped: [] });
+    expect(truncateEventFiles(d, 8)).toEqual({ dropped: 2 + 4 + 1, skipped: [] });
     const steps = listEventFiles(d).map((f) => readEventFile(f).events.map((e) => (e.file_version ? 'v' : e.session_log ? `start${e.step}` : e.step)));
-    expect(steps).toEqual([['v', 0, 1, 2, 3, 4, 5, 6, 7, 8], ['v', 'start6', 6, 7, 8]]);
+    expect(steps).toEqual([['v', 0, 1, 2, 3, 4, 5, 6, 7, 8], ['v', 'start6', 6, 7, 8], ['v', 'start11']]);
     expect(fs.readdirSync(d).sort()).toEqual([...listEventFiles(d).map((f) => path.basename(f)), 'notes.txt'].sort());
     expect(truncateEventFiles(d, 8).dropped).toBe(0);
-    expect(removeEventFiles(d)).toBe(2);
+    expect(removeEventFiles(d)).toBe(3);
     expect(fs.readdirSync(d)).toEqual(['notes.txt']);
   });
 });
