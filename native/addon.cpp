@@ -940,6 +940,8 @@ DEFN(configure) {
   return env.Undefined();
 }
 DEFN(getNumThreads) { return Napi::Number::New(a.env(), at::get_num_threads()); }
+bool distHasGloo();  // native/dist.cpp
+
 DEFN(buildInfo) {
   Napi::Env env = a.env();
   auto o = Napi::Object::New(env);
@@ -951,6 +953,7 @@ DEFN(buildInfo) {
   o.Set("mkldnn", Napi::Boolean::New(env, at::hasMKLDNN()));
   o.Set("config", Napi::String::New(env, at::show_config()));
   o.Set("threads", Napi::Number::New(env, at::get_num_threads()));
+  o.Set("gloo", Napi::Boolean::New(env, distHasGloo()));
 #if defined(RESIDUAL_CUDA)
   if (torch::cuda::is_available()) {
     o.Set("cudnnVersion", Napi::Number::New(env, double(at::detail::getCUDAHooks().versionCuDNN())));

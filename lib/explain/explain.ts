@@ -17,12 +17,18 @@ import { DataLoader } from '../data/loader.js';
 import { createModel, getModelInfo } from '../models/registry.js';
 import { manualSeed } from '../tensor/memory.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
-import { Trainer, channelStats, loadData, resolveDevice } from '../train/trainer.js';
+import { checkSetting, type DataName, type TrainConfig } from '../train/config.js';
+import { channelStats, loadData } from '../train/data.js';
+import { resolveDevice } from '../train/recipe.js';
+import { Trainer } from '../train/trainer.js';
 import { writeFileAtomic } from '../core/fs.js';
 import { currentGradientNorms, gradientNorms, residualMagnitudes, type BlockMagnitude, type LayerGradNorm } from './measure.js';
 import { writeFigures } from './figures.js';
 
 export type ExplainPreset = 'quick' | 'full';
+/** The datasets explain trains on (of the training config's, lib/train/config.ts). */
+export const EXPLAIN_DATA = ['fashion-mnist', 'synthetic'] as const satisfies readonly DataName[];
+export type ExplainData = (typeof EXPLAIN_DATA)[number];
 export type Family = 'plain' | 'residual' | 'preact';
 
 export interface ExplainSettings {
@@ -70,10 +76,10 @@ export interface ExplainOptions extends Partial<ExplainSettings> {
   /** Output folder (created). */
   out: string;
   /** Fashion-MNIST (default; synthetic data where it cannot be had) or the synthetic set. */
-  data?: 'fashion-mnist' | 'synthetic';
+  data?: ExplainData;
   /** Folder holding Fashion-MNIST. */
   dataPath?: string;
-  device?: 'auto' | Device;
+  device?: TrainConfig['device'];
   seed?: number;
   /** Loader threads. */
   workers?: number;
@@ -153,8 +159,15 @@ function settingsFor(o: ExplainOptions): ExplainSettings {
   const posInt = (v: number, name: string) => {
     if (!(Number.isInteger(v) && v > 0)) throw new RangeError(`explain: ${name} must be a positive integer, got ${v}`);
   };
-  for (const k of ['iterations', 'batchSize', 'evalEvery', 'testImages', 'probeBatch', 'syntheticTrain', 'syntheticTest'] as const) posInt(s[k], k);
-  if (!(s.lr > 0)) throw new RangeError(`explain: lr must be positive, got ${s.lr}`);
+  for (const k of ['iterations', 'evalEvery', 'testImages', 'probeBatch'] as const) posInt(s[k], k);
+  // The settings the Trainer takes are checked as the training config checks them.
+  for (const k of ['batchSize', 'lr', 'momentum', 'weightDecay', 'syntheticTrain', 'syntheticTest'] as const) {
+    try {
+      checkSetting(k, s[k]);
+    } catch (e) {
+      throw new RangeError(`explain: ${(e as Error).message}`);
+    }
+  }
   // Every network must exist in the registry (the depths it offers).
   for (const d of s.depths) for (const f of ['plain', 'residual'] as const) getModelInfo(netName(f, d).model);
   for (const d of s.gradientDepths) for (const f of ['plain', 'residual'] as const) getModelInfo(netName(f, d).model);

@@ -1,5 +1,5 @@
 // Shared pieces of the residual tfjs kernels: defineKernel (scoped kernel bodies), calls into the native
-// op table, layout (NHWC <-> NCHW views), TF padding and dtype helpers.
+// op table, outputs, tensors from JS values, dtype checks, layout (NHWC <-> NCHW views), TF padding.
 import type { DataType, KernelConfig, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 import { native, type NativeBinding } from '../../addon/binding.js';
 import { dtypeCode, type DType } from '../../tensor/dtype.js';
@@ -58,6 +58,46 @@ export function sc(v: number | boolean): [number | boolean] {
   return [v];
 }
 
+// ---- outputs and tensors from JS values ----
+
+/** The result as a tfjs output: contiguous (tfjs reads and reshapes it) and owned by a new dataId. */
+export function out(backend: ResidualBackend, t: Tensor, dtype?: DataType): TensorInfo {
+  if (!t.isContiguous()) t = t.contiguous();
+  return backend.output(t, dtype);
+}
+/** A zero-filled float32 (or int32) output: the result of a kernel on empty inputs. */
+export function zerosOut(backend: ResidualBackend, shape: number[], dtype: DataType = 'float32'): TensorInfo {
+  return backend.output(op('zeros', shape, code(dtype === 'int32' ? 'int32' : 'float32'), backend.device), dtype);
+}
+/** A tensor on the backend's device from a JS typed array (copied). */
+export function fromTyped(vals: Int32Array | Float32Array | Float64Array | Uint8Array, shape: number[], d: DType, device: string): Tensor {
+  const t = wrapT(native.fromBuffer(vals, 0, shape, code(d), true));
+  return device === 'cpu' ? t : t.to(device as 'cuda');
+}
+/** A new int32/float32 output from a JS typed array. */
+export function fromJs(backend: ResidualBackend, vals: Int32Array | Float32Array, shape: number[], dtype: 'int32' | 'float32'): TensorInfo {
+  return backend.output(fromTyped(vals, shape, dtype, backend.device), dtype);
+}
+/** An int64 tensor from JS numbers (indices); `shape` defaults to a vector. */
+export function longT(values: ArrayLike<number>, device: string, shape: number[] = [values.length]): Tensor {
+  const buf = new BigInt64Array(values.length);
+  for (let i = 0; i < values.length; i++) buf[i] = BigInt(values[i]);
+  const t = wrapT(native.fromBuffer(buf, 0, shape, code('int64'), true));
+  return device === 'cpu' ? t : t.to(device as 'cuda');
+}
+/** The values of a (small) int32 input, read in JS. */
+export function ints(backend: ResidualBackend, i: TensorInfo): Int32Array {
+  return Int32Array.from(backend.readSync(i.dataId) as ArrayLike<number>);
+}
+/** The values of a (small) numeric input as JS numbers. */
+export function numbersOf(backend: ResidualBackend, i: TensorInfo): number[] {
+  return Array.from(backend.readSync(i.dataId) as ArrayLike<number>);
+}
+/** The storage shape of a tfjs shape (complex64 adds a trailing dimension of 2). */
+export function storageShape(i: { dtype: DataType }, shape: readonly number[]): number[] {
+  return i.dtype === 'complex64' ? [...shape, 2] : [...shape];
+}
+
 // ---- dtypes ----
 
 /** The libtorch dtype a tfjs dtype is stored as. */
@@ -74,6 +114,20 @@ export function torchDtype(d: DataType): DType {
     default:
       throw new Error(`the residual backend does not compute on ${d} tensors`);
   }
+}
+/** Refuses complex64 inputs of kernel `name`. */
+export function notComplex(name: string, ...xs: TensorInfo[]): void {
+  if (xs.some((x) => x.dtype === 'complex64')) throw new Error(`${name}: complex64 tensors are not supported by this kernel`);
+}
+/** Refuses complex64 and string inputs of kernel `name`. */
+export function notStringOrComplex(name: string, ...xs: TensorInfo[]): void {
+  for (const x of xs) if (x.dtype === 'complex64' || x.dtype === 'string') throw new Error(`${name}: ${x.dtype} tensors are not supported`);
+}
+/** t as float32 (int32 and bool converted); other dtypes are refused, naming `what`. */
+export function requireFloat(t: Tensor, what: string): Tensor {
+  if (t.dtype === 'float32') return t;
+  if (t.dtype === 'int32' || t.dtype === 'bool') return t.to('float32');
+  throw new Error(`${what}: unsupported dtype ${t.dtype}`);
 }
 /** Code of a libtorch dtype for native calls. */
 export function code(d: DType): number {
