@@ -15,6 +15,7 @@ export * as data from './data/index.js';
 export * from './models/index.js';
 export * as nn from './nn/index.js';
 export * as optim from './optim/index.js';
+export * from './tensorboard/index.js';
 export * from './train/index.js';
 export * from './explain/index.js';
 export * from './viz/charts.js';

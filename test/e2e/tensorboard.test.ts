@@ -13,11 +13,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { PNG } from 'pngjs';
 import { describe, expect, it } from 'vitest';
-import { loadSafetensors } from '../../lib/index.js';
 import { encodeEvent } from '../../lib/tensorboard/proto.js';
 import { frameRecord } from '../../lib/tensorboard/record.js';
 import { listEventFiles } from '../../lib/tensorboard/index.js';
-import { Trainer, readMetrics, type TrainConfig } from '../../lib/train/index.js';
+import { Trainer, loadCheckpoint, readMetrics, type TrainConfig } from '../../lib/train/index.js';
 import { layerWeights } from '../../lib/explain/measure.js';
 import { root } from '../support/helpers.js';
 
@@ -96,8 +95,9 @@ function expectedScalars(dir: string): Record<string, [number, number][]> {
   return want;
 }
 
-/** What every run's files must show, read by TensorBoard. */
-function checkRun(dir: string, r: Read, model: string[]): void {
+/** What a run's files must show after `epochs` epochs, read by TensorBoard. */
+function checkRun(dir: string, r: Read, model: string[], epochs: number): void {
+  const endSteps = Array.from({ length: epochs }, (_, i) => (i + 1) * STEPS_PER_EPOCH);
   const acc = r.accumulator;
   expect(acc.file_version).toBe(2);
   // Every scalar equals metrics.jsonl; the others are the per-layer gradient norms.
@@ -106,7 +106,7 @@ function checkRun(dir: string, r: Read, model: string[]): void {
   expect(Object.keys(acc.scalars).sort()).toEqual([...Object.keys(want), ...normTags].sort());
   for (const [tag, points] of Object.entries(want)) expect(acc.scalars[tag], tag).toEqual(points);
   const logged = want['loss/train'].map(([s]) => s);
-  expect(logged).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+  expect(logged).toEqual(Array.from({ length: epochs * STEPS_PER_EPOCH }, (_, i) => i + 1));
   for (const t of normTags) {
     expect(acc.scalars[t].map(([s]) => s), t).toEqual(logged);
     for (const [, v] of acc.scalars[t]) expect(v > 0 && Number.isFinite(v), `${t} = ${v}`).toBe(true);
@@ -120,13 +120,13 @@ function checkRun(dir: string, r: Read, model: string[]): void {
     expect(Math.fround(h.min)).toBe(Math.min(...norms));
     expect(Math.fround(h.max)).toBe(Math.max(...norms));
   });
-  // Weights: every parameter at step 0 and at the end of each epoch; the last equals model.safetensors.
-  const weights = loadSafetensors(path.join(dir, 'model.safetensors')).tensors;
+  // Weights: every parameter at step 0 and at the end of each epoch; the last equals the checkpoint's.
+  const weights = Object.fromEntries(Object.entries(loadCheckpoint(dir).tensors).flatMap(([k, v]) => (k.startsWith('model.') ? [[k.slice(6), v]] : [])));
   const params = Object.keys(weights).filter((k) => !/running_|num_batches/.test(k));
   expect(Object.keys(acc.histograms).filter((t) => t.startsWith('weights/')).sort()).toEqual(params.map((k) => `weights/${k}`).sort());
   for (const k of params) {
     const h = acc.histograms[`weights/${k}`];
-    expect(h.map((x) => x.step), k).toEqual([0, STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]);
+    expect(h.map((x) => x.step), k).toEqual([0, ...endSteps]);
     const v = weights[k].toTypedArray() as Float32Array;
     const last = h.at(-1)!;
     expect(last.num).toBe(v.length);
@@ -142,7 +142,7 @@ function checkRun(dir: string, r: Read, model: string[]): void {
   expect(acc.text.config[0][1]).toMatch(/\| lr \| 0\.05 \|/);
   const png = PNG.sync.read(fs.readFileSync(path.join(dir, 'report.png')));
   const report = acc.images.report.at(-1)!;
-  expect(report).toEqual({ step: 2 * STEPS_PER_EPOCH, width: png.width, height: png.height, bytes: fs.statSync(path.join(dir, 'report.png')).size });
+  expect(report).toEqual({ step: epochs * STEPS_PER_EPOCH, width: png.width, height: png.height, bytes: fs.statSync(path.join(dir, 'report.png')).size });
   // No step twice: without purging either, and in the files themselves.
   for (const [tag, steps] of Object.entries(r.unpurged)) expect(new Set(steps).size, tag).toBe(steps.length);
   const seen = new Set<string>();
@@ -156,47 +156,43 @@ function checkRun(dir: string, r: Read, model: string[]): void {
 }
 
 describe('TensorBoard reads the event files of a training run (needs Python with tensorboard)', () => {
-  it.runIf(python !== null || required)('a short run and an interrupted, resumed one: scalars equal metrics.jsonl, histograms, text and image present, no step twice', async () => {
+  it.runIf(python !== null || required)('a short run, then the same run interrupted and resumed: scalars equal metrics.jsonl, histograms, text and image present, no step twice', async () => {
     if (!python) throw new Error('RESIDUAL_TEST_PYTHON_TENSORBOARD=1 but no Python with tensorboard was found: run scripts/ci/setup-python-torch.sh (or set RESIDUAL_TEST_PYTHON)');
-    const a = tmp();
-    const ta = new Trainer(small(a));
-    const model = layerWeights(ta.model).map(([n]) => n);
-    await ta.fit();
-    ta.dispose();
+    // A short run: one epoch (the run stops there, with its checkpoint and report).
+    const dir = tmp();
+    const t1 = new Trainer(small(dir));
+    const model = layerWeights(t1.model).map(([n]) => n);
     expect(model.length).toBe(20); // ResNet-20: 19 convolutions and the classifier
-    const ra = await readWithTensorBoard(a);
-    checkRun(a, ra, model);
-    expect(ra.files.length).toBe(1);
-    expect(ra.accumulator.images.report.map((i) => i.step)).toEqual([8]);
+    await t1.fit(() => {}, { stopAfterEpochs: 1 });
+    const short = await readWithTensorBoard(dir);
+    checkRun(dir, short, model, 1);
+    expect(short.files.length).toBe(1);
 
-    // Stopped after epoch 1; then killed while saving epoch 2's checkpoint, after epoch 2's events were
-    // written; then resumed from epoch 1's checkpoint: epoch 2 runs again and its events are written once.
-    const b = tmp();
-    const tb1 = new Trainer(small(b));
-    await tb1.fit(() => {}, { stopAfterEpochs: 1 });
-    tb1.crashAt = 'after-weights';
-    await expect(tb1.fit(() => {}, { resume: true })).rejects.toThrow(/simulated crash/);
-    tb1.dispose();
-    // and the crash cut the last record in half
-    const files = listEventFiles(b);
+    // Continued, then killed while saving epoch 2's checkpoint, after epoch 2's events were written ...
+    t1.crashAt = 'after-weights';
+    await expect(t1.fit(() => {}, { resume: true })).rejects.toThrow(/simulated crash/);
+    t1.dispose();
+    // ... in the middle of writing a record.
+    const files = listEventFiles(dir);
     expect(files.length).toBe(2);
     const torn = frameRecord(encodeEvent({ wall_time: 1, step: 99, summary: { value: [{ tag: 'loss/train', simple_value: 1 }] } }));
     fs.appendFileSync(files[1], torn.subarray(0, torn.length - 3));
-    const before = await readWithTensorBoard(b);
-    expect(before.unpurged['loss/train'].filter((s) => s > 4).length).toBe(4); // epoch 2's steps, not yet dropped
-    expect(before.files[1].events.at(-1)!.step).not.toBe(99); // the cut-off record is not read
+    const crashed = await readWithTensorBoard(dir);
+    expect(crashed.unpurged['loss/train']).toEqual([1, 2, 3, 4, 5, 6, 7, 8]); // epoch 2's steps are there; the cut-off record is not read
+    expect(crashed.files[1].events.at(-1)!.step).not.toBe(99);
 
-    const tb2 = new Trainer(small(b));
-    await tb2.fit(() => {}, { resume: true });
-    tb2.dispose();
-    const rb = await readWithTensorBoard(b);
-    checkRun(b, rb, model);
-    expect(rb.files.length).toBe(3);
+    // Resumed from epoch 1's checkpoint: epoch 2 runs again, and its events are in the files once.
+    const t2 = new Trainer(small(dir));
+    await t2.fit(() => {}, { resume: true });
+    t2.dispose();
+    const resumed = await readWithTensorBoard(dir);
+    checkRun(dir, resumed, model, 2);
+    expect(resumed.files.length).toBe(3);
     // Each restart's file opens with SessionLog START at the first step it writes again (PyTorch's purge_step).
-    for (const f of rb.files.slice(1)) expect(f.events.slice(0, 2)).toEqual([{ step: 0, kind: 'file_version', tags: [] }, { step: 5, kind: 'session_log', tags: [] }]);
-    // The resumed run learns exactly as the uninterrupted one: the same losses and accuracies.
-    for (const tag of ['loss/train', 'accuracy/train', 'learning_rate', 'loss/test', 'accuracy/test', 'loss/train_epoch'])
-      expect(rb.accumulator.scalars[tag], tag).toEqual(ra.accumulator.scalars[tag]);
-    expect(rb.accumulator.images.report.map((i) => i.step)).toEqual([4, 8]); // the report of the stop after epoch 1, and the final one
+    for (const f of resumed.files.slice(1)) expect(f.events.slice(0, 2)).toEqual([{ step: 0, kind: 'file_version', tags: [] }, { step: 5, kind: 'session_log', tags: [] }]);
+    // The short run's numbers are still there, unchanged; the config of each start; the report of each stop.
+    for (const tag of Object.keys(expectedScalars(dir))) expect(resumed.accumulator.scalars[tag].slice(0, short.accumulator.scalars[tag].length), tag).toEqual(short.accumulator.scalars[tag]);
+    expect(resumed.accumulator.text.config.map(([s]) => s)).toEqual([0, 5]);
+    expect(resumed.accumulator.images.report.map((i) => i.step)).toEqual([4, 8]);
   });
 });

@@ -11,7 +11,8 @@ import { BadFileError, DtypeError, ShapeError, tensor, zeros } from '../../lib/i
 import { makeHistogram } from '../../lib/tensorboard/histogram.js';
 import { decodeEvent, encodeEvent, type TbEvent } from '../../lib/tensorboard/proto.js';
 import { frameRecord, maskedCrc32c, readRecords } from '../../lib/tensorboard/record.js';
-import { listEventFiles, readEventFile, removeEventFiles, SummaryWriter, truncateEventFiles } from '../../lib/tensorboard/index.js';
+import { listEventFiles, readEventFile, SummaryWriter, truncateEventFiles } from '../../lib/index.js';
+import { removeEventFiles } from '../../lib/tensorboard/reader.js';
 import { fixtures } from '../support/helpers.js';
 
 const refDir = path.join(fixtures, 'tensorboard');
