@@ -15,7 +15,7 @@ import { PNG } from 'pngjs';
 import { describe, expect, it } from 'vitest';
 import { encodeEvent } from '../../lib/tensorboard/proto.js';
 import { frameRecord } from '../../lib/tensorboard/record.js';
-import { listEventFiles } from '../../lib/tensorboard/index.js';
+import { SummaryWriter, listEventFiles } from '../../lib/tensorboard/index.js';
 import { Trainer, loadCheckpoint, readMetrics, type TrainConfig } from '../../lib/train/index.js';
 import { layerWeights } from '../../lib/explain/measure.js';
 import { root } from '../support/helpers.js';
@@ -180,6 +180,17 @@ describe('TensorBoard reads the event files of a training run (needs Python with
     const crashed = await readWithTensorBoard(dir);
     expect(crashed.unpurged['loss/train']).toEqual([1, 2, 3, 4, 5, 6, 7, 8]); // epoch 2's steps are there; the cut-off record is not read
     expect(crashed.files[1].events.at(-1)!.step).not.toBe(99);
+    // TensorBoard honours the restart marker by itself: in a copy of these files, a restart's file that
+    // starts with SessionLog START at step 5 (PyTorch's purge_step) hides epoch 2's orphaned events
+    // from its reader even without the truncation a resume also does.
+    const copy = tmp();
+    for (const f of files) fs.copyFileSync(f, path.join(copy, path.basename(f)));
+    const w = new SummaryWriter(copy, { purgeStep: 5 });
+    w.addScalar('loss/train', 0.5, 5);
+    w.close();
+    const purged = await readWithTensorBoard(copy);
+    expect(purged.unpurged['loss/train']).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 5]);
+    expect(purged.accumulator.scalars['loss/train'].map(([st]) => st)).toEqual([1, 2, 3, 4, 5]);
 
     // Resumed from epoch 1's checkpoint: epoch 2 runs again, and its events are in the files once.
     const t2 = new Trainer(small(dir));
