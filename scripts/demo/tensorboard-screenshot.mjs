@@ -65,12 +65,12 @@ function train(trainArgs, onEvent = () => {}) {
 async function trainDemoRun() {
   const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-tb-demo-'));
   const run = path.join(parent, 'resnet20-fashion-mnist');
-  const common = ['--model', 'resnet20', '--data', 'fashion-mnist', '--epochs', '3', '--limit-train-batches', '150', '--log-every', '10', '--out', run];
-  log(`training ${run} (3 epochs of 150 steps), killed in epoch 2`);
+  const common = ['--model', 'resnet20', '--data', 'fashion-mnist', '--epochs', '3', '--limit-train-batches', '100', '--limit-test-batches', '40', '--log-every', '5', '--out', run];
+  log(`training ${run} (3 epochs of 100 steps), killed in epoch 2`);
   let checkpoints = 0;
   const first = await train(common, (ev, c) => {
     if (ev.type === 'checkpoint') checkpoints++;
-    if (checkpoints === 1 && ev.type === 'step' && ev.epoch === 2 && ev.step >= 60) c.kill('SIGKILL'); // lost: steps after the checkpoint
+    if (checkpoints === 1 && ev.type === 'step' && ev.epoch === 2 && ev.step >= 40) c.kill('SIGKILL'); // lost: steps after the checkpoint
   });
   if (first.signal !== 'SIGKILL') throw new Error(`the first training process was not killed in epoch 2 (exit ${first.code})`);
   log('killed in epoch 2; continuing with --resume');
@@ -139,12 +139,12 @@ const browser = await chromium.launchPersistentContext(profile, {
   executablePath: '/usr/bin/chromium',
   headless: true,
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  viewport: { width: 1400, height: 1050 },
+  viewport: { width: 1400, height: 1250 },
 });
 try {
   const page = browser.pages()[0] ?? (await browser.newPage());
   // The scalars dashboard, with the training curves' tags first (the per-layer gradient norms are further down).
-  await page.goto(`${base}/#scalars&_smoothingWeight=0.6&tagFilter=${encodeURIComponent('^(loss|accuracy|learning_rate)')}`, { waitUntil: 'networkidle' });
+  await page.goto(`${base}/#scalars&_smoothingWeight=0&tagFilter=${encodeURIComponent('^(loss|accuracy|learning_rate)')}`, { waitUntil: 'networkidle' });
   await page.waitForSelector('vz-line-chart2 svg path.line, vz-line-chart2 canvas, tf-scalar-card', { timeout: 60_000 });
   await page.waitForTimeout(4000); // the charts draw after their data arrives
   fs.mkdirSync(path.dirname(outPng), { recursive: true });
