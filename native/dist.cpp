@@ -647,9 +647,21 @@ DEFN(tensorSetData) {
 }
 
 static const FnEntry kDist[] = {
-    ENTRY(distInit), ENTRY(distInfo), ENTRY(distDestroy), ENTRY(distAllReduce), ENTRY(distBroadcast),
-    ENTRY(distAllGather), ENTRY(distBarrier), ENTRY(distSamplerPerm), ENTRY(ddpCreate), ENTRY(ddpPreForward),
-    ENTRY(ddpPostForward), ENTRY(ddpSyncBuffers), ENTRY(ddpDestroy), ENTRY(distSyncBatchNorm), ENTRY(tensorSetData),
+    ENTRY(distInit),           // (options: DistInitOptions) => Promise<void>
+    ENTRY(distInfo),           // () => DistInfo | null
+    ENTRY(distDestroy),        // () => void
+    ENTRY(distAllReduce),      // (tensors: readonly Handle[], op?: string | null) => Promise<void>
+    ENTRY(distBroadcast),      // (tensors: readonly Handle[], src: number) => Promise<void>
+    ENTRY(distAllGather),      // (tensor: Handle) => Promise<Handle[]>
+    ENTRY(distBarrier),        // () => Promise<void>
+    ENTRY(distSamplerPerm),    // (n: number, seed: number) => Handle
+    ENTRY(ddpCreate),          // (params: readonly Handle[], states: readonly Handle[], buffers: readonly Handle[], options: DdpOptions) => NativeDdp
+    ENTRY(ddpPreForward),      // (ddp: NativeDdp, gradEnabled: boolean, syncBuffers: boolean) => void
+    ENTRY(ddpPostForward),     // (ddp: NativeDdp, outputs: readonly Handle[]) => void
+    ENTRY(ddpSyncBuffers),     // (ddp: NativeDdp) => void
+    ENTRY(ddpDestroy),         // (ddp: NativeDdp) => void
+    ENTRY(distSyncBatchNorm),  // (input: Handle, weight: Handle | null | undefined, bias: Handle | null | undefined, runningMean: Handle | null | undefined, runningVar: Handle | null | undefined, momentum: number, eps: number) => Handle
+    ENTRY(tensorSetData),      // (tensor: Handle, source: Handle) => void
 };
 
 void initDist(Napi::Env env, Napi::Object exports) { registerAll(env, exports, std::begin(kDist), std::end(kDist)); }

@@ -17,12 +17,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { BadFileError } from '../core/errors.js';
-import { native as N } from '../addon/binding.js';
+import { native as N, type NativeStream } from '../addon/binding.js';
 import { Tensor, type Device } from '../tensor/tensor.js';
 import { listImageFolder } from './folder.js';
 import type { Batch } from './loader.js';
 
-type NativeStream = { readonly __stream: unique symbol };
 
 export const IMAGENET_MEAN = [0.485, 0.456, 0.406];
 export const IMAGENET_STD = [0.229, 0.224, 0.225];
@@ -252,7 +251,7 @@ export class StreamingDataLoader implements AsyncIterable<Batch> {
     let done = false;
     try {
       for (;;) {
-        const b: [never, never] | null = await N.streamNext(this.native);
+        const b = await N.streamNext(this.native);
         if (!b) break;
         yield { x: new Tensor(b[0]), y: new Tensor(b[1]) };
       }
@@ -269,7 +268,7 @@ export class StreamingDataLoader implements AsyncIterable<Batch> {
     let done = false;
     try {
       for (;;) {
-        const b: [never, never] | null = N.streamNextSync(this.native);
+        const b = N.streamNextSync(this.native);
         if (!b) break;
         yield { x: new Tensor(b[0]), y: new Tensor(b[1]) };
       }

@@ -24,7 +24,7 @@
 // skips steps; bfloat16 autocast needs no scaler and is captured), gradient clipping by norm (it reads
 // the norm on the host), data-parallel (DDP's communication hooks), CPU devices, and the non-fused
 // (foreach) optimizer path: the optimizer must use the fused CUDA kernels (the default on CUDA).
-import { native } from '../addon/binding.js';
+import { native, type NativeGraph, type NativeOptimizer as NativeOptim } from '../addon/binding.js';
 import { noGrad } from '../autograd/index.js';
 import { DeviceError, DisposedTensorError, ShapeError } from '../core/errors.js';
 import type { Module } from '../nn/module.js';
@@ -34,8 +34,6 @@ import { scope, untrack } from '../tensor/scope.js';
 import { Tensor, hOf, zerosLike, type Device } from '../tensor/tensor.js';
 import { cudaGraphsReason } from './config.js';
 
-type NativeGraph = { readonly __cudaGraph: unique symbol };
-type NativeOptim = { readonly __optim: unique symbol };
 
 /** The native optimizer behind an Optimizer (a private member of lib/optim's class). */
 function nativeOptim(o: Optimizer): NativeOptim {

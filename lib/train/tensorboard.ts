@@ -4,13 +4,13 @@
 //               epoch's last step), and gradient_norm/<weight> per layer at each logged step;
 //   histograms  weights/<parameter> at the start and after each epoch, and gradient_norm: the per-layer
 //               gradient norms of each logged step (the numbers `residual explain` plots, taken by
-//               lib/explain/measure.ts from the step's own backward pass);
+//               lib/models/gradient-norms.ts from the step's own backward pass);
 //   text        config: the run's settings;   image   report: report.png.
 // Consistent across --resume: the events after the checkpoint are dropped from the files (as metrics.jsonl
 // drops its records), and the resumed run's new file starts with a SessionLog START at the first step it
 // writes again (PyTorch's purge_step), so TensorBoard shows each step once.
 import fs from 'node:fs';
-import { currentGradientNorms } from '../explain/measure.js';
+import { currentGradientNorms } from '../models/gradient-norms.js';
 import type { Module } from '../nn/module.js';
 import { SummaryWriter } from '../tensorboard/writer.js';
 import { removeEventFiles, truncateEventFiles } from '../tensorboard/reader.js';

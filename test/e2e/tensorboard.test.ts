@@ -17,7 +17,7 @@ import { encodeEvent } from '../../lib/tensorboard/proto.js';
 import { frameRecord } from '../../lib/tensorboard/record.js';
 import { SummaryWriter, listEventFiles } from '../../lib/tensorboard/index.js';
 import { Trainer, loadCheckpoint, readMetrics, type TrainConfig } from '../../lib/train/index.js';
-import { layerWeights } from '../../lib/explain/measure.js';
+import { layerWeights } from '../../lib/models/gradient-norms.js';
 import { root } from '../support/helpers.js';
 
 const required = process.env.RESIDUAL_TEST_PYTHON_TENSORBOARD === '1';
