@@ -21,6 +21,7 @@ export const LAYER_INFO = [
   ['distributed', 'process groups on c10d, DistributedDataParallel, samplers'],
   ['tfjs', 'the TensorFlow.js backend (residual/tfjs)'],
   ['viz', 'charts: Vega-Lite specs to SVG and PNG'],
+  ['tensorboard', 'TensorBoard event files: SummaryWriter, reader, purge on resume'],
   ['train', 'Trainer, checkpoints, metrics, reports, CUDA graphs'],
   ['explain', '`residual explain`: experiments and figures'],
   ['cli', 'the `residual` command'],
