@@ -87,9 +87,8 @@ export function truncateEventFiles(dir: string, step: number): { dropped: number
     dropped += events.length - keep.length;
     // Written under a name TensorBoard does not read, then renamed over the file: a crash leaves the old file or the new one.
     const tmp = path.join(dir, REWRITE_PREFIX + path.basename(file));
-    writeFileAtomic(tmp, Buffer.concat(keep.map((i) => records[i])));
-    fs.renameSync(tmp, file);
-    fsyncDir(dir);
+    fs.rmSync(tmp, { force: true }); // left by a rewrite that crashed
+    writeFileAtomic(file, Buffer.concat(keep.map((i) => records[i])), { tempPath: tmp });
   }
   return { dropped, skipped };
 }
