@@ -15,9 +15,13 @@ async function main() {
     ort.InferenceSession.create('data/model.onnx', { executionProviders: ['wasm'] }),
   ]);
   const { classes, images } = samples;
-  const [c, h, w] = samples.shape ?? [1, 28, 28]; // grayscale images, one byte per pixel
-  const x = new Float32Array(images.length * c * h * w);
-  images.forEach((im, i) => im.pixels.forEach((p, j) => (x[i * h * w + j] = p / 255)));
+  const [c, h, w] = samples.shape ?? [1, 28, 28]; // CHW, one byte per pixel and channel
+  const size = c * h * w;
+  images.forEach((im, i) => {
+    if (im.pixels.length !== size) throw new Error(`image ${i} has ${im.pixels.length} values, not ${c}x${h}x${w}`);
+  });
+  const x = new Float32Array(images.length * size);
+  images.forEach((im, i) => im.pixels.forEach((p, j) => (x[i * size + j] = p / 255)));
   const t0 = performance.now();
   const out = await session.run({ [session.inputNames[0]]: new ort.Tensor('float32', x, [images.length, c, h, w]) });
   const ms = performance.now() - t0;
@@ -41,7 +45,8 @@ async function main() {
     canvas.height = h;
     const ctx = canvas.getContext('2d');
     const img = ctx.createImageData(w, h);
-    im.pixels.forEach((v, j) => img.data.set([v, v, v, 255], j * 4));
+    // grey from one channel, RGB from three (the planes of CHW)
+    for (let j = 0; j < h * w; j++) img.data.set(c === 1 ? [im.pixels[j], im.pixels[j], im.pixels[j], 255] : [im.pixels[j], im.pixels[h * w + j], im.pixels[2 * h * w + j], 255], j * 4);
     ctx.putImageData(img, 0, 0);
     tile.append(canvas);
     tile.insertAdjacentHTML('beforeend', `<div class="pred ${ok ? 'ok' : 'bad'}">${classes[predictions[i]]}</div>

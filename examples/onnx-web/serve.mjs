@@ -21,10 +21,15 @@ export function ortWebDir() {
 export function serve({ port = 8080, data = here } = {}) {
   const roots = { '/ort/': ortWebDir(), '/data/': path.resolve(data), '/': here };
   const server = http.createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
-    let pathname = decodeURIComponent(url.pathname);
-    if (pathname === '/') pathname = '/index.html';
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'only GET');
+    let pathname;
+    try {
+      pathname = decodeURIComponent(new URL(req.url ?? '/', 'http://127.0.0.1').pathname);
+    } catch {
+      return send(res, 400, 'malformed URL');
+    }
+    if (pathname.includes('\0')) return send(res, 400, 'malformed URL');
+    if (pathname === '/') pathname = '/index.html';
     const prefix = Object.keys(roots).find((p) => pathname.startsWith(p));
     const base = roots[prefix];
     const file = path.resolve(base, '.' + pathname.slice(prefix.length - 1));

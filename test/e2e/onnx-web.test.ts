@@ -81,6 +81,21 @@ describe('examples/onnx-web in headless Chromium', () => {
     }
   });
 
+  it('the example server answers a malformed or hostile path with 400/403/404 and keeps serving', async () => {
+    const { serve } = (await import(path.join(root, 'examples', 'onnx-web', 'serve.mjs'))) as { serve: (o: { port: number; data: string }) => Promise<{ url: string; close(): Promise<void> }> };
+    const server = await serve({ port: 0, data: dir });
+    try {
+      const status = async (p: string) => (await fetch(server.url + p.replace(/^\//, ''))).status;
+      expect(await status('/%E0%A4%A')).toBe(400); // not UTF-8: decodeURIComponent throws
+      expect(await status('/a%00b')).toBe(400); // a NUL byte: fs.stat throws
+      expect(await status('/data/..%2f..%2fpackage.json')).toBe(403);
+      expect(await status('/nothing.html')).toBe(404);
+      expect(await status('/')).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+
   it.runIf(!haveChromium && !required)(`skipped: no Chromium at ${CHROMIUM} (apt-get install chromium; RESIDUAL_TEST_CHROMIUM=1 makes this a failure)`, () => {
     console.warn(`onnx-web: ${CHROMIUM} not found; the browser test of examples/onnx-web did not run`);
   });
