@@ -62,6 +62,12 @@ export { PreActResNet, preactResnet, preactResnet164, preactResnet1001, type Pre
 export { MODELS, listModels, modelNames, getModelInfo, createModel, type ModelInfo } from './models/registry.js';
 export { summary, summaryData, type SummaryData, type SummaryRow } from './models/summary.js';
 
+// ---- TensorBoard event files ----
+export {
+  SummaryWriter, readEventFile, listEventFiles, truncateEventFiles,
+  type AddOptions, type DataFormats, type EventFileContents, type HistogramProto, type SummaryValue, type SummaryWriterOptions, type TbEvent,
+} from './tensorboard/index.js';
+
 // ---- training ----
 export { Trainer, type Progress } from './train/trainer.js';
 export { DEFAULT_CONFIG, CONFIG_RANGES, validateConfig, type DataName, type TrainConfig } from './train/config.js';
@@ -91,3 +97,6 @@ export {
   type FigureName, type InitGradients, type TrainedNet,
 } from './explain/explain.js';
 export { gradientNorms, currentGradientNorms, residualMagnitudes, type BlockMagnitude, type LayerGradNorm } from './explain/measure.js';
+
+// ---- ONNX export ----
+export { exportOnnx, toOnnx, ONNX_OPSETS, ONNX_EXPORTABLE, type ExportOnnxOptions, type OnnxExportInfo } from './onnx/index.js';

@@ -20,6 +20,7 @@ import { loadRunWeights, readRunCheckpoint } from '../train/state.js';
 import { Trainer, type Progress } from '../train/trainer.js';
 import { UsageError, cliMessage, configFrom, flagOf, helpText, parseFlags, settingFlag, type CommandSpec, type FlagSpec, type FlagSpecs, type ParsedFlags } from './flags.js';
 import { EXPLAIN_COMMAND, runExplainFlags } from './explain.js';
+import { EXPORT_COMMAND, runExportFlags } from './export.js';
 
 /** `residual train`'s help text of each setting that is a flag (the type, range and default come from lib/train/config.ts). */
 const SETTING_HELP: Partial<Record<ConfigKey, string>> = {
@@ -49,9 +50,10 @@ const SETTING_HELP: Partial<Record<ConfigKey, string>> = {
   cudaGraphs: 'capture the training step in a CUDA graph and replay it (CUDA only; not with float16 --amp-dtype, --clip-grad-norm or --nproc-per-node)',
   cudnnBenchmark: 'cuDNN benchmark mode: time the convolution algorithms once per shape, keep the fastest (CUDA)',
   seed: 'seed for initialisation, shuffling and augmentation',
-  out: 'run folder (checkpoints, metrics.jsonl, report.svg/png); default runs/<model>-<data>, then -2, -3, ... (never overwritten)',
+  out: 'run folder (checkpoints, metrics.jsonl, TensorBoard event files, report.svg/png); default runs/<model>-<data>, then -2, -3, ... (never overwritten)',
   workers: 'data loader threads',
   logEvery: 'steps between progress lines',
+  tensorboard: 'TensorBoard event files in the run folder: metrics, weight and gradient-norm histograms, config, report (tensorboard --logdir runs)',
   clipGradNorm: "clip the gradients' total norm to this value; no clipping unless given",
   limitTrainBatches: 'stop each epoch after this many batches (quick runs)',
   limitTestBatches: 'evaluate on this many test batches only',
@@ -110,6 +112,7 @@ export function progressPrinter(stream: NodeJS.WriteStream = process.stdout, jso
         line(`training ${p.model} (${p.params.toLocaleString('en-US')} parameters) on ${p.device}: ${p.dataName}`);
         line(`  ${p.trainSize} training / ${p.testSize} test images, ${p.stepsPerEpoch} steps per epoch, epochs ${p.startEpoch + 1}..${p.epochs}, run folder ${p.out}`);
         if (p.worldSize && p.worldSize > 1) line(`  data-parallel: ${p.worldSize} ranks, batch ${p.batchSize} per rank (global batch ${p.batchSize! * p.worldSize}); rank 0 writes the run folder`);
+        if (p.tensorboard) line(`  TensorBoard: tensorboard --logdir ${path.dirname(p.out)}`);
         break;
       case 'step': {
         const stats = `loss ${p.loss.toFixed(4)} acc ${(p.acc * 100).toFixed(1)}% ${Math.round(p.imagesPerSec)} img/s lr ${p.lr.toPrecision(3)} ETA ${fmtTime(p.etaSeconds)}`;
@@ -444,6 +447,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
     run: cmdDoctor,
   },
   explain: { ...EXPLAIN_COMMAND, run: runExplainFlags },
+  export: { ...EXPORT_COMMAND, run: runExportFlags },
 };
 
 function mainHelp(): string {

@@ -38,6 +38,8 @@ export interface AtomicWriteOptions {
   durable?: boolean;
   /** File mode of the new file. */
   mode?: number;
+  /** The temporary file to write through, in the same directory (default: `<file>.tmp-<pid>-<n>`). For readers that pick files by a substring of the name. */
+  tempPath?: string;
 }
 
 /**
@@ -49,7 +51,7 @@ export function writeFileAtomic(file: string, data: string | Uint8Array | ((fd: 
   const durable = opts.durable ?? true;
   const dir = path.dirname(path.resolve(file));
   fs.mkdirSync(dir, { recursive: true });
-  const tmp = tempName(file);
+  const tmp = opts.tempPath ?? tempName(file);
   let fd: number | undefined;
   try {
     fd = fs.openSync(tmp, 'wx', opts.mode);

@@ -3,19 +3,13 @@
 import { noGrad } from '../autograd/index.js';
 import { withResidualRecorder } from '../models/resnet/blocks.js';
 import { crossEntropy } from '../nn/functional.js';
+import { currentGradientNorms, type LayerGradNorm } from '../models/gradient-norms.js';
 import type { Module } from '../nn/module.js';
 import { scope } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 
-/** The gradient norm of one layer's weight. */
-export interface LayerGradNorm {
-  /** 1-based position along the network, input to output. */
-  layer: number;
-  /** The weight's key, e.g. `layer2.0.conv1.weight`. */
-  name: string;
-  /** L2 (Frobenius) norm of the weight's gradient; 0 when it has none. */
-  norm: number;
-}
+// The per-layer gradient norms are measured in lib/models (the trainer's TensorBoard logging takes the same numbers).
+export { currentGradientNorms, layerWeights, type LayerGradNorm } from '../models/gradient-norms.js';
 
 /** The size of one residual block's branch against its shortcut. */
 export interface BlockMagnitude {
@@ -29,25 +23,6 @@ export interface BlockMagnitude {
   shortcutNorm: number;
   /** |F(x)| / |x|. */
   ratio: number;
-}
-
-/**
- * The weights of the layers along the main path, input to output: every convolution and linear weight
- * (tensors of 2 or more dimensions), without the projection shortcuts (`downsample`), so the layer
- * index runs 1..depth of a CIFAR ResNet (ResNet-20: 19 convolutions and the classifier).
- */
-export function layerWeights(model: Module): [string, Tensor][] {
-  return [...model.namedParameters()].filter(([name, t]) => t.ndim >= 2 && !/(^|\.)downsample\./.test(name));
-}
-
-/** Gradient norms of the layer weights as they are now (after a backward pass). */
-export function currentGradientNorms(model: Module): LayerGradNorm[] {
-  return layerWeights(model).map(([name, w], i) => {
-    const g = w.grad;
-    const norm = g ? scope(() => g.norm().item() as number) : 0;
-    g?.dispose();
-    return { layer: i + 1, name, norm };
-  });
 }
 
 /**

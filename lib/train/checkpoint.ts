@@ -104,7 +104,7 @@ export function hasCheckpoint(dir: string): boolean {
 function shortJson(v: unknown): string {
   let s: string;
   try {
-    s = typeof v === 'string' ? JSON.stringify(v) : (JSON.stringify(v) ?? String(v));
+    s = typeof v === 'number' ? String(v) : (JSON.stringify(v) ?? String(v));
   } catch {
     s = String(v);
   }

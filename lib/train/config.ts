@@ -93,6 +93,11 @@ export interface TrainConfig {
   workers: number;
   /** Steps between progress/metric reports. */
   logEvery: number;
+  /**
+   * TensorBoard event files in the run folder (lib/train/tensorboard.ts): the metrics as scalars, weight and
+   * per-layer gradient-norm histograms, the config as text and the report as an image. Default on.
+   */
+  tensorboard: boolean;
   clipGradNorm?: number;
   /** Stop each epoch after this many batches (quick runs and tests). */
   limitTrainBatches?: number;
@@ -155,6 +160,7 @@ export const CONFIG_SPEC = {
   // The native loader runs 1 to 16 threads (there is no synchronous mode).
   workers: { type: 'int', range: { integer: true, min: 1, max: 16 }, default: 2 },
   logEvery: { type: 'int', range: { integer: true, min: 1 }, default: 20 },
+  tensorboard: { type: 'boolean', default: true },
   clipGradNorm: { type: 'number', range: { min: 0, minExclusive: true } },
   limitTrainBatches: { type: 'int', range: { integer: true, min: 1 } },
   limitTestBatches: { type: 'int', range: { integer: true, min: 1 } },
@@ -380,9 +386,9 @@ export function resolveConfig(config: Partial<TrainConfig> & { model: string }):
   return cfg;
 }
 
-/** The settings (config keys) in which two runs differ; where a run writes, how fast it logs and where it runs do not count. */
+/** The settings (config keys) in which two runs differ; where a run writes, how it logs and where it runs do not count. */
 export function runSettingsDiffer(a: Partial<TrainConfig>, b: Partial<TrainConfig>): ConfigKey[] {
-  const ignore = new Set<string>(['out', 'workers', 'logEvery', 'device', 'cudaGraphs', 'cudnnBenchmark', 'cpuMemoryCaching']);
+  const ignore = new Set<string>(['out', 'workers', 'logEvery', 'tensorboard', 'device', 'cudaGraphs', 'cudnnBenchmark', 'cpuMemoryCaching']);
   const keys = new Set([...Object.keys(a), ...Object.keys(b)].filter((k) => !ignore.has(k)));
   return [...keys].filter((k) => JSON.stringify((a as Record<string, unknown>)[k]) !== JSON.stringify((b as Record<string, unknown>)[k])) as ConfigKey[];
 }

@@ -15,6 +15,7 @@ import { StreamingDataLoader } from '../data/stream.js';
 import type { Sampler } from '../data/loader.js';
 import type { Module } from '../nn/module.js';
 import { zeros, type Device } from '../tensor/tensor.js';
+import { forAudience, key, msg, setting, settingsError } from './config.js';
 
 /** True when this process was started as one rank of several (WORLD_SIZE > 1). */
 export function launchedDistributed(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -100,10 +101,10 @@ export function checkResumeWorldSize(saved: unknown): void {
   const now = dist.getWorldSize();
   const was = typeof saved === 'number' ? saved : 1;
   if (was !== now) {
-    throw new Error(
-      `--resume: the run was trained with ${was} rank${was === 1 ? '' : 's'} and is now started with ${now}: refused, because the global ` +
-        `batch (--batch-size per rank x ranks), the steps per epoch and the schedule would change. Resume it with --nproc-per-node ${was}` +
-        `${was === 1 ? ' (or without it)' : ''}.`,
+    const ranks = (n: number) => `${n} rank${n === 1 ? '' : 's'}`;
+    throw settingsError(
+      Error,
+      msg`${setting('resume', true)}: the run was trained with ${ranks(was)} and is now started with ${now}: refused, because the global batch (${key('batchSize')} per rank x ranks), the steps per epoch and the schedule would change. Resume it with ${forAudience(ranks(was), `--nproc-per-node ${was}${was === 1 ? ' (or without it)' : ''}`)}.`,
     );
   }
 }

@@ -7,9 +7,7 @@ import type { Module } from '../nn/module.js';
 import { AdamW, SGD, type Optimizer, type ParamGroup } from '../optim/optimizer.js';
 import { ConstantLR, CosineAnnealingLR, LinearWarmup, MultiStepLR, OneCycleLR, SequentialLR, type LRScheduler, type OptimizerLike } from '../optim/schedule.js';
 import { cuda } from '../tensor/memory.js';
-import { native } from '../addon/binding.js';
-import { noGrad } from '../autograd/index.js';
-import { hOf, type Device, type Tensor } from '../tensor/tensor.js';
+import type { Device, Tensor } from '../tensor/tensor.js';
 import { forAudience, msg, setting, settingsError, type ScheduleName, type TrainConfig } from './config.js';
 
 /** The device a config's `device` means here ('auto': CUDA when available). */
@@ -20,22 +18,6 @@ export function resolveDevice(d: TrainConfig['device']): Device {
   return d;
 }
 
-/** Converts 4-D parameters (conv weights) to channels-last memory format in place. */
-function toChannelsLast(model: Module): void {
-  noGrad(() => {
-    for (const m of model.modules()) {
-      const table = (m as unknown as { _parameters: Map<string, Tensor | null> })._parameters;
-      for (const t of table.values()) {
-        if (!t || t.ndim !== 4) continue;
-        // in place: the parameter object stays (optimizers and DDP hold it)
-        const c = t.contiguous('channelsLast');
-        native.tensorSetData(hOf(t), hOf(c));
-        c.dispose();
-      }
-    }
-  });
-}
-
 /**
  * The network of a run, as the trainer builds it: sized for the data's classes and channels, on the
  * device, channels-last when set. `residual eval` builds it the same way before loading the weights.
@@ -43,9 +25,8 @@ function toChannelsLast(model: Module): void {
 export function createRunModel(cfg: Pick<TrainConfig, 'model' | 'channelsLast'>, data: { images: Tensor; classes: string[] } | { classes: string[]; channels: number }, device: Device): Module {
   const inChannels = 'images' in data ? data.images.shape[1] : data.channels; // in memory, or streamed / saved with the run
   const model = createModel(getModelInfo(cfg.model).name, { numClasses: Math.max(data.classes.length, 2), inChannels });
-  if (device !== 'cpu') model.to(device);
-  if (cfg.channelsLast) toChannelsLast(model);
-  return model;
+  // One pass over the parameters (Module._apply), in place: the tensor objects stay (optimizers and DDP hold them).
+  return model.to({ device: device !== 'cpu' ? device : undefined, memoryFormat: cfg.channelsLast ? 'channelsLast' : undefined });
 }
 
 /** Parameter groups: weight decay on conv/linear weights only, never on BN parameters or biases. */

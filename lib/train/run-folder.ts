@@ -4,6 +4,7 @@
 //   config.json          the run's settings, written when it starts (a run stopped before its first
 //                        checkpoint is recognised by it)
 //   metrics.jsonl        one JSON line per logged step, epoch and evaluation (lib/train/metrics.ts)
+//   events.out.tfevents.*   TensorBoard event files, one per start and restart (lib/train/tensorboard.ts)
 //   checkpoint.json      the last committed checkpoint, and the weights file it names
 //   checkpoint-eNNNN-sMMMMMMM.safetensors   (lib/train/checkpoint.ts, lib/train/state.ts)
 //   model.safetensors, report.svg, report.png   written when the run finishes
@@ -11,6 +12,8 @@
 // A default folder is runs/<model>-<data>, then -2, -3, ... (never an existing one).
 import fs from 'node:fs';
 import path from 'node:path';
+import { isEventRewriteTemp } from '../tensorboard/reader.js';
+import { isEventFileName } from '../tensorboard/writer.js';
 import { CHECKPOINT_WEIGHTS, hasCheckpoint, isCheckpointTemp } from './checkpoint.js';
 import { forAudience, key, listOf, msg, runSettingsDiffer, setting, settingsError, validateConfig, DEFAULT_CONFIG, type TrainConfig } from './config.js';
 
@@ -82,7 +85,8 @@ export interface RunFolderContents {
 /**
  * What a run folder holds: a committed checkpoint; a finished run's outputs; residual's partial files of a
  * run that stopped before its first checkpoint (config.json, metrics.jsonl, a weights file or temporary
- * file of an unfinished checkpoint save); files named like residual's that residual did not write.
+ * file of an unfinished checkpoint save, TensorBoard event files); files named like residual's that
+ * residual did not write.
  */
 export function inspectRunFolder(dir: string): RunFolderContents {
   const names = fs.existsSync(dir) ? fs.readdirSync(dir) : [];
@@ -94,6 +98,8 @@ export function inspectRunFolder(dir: string): RunFolderContents {
   // metrics.jsonl is a run's only when the run's config.json is beside it (the trainer writes that first).
   if (names.includes(METRICS_FILE)) (config ? partial : foreign).push(METRICS_FILE);
   for (const f of names) if (CHECKPOINT_WEIGHTS.test(f) || isCheckpointTemp(f)) partial.push(f);
+  // TensorBoard event files (and a leftover of their rewrite on resume), like metrics.jsonl.
+  for (const f of names) if (isEventFileName(f) || isEventRewriteTemp(f)) (config ? partial : foreign).push(f);
   return { checkpoint: hasCheckpoint(dir), finished: FINISHED_FILES.filter((f) => names.includes(f)), partial, foreign, foreignWhy: 'problem' in read ? read.problem : undefined, config };
 }
 

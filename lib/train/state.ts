@@ -256,6 +256,30 @@ export function saveTrainingState(dir: string, live: LiveTraining, run: RunRecor
   return path.join(dir, CHECKPOINT_JSON);
 }
 
+/** JSON kinds: 'number', 'string', 'boolean', 'null', 'array', 'object'. */
+function jsonKind(v: unknown): string {
+  return v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v;
+}
+
+/**
+ * `v` has the structure of `like` (a state this run would write): the same keys, and values of the same
+ * kinds, recursively; array elements like `like`'s element at the same index, or its last (lengths are
+ * the loader's to check).
+ */
+function sameJsonShape(c: JsonChecker, v: unknown, like: unknown, at: string): void {
+  const kind = jsonKind(like);
+  if (jsonKind(v) !== kind) c.fail(at, `must be ${kind === 'array' || kind === 'object' ? `an ${kind}` : `a ${kind}`} (as this run's schedule has it)`, v);
+  if (kind === 'array') {
+    const l = like as unknown[];
+    if (l.length) (v as unknown[]).forEach((x, i) => sameJsonShape(c, x, l[Math.min(i, l.length - 1)], `${at}[${i}]`));
+  } else if (kind === 'object') {
+    const o = v as Record<string, unknown>;
+    const lo = like as Record<string, unknown>;
+    c.keys(o, at, Object.keys(lo));
+    for (const k of Object.keys(lo)) sameJsonShape(c, o[k], lo[k], `${at}.${k}`);
+  }
+}
+
 /** The per-parameter buffers each optimizer keeps (PyTorch's names). */
 function optimizerBuffers(o: Optimizer): readonly string[] {
   if (o instanceof SGD) return ['momentum_buffer'];
@@ -284,8 +308,30 @@ function checkFits(meta: RunCheckpointMeta, tensors: Record<string, Tensor>, liv
     for (const t of Object.values(sd)) t.dispose();
     return shapes;
   });
+  // The model's tensors and the generators' states first (a checkpoint of another network says so).
   const seen = new Set<string>();
-  // The optimizer: saved groups against the live ones, parameter ids to parameters.
+  for (const [k, t] of Object.entries(tensors)) {
+    if (k.startsWith(MODEL_PREFIX)) {
+      const name = k.slice(MODEL_PREFIX.length);
+      const want = own.get(name);
+      if (!want) bad(`${k} is not a tensor of this model`);
+      else if (!sameShape(t.shape, want.shape) || t.dtype !== want.dtype) bad(`${k} is ${t.dtype} [${t.shape.join(', ')}], the model's is ${want.dtype} [${want.shape.join(', ')}]`);
+      seen.add(name);
+    } else if (k === RNG_CPU || (k === RNG_CUDA && live.device.startsWith('cuda'))) {
+      const ref = getRngState(k === RNG_CPU ? 'cpu' : live.device);
+      const ok = t.dtype === ref.dtype && sameShape(t.shape, ref.shape);
+      const want = `${ref.dtype} [${ref.shape.join(', ')}]`;
+      ref.dispose();
+      if (!ok) bad(`${k} is ${t.dtype} [${t.shape.join(', ')}], a generator state is ${want}`);
+    } else if (k !== RNG_CUDA && !OPTIM_KEY.test(k)) {
+      // (rng.cuda of a CUDA run resumed on the CPU is not restored)
+      bad(`${k} is not a tensor of a training state (model.*, optim.<id>.<buffer>, rng.cpu, rng.cuda)`);
+    }
+  }
+  const missing = [...own.keys()].filter((k) => !seen.has(k));
+  if (missing.length) bad(`the model's ${missing.slice(0, 5).map((k) => MODEL_PREFIX + k).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''} ${missing.length > 1 ? 'are' : 'is'} missing`);
+  if (!tensors[RNG_CPU]) bad(`${RNG_CPU} is missing`);
+  // The optimizer: saved groups against the live ones, parameter ids to parameters, then its buffers.
   const groups = meta.optimizer.paramGroups;
   const liveGroups = live.optimizer.paramGroups;
   if (groups.length !== liveGroups.length) c.fail('optimizer.paramGroups', `must have ${liveGroups.length} groups (this optimizer's), has ${groups.length}`);
@@ -310,39 +356,17 @@ function checkFits(meta: RunCheckpointMeta, tensors: Record<string, Tensor>, liv
   for (const id of Object.keys(meta.optimizer.scalars)) if (!byId.has(Number(id))) c.fail(`optimizer.scalars.${id}`, 'names no parameter of optimizer.paramGroups');
   const buffers = optimizerBuffers(live.optimizer);
   for (const [k, t] of Object.entries(tensors)) {
-    if (k.startsWith(MODEL_PREFIX)) {
-      const name = k.slice(MODEL_PREFIX.length);
-      const want = own.get(name);
-      if (!want) bad(`${k} is not a tensor of this model`);
-      else if (!sameShape(t.shape, want.shape) || t.dtype !== want.dtype) bad(`${k} is ${t.dtype} [${t.shape.join(', ')}], the model's is ${want.dtype} [${want.shape.join(', ')}]`);
-      seen.add(name);
-      continue;
-    }
     const m = OPTIM_KEY.exec(k);
-    if (m) {
-      const p = byId.get(Number(m[1]));
-      if (!p) bad(`${k} names parameter ${m[1]}, which optimizer.paramGroups does not list`);
-      else if (!buffers.includes(m[2])) bad(`${k}: ${m[2]} is not a buffer of this optimizer (${buffers.join(', ')})`);
-      else if (!sameShape(t.shape, p.shape) || t.dtype !== p.dtype) bad(`${k} is ${t.dtype} [${t.shape.join(', ')}], its parameter is ${p.dtype} [${p.shape.join(', ')}]`);
-      continue;
-    }
-    if (k === RNG_CPU || k === RNG_CUDA) {
-      const dev: Device = k === RNG_CPU ? 'cpu' : live.device;
-      if (k === RNG_CUDA && !live.device.startsWith('cuda')) continue; // a CUDA run resumed on the CPU: not restored
-      const ref = getRngState(dev);
-      const ok = t.dtype === ref.dtype && sameShape(t.shape, ref.shape);
-      const want = `${ref.dtype} [${ref.shape.join(', ')}]`;
-      ref.dispose();
-      if (!ok) bad(`${k} is ${t.dtype} [${t.shape.join(', ')}], a generator state is ${want}`);
-      continue;
-    }
-    bad(`${k} is not a tensor of a training state (model.*, optim.<id>.<buffer>, rng.cpu, rng.cuda)`);
+    if (!m) continue;
+    const p = byId.get(Number(m[1]));
+    if (!p) bad(`${k} names parameter ${m[1]}, which optimizer.paramGroups does not list`);
+    else if (!buffers.includes(m[2])) bad(`${k}: ${m[2]} is not a buffer of this optimizer (${buffers.join(', ')})`);
+    else if (!sameShape(t.shape, p.shape) || t.dtype !== p.dtype) bad(`${k} is ${t.dtype} [${t.shape.join(', ')}], its parameter is ${p.dtype} [${p.shape.join(', ')}]`);
   }
-  const missing = [...own.keys()].filter((k) => !seen.has(k));
-  if (missing.length) bad(`the model's ${missing.slice(0, 5).map((k) => MODEL_PREFIX + k).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''} ${missing.length > 1 ? 'are' : 'is'} missing`);
-  if (!tensors[RNG_CPU]) bad(`${RNG_CPU} is missing`);
-  // The schedule, loaded into a schedule made the same way over copies of the param groups.
+  // The schedule: the same keys and kinds of values as this run's schedule has, then loaded into a
+  // schedule made the same way over copies of the param groups.
   const dry = makeScheduler({ paramGroups: liveGroups.map((g) => ({ ...g, params: [] })) as unknown as OptimizerLike['paramGroups'] });
+  sameJsonShape(c, meta.scheduler, dry.stateDict(), 'scheduler');
   try {
     dry.loadStateDict(structuredClone(meta.scheduler));
   } catch (e) {

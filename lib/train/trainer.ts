@@ -7,7 +7,7 @@
 // What the loop runs on is built elsewhere, each concern in its module: the settings (config.ts), the
 // data and its normalisation (data.ts), the network, optimizer and schedule (recipe.ts), what may be
 // done with the run folder (run-folder.ts), the checkpoint layout (state.ts), data-parallel training
-// (distributed.ts) and CUDA graphs (graphs.ts).
+// (distributed.ts), CUDA graphs (graphs.ts) and TensorBoard's event files (tensorboard.ts).
 import path from 'node:path';
 import { noGrad } from '../autograd/index.js';
 import { DeviceError } from '../core/errors.js';
@@ -34,9 +34,10 @@ import { createOptimizer, createRunModel, createScheduler, resolveDevice } from 
 import { writeReport } from './report.js';
 import { RUN_CONFIG_FILE, metricsFile, planRun } from './run-folder.js';
 import { loadTrainingState, saveTrainingState } from './state.js';
+import { RunEvents, prepareEventFiles } from './tensorboard.js';
 
 export type Progress =
-  | { type: 'start'; device: string; model: string; params: number; trainSize: number; testSize: number; stepsPerEpoch: number; epochs: number; startEpoch: number; dataName: string; out: string; worldSize?: number; batchSize?: number }
+  | { type: 'start'; device: string; model: string; params: number; trainSize: number; testSize: number; stepsPerEpoch: number; epochs: number; startEpoch: number; dataName: string; out: string; worldSize?: number; batchSize?: number; tensorboard?: string }
   | { type: 'step'; epoch: number; epochs: number; step: number; steps: number; globalStep: number; loss: number; acc: number; lr: number; imagesPerSec: number; etaSeconds: number }
   | { type: 'epoch'; epoch: number; epochs: number; trainLoss: number; trainAcc: number; testLoss: number; testAcc: number; seconds: number }
   | { type: 'checkpoint'; epoch: number; path: string }
@@ -67,6 +68,8 @@ export class Trainer {
   globalStep = 0;
   history: History;
   private metrics: MetricsWriter | null = null;
+  /** The run's TensorBoard event file while fit() runs (cfg.tensorboard, the writing rank). */
+  private events: RunEvents | null = null;
   /** Test hook: simulate a crash inside the checkpoint save. */
   crashAt: CrashPoint;
   /** Data-parallel state when this process is one rank of several (lib/train/distributed.ts). */
@@ -99,15 +102,24 @@ export class Trainer {
     this.testSize = d.testSize;
     this.dataDescription = d.description;
     this.dataInfo = d.info;
-    this.model = createRunModel(cfg, d.info, this.device);
-    this.distributed = setupDistributed(this.model, share);
-    const why = cfg.cudaGraphs && this.distributed ? cudaGraphsReason({ distributed: true }) : null;
-    if (why) throw settingsError(RangeError, msg`${key('cudaGraphs')}: ${why.parts}`);
-    this.stepsPerEpoch = Math.min(this.loaderSteps(0), cfg.limitTrainBatches ?? Infinity);
-    if (this.stepsPerEpoch < 1) throw new Error(`the training set (${this.trainSize} images) is smaller than one batch of ${cfg.batchSize}`);
-
-    this.optimizer = createOptimizer(this.model, cfg);
-    this.scheduler = this.makeScheduler(this.optimizer);
+    let model: Module | null = null;
+    try {
+      this.model = model = createRunModel(cfg, d.info, this.device);
+      this.distributed = setupDistributed(this.model, share);
+      const why = cfg.cudaGraphs && this.distributed ? cudaGraphsReason({ distributed: true }) : null;
+      if (why) throw settingsError(RangeError, msg`${key('cudaGraphs')}: ${why.parts}`);
+      this.stepsPerEpoch = Math.min(this.loaderSteps(0), cfg.limitTrainBatches ?? Infinity);
+      if (this.stepsPerEpoch < 1) throw new Error(`the training set (${this.trainSize} images) is smaller than one batch of ${cfg.batchSize}`);
+      this.optimizer = createOptimizer(this.model, cfg);
+      this.scheduler = this.makeScheduler(this.optimizer);
+    } catch (e) {
+      // Nothing made here outlives a constructor that throws (datasets the caller gave stay the caller's).
+      model?.dispose();
+      d.train.close();
+      d.test.close();
+      if (!data && d.datasets) for (const ds of [d.datasets.train, d.datasets.test]) disposeDataset(ds);
+      throw e;
+    }
     this.scaler = cfg.amp && cfg.ampDtype === 'float16' ? new GradScaler() : null;
     this.history = { steps: [], epochs: [], title: `${cfg.model} on ${this.train?.name ?? cfg.dataPath ?? cfg.data}` };
   }
@@ -233,14 +245,22 @@ export class Trainer {
         if (this.globalStep > 0) throw new Error(`this Trainer has already trained: create a new Trainer to start the run in ${cfg.out} from the beginning`);
         if (plan.notice) onProgress({ type: 'notice', message: plan.notice });
       }
+      // The event files agree with the checkpoint (or are gone, from the beginning) even when this run writes none.
+      const resumeStep = plan.resume ? this.globalStep : null;
+      for (const message of prepareEventFiles(cfg.out, resumeStep)) onProgress({ type: 'notice', message });
       writeJsonAtomic(path.join(cfg.out, RUN_CONFIG_FILE), cfg);
       this.metrics = new MetricsWriter(metricsFile(cfg.out), { truncate: !plan.resume });
+      if (cfg.tensorboard) {
+        this.events = new RunEvents(cfg.out, resumeStep);
+        this.events.config(cfg, resumeStep === null ? 0 : resumeStep + 1);
+        if (resumeStep === null) this.events.weights(this.model, 0);
+      }
     }
     const t0 = Date.now();
     onProgress({
       type: 'start', device: this.device, model: cfg.model, params: this.model.numParameters(), trainSize: this.trainSize,
       testSize: this.testSize, stepsPerEpoch: this.stepsPerEpoch, epochs: cfg.epochs, startEpoch: this.epoch, dataName: this.dataDescription, out: cfg.out,
-      worldSize: this.distributed?.worldSize ?? 1, batchSize: cfg.batchSize,
+      worldSize: this.distributed?.worldSize ?? 1, batchSize: cfg.batchSize, tensorboard: this.events?.file,
     });
     let last = { loss: NaN, acc: NaN };
     let ran = 0;
@@ -280,6 +300,7 @@ export class Trainer {
             const ips = (windowImages * 1000) / Math.max(1, now - windowStart);
             const stepsLeft = this.stepsPerEpoch - step + (cfg.epochs - ep) * this.stepsPerEpoch;
             this.metrics?.step({ step: this.globalStep, epoch: ep, loss: wl, acc: wa, lr: this.lr, imagesPerSec: ips });
+            this.events?.step({ step: this.globalStep, loss: wl, acc: wa, lr: this.lr, imagesPerSec: ips }, this.model);
             this.history.steps.push({ step: this.globalStep, epoch: ep - 1 + step / this.stepsPerEpoch, loss: wl, acc: wa, lr: this.lr });
             onProgress({ type: 'step', epoch: ep, epochs: cfg.epochs, step, steps: this.stepsPerEpoch, globalStep: this.globalStep, loss: wl, acc: wa, lr: this.lr, imagesPerSec: ips, etaSeconds: (stepsLeft * cfg.batchSize) / ips });
             windowLoss.zero_();
@@ -299,6 +320,11 @@ export class Trainer {
         const em = { epoch: ep, trainLoss, trainAcc, testLoss: ev.loss, testAcc: ev.acc, seconds };
         this.history.epochs.push(em);
         this.metrics?.epoch(em);
+        if (this.events) {
+          this.events.epoch(em, this.globalStep);
+          this.events.weights(this.model, this.globalStep);
+          this.events.flush(); // the checkpoint below counts on what was written up to it
+        }
         onProgress({ type: 'epoch', epochs: cfg.epochs, ...em });
         if (writer) onProgress({ type: 'checkpoint', epoch: ep, path: this.saveCheckpoint() });
         ran++;
@@ -308,6 +334,8 @@ export class Trainer {
         last = { loss: ev.loss, acc: ev.acc };
       }
       const report = writer ? await writeReport(cfg.out, this.history) : { svg: path.join(cfg.out, 'report.svg'), png: path.join(cfg.out, 'report.png') };
+      // (a resumed run that had nothing left to train wrote its report at this step before)
+      if (ran > 0) this.events?.report(report.png, this.globalStep);
       if (writer && this.epoch >= cfg.epochs) {
         const weights = scope(() => this.model.stateDict());
         try {
@@ -321,6 +349,8 @@ export class Trainer {
     } finally {
       this.metrics?.close();
       this.metrics = null;
+      this.events?.close();
+      this.events = null;
       if (cachingBefore === false) setCpuMemoryCaching(false);
     }
   }

@@ -151,12 +151,12 @@ export function residualVariant(v) {
 export function matmulRate(n = 8192) {
   const a = r.randn([n, n], { device: 'cuda' }).to('bfloat16');
   const b = r.randn([n, n], { device: 'cuda' }).to('bfloat16');
-  for (let i = 0; i < 3; i++) r.matmul(a, b).dispose();
+  for (let i = 0; i < 3; i++) a.matmul(b).dispose();
   r.cuda.synchronize();
   const times = [];
   for (let t = 0; t < 10; t++) {
     const t0 = process.hrtime.bigint();
-    for (let i = 0; i < 10; i++) r.matmul(a, b).dispose();
+    for (let i = 0; i < 10; i++) a.matmul(b).dispose();
     r.cuda.synchronize();
     times.push(Number(process.hrtime.bigint() - t0) / 1e9 / 10);
   }

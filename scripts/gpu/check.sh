@@ -12,8 +12,8 @@ readelf -d build/Release/residual.node | grep NEEDED | tee -a "$OUT/build.log"
 echo "== cuda from node"
 node -e "const r=require('./dist/index.js'); console.log('cuda', r.cuda.isAvailable(), r.cuda.deviceCount(), JSON.stringify(r.cuda.devices()), JSON.stringify({...r.buildInfo(), config: undefined}))" 2>&1 | tee "$OUT/cuda.txt"
 echo "== tests"; node node_modules/vitest/vitest.mjs run 2>&1 | tee "$OUT/test.log" | grep -E "✓|×|Test Files|Tests |FAIL|skipped" | tail -40
-echo "== bench cuda"; node scripts/bench-ops.mjs --device cuda 2>&1 | tee "$OUT/bench-cuda.log"
-echo "== bench cpu"; node scripts/bench-ops.mjs 2>&1 | tee "$OUT/bench-cpu.log"
+echo "== bench cuda"; node scripts/bench/bench.mjs --only ops --device cuda --no-python 2>&1 | tee "$OUT/bench-cuda.log"
+echo "== bench cpu"; node scripts/bench/bench.mjs --only ops --no-python 2>&1 | tee "$OUT/bench-cpu.log"
 echo "== training on CUDA (synthetic, amp + channels-last) and throughput of the wide nets"
 for m in resnet20 wrn16_8 wrn28_10; do
   node bin/residual.js train --model $m --data synthetic --epochs 1 --batch-size 128 --limit-train-batches 40 --limit-test-batches 4 \

@@ -125,10 +125,11 @@ describe('residual CLI', () => {
   it('flag forms: --flag=value, --no-<boolean>, --boolean=false, negative values read as values', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cli-forms-'));
     vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
-    const argv = ['train', '--data=synthetic', '--epochs=1', '--batch-size', '32', '--limit-train-batches=1', '--limit-test-batches', '1', '--device', 'cpu', '--no-nesterov', '--augment=false', '--channels-last=0', `--out=${dir}`];
+    const argv = ['train', '--data=synthetic', '--epochs=1', '--batch-size', '32', '--limit-train-batches=1', '--limit-test-batches', '1', '--device', 'cpu', '--no-nesterov', '--augment=false', '--channels-last=0', '--no-tensorboard', `--out=${dir}`];
     expect(await main(argv)).toBe(0);
     const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
-    expect(cfg).toMatchObject({ data: 'synthetic', epochs: 1, batchSize: 32, limitTrainBatches: 1, limitTestBatches: 1, nesterov: false, augment: false, channelsLast: false });
+    expect(cfg).toMatchObject({ data: 'synthetic', epochs: 1, batchSize: 32, limitTrainBatches: 1, limitTestBatches: 1, nesterov: false, augment: false, channelsLast: false, tensorboard: false });
+    expect(fs.readdirSync(dir).filter((f) => f.includes('tfevents'))).toEqual([]); // --no-tensorboard: no event files
   });
 
   it('models lists every network with its parameter count', async () => {
@@ -154,6 +155,7 @@ describe('residual CLI', () => {
     vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
     expect(await main(argv)).toBe(0);
     expect(fs.existsSync(path.join(dir, 'report.png'))).toBe(true);
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('events.out.tfevents.')).length).toBe(1); // TensorBoard: on by default
     expect(await main(argv)).toBe(1);
     expect(err.join('\n')).toMatch(/already holds a checkpoint/);
     out = [];

@@ -206,7 +206,7 @@ describe('manifest, mirror URLs, wheel parts (pure)', () => {
 
   it('RESIDUAL_LIBTORCH_MIRROR replaces scheme and host, keeps the path (with the mirror path in front)', () => {
     const f = { name: FAKE_WHEEL, role: 'torch' as const, size: 1, sha256: '0'.repeat(64), url: 'https://download.pytorch.org/whl/cpu/torch-2.13.0%2Bcpu-x.whl' };
-    expect(fileUrl(f, undefined)).toBe(f.url);
+    expect(fileUrl(f, '')).toBe(f.url); // unset (undefined reads the environment, which CI sets to its local mirror)
     expect(fileUrl(f, 'http://127.0.0.1:8080')).toBe('http://127.0.0.1:8080/whl/cpu/torch-2.13.0%2Bcpu-x.whl');
     expect(fileUrl(f, 'https://art.corp/pytorch/')).toBe('https://art.corp/pytorch/whl/cpu/torch-2.13.0%2Bcpu-x.whl');
     expect(() => fileUrl(f, 'ftp://x')).toThrow(/only http and https/);

@@ -150,7 +150,9 @@ describe('trainer', () => {
     const t2 = new Trainer(cfg);
     await t2.fit((p) => void (p.type === 'notice' && notices.push(p.message)));
     t2.dispose();
-    expect(notices.join('\n')).toMatch(/stopped before its first checkpoint \(config\.json, metrics\.jsonl, checkpoint-e0001-s0000002\.safetensors\): starting it again from the beginning/);
+    expect(notices.join('\n')).toMatch(/stopped before its first checkpoint \(config\.json, metrics\.jsonl, checkpoint-e0001-s0000002\.safetensors, events\.out\.tfevents\.[^,)]+\): starting it again from the beginning/);
+    // the killed attempt's TensorBoard events are gone with it (as its metrics are): one file, this run's
+    expect(fs.readdirSync(out).filter((f) => f.includes('tfevents')).length).toBe(1);
     expect(loadCheckpoint(out).meta.epoch).toBe(1);
     const m = readMetrics(path.join(out, 'metrics.jsonl'));
     expect(m.filter((x) => x.type === 'epoch').length).toBe(1);

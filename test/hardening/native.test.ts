@@ -1,4 +1,4 @@
-// Hardening of the native and tensor layers (issue 8): inputs that used to kill the process (SIGFPE,
+// Hardening of the native and tensor layers: inputs that used to kill the process (SIGFPE,
 // std::terminate, V8 fatal errors, the OpenMP runtime exiting), corrupt other tensors or mislead.
 // Cases that could crash run in a child process, so a crash shows up as a signal or an exit code
 // instead of taking the test runner down. Children load the built addon directly

@@ -12,6 +12,7 @@ import * as r from '../../lib/index.js';
 import { mulberry32 } from '../../lib/core/random.js';
 import { native as N } from '../../lib/addon/binding.js';
 import { Tensor } from '../../lib/tensor/tensor.js';
+import { mulberry32 } from '../../lib/core/random.js';
 import { StreamingDataLoader, expandShards, imageFolderSource, packImageFolder, tarHeader, webDatasetSource, writeTar } from '../../lib/data/index.js';
 
 const IMG = path.join(fixtures, 'images');
@@ -471,7 +472,7 @@ describe('webdataset shards', () => {
   });
 });
 
-describe('hostile inputs (review fixes)', () => {
+describe('hostile inputs: oversized images, huge chunks, out-of-range options and labels, strict pax, FIFOs', () => {
   /** A PNG header (signature + IHDR, 8-bit RGB) of any size, then an empty IDAT and IEND. */
   function pngHeader(w: number, h: number): Buffer {
     const crcTable = Array.from({ length: 256 }, (_, n) => {

@@ -4,59 +4,25 @@
 // types), not with regular expressions. docs/architecture.md draws the same order.
 import fs from 'node:fs';
 import path from 'node:path';
-import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
 import { root } from '../support/helpers.js';
 
-/** The folders of lib/, lowest first: a folder may import only the folders before it. */
-export const LAYERS = ['core', 'addon', 'tensor', 'autograd', 'io', 'optim', 'data', 'nn', 'models', 'distributed', 'tfjs', 'viz', 'train', 'explain', 'cli'] as const;
+// The order, the parser and the module graph live in scripts/codegen/layers.mjs (shared with the
+// picture in docs/architecture.md).
+// @ts-expect-error: a plain .mjs module without types
+import * as layers from '../../scripts/codegen/layers.mjs';
 
+type Graph = Map<string, { to: string; typeOnly: boolean }[]>;
+const LAYERS = layers.LAYERS as readonly string[];
+const importsOf = layers.importsOf as (fileName: string, text: string) => { spec: string; typeOnly: boolean }[];
+const moduleGraph = layers.moduleGraph as (files: Record<string, string>) => Graph;
 const lib = path.join(root, 'lib');
-
-/** Every module specifier a source file names, with whether it is type-only. */
-export function importsOf(fileName: string, text: string): { spec: string; typeOnly: boolean }[] {
-  const sf = ts.createSourceFile(fileName, text, ts.ScriptTarget.Latest, true);
-  const out: { spec: string; typeOnly: boolean }[] = [];
-  const visit = (n: ts.Node): void => {
-    if (ts.isImportDeclaration(n) && ts.isStringLiteral(n.moduleSpecifier)) {
-      const c = n.importClause;
-      const typeOnly = !!c && (c.isTypeOnly || (!c.name && !!c.namedBindings && ts.isNamedImports(c.namedBindings) && c.namedBindings.elements.length > 0 && c.namedBindings.elements.every((e) => e.isTypeOnly)));
-      out.push({ spec: n.moduleSpecifier.text, typeOnly });
-    } else if (ts.isExportDeclaration(n) && n.moduleSpecifier && ts.isStringLiteral(n.moduleSpecifier)) {
-      out.push({ spec: n.moduleSpecifier.text, typeOnly: n.isTypeOnly });
-    } else if (ts.isImportEqualsDeclaration(n) && ts.isExternalModuleReference(n.moduleReference) && ts.isStringLiteral(n.moduleReference.expression)) {
-      out.push({ spec: n.moduleReference.expression.text, typeOnly: n.isTypeOnly });
-    } else if (ts.isCallExpression(n) && n.expression.kind === ts.SyntaxKind.ImportKeyword && n.arguments.length > 0 && ts.isStringLiteralLike(n.arguments[0])) {
-      out.push({ spec: n.arguments[0].text, typeOnly: false });
-    } else if (ts.isImportTypeNode(n) && ts.isLiteralTypeNode(n.argument) && ts.isStringLiteral(n.argument.literal)) {
-      out.push({ spec: n.argument.literal.text, typeOnly: true });
-    }
-    ts.forEachChild(n, visit);
-  };
-  visit(sf);
-  return out;
-}
-
-/** The module graph of a tree of sources ({relative path: text}): relative imports resolved to files. */
-export function moduleGraph(files: Record<string, string>): Map<string, { to: string; typeOnly: boolean }[]> {
-  const g = new Map<string, { to: string; typeOnly: boolean }[]>();
-  for (const [file, text] of Object.entries(files)) {
-    const edges: { to: string; typeOnly: boolean }[] = [];
-    for (const { spec, typeOnly } of importsOf(file, text)) {
-      if (!spec.startsWith('.')) continue;
-      const target = path.posix.normalize(path.posix.join(path.posix.dirname(file), spec)).replace(/\.js$/, '.ts');
-      edges.push({ to: target, typeOnly });
-    }
-    g.set(file, edges);
-  }
-  return g;
-}
 
 /** The layer a module belongs to: its first folder under lib/ ('' for lib/index.ts). */
 const layerOf = (file: string): string => (file.includes('/') ? file.split('/')[0] : '');
 
 /** Imports that go to a later layer (or to an unknown one), as 'file -> target'. */
-export function upwardImports(g: Map<string, { to: string; typeOnly: boolean }[]>, layers: readonly string[]): string[] {
+function upwardImports(g: Graph, order: readonly string[]): string[] {
   const bad: string[] = [];
   for (const [file, edges] of g) {
     const from = layerOf(file);
@@ -64,17 +30,17 @@ export function upwardImports(g: Map<string, { to: string; typeOnly: boolean }[]
       const to = layerOf(e.to);
       if (to === from) continue;
       const kind = e.typeOnly ? ' (type-only)' : '';
-      if (!layers.includes(to)) bad.push(`${file} -> ${e.to}${kind}: ${to || 'lib/index.ts'} is not a layer below ${from || 'the package root'}`);
+      if (!order.includes(to)) bad.push(`${file} -> ${e.to}${kind}: ${to || 'lib/index.ts'} is not a layer below ${from || 'the package root'}`);
       else if (from === '') continue; // the package root may import every layer
-      else if (!layers.includes(from)) bad.push(`${file}: its folder ${from} is not in LAYERS`);
-      else if (layers.indexOf(to) > layers.indexOf(from)) bad.push(`${file} -> ${e.to}${kind}: ${from} may not import ${to}, a later layer`);
+      else if (!order.includes(from)) bad.push(`${file}: its folder ${from} is not in LAYERS`);
+      else if (order.indexOf(to) > order.indexOf(from)) bad.push(`${file} -> ${e.to}${kind}: ${from} may not import ${to}, a later layer`);
     }
   }
   return bad;
 }
 
 /** The import cycles (strongly connected groups of more than one module, or a module importing itself). */
-export function cycles(g: Map<string, { to: string; typeOnly: boolean }[]>): string[][] {
+function cycles(g: Graph): string[][] {
   let next = 0;
   const index = new Map<string, number>();
   const low = new Map<string, number>();
@@ -108,21 +74,8 @@ export function cycles(g: Map<string, { to: string; typeOnly: boolean }[]>): str
   return out;
 }
 
-function libSources(): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (dir: string): void => {
-    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-      const p = path.join(dir, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.name.endsWith('.ts')) out[path.relative(lib, p).split(path.sep).join('/')] = fs.readFileSync(p, 'utf8');
-    }
-  };
-  walk(lib);
-  return out;
-}
-
 describe('architecture: the layers of lib/', () => {
-  const files = libSources();
+  const files = layers.libSources(lib) as Record<string, string>;
   const g = moduleGraph(files);
 
   it('every folder of lib/ is a layer', () => {
@@ -143,6 +96,12 @@ describe('architecture: the layers of lib/', () => {
 
   it('no module imports itself through a loop (type-only imports included)', () => {
     expect(cycles(g)).toEqual([]);
+  });
+
+  it('docs/architecture.svg is drawn from the current code (node scripts/codegen/architecture-svg.mjs)', async () => {
+    // @ts-expect-error: a plain .mjs script without types
+    const svg = (await import('../../scripts/codegen/architecture-svg.mjs')) as { architectureSvg: () => string };
+    expect(fs.readFileSync(path.join(root, 'docs', 'architecture.svg'), 'utf8')).toBe(svg.architectureSvg());
   });
 
   it('the checks see what they are for: an upward import, a type-only cycle, every import form', () => {

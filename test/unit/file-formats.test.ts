@@ -1,4 +1,4 @@
-// File-format hardening (issue 8): every format is validated before use, the work and memory a file
+// File-format hardening: every format is validated before use, the work and memory a file
 // can demand is bounded, and every bad file raises BadFileError naming it. One test (or more) per class
 // of problem, each on a small crafted file.
 import fs from 'node:fs';
