@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Releases residual to a throwaway npm registry on 127.0.0.1 (verdaccio 6, scripts/release/verdaccio.yaml)
 # with `npm run release`, then installs it from there into fresh projects as users would:
-#   - a user's shell: PATH is a folder holding only node, npm, npx and sh (no cc, c++, gcc, g++, cmake,
-#     make, python3, pip), a fresh HOME (so npm's cache, RESIDUAL_HOME's default and pnpm's store start
-#     empty), nothing inherited from this machine's environment (env -i: no LIBTORCH, no PIP_FIND_LINKS,
+#   - a user's shell: PATH is a folder holding only node, npm, npx, sh, coreutils, sed and grep (no cc,
+#     c++, gcc, g++, cmake, make, python3, pip), a fresh HOME (so npm's cache, RESIDUAL_HOME's default
+#     and pnpm's store start empty), nothing inherited from this machine's environment (env -i: no LIBTORCH, no PIP_FIND_LINKS,
 #     no npm_config_*), PIP_CONFIG_FILE=/dev/null, the registry named in the project's .npmrc, and
 #     libtorch from a local mirror of PyTorch's paths (RESIDUAL_LIBTORCH_MIRROR, laid out from this
 #     machine's wheel by npm run libtorch:mirror and served on 127.0.0.1; one download reused by all steps);
@@ -123,11 +123,12 @@ done
 if grep -E '^(build/|prebuilds/|\.libtorch|test/|lib/|node_modules/)|\.node$|\.map$' "$WORK/files.txt"; then fail "the tarball ships files users do not need (above)"; fi
 [ "$(stat -c %s "$MAIN_TGZ")" -lt 1000000 ] || fail "residual's tarball is larger than 1 MB"
 # Its manifest: the platform package pinned to this exact version, and nothing that is not published.
-NPMV=(npm view --registry "$REGISTRY" --json)
-OD=$("${NPMV[@]}" "residual@$VERSION" optionalDependencies | node -e "console.log(JSON.stringify(JSON.parse(require('fs').readFileSync(0, 'utf8'))))")
+# (asked from the work folder: the checkout's .npmrc holds a devDependency's setting npm warns about)
+npmv() { (cd "$WORK" && npm view --registry "$REGISTRY" --json "$@"); }
+OD=$(npmv "residual@$VERSION" optionalDependencies | node -e "console.log(JSON.stringify(JSON.parse(require('fs').readFileSync(0, 'utf8'))))")
 [ "$OD" = "{\"$VPKG\":\"$VERSION\"}" ] || fail "residual@$VERSION lists optionalDependencies $OD, expected exactly {\"$VPKG\":\"$VERSION\"}"
 for v in cpu cu130; do
-  if [ "@residual/$PLATFORM-$v" != "$VPKG" ] && npm view --registry "$REGISTRY" "@residual/$PLATFORM-$v@$VERSION" version > /dev/null 2>&1; then fail "@residual/$PLATFORM-$v is on the registry but not listed"; fi
+  if [ "@residual/$PLATFORM-$v" != "$VPKG" ] && V=$(npmv "@residual/$PLATFORM-$v@$VERSION" version 2> /dev/null) && [ -n "$V" ]; then fail "@residual/$PLATFORM-$v is on the registry but not listed"; fi
 done
 grep -q "not built:" "$WORK/release.log" && grep "not built:" "$WORK/release.log" | sed 's/^\[release\] /  /'
 # The platform package: its files, fields and the floor it declares, against readelf's reading.
@@ -136,7 +137,7 @@ BIN=$(ls "$WORK"/vpkg/package/*.node)
 HAS=$(cd "$WORK/vpkg/package" && ls | LC_ALL=C sort | tr '\n' ' ')
 WANT=$(printf '%s\n' "$(basename "$BIN")" README.md libjpeg.so.62 libpng16.so.16 package.json | LC_ALL=C sort | tr '\n' ' ')
 [ "$HAS" = "$WANT" ] || fail "the platform package holds $HAS, expected $WANT"
-FIELDS=$("${NPMV[@]}" "$VPKG@$VERSION" os cpu libc residual | node -e "const j = JSON.parse(require('fs').readFileSync(0, 'utf8')); console.log([j.os, j.cpu, j.libc, j.residual.libtorch, j.residual.variant, j.residual.napiVersion, j.residual.glibc, j.residual.glibcxx].join(' '))")
+FIELDS=$(npmv "$VPKG@$VERSION" os cpu libc residual | node -e "const j = JSON.parse(require('fs').readFileSync(0, 'utf8')); console.log([j.os, j.cpu, j.libc, j.residual.libtorch, j.residual.variant, j.residual.napiVersion, j.residual.glibc, j.residual.glibcxx].join(' '))")
 read -r F_OS F_CPU F_LIBC F_LT F_VAR F_NAPI F_GLIBC F_GLIBCXX <<< "$FIELDS"
 [ "$F_OS $F_CPU $F_LIBC" = "linux x64 glibc" ] || fail "$VPKG declares os=$F_OS cpu=$F_CPU libc=$F_LIBC"
 [ "$F_VAR" = "$VARIANT" ] && [ "$F_NAPI" = 8 ] || fail "$VPKG declares variant $F_VAR, napiVersion $F_NAPI"
@@ -164,7 +165,12 @@ for _ in $(seq 100); do [ -s "$WORK/mirror.url" ] && break; sleep 0.1; done
 MIRROR=$(cat "$WORK/mirror.url")
 UBIN="$WORK/user-bin"
 mkdir -p "$UBIN"
-for c in node npm npx sh; do ln -sf "$(command -v "$c")" "$UBIN/$c"; done
+# node, npm, npx, sh and the base tools every Linux system has (coreutils, sed, grep: pnpm's bin shims
+# call dirname, sed and uname); no compiler, make, cmake or Python.
+for c in node npm npx sh sed grep basename cat chmod cp cut date dirname env head id ln ls mkdir mktemp mv readlink realpath rm rmdir sleep sort tail tee touch tr uname wc; do
+  p=$(command -v "$c") || fail "no $c on this machine"
+  ln -sf "$p" "$UBIN/$c"
+done
 # as_user HOME DIR [VAR=value ...] COMMAND ...: runs in DIR as that user; nothing else inherited.
 as_user() {
   local home=$1 dir=$2; shift 2
@@ -173,7 +179,7 @@ as_user() {
 }
 missing=$(as_user "$WORK/probe-home" "$WORK" sh -c 'for c in cc c++ gcc g++ clang++ cmake make python3 python pip pip3; do command -v $c >/dev/null && echo $c; done; true')
 [ -z "$missing" ] || fail "the user's PATH has $missing"
-say "user environment: PATH=$UBIN (node, npm, npx, sh; no cc, c++, gcc, g++, cmake, make, python3, pip), env -i, fresh HOME, PIP_CONFIG_FILE=/dev/null, registry $REGISTRY in the project's .npmrc, RESIDUAL_LIBTORCH_MIRROR=$MIRROR (laid out in $(since "$t"))"
+say "user environment: PATH=$UBIN (node, npm, npx, sh, coreutils, sed, grep; no cc, c++, gcc, g++, cmake, make, python3, pip), env -i, fresh HOME, PIP_CONFIG_FILE=/dev/null, registry $REGISTRY in the project's .npmrc, RESIDUAL_LIBTORCH_MIRROR=$MIRROR (laid out in $(since "$t"))"
 
 # The user's program: a few SGD steps of ResNet-20 on a fixed random batch; the loss must fall.
 new_app() {
@@ -247,6 +253,7 @@ node -e "
   if (others.length) throw new Error('the lockfile names ' + others.join(', '));" || fail "1: package-lock.json"
 sizes "npm install, cold" "$A1" "$U1" "$U1/.npm" "$(node -p "Object.keys(require('$A1/package-lock.json').packages).length - 1")"
 run_app "$U1" "$A1"
+sed 's/^/  /' "$A1/doctor.txt"
 [ "$(fact "$A1" f.addon.how)" = "optional package $VPKG" ] || fail "1: the addon came from $(fact "$A1" f.addon.how)"
 [ "$(fact "$A1" f.libtorchLoadedFrom)" = "$CACHED/lib" ] || fail "1: libtorch was loaded from $(fact "$A1" f.libtorchLoadedFrom), not $CACHED/lib"
 ok "1: prebuilt binary from $VPKG, libtorch fetched into and preloaded from $CACHED"
@@ -270,10 +277,13 @@ ok "1b: npm ci from the lockfile works; the cache is reused (found at run time f
 step "2. pnpm 10 at its defaults (build scripts not approved), another user: pnpm add residual"
 U2="$WORK/user-pnpm"; A2="$WORK/app-pnpm"; new_app "$A2"
 t=$(now)
-as_user "$U2" "$A2" npx --yes "$PNPM" --version > "$WORK/pnpm-version.log" 2>&1 || { cat "$WORK/pnpm-version.log"; fail "npx $PNPM"; }
-say "npx $PNPM: pnpm $(tail -1 "$WORK/pnpm-version.log") fetched in $(since "$t")"
+PNPM_VERSION=$(as_user "$U2" "$A2" npx --yes "$PNPM" --version 2> "$WORK/pnpm-version.log" | tail -1) || { cat "$WORK/pnpm-version.log"; fail "npx $PNPM"; }
+[[ "$PNPM_VERSION" =~ ^10\.[0-9]+\.[0-9]+$ ]] || { cat "$WORK/pnpm-version.log"; fail "npx $PNPM --version printed '$PNPM_VERSION'"; }
+say "npx $PNPM: pnpm $PNPM_VERSION fetched through the registry in $(since "$t")"
+# That exact version from npx's cache from now on (npx --no-install does not match a range such as pnpm@10).
+pnpm_() { local home=$1 dir=$2; shift 2; as_user "$home" "$dir" npx --yes "pnpm@$PNPM_VERSION" "$@"; }
 t=$(now)
-as_user "$U2" "$A2" npx --no-install "$PNPM" add residual > "$WORK/install-2.log" 2>&1 || { cat "$WORK/install-2.log"; fail "pnpm add residual"; }
+pnpm_ "$U2" "$A2" add residual > "$WORK/install-2.log" 2>&1 || { cat "$WORK/install-2.log"; fail "pnpm add residual"; }
 say "pnpm add residual, cold: $(since "$t") (pnpm store empty; install scripts not run)"
 grep -i -A3 'ignored build scripts' "$WORK/install-2.log" | sed 's/^/  /' || true
 grep -qi 'ignored build scripts.*residual' "$WORK/install-2.log" || grep -A3 -i 'ignored build scripts' "$WORK/install-2.log" | grep -q residual || fail "2: pnpm did not say it ignored residual's build script"
@@ -301,7 +311,7 @@ run_app "$U2" "$A2"
 [ "$(fact "$A2" f.addon.how)" = "optional package $VPKG" ] || fail "2: the addon came from $(fact "$A2" f.addon.how)"
 rm -rf "$A2/node_modules"
 t=$(now)
-as_user "$U2" "$A2" npx --no-install "$PNPM" install --frozen-lockfile > "$WORK/install-2b.log" 2>&1 || { cat "$WORK/install-2b.log"; fail "pnpm install --frozen-lockfile"; }
+pnpm_ "$U2" "$A2" install --frozen-lockfile > "$WORK/install-2b.log" 2>&1 || { cat "$WORK/install-2b.log"; fail "pnpm install --frozen-lockfile"; }
 say "pnpm install --frozen-lockfile, warm: $(since "$t")"
 as_user "$U2" "$A2" node train.mjs > /dev/null || fail "2: training after pnpm install --frozen-lockfile"
 ok "2: pnpm 10 without build scripts: the import names npx residual setup, setup makes it work, the lockfile reinstalls"
