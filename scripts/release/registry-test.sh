@@ -284,7 +284,7 @@ say "npx $PNPM: pnpm $PNPM_VERSION fetched through the registry in $(since "$t")
 pnpm_() { local home=$1 dir=$2; shift 2; as_user "$home" "$dir" npx --yes "pnpm@$PNPM_VERSION" "$@"; }
 t=$(now)
 pnpm_ "$U2" "$A2" add residual > "$WORK/install-2.log" 2>&1 || { cat "$WORK/install-2.log"; fail "pnpm add residual"; }
-say "pnpm add residual, cold: $(since "$t") (pnpm store empty; install scripts not run)"
+say "pnpm add residual, cold: $(since "$t") (pnpm store empty; the registry already holds the dependencies from step 1; install scripts not run)"
 grep -i -A3 'ignored build scripts' "$WORK/install-2.log" | sed 's/^/  /' || true
 grep -qi 'ignored build scripts.*residual' "$WORK/install-2.log" || grep -A3 -i 'ignored build scripts' "$WORK/install-2.log" | grep -q residual || fail "2: pnpm did not say it ignored residual's build script"
 set +e
@@ -328,8 +328,9 @@ as_user "$U1" "$A3" LIBTORCH="$LT" RESIDUAL_LIBTORCH_MIRROR=http://127.0.0.1:2 n
 grep -q "libtorch .* from LIBTORCH" "$WORK/install-3.log" || fail "3: LIBTORCH was not used"
 grep -q 'no compiler needed' "$WORK/install-3.log" || fail "3: the install did not use the prebuilt binary"
 run_app "$U1" "$A3"
+[ "$(fact "$A3" f.libtorch.source)" = install ] || fail "3: run time found libtorch through $(fact "$A3" f.libtorch.source), not the install's record"
 [ "$(fact "$A3" f.libtorchLoadedFrom)" = "$LT/lib" ] || fail "3: libtorch was loaded from $(fact "$A3" f.libtorchLoadedFrom), not $LT/lib"
-ok "3: LIBTORCH=$LT at install, not set at run time: $(fact "$A3" f.libtorch.source), loaded from $(fact "$A3" f.libtorchLoadedFrom)"
+ok "3: LIBTORCH=$LT at install (mirror down), not set at run time: found through the install's record (build/libtorch.json), loaded from $(fact "$A3" f.libtorchLoadedFrom)"
 TFJS_CORE=$(node -p 'require("./package.json").devDependencies["@tensorflow/tfjs-core"]')
 as_user "$U1" "$A3" npm install --no-audit --no-fund "@tensorflow/tfjs-core@$TFJS_CORE" > "$WORK/install-3-tfjs.log" 2>&1 || { cat "$WORK/install-3-tfjs.log"; fail "3: npm install @tensorflow/tfjs-core"; }
 cat > "$A3/tfjs.mjs" <<'EOF'
