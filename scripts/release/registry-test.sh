@@ -105,7 +105,7 @@ LOCK=()
 [ -n "${RESIDUAL_BUILD_LOCK:-}" ] && LOCK=(flock "$RESIDUAL_BUILD_LOCK")
 NPM_CONFIG_USERCONFIG="$PUBLISH_RC" "${LOCK[@]}" npm run --silent release -- --registry "$REGISTRY" --out "$WORK/release" 2>&1 | tee "$WORK/release.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fail "npm run release"
-say "publish: npm run release took $(since "$t")${LOCK[*]:+ (with the wait for the build lock)}: $(grep -o 'released: .* in [0-9.]* s' "$WORK/release.log") (TypeScript, incremental native build, strip, package checks, 2 publishes)"
+say "publish: npm run release took $(since "$t")${LOCK[*]:+ (including any wait for the build lock)}: $(grep -o 'released: .* in [0-9.]* s' "$WORK/release.log") (TypeScript, incremental native build, strip, package checks, 2 publishes)"
 SUMMARY="$WORK/release/release.json"
 MAIN_TGZ=$(node -p "require('$SUMMARY').residual.file")
 VAR_TGZ=$(node -p "require('$SUMMARY').platform[0].file")
