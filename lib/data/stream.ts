@@ -91,32 +91,64 @@ export function imageFolderSource(root: string, classes0?: readonly string[]): F
   return { kind: 'folder', root, files: files.map((f) => f.file), labels: Int32Array.from(files, (f) => f.label), classes };
 }
 
+/** Most shard names a pattern may expand to (the product over its brace groups, counted before any is made). */
+export const MAX_SHARD_NAMES = 1_000_000;
+
 /**
  * Shard paths from a pattern: brace ranges ('train-{0000..0127}.tar', zero padding kept), brace lists
- * ('{a,b}'), a folder (its .tar files, sorted) or one file.
+ * ('{a,b}'), a folder (its .tar files, sorted) or one file. Several groups expand to every
+ * combination, in order; their number is bounded (MAX_SHARD_NAMES) before any name is made.
  */
 export function expandShards(spec: string): string[] {
-  if (fs.existsSync(spec) && fs.statSync(spec).isDirectory()) {
-    const out = fs.readdirSync(spec).filter((f) => f.endsWith('.tar')).sort().map((f) => path.join(spec, f));
-    if (!out.length) throw new Error(`${spec}: no .tar shards in this folder`);
-    return out;
+  if (isDirectory(spec)) return tarsIn(spec);
+  // the pattern as literal text between brace groups, each group as its list of alternatives
+  const texts: string[] = [];
+  const groups: (() => string[])[] = [];
+  let count = 1;
+  let last = 0;
+  for (const m of spec.matchAll(/\{([^{}]*)\}/g)) {
+    texts.push(spec.slice(last, m.index));
+    last = m.index + m[0].length;
+    const range = /^(\d+)\.\.(\d+)$/.exec(m[1]);
+    let n: number;
+    if (range) {
+      const [a, b] = [Number(range[1]), Number(range[2])];
+      if (!(b >= a) || !Number.isSafeInteger(b)) throw new RangeError(`shard pattern ${spec}: bad range {${m[1]}}`);
+      n = b - a + 1;
+      const width = range[1].length === range[2].length ? range[1].length : 0;
+      groups.push(() => Array.from({ length: n }, (_, i) => String(a + i).padStart(width, '0')));
+    } else {
+      const parts = m[1].split(',');
+      n = parts.length;
+      groups.push(() => parts);
+    }
+    count *= n;
+    if (count > MAX_SHARD_NAMES)
+      throw new RangeError(`shard pattern ${spec} names more than ${MAX_SHARD_NAMES.toLocaleString('en')} shards (the product of its brace groups): name fewer, or use a folder of shards`);
   }
-  const m = /\{([^{}]*)\}/.exec(spec);
-  if (!m) return [spec];
-  const head = spec.slice(0, m.index);
-  const tail = spec.slice(m.index + m[0].length);
-  const range = /^(\d+)\.\.(\d+)$/.exec(m[1]);
-  let parts: string[];
-  if (range) {
-    const [a, b] = [Number(range[1]), Number(range[2])];
-    if (b < a || b - a > 1e6) throw new Error(`shard pattern ${spec}: bad range {${m[1]}}`);
-    const width = range[1].length === range[2].length ? range[1].length : 0;
-    parts = [];
-    for (let i = a; i <= b; i++) parts.push(String(i).padStart(width, '0'));
-  } else {
-    parts = m[1].split(',');
+  texts.push(spec.slice(last));
+  if (!groups.length) return [spec];
+  let names = [texts[0]];
+  groups.forEach((g, k) => {
+    const alts = g();
+    names = names.flatMap((head) => alts.map((alt) => head + alt + texts[k + 1]));
+  });
+  // a name that is a folder stands for its shards (names ending in .tar are taken as shards unchecked)
+  return names.flatMap((n) => (!n.endsWith('.tar') && isDirectory(n) ? tarsIn(n) : [n]));
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
+  } catch {
+    return false; // not a folder we can read (e.g. a path through a file)
   }
-  return parts.flatMap((p) => expandShards(head + p + tail));
+}
+
+function tarsIn(dir: string): string[] {
+  const out = fs.readdirSync(dir).filter((f) => f.endsWith('.tar')).sort().map((f) => path.join(dir, f));
+  if (!out.length) throw new Error(`${dir}: no .tar shards in this folder`);
+  return out;
 }
 
 /** Most classes a streamed dataset may have (labels 0..65535; the native tar scan's bound, as idx's). */
