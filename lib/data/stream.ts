@@ -1,5 +1,6 @@
 // Streaming datasets: images read, decoded (libjpeg-turbo, libpng) and transformed on the loader's
-// native threads (native/imageio.cpp), never held in memory whole. Two layouts:
+// native threads (native/loader/stream_loader.cpp over the image library in native/image/), never
+// held in memory whole. Two layouts:
 //
 //   - an ImageNet-layout folder: root/<class>/<image>.jpg|.jpeg|.png, classes are the sorted folder names;
 //   - WebDataset tar shards: samples grouped by basename (0001.jpg + 0001.cls, the class index as text),
@@ -18,11 +19,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { BadFileError } from '../core/errors.js';
 import { native as N } from '../addon/binding.js';
-import { Tensor, type Device } from '../tensor/tensor.js';
+import type { Device } from '../tensor/tensor.js';
+import { NativeBatchLoader, type NativeLoader } from './batches.js';
 import { listImageFolder } from './folder.js';
-import type { Batch } from './loader.js';
-
-type NativeStream = { readonly __stream: unique symbol };
 
 export const IMAGENET_MEAN = [0.485, 0.456, 0.406];
 export const IMAGENET_STD = [0.229, 0.224, 0.225];
@@ -210,113 +209,63 @@ export function findTestShards(trainSpec: string): string[] | null {
   return null;
 }
 
-/** A DataLoader over a streamed source; same iteration interface as DataLoader. */
-export class StreamingDataLoader implements AsyncIterable<Batch> {
-  private readonly native: NativeStream;
-  /** The epoch the next iteration uses; it advances after each full pass. */
-  epoch = 0;
-  private busy = false;
-  private closed = false;
+/** A DataLoader over a streamed source; same iteration interface as DataLoader (lib/data/batches.ts). */
+export class StreamingDataLoader extends NativeBatchLoader {
   readonly size: number;
 
-  constructor(readonly source: StreamSource, readonly options: StreamOptions) {
+  constructor(
+    readonly source: StreamSource,
+    readonly options: StreamOptions,
+  ) {
     const o = options;
     if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new RangeError(`StreamingDataLoader: batchSize must be a positive integer, got ${o.batchSize}`);
     const size = o.size ?? 224;
+    super(
+      N.streamCreate({
+        kind: source.kind,
+        files: source.kind === 'folder' ? source.files : undefined,
+        labels: source.kind === 'folder' ? source.labels : undefined,
+        shards: source.kind === 'webdataset' ? source.shards : undefined,
+        shardCounts: source.kind === 'webdataset' ? source.counts : undefined,
+        batchSize: o.batchSize,
+        transform: o.transform ?? 'train',
+        size: Array.isArray(size) ? size : [size, size],
+        resize: o.resize,
+        scale: o.scale,
+        ratio: o.ratio,
+        hflip: o.hflip ?? true,
+        channels: o.channels ?? 3,
+        mean: o.mean,
+        std: o.std,
+        shuffle: !!o.shuffle,
+        seed: o.seed ?? 0,
+        dropLast: !!o.dropLast,
+        rank: o.rank ?? 0,
+        worldSize: o.worldSize ?? 1,
+        workers: o.workers ?? 2,
+        prefetch: o.prefetch ?? 2 * (o.workers ?? 2),
+        onError: o.onError ?? 'stop',
+        maxPixels: o.maxPixels,
+        maxFileBytes: o.maxFileBytes,
+        shuffleBuffer: o.shuffleBuffer,
+        shuffleBufferBytes: o.shuffleBufferBytes,
+        device: o.device ?? 'cpu',
+        pinMemory: o.pinMemory,
+        channelsLast: !!o.channelsLast,
+      }) as NativeLoader,
+      'StreamingDataLoader',
+    );
     this.size = source.kind === 'folder' ? source.files.length : source.counts.reduce((a, b) => a + b, 0);
-    this.native = N.streamCreate({
-      kind: source.kind,
-      files: source.kind === 'folder' ? source.files : undefined,
-      labels: source.kind === 'folder' ? source.labels : undefined,
-      shards: source.kind === 'webdataset' ? source.shards : undefined,
-      shardCounts: source.kind === 'webdataset' ? source.counts : undefined,
-      batchSize: o.batchSize,
-      transform: o.transform ?? 'train',
-      size: Array.isArray(size) ? size : [size, size],
-      resize: o.resize,
-      scale: o.scale,
-      ratio: o.ratio,
-      hflip: o.hflip ?? true,
-      channels: o.channels ?? 3,
-      mean: o.mean,
-      std: o.std,
-      shuffle: !!o.shuffle,
-      seed: o.seed ?? 0,
-      dropLast: !!o.dropLast,
-      rank: o.rank ?? 0,
-      worldSize: o.worldSize ?? 1,
-      workers: o.workers ?? 2,
-      prefetch: o.prefetch ?? 2 * (o.workers ?? 2),
-      onError: o.onError ?? 'stop',
-      maxPixels: o.maxPixels,
-      maxFileBytes: o.maxFileBytes,
-      shuffleBuffer: o.shuffleBuffer,
-      shuffleBufferBytes: o.shuffleBufferBytes,
-      device: o.device ?? 'cpu',
-      pinMemory: o.pinMemory,
-      channelsLast: !!o.channelsLast,
-    }) as NativeStream;
   }
 
   /** Batches per epoch (for shards an upper bound: skipped samples can make it fewer). */
-  get length(): number {
-    return N.streamLength(this.native, this.epoch) as number;
-  }
-
-  setEpoch(epoch: number): void {
-    this.epoch = epoch;
+  override get length(): number {
+    return super.length;
   }
 
   /** Samples skipped so far (onError: 'skip'), and the ones not reported before (at most 100). */
   skipped(): { count: number; errors: { path: string; message: string }[] } {
-    return N.streamSkipped(this.native) as { count: number; errors: { path: string; message: string }[] };
-  }
-
-  private begin(): void {
-    if (this.closed) throw new Error('StreamingDataLoader: used after close()');
-    if (this.busy) throw new Error('StreamingDataLoader: an iteration is already running (one at a time)');
-    this.busy = true;
-    N.streamStart(this.native, this.epoch);
-  }
-
-  async *[Symbol.asyncIterator](): AsyncGenerator<Batch> {
-    this.begin();
-    let done = false;
-    try {
-      for (;;) {
-        const b: [never, never] | null = await N.streamNext(this.native);
-        if (!b) break;
-        yield { x: new Tensor(b[0]), y: new Tensor(b[1]) };
-      }
-      this.epoch++;
-      done = true;
-    } finally {
-      this.busy = false;
-      if (!done && !this.closed) N.streamStop(this.native); // left early: free the batches made ahead
-    }
-  }
-
-  *iterSync(): Generator<Batch> {
-    this.begin();
-    let done = false;
-    try {
-      for (;;) {
-        const b: [never, never] | null = N.streamNextSync(this.native);
-        if (!b) break;
-        yield { x: new Tensor(b[0]), y: new Tensor(b[1]) };
-      }
-      this.epoch++;
-      done = true;
-    } finally {
-      this.busy = false;
-      if (!done && !this.closed) N.streamStop(this.native);
-    }
-  }
-
-  close(): void {
-    if (this.closed) return;
-    N.streamClose(this.native);
-    this.closed = true;
+    return N.loaderSkipped(this.native) as { count: number; errors: { path: string; message: string }[] };
   }
 }
 
