@@ -106,10 +106,10 @@ DEFN(tarScan) {
 }
 
 static const FnEntry kImageOps[] = {
-    ENTRY(imageDecode),
-    ENTRY(imageResizedCrop),
-    ENTRY(imageRrcBoxes),
-    ENTRY(tarScan),
+    ENTRY(imageDecode),       // (bytes: Uint8Array, channels: number, options?: ImageLimits | null) => Handle
+    ENTRY(imageResizedCrop),  // (image: Handle, box: IntList, size: IntList, flip?: boolean | null) => Handle
+    ENTRY(imageRrcBoxes),     // (height: number, width: number, seed: number, count: number, params?: readonly number[] | null) => Float64Array
+    ENTRY(tarScan),           // (path: string, options?: ImageLimits | null) => TarScan
 };
 
 void initImageOps(Napi::Env env, Napi::Object exports) { registerAll(env, exports, std::begin(kImageOps), std::end(kImageOps)); }

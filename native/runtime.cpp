@@ -236,6 +236,8 @@ DEFN(configure) {
   return env.Undefined();
 }
 DEFN(getNumThreads) { return Napi::Number::New(a.env(), at::get_num_threads()); }
+bool distHasGloo();  // native/dist.cpp
+
 DEFN(buildInfo) {
   Napi::Env env = a.env();
   auto o = Napi::Object::New(env);
@@ -247,6 +249,7 @@ DEFN(buildInfo) {
   o.Set("mkldnn", Napi::Boolean::New(env, at::hasMKLDNN()));
   o.Set("config", Napi::String::New(env, at::show_config()));
   o.Set("threads", Napi::Number::New(env, at::get_num_threads()));
+  o.Set("gloo", Napi::Boolean::New(env, distHasGloo()));
 #if defined(RESIDUAL_CUDA)
   if (torch::cuda::is_available()) {
     o.Set("cudnnVersion", Napi::Number::New(env, double(at::detail::getCUDAHooks().versionCuDNN())));
@@ -270,15 +273,31 @@ static Napi::Object dtypeCodes(Napi::Env env) {
 
 
 static const FnEntry kRuntime[] = {
-    ENTRY(setGradEnabled), ENTRY(isGradEnabled), ENTRY(setAutocast), ENTRY(memory), ENTRY(cudaIsAvailable),
-    ENTRY(cudaDeviceCount), ENTRY(cudaSynchronize), ENTRY(cudaEmptyCache), ENTRY(cudaMemoryStats), ENTRY(cudaDeviceInfo),
-    ENTRY(manualSeed), ENTRY(getRngState), ENTRY(setRngState), ENTRY(setNumThreads), ENTRY(getNumThreads),
-    ENTRY(maxNumThreads), ENTRY(buildInfo), ENTRY(configure), ENTRY(setCpuMemoryCaching), ENTRY(getCpuMemoryCaching),
+    ENTRY(setGradEnabled),       // (enabled: boolean) => boolean
+    ENTRY(isGradEnabled),        // () => boolean
+    ENTRY(setAutocast),          // (deviceType: string, enabled: boolean, dtype?: number | null) => [enabled: boolean, dtype: number]
+    ENTRY(memory),               // () => MemoryInfo
+    ENTRY(cudaIsAvailable),      // () => boolean
+    ENTRY(cudaDeviceCount),      // () => number
+    ENTRY(cudaSynchronize),      // (device?: number | null) => void
+    ENTRY(cudaEmptyCache),       // () => void
+    ENTRY(cudaMemoryStats),      // (device?: number | null) => Partial<CudaMemoryStats>
+    ENTRY(cudaDeviceInfo),       // () => CudaDeviceInfo[]
+    ENTRY(manualSeed),           // (seed: number) => void
+    ENTRY(getRngState),          // (device?: string | null) => Handle
+    ENTRY(setRngState),          // (device: string, state: Handle) => void
+    ENTRY(setNumThreads),        // (threads: number) => void
+    ENTRY(getNumThreads),        // () => number
+    ENTRY(maxNumThreads),        // () => number
+    ENTRY(buildInfo),            // () => BuildInfo
+    ENTRY(configure),            // (options: ConfigureOptions) => void
+    ENTRY(setCpuMemoryCaching),  // (enabled: boolean) => boolean
+    ENTRY(getCpuMemoryCaching),  // () => boolean
 };
 
 void initRuntime(Napi::Env env, Napi::Object exports) {
   registerAll(env, exports, std::begin(kRuntime), std::end(kRuntime));
-  exports.Set("dtypeCodes", dtypeCodes(env));
+  exports.Set("dtypeCodes", dtypeCodes(env));  // Readonly<Record<string, number>>
 }
 
 }  // namespace residual

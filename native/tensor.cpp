@@ -237,10 +237,30 @@ DEFN(autogradGrad) {
   return arr;
 }
 static const FnEntry kTensor[] = {
-    ENTRY(fromBuffer), ENTRY(toBuffer), ENTRY(item), ENTRY(itemBigInt), ENTRY(shape), ENTRY(strides), ENTRY(dtype),
-    ENTRY(device), ENTRY(numel), ENTRY(dim), ENTRY(isContiguous), ENTRY(requiresGrad), ENTRY(setRequiresGrad),
-    ENTRY(isLeaf), ENTRY(gradFn), ENTRY(dispose), ENTRY(isAlive), ENTRY(sameStorage), ENTRY(dataPtr), ENTRY(grad),
-    ENTRY(setGrad), ENTRY(retainGrad), ENTRY(backward), ENTRY(autogradGrad),
+    ENTRY(fromBuffer),       // (data: ArrayBuffer | ArrayBufferView, byteOffset: number, shape: IntList, dtype: number, copy: boolean) => Handle
+    ENTRY(toBuffer),         // (tensor: Handle) => ArrayBuffer
+    ENTRY(item),             // (tensor: Handle) => number | boolean
+    ENTRY(itemBigInt),       // (tensor: Handle) => bigint
+    ENTRY(shape),            // (tensor: Handle) => number[]
+    ENTRY(strides),          // (tensor: Handle) => number[]
+    ENTRY(dtype),            // (tensor: Handle) => number
+    ENTRY(device),           // (tensor: Handle) => Device
+    ENTRY(numel),            // (tensor: Handle) => number
+    ENTRY(dim),              // (tensor: Handle) => number
+    ENTRY(isContiguous),     // (tensor: Handle, channelsLast?: boolean | null) => boolean
+    ENTRY(requiresGrad),     // (tensor: Handle) => boolean
+    ENTRY(setRequiresGrad),  // (tensor: Handle, requiresGrad: boolean) => void
+    ENTRY(isLeaf),           // (tensor: Handle) => boolean
+    ENTRY(gradFn),           // (tensor: Handle) => string | null
+    ENTRY(dispose),          // (tensor?: Handle | null) => void
+    ENTRY(isAlive),          // (tensor?: Handle | null) => boolean
+    ENTRY(sameStorage),      // (a: Handle, b: Handle) => boolean
+    ENTRY(dataPtr),          // (tensor: Handle) => number
+    ENTRY(grad),             // (tensor: Handle) => Handle | null
+    ENTRY(setGrad),          // (tensor: Handle, grad?: Handle | null) => void
+    ENTRY(retainGrad),       // (tensor: Handle) => void
+    ENTRY(backward),         // (tensor: Handle, gradient?: Handle | null, retainGraph?: boolean | null, createGraph?: boolean | null) => void
+    ENTRY(autogradGrad),     // (outputs: readonly Handle[], inputs: readonly Handle[], gradOutputs?: readonly Handle[] | null, retainGraph?: boolean | null, createGraph?: boolean | null, allowUnused?: boolean | null) => (Handle | null)[]
 };
 
 void initTensor(Napi::Env env, Napi::Object exports) { registerAll(env, exports, std::begin(kTensor), std::end(kTensor)); }

@@ -5,12 +5,8 @@
 // and a full pass advances the epoch. Leaving an epoch early (`break`, an error thrown in the loop
 // body, return()) stops the native workers and frees the batches they made ahead; the next iteration
 // starts cleanly.
-import { native as N } from '../addon/binding.js';
-import type { NativeHandle } from '../addon/binding.js';
+import { native as N, type NativeLoader } from '../addon/binding.js';
 import { Tensor } from '../tensor/tensor.js';
-
-/** A native loader object (loaderCreate, streamCreate). */
-export type NativeLoader = { readonly __nativeLoader: unique symbol };
 
 export interface Batch {
   /** float32 [B, C, H, W] */
@@ -32,7 +28,7 @@ export abstract class NativeBatchLoader implements AsyncIterable<Batch> {
 
   /** Batches per epoch. */
   get length(): number {
-    return N.loaderLength(this.native, this.epoch) as number;
+    return N.loaderLength(this.native, this.epoch);
   }
 
   setEpoch(epoch: number): void {
@@ -63,7 +59,7 @@ export abstract class NativeBatchLoader implements AsyncIterable<Batch> {
     let complete = false;
     try {
       for (;;) {
-        const b = (await N.loaderNext(this.native)) as [NativeHandle, NativeHandle] | null;
+        const b = await N.loaderNext(this.native);
         if (!b) break;
         yield { x: new Tensor(b[0]), y: new Tensor(b[1]) };
       }
@@ -79,7 +75,7 @@ export abstract class NativeBatchLoader implements AsyncIterable<Batch> {
     let complete = false;
     try {
       for (;;) {
-        const b = N.loaderNextSync(this.native) as [NativeHandle, NativeHandle] | null;
+        const b = N.loaderNextSync(this.native);
         if (!b) break;
         yield { x: new Tensor(b[0]), y: new Tensor(b[1]) };
       }

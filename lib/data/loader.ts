@@ -6,7 +6,7 @@
 // StreamingDataLoader.
 import { native as N } from '../addon/binding.js';
 import { type Device, hOf, type Tensor } from '../tensor/tensor.js';
-import { NativeBatchLoader, type NativeLoader } from './batches.js';
+import { NativeBatchLoader } from './batches.js';
 
 export type { Batch } from './batches.js';
 
@@ -75,7 +75,7 @@ export class DataLoader extends NativeBatchLoader {
         channelsLast: !!o.channelsLast,
         prefetch: o.prefetch ?? 2,
         workers: o.workers ?? 1,
-      }) as NativeLoader,
+      }),
       'DataLoader',
     );
   }

@@ -362,8 +362,14 @@ DEFN(loaderState) {
 }
 
 static const FnEntry kLoader[] = {
-    ENTRY(loaderStart), ENTRY(loaderLength), ENTRY(loaderNextSync), ENTRY(loaderNext),
-    ENTRY(loaderStop),  ENTRY(loaderClose),  ENTRY(loaderSkipped),  ENTRY(loaderState),
+    ENTRY(loaderStart),     // (loader: NativeLoader, epoch: number, indices?: IntList | null) => number
+    ENTRY(loaderLength),    // (loader: NativeLoader, epoch?: number | null) => number
+    ENTRY(loaderNextSync),  // (loader: NativeLoader) => NativeBatch | null
+    ENTRY(loaderNext),      // (loader: NativeLoader) => Promise<NativeBatch | null>
+    ENTRY(loaderStop),      // (loader: NativeLoader) => void
+    ENTRY(loaderClose),     // (loader: NativeLoader) => void
+    ENTRY(loaderSkipped),   // (loader: NativeLoader) => LoaderSkipped
+    ENTRY(loaderState),     // (loader: NativeLoader) => LoaderState
 };
 
 void initLoaders(Napi::Env env, Napi::Object exports) {

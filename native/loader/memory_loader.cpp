@@ -186,7 +186,9 @@ DEFN(loaderCreate) {
   return adoptLoader(a.env(), std::make_unique<MemoryLoader>(std::move(c)));
 }
 
-static const FnEntry kMemoryLoader[] = {ENTRY(loaderCreate)};
+static const FnEntry kMemoryLoader[] = {
+    ENTRY(loaderCreate),  // (images: Handle, labels: Handle, options: LoaderOptions) => NativeLoader
+};
 
 void initMemoryLoader(Napi::Env env, Napi::Object exports) {
   registerAll(env, exports, std::begin(kMemoryLoader), std::end(kMemoryLoader));

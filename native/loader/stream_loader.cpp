@@ -430,7 +430,9 @@ DEFN(streamCreate) {
   return adoptLoader(a.env(), std::make_unique<StreamLoader>(std::move(c)));
 }
 
-static const FnEntry kStreamLoader[] = {ENTRY(streamCreate)};
+static const FnEntry kStreamLoader[] = {
+    ENTRY(streamCreate),  // (options: StreamCreateOptions) => NativeLoader
+};
 
 void initStreamLoader(Napi::Env env, Napi::Object exports) {
   registerAll(env, exports, std::begin(kStreamLoader), std::end(kStreamLoader));
