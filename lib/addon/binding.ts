@@ -1,7 +1,7 @@
 // Loads the native addon once per thread (it is context-aware: main thread and workers each get
 // their own instance). The binary is chosen by lib/addon/load.ts (prebuilt or locally built).
 import { constants as bufferConstants } from 'node:buffer';
-import { DeviceError, DisposedTensorError, DtypeError, OutOfMemoryError, ResidualError, ShapeError } from '../core/errors.js';
+import { BadFileError, DeviceError, DisposedTensorError, DtypeError, OutOfMemoryError, ResidualError, ShapeError } from '../core/errors.js';
 import { buildFromSourceCommand, loadAddon } from './load.js';
 import type { NativeBinding } from './binding.generated.js';
 import type { Handle } from './native-types.js';
@@ -33,6 +33,7 @@ native.configure({
     device: DeviceError,
     disposed: DisposedTensorError,
     oom: OutOfMemoryError,
+    badFile: BadFileError,
   },
   maxArrayBufferBytes: bufferConstants.MAX_LENGTH,
 });

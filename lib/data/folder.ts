@@ -1,6 +1,6 @@
 // A folder of images per class: root/<class>/<image>.png|.jpg|.jpeg.
 //
-// Decoding is native (libjpeg-turbo and libpng, native/imageio.cpp: the same decoder the streaming
+// Decoding is native (libjpeg-turbo and libpng, native/image/codec.cpp: the same decoder the streaming
 // loaders use). It gives 8-bit RGBA, whatever the file's own colour type or bit depth (16-bit PNGs are
 // scaled to 8 bits with rounding); alpha is dropped (not composited), and grayscale output uses the
 // ITU-R 601-2 luma weights (0.299 R + 0.587 G + 0.114 B), as PIL's "L" conversion does.

@@ -188,7 +188,7 @@ async function main() {
   const pre = path.join(preDir, fileName);
   const { writeFileAtomic } = await import(pathToFileURL(path.join(root, 'dist', 'core', 'fs.js')).href);
   writeFileAtomic(pre, buf, { mode: 0o755 });
-  // The image decoders (native/imageio.cpp) travel with the binary: the build machine's libjpeg-turbo
+  // The image decoders (native/image/codec.cpp) travel with the binary: the build machine's libjpeg-turbo
   // and libpng, found through $ORIGIN. zlib (libpng's own dependency) is part of every Linux system.
   const bundled = bundleImageLibs(addon, preDir);
 

@@ -9,7 +9,6 @@ import jpeg from 'jpeg-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fixtures } from '../support/helpers.js';
 import * as r from '../../lib/index.js';
-import { mulberry32 } from '../../lib/core/random.js';
 import { native as N } from '../../lib/addon/binding.js';
 import { Tensor } from '../../lib/tensor/tensor.js';
 import { mulberry32 } from '../../lib/core/random.js';
@@ -500,6 +499,67 @@ describe('hostile inputs: oversized images, huge chunks, out-of-range options an
     ihdr[9] = 2;
     return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', Buffer.alloc(0)), chunk('IEND', Buffer.alloc(0))]);
   }
+
+  /**
+   * A valid progressive grayscale JPEG (size x size) whose DC scan is followed by `acScans` AC scans of
+   * a few bytes each: end-of-band runs over every block (Huffman tables of one code each).
+   */
+  function manyScanJpeg(size: number, acScans: number): Buffer {
+    const seg = (marker: number, payload: number[]) => Buffer.from([0xff, marker, (payload.length + 2) >> 8, (payload.length + 2) & 255, ...payload]);
+    const bits = () => {
+      const out: number[] = [];
+      let acc = 0;
+      let n = 0;
+      const put = (v: number, len: number) => {
+        for (let i = len - 1; i >= 0; i--) {
+          acc = (acc << 1) | ((v >> i) & 1);
+          if (++n === 8) {
+            out.push(acc);
+            if (acc === 0xff) out.push(0); // byte stuffing
+            acc = n = 0;
+          }
+        }
+      };
+      const done = () => {
+        while (n) put(1, 1);
+        return out;
+      };
+      return { put, done };
+    };
+    const blocks = Math.ceil(size / 8) ** 2;
+    const dc = bits();
+    for (let k = 0; k < blocks; k++) dc.put(0, 1); // DC difference 0 (category 0, code '0')
+    const ac = bits();
+    for (let left = blocks; left > 0; left -= 16384) ac.put(0, 15); // EOB14 (code '0') + 14 run bits: 16384 blocks
+    const acScan = Buffer.concat([seg(0xda, [1, 1, 0x00, 1, 63, 0x01]), Buffer.from(ac.done())]);
+    return Buffer.concat([
+      Buffer.from([0xff, 0xd8]),
+      seg(0xdb, [0, ...Array(64).fill(1)]),
+      seg(0xc2, [8, size >> 8, size & 255, size >> 8, size & 255, 1, 1, 0x11, 0]),
+      seg(0xc4, [0x00, 1, ...Array(15).fill(0), 0x00]), // DC table 0: symbol 0
+      seg(0xc4, [0x10, 1, ...Array(15).fill(0), 0xe0]), // AC table 0: EOB14
+      seg(0xda, [1, 1, 0x00, 0, 0, 0x01]),
+      Buffer.from(dc.done()),
+      ...Array<Buffer>(acScans).fill(acScan),
+      Buffer.from([0xff, 0xd9]),
+    ]);
+  }
+
+  it('a progressive JPEG of many tiny scans is refused after 500 scans (each one is a pass over every block)', () => {
+    // 10,000 such scans of a 2048 x 2048 image are 188 KB and took 9 s to decode
+    const ok = new Tensor(N.imageDecode(manyScanJpeg(64, 400), 3));
+    expect(ok.shape).toEqual([64, 64, 3]);
+    expect(ok.toArray().flat(2).every((v) => v === 128)).toBe(true); // every coefficient 0: mid-gray
+    expect(() => N.imageDecode(manyScanJpeg(64, 600), 3)).toThrow(/^imageDecode: cannot decode JPEG image: more than 500 scans \(a progressive JPEG has about 10\)$/);
+    const e = (() => {
+      try {
+        N.imageDecode(manyScanJpeg(64, 600), 1);
+      } catch (err) {
+        return err;
+      }
+    })();
+    expect(e).toBeInstanceOf(r.BadFileError);
+  });
 
   it('refuses a tall thin PNG (1 x 30,000,000) from its header, and bounds the resampler buffer', () => {
     expect(() => N.imageDecode(pngHeader(1, 30_000_000), 3)).toThrow(/1x30000000, over the limit of 65535 pixels per side/);

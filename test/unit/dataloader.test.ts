@@ -125,7 +125,7 @@ describe('DataLoader', () => {
         expect(erased).toBeLessThanOrEqual(45);
       }
     }
-    expect(() => new DataLoader({ images, labels }, { batchSize: 2, randomErasing: 2 })).toThrow(/randomErasing must be a probability/);
+    expect(() => new DataLoader({ images, labels }, { batchSize: 2, randomErasing: 2 })).toThrow(/option 'randomErasing' must be a probability in \[0, 1\], got 2/);
   });
 
   it('rejects bad input with clear errors', () => {
