@@ -1,9 +1,10 @@
 // Activation kernels of the residual tfjs backend (Relu, Relu6, Elu, Selu, Softplus, LeakyRelu, EluGrad,
 // Prelu, Softmax) and tfjs's fused activations, which the fused convolutions and matrix products apply
 // (conv.ts, linalg.ts). Sigmoid, Step and the other plain functions are in math.ts.
+import { backend_util } from '@tensorflow/tfjs-core';
 import type { KernelConfig } from '@tensorflow/tfjs-core';
 import { where } from '../../tensor/tensor.js';
-import { cast, defineKernel, op, out, requireFloat, type Tensor } from './util.js';
+import { cast, checkSize, defineKernel, op, out, requireFloat, type Tensor } from './util.js';
 
 type Attr = Record<string, unknown>;
 
@@ -59,6 +60,7 @@ export const eluGradConfig = defineKernel('EluGrad', ({ inputs, backend }) => {
 });
 
 export const preluConfig = defineKernel('Prelu', ({ inputs, backend }) => {
+  checkSize('Prelu', backend_util.assertAndGetBroadcastShape(inputs.x.shape, inputs.alpha.shape), 'float32');
   const x = backend.tensorOf(inputs.x);
   const alpha = backend.tensorOf(inputs.alpha);
   const dt = inputs.x.dtype === 'int32' && inputs.alpha.dtype === 'int32' ? 'int32' : 'float32';
