@@ -3,7 +3,7 @@
 // tfjs-backend-cpu. Gathers and scatters are in gather.ts, creation kernels in creation.ts.
 import { backend_util, slice_util, upcastType, util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
-import { checkSize, code, defineKernel, fromTyped, longT, notStringOrComplex, numbersOf, op, out, sc, sizeOf, storageShape, torchDtype, type ResidualBackend, type Tensor } from './util.js';
+import { checkBroadcast, checkSize, code, defineKernel, fromTyped, longT, notStringOrComplex, numbersOf, op, out, sc, sizeOf, storageShape, torchDtype, type ResidualBackend, type Tensor } from './util.js';
 
 // Reshape, ExpandDims and Identity return their input's dataId with one more reference (as the cpu
 // backend): no copy, and tfjs's per-kernel dataId accounting sees no new buffer. tensorOf() gives
@@ -167,6 +167,8 @@ export const selectConfig = defineKernel('Select', ({ inputs, backend }) => {
   const { condition, t, e } = inputs;
   if (t.dtype === 'complex64' || e.dtype === 'complex64') throw new Error('Select: complex64 tensors are not supported');
   const dtype = upcastType(t.dtype, e.dtype);
+  // (tf: t and e have one shape, the condition that shape or its first dimension; bounded as broadcast)
+  checkBroadcast('Select', dtype, t.shape, e.shape, condition.shape.length === 1 && t.shape.length > 1 ? [condition.shape[0], ...t.shape.slice(1).map(() => 1)] : condition.shape);
   let c = backend.tensorOf(condition);
   if (c.dtype !== 'bool') c = op('ne', c, sc(0));
   if (condition.shape.length === 1 && t.shape.length > 1) c = c.reshape([condition.shape[0], ...t.shape.slice(1).map(() => 1)]);

@@ -5,7 +5,7 @@ import { backend_util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { activate } from './activation.js';
 import { checkPadded, fromNC, geo2d, geo3d, outShape2d, outShape3d, padSpatial, plan, spatialShape, toNC, type Attr, type Conv2DInfo, type Conv3DInfo, type Geo, type Plan } from './spatial.js';
-import { checkSize, code, defineKernel, op, out, requireFloat, sizeOf, zerosOut, type ResidualBackend, type Tensor } from './util.js';
+import { checkBroadcast, checkSize, code, defineKernel, op, out, requireFloat, sizeOf, zerosOut, type ResidualBackend, type Tensor } from './util.js';
 
 // ---- weights: tf filters <-> libtorch weights ----
 
@@ -165,6 +165,9 @@ function conv2d({ backend, x, filter, a, depthwise, bias, prelu }: Conv2DArgs): 
   const xt = requireFloat(backend.tensorOf(x), 'conv2d');
   const ft = requireFloat(backend.tensorOf(filter), 'conv2d');
   const b: Tensor | null = bias ? requireFloat(backend.tensorOf(bias), 'conv2d bias') : null;
+  // A bias or PReLU weight broadcasts against the output (in NCHW a 1-D one per channel, as below).
+  const perChannelShape = (s: number[]) => (!cl && s.length === 1 && s[0] !== 1 ? [s[0], 1, 1] : s);
+  for (const t of [bias, prelu]) if (t) checkBroadcast(name, 'float32', shape, perChannelShape(t.shape));
   // A bias with one value per output channel goes into the convolution; any other broadcastable one is
   // added to the result.
   const fuseBias = b !== null && b.ndim === 1 && b.shape[0] === c.outChannels;

@@ -3,7 +3,7 @@
 import { backend_util, util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { activate } from './activation.js';
-import { checkSize, defineKernel, notStringOrComplex, op, out, requireFloat, torchDtype, type ResidualBackend } from './util.js';
+import { checkBroadcast, checkSize, defineKernel, notStringOrComplex, op, out, requireFloat, torchDtype, type ResidualBackend } from './util.js';
 
 type Attr = Record<string, unknown>;
 
@@ -13,7 +13,8 @@ function matMul(backend: ResidualBackend, a: TensorInfo, b: TensorInfo, attrs: A
   const batch = backend_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
   const m = attrs.transposeA ? a.shape[a.shape.length - 1] : a.shape[a.shape.length - 2];
   const n = attrs.transposeB ? b.shape[b.shape.length - 2] : b.shape[b.shape.length - 1];
-  checkSize(bias || prelu || attrs.activation ? '_FusedMatMul' : 'BatchMatMul', [...batch, m, n], 'float32');
+  const name = bias || prelu || attrs.activation ? '_FusedMatMul' : 'BatchMatMul';
+  checkBroadcast(name, 'float32', [...batch, m, n], ...[bias, prelu].filter((t) => t !== undefined).map((t) => t.shape));
   let at = backend.tensorOf(a);
   let bt = backend.tensorOf(b);
   const intMul = a.dtype === 'int32' && b.dtype === 'int32' && !bias;

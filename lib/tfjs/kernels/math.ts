@@ -7,7 +7,7 @@ import type { DataType, KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { native } from '../../addon/binding.js';
 import { wrapT } from '../../tensor/tensor.js';
 import { joinComplex, parts } from './complex.js';
-import { checkSize, code, defineKernel, notComplex, op, sc, type KernelArgs, type ResidualBackend, type Tensor } from './util.js';
+import { checkBroadcast, checkSize, code, defineKernel, notComplex, op, sc, type KernelArgs, type ResidualBackend, type Tensor } from './util.js';
 
 // ---- helpers ----
 
@@ -248,6 +248,7 @@ export const castConfig = defineKernel('Cast', ({ inputs, attrs, backend }) => {
 export const addNConfig = defineKernel('AddN', ({ inputs, backend }) => {
   const list = inputs as unknown as TensorInfo[];
   const dtype = list.map((t) => t.dtype).reduce((a, b) => upcastType(a, b));
+  checkBroadcast('AddN', dtype, ...list.map((t) => t.shape));
   let acc = backend.tensorOf(list[0]);
   if (acc.dtype === 'bool') acc = acc.to('int32');
   acc = acc.clone();

@@ -2,6 +2,7 @@
 // op table, outputs, tensors from JS values, dtype checks, layout (NHWC <-> NCHW views), TF padding.
 import { constants as bufferConstants } from 'node:buffer';
 import v8 from 'node:v8';
+import { backend_util } from '@tensorflow/tfjs-core';
 import type { DataType, KernelConfig, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 import { native, type NativeBinding } from '../../addon/binding.js';
 import { dtypeCode, type DType } from '../../tensor/dtype.js';
@@ -126,6 +127,16 @@ export function checkSize(kernel: string, shape: readonly number[], dtype: DataT
         `backend holds (${fmtBytes(MAX_TENSOR_BYTES)}, the largest ArrayBuffer, which tfjs reads every tensor back into)`,
     );
   return n;
+}
+/**
+ * checkSize of the shape `shapes` broadcast together (a kernel that broadcasts its inputs: [n, 1] with
+ * [1, n] is n * n). Shapes that do not broadcast are tf's error (backend_util.assertAndGetBroadcastShape).
+ */
+export function checkBroadcast(kernel: string, dtype: DataType | 'float64' | 'int64' | 'uint8', ...shapes: (readonly number[])[]): number[] {
+  let shape = [...shapes[0]];
+  for (const s of shapes.slice(1)) shape = backend_util.assertAndGetBroadcastShape(shape, [...s]);
+  checkSize(kernel, shape, dtype);
+  return shape;
 }
 /** checkSize for a tensor whose size is a product of factors (some possibly huge): the shape is the factors. */
 export function checkCount(kernel: string, count: number, dtype: DataType | 'float64' | 'int64' | 'uint8', what = 'output'): number {
