@@ -18,7 +18,9 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#if defined(RESIDUAL_GLOO)
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/comm.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
@@ -30,8 +32,20 @@
 
 namespace residual {
 
+#if defined(RESIDUAL_GLOO)
 static_assert(sizeof(std::shared_ptr<::gloo::transport::Device>) == 2 * sizeof(void*),
               "gloo devices must be held through a plain shared_ptr (opaque to this file)");
+#endif
+
+// Whether this build has the 'gloo' backend (buildInfo().gloo): native/dist.cmake builds it only when
+// gloo's headers are found.
+bool distHasGloo() {
+#if defined(RESIDUAL_GLOO)
+  return true;
+#else
+  return false;
+#endif
+}
 
 namespace {
 
@@ -75,6 +89,7 @@ std::vector<std::string> splitComma(const std::string& s) {
   return out;
 }
 
+#if defined(RESIDUAL_GLOO)
 // ProcessGroupGloo in a buffer with a guard zone after the size our header gives it: the library's
 // constructor writing past it means the layouts disagree, refused before the object is used.
 c10::intrusive_ptr<c10d::ProcessGroupGloo> makeGloo(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
@@ -102,6 +117,14 @@ c10::intrusive_ptr<c10d::ProcessGroupGloo> makeGloo(const c10::intrusive_ptr<c10
   }
   return c10::intrusive_ptr<c10d::ProcessGroupGloo>::unsafe_steal_from_new(raw);
 }
+#endif
+
+#if !defined(RESIDUAL_GLOO)
+const char* const kNoGloo =
+    "backend 'gloo' is not in this build of the addon: it was built without gloo's headers. Install them "
+    "(Debian/Ubuntu: apt-get install libgloo-dev; or set GLOO_INCLUDE_DIR to a folder with gloo/algorithm.h) "
+    "and build the addon again (npm install in a checkout, or npx residual setup --build-from-source)";
+#endif
 
 struct InitCfg {
   std::string backend, addr, groupName = "0";
@@ -124,6 +147,9 @@ void doInit(const InitCfg& c) {
   if (c.backend == "nccl") throw std::runtime_error("backend 'nccl' needs the CUDA build of the addon (this one is " RESIDUAL_VARIANT "): use 'gloo'");
 #endif
   if (c.backend != "gloo" && c.backend != "nccl") throw std::runtime_error("unknown backend '" + c.backend + "' (gloo or nccl)");
+#if !defined(RESIDUAL_GLOO)
+  if (c.backend == "gloo") throw std::runtime_error(kNoGloo);
+#endif
   c10d::TCPStoreOptions so;
   so.port = uint16_t(c.port);
   so.isServer = c.hostStore && !c.agentStore;
@@ -139,6 +165,7 @@ void doInit(const InitCfg& c) {
   auto pg = c10::make_intrusive<c10d::ProcessGroup>(groupStore, c.rank, c.size);
   c10::intrusive_ptr<c10d::Backend> backend;
   if (c.backend == "gloo") {
+#if defined(RESIDUAL_GLOO)
     pg->setDefaultBackend(c10d::ProcessGroup::GLOO);
     auto backendStore = c10::make_intrusive<c10d::PrefixStore>("cpu/", groupStore);
     auto opts = c10d::ProcessGroupGloo::Options::create(c.timeout);
@@ -154,6 +181,9 @@ void doInit(const InitCfg& c) {
     backend = gloo;
     pg->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::GLOO, backend);
     pg->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::GLOO, backend);
+#else
+    throw std::runtime_error(kNoGloo);
+#endif
   } else if (c.backend == "nccl") {
 #if defined(RESIDUAL_NCCL)
     pg->setDefaultBackend(c10d::ProcessGroup::NCCL);
@@ -617,9 +647,21 @@ DEFN(tensorSetData) {
 }
 
 static const FnEntry kDist[] = {
-    ENTRY(distInit), ENTRY(distInfo), ENTRY(distDestroy), ENTRY(distAllReduce), ENTRY(distBroadcast),
-    ENTRY(distAllGather), ENTRY(distBarrier), ENTRY(distSamplerPerm), ENTRY(ddpCreate), ENTRY(ddpPreForward),
-    ENTRY(ddpPostForward), ENTRY(ddpSyncBuffers), ENTRY(ddpDestroy), ENTRY(distSyncBatchNorm), ENTRY(tensorSetData),
+    ENTRY(distInit),           // (options: DistInitOptions) => Promise<void>
+    ENTRY(distInfo),           // () => DistInfo | null
+    ENTRY(distDestroy),        // () => void
+    ENTRY(distAllReduce),      // (tensors: readonly Handle[], op?: string | null) => Promise<void>
+    ENTRY(distBroadcast),      // (tensors: readonly Handle[], src: number) => Promise<void>
+    ENTRY(distAllGather),      // (tensor: Handle) => Promise<Handle[]>
+    ENTRY(distBarrier),        // () => Promise<void>
+    ENTRY(distSamplerPerm),    // (n: number, seed: number) => Handle
+    ENTRY(ddpCreate),          // (params: readonly Handle[], states: readonly Handle[], buffers: readonly Handle[], options: DdpOptions) => NativeDdp
+    ENTRY(ddpPreForward),      // (ddp: NativeDdp, gradEnabled: boolean, syncBuffers: boolean) => void
+    ENTRY(ddpPostForward),     // (ddp: NativeDdp, outputs: readonly Handle[]) => void
+    ENTRY(ddpSyncBuffers),     // (ddp: NativeDdp) => void
+    ENTRY(ddpDestroy),         // (ddp: NativeDdp) => void
+    ENTRY(distSyncBatchNorm),  // (input: Handle, weight: Handle | null | undefined, bias: Handle | null | undefined, runningMean: Handle | null | undefined, runningVar: Handle | null | undefined, momentum: number, eps: number) => Handle
+    ENTRY(tensorSetData),      // (tensor: Handle, source: Handle) => void
 };
 
 void initDist(Napi::Env env, Napi::Object exports) { registerAll(env, exports, std::begin(kDist), std::end(kDist)); }

@@ -268,11 +268,9 @@ export async function launchTrain(argv: string[]): Promise<number> {
     return undefined;
   };
   if (given('out') === undefined && !rest.includes('--resume') && !rest.includes('--help')) {
-    const { DEFAULT_CONFIG } = await import('../train/trainer.js');
-    const base = path.join('runs', `${given('model') ?? DEFAULT_CONFIG.model}-${given('data') ?? DEFAULT_CONFIG.data}`);
-    let out = base;
-    for (let i = 2; fs.existsSync(out); i++) out = `${base}-${i}`;
-    rest.push('--out', out);
+    const { DEFAULT_CONFIG } = await import('../train/config.js');
+    const { defaultRunFolder } = await import('../train/run-folder.js');
+    rest.push('--out', defaultRunFolder(given('model') ?? DEFAULT_CONFIG.model, given('data') ?? DEFAULT_CONFIG.data));
   }
   const entry = process.argv[1];
   if (!entry) {

@@ -2,7 +2,7 @@
 // Gloo on CPU, NCCL on CUDA builds), collectives, DistributedDataParallel on c10d's Reducer,
 // SyncBatchNorm and PyTorch's DistributedSampler order. The environment is torchrun's (MASTER_ADDR,
 // MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, ...), set by `residual launch` or torchrun itself.
-import { native as N } from '../addon/binding.js';
+import { native as N, type NativeDdp } from '../addon/binding.js';
 import { Tensor, hOf, wrapT } from '../tensor/tensor.js';
 import { isGradEnabled } from '../autograd/index.js';
 import { Module } from '../nn/module.js';
@@ -161,7 +161,6 @@ export interface DDPOptions {
   findUnusedParameters?: boolean;
 }
 
-type NativeDdp = { readonly __ddp: unique symbol };
 
 /**
  * Wraps a model for data-parallel training on c10d's Reducer, as torch's DDP: at construction the

@@ -14,7 +14,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { manualSeed, randn } from '../../lib/index.js';
 import { freePort, workerEnv } from '../../lib/cli/launch.js';
 import { PER_RANK, type Named } from '../fixtures/ddp/common.js';
-import { root } from '../support/helpers.js';
+import { glooBuilt, glooSkipNote, root } from '../support/helpers.js';
 
 const required = process.env.RESIDUAL_TEST_PYTHON_DDP === '1';
 
@@ -51,7 +51,7 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ cod
 }
 
 describe('dist: a job shared by a Python PyTorch rank and a residual rank', () => {
-  it.runIf(python !== null || required)('Python DDP rank 0 + residual rank 1 (Gloo): the same weights and buffers at the end', async () => {
+  it.runIf((python !== null || required) && glooBuilt)(`Python DDP rank 0 + residual rank 1 (Gloo): the same weights and buffers at the end${glooBuilt ? '' : ` (${glooSkipNote})`}`, async () => {
     if (!python) throw new Error('RESIDUAL_TEST_PYTHON_DDP=1 but no Python with torch was found: run scripts/ci/setup-python-torch.sh (or set RESIDUAL_TEST_PYTHON)');
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-interop-'));
     const world = 2, steps = 4;

@@ -4,7 +4,7 @@ import { constants as bufferConstants } from 'node:buffer';
 import v8 from 'node:v8';
 import { backend_util } from '@tensorflow/tfjs-core';
 import type { DataType, KernelConfig, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
-import { native, type NativeBinding } from '../../addon/binding.js';
+import { native, type Boxed, type Handle, type NativeBinding } from '../../addon/binding.js';
 import { dtypeCode, type DType } from '../../tensor/dtype.js';
 import { scope } from '../../tensor/scope.js';
 import { Tensor, hOf, wrapT } from '../../tensor/tensor.js';
@@ -38,26 +38,40 @@ export function defineKernel(kernelName: string, fn: KernelBody): KernelConfig {
 
 // ---- native calls ----
 
-type Arg = Tensor | readonly Tensor[] | number | boolean | string | readonly number[] | readonly (number | boolean)[] | null | undefined;
-function conv(a: Arg): unknown {
+// The funnel's argument types are the binding's (lib/addon/binding.generated.ts, generated from the op
+// table), with residual Tensors where the op takes native tensor handles: a wrong argument (order,
+// type, count) is a compile error, as it is for Tensor's own calls.
+type JsArg<P> = P extends Handle
+  ? Tensor
+  : P extends readonly Handle[]
+    ? readonly Tensor[]
+    : P extends readonly (Handle | null)[]
+      ? readonly (Tensor | null)[]
+      : P;
+type JsArgs<A extends readonly unknown[]> = { [K in keyof A]: JsArg<A[K]> };
+/** The names of the native functions that return R. */
+type OpReturning<R> = { [K in keyof NativeBinding]: NativeBinding[K] extends (...a: never[]) => R ? K : never }[keyof NativeBinding];
+/** The arguments op(name, ...) / opList(name, ...) take for the native function `name`. */
+export type OpArgs<K extends keyof NativeBinding> = NativeBinding[K] extends (...a: infer A) => unknown ? JsArgs<A> : never;
+
+function conv(a: unknown): unknown {
   if (a instanceof Tensor) return hOf(a);
-  if (Array.isArray(a) && a.length > 0 && a[0] instanceof Tensor) return (a as Tensor[]).map((t) => hOf(t));
+  if (Array.isArray(a) && a.some((x) => x instanceof Tensor)) return a.map((t) => (t instanceof Tensor ? hOf(t) : t));
   return a === null ? undefined : a;
 }
-type OpName = { [K in keyof NativeBinding]: NativeBinding[K] extends (...a: never[]) => unknown ? K : never }[keyof NativeBinding];
 
 /** Calls a native op that returns one tensor; Tensor arguments become handles. */
-export function op(name: OpName, ...args: Arg[]): Tensor {
-  const f = native[name] as (...a: unknown[]) => unknown;
-  return wrapT(f(...args.map(conv)) as never);
+export function op<K extends OpReturning<Handle>>(name: K, ...args: OpArgs<K>): Tensor {
+  const f = native[name] as unknown as (...a: unknown[]) => Handle;
+  return wrapT(f(...args.map(conv)));
 }
 /** Calls a native op that returns a list (or tuple) of tensors. */
-export function opList(name: OpName, ...args: Arg[]): Tensor[] {
-  const f = native[name] as (...a: unknown[]) => unknown;
-  return (f(...args.map(conv)) as never[]).map((h) => wrapT(h));
+export function opList<K extends OpReturning<readonly Handle[]>>(name: K, ...args: OpArgs<K>): Tensor[] {
+  const f = native[name] as unknown as (...a: unknown[]) => readonly Handle[];
+  return f(...args.map(conv)).map((h) => wrapT(h));
 }
 /** A scalar operand for ops that take a tensor or a number (TOS arguments): boxed as [value]. */
-export function sc(v: number | boolean): [number | boolean] {
+export function sc(v: number | boolean): Boxed {
   return [v];
 }
 
