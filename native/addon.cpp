@@ -286,9 +286,11 @@ std::vector<at::Tensor> tensorsOf(Napi::Env env, const Napi::Value& v, const std
   out.reserve(arr.Length());
   for (uint32_t k = 0; k < arr.Length(); k++) {
     Napi::Value e = arr.Get(k);
-    HandleState why;
+    // (asHandle sets `why` only when it fails: read it only then; it was read uninitialized here, so a live
+    // element could be reported as disposed, depending on what the stack held)
+    HandleState why = HandleState::NotTensor;
     Handle* h = asHandle(env, e, &why);
-    if (why == HandleState::Stale) throw KindError(ErrKind::Disposed, what + " element " + std::to_string(k) + " is a disposed Tensor");
+    if (!h && why == HandleState::Stale) throw KindError(ErrKind::Disposed, what + " element " + std::to_string(k) + " is a disposed Tensor");
     if (!h && why == HandleState::Foreign) badHandle(why, what + " element " + std::to_string(k), "");
     if (!h) throw ArgError(what + " must hold only Tensors, element " + std::to_string(k) + " is " + describe(e));
     out.push_back(h->t);
@@ -339,7 +341,7 @@ std::vector<std::optional<at::Tensor>> Args::OTL(size_t i, const char* name) con
   for (uint32_t k = 0; k < arr.Length(); k++) {
     Napi::Value v = arr.Get(k);
     if (v.IsNull() || v.IsUndefined()) { out.emplace_back(std::nullopt); continue; }
-    HandleState why;
+    HandleState why = HandleState::NotTensor;
     Handle* h = asHandle(info.Env(), v, &why);
     if (!h && why != HandleState::NotTensor) badHandle(why, "argument '" + std::string(name) + "' element " + std::to_string(k), "");
     if (!h) throw ArgError("argument '" + std::string(name) + "' element " + std::to_string(k) + " must be a live Tensor or null");
@@ -664,7 +666,7 @@ DEFN(gradFn) {
 // dispose(id): a stale id (already disposed) is a no-op, so the GC backstop may run after dispose().
 DEFN(dispose) {
   if (!a.has(0)) return a.env().Undefined();
-  HandleState why;
+  HandleState why = HandleState::NotTensor;
   Handle* h = asHandle(a.env(), a.info[0], &why);
   if (!h && why != HandleState::Stale) badHandle(why, "argument 'tensor'", describe(a.info[0]));
   if (h) release(a.env(), envData(a.env()), h);
