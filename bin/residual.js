@@ -10,13 +10,23 @@ function fail(e) {
   process.exitCode = 1;
 }
 
-if (cmd === 'setup' && !wantsHelp) {
+const USAGE = {
+  setup:
+    'Usage: residual setup [--build-from-source]\n\nDo what the install step does: resolve or fetch libtorch, then pick the prebuilt binary or build one.\n' +
+    'For pnpm (which skips install scripts by default), npm --ignore-scripts, or after changing LIBTORCH/RESIDUAL_VARIANT.\n' +
+    'Environment: LIBTORCH, LIBTORCH_USE_PYTORCH=1, RESIDUAL_VARIANT=cpu|cu130, RESIDUAL_HOME, RESIDUAL_LIBTORCH_MIRROR, RESIDUAL_LIBTORCH_FETCH=pip (see README).',
+  doctor: 'Usage: residual doctor [--json]\n\nCheck the installation: Node, the addon binary, libtorch, CUDA/cuDNN, GPUs; each problem with its fix.\nRuns without libtorch or the addon.',
+};
+
+if ((cmd === 'setup' || cmd === 'doctor') && wantsHelp) {
+  console.log(USAGE[cmd]);
+} else if (cmd === 'setup') {
   import('../scripts/install/install.mjs')
     .then((m) => m.main(rest, { via: 'setup' }))
     .then((code) => {
       process.exitCode = code;
     }, fail);
-} else if (cmd === 'doctor' && !wantsHelp) {
+} else if (cmd === 'doctor') {
   import('../dist/cli/doctor.js')
     .then((m) => m.runDoctor(rest))
     .then((code) => {

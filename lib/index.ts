@@ -91,3 +91,6 @@ export {
   type FigureName, type InitGradients, type TrainedNet,
 } from './explain/explain.js';
 export { gradientNorms, currentGradientNorms, residualMagnitudes, type BlockMagnitude, type LayerGradNorm } from './explain/measure.js';
+
+// ---- ONNX export ----
+export { exportOnnx, toOnnx, ONNX_OPSETS, ONNX_EXPORTABLE, type ExportOnnxOptions, type OnnxExportInfo } from './onnx/index.js';

@@ -2,7 +2,7 @@
 // their own instance). The binary is chosen by lib/addon/load.ts (prebuilt or locally built).
 import { constants as bufferConstants } from 'node:buffer';
 import { DeviceError, DisposedTensorError, DtypeError, OutOfMemoryError, ResidualError, ShapeError } from '../core/errors.js';
-import { loadAddon } from './load.js';
+import { buildFromSourceCommand, loadAddon } from './load.js';
 import type { NativeBinding } from './binding.generated.js';
 import type { Handle } from './native-types.js';
 
@@ -23,7 +23,7 @@ export const native: NativeBinding = loadAddon() as unknown as NativeBinding;
 // Native errors are created directly as residual's error classes (no JS wrapper per call), and
 // ArrayBuffers handed to JS are checked against the largest one this Node allows.
 if (typeof native.configure !== 'function' || typeof native.dtypeCodes !== 'object') {
-  throw new Error('residual: the native addon is older than this library (it lacks configure/dtypeCodes): rebuild it with `npm run build` (or reinstall)');
+  throw new Error(`residual: the native addon is older than this library (it lacks configure/dtypeCodes): rebuild it with: ${buildFromSourceCommand()}`);
 }
 native.configure({
   errorClasses: {

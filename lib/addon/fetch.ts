@@ -124,6 +124,7 @@ async function hashFile(file: string, upTo: number): Promise<crypto.Hash> {
 function describeNetError(e: unknown): string {
   const err = e as Error & { cause?: { code?: string; message?: string } };
   const cause = err.cause;
+  if (/bad port/.test(cause?.message ?? err.message ?? '')) return "its port is one that Node's fetch refuses (the WHATWG list of blocked ports, e.g. 6000 or 10080): serve the mirror on another port";
   if (cause?.code) return `${cause.code}${cause.message && !cause.message.includes(cause.code) ? ` (${cause.message})` : ''}`;
   return cause?.message ?? err.message;
 }
@@ -540,6 +541,7 @@ export async function fetchLibtorch(variant: string, opts: FetchOptions = {}): P
         const dests: Partial<Record<'lib' | 'dev', string>> = {};
         if (needLib) dests.lib = path.join(libStage, 'site');
         if (needDev && f.role === 'torch') dests.dev = devStage;
+        say(quiet, `unpacking ${f.name}${needLib && needDev ? '' : needLib ? ' (what runs)' : ' (build files)'}`);
         const r = await unpackWheel(wheel, f.role, dests, f.name);
         libFiles += r.files.lib;
         libBytes += r.bytes.lib;

@@ -69,6 +69,8 @@ export interface BuildInfo {
   mkldnn: boolean;
   config: string;
   threads: number;
+  /** Built with gloo's headers: dist's 'gloo' backend is there (native/dist.cmake). */
+  gloo: boolean;
 }
 
 /** loaderCreate's options (native/data.cpp). Booleans may be given as numbers (0 is false). */

@@ -244,7 +244,7 @@ export async function doctor(): Promise<DoctorReport> {
   if (!canWrite) problem('warning', `${home} is not writable: libtorch cannot be fetched there and each start probes the addon again`, 'set RESIDUAL_HOME to a writable folder');
   const envNames = ['LIBTORCH', 'LIBTORCH_USE_PYTORCH', 'RESIDUAL_VARIANT', 'RESIDUAL_HOME', 'RESIDUAL_LIBTORCH_MIRROR', 'RESIDUAL_LIBTORCH_FETCH', 'RESIDUAL_ADDON', 'RESIDUAL_PROBE_TIMEOUT', 'LD_LIBRARY_PATH'];
   const set = envNames.filter((n) => process.env[n]).map((n) => `${n}=${process.env[n]}`);
-  row('environment', set.join('\n') || '(none of LIBTORCH, LIBTORCH_USE_PYTORCH, RESIDUAL_VARIANT, RESIDUAL_HOME, RESIDUAL_ADDON set)');
+  row('environment', set.join('\n') || `(none of ${envNames.slice(0, -1).join(', ')} set)`);
 
   const errors = problems.filter((p) => p.severity === 'error');
   lines.push('');

@@ -20,6 +20,7 @@ import { loadRunWeights, readRunCheckpoint } from '../train/state.js';
 import { Trainer, type Progress } from '../train/trainer.js';
 import { UsageError, cliMessage, configFrom, flagOf, helpText, parseFlags, settingFlag, type CommandSpec, type FlagSpec, type FlagSpecs, type ParsedFlags } from './flags.js';
 import { EXPLAIN_COMMAND, runExplainFlags } from './explain.js';
+import { EXPORT_COMMAND, runExportFlags } from './export.js';
 
 /** `residual train`'s help text of each setting that is a flag (the type, range and default come from lib/train/config.ts). */
 const SETTING_HELP: Partial<Record<ConfigKey, string>> = {
@@ -444,6 +445,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
     run: cmdDoctor,
   },
   explain: { ...EXPLAIN_COMMAND, run: runExplainFlags },
+  export: { ...EXPORT_COMMAND, run: runExportFlags },
 };
 
 function mainHelp(): string {

@@ -65,7 +65,7 @@ echo "build-cuda-check: building against $LT"
 # the toolkit's headers suffice. Arch list: Hopper (the GPU machine); irrelevant to our C++ (no kernels).
 NVRTC=$(ls "$WORK"/site/nvidia/*/lib/libnvrtc.so.* 2>/dev/null | grep -v builtins | grep -v alt | head -1)
 [ -n "$NVRTC" ] && export RESIDUAL_CMAKE_DEFS="CUDA_nvrtc_LIBRARY=$NVRTC"
-LIBTORCH="$LT" TORCH_CUDA_ARCH_LIST=9.0 node "$ROOT/scripts/build.mjs" --native-only --out "$ROOT/build-cuda"
+LIBTORCH="$LT" TORCH_CUDA_ARCH_LIST=9.0 node "$ROOT/scripts/install/build.mjs" --native-only --out "$ROOT/build-cuda"
 ADDON="$ROOT/build-cuda/Release/residual.node"
 if ! readelf -d "$ADDON" | grep -q 'libtorch_cuda.so'; then
   echo "build-cuda-check: FAILED: $ADDON does not link libtorch_cuda.so (CUDA would silently be unavailable)"

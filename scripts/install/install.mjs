@@ -96,7 +96,11 @@ export async function main(argv = process.argv.slice(2), { via = 'install' } = {
     }
     say(`libtorch ${lt.version} (${lt.variantTag}) from ${lt.source}: ${lt.dir}`);
     // Remembered for run time, so that LIBTORCH or LIBTORCH_USE_PYTORCH need not stay set.
-    T.recordInstall(lt);
+    try {
+      T.recordInstall(lt);
+    } catch (e) {
+      say(`could not record the choice in ${T.installRecordPath()} (${e.message}): at run time residual looks for libtorch again (set LIBTORCH there if it is not in the cache)`);
+    }
 
     // 3. A prebuilt binary that fits.
     if (!fromSource) {

@@ -233,14 +233,14 @@ ok "C: cache reused (found at run time from RESIDUAL_HOME alone)"
 step "D: a fresh project, no libtorch and the mirror down: a clear failure, no partial cache"
 D="$WORK/app-d"; write_app "$D"; HOME_D="$WORK/home-d"
 set +e
-(cd "$D" && env "${NOENV[@]}" "${PIPISO[@]}" PATH="$TRAP_PATH" RESIDUAL_HOME="$HOME_D" RESIDUAL_VARIANT="$VARIANT" RESIDUAL_LIBTORCH_MIRROR=http://127.0.0.1:9 RESIDUAL_FETCH_RETRIES=0 \
+(cd "$D" && env "${NOENV[@]}" "${PIPISO[@]}" PATH="$TRAP_PATH" RESIDUAL_HOME="$HOME_D" RESIDUAL_VARIANT="$VARIANT" RESIDUAL_LIBTORCH_MIRROR=http://127.0.0.1:2 RESIDUAL_FETCH_RETRIES=0 \
   npm install --no-audit --no-fund --foreground-scripts "$MAIN_TGZ" "$VAR_TGZ") > "$WORK/install-d.log" 2>&1
 RC=$?
 set -e
 sed -n '/\[residual\]/,$p' "$WORK/install-d.log" | head -20
 [ "$RC" -ne 0 ] || fail "D: the install succeeded without libtorch"
-for word in LIBTORCH= LIBTORCH_USE_PYTORCH=1 RESIDUAL_VARIANT= RESIDUAL_HOME= RESIDUAL_LIBTORCH_MIRROR= 'npx residual setup' 'cannot reach http://127.0.0.1:9'; do
-  grep -q "$word" "$WORK/install-d.log" || fail "D: the failure message does not mention $word"
+for word in LIBTORCH= LIBTORCH_USE_PYTORCH=1 RESIDUAL_VARIANT= RESIDUAL_HOME= RESIDUAL_LIBTORCH_MIRROR= 'npx residual setup' 'cannot reach http://127.0.0.1:2/whl/cpu/.*ECONNREFUSED'; do
+  grep -q -- "$word" "$WORK/install-d.log" || fail "D: the failure message does not mention $word"
 done
 if [ -d "$HOME_D/libtorch" ] && [ -n "$(ls -A "$HOME_D/libtorch" | grep -v '\.lock$')" ]; then ls -la "$HOME_D/libtorch"; fail "D: something was left in the cache"; fi
 ok "D: exit status $RC, advice printed, cache empty"

@@ -242,6 +242,35 @@ describe('manifest, mirror URLs, wheel parts (pure)', () => {
   });
 });
 
+describe('the resolver (lib/addon/libtorch.ts)', () => {
+  const touch = (f: string, body = 'x') => {
+    fs.mkdirSync(path.dirname(f), { recursive: true });
+    fs.writeFileSync(f, body);
+  };
+  it('reads the cache layout of earlier versions (site/torch with include/ and share/ inside) as runtime and build files', () => {
+    const home = newHome();
+    const torch = path.join(home, 'libtorch', '2.13.0-cpu', 'site', 'torch');
+    touch(path.join(torch, 'lib', 'libtorch_cpu.so'));
+    touch(path.join(torch, 'version.py'), "__version__ = '2.13.0+cpu'\n");
+    touch(path.join(torch, 'include', 'torch', 'torch.h'));
+    touch(path.join(torch, 'share', 'cmake', 'Torch', 'TorchConfig.cmake'));
+    const e = { RESIDUAL_HOME: home, RESIDUAL_VARIANT: 'cpu', RESIDUAL_LIBTORCH_MANIFEST: manifestFile };
+    expect(cachedLibtorch('cpu', e)).toBeNull(); // not marked VERIFIED: never trusted
+    touch(path.join(home, 'libtorch', '2.13.0-cpu', 'VERIFIED'), '{}');
+    expect(cachedLibtorch('cpu', e)).toMatchObject({ dir: torch, devDir: torch, version: '2.13.0', variantTag: 'cpu', source: 'cache' });
+  });
+  it('LIBTORCH naming something else is an error, not ignored; the install record is used when nothing is set', () => {
+    const e = { RESIDUAL_HOME: newHome(), RESIDUAL_VARIANT: 'cpu', RESIDUAL_LIBTORCH_MANIFEST: manifestFile };
+    expect(() => findLibtorch({ quiet: true, root: tmp, env: { ...e, LIBTORCH: tmp } })).toThrow(/LIBTORCH=.* is not a libtorch folder \(expected lib\/libtorch_cpu\.so inside/);
+    const pkg = fs.mkdtempSync(path.join(tmp, 'pkg-'));
+    const lt = path.join(tmp, 'some-libtorch');
+    touch(path.join(lt, 'lib', 'libtorch_cpu.so'));
+    touch(path.join(pkg, 'build', 'libtorch.json'), JSON.stringify({ dir: lt, source: 'LIBTORCH' }));
+    expect(findLibtorch({ quiet: true, root: pkg, env: e })).toMatchObject({ dir: lt, source: 'install', devDir: null });
+    expect(findLibtorch({ quiet: true, root: pkg, env: e, useRecord: false })).toBeNull();
+  });
+});
+
 describe('fetching from a mirror on 127.0.0.1 (fake wheel)', () => {
   it('fetches what runs only, verified, published whole; then the build files on demand; then nothing', async () => {
     const home = newHome();

@@ -9,6 +9,7 @@ import jpeg from 'jpeg-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fixtures } from '../support/helpers.js';
 import * as r from '../../lib/index.js';
+import { mulberry32 } from '../../lib/core/random.js';
 import { native as N } from '../../lib/addon/binding.js';
 import { Tensor } from '../../lib/tensor/tensor.js';
 import { StreamingDataLoader, expandShards, imageFolderSource, packImageFolder, tarHeader, webDatasetSource, writeTar } from '../../lib/data/index.js';
@@ -162,7 +163,7 @@ describe('transforms match torchvision', () => {
     const H = 375;
     const W = 500;
     const n = 40000;
-    const rand = r.data.mulberry32(123);
+    const rand = mulberry32(123);
     const pyRound = (v: number) => {
       const f = Math.floor(v);
       const d = v - f;
@@ -414,7 +415,7 @@ describe('webdataset shards', () => {
     // several times larger than that.
     const dir = path.join(tmp, 'big');
     fs.mkdirSync(dir, { recursive: true });
-    const rand = r.data.mulberry32(9);
+    const rand = mulberry32(9);
     const imgs: Buffer[] = [];
     for (let k = 0; k < 60; k++) {
       const w = 400;

@@ -14,7 +14,7 @@ export const fixtures = path.join(root, 'test', 'fixtures');
  * libgloo-dev). Tests that start a Gloo process group skip without it, saying so; CI installs the
  * headers, and there (CI=true) they must run.
  */
-export const glooBuilt = (native.buildInfo() as { gloo?: boolean }).gloo !== false;
+export const glooBuilt = native.buildInfo().gloo !== false;
 export const glooSkipNote = "skipped: this addon was built without gloo's headers (apt-get install libgloo-dev, then rebuild)";
 
 /** CUDA tests run when CUDA is available or RESIDUAL_TEST_CUDA=1 (then they must not skip). */

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { root } from '../support/helpers.js';
 
 /** The folders of lib/, lowest first: a folder may import only the folders before it. */
-export const LAYERS = ['core', 'addon', 'tensor', 'autograd', 'io', 'optim', 'data', 'nn', 'models', 'distributed', 'tfjs', 'viz', 'train', 'explain', 'cli'] as const;
+export const LAYERS = ['core', 'addon', 'tensor', 'autograd', 'io', 'optim', 'data', 'nn', 'models', 'onnx', 'distributed', 'tfjs', 'viz', 'train', 'explain', 'cli'] as const;
 
 const lib = path.join(root, 'lib');
 
