@@ -21,10 +21,12 @@
 import { constants as bufferConstants } from 'node:buffer';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { io } from '@tensorflow/tfjs-core';
 import { BadFileError } from '../core/errors.js';
 import { writeFileAtomic } from '../core/fs.js';
+import { MAX_TENSOR_BYTES } from './kernels/util.js';
 
 const SCHEME = 'file://';
 const MODEL_JSON = 'model.json';
@@ -32,8 +34,16 @@ const WEIGHTS_BIN = 'weights.bin';
 
 /** The largest model.json read: the longest string V8 makes (JSON.parse needs it as one string). */
 const MAX_JSON_BYTES: number = bufferConstants.MAX_STRING_LENGTH;
-/** The largest single weights file and the largest single weight: the largest ArrayBuffer. */
-const MAX_FILE_BYTES: number = bufferConstants.MAX_LENGTH;
+/** The largest single weights file and the largest single weight: one tensor's limit (kernels/util.ts). */
+const MAX_FILE_BYTES: number = MAX_TENSOR_BYTES;
+/**
+ * The most bytes of weights one model may load, all files together: half this machine's memory (tfjs
+ * decodes a copy of them into tensors). A folder of files whose sizes pass (sparse files cost nothing
+ * on disk) is refused from its sizes, before anything is read.
+ */
+function maxModelBytes(): number {
+  return Math.floor(os.totalmem() / 2);
+}
 
 type ModelArtifacts = io.ModelArtifacts;
 type WeightsManifestEntry = io.WeightsManifestEntry;
@@ -237,7 +247,7 @@ function checkEntry(file: string, where: string, w: unknown): number | null {
   } else per = DTYPE_BYTES[dtype as string];
   const bytes = n * per;
   // Each weight becomes one tensor (decoded from one ArrayBuffer): at most the largest ArrayBuffer.
-  if (bytes > MAX_FILE_BYTES) fail(`('${e.name}') declares ${shape.join('x')} ${dtype} values, ${bytes} bytes: more than one weight may hold (${MAX_FILE_BYTES} bytes)`);
+  if (bytes > MAX_FILE_BYTES) fail(`('${e.name}') declares ${shape.join('x')} ${dtype} values, ${bytes} bytes: more than one weight may hold (${MAX_FILE_BYTES} bytes, a tensor's limit: RESIDUAL_TFJS_MAX_TENSOR_BYTES)`);
   return bytes;
 }
 
@@ -361,6 +371,9 @@ export class FileLoadHandler implements io.IOHandler {
           throw bad(`weights file ${names} holds ${have} bytes but the manifest in ${file} describes ${fixed} bytes of weights${strings ? ' (plus strings)' : ''} for weightsManifest[${gi}]`, files[0]?.file ?? file);
         groups.push({ weights: g.weights, sizes, files });
       }
+      const total = opened.reduce((a, o) => a + o.size, 0);
+      const max = maxModelBytes();
+      if (total > max) throw bad(`the weights files of ${file} hold ${total} bytes in all, more than a model may load on this machine (${max} bytes: half its memory)`, file);
       // Then the data, asynchronously, each file to exactly its checked size.
       const specs: WeightsManifestEntry[] = [];
       const buffers: ArrayBuffer[] = [];

@@ -169,13 +169,13 @@ interface ChildResult {
   m?: string;
   rssDelta?: number;
 }
-function runChild(args: string[], cases: unknown[]): Promise<ChildResult[]> {
+function runChild(args: string[], cases: unknown[], env: Record<string, string> = {}): Promise<ChildResult[]> {
   const child = path.join(fixtures, 'tfjs-kernel-child.mjs');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-tfjs-kernels-'));
   const file = path.join(dir, 'cases.json');
   fs.writeFileSync(file, JSON.stringify(cases));
   return new Promise<ChildResult[]>((resolve, reject) => {
-    const p = spawn(process.execPath, [...args, child, file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [...args, child, file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let out = '';
     let err = '';
     p.stdout.on('data', (d) => (out += d));
@@ -185,7 +185,7 @@ function runChild(args: string[], cases: unknown[]): Promise<ChildResult[]> {
     p.on('error', reject);
     p.on('close', (code, signal) => {
       clearTimeout(timer);
-      if (code !== 0) reject(new Error(`child exited with ${code ?? signal}: ${err.trim().split('\n').slice(-5).join(' | ')}`));
+      if (code !== 0) reject(new Error(`child exited with ${code ?? signal}: ${err.trim().split('\n').filter((l) => !/^\s+at /.test(l)).slice(-8).join(' | ')}`));
       else resolve(out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as ChildResult));
     });
   }).finally(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -210,6 +210,14 @@ describe('kernel memory (child processes)', () => {
       expect(r.rssDelta!, `peak RSS growth ${Math.round(r.rssDelta! / MiB)} MiB for an output of ${pc.bytes / MiB} MiB`).toBeLessThanOrEqual(1.5 * pc.bytes);
     });
   }
+
+  it('RESIDUAL_TFJS_MAX_TENSOR_BYTES sets the limit (here 1 MiB: a 4 MiB Fill is refused, a 1 MiB one made); a bad value is refused at import', async () => {
+    const fill = (n: number) => ({ kernel: 'Fill', inputs: {}, attrs: { shape: [n], value: 1, dtype: 'float32' } });
+    const res = await runChild([], [fill(2 ** 20), fill(2 ** 18)], { RESIDUAL_TFJS_MAX_TENSOR_BYTES: String(2 ** 20) });
+    expect(res.map((r) => r.r)).toEqual(['error:RangeError', 'ok']);
+    expect(res[0].m).toMatch(/^Fill: the output \[1048576\] \(float32\) would hold 1048576 elements, 4194304 bytes .*more than one tensor of the residual backend may hold \(1048576 bytes/);
+    await expect(runChild([], [fill(1)], { RESIDUAL_TFJS_MAX_TENSOR_BYTES: '4GB' })).rejects.toThrow(/RESIDUAL_TFJS_MAX_TENSOR_BYTES must be a whole number of bytes in \[1, \d+\].*got "4GB"/);
+  });
 
   it('string kernels stop at the JS heap share (a 64 MB heap): StringSplit, StringNGrams, StaticRegexReplace, Fill; no V8 heap crash', async () => {
     const s = (v: string[]): In => ({ v, s: [v.length], d: 'string' });

@@ -166,7 +166,7 @@ describe('file:// load: what a model folder may name', () => {
     expect(res[1].m).toMatch(/model file .*model\.json is a FIFO \(named pipe\): only regular files are read/);
   });
 
-  it('reads exactly the bytes the manifest declares: short, long, sparse 1 TB and oversized files are refused before any read', async () => {
+  it('reads exactly the bytes the manifest declares: short, long, sparse 1 TB, oversized and too many files are refused before any read', async () => {
     const spec = [W('w', [2])];
     await refused(load(model([{ paths: ['w.bin'], weights: spec }], { 'w.bin': f32(1, 2).subarray(0, 7) })), /w\.bin holds 7 bytes but the manifest .* describes 8 bytes/);
     await refused(load(model([{ paths: ['w.bin'], weights: spec }], { 'w.bin': Uint8Array.from([...f32(1, 2), 0]) })), /w\.bin holds 9 bytes but the manifest .* describes 8 bytes/);
@@ -179,6 +179,16 @@ describe('file:// load: what a model folder may name', () => {
     await refused(load(model([{ paths: [], weights: [W('w', [2 ** 20, 2 ** 20])] }])), /\('w'\) declares 1048576x1048576 float32 values, 4398046511104 bytes: more than one weight may hold/);
     for (const shape of [[-1], [1.5], [2 ** 60], 'x', [null]])
       await refused(load(model([{ paths: [], weights: [W('w', shape as number[])] }])), /weightsManifest\[0\]\.weights\[0\] \('w'\) has a bad shape/);
+    // Files that each pass but together hold more than this machine can load (sparse: nothing on disk).
+    const per = 2 ** 30; // float32 values per file: 4 GiB, one tensor's limit
+    const count = Math.floor(os.totalmem() / 2 / (4 * per)) + 1;
+    const many = model(Array.from({ length: count }, (_, k) => ({ paths: [`s${k}.bin`], weights: [W(`w${k}`, [per])] })));
+    for (let k = 0; k < count; k++) {
+      const f = path.join(path.dirname(many), `s${k}.bin`);
+      fs.closeSync(fs.openSync(f, 'w'));
+      fs.truncateSync(f, 4 * per);
+    }
+    await refused(load(many), new RegExp(`hold ${count * 4 * per} bytes in all, more than a model may load on this machine`));
     // The same file named twice (directly, or through a hard link) is read once at most: refused.
     const twice = model([{ paths: ['w.bin', './w.bin'], weights: [W('w', [4])] }], { 'w.bin': f32(1, 2) });
     await refused(load(twice), /paths\[1\] names .*w\.bin, which the manifest already names \(weightsManifest\[0\]\.paths\[0\]\)/);

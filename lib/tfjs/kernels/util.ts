@@ -81,16 +81,28 @@ export function sc(v: number | boolean): Boxed {
 // or the values of an input such as RaggedTensorToTensor's partitions) computes that size and checks it
 // here before it allocates anything, and so do kernels whose output or largest intermediate can grow past
 // their inputs (broadcasting, outer products, padding, repeated gathers). One limit for every kernel:
-//   - a numeric tensor holds at most MAX_TENSOR_BYTES bytes: the largest ArrayBuffer this Node makes
-//     (buffer.constants.MAX_LENGTH, 4 GiB on Node 20), because tfjs reads every tensor back into one;
+//   - a numeric tensor holds at most MAX_TENSOR_BYTES bytes: 4 GiB by default (the largest ArrayBuffer
+//     on Node 20, buffer.constants.MAX_LENGTH: tfjs reads every tensor back into one; Node 22 allows
+//     larger ones, so 4 GiB is also a cap there), or RESIDUAL_TFJS_MAX_TENSOR_BYTES (an integer, at
+//     most this Node's largest ArrayBuffer) read when the backend is imported;
 //   - a string tensor lives in the JS heap as one Uint8Array per element: each element counts its bytes
 //     plus STRING_ELEMENT_OVERHEAD (what V8 spends on a small Uint8Array), and a string tensor may take
 //     at most a quarter of V8's heap limit (node --max-old-space-size), nor more than MAX_TENSOR_BYTES;
 //     so may a JS array of numbers a kernel builds (8 bytes an element).
 // A size past the limit is a RangeError that names the kernel, the shape and the bytes.
 
-/** The most bytes one numeric tensor of the residual tfjs backend holds (the largest ArrayBuffer). */
-export const MAX_TENSOR_BYTES: number = bufferConstants.MAX_LENGTH;
+/** The default of MAX_TENSOR_BYTES: 4 GiB, or this Node's largest ArrayBuffer if smaller. */
+const DEFAULT_TENSOR_BYTES = Math.min(bufferConstants.MAX_LENGTH, 2 ** 32);
+function tensorByteLimit(): number {
+  const v = typeof process !== 'undefined' ? process.env.RESIDUAL_TFJS_MAX_TENSOR_BYTES : undefined;
+  if (v === undefined || v === '') return DEFAULT_TENSOR_BYTES;
+  const n = Number(v);
+  if (!/^[0-9]+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > bufferConstants.MAX_LENGTH)
+    throw new RangeError(`RESIDUAL_TFJS_MAX_TENSOR_BYTES must be a whole number of bytes in [1, ${bufferConstants.MAX_LENGTH}] (this Node's largest ArrayBuffer), got ${JSON.stringify(v)}`);
+  return n;
+}
+/** The most bytes one numeric tensor of the residual tfjs backend holds (see above). */
+export const MAX_TENSOR_BYTES: number = tensorByteLimit();
 /** The JS heap bytes a string element costs beyond its own bytes (a Uint8Array and its buffer). */
 export const STRING_ELEMENT_OVERHEAD = 256;
 /** The most JS heap bytes one string tensor (or JS array a kernel builds) may take. */
@@ -138,7 +150,7 @@ export function checkSize(kernel: string, shape: readonly number[], dtype: DataT
   if (bytes > MAX_TENSOR_BYTES)
     throw new RangeError(
       `${kernel}: the ${what} [${shape}] (${dtype}) would hold ${n} elements, ${fmtBytes(bytes)}: more than one tensor of the residual ` +
-        `backend holds (${fmtBytes(MAX_TENSOR_BYTES)}, the largest ArrayBuffer, which tfjs reads every tensor back into)`,
+        `backend may hold (${fmtBytes(MAX_TENSOR_BYTES)}; RESIDUAL_TFJS_MAX_TENSOR_BYTES sets the limit, up to the largest ArrayBuffer, which tfjs reads every tensor back into)`,
     );
   return n;
 }
