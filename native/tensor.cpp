@@ -174,7 +174,7 @@ DEFN(gradFn) {
 // dispose(id): a stale id (already disposed) is a no-op, so the GC backstop may run after dispose().
 DEFN(dispose) {
   if (!a.has(0)) return a.env().Undefined();
-  HandleState why;
+  HandleState why = HandleState::NotTensor;
   Handle* h = asHandle(a.env(), a.info[0], &why);
   if (!h && why != HandleState::Stale) badHandle(why, "argument 'tensor'", describe(a.info[0]));
   if (h) releaseHandle(a.env(), envData(a.env()), h);

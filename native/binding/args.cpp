@@ -70,7 +70,7 @@ std::vector<std::optional<at::Tensor>> Args::OTL(size_t i, const char* name) con
   for (uint32_t k = 0; k < arr.Length(); k++) {
     Napi::Value v = arr.Get(k);
     if (v.IsNull() || v.IsUndefined()) { out.emplace_back(std::nullopt); continue; }
-    HandleState why;
+    HandleState why = HandleState::NotTensor;
     Handle* h = asHandle(info.Env(), v, &why);
     if (!h && why != HandleState::NotTensor) badHandle(why, "argument '" + std::string(name) + "' element " + std::to_string(k), "");
     if (!h) throw ArgError("argument '" + std::string(name) + "' element " + std::to_string(k) + " must be a live Tensor or null");

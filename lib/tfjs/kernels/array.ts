@@ -3,7 +3,7 @@
 // tfjs-backend-cpu. Gathers and scatters are in gather.ts, creation kernels in creation.ts.
 import { backend_util, slice_util, upcastType, util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
-import { code, defineKernel, fromTyped, longT, notStringOrComplex, numbersOf, op, out, sc, sizeOf, storageShape, torchDtype, type ResidualBackend, type Tensor } from './util.js';
+import { checkBroadcast, checkSize, code, defineKernel, fromTyped, longT, notStringOrComplex, numbersOf, op, out, sc, sizeOf, storageShape, torchDtype, type ResidualBackend, type Tensor } from './util.js';
 
 // Reshape, ExpandDims and Identity return their input's dataId with one more reference (as the cpu
 // backend): no copy, and tfjs's per-kernel dataId accounting sees no new buffer. tensorOf() gives
@@ -96,6 +96,7 @@ export const concatConfig = defineKernel('Concat', ({ inputs, attrs, backend }) 
   backend_util.assertParamsConsistent(shapes, axis);
   const outShape = backend_util.computeOutShape(shapes, axis);
   const dtype = list.map((t) => t.dtype).reduce((x, y) => upcastType(x, y));
+  checkSize('Concat', outShape, dtype);
   const parts = list.filter((t) => util.sizeFromShape(t.shape) > 0);
   if (parts.length === 0) return backend.output(op('zeros', storageShape({ dtype } as TensorInfo, outShape), code(torchDtype(dtype)), backend.device), dtype);
   const ts = parts.map((t) => {
@@ -116,6 +117,7 @@ export const packConfig = defineKernel('Pack', ({ inputs, attrs, backend }) => {
     util.assertShapesMatch(list[0].shape, t.shape, 'All tensors passed to stack must have matching shapes');
     util.assert(dtype === t.dtype, () => 'All tensors passed to stack must have matching dtypes');
   }
+  checkSize('Pack', [list.length, ...list[0].shape], dtype);
   return backend.output(op('stack', list.map((t) => backend.tensorOf(t)), axis), dtype);
 });
 
@@ -146,6 +148,9 @@ export const splitVConfig = defineKernel('SplitV', ({ inputs, attrs, backend }) 
 export const tileConfig = defineKernel('Tile', ({ inputs, attrs, backend }) => {
   const x = inputs.x;
   const reps = attrs.reps as number[];
+  // (libtorch's repeat: reps longer than the rank tile new leading dimensions)
+  const xs = [...new Array<number>(Math.max(0, reps.length - x.shape.length)).fill(1), ...x.shape];
+  checkSize('Tile', xs.map((s, i) => s * reps[i]), x.dtype);
   const r = x.dtype === 'complex64' ? [...reps, 1] : reps;
   return backend.output(backend.tensorOf(x).repeat(r), x.dtype);
 });
@@ -162,6 +167,8 @@ export const selectConfig = defineKernel('Select', ({ inputs, backend }) => {
   const { condition, t, e } = inputs;
   if (t.dtype === 'complex64' || e.dtype === 'complex64') throw new Error('Select: complex64 tensors are not supported');
   const dtype = upcastType(t.dtype, e.dtype);
+  // (tf: t and e have one shape, the condition that shape or its first dimension; bounded as broadcast)
+  checkBroadcast('Select', dtype, t.shape, e.shape, condition.shape.length === 1 && t.shape.length > 1 ? [condition.shape[0], ...t.shape.slice(1).map(() => 1)] : condition.shape);
   let c = backend.tensorOf(condition);
   if (c.dtype !== 'bool') c = op('ne', c, sc(0));
   if (condition.shape.length === 1 && t.shape.length > 1) c = c.reshape([condition.shape[0], ...t.shape.slice(1).map(() => 1)]);
@@ -177,6 +184,9 @@ export const padV2Config = defineKernel('PadV2', ({ inputs, attrs, backend }) =>
   notStringOrComplex('PadV2', x);
   const paddings = attrs.paddings as [number, number][];
   const value = (attrs.constantValue as number | undefined) ?? 0;
+  // (libtorch's pad: the paddings apply to the last dimensions)
+  const lead = x.shape.length - paddings.length;
+  if (lead >= 0) checkSize('PadV2', x.shape.map((s, d) => (d < lead ? s : s + paddings[d - lead][0] + paddings[d - lead][1])), x.dtype);
   const flat: number[] = [];
   for (let d = paddings.length - 1; d >= 0; d--) flat.push(paddings[d][0], paddings[d][1]);
   let t = backend.tensorOf(x);
@@ -189,6 +199,16 @@ export const mirrorPadConfig = defineKernel('MirrorPad', ({ inputs, attrs, backe
   notStringOrComplex('MirrorPad', x);
   const paddings = attrs.paddings as [number, number][];
   const offset = attrs.mode === 'reflect' ? 0 : 1;
+  // tf's rule: each side pads at most the dimension's size (symmetric) or one less (reflect).
+  for (let d = 0; d < paddings.length; d++) {
+    const n = x.shape[d];
+    const [before, after] = paddings[d] ?? [];
+    for (const v of [before, after]) {
+      if (!Number.isSafeInteger(v) || v < 0 || v > n - 1 + offset)
+        throw new RangeError(`MirrorPad: paddings[${d}] = [${paddings[d]}] must be integers in [0, ${n - 1 + offset}] for dimension ${d} of size ${n} in ${attrs.mode} mode`);
+    }
+  }
+  checkSize('MirrorPad', x.shape.map((s, d) => s + (paddings[d] ? paddings[d][0] + paddings[d][1] : 0)), x.dtype);
   let t = backend.tensorOf(x);
   for (let d = 0; d < paddings.length; d++) {
     const [before, after] = paddings[d];
@@ -242,6 +262,7 @@ export const spaceToBatchNDConfig = defineKernel('SpaceToBatchND', ({ inputs, at
     if (d <= m) p.push(paddings[d - 1][0], paddings[d - 1][1]);
     else p.push(0, 0);
   }
+  checkSize('SpaceToBatchND', shape.map((s, d) => (d >= 1 && d <= m ? s + paddings[d - 1][0] + paddings[d - 1][1] : s)), inputs.x.dtype);
   const xp = p.some((v) => v !== 0) ? op('pad', x, p, 'constant', 0) : x;
   const ps = xp.shape;
   const B = ps[0];

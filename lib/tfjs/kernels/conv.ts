@@ -4,8 +4,8 @@
 import { backend_util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { activate } from './activation.js';
-import { fromNC, geo2d, geo3d, outShape2d, outShape3d, padSpatial, plan, spatialShape, toNC, type Attr, type Conv2DInfo, type Conv3DInfo, type Geo, type Plan } from './spatial.js';
-import { code, defineKernel, op, out, requireFloat, sizeOf, zerosOut, type ResidualBackend, type Tensor } from './util.js';
+import { checkPadded, fromNC, geo2d, geo3d, outShape2d, outShape3d, padSpatial, plan, spatialShape, toNC, type Attr, type Conv2DInfo, type Conv3DInfo, type Geo, type Plan } from './spatial.js';
+import { checkBroadcast, checkSize, code, defineKernel, op, out, requireFloat, sizeOf, zerosOut, type ResidualBackend, type Tensor } from './util.js';
 
 // ---- weights: tf filters <-> libtorch weights ----
 
@@ -157,11 +157,17 @@ interface Conv2DArgs {
 function conv2d({ backend, x, filter, a, depthwise, bias, prelu }: Conv2DArgs): TensorInfo {
   const c = conv2dInfo(x.shape, filter.shape, a, depthwise);
   const shape = outShape2d(c);
+  const name = `${depthwise ? 'DepthwiseConv2dNative' : 'Conv2D'}${bias || prelu || a.activation ? ' (fused)' : ''}`;
+  checkSize(name, shape, 'float32');
+  checkPadded(name, c);
   const cl = c.dataFormat === 'channelsLast';
   if (sizeOf(shape) === 0 || sizeOf(x.shape) === 0) return zerosOut(backend, shape);
   const xt = requireFloat(backend.tensorOf(x), 'conv2d');
   const ft = requireFloat(backend.tensorOf(filter), 'conv2d');
   const b: Tensor | null = bias ? requireFloat(backend.tensorOf(bias), 'conv2d bias') : null;
+  // A bias or PReLU weight broadcasts against the output (in NCHW a 1-D one per channel, as below).
+  const perChannelShape = (s: number[]) => (!cl && s.length === 1 && s[0] !== 1 ? [s[0], 1, 1] : s);
+  for (const t of [bias, prelu]) if (t) checkBroadcast(name, 'float32', shape, perChannelShape(t.shape));
   // A bias with one value per output channel goes into the convolution; any other broadcastable one is
   // added to the result.
   const fuseBias = b !== null && b.ndim === 1 && b.shape[0] === c.outChannels;
@@ -199,7 +205,10 @@ export const fusedDepthwiseConv2DConfig = defineKernel('FusedDepthwiseConv2D', (
 
 function conv2dBackpropInput(backend: ResidualBackend, dy: TensorInfo, filter: TensorInfo, a: Attr, depthwise: boolean): TensorInfo {
   const inputShape = a.inputShape as number[];
+  const name = depthwise ? 'DepthwiseConv2dNativeBackpropInput' : 'Conv2DBackpropInput';
+  checkSize(name, inputShape, 'float32');
   const c = conv2dInfo(inputShape, filter.shape, a, depthwise);
+  checkPadded(name, c);
   const cl = c.dataFormat === 'channelsLast';
   if (sizeOf(inputShape) === 0 || sizeOf(dy.shape) === 0) return zerosOut(backend, inputShape);
   let dyt = requireFloat(backend.tensorOf(dy), 'conv2dBackpropInput');
@@ -229,7 +238,10 @@ export const depthwiseConv2dNativeBackpropInputConfig = defineKernel('DepthwiseC
 
 function conv2dBackpropFilter(backend: ResidualBackend, x: TensorInfo, dy: TensorInfo, a: Attr, depthwise: boolean): TensorInfo {
   const filterShape = a.filterShape as number[];
+  const name = depthwise ? 'DepthwiseConv2dNativeBackpropFilter' : 'Conv2DBackpropFilter';
+  checkSize(name, filterShape, 'float32');
   const c = conv2dInfo(x.shape, filterShape, a, depthwise);
+  checkPadded(name, c);
   const cl = c.dataFormat === 'channelsLast';
   if (sizeOf(x.shape) === 0 || sizeOf(dy.shape) === 0) return zerosOut(backend, filterShape);
   const xt = requireFloat(backend.tensorOf(x), 'conv2dBackpropFilter');
@@ -262,6 +274,8 @@ export const conv3DConfig = defineKernel('Conv3D', ({ inputs, attrs, backend }) 
   const { x, filter } = inputs;
   const c = conv3dInfo(x.shape, filter.shape, attrs);
   const shape = outShape3d(c);
+  checkSize('Conv3D', shape, 'float32');
+  checkPadded('Conv3D', c);
   if (sizeOf(shape) === 0 || sizeOf(x.shape) === 0) return zerosOut(backend, shape);
   const xt = requireFloat(backend.tensorOf(x), 'conv3d');
   const w = weightOf(requireFloat(backend.tensorOf(filter), 'conv3d'), 'conv');
@@ -270,7 +284,9 @@ export const conv3DConfig = defineKernel('Conv3D', ({ inputs, attrs, backend }) 
 export const conv3DBackpropInputV2Config = defineKernel('Conv3DBackpropInputV2', ({ inputs, attrs, backend }) => {
   const { dy, filter } = inputs;
   const inputShape = attrs.inputShape as number[];
+  checkSize('Conv3DBackpropInputV2', inputShape, 'float32');
   const c = conv3dInfo(inputShape, filter.shape, attrs);
+  checkPadded('Conv3DBackpropInputV2', c);
   if (sizeOf(inputShape) === 0 || sizeOf(dy.shape) === 0) return zerosOut(backend, inputShape);
   const w = weightOf(requireFloat(backend.tensorOf(filter), 'conv3dBackpropInput'), 'conv');
   const [n, d, h, wd, ch] = inputShape;
@@ -280,7 +296,9 @@ export const conv3DBackpropInputV2Config = defineKernel('Conv3DBackpropInputV2',
 export const conv3DBackpropFilterV2Config = defineKernel('Conv3DBackpropFilterV2', ({ inputs, attrs, backend }) => {
   const { x, dy } = inputs;
   const filterShape = attrs.filterShape as number[];
+  checkSize('Conv3DBackpropFilterV2', filterShape, 'float32');
   const c = conv3dInfo(x.shape, filterShape, attrs);
+  checkPadded('Conv3DBackpropFilterV2', c);
   if (sizeOf(x.shape) === 0 || sizeOf(dy.shape) === 0) return zerosOut(backend, filterShape);
   const xt = toNC(requireFloat(backend.tensorOf(x), 'conv3dBackpropFilter'), true);
   const dyt = toNC(requireFloat(backend.tensorOf(dy), 'conv3dBackpropFilter'), true);
@@ -296,7 +314,7 @@ interface DilationCtx {
   info: Conv2DInfo;
   plan: Plan;
 }
-function dilationWindows(backend: ResidualBackend, x: TensorInfo, filter: TensorInfo, a: Attr): DilationCtx {
+function dilationWindows(kernel: string, backend: ResidualBackend, x: TensorInfo, filter: TensorInfo, a: Attr): DilationCtx {
   const info = backend_util.computeDilation2DInfo(
     x.shape as [number, number, number, number],
     filter.shape as [number, number, number],
@@ -305,6 +323,9 @@ function dilationWindows(backend: ResidualBackend, x: TensorInfo, filter: Tensor
     'NHWC',
     a.dilations as [number, number],
   );
+  // Every window's taps are materialized ([N, Ho, Wo, C, fh * fw]): bounded with the padded input.
+  checkSize(kernel, [x.shape[0], info.outHeight, info.outWidth, filter.shape[2], filter.shape[0] * filter.shape[1]], 'float32', 'window taps');
+  checkPadded(kernel, info);
   const g = geo2d(info);
   const p = plan(g, () => 0);
   const xt = requireFloat(backend.tensorOf(x), 'dilation2d');
@@ -322,12 +343,12 @@ function dilationWindows(backend: ResidualBackend, x: TensorInfo, filter: Tensor
 }
 export const dilation2DConfig = defineKernel('Dilation2D', ({ inputs, attrs, backend }) => {
   const { x, filter } = inputs;
-  const ctx = dilationWindows(backend, x, filter, attrs);
+  const ctx = dilationWindows('Dilation2D', backend, x, filter, attrs);
   return out(backend, ctx.vals.amax([-1], false), 'float32');
 });
 export const dilation2DBackpropFilterConfig = defineKernel('Dilation2DBackpropFilter', ({ inputs, attrs, backend }) => {
   const { x, filter, dy } = inputs;
-  const ctx = dilationWindows(backend, x, filter, attrs);
+  const ctx = dilationWindows('Dilation2DBackpropFilter', backend, x, filter, attrs);
   const [fh, fw, C] = filter.shape;
   const K = fh * fw;
   const hot = op('oneHot', ctx.vals.argmax(-1, false), K); // [N, Ho, Wo, C, K]
@@ -337,7 +358,7 @@ export const dilation2DBackpropFilterConfig = defineKernel('Dilation2DBackpropFi
 });
 export const dilation2DBackpropInputConfig = defineKernel('Dilation2DBackpropInput', ({ inputs, attrs, backend }) => {
   const { x, filter, dy } = inputs;
-  const ctx = dilationWindows(backend, x, filter, attrs);
+  const ctx = dilationWindows('Dilation2DBackpropInput', backend, x, filter, attrs);
   const { info } = ctx;
   const [, fw] = filter.shape;
   const [N, Hp, Wp, C] = ctx.xp.shape;

@@ -3,7 +3,7 @@
 // with tf's messages.
 import { backend_util, util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
-import { code, defineKernel, longT, notStringOrComplex, numbersOf, op, sc, storageShape, torchDtype, type ResidualBackend, type Tensor } from './util.js';
+import { checkSize, code, defineKernel, longT, notStringOrComplex, numbersOf, op, sc, storageShape, torchDtype, type ResidualBackend, type Tensor } from './util.js';
 
 export const gatherV2Config = defineKernel('GatherV2', ({ inputs, attrs, backend }) => {
   const { x, indices } = inputs;
@@ -17,6 +17,7 @@ export const gatherV2Config = defineKernel('GatherV2', ({ inputs, attrs, backend
     for (const v of [lo, hi]) util.assert(v <= axisDim - 1 && v >= 0, () => `GatherV2: the index value ${v} is not in [0, ${axisDim - 1}]`);
   }
   const info = backend_util.segment_util.collectGatherOpShapeInfo(x as never, indices as never, axis, batchDims);
+  checkSize('GatherV2', info.outputShape, x.dtype);
   const n = util.sizeFromShape(indices.shape) / info.batchSize;
   const extra = x.dtype === 'complex64' ? [2] : [];
   const xt = backend.tensorOf(x).reshape([info.batchSize, info.outerSize, info.dimSize, info.sliceSize, ...extra]);
@@ -37,6 +38,7 @@ export const gatherNdConfig = defineKernel('GatherNd', ({ inputs, backend }) => 
   const { params, indices } = inputs;
   const sliceRank = indices.shape[indices.shape.length - 1];
   const [resultShape, numSlices, sliceSize, strides] = backend_util.prepareAndValidate(params as never, indices as never);
+  checkSize('GatherNd', resultShape, params.dtype);
   const dt = torchDtype(params.dtype);
   if (numSlices === 0) return backend.output(op('zeros', storageShape(params, resultShape), code(dt), backend.device), params.dtype);
   const extra = params.dtype === 'complex64' ? [2] : [];
@@ -74,6 +76,7 @@ export const scatterNdConfig = defineKernel('ScatterNd', ({ inputs, attrs, backe
   const { indices, updates } = inputs;
   const shape = attrs.shape as number[];
   notStringOrComplex('ScatterNd', updates);
+  checkSize('ScatterNd', shape, updates.dtype);
   const base = op('zeros', shape, code(torchDtype(updates.dtype)), backend.device);
   return backend.output(scatter(backend, indices, updates, shape, base, true), updates.dtype);
 });
@@ -84,6 +87,5 @@ export const tensorScatterUpdateConfig = defineKernel('TensorScatterUpdate', ({ 
   const base = backend.tensorOf(tensor);
   return backend.output(scatter(backend, indices, updates, tensor.shape, base, false), tensor.dtype);
 });
-
 
 export const configs: KernelConfig[] = [gatherV2Config, gatherNdConfig, scatterNdConfig, tensorScatterUpdateConfig];

@@ -4,7 +4,7 @@
 import { backend_util, kernel_impls } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { tensor, where } from '../../tensor/tensor.js';
-import { code, defineKernel, fromJs, fromTyped, op, out, requireFloat, sc, sizeOf, zerosOut, type ResidualBackend, type Tensor } from './util.js';
+import { checkCount, checkSize, code, defineKernel, fromJs, fromTyped, op, out, requireFloat, sc, sizeOf, zerosOut, type ResidualBackend, type Tensor } from './util.js';
 
 type Attr = Record<string, unknown>;
 
@@ -57,6 +57,8 @@ export const resizeBilinearConfig = defineKernel('ResizeBilinear', ({ inputs, at
   const images = inputs.images;
   const [newH, newW] = attrs.size as [number, number];
   const [N, H, W, C] = images.shape;
+  checkSize('ResizeBilinear', [N, newH, newW, C], 'float32');
+  checkSize('ResizeBilinear', [N, newH, W, C], 'float32', 'row-resized intermediate');
   if (N * newH * newW * C === 0) return zerosOut(backend, [N, newH, newW, C]);
   const x = requireFloat(backend.tensorOf(images), 'resizeBilinear');
   const ac = !!attrs.alignCorners;
@@ -74,6 +76,7 @@ export const resizeBilinearGradConfig = defineKernel('ResizeBilinearGrad', ({ in
   const [N, H, W, C] = images.shape;
   const [, newH, newW] = dy.shape;
   if (N * H * W * C === 0 || sizeOf(dy.shape) === 0) return zerosOut(backend, images.shape);
+  checkSize('ResizeBilinearGrad', [N, newH, W, C], 'float32', 'column-summed intermediate');
   const ac = !!attrs.alignCorners;
   // tf's ResizeBilinearGrad (and tfjs's) is the transpose of the legacy (not half-pixel) mapping.
   const rows = bilinearAxis(H, newH, ac, false, backend.device, [1, newH, 1, 1]);
@@ -93,6 +96,8 @@ export const resizeNearestNeighborConfig = defineKernel('ResizeNearestNeighbor',
   const images = inputs.images;
   const [newH, newW] = attrs.size as [number, number];
   const [N, H, W, C] = images.shape;
+  checkSize('ResizeNearestNeighbor', [N, newH, newW, C], images.dtype);
+  checkSize('ResizeNearestNeighbor', [N, newH, W, C], images.dtype, 'row-resized intermediate');
   if (N * newH * newW * C === 0) return zerosOut(backend, [N, newH, newW, C], images.dtype);
   const ac = !!attrs.alignCorners;
   const hp = !!attrs.halfPixelCenters;
@@ -105,6 +110,7 @@ export const resizeNearestNeighborGradConfig = defineKernel('ResizeNearestNeighb
   const [N, H, W, C] = images.shape;
   const [, newH, newW] = dy.shape;
   if (N * H * W * C === 0 || sizeOf(dy.shape) === 0) return zerosOut(backend, images.shape);
+  checkSize('ResizeNearestNeighborGrad', [N, newH, W, C], 'float32', 'column-summed intermediate');
   const ac = !!attrs.alignCorners;
   const g = requireFloat(backend.tensorOf(dy), 'resizeNearestNeighborGrad');
   const A = op('indexAdd', op('zeros', [N, newH, W, C], code('float32'), backend.device), 2, nearestAxis(W, newW, ac, false, backend.device), g);
@@ -120,6 +126,7 @@ function cropAndResize(backend: ResidualBackend, image: TensorInfo, boxes: Tenso
   const [ch, cw] = attrs.cropSize as [number, number];
   const method = (attrs.method as string) ?? 'bilinear';
   const extrap = (attrs.extrapolationValue as number) ?? 0;
+  checkSize('CropAndResize', [nb, ch, cw, C], 'float32');
   if (nb * ch * cw * C === 0) return zerosOut(backend, [nb, ch, cw, C]);
   const bv = backend.readSync(boxes.dataId) as Float32Array;
   const bi = backend.readSync(boxInd.dataId) as Int32Array;
@@ -253,6 +260,10 @@ export const transformConfig = defineKernel('Transform', ({ inputs, attrs, backe
   if (interpolation !== 'nearest' && interpolation !== 'bilinear') throw new Error(`Error in Transform: Expect 'nearest' or 'bilinear', but got ${interpolation}`);
   const [batch, h, w, ch] = image.shape;
   const [oh, ow] = outputShape ?? [h, w];
+  const nb0 = Math.max(batch, transforms.shape[0] ?? 1);
+  checkSize('Transform', [nb0, oh, ow, ch], 'float32');
+  // (the pixels are read and interpolated in float64, as the cpu backend's JS numbers)
+  checkSize('Transform', [nb0, oh, ow, ch], 'float64', 'float64 interpolation');
   const dev = backend.device;
   const tr = backend.tensorOf(transforms).to('float64').reshape([-1, 8]);
   const col = (i: number): Tensor => tr.select(1, i).reshape([-1, 1, 1]);
@@ -304,6 +315,8 @@ export const nonMaxSuppressionV4Config = defineKernel('NonMaxSuppressionV4', ({ 
   const boxes = backend.readSync(inputs.boxes.dataId) as Float32Array;
   const scores = backend.readSync(inputs.scores.dataId) as Float32Array;
   const { maxOutputSize, iouThreshold, scoreThreshold, padToMaxOutputSize } = attrs as unknown as Record<string, number>;
+  // Padded to maxOutputSize: an output size from an attribute.
+  if (padToMaxOutputSize) checkCount('NonMaxSuppressionV4', maxOutputSize, 'int32', 'selectedIndices');
   const { selectedIndices, validOutputs } = kernel_impls.nonMaxSuppressionV4Impl(boxes, scores, maxOutputSize, iouThreshold, scoreThreshold, !!padToMaxOutputSize);
   return [fromJs(backend, new Int32Array(selectedIndices), [selectedIndices.length], 'int32'), fromJs(backend, new Int32Array([validOutputs ?? 0]), [], 'int32')];
 });

@@ -47,7 +47,9 @@ const intOrFloat = (xi: TensorInfo): DataType => (xi.dtype === 'complex64' ? 'co
 
 export const sumConfig = reduction('Sum', 'axis', ({ x, axes }, xi) => {
   if (xi.dtype === 'complex64') return op('sum', x, axes, false, undefined);
-  return op('sum', x.dtype === 'bool' ? x.to('int32') : x, axes, false, undefined);
+  // int32 and bool sum to int32 (tf wraps modulo 2^32 as an int32 accumulation does): asking libtorch for
+  // an int32 result reads the input as it is, where its default (int64) would first copy it to int64.
+  return op('sum', x, axes, false, x.dtype === 'int32' || x.dtype === 'bool' ? code('int32') : undefined);
 }, intOrFloat);
 export const prodConfig = reduction('Prod', 'axis', ({ x, axes }, xi) => {
   notComplex('Prod', xi);

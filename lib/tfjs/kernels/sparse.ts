@@ -3,12 +3,13 @@
 import { backend_util, util } from '@tensorflow/tfjs-core';
 import type { KernelConfig } from '@tensorflow/tfjs-core';
 import { scatter } from './gather.js';
-import { code, defineKernel, fromJs, fromTyped, ints, longT, op, opList, sc, torchDtype, type Tensor } from './util.js';
+import { checkSize, code, defineKernel, fromJs, fromTyped, ints, longT, op, opList, sc, torchDtype, type Tensor } from './util.js';
 
 export const sparseToDenseConfig = defineKernel('SparseToDense', ({ inputs, attrs, backend }) => {
   const { sparseIndices, sparseValues, defaultValue } = inputs;
   const shape = attrs.outputShape as number[];
   if (sparseValues.dtype === 'complex64') throw new Error('SparseToDense: complex64 tensors are not supported');
+  checkSize('SparseToDense', shape, sparseValues.dtype);
   const dv = backend.tensorOf(defaultValue);
   const dt = torchDtype(sparseValues.dtype);
   const base = op('full', shape, Number(dv.reshape([]).to(dt).item()), code(dt), backend.device);
@@ -87,6 +88,9 @@ export const sparseFillEmptyRowsConfig = defineKernel('SparseFillEmptyRows', ({ 
   const idx = backend.tensorOf(indices).reshape([n, rank]);
   const rowVals = n > 0 ? Int32Array.from(idx.select(1, 0).to('int32').toTypedArray() as Int32Array) : new Int32Array(0);
   if (rows === 0 && n !== 0) throw new Error(backend_util.getSparseFillEmptyRowsIndicesDenseShapeMismatch(n));
+  // The output has up to one entry per row besides the given ones (the row count is a value: bound it).
+  checkSize('SparseFillEmptyRows', [n + Math.max(rows, 0), rank], indices.dtype, 'output indices');
+  checkSize('SparseFillEmptyRows', [n + Math.max(rows, 0)], 'int64', 'row sort keys');
   const count = new Int32Array(Math.max(rows, 0));
   for (let i = 0; i < n; i++) {
     const r = rowVals[i];
