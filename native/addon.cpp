@@ -940,6 +940,8 @@ DEFN(configure) {
   return env.Undefined();
 }
 DEFN(getNumThreads) { return Napi::Number::New(a.env(), at::get_num_threads()); }
+bool distHasGloo();  // native/dist.cpp
+
 DEFN(buildInfo) {
   Napi::Env env = a.env();
   auto o = Napi::Object::New(env);
@@ -951,6 +953,7 @@ DEFN(buildInfo) {
   o.Set("mkldnn", Napi::Boolean::New(env, at::hasMKLDNN()));
   o.Set("config", Napi::String::New(env, at::show_config()));
   o.Set("threads", Napi::Number::New(env, at::get_num_threads()));
+  o.Set("gloo", Napi::Boolean::New(env, distHasGloo()));
 #if defined(RESIDUAL_CUDA)
   if (torch::cuda::is_available()) {
     o.Set("cudnnVersion", Napi::Number::New(env, double(at::detail::getCUDAHooks().versionCuDNN())));
@@ -962,16 +965,50 @@ DEFN(buildInfo) {
 }
 
 static const FnEntry kCore[] = {
-    ENTRY(fromBuffer), ENTRY(toBuffer), ENTRY(item), ENTRY(shape), ENTRY(strides), ENTRY(dtype),
-    ENTRY(device), ENTRY(numel), ENTRY(dim), ENTRY(isContiguous), ENTRY(requiresGrad),
-    ENTRY(setRequiresGrad), ENTRY(isLeaf), ENTRY(gradFn), ENTRY(dispose), ENTRY(isAlive),
-    ENTRY(sameStorage), ENTRY(dataPtr), ENTRY(grad), ENTRY(setGrad), ENTRY(retainGrad),
-    ENTRY(backward), ENTRY(autogradGrad), ENTRY(setGradEnabled), ENTRY(isGradEnabled),
-    ENTRY(setAutocast), ENTRY(memory), ENTRY(cudaIsAvailable), ENTRY(cudaDeviceCount),
-    ENTRY(cudaSynchronize), ENTRY(cudaEmptyCache), ENTRY(cudaMemoryStats), ENTRY(cudaDeviceInfo),
-    ENTRY(manualSeed), ENTRY(getRngState), ENTRY(setRngState), ENTRY(setNumThreads),
-    ENTRY(getNumThreads), ENTRY(buildInfo), ENTRY(itemBigInt), ENTRY(maxNumThreads), ENTRY(configure),
-    ENTRY(setCpuMemoryCaching), ENTRY(getCpuMemoryCaching),
+    ENTRY(fromBuffer),           // (data: ArrayBuffer | ArrayBufferView, byteOffset: number, shape: IntList, dtype: number, copy: boolean) => Handle
+    ENTRY(toBuffer),             // (tensor: Handle) => ArrayBuffer
+    ENTRY(item),                 // (tensor: Handle) => number | boolean
+    ENTRY(shape),                // (tensor: Handle) => number[]
+    ENTRY(strides),              // (tensor: Handle) => number[]
+    ENTRY(dtype),                // (tensor: Handle) => number
+    ENTRY(device),               // (tensor: Handle) => Device
+    ENTRY(numel),                // (tensor: Handle) => number
+    ENTRY(dim),                  // (tensor: Handle) => number
+    ENTRY(isContiguous),         // (tensor: Handle, channelsLast?: boolean | null) => boolean
+    ENTRY(requiresGrad),         // (tensor: Handle) => boolean
+    ENTRY(setRequiresGrad),      // (tensor: Handle, requiresGrad: boolean) => void
+    ENTRY(isLeaf),               // (tensor: Handle) => boolean
+    ENTRY(gradFn),               // (tensor: Handle) => string | null
+    ENTRY(dispose),              // (tensor?: Handle | null) => void
+    ENTRY(isAlive),              // (tensor?: Handle | null) => boolean
+    ENTRY(sameStorage),          // (a: Handle, b: Handle) => boolean
+    ENTRY(dataPtr),              // (tensor: Handle) => number
+    ENTRY(grad),                 // (tensor: Handle) => Handle | null
+    ENTRY(setGrad),              // (tensor: Handle, grad?: Handle | null) => void
+    ENTRY(retainGrad),           // (tensor: Handle) => void
+    ENTRY(backward),             // (tensor: Handle, gradient?: Handle | null, retainGraph?: boolean | null, createGraph?: boolean | null) => void
+    ENTRY(autogradGrad),         // (outputs: readonly Handle[], inputs: readonly Handle[], gradOutputs?: readonly Handle[] | null, retainGraph?: boolean | null, createGraph?: boolean | null, allowUnused?: boolean | null) => (Handle | null)[]
+    ENTRY(setGradEnabled),       // (enabled: boolean) => boolean
+    ENTRY(isGradEnabled),        // () => boolean
+    ENTRY(setAutocast),          // (deviceType: string, enabled: boolean, dtype?: number | null) => [enabled: boolean, dtype: number]
+    ENTRY(memory),               // () => MemoryInfo
+    ENTRY(cudaIsAvailable),      // () => boolean
+    ENTRY(cudaDeviceCount),      // () => number
+    ENTRY(cudaSynchronize),      // (device?: number | null) => void
+    ENTRY(cudaEmptyCache),       // () => void
+    ENTRY(cudaMemoryStats),      // (device?: number | null) => Partial<CudaMemoryStats>
+    ENTRY(cudaDeviceInfo),       // () => CudaDeviceInfo[]
+    ENTRY(manualSeed),           // (seed: number) => void
+    ENTRY(getRngState),          // (device?: string | null) => Handle
+    ENTRY(setRngState),          // (device: string, state: Handle) => void
+    ENTRY(setNumThreads),        // (threads: number) => void
+    ENTRY(getNumThreads),        // () => number
+    ENTRY(buildInfo),            // () => BuildInfo
+    ENTRY(itemBigInt),           // (tensor: Handle) => bigint
+    ENTRY(maxNumThreads),        // () => number
+    ENTRY(configure),            // (options: ConfigureOptions) => void
+    ENTRY(setCpuMemoryCaching),  // (enabled: boolean) => boolean
+    ENTRY(getCpuMemoryCaching),  // () => boolean
 };
 
 // Environment tags in use (see Handle): each live environment has its own.
@@ -1041,7 +1078,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     initData(env, exports);
     initImageIO(env, exports);
     initDist(env, exports);
-    exports.Set("dtypeCodes", dtypeCodes(env));
+    exports.Set("dtypeCodes", dtypeCodes(env));  // Readonly<Record<string, number>>
   } catch (const std::exception& e) {
     // The environment is going away (then a JS exception is pending and nothing more is thrown), or
     // something else failed: a JS error says so. Nothing is thrown through Node as a C++ exception.

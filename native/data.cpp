@@ -430,7 +430,12 @@ DEFN(loaderClose) {
 }
 
 static const FnEntry kData[] = {
-    ENTRY(loaderCreate), ENTRY(loaderStart), ENTRY(loaderLength), ENTRY(loaderNextSync), ENTRY(loaderNext), ENTRY(loaderClose),
+    ENTRY(loaderCreate),    // (images: Handle, labels: Handle, options: LoaderOptions) => NativeLoader
+    ENTRY(loaderStart),     // (loader: NativeLoader, epoch: number, indices?: IntList | null) => number
+    ENTRY(loaderLength),    // (loader: NativeLoader) => number
+    ENTRY(loaderNextSync),  // (loader: NativeLoader) => NativeBatch | null
+    ENTRY(loaderNext),      // (loader: NativeLoader) => Promise<NativeBatch | null>
+    ENTRY(loaderClose),     // (loader: NativeLoader) => void
 };
 
 void initData(Napi::Env env, Napi::Object exports) { registerAll(env, exports, std::begin(kData), std::end(kData)); }

@@ -1,17 +1,30 @@
 # native/dist.cpp: c10d (TCPStore, ProcessGroupGloo/NCCL, the DDP Reducer), all exported by libtorch.
 # ProcessGroupGloo.hpp needs USE_C10D_GLOO and gloo's headers, which the wheel lacks: Debian's
 # libgloo-dev provides them, used header-only (its libgloo is never linked). Only this file sees them,
-# outside the precompiled header (different definitions).
-find_path(RESIDUAL_GLOO_INCLUDE gloo/algorithm.h HINTS ENV GLOO_INCLUDE_DIR PATHS /usr/include /usr/local/include)
-if(NOT RESIDUAL_GLOO_INCLUDE)
-  message(FATAL_ERROR "residual: gloo headers not found (apt-get install libgloo-dev, or set GLOO_INCLUDE_DIR)")
+# outside the precompiled header (different definitions). Without them the addon is still built, with
+# everything of dist.cpp but the 'gloo' backend (the store, NCCL on CUDA builds, the DDP Reducer, the
+# sampler); initProcessGroup({backend: 'gloo'}) then says what to install. scripts/install/build.mjs
+# searches the same places, and configures again when the answer changes.
+# -DRESIDUAL_WITH_GLOO=OFF builds without it even where the headers are (to try that build).
+if(DEFINED RESIDUAL_WITH_GLOO AND NOT RESIDUAL_WITH_GLOO)
+  set(RESIDUAL_GLOO_INCLUDE "")
+else()
+  find_path(RESIDUAL_GLOO_INCLUDE gloo/algorithm.h HINTS ENV GLOO_INCLUDE_DIR PATHS /usr/include /usr/local/include)
 endif()
-set(RESIDUAL_DIST_DEFS USE_C10D_GLOO=1 USE_DISTRIBUTED=1)
+set(RESIDUAL_DIST_DEFS USE_DISTRIBUTED=1)
 # A compiler default folder (/usr/include) is never added: as an explicit -I/-isystem it would break
 # libstdc++'s #include_next <stdlib.h>.
 set(RESIDUAL_DIST_INCLUDES "")
-if(NOT RESIDUAL_GLOO_INCLUDE IN_LIST CMAKE_CXX_IMPLICIT_INCLUDE_DIRECTORIES)
-  set(RESIDUAL_DIST_INCLUDES "${RESIDUAL_GLOO_INCLUDE}")
+if(RESIDUAL_GLOO_INCLUDE)
+  list(APPEND RESIDUAL_DIST_DEFS USE_C10D_GLOO=1 RESIDUAL_GLOO=1)
+  if(NOT RESIDUAL_GLOO_INCLUDE IN_LIST CMAKE_CXX_IMPLICIT_INCLUDE_DIRECTORIES)
+    set(RESIDUAL_DIST_INCLUDES "${RESIDUAL_GLOO_INCLUDE}")
+  endif()
+  message(STATUS "residual: c10d with gloo headers from ${RESIDUAL_GLOO_INCLUDE}")
+else()
+  message(WARNING "residual: gloo's headers were not found: building WITHOUT the 'gloo' backend of dist "
+    "(CPU data-parallel training). To have it: apt-get install libgloo-dev (or set GLOO_INCLUDE_DIR to a "
+    "folder holding gloo/algorithm.h), then build again (npm install, or node scripts/install/build.mjs).")
 endif()
 if(RESIDUAL_VARIANT STREQUAL "cuda")
   # ProcessGroupNCCL: nccl.h from the nvidia-nccl wheel (NCCL_INCLUDE_DIR) or the system.
@@ -32,7 +45,6 @@ set_source_files_properties(native/dist.cpp PROPERTIES
   SKIP_PRECOMPILE_HEADERS ON
   COMPILE_DEFINITIONS "${RESIDUAL_DIST_DEFS}"
   INCLUDE_DIRECTORIES "${RESIDUAL_DIST_INCLUDES}")
-message(STATUS "residual: c10d with gloo headers from ${RESIDUAL_GLOO_INCLUDE}")
 # The rendezvous store's server (native/store.cpp): plain POSIX sockets, no libtorch, no precompiled header.
 target_sources(${PROJECT_NAME} PRIVATE native/store.cpp)
 set_source_files_properties(native/store.cpp PROPERTIES SKIP_PRECOMPILE_HEADERS ON)

@@ -26,7 +26,9 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#if defined(RESIDUAL_GLOO)
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/comm.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
@@ -41,8 +43,20 @@
 
 namespace residual {
 
+#if defined(RESIDUAL_GLOO)
 static_assert(sizeof(std::shared_ptr<::gloo::transport::Device>) == 2 * sizeof(void*),
               "gloo devices must be held through a plain shared_ptr (opaque to this file)");
+#endif
+
+// Whether this build has the 'gloo' backend (buildInfo().gloo): native/dist.cmake builds it only when
+// gloo's headers are found.
+bool distHasGloo() {
+#if defined(RESIDUAL_GLOO)
+  return true;
+#else
+  return false;
+#endif
+}
 
 namespace {
 
@@ -91,6 +105,7 @@ std::vector<std::string> splitComma(const std::string& s) {
   return out;
 }
 
+#if defined(RESIDUAL_GLOO)
 // ProcessGroupGloo in a buffer with a guard zone after the size our header gives it: the library's
 // constructor writing past it means the layouts disagree, refused before the object is used.
 c10::intrusive_ptr<c10d::ProcessGroupGloo> makeGloo(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
@@ -118,6 +133,14 @@ c10::intrusive_ptr<c10d::ProcessGroupGloo> makeGloo(const c10::intrusive_ptr<c10
   }
   return c10::intrusive_ptr<c10d::ProcessGroupGloo>::unsafe_steal_from_new(raw);
 }
+#endif
+
+#if !defined(RESIDUAL_GLOO)
+const char* const kNoGloo =
+    "backend 'gloo' is not in this build of the addon: it was built without gloo's headers. Install them "
+    "(Debian/Ubuntu: apt-get install libgloo-dev; or set GLOO_INCLUDE_DIR to a folder with gloo/algorithm.h) "
+    "and build the addon again (npm install in a checkout, or npx residual setup --build-from-source)";
+#endif
 
 struct InitCfg {
   std::string backend, addr, groupName = "0";
@@ -140,6 +163,9 @@ void doInit(const InitCfg& c) {
   if (c.backend == "nccl") throw std::runtime_error("backend 'nccl' needs the CUDA build of the addon (this one is " RESIDUAL_VARIANT "): use 'gloo'");
 #endif
   if (c.backend != "gloo" && c.backend != "nccl") throw std::runtime_error("unknown backend '" + c.backend + "' (gloo or nccl)");
+#if !defined(RESIDUAL_GLOO)
+  if (c.backend == "gloo") throw std::runtime_error(kNoGloo);
+#endif
   // Rank 0 hosts residual's store server (libtorch's own server can be stalled by one peer: see
   // store.h); every rank, rank 0 included, is a TCPStore client of it.
   std::shared_ptr<StoreServer> server;
@@ -175,6 +201,7 @@ void doInit(const InitCfg& c) {
   bool lazy = false;
   c10::intrusive_ptr<c10d::Backend> backend;
   if (c.backend == "gloo") {
+#if defined(RESIDUAL_GLOO)
     pg->setDefaultBackend(c10d::ProcessGroup::GLOO);
     auto backendStore = c10::make_intrusive<c10d::PrefixStore>("cpu/", groupStore);
     auto opts = c10d::ProcessGroupGloo::Options::create(c.timeout);
@@ -190,6 +217,9 @@ void doInit(const InitCfg& c) {
     backend = gloo;
     pg->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::GLOO, backend);
     pg->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::GLOO, backend);
+#else
+    throw std::runtime_error(kNoGloo);
+#endif
   } else if (c.backend == "nccl") {
 #if defined(RESIDUAL_NCCL)
     pg->setDefaultBackend(c10d::ProcessGroup::NCCL);
@@ -1076,10 +1106,26 @@ DEFN(distStoreClose) {
 }
 
 static const FnEntry kDist[] = {
-    ENTRY(distInit), ENTRY(distInfo), ENTRY(distDestroy), ENTRY(distAllReduce), ENTRY(distBroadcast),
-    ENTRY(distAllGather), ENTRY(distBarrier), ENTRY(distSamplerPerm), ENTRY(ddpCreate), ENTRY(ddpPreForward),
-    ENTRY(ddpPostForward), ENTRY(ddpSyncBuffers), ENTRY(ddpDestroy), ENTRY(distSyncBatchNorm), ENTRY(tensorSetData),
-    ENTRY(distStoreServe), ENTRY(distStorePort), ENTRY(distStoreReset), ENTRY(distStoreStats), ENTRY(distStoreClose),
+    ENTRY(distInit),           // (options: DistInitOptions) => Promise<void>
+    ENTRY(distInfo),           // () => DistInfo | null
+    ENTRY(distDestroy),        // () => void
+    ENTRY(distAllReduce),      // (tensors: readonly Handle[], op?: string | null) => Promise<void>
+    ENTRY(distBroadcast),      // (tensors: readonly Handle[], src: number) => Promise<void>
+    ENTRY(distAllGather),      // (tensor: Handle) => Promise<Handle[]>
+    ENTRY(distBarrier),        // () => Promise<void>
+    ENTRY(distSamplerPerm),    // (n: number, seed: number) => Handle
+    ENTRY(ddpCreate),          // (params: readonly Handle[], states: readonly Handle[], buffers: readonly Handle[], options: DdpOptions) => NativeDdp
+    ENTRY(ddpPreForward),      // (ddp: NativeDdp, gradEnabled: boolean, syncBuffers: boolean) => void
+    ENTRY(ddpPostForward),     // (ddp: NativeDdp, outputs: readonly Handle[]) => void
+    ENTRY(ddpSyncBuffers),     // (ddp: NativeDdp) => void
+    ENTRY(ddpDestroy),         // (ddp: NativeDdp) => void
+    ENTRY(distSyncBatchNorm),  // (input: Handle, weight: Handle | null | undefined, bias: Handle | null | undefined, runningMean: Handle | null | undefined, runningVar: Handle | null | undefined, momentum: number, eps: number) => Handle
+    ENTRY(tensorSetData),      // (tensor: Handle, source: Handle) => void
+    ENTRY(distStoreServe),     // (options: StoreServeOptions) => NativeStore
+    ENTRY(distStorePort),      // (store: NativeStore) => number
+    ENTRY(distStoreReset),     // (store: NativeStore, keepPrefix: string) => void
+    ENTRY(distStoreStats),     // (store?: NativeStore | null) => StoreStats | null
+    ENTRY(distStoreClose),     // (store: NativeStore) => void
 };
 
 void initDist(Napi::Env env, Napi::Object exports) { registerAll(env, exports, std::begin(kDist), std::end(kDist)); }

@@ -306,9 +306,17 @@ DEFN(cudnnBenchmark) {
 }
 
 static const FnEntry kGraphs[] = {
-    ENTRY(cudaGraphCreate), ENTRY(cudaGraphWarmupBegin), ENTRY(cudaGraphWarmupEnd), ENTRY(cudaGraphCaptureBegin),
-    ENTRY(cudaGraphCaptureEnd), ENTRY(cudaGraphKeep), ENTRY(cudaGraphReplay), ENTRY(cudaGraphDispose),
-    ENTRY(cudaGraphInfo), ENTRY(cudaIsCapturing), ENTRY(cudnnBenchmark),
+    ENTRY(cudaGraphCreate),        // (device?: number | null) => NativeGraph
+    ENTRY(cudaGraphWarmupBegin),   // (graph: NativeGraph) => void
+    ENTRY(cudaGraphWarmupEnd),     // (graph: NativeGraph) => void
+    ENTRY(cudaGraphCaptureBegin),  // (graph: NativeGraph) => void
+    ENTRY(cudaGraphCaptureEnd),    // (graph: NativeGraph, abandon?: boolean | null) => void
+    ENTRY(cudaGraphKeep),          // (graph: NativeGraph, tensors: readonly Handle[]) => void
+    ENTRY(cudaGraphReplay),        // (graph: NativeGraph) => void
+    ENTRY(cudaGraphDispose),       // (graph: NativeGraph) => void
+    ENTRY(cudaGraphInfo),          // (graph: NativeGraph) => CudaGraphInfo
+    ENTRY(cudaIsCapturing),        // () => boolean
+    ENTRY(cudnnBenchmark),         // (enabled?: boolean | null) => boolean
 };
 
 void initGraphs(Napi::Env env, Napi::Object exports) { registerAll(env, exports, std::begin(kGraphs), std::end(kGraphs)); }

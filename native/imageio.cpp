@@ -1626,9 +1626,18 @@ DEFN(tarScan) {
 }
 
 static const FnEntry kImageIO[] = {
-    ENTRY(streamCreate), ENTRY(streamStart), ENTRY(streamLength), ENTRY(streamNextSync), ENTRY(streamNext),
-    ENTRY(streamClose), ENTRY(streamStop), ENTRY(streamSkipped), ENTRY(imageDecode), ENTRY(imageResizedCrop), ENTRY(imageRrcBoxes),
-    ENTRY(tarScan),
+    ENTRY(streamCreate),      // (options: StreamCreateOptions) => NativeStream
+    ENTRY(streamStart),       // (stream: NativeStream, epoch: number) => number
+    ENTRY(streamLength),      // (stream: NativeStream, epoch?: number | null) => number
+    ENTRY(streamNextSync),    // (stream: NativeStream) => NativeBatch | null
+    ENTRY(streamNext),        // (stream: NativeStream) => Promise<NativeBatch | null>
+    ENTRY(streamClose),       // (stream: NativeStream) => void
+    ENTRY(streamStop),        // (stream: NativeStream) => void
+    ENTRY(streamSkipped),     // (stream: NativeStream) => StreamSkipped
+    ENTRY(imageDecode),       // (bytes: Uint8Array, channels: number, options?: ImageLimits | null) => Handle
+    ENTRY(imageResizedCrop),  // (image: Handle, box: IntList, size: IntList, flip?: boolean | null) => Handle
+    ENTRY(imageRrcBoxes),     // (height: number, width: number, seed: number, count: number, params?: readonly number[] | null) => Float64Array
+    ENTRY(tarScan),           // (path: string, options?: ImageLimits | null) => TarScan
 };
 
 void initImageIO(Napi::Env env, Napi::Object exports) { registerAll(env, exports, std::begin(kImageIO), std::end(kImageIO)); }

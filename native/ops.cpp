@@ -4,13 +4,20 @@
 //
 // Why a hand-kept table rather than generating from native_functions.yaml: the JS API exposes a
 // curated, PyTorch-named subset with JS-friendly argument forms (options objects, 'same' padding,
-// scalars as numbers), and the TypeScript layer (lib/tensor/ops.ts) maps each public function onto
-// exactly one of these entries. A generator would bring ~2,000 schemas we neither test nor want to
-// promise; a line per op keeps the binding thin and reviewable.
+// scalars as numbers), and the TypeScript layer (lib/tensor/ and the tfjs kernels) maps each public
+// function onto exactly one of these entries. A generator would bring ~2,000 schemas we neither test
+// nor want to promise; a line per op keeps the binding thin and reviewable.
 //
 // Argument readers (residual.h): T tensor, OT optional tensor, TOS tensor-or-number (numbers become
 // wrapped scalars, promoting as in Python), TL tensor list, S/OS scalar, D/OD double, I/OI integer,
 // B bool, IL/OIL integer list, Str string, Dtype/ODtype dtype code, Opts(i) = dtype at i, device at i+1.
+//
+// The line's letter says what the op returns, and the compiler checks it (static_assert below):
+// X one tensor, X2 two tensors, XL a list of tensors, XB a boolean, V nothing. From the letters and the
+// readers, scripts/codegen/gen-native-types.mjs writes each op's TypeScript signature
+// (lib/addon/binding.generated.ts): a reader `a.I(2, "dim")` is parameter 2, `dim: number`; an O*
+// reader, or an `a.has(i)` test, makes parameter i optional. Helpers the table calls as `fooOp(a)` are
+// read the same way, so keep their argument reads as `a.<reader>(index, "name")`.
 #include "residual.h"
 
 namespace residual {
@@ -77,8 +84,7 @@ static at::Tensor rpowOp(const at::Scalar& base, const at::Tensor& exponent) {
 
 // ---- random ops: each draws from its environment's generator (Args::gen) ------------------------------
 
-static at::TensorOptions randOpts(Args& a, size_t i, at::ScalarType dflt) {
-  at::TensorOptions o = a.Opts(i);
+static at::TensorOptions withDefaultDtype(at::TensorOptions o, at::ScalarType dflt) {
   if (!o.has_dtype()) o = o.dtype(dflt);
   return o;
 }
@@ -91,11 +97,11 @@ static at::Tensor randnOp(Args& a) {
   return at::randn(a.IL(0, "shape"), a.gen(o.device()), o);
 }
 static at::Tensor randintOp(Args& a) {
-  at::TensorOptions o = randOpts(a, 3, at::kLong);
+  at::TensorOptions o = withDefaultDtype(a.Opts(3), at::kLong);
   return at::randint(a.I(0, "low"), a.I(1, "high"), a.IL(2, "shape"), a.gen(o.device()), o);
 }
 static at::Tensor randpermOp(Args& a) {
-  at::TensorOptions o = randOpts(a, 1, at::kLong);
+  at::TensorOptions o = withDefaultDtype(a.Opts(1), at::kLong);
   return at::randperm(a.I(0, "n"), a.gen(o.device()), o);
 }
 // As at::rand_like / at::randn_like (empty_like, then uniform_ / normal_), with the generator.
@@ -213,8 +219,9 @@ static at::Tensor indexPutOp(Args& a) {
 #define A_ a.T(0, "input")
 #define RED(reduction) a.I(reduction, "reduction")
 
-// X(name, expression returning a tensor / tensors / scalar); V(name, statement with no result)
-#define RESIDUAL_OPS(X, V)                                                                              \
+// X(name, expression returning a tensor), X2 (two tensors), XL (a list of tensors), XB (a boolean);
+// V(name, statement with no result)
+#define RESIDUAL_OPS(X, V, X2, XL, XB)                                                                              \
   /* creation */                                                                                        \
   X(zeros, at::zeros(a.IL(0, "shape"), a.Opts(1)))                                                      \
   X(ones, at::ones(a.IL(0, "shape"), a.Opts(1)))                                                        \
@@ -262,9 +269,9 @@ static at::Tensor indexPutOp(Args& a) {
   X(flip, A_.flip(a.IL(1, "dims")))                                                                     \
   X(cat, at::cat(a.TL(0, "tensors"), a.I(1, "dim")))                                                    \
   X(stack, at::stack(a.TL(0, "tensors"), a.I(1, "dim")))                                                \
-  X(chunk, A_.chunk(a.I(1, "chunks"), a.I(2, "dim")))                                                   \
-  X(split, A_.split(a.I(1, "splitSize"), a.I(2, "dim")))                                                \
-  X(splitWithSizes, A_.split_with_sizes(a.IL(1, "splitSizes"), a.I(2, "dim")))                          \
+  XL(chunk, A_.chunk(a.I(1, "chunks"), a.I(2, "dim")))                                                   \
+  XL(split, A_.split(a.I(1, "splitSize"), a.I(2, "dim")))                                                \
+  XL(splitWithSizes, A_.split_with_sizes(a.IL(1, "splitSizes"), a.I(2, "dim")))                          \
   X(pad, at::pad(A_, a.IL(1, "pad"), a.Str(2, "mode"), a.OD(3, "value")))                               \
   /* elementwise */                                                                                     \
   X(add, at::add(A_, a.TOS(1, "other"), a.S(2, "alpha")))                                               \
@@ -319,8 +326,8 @@ static at::Tensor indexPutOp(Args& a) {
   X(amin, at::amin(A_, a.IL(1, "dim"), a.B(2, "keepdim")))                                              \
   X(maxAll, at::max(A_))                                                                                \
   X(minAll, at::min(A_))                                                                                \
-  X(maxDim, at::max(A_, a.I(1, "dim"), a.B(2, "keepdim")))                                              \
-  X(minDim, at::min(A_, a.I(1, "dim"), a.B(2, "keepdim")))                                              \
+  X2(maxDim, at::max(A_, a.I(1, "dim"), a.B(2, "keepdim")))                                              \
+  X2(minDim, at::min(A_, a.I(1, "dim"), a.B(2, "keepdim")))                                              \
   X(argmax, at::argmax(A_, a.OI(1, "dim"), a.B(2, "keepdim")))                                          \
   X(argmin, at::argmin(A_, a.OI(1, "dim"), a.B(2, "keepdim")))                                          \
   X(var, at::var(A_, a.OIL(1, "dim"), a.OS(2, "correction"), a.B(3, "keepdim")))                        \
@@ -329,8 +336,8 @@ static at::Tensor indexPutOp(Args& a) {
   X(logsumexp, at::logsumexp(A_, a.IL(1, "dim"), a.B(2, "keepdim")))                                    \
   X(all, at::all(A_))                                                                                   \
   X(any, at::any(A_))                                                                                   \
-  X(topk, at::topk(A_, a.I(1, "k"), a.I(2, "dim"), a.B(3, "largest"), a.B(4, "sorted")))               \
-  X(sort, at::sort(A_, a.I(1, "dim"), a.B(2, "descending")))                                            \
+  X2(topk, at::topk(A_, a.I(1, "k"), a.I(2, "dim"), a.B(3, "largest"), a.B(4, "sorted")))               \
+  X2(sort, at::sort(A_, a.I(1, "dim"), a.B(2, "descending")))                                            \
   X(cumsum, at::cumsum(A_, a.I(1, "dim")))                                                              \
   /* comparisons and selection */                                                                       \
   X(eq, at::eq(A_, a.TOS(1, "other")))                                                                  \
@@ -344,8 +351,8 @@ static at::Tensor indexPutOp(Args& a) {
   X(logicalOr, at::logical_or(A_, a.T(1, "other")))                                                     \
   X(isnan, at::isnan(A_))                                                                               \
   X(isfinite, at::isfinite(A_))                                                                         \
-  X(equal, at::equal(A_, a.T(1, "other")))                                                              \
-  X(allclose, at::allclose(A_, a.T(1, "other"), a.D(2, "rtol"), a.D(3, "atol"), a.B(4, "equalNan")))  \
+  XB(equal, at::equal(A_, a.T(1, "other")))                                                              \
+  XB(allclose, at::allclose(A_, a.T(1, "other"), a.D(2, "rtol"), a.D(3, "atol"), a.B(4, "equalNan")))  \
   X(where, at::where(a.T(0, "condition"), a.TOS(1, "input"), a.TOS(2, "other")))                       \
   /* linear algebra */                                                                                  \
   X(matmul, at::matmul(A_, a.T(1, "other")))                                                            \
@@ -409,28 +416,39 @@ static at::Tensor indexPutOp(Args& a) {
   X(anyDim, at::any(A_, a.I(1, "dim"), a.B(2, "keepdim")))                                              \
   X(bitwiseAnd, at::bitwise_and(A_, a.T(1, "other")))                                                   \
   X(logicalXor, at::logical_xor(A_, a.T(1, "other")))                                                   \
-  X(sortStable, at::sort(A_, std::optional<bool>(true), a.I(1, "dim"), a.B(2, "descending")))          \
+  X2(sortStable, at::sort(A_, std::optional<bool>(true), a.I(1, "dim"), a.B(2, "descending")))          \
   X(indexPut, indexPutOp(a))                                                                           \
   X(einsum, at::einsum(a.Str(0, "equation"), a.TL(1, "tensors")))                                      \
   X(diag, at::diag(A_, a.I(1, "diagonal")))                                                             \
   X(searchsorted, at::searchsorted(A_, a.T(1, "values"), a.B(2, "outInt32"), a.B(3, "right")))         \
   X(multinomial, at::multinomial(A_, a.I(1, "numSamples"), a.B(2, "replacement"), a.gen(A_.device()))) \
   X(fftInterleaved, fftInterleaved(A_, a.B(1, "inverse")))                                          \
-  X(maxPool2dWithIndices, at::max_pool2d_with_indices(A_, a.IL(1, "kernelSize"), a.IL(2, "stride"), a.IL(3, "padding"), a.IL(4, "dilation"), a.B(5, "ceilMode")))
+  X2(maxPool2dWithIndices, at::max_pool2d_with_indices(A_, a.IL(1, "kernelSize"), a.IL(2, "stride"), a.IL(3, "padding"), a.IL(4, "dilation"), a.B(5, "ceilMode")))
 
-#define RESIDUAL_DEF_X(name, expr)                                        \
-  static constexpr char op_##name##_name[] = #name;                       \
-  static Napi::Value op_##name(Args& a) { return wrap(a.env(), (expr)); }
+// Each letter's result type, checked at compile time so the generated TypeScript signature cannot lie.
+using TensorPair = std::tuple<at::Tensor, at::Tensor>;
+using TensorList = std::vector<at::Tensor>;
+#define RESIDUAL_DEF_R(name, expr, Want)                                                             \
+  static constexpr char op_##name##_name[] = #name;                                                 \
+  static Napi::Value op_##name(Args& a) {                                                           \
+    auto&& r = (expr);                                                                              \
+    static_assert(std::is_same_v<std::decay_t<decltype(r)>, Want>, "op " #name ": its letter in the op table does not match what it returns"); \
+    return wrap(a.env(), r);                                                                        \
+  }
+#define RESIDUAL_DEF_X(name, expr) RESIDUAL_DEF_R(name, expr, at::Tensor)
+#define RESIDUAL_DEF_X2(name, expr) RESIDUAL_DEF_R(name, expr, TensorPair)
+#define RESIDUAL_DEF_XL(name, expr) RESIDUAL_DEF_R(name, expr, TensorList)
+#define RESIDUAL_DEF_XB(name, expr) RESIDUAL_DEF_R(name, expr, bool)
 #define RESIDUAL_DEF_V(name, stmt)                                        \
   static constexpr char op_##name##_name[] = #name;                       \
   static Napi::Value op_##name(Args& a) {                                 \
     stmt;                                                                 \
     return a.env().Undefined();                                           \
   }
-RESIDUAL_OPS(RESIDUAL_DEF_X, RESIDUAL_DEF_V)
+RESIDUAL_OPS(RESIDUAL_DEF_X, RESIDUAL_DEF_V, RESIDUAL_DEF_X2, RESIDUAL_DEF_XL, RESIDUAL_DEF_XB)
 
 #define RESIDUAL_REG(name, expr) FnEntry{#name, &entry<&op_##name, op_##name##_name>},
-static const FnEntry kOps[] = {RESIDUAL_OPS(RESIDUAL_REG, RESIDUAL_REG)};
+static const FnEntry kOps[] = {RESIDUAL_OPS(RESIDUAL_REG, RESIDUAL_REG, RESIDUAL_REG, RESIDUAL_REG, RESIDUAL_REG)};
 
 // The op names, so the TS layer (and tests) can check that every op it maps exists natively.
 static constexpr char opNames_name[] = "opNames";
@@ -524,8 +542,8 @@ DEFN(toBufferAsync) {
 
 void initOps(Napi::Env env, Napi::Object exports) {
   registerAll(env, exports, std::begin(kOps), std::end(kOps));
-  exports.Set("opNames", Napi::Function::New(env, &entry<&fn_opNames, opNames_name>, "opNames"));
-  exports.Set("toBufferAsync", Napi::Function::New(env, &entry<&fn_toBufferAsync, toBufferAsync_name>, "toBufferAsync"));
+  exports.Set("opNames", Napi::Function::New(env, &entry<&fn_opNames, opNames_name>, "opNames"));  // () => string[]
+  exports.Set("toBufferAsync", Napi::Function::New(env, &entry<&fn_toBufferAsync, toBufferAsync_name>, "toBufferAsync"));  // (tensor: Handle) => Promise<ArrayBuffer>
 }
 
 }  // namespace residual

@@ -468,8 +468,15 @@ DEFN(optimSyncLr) {
 }
 
 static const FnEntry kOptim[] = {
-    ENTRY(optimCreate), ENTRY(optimStep), ENTRY(optimZeroGrad), ENTRY(optimGetState),
-    ENTRY(optimSetState), ENTRY(clipGradNorm), ENTRY(unscaleGrads), ENTRY(optimSetFused), ENTRY(optimSyncLr),
+    ENTRY(optimCreate),    // (kind: string, groups: readonly (readonly Handle[])[]) => NativeOptimizer
+    ENTRY(optimStep),      // (optimizer: NativeOptimizer, hyperparams: readonly Readonly<Record<string, number | boolean>>[]) => void
+    ENTRY(optimZeroGrad),  // (optimizer: NativeOptimizer, setToNone?: boolean | null) => void
+    ENTRY(optimGetState),  // (optimizer: NativeOptimizer) => OptimParamState[][]
+    ENTRY(optimSetState),  // (optimizer: NativeOptimizer, state: readonly (readonly OptimParamState[])[]) => void
+    ENTRY(clipGradNorm),   // (parameters: readonly Handle[], maxNorm: number, normType: number, errorIfNonfinite?: boolean | null) => number
+    ENTRY(unscaleGrads),   // (parameters: readonly Handle[], invScale: number) => boolean
+    ENTRY(optimSetFused),  // (optimizer: NativeOptimizer, enabled?: boolean | null) => boolean
+    ENTRY(optimSyncLr),    // (optimizer: NativeOptimizer, lrs: readonly number[]) => void
 };
 
 void initGraphs(Napi::Env env, Napi::Object exports);  // native/graphs.cpp

@@ -180,7 +180,12 @@ struct FnEntry { const char* name; NativeFn fn; };
 void registerAll(Napi::Env env, Napi::Object exports, const FnEntry* begin, const FnEntry* end);
 
 // Hand-written native functions: `DEFN(name) { ... }` defines `fn_name(Args& a)` and its name;
-// `ENTRY(name)` is its line in the module's registration table. Ops use the table in ops.cpp.
+// `ENTRY(name),  // (arg: Type, ...) => Result` is its line in the module's registration table: one
+// function a line, with its TypeScript signature in the comment (and an exports.Set line likewise
+// carries its TypeScript type). scripts/codegen/gen-native-types.mjs writes lib/addon/binding.generated.ts
+// from these lines, and checks each signature against the `a.<reader>(index, "name")` reads of the body
+// (name, type and optionality). The types (Handle, IntList, NativeLoader, ...) are lib/addon/native-types.ts's.
+// Ops use the table in ops.cpp, whose signatures come from the readers themselves.
 #define DEFN(name)                                   \
   static constexpr char name##_name[] = #name;       \
   static Napi::Value fn_##name(::residual::Args& a)

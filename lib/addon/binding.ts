@@ -4,18 +4,20 @@ import { constants as bufferConstants } from 'node:buffer';
 import { DeviceError, DisposedTensorError, DtypeError, OutOfMemoryError, ResidualError, ShapeError } from '../core/errors.js';
 import { loadAddon } from './load.js';
 import type { NativeBinding } from './binding.generated.js';
+import type { Handle } from './native-types.js';
 
-export type { NativeBinding, NativeFn, NativeVoidFn } from './binding.generated.js';
+export type { NativeBinding } from './binding.generated.js';
+export type * from './native-types.js';
 
 /**
  * A native tensor reference: the id of a slot in the addon's handle table (a number: the thread's
  * tag, a generation and an index), so creating a tensor allocates no V8 object besides the Tensor.
  */
-export type NativeHandle = number & { readonly __nativeTensor: unique symbol };
+export type NativeHandle = Handle;
 
-// The binding is a flat table of functions (native/ops.cpp and friends), declared in
-// binding.generated.ts (generated from the C++ sources); lib/ wraps each one in a typed PyTorch-style
-// API. Arguments are positional, exactly as declared in the C++ table.
+// The binding is a flat table of functions (native/ops.cpp and friends), declared with their
+// signatures in binding.generated.ts (generated from the C++ sources); lib/ wraps each one in a
+// PyTorch-style API. Arguments are positional, exactly as declared in the C++ table.
 export const native: NativeBinding = loadAddon() as unknown as NativeBinding;
 
 // Native errors are created directly as residual's error classes (no JS wrapper per call), and

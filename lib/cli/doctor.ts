@@ -2,7 +2,8 @@
 // Also runnable on its own: node dist/cli/doctor.js [--json]
 //
 // It imports only the loader (not lib/index.js, which loads the addon at import time and would
-// throw before anything could be explained).
+// throw before anything could be explained), and bin/residual.js runs it without loading anything
+// else: it works with no libtorch and no addon, and names the command that sets them up.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -17,7 +18,10 @@ import {
   packageRoot,
   residualHome,
   resolveRuntimeLibtorch,
+  setupCommand,
 } from '../addon/load.js';
+import { cacheDirFor, cachedLibtorch } from '../addon/libtorch.js';
+import { glibcVersion } from '../addon/system.js';
 
 export interface Problem {
   severity: 'error' | 'warning';
@@ -32,7 +36,8 @@ export interface DoctorReport {
   facts: Record<string, unknown>;
 }
 
-const REBUILD = 'npm rebuild residual --foreground-scripts';
+/** The command that (re)does the install step from where the user is (works without install scripts). */
+const SETUP = setupCommand();
 
 function gib(bytes: number): string {
   return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
@@ -77,15 +82,6 @@ function nvidiaSmi(): { gpus: { name: string; driver: string; memory: string }[]
   return { gpus };
 }
 
-function glibcVersion(): string | null {
-  try {
-    const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
-    return header?.glibcVersionRuntime ?? null;
-  } catch {
-    return null;
-  }
-}
-
 function packageVersion(): string {
   try {
     return JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8')).version;
@@ -119,8 +115,8 @@ export async function doctor(): Promise<DoctorReport> {
   const glibc = glibcVersion();
   row('Node.js', `${process.version} (Node-API ${process.versions.napi}), ${process.platform}-${process.arch}${glibc ? `, glibc ${glibc}` : ''}`);
   Object.assign(facts, { node: process.version, napi: Number(process.versions.napi), platform: `${process.platform}-${process.arch}`, glibc });
-  const requireEsm = (major === 20 && minor >= 19) || (major === 22 && minor >= 12) || major >= 23;
-  if (!requireEsm) problem('warning', `Node.js ${process.version} cannot require() ES modules, so every start resolves libtorch in a child process (slower)`, 'use Node.js 20.19+, 22.12+ or 23+');
+  const supported = (major === 20 && minor >= 19) || (major === 22 && minor >= 12) || major >= 23;
+  if (!supported) problem('warning', `Node.js ${process.version} is older than residual supports (^20.19 || >=22.12)`, 'use Node.js 20.19+, 22.12+ or 23+');
   if (Number(process.versions.napi) < 8) problem('error', `Node-API ${process.versions.napi} is older than the addon needs (8)`, 'use Node.js 20.19 or newer');
   if (process.platform !== 'linux') problem('error', `${process.platform} is not supported yet: libtorch is fetched and preloaded as Linux shared libraries`, 'use Linux (or WSL2)');
 
@@ -144,7 +140,11 @@ export async function doctor(): Promise<DoctorReport> {
     facts.libtorch = { version: lt.version, variant: lt.variantTag, cuda: lt.cuda ?? null, dir: lt.dir, source: lt.source };
   } else if (!problems.length) {
     row('libtorch', 'none found (LIBTORCH, LIBTORCH_USE_PYTORCH, the project copy, the cache)');
-    problem('error', 'no libtorch found', `${REBUILD} (fetches the pinned libtorch into ${residualHome()}), or set LIBTORCH=/path/to/libtorch, or LIBTORCH_USE_PYTORCH=1`);
+    problem(
+      'error',
+      'no libtorch found (the install step did not run, or did not finish)',
+      `${SETUP} (fetches the pinned libtorch into ${residualHome()}${process.env.RESIDUAL_LIBTORCH_MIRROR ? ` from ${process.env.RESIDUAL_LIBTORCH_MIRROR}` : ''}), or set LIBTORCH=/path/to/libtorch, or LIBTORCH_USE_PYTORCH=1`,
+    );
   }
 
   // The addon
@@ -157,7 +157,9 @@ export async function doctor(): Promise<DoctorReport> {
     row('addon', 'ERROR: no usable binary');
     const tried = addonAttempts();
     if (tried.length) row('', `tried:\n  ${formatAttempts(tried)}`);
-    if (!libtorchFailed) problem('error', (e as Error).message.split('\n')[0].replace(/^residual: /, ''), `build from source: ${buildFromSourceCommand()} (or set RESIDUAL_ADDON=/path/to/residual.node)`);
+    const unsupported = tried.filter((a) => a.outcome === 'unsupported');
+    if (unsupported.length) problem('error', `the prebuilt binary cannot run on this system: ${unsupported[0].detail.replace(/^refused: this prebuilt binary /, 'it ')}`, `build from source instead: ${buildFromSourceCommand()} (needs cmake and a C++17 compiler)`);
+    else if (!libtorchFailed && lt) problem('error', (e as Error).message.split('\n')[0].replace(/^residual: /, ''), `${SETUP} (picks the prebuilt binary or builds one), or build from source: ${buildFromSourceCommand()}`);
   }
   const choice = addonChoice();
   if (addon && choice) {
@@ -165,7 +167,11 @@ export async function doctor(): Promise<DoctorReport> {
     row('addon', `${choice.path}\nchosen: ${choice.how} (${choice.attempts.at(-1)?.detail ?? ''})\nbuilt for libtorch ${info.libtorch} (${choice.tag?.variant ?? info.variant}), Node-API ${info.napiVersion}`);
     const others = choice.attempts.slice(0, -1).filter((a) => a.outcome !== 'missing');
     if (others.length) row('', `passed over:\n  ${formatAttempts(others)}`);
-    facts.addon = { path: choice.path, how: choice.how, libtorch: info.libtorch, variant: choice.tag?.variant ?? info.variant, napiVersion: info.napiVersion };
+    facts.addon = { path: choice.path, how: choice.how, libtorch: info.libtorch, variant: choice.tag?.variant ?? info.variant, napiVersion: info.napiVersion, gloo: info.gloo ?? null };
+    if (info.gloo === false) {
+      row('dist', "no 'gloo' backend (built without gloo's headers): CPU data-parallel training is off");
+      problem('warning', "this build of the addon has no 'gloo' backend (gloo's headers were not found when it was built), so dist.initProcessGroup() and --nproc-per-node fail on the CPU", `apt-get install libgloo-dev (or set GLOO_INCLUDE_DIR), then ${buildFromSourceCommand()}`);
+    } else if (info.gloo === true) row('dist', "c10d with the 'gloo' backend" + (info.cudaBuilt ? ' (and nccl where built)' : ''));
     const loadedFrom = loadedLibtorchDir();
     if (loadedFrom) {
       row('loaded from', `${loadedFrom}${choice.preload ? ' (preloaded: no LD_LIBRARY_PATH needed)' : ' (the build\'s RUNPATH)'}`);
@@ -194,10 +200,10 @@ export async function doctor(): Promise<DoctorReport> {
         problem(
           'error',
           `the addon is built for CUDA but no GPU is usable${smi?.error ? ` (nvidia-smi: ${smi.error})` : smi ? '' : ' (no nvidia-smi: no NVIDIA driver?)'}`,
-          `install an NVIDIA driver recent enough for CUDA ${lt?.cuda ?? '13'} (nvidia-smi must list the GPU), or use the CPU build: RESIDUAL_VARIANT=cpu ${REBUILD}`,
+          `install an NVIDIA driver recent enough for CUDA ${lt?.cuda ?? '13'} (nvidia-smi must list the GPU), or use the CPU build: RESIDUAL_VARIANT=cpu ${SETUP}`,
         );
       } else if (!info.cudnnAvailable) {
-        problem('warning', 'cuDNN is not available: convolutions run on slower kernels', `reinstall libtorch with its nvidia-cudnn wheel: remove ${lt ? path.dirname(path.dirname(lt.dir)) : 'the libtorch cache'} and run ${REBUILD}`);
+        problem('warning', 'cuDNN is not available: convolutions run on slower kernels', `reinstall libtorch with its nvidia-cudnn wheel: remove ${lt ? path.dirname(path.dirname(lt.dir)) : 'the libtorch cache'} and run ${SETUP}`);
       }
       if (available) {
         const devs = addon.cudaDeviceInfo() as { name: string; totalMemory: number; capability: string; multiProcessors: number }[];
@@ -215,7 +221,7 @@ export async function doctor(): Promise<DoctorReport> {
       problem(
         'warning',
         `this machine has ${smi.gpus.length} NVIDIA GPU(s) but residual runs on the CPU build`,
-        `RESIDUAL_VARIANT=cu130 ${REBUILD} (fetches CUDA libtorch, several GB, into ${residualHome()}), or LIBTORCH_USE_PYTORCH=1 with a CUDA build of torch installed in python3`,
+        `RESIDUAL_VARIANT=cu130 ${SETUP} (fetches CUDA libtorch, several GB, into ${residualHome()}), or LIBTORCH_USE_PYTORCH=1 with a CUDA build of torch installed in python3`,
       );
     }
   }
@@ -223,16 +229,20 @@ export async function doctor(): Promise<DoctorReport> {
   // Cache and environment
   const home = residualHome();
   const canWrite = writable(home);
-  let cached: string[] = [];
-  try {
-    cached = fs.readdirSync(path.join(home, 'libtorch')).filter((d) => !d.includes('.partial-') && fs.existsSync(path.join(home, 'libtorch', d, 'VERIFIED')));
-  } catch {
-    /* no cache yet */
+  const cached: string[] = [];
+  for (const v of ['cpu', 'cu130']) {
+    let c: Libtorch | null = null;
+    try {
+      c = cachedLibtorch(v);
+    } catch {
+      /* unknown variant */
+    }
+    if (c) cached.push(`${path.basename(cacheDirFor(v))} (${c.devDir ? 'runtime and build files' : 'runtime only'})`);
   }
   row('cache', `${home}${canWrite ? '' : ' (NOT writable)'}; libtorch: ${cached.join(', ') || 'none'}`);
   facts.cache = { home, writable: canWrite, libtorch: cached };
   if (!canWrite) problem('warning', `${home} is not writable: libtorch cannot be fetched there and each start probes the addon again`, 'set RESIDUAL_HOME to a writable folder');
-  const envNames = ['LIBTORCH', 'LIBTORCH_USE_PYTORCH', 'RESIDUAL_VARIANT', 'RESIDUAL_HOME', 'RESIDUAL_ADDON', 'RESIDUAL_PROBE_TIMEOUT', 'LD_LIBRARY_PATH'];
+  const envNames = ['LIBTORCH', 'LIBTORCH_USE_PYTORCH', 'RESIDUAL_VARIANT', 'RESIDUAL_HOME', 'RESIDUAL_LIBTORCH_MIRROR', 'RESIDUAL_LIBTORCH_FETCH', 'RESIDUAL_ADDON', 'RESIDUAL_PROBE_TIMEOUT', 'LD_LIBRARY_PATH'];
   const set = envNames.filter((n) => process.env[n]).map((n) => `${n}=${process.env[n]}`);
   row('environment', set.join('\n') || '(none of LIBTORCH, LIBTORCH_USE_PYTORCH, RESIDUAL_VARIANT, RESIDUAL_HOME, RESIDUAL_ADDON set)');
 
@@ -243,9 +253,14 @@ export async function doctor(): Promise<DoctorReport> {
   return { ok: errors.length === 0, text: lines.join('\n'), problems, facts };
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+/** `residual doctor [--json]` (bin/residual.js calls it without loading anything else). */
+export async function runDoctor(argv: string[]): Promise<number> {
   const report = await doctor();
-  if (process.argv.includes('--json')) console.log(JSON.stringify({ ok: report.ok, problems: report.problems, facts: report.facts }, null, 2));
+  if (argv.includes('--json')) console.log(JSON.stringify({ ok: report.ok, problems: report.problems, facts: report.facts }, null, 2));
   else console.log(report.text);
-  process.exit(report.ok ? 0 : 1);
+  return report.ok ? 0 : 1;
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  process.exit(await runDoctor(process.argv.slice(2)));
 }

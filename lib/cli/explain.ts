@@ -1,8 +1,9 @@
 // `residual explain`: runs the degradation, gradient-flow, identity-mapping and residual-magnitude
 // experiments and writes explain.html, the figures (SVG and PNG) and explain.json.
 import path from 'node:path';
-import { EXPLAIN_PRESETS, explain, type ExplainOptions, type ExplainPreset } from '../explain/explain.js';
-import { UsageError, helpText, parseFlags, type CommandSpec, type ParsedFlags } from './flags.js';
+import { EXPLAIN_DATA, EXPLAIN_PRESETS, explain, type ExplainOptions, type ExplainPreset } from '../explain/explain.js';
+import { CONFIG_SPEC } from '../train/config.js';
+import { UsageError, cliMessage, helpText, parseFlags, settingFlag, type CommandSpec, type ParsedFlags } from './flags.js';
 
 const q = EXPLAIN_PRESETS.quick;
 const f = EXPLAIN_PRESETS.full;
@@ -18,18 +19,18 @@ export const EXPLAIN_COMMAND: CommandSpec = {
     quick: { type: 'boolean', help: `minutes on 2 CPU cores: depths ${q.depths.join('/')}, ${q.iterations} iterations each (the default)` },
     full: { type: 'boolean', help: `for a GPU: depths ${f.depths.join('/')}, identity mappings at ${f.identityDepth}, ${f.iterations} iterations each` },
     out: { type: 'string', valueName: 'dir', help: 'output folder', default: 'runs/explain-<preset>' },
-    data: { type: 'string', choices: ['fashion-mnist', 'synthetic'], help: 'Fashion-MNIST (synthetic data where it cannot be had) or the synthetic set', default: 'fashion-mnist' },
-    'data-path': { type: 'string', valueName: 'dir', help: 'folder holding Fashion-MNIST' },
-    device: { type: 'string', pattern: /^(auto|cpu|cuda(:\d+)?)$/, valueName: 'auto|cpu|cuda|cuda:N', help: 'where to train', default: 'auto' },
-    seed: { type: 'int', range: { min: 0 }, help: 'seed for initialisation and batch order', default: 0 },
+    data: { type: 'string', choices: EXPLAIN_DATA, help: 'Fashion-MNIST (synthetic data where it cannot be had) or the synthetic set', default: 'fashion-mnist' },
+    'data-path': settingFlag('dataPath', CONFIG_SPEC.dataPath, 'folder holding Fashion-MNIST'),
+    device: settingFlag('device', CONFIG_SPEC.device, 'where to train'),
+    seed: settingFlag('seed', CONFIG_SPEC.seed, 'seed for initialisation and batch order'),
     iterations: { type: 'int', range: { min: 1 }, help: 'training iterations of each network (overrides the preset)' },
-    'batch-size': { type: 'int', range: { min: 1 }, help: 'batch size (overrides the preset)' },
+    'batch-size': settingFlag('batchSize', CONFIG_SPEC.batchSize, 'batch size (overrides the preset)', { default: undefined }),
     'eval-every': { type: 'int', range: { min: 1 }, help: 'iterations between measurements (overrides the preset)' },
     'test-images': { type: 'int', range: { min: 1 }, help: 'test images per test-error measurement (overrides the preset)' },
     depths: { type: 'string', pattern: /^\d+,\d+$/, valueName: 'shallow,deep', help: 'the two depths of the degradation experiment, e.g. 20,56' },
     'gradient-depths': { type: 'string', pattern: DEPTHS, valueName: 'd1,d2,...', help: 'depths measured for gradient flow at initialisation, e.g. 20,56,110' },
     'skip-1001': { type: 'boolean', help: 'leave the pre-activation ResNet-1001 out of the gradient-flow figure' },
-    workers: { type: 'int', range: { min: 1 }, help: 'data loader threads', default: 2 },
+    workers: settingFlag('workers', CONFIG_SPEC.workers, 'data loader threads'),
   },
   notes: [
     'Trains plain, residual and pre-activation networks with one recipe on the same batches and writes explain.html',
@@ -83,7 +84,7 @@ export async function runExplainFlags(parsed: ParsedFlags): Promise<number> {
     console.log(`Numbers: ${r.files.json}`);
     return 0;
   } catch (e) {
-    console.error(`residual explain: ${(e as Error).message}`);
+    console.error(`residual explain: ${cliMessage(e, EXPLAIN_COMMAND.flags)}`);
     return 1;
   }
 }

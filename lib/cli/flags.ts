@@ -4,6 +4,7 @@
 // UsageError naming the flag, the value and what is allowed, and pointing to --help.
 import { parseArgs } from 'node:util';
 import { describeRange, inRange, type NumberRange } from '../core/range.js';
+import { settingsMessageOf, type Setting, type SettingNamer } from '../train/config.js';
 
 /** A mistake on the command line: the CLI prints the message and exits with status 2. */
 export class UsageError extends Error {
@@ -212,4 +213,64 @@ export function helpText(cmd: CommandSpec): string {
     lines.push('', 'Booleans also take --no-<flag> or --<flag>=true|false; any flag takes --flag=value.');
   if (cmd.notes?.length) lines.push('', ...cmd.notes);
   return lines.join('\n');
+}
+
+// ---- settings (lib/train/config.ts) as flags ------------------------------------------------------
+
+/**
+ * The flag of a config key: batchSize -> batch-size. The one mapping between the library's settings and
+ * the CLI's flags: the settings' flag specs are made with it (settingFlag), and messages about settings
+ * are rendered back through those specs (settingsNamer).
+ */
+export function flagOf(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+/** The flag spec of a setting: its type, range or choices and default from the config spec; the help text from the command. */
+export function settingFlag(key: string, s: Setting, help: string, extra: Partial<FlagSpec> = {}): FlagSpec {
+  let out: FlagSpec;
+  switch (s.type) {
+    case 'int':
+    case 'number':
+      out = { type: s.type, range: s.range, help };
+      break;
+    case 'boolean':
+      out = { type: 'boolean', help };
+      break;
+    case 'choice':
+      out = { type: 'string', choices: s.choices, help };
+      break;
+    default:
+      out = { type: 'string', help };
+      if (s.pattern) out.pattern = s.pattern;
+      if (s.valueName) out.valueName = s.valueName;
+  }
+  if (flagOf(key) !== key) out.key = key;
+  const shown = s.default ?? ('unset' in s ? s.unset : undefined);
+  if (shown !== undefined) out.default = shown;
+  return { ...out, ...extra };
+}
+
+/** Names settings as a command's flags: the flag whose `key` is the setting's (settings without a flag keep their key). */
+export function settingsNamer(spec: FlagSpecs): SettingNamer {
+  const flagFor = (key: string): string | undefined => Object.keys(spec).find((n) => (spec[n].key ?? n) === key);
+  return {
+    audience: 'cli',
+    name: (key) => {
+      const f = flagFor(key);
+      return f ? `--${f}` : key;
+    },
+    setting: (key, value) => {
+      const f = flagFor(key);
+      if (!f) return `${key} ${String(value)}`;
+      if (spec[f].type === 'boolean') return value === false ? `--no-${f}` : `--${f}`;
+      return `--${f} ${String(value)}`;
+    },
+  };
+}
+
+/** An error's message for a CLI user: messages about settings name the command's flags (lib/train/config.ts's SettingsMessage). */
+export function cliMessage(e: unknown, spec: FlagSpecs): string {
+  const m = settingsMessageOf(e);
+  return m ? m.render(settingsNamer(spec)) : String((e as Error)?.message ?? e);
 }

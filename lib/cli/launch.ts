@@ -18,6 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { checkRange, describeRange, inRange, type NumberRange } from '../core/range.js';
 import { StoreClient } from '../distributed/store.js';
+import type { NativeStore } from '../addon/native-types.js';
 
 export interface LaunchOptions {
   nprocPerNode: number;
@@ -185,7 +186,7 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
 
   // Node 0's agent hosts the job's store for the whole job (the native addon's store server).
   const { native: N } = await import('../addon/binding.js');
-  let server: unknown = null;
+  let server: NativeStore | null = null;
   if (nodeRank === 0) {
     try {
       server = N.distStoreServe({ port: masterPort, timeoutMs: Math.min(rdzvMs, 2147483647), maxConnections: Math.min(1 << 20, 1024 + 4 * worldSize) });
@@ -249,7 +250,7 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
           break;
         }
         // What the last attempt's ranks left in the store is theirs: the next ranks start clean.
-        N.distStoreReset(server, AGENT);
+        N.distStoreReset(server!, AGENT);
         await client.set(pre + 'go', '1');
       } else {
         const ok = await until(async () => {
@@ -556,10 +557,9 @@ export async function launchTrain(argv: string[]): Promise<number> {
   };
   let out = given('out');
   if (out === undefined && !rest.includes('--resume') && !rest.includes('--help')) {
-    const { DEFAULT_CONFIG } = await import('../train/trainer.js');
-    const base = path.join('runs', `${given('model') ?? DEFAULT_CONFIG.model}-${given('data') ?? DEFAULT_CONFIG.data}`);
-    out = base;
-    for (let i = 2; fs.existsSync(out); i++) out = `${base}-${i}`;
+    const { DEFAULT_CONFIG } = await import('../train/config.js');
+    const { defaultRunFolder } = await import('../train/run-folder.js');
+    out = defaultRunFolder(given('model') ?? DEFAULT_CONFIG.model, given('data') ?? DEFAULT_CONFIG.data);
     rest.push('--out', out);
   }
   const entry = process.argv[1];

@@ -2,66 +2,82 @@
 // spec (lib/cli/flags.ts), used both to parse its arguments and to write its --help.
 import fs from 'node:fs';
 import path from 'node:path';
-import { isStreamedData, openStreamedData } from '../data/stream.js';
 import { getFashionMnist } from '../data/fashion.js';
+import { isStreamedData, openStreamedData } from '../data/stream.js';
 import { createModel, getModelInfo, listModels } from '../models/registry.js';
 import { summary } from '../models/summary.js';
 import { manualSeed } from '../tensor/memory.js';
-import { loadCheckpoint } from '../train/checkpoint.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { CONFIG_SPEC, DEFAULT_CONFIG, TOTAL_DEPENDENT_SCHEDULES, type ConfigKey, type TrainConfig } from '../train/config.js';
+import { disposeDataset } from '../data/dataset.js';
+import { channelStats, loadData, openRunTest, type RunDataInfo } from '../train/data.js';
+import { finishDistributed, initDistributedFromEnv, isWriter } from '../train/distributed.js';
 import { evaluate, runTestLoader } from '../train/evaluate.js';
 import { MetricsWriter } from '../train/metrics.js';
-import { CONFIG_RANGES, DEFAULT_CONFIG, Trainer, channelStats, createRunModel, loadData, readRunConfig, resolveDevice, type Progress, type TrainConfig } from '../train/trainer.js';
-import { Tensor } from '../tensor/tensor.js';
-import { UsageError, configFrom, helpText, parseFlags, type CommandSpec, type FlagSpec, type FlagSpecs, type ParsedFlags } from './flags.js';
+import { createRunModel, resolveDevice } from '../train/recipe.js';
+import { defaultRunFolder, planRun, readRunConfig } from '../train/run-folder.js';
+import { loadRunWeights, readRunCheckpoint } from '../train/state.js';
+import { Trainer, type Progress } from '../train/trainer.js';
+import { UsageError, cliMessage, configFrom, flagOf, helpText, parseFlags, settingFlag, type CommandSpec, type FlagSpec, type FlagSpecs, type ParsedFlags } from './flags.js';
 import { EXPLAIN_COMMAND, runExplainFlags } from './explain.js';
-import { finishDistributed, initDistributedFromEnv, isWriter } from '../train/distributed.js';
 
-const DATA_NAMES = ['fashion-mnist', 'cifar10', 'cifar100', 'synthetic', 'folder', 'imagefolder', 'webdataset'] as const;
-const DEVICE: FlagSpec = { type: 'string', pattern: /^(auto|cpu|cuda(:\d+)?)$/, valueName: 'auto|cpu|cuda|cuda:N', help: 'where to run', default: DEFAULT_CONFIG.device };
-const DATA_PATH: FlagSpec = {
-  type: 'string',
-  key: 'dataPath',
-  valueName: 'dir',
-  help: "dataset folder (needed for cifar10/100, folder and imagefolder; optional for fashion-mnist), or webdataset shards: 'shards/train-{0000..0127}.tar'",
+/** `residual train`'s help text of each setting that is a flag (the type, range and default come from lib/train/config.ts). */
+const SETTING_HELP: Partial<Record<ConfigKey, string>> = {
+  model: 'network name (see residual models)',
+  data: 'dataset',
+  dataPath: "dataset folder (needed for cifar10/100, folder and imagefolder; optional for fashion-mnist), or webdataset shards: 'shards/train-{0000..0127}.tar'",
+  imageSize: 'imagefolder/webdataset: crop size (RandomResizedCrop to train; Resize + CenterCrop to evaluate)',
+  onBadFile: 'imagefolder/webdataset: a corrupt or unreadable file stops the run, or is skipped and reported',
+  epochs: 'epochs to train',
+  batchSize: 'batch size',
+  lr: 'peak learning rate',
+  optimizer: 'sgd (momentum, Nesterov) or adamw',
+  momentum: 'SGD momentum',
+  nesterov: 'Nesterov momentum (SGD)',
+  weightDecay: 'weight decay on conv/linear weights (not BN, not biases)',
+  schedule: 'learning-rate schedule, stepped per batch',
+  warmupEpochs: 'linear warm-up, less than --epochs (cosine, multistep, constant; onecycle has its own)',
+  labelSmoothing: 'cross-entropy label smoothing',
+  augment: 'random crop with padding + horizontal flip',
+  randomErasing: 'random erasing probability (with --augment)',
+  device: 'where to run',
+  amp: 'mixed precision (autocast)',
+  ampDtype: 'autocast dtype; float16 adds loss scaling',
+  channelsLast: 'channels-last memory format for weights and batches; default on for CPU training (faster with oneDNN), off on CUDA (--no-channels-last turns it off)',
+  cpuMemoryCaching:
+    "keep freed CPU memory mapped for reuse, so activations are not faulted in again every step (resident memory stays at the step's peak); default on for CPU training, off on CUDA (--no-cpu-memory-caching turns it off)",
+  cudaGraphs: 'capture the training step in a CUDA graph and replay it (CUDA only; not with float16 --amp-dtype, --clip-grad-norm or --nproc-per-node)',
+  cudnnBenchmark: 'cuDNN benchmark mode: time the convolution algorithms once per shape, keep the fastest (CUDA)',
+  seed: 'seed for initialisation, shuffling and augmentation',
+  out: 'run folder (checkpoints, metrics.jsonl, report.svg/png); default runs/<model>-<data>, then -2, -3, ... (never overwritten)',
+  workers: 'data loader threads',
+  logEvery: 'steps between progress lines',
+  clipGradNorm: "clip the gradients' total norm to this value; no clipping unless given",
+  limitTrainBatches: 'stop each epoch after this many batches (quick runs)',
+  limitTestBatches: 'evaluate on this many test batches only',
 };
 
-const TRAIN_FLAGS: FlagSpecs = {
-  model: { type: 'string', valueName: 'name', help: 'network name (see residual models)', default: DEFAULT_CONFIG.model },
-  data: { type: 'string', choices: DATA_NAMES, help: 'dataset', default: DEFAULT_CONFIG.data },
-  'data-path': DATA_PATH,
-  'image-size': { type: 'int', key: 'imageSize', range: CONFIG_RANGES.imageSize, help: 'imagefolder/webdataset: crop size (RandomResizedCrop to train; Resize + CenterCrop to evaluate)', default: 224 },
-  'on-bad-file': { type: 'string', key: 'onBadFile', choices: ['stop', 'skip'], help: 'imagefolder/webdataset: a corrupt or unreadable file stops the run, or is skipped and reported', default: 'stop' },
-  epochs: { type: 'int', range: CONFIG_RANGES.epochs, help: 'epochs to train', default: DEFAULT_CONFIG.epochs },
-  'batch-size': { type: 'int', key: 'batchSize', range: CONFIG_RANGES.batchSize, help: 'batch size', default: DEFAULT_CONFIG.batchSize },
-  lr: { type: 'number', range: CONFIG_RANGES.lr, help: 'peak learning rate', default: DEFAULT_CONFIG.lr },
-  optimizer: { type: 'string', choices: ['sgd', 'adamw'], help: 'sgd (momentum, Nesterov) or adamw', default: DEFAULT_CONFIG.optimizer },
-  momentum: { type: 'number', range: CONFIG_RANGES.momentum, help: 'SGD momentum', default: DEFAULT_CONFIG.momentum },
-  nesterov: { type: 'boolean', help: 'Nesterov momentum (SGD)', default: DEFAULT_CONFIG.nesterov },
-  'weight-decay': { type: 'number', key: 'weightDecay', range: CONFIG_RANGES.weightDecay, help: 'weight decay on conv/linear weights (not BN, not biases)', default: DEFAULT_CONFIG.weightDecay },
-  schedule: { type: 'string', choices: ['onecycle', 'cosine', 'multistep', 'constant'], help: 'learning-rate schedule, stepped per batch', default: DEFAULT_CONFIG.schedule },
-  'warmup-epochs': { type: 'number', key: 'warmupEpochs', range: CONFIG_RANGES.warmupEpochs, help: 'linear warm-up, less than --epochs (cosine, multistep, constant; onecycle has its own)', default: DEFAULT_CONFIG.warmupEpochs },
-  'label-smoothing': { type: 'number', key: 'labelSmoothing', range: CONFIG_RANGES.labelSmoothing, help: 'cross-entropy label smoothing', default: DEFAULT_CONFIG.labelSmoothing },
-  augment: { type: 'boolean', help: 'random crop with padding + horizontal flip', default: DEFAULT_CONFIG.augment },
-  'random-erasing': { type: 'number', key: 'randomErasing', range: CONFIG_RANGES.randomErasing, help: 'random erasing probability (with --augment)', default: DEFAULT_CONFIG.randomErasing },
-  device: DEVICE,
-  amp: { type: 'boolean', help: 'mixed precision (autocast)', default: DEFAULT_CONFIG.amp },
-  'amp-dtype': { type: 'string', key: 'ampDtype', choices: ['bfloat16', 'float16'], help: 'autocast dtype; float16 adds loss scaling', default: DEFAULT_CONFIG.ampDtype },
-  'channels-last': { type: 'boolean', key: 'channelsLast', help: 'channels-last memory format for weights and batches; default on for CPU training (faster with oneDNN), off on CUDA (--no-channels-last turns it off)' },
-  'cpu-memory-caching': { type: 'boolean', key: 'cpuMemoryCaching', help: 'keep freed CPU memory mapped for reuse, so activations are not faulted in again every step (resident memory stays at the step\'s peak); default on for CPU training, off on CUDA (--no-cpu-memory-caching turns it off)' },
-  'cuda-graphs': { type: 'boolean', key: 'cudaGraphs', help: 'capture the training step in a CUDA graph and replay it (CUDA only; not with float16 --amp-dtype, --clip-grad-norm or --nproc-per-node)', default: false },
-  'cudnn-benchmark': { type: 'boolean', key: 'cudnnBenchmark', help: 'cuDNN benchmark mode: time the convolution algorithms once per shape, keep the fastest (CUDA)', default: true },
-  seed: { type: 'int', range: CONFIG_RANGES.seed, help: 'seed for initialisation, shuffling and augmentation', default: DEFAULT_CONFIG.seed },
-  out: { type: 'string', valueName: 'dir', help: 'run folder (checkpoints, metrics.jsonl, report.svg/png); default runs/<model>-<data>, then -2, -3, ... (never overwritten)' },
-  resume: { type: 'boolean', help: "continue the run in --out from its last checkpoint, with the run's own settings (a run stopped before its first checkpoint starts again)" },
-  workers: { type: 'int', range: CONFIG_RANGES.workers, help: 'data loader threads', default: DEFAULT_CONFIG.workers },
-  'nproc-per-node': { type: 'int', valueName: 'n', help: 'data-parallel: start N ranks on this machine (c10d Gloo/NCCL); --batch-size is then PER RANK (global batch = batch-size x ranks); with --nnodes M --node-rank R --master-addr A --master-port P across machines, and --max-restarts K to restart a failed group from the last checkpoint (see residual launch --help)' },
-  'log-every': { type: 'int', key: 'logEvery', range: CONFIG_RANGES.logEvery, help: 'steps between progress lines', default: DEFAULT_CONFIG.logEvery },
-  'clip-grad-norm': { type: 'number', key: 'clipGradNorm', range: CONFIG_RANGES.clipGradNorm, help: "clip the gradients' total norm to this value; no clipping unless given" },
-  'limit-train-batches': { type: 'int', key: 'limitTrainBatches', range: CONFIG_RANGES.limitTrainBatches, help: 'stop each epoch after this many batches (quick runs)' },
-  'limit-test-batches': { type: 'int', key: 'limitTestBatches', range: CONFIG_RANGES.limitTestBatches, help: 'evaluate on this many test batches only' },
-  quick: { type: 'boolean', help: 'the README demo: resnet20, 1 epoch of Fashion-MNIST on the CPU, no augmentation (synthetic data if Fashion-MNIST cannot be had); other flags still apply' },
-  json: { type: 'boolean', help: 'print progress as JSON lines' },
-};
+/** The flag of a setting, from the config spec. */
+const flagFor = (k: ConfigKey, extra: Partial<FlagSpec> = {}): FlagSpec => settingFlag(k, CONFIG_SPEC[k], SETTING_HELP[k] ?? k, extra);
+
+/** `residual train`'s flags: every setting with a help text, then the flags of the command itself. */
+const TRAIN_FLAGS: FlagSpecs = (() => {
+  const out: FlagSpecs = {};
+  for (const k of Object.keys(SETTING_HELP) as ConfigKey[]) {
+    // The run folder's default is chosen by the command (runs/<model>-<data>, ...), not the library's.
+    out[flagOf(k)] = flagFor(k, k === 'out' ? { default: undefined } : {});
+    if (k === 'out') out.resume = { type: 'boolean', help: "continue the run in --out from its last checkpoint, with the run's own settings (a run stopped before its first checkpoint starts again)" };
+    if (k === 'workers')
+      out['nproc-per-node'] = {
+        type: 'int',
+        valueName: 'n',
+        help: 'data-parallel: start N ranks on this machine (c10d Gloo/NCCL); --batch-size is then PER RANK (global batch = batch-size x ranks); with --nnodes M --node-rank R --master-addr A --master-port P across machines, and --max-restarts K to restart a failed group from the last checkpoint (see residual launch --help)',
+      };
+  }
+  out.quick = { type: 'boolean', help: 'the README demo: resnet20, 1 epoch of Fashion-MNIST on the CPU, no augmentation (synthetic data if Fashion-MNIST cannot be had); other flags still apply' };
+  out.json = { type: 'boolean', help: 'print progress as JSON lines' };
+  return out;
+})();
 
 /** Flags of `train` that are not TrainConfig settings. */
 const TRAIN_ONLY = ['quick', 'json', 'resume'];
@@ -129,16 +145,9 @@ function flagKeys(flags: Record<string, unknown>): Set<string> {
   return new Set(Object.keys(configFrom(TRAIN_FLAGS, flags, TRAIN_ONLY)));
 }
 
-/** The settings a run in `dir` was started with: its checkpoint's, else (no checkpoint yet) its config.json's. */
+/** The settings a run in `dir` was started with: its checkpoint's (checked: lib/train/state.ts), else (no checkpoint yet) its config.json's. */
 function savedRunConfig(dir: string): Partial<TrainConfig> | null {
-  const f = path.join(dir, 'checkpoint.json');
-  if (fs.existsSync(f)) {
-    try {
-      return (JSON.parse(fs.readFileSync(f, 'utf8')) as { config?: Partial<TrainConfig> }).config ?? null;
-    } catch {
-      return null; // the trainer reports the broken checkpoint with a clear message
-    }
-  }
+  if (fs.existsSync(path.join(dir, 'checkpoint.json'))) return readRunCheckpoint(dir).meta.config;
   return readRunConfig(dir);
 }
 
@@ -179,6 +188,7 @@ async function cmdTrain({ flags }: ParsedFlags): Promise<number> {
     // A resumed run continues with its own settings; flags given now may only change what does not
     // alter the run's meaning (e.g. --epochs to extend it, --workers, --log-every, --device).
     if (!cfg.out) throw new UsageError('residual train: --resume needs --out (the run folder to continue)');
+    planRun({ out: cfg.out }, { resume: true }); // a folder with nothing to resume is refused before any data is read
     const saved = savedRunConfig(cfg.out) ?? {};
     const explicitKeys = flagKeys(flags);
     for (const key of ['model', 'data', 'batchSize', 'dataPath'] as const) {
@@ -187,16 +197,11 @@ async function cmdTrain({ flags }: ParsedFlags): Promise<number> {
         throw new UsageError(`residual train: --resume cannot change ${key} (the run used ${String(saved[key])}, got ${String(given)})`);
     }
     for (const [k, v] of Object.entries(saved)) if (!explicitKeys.has(k) && k !== 'out') (cfg as Record<string, unknown>)[k] = v;
-    if (explicitKeys.has('epochs') && cfg.epochs !== saved.epochs && (saved.schedule === 'onecycle' || saved.schedule === 'cosine'))
+    if (explicitKeys.has('epochs') && cfg.epochs !== saved.epochs && saved.schedule && TOTAL_DEPENDENT_SCHEDULES.includes(saved.schedule))
       throw new UsageError(`residual train: --resume cannot change --epochs of a ${saved.schedule} schedule (its shape depends on the total; the run was set for ${String(saved.epochs)})`);
   }
   cfg.data ??= DEFAULT_CONFIG.data;
-  if (!cfg.out) {
-    // A default run folder never overwrites an earlier run: runs/<model>-<data>, then -2, -3, ...
-    const base = path.join('runs', `${cfg.model}-${cfg.data}`);
-    cfg.out = base;
-    for (let i = 2; fs.existsSync(cfg.out); i++) cfg.out = `${base}-${i}`;
-  }
+  cfg.out ??= defaultRunFolder(cfg.model, cfg.data); // never an earlier run's
   // A rank of a data-parallel job (residual train --nproc-per-node N, or torchrun): lib/train/distributed.ts.
   const ranked = await initDistributedFromEnv();
   try {
@@ -215,10 +220,10 @@ async function cmdTrain({ flags }: ParsedFlags): Promise<number> {
 const EVAL_FLAGS: FlagSpecs = {
   checkpoint: { type: 'string', required: true, valueName: 'path', help: 'a run folder, its checkpoint.json, or a .safetensors/.pt state dict (with --model)' },
   model: { type: 'string', valueName: 'name', help: "network name, for a bare state dict; a run folder's model is the run's" },
-  data: { type: 'string', choices: DATA_NAMES, help: "dataset; default: the run's, else fashion-mnist" },
-  'data-path': { ...DATA_PATH, help: "dataset folder; default: the run's" },
-  device: DEVICE,
-  'batch-size': { type: 'int', key: 'batchSize', range: CONFIG_RANGES.batchSize, help: "batch size; default: the run's test batch size, else 256" },
+  data: flagFor('data', { help: "dataset; default: the run's, else fashion-mnist", default: undefined }),
+  'data-path': flagFor('dataPath', { help: "dataset folder; default: the run's" }),
+  device: flagFor('device'),
+  'batch-size': flagFor('batchSize', { help: "batch size; default: the run's test batch size, else 256", default: undefined }),
   json: { type: 'boolean', help: 'print the result as JSON' },
 };
 
@@ -229,22 +234,23 @@ async function cmdEval({ flags }: ParsedFlags): Promise<number> {
   let at: { epoch: number; step: number } | undefined;
   let runDir: string | undefined;
   let weights: Record<string, Tensor>;
+  /** What the run's model was trained to see, saved with its checkpoint (lib/train/state.ts). */
+  let saved: RunDataInfo | undefined;
   const { load } = await import('../io/index.js');
   if (!fs.existsSync(ck)) throw new UsageError(`residual eval: ${ck} does not exist`);
   const isRun = fs.statSync(ck).isDirectory() || ck.endsWith('.json');
   if (isRun) {
-    const c = loadCheckpoint(ck);
-    config = c.meta.config as Partial<TrainConfig>;
+    const c = loadRunWeights(ck);
+    config = c.meta.config;
     at = { epoch: c.meta.epoch, step: c.meta.globalStep };
     runDir = c.dir;
-    if (modelName && config.model && getModelInfo(modelName).name !== config.model)
+    saved = c.meta.data;
+    weights = c.weights;
+    if (modelName && config.model && getModelInfo(modelName).name !== config.model) {
+      for (const w of Object.values(weights)) w.dispose();
       throw new UsageError(`residual eval: --model ${modelName} does not match the run's model ${config.model} (leave --model out for a run folder)`);
-    modelName = config.model;
-    weights = {};
-    for (const [k, v] of Object.entries(c.tensors)) {
-      if (k.startsWith('model.')) weights[k.slice(6)] = v;
-      else v.dispose();
     }
+    modelName = config.model;
   } else {
     if (!modelName) throw new UsageError('residual eval: --model is needed with a bare weights file');
     weights = load(ck);
@@ -253,28 +259,39 @@ async function cmdEval({ flags }: ParsedFlags): Promise<number> {
   const device = resolveDevice((flags.device as TrainConfig['device']) ?? 'auto');
   // The model and the test loader are built as the trainer builds them, and evaluated by the same
   // routine, so a run folder's numbers here equal the run's last test numbers.
-  const run = { ...DEFAULT_CONFIG, ...config, model: modelName! };
   const batch = flags['batch-size'] as number | undefined;
-  const evalBatchSize = batch ?? (isRun ? run.evalBatchSize : 256);
-  const dataPath = (flags['data-path'] as string) ?? config.dataPath;
-  // Streamed datasets (imagefolder, webdataset): the run's evaluation transform, read from the files.
-  const streamed = isStreamedData(dataName) ? openStreamedData({ ...run, data: dataName, dataPath, evalBatchSize }, device) : null;
-  streamed?.train.close();
-  const { train, test } = streamed ? { train: null, test: null } : loadData({ data: dataName, dataPath, seed: config.seed ?? 0, syntheticTrain: config.syntheticTrain, syntheticTest: config.syntheticTest });
-  const model = createRunModel(run, streamed ?? train!, device);
+  const base = { ...DEFAULT_CONFIG, ...config, model: modelName! };
+  const run: TrainConfig = { ...base, data: dataName, dataPath: (flags['data-path'] as string) ?? config.dataPath, evalBatchSize: batch ?? (isRun ? base.evalBatchSize : 256) };
+  let open: { loader: ReturnType<typeof runTestLoader> | ReturnType<typeof openStreamedData>['test']; info: Parameters<typeof createRunModel>[1]; free: () => void };
+  if (saved) {
+    // The test split alone, normalised with the run's own statistics: the training set is not read.
+    const t = openRunTest(run, saved, device);
+    open = { loader: t.test, info: saved, free: () => t.dataset && disposeDataset(t.dataset) };
+  } else if (isStreamedData(dataName)) {
+    // Streamed data: the run's evaluation transform, read from the files.
+    const streamed = openStreamedData(run, device);
+    streamed.train.close();
+    open = { loader: streamed.test, info: streamed, free: () => {} };
+  } else {
+    // A bare weights file, or a checkpoint written before the statistics were saved with the run.
+    if (isRun) console.error('note: this checkpoint was saved before residual kept the normalisation statistics with a run: reading the training set to compute them again');
+    const { train, test } = loadData(run);
+    open = { loader: runTestLoader(test, channelStats(train.images), run, device), info: train, free: () => [train, test].forEach(disposeDataset) };
+  }
   let res;
   try {
-    model.loadStateDict(weights);
-    for (const w of Object.values(weights)) w.dispose();
-    const loader = streamed ? streamed.test : runTestLoader(test!, channelStats(train!.images), { ...run, evalBatchSize }, device);
+    const model = createRunModel(run, open.info, device);
     try {
-      const r = await evaluate(model, loader, { device, amp: run.amp, ampDtype: run.ampDtype });
+      model.loadStateDict(weights);
+      for (const w of Object.values(weights)) w.dispose();
+      const r = await evaluate(model, open.loader, { device, amp: run.amp, ampDtype: run.ampDtype });
       res = { model: run.model, data: dataName, images: r.n, loss: r.loss, acc: r.acc, ...(at ?? {}) };
     } finally {
-      loader.close();
+      model.dispose();
     }
   } finally {
-    model.dispose();
+    open.loader.close();
+    open.free();
   }
   if (runDir) {
     const w = new MetricsWriter(path.join(runDir, 'metrics.jsonl'));
@@ -410,6 +427,17 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
     positionals: { max: Number.MAX_SAFE_INTEGER, names: 'script.js [args]' },
     run: async () => 2,
   },
+  setup: {
+    name: 'setup',
+    about: 'Do what the install step does: fetch libtorch, pick the prebuilt binary or build one (for pnpm, npm --ignore-scripts, or after changing LIBTORCH/RESIDUAL_VARIANT).',
+    usage: 'residual setup [--build-from-source]',
+    flags: { 'build-from-source': { type: 'boolean', key: 'buildFromSource', help: 'skip prebuilt binaries and compile (needs cmake and a C++17 compiler)' } },
+    notes: ['bin/residual.js runs it before loading the native library, so it works where that is missing.'],
+    run: async ({ flags }) => {
+      const m = (await import(new URL('../../scripts/install/install.mjs', import.meta.url).href)) as { main: (argv: string[], o: { via: string }) => Promise<number> };
+      return m.main(flags.buildFromSource ? ['--build-from-source'] : [], { via: 'setup' });
+    },
+  },
   doctor: {
     name: 'doctor',
     about: 'Check the installation: Node, the addon binary, libtorch, CUDA/cuDNN, GPUs; each problem with its fix.',
@@ -474,7 +502,7 @@ export async function main(argv: string[]): Promise<number> {
       console.error(e.message);
       return 2;
     }
-    console.error(`residual ${cmd}: ${(e as Error).message}`);
+    console.error(`residual ${cmd}: ${cliMessage(e, c.flags)}`);
     if (process.env.RESIDUAL_DEBUG) console.error((e as Error).stack);
     return 1;
   }

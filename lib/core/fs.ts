@@ -1,7 +1,8 @@
 // The one way residual writes a file that a reader (or a later run) trusts: into a temporary file beside
 // it, fsynced, then renamed over the target, then the directory fsynced. A crash at any point leaves
 // either the old file or the new one, never half of one. Used for checkpoints, safetensors, reports,
-// downloaded datasets, the probe cache and the libtorch install record.
+// downloaded datasets, the probe cache and the libtorch install record. publishDir does the same for a
+// whole directory (the libtorch cache).
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -75,4 +76,22 @@ export function writeFileAtomic(file: string, data: string | Uint8Array | ((fd: 
 /** writeFileAtomic of `value` as pretty JSON with a final newline. */
 export function writeJsonAtomic(file: string, value: unknown, opts: AtomicWriteOptions = {}): void {
   writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n', opts);
+}
+
+/**
+ * Publishes the complete directory `staged` as `dest` with one rename, so a reader sees the whole
+ * directory or none of it (the libtorch cache). An existing `dest` is first moved aside and removed
+ * after (the caller holds a lock that keeps other writers out). Both must be on one file system.
+ */
+export function publishDir(staged: string, dest: string): void {
+  fs.mkdirSync(path.dirname(dest), { recursive: true });
+  fsyncDir(staged);
+  let aside: string | null = null;
+  if (fs.existsSync(dest)) {
+    aside = `${dest}.old-${process.pid}-${Date.now()}`;
+    fs.renameSync(dest, aside);
+  }
+  fs.renameSync(staged, dest);
+  fsyncDir(path.dirname(dest));
+  if (aside) fs.rmSync(aside, { recursive: true, force: true });
 }

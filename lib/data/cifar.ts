@@ -100,13 +100,10 @@ function resolveDir(dir: string, sub: string, probe: string): string {
  * batches.meta.txt (class names, used when present). `dir` may be that folder or its parent.
  */
 export function loadCifar10(dir: string): { train: ImageDataset; test: ImageDataset; dir: string } {
-  const d = resolveDir(dir, 'cifar-10-batches-bin', 'test_batch.bin');
+  const { dir: d, classes } = cifar10Layout(dir);
   const trainFiles = [1, 2, 3, 4, 5].map((k) => path.join(d, `data_batch_${k}.bin`));
   const missing = trainFiles.filter((f) => !fs.existsSync(f));
   if (missing.length) throw new Error(`CIFAR-10 in ${d}: missing ${missing.map((f) => path.basename(f)).join(', ')}`);
-  const names = readNames(path.join(d, 'batches.meta.txt'));
-  if (names && names.length !== 10) throw new BadFileError(`${path.join(d, 'batches.meta.txt')}: expected 10 class names, found ${names.length}`, { path: path.join(d, 'batches.meta.txt') });
-  const classes = names ?? [...CIFAR10_CLASSES];
   return {
     train: readCifarBatches(trainFiles, { variant: 'cifar10', classes, name: 'cifar10' }),
     test: readCifarBatches([path.join(d, 'test_batch.bin')], { variant: 'cifar10', classes, name: 'cifar10' }),
@@ -114,17 +111,38 @@ export function loadCifar10(dir: string): { train: ImageDataset; test: ImageData
   };
 }
 
+function cifar10Layout(dir: string): { dir: string; classes: string[] } {
+  const d = resolveDir(dir, 'cifar-10-batches-bin', 'test_batch.bin');
+  const names = readNames(path.join(d, 'batches.meta.txt'));
+  if (names && names.length !== 10) throw new BadFileError(`${path.join(d, 'batches.meta.txt')}: expected 10 class names, found ${names.length}`, { path: path.join(d, 'batches.meta.txt') });
+  return { dir: d, classes: names ?? [...CIFAR10_CLASSES] };
+}
+
+function cifar100Layout(dir: string, labels?: 'fine' | 'coarse'): { dir: string; options: CifarOptions } {
+  const d = resolveDir(dir, 'cifar-100-binary', 'test.bin');
+  const coarse = labels === 'coarse';
+  const namesFile = path.join(d, coarse ? 'coarse_label_names.txt' : 'fine_label_names.txt');
+  const names = readNames(namesFile);
+  const expected = coarse ? 20 : 100;
+  if (names && names.length !== expected) throw new BadFileError(`${namesFile}: expected ${expected} class names, found ${names.length}`, { path: namesFile });
+  return { dir: d, options: { variant: 'cifar100', labels, classes: names, name: 'cifar100' } };
+}
+
+/** The test batch alone (CIFAR-10's test_batch.bin, CIFAR-100's test.bin), from the same layouts as loadCifar10/100. */
+export function loadCifarTest(dir: string, variant: CifarVariant, opts: { labels?: 'fine' | 'coarse' } = {}): { test: ImageDataset; dir: string } {
+  if (variant === 'cifar10') {
+    const { dir: d, classes } = cifar10Layout(dir);
+    return { test: readCifarBatches([path.join(d, 'test_batch.bin')], { variant, classes, name: 'cifar10' }), dir: d };
+  }
+  const { dir: d, options } = cifar100Layout(dir, opts.labels);
+  return { test: readCifarBatches([path.join(d, 'test.bin')], options), dir: d };
+}
+
 /**
  * Load CIFAR-100 from the 'cifar-100-binary' layout: train.bin, test.bin and
  * fine_label_names.txt / coarse_label_names.txt when present. `dir` may be that folder or its parent.
  */
 export function loadCifar100(dir: string, opts: { labels?: 'fine' | 'coarse' } = {}): { train: ImageDataset; test: ImageDataset; dir: string } {
-  const d = resolveDir(dir, 'cifar-100-binary', 'test.bin');
-  const coarse = opts.labels === 'coarse';
-  const namesFile = path.join(d, coarse ? 'coarse_label_names.txt' : 'fine_label_names.txt');
-  const names = readNames(namesFile);
-  const expected = coarse ? 20 : 100;
-  if (names && names.length !== expected) throw new BadFileError(`${namesFile}: expected ${expected} class names, found ${names.length}`, { path: namesFile });
-  const o = { variant: 'cifar100' as const, labels: opts.labels, classes: names, name: 'cifar100' };
+  const { dir: d, options: o } = cifar100Layout(dir, opts.labels);
   return { train: readCifarBatches([path.join(d, 'train.bin')], o), test: readCifarBatches([path.join(d, 'test.bin')], o), dir: d };
 }

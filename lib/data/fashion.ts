@@ -150,6 +150,14 @@ export function loadFashionMnist(opts: { path?: string } = {}): FashionMnist {
   };
 }
 
+/** The test set (10000) alone, e.g. to evaluate a run whose normalisation was saved with it. */
+export function loadFashionMnistTest(opts: { path?: string } = {}): Omit<FashionMnist, 'train'> {
+  const found = findFashionMnist(opts);
+  if (!found) throw new Error(notFoundMessage(opts));
+  const f = fashionMnistFiles(found.dir) as Record<FileKey, string>;
+  return { test: loadIdxImages(f.testImages, f.testLabels, { classes: [...FASHION_MNIST_CLASSES], name: 'fashion-mnist' }), dir: found.dir, source: found.source };
+}
+
 function sha256(buf: Uint8Array): string {
   return crypto.createHash('sha256').update(buf).digest('hex');
 }

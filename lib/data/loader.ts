@@ -2,10 +2,9 @@
 // normalisation run in native worker threads (native/data.cpp) with prefetch, so a training loop that
 // awaits next() does not wait on data while compute is slower. Pinned memory and a non-blocking copy
 // when the target device is CUDA. Deterministic for a given (seed, epoch), whatever the thread count.
-import { native as N } from '../addon/binding.js';
+import { native as N, type NativeLoader } from '../addon/binding.js';
 import { Tensor, type Device, hOf } from '../tensor/tensor.js';
 
-type NativeLoader = { readonly __loader: unique symbol };
 
 export interface DataLoaderOptions {
   batchSize: number;
@@ -113,7 +112,7 @@ export class DataLoader implements AsyncIterable<Batch> {
     this.begin();
     try {
       for (;;) {
-        const b: [never, never] | null = await N.loaderNext(this.native);
+        const b = await N.loaderNext(this.native);
         if (!b) break;
         yield { x: new Tensor(b[0]), y: new Tensor(b[1]) };
       }
@@ -128,7 +127,7 @@ export class DataLoader implements AsyncIterable<Batch> {
     this.begin();
     try {
       for (;;) {
-        const b: [never, never] | null = N.loaderNextSync(this.native);
+        const b = N.loaderNextSync(this.native);
         if (!b) break;
         yield { x: new Tensor(b[0]), y: new Tensor(b[1]) };
       }

@@ -17,12 +17,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { BadFileError } from '../core/errors.js';
-import { native as N } from '../addon/binding.js';
+import { native as N, type NativeStream } from '../addon/binding.js';
 import { Tensor, type Device } from '../tensor/tensor.js';
 import { listImageFolder } from './folder.js';
 import type { Batch } from './loader.js';
 
-type NativeStream = { readonly __stream: unique symbol };
 
 export const IMAGENET_MEAN = [0.485, 0.456, 0.406];
 export const IMAGENET_STD = [0.229, 0.224, 0.225];
@@ -252,7 +251,7 @@ export class StreamingDataLoader implements AsyncIterable<Batch> {
     let done = false;
     try {
       for (;;) {
-        const b: [never, never] | null = await N.streamNext(this.native);
+        const b = await N.streamNext(this.native);
         if (!b) break;
         yield { x: new Tensor(b[0]), y: new Tensor(b[1]) };
       }
@@ -269,7 +268,7 @@ export class StreamingDataLoader implements AsyncIterable<Batch> {
     let done = false;
     try {
       for (;;) {
-        const b: [never, never] | null = N.streamNextSync(this.native);
+        const b = N.streamNextSync(this.native);
         if (!b) break;
         yield { x: new Tensor(b[0]), y: new Tensor(b[1]) };
       }
@@ -296,68 +295,48 @@ export interface StreamedData {
   description: string;
 }
 
+/** The settings of a run that openStreamedData and openStreamedTest read. */
+export interface StreamedRunSettings {
+  data: string;
+  dataPath?: string;
+  seed: number;
+  batchSize: number;
+  evalBatchSize?: number;
+  workers: number;
+  augment: boolean;
+  channelsLast?: boolean;
+  imageSize?: number;
+  onBadFile?: 'stop' | 'skip';
+  /** Data-parallel: this rank's share of the training set (the test set is read whole by every rank). */
+  rank?: number;
+  worldSize?: number;
+}
+
 /**
  * The trainer's streamed datasets: `--data imagefolder --data-path DIR` (DIR/train and DIR/val or
  * DIR/test) or `--data webdataset --data-path 'shards/train-{0000..0127}.tar'` (the test shards are
  * the same pattern with 'train' replaced by 'val' or 'test'). ImageNet's transforms and normalisation.
  */
-export function openStreamedData(
-  cfg: {
-    data: string;
-    dataPath?: string;
-    seed: number;
-    batchSize: number;
-    evalBatchSize?: number;
-    workers: number;
-    augment: boolean;
-    channelsLast?: boolean;
-    imageSize?: number;
-    onBadFile?: 'stop' | 'skip';
-    rank?: number;
-    worldSize?: number;
-  },
-  device: Device,
-): StreamedData {
-  const size = cfg.imageSize ?? 224;
+export function openStreamedData(cfg: StreamedRunSettings, device: Device): StreamedData {
   let train: StreamSource;
-  let test: StreamSource;
   let description: string;
   if (cfg.data === 'imagefolder') {
     if (!cfg.dataPath) throw new Error('--data imagefolder needs --data-path DIR with DIR/train and DIR/val (or DIR/test) class folders');
-    const testDir = ['val', 'test'].map((d) => path.join(cfg.dataPath!, d)).find((d) => fs.existsSync(d));
-    if (!testDir) throw new Error(`${cfg.dataPath} has no val/ or test/ folder`);
+    streamedTestDir(cfg.dataPath);
     train = imageFolderSource(path.join(cfg.dataPath, 'train'));
-    // the class indices are the training split's; the test split's folders are matched by name
-    test = imageFolderSource(testDir, train.classes);
     description = `image folder ${cfg.dataPath} (streamed)`;
   } else if (cfg.data === 'webdataset') {
     if (!cfg.dataPath) throw new Error("--data webdataset needs --data-path with the training shards, e.g. 'shards/train-{0000..0127}.tar'");
     train = webDatasetSource(cfg.dataPath);
-    const testShards = findTestShards(cfg.dataPath);
-    if (!testShards) throw new Error(`--data-path ${cfg.dataPath}: no test shards found (the same pattern, or the same name prefix, with 'train' replaced by 'val' or 'test')`);
-    test = webDatasetSource(testShards);
-    if (test.classes.length > train.classes.length)
-      throw new BadFileError(
-        `${testShards[0]}: the test shards have ${test.classes.length} classes, the training shards ${train.classes.length} (labels must index the training classes)`,
-        { path: testShards[0] },
-      );
     description = `webdataset ${cfg.dataPath} (${train.shards.length} shards)`;
   } else {
     throw new Error(`not a streamed dataset: ${cfg.data}`);
   }
-  const common: Partial<StreamOptions> = {
-    size,
-    mean: IMAGENET_MEAN,
-    std: IMAGENET_STD,
-    device,
-    channelsLast: !!cfg.channelsLast,
-    workers: cfg.workers,
-    onError: cfg.onBadFile ?? 'stop',
+  const test = streamedTestSource(cfg, train.classes);
+  const trainLoader = new StreamingDataLoader(train, {
+    ...streamCommon(cfg, device),
     rank: cfg.rank,
     worldSize: cfg.worldSize,
-  };
-  const trainLoader = new StreamingDataLoader(train, {
-    ...common,
     batchSize: cfg.batchSize,
     transform: cfg.augment ? 'train' : 'eval',
     hflip: cfg.augment,
@@ -365,8 +344,57 @@ export function openStreamedData(
     seed: cfg.seed,
     dropLast: true,
   });
-  const testLoader = new StreamingDataLoader(test, { ...common, batchSize: cfg.evalBatchSize ?? Math.max(cfg.batchSize, 256), transform: 'eval' });
-  return { train: trainLoader, test: testLoader, classes: train.classes, channels: 3, description };
+  return { train: trainLoader, test: streamedTestLoader(cfg, test, device), classes: train.classes, channels: 3, description };
+}
+
+/**
+ * The test loader of a streamed run alone, its labels indexing `classes` (the training set's, saved
+ * with the run): `residual eval` reads neither the training folder nor the training shards.
+ */
+export function openStreamedTest(cfg: StreamedRunSettings, classes: readonly string[], device: Device): { test: StreamingDataLoader; description: string } {
+  if (!cfg.dataPath) throw new Error(`--data ${cfg.data} needs --data-path`);
+  if (cfg.data !== 'imagefolder' && cfg.data !== 'webdataset') throw new Error(`not a streamed dataset: ${cfg.data}`);
+  const test = streamedTestSource(cfg, classes);
+  return { test: streamedTestLoader(cfg, test, device), description: `${cfg.data === 'imagefolder' ? 'image folder' : 'webdataset'} ${cfg.dataPath} (streamed test split)` };
+}
+
+function streamedTestDir(dataPath: string): string {
+  const testDir = ['val', 'test'].map((d) => path.join(dataPath, d)).find((d) => fs.existsSync(d));
+  if (!testDir) throw new Error(`${dataPath} has no val/ or test/ folder`);
+  return testDir;
+}
+
+/** The test split of a streamed dataset; its labels index the training classes. */
+function streamedTestSource(cfg: StreamedRunSettings, classes: readonly string[]): StreamSource {
+  if (cfg.data === 'imagefolder') {
+    // the class indices are the training split's; the test split's folders are matched by name
+    return imageFolderSource(streamedTestDir(cfg.dataPath!), classes);
+  }
+  const testShards = findTestShards(cfg.dataPath!);
+  if (!testShards) throw new Error(`--data-path ${cfg.dataPath}: no test shards found (the same pattern, or the same name prefix, with 'train' replaced by 'val' or 'test')`);
+  const test = webDatasetSource(testShards);
+  if (test.classes.length > classes.length)
+    throw new BadFileError(
+      `${testShards[0]}: the test shards have ${test.classes.length} classes, the training shards ${classes.length} (labels must index the training classes)`,
+      { path: testShards[0] },
+    );
+  return test;
+}
+
+function streamCommon(cfg: StreamedRunSettings, device: Device): Partial<StreamOptions> {
+  return {
+    size: cfg.imageSize ?? 224,
+    mean: IMAGENET_MEAN,
+    std: IMAGENET_STD,
+    device,
+    channelsLast: !!cfg.channelsLast,
+    workers: cfg.workers,
+    onError: cfg.onBadFile ?? 'stop',
+  };
+}
+
+function streamedTestLoader(cfg: StreamedRunSettings, test: StreamSource, device: Device): StreamingDataLoader {
+  return new StreamingDataLoader(test, { ...streamCommon(cfg, device), batchSize: cfg.evalBatchSize ?? Math.max(cfg.batchSize, 256), transform: 'eval' });
 }
 
 /** Is this --data name a streamed dataset? */

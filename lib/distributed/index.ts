@@ -2,12 +2,13 @@
 // Gloo on CPU, NCCL on CUDA builds), collectives, DistributedDataParallel on c10d's Reducer,
 // SyncBatchNorm and PyTorch's DistributedSampler order. The environment is torchrun's (MASTER_ADDR,
 // MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, ...), set by `residual launch` or torchrun itself.
-import { native as N } from '../addon/binding.js';
+import { native as N, type NativeDdp } from '../addon/binding.js';
 import { Tensor, hOf, wrapT } from '../tensor/tensor.js';
 import { isGradEnabled } from '../autograd/index.js';
 import { Module } from '../nn/module.js';
 import { BatchNorm2d } from '../nn/layers.js';
-import { checkRange, describeRange, inRange, type NumberRange } from '../core/range.js';
+import { checkRange, type NumberRange } from '../core/range.js';
+import { PORT_RANGE, RANK_RANGE, TIMEOUT_MS_RANGE, WORLD_SIZE_RANGE, envInt, envTimeoutMs } from './env.js';
 import type { NativeHandle } from '../addon/binding.js';
 
 export type Backend = 'gloo' | 'nccl';
@@ -37,36 +38,6 @@ export interface DistEnv {
   localWorldSize: number;
   masterAddr: string;
   masterPort: number;
-}
-
-/** The ranges of the distributed numbers (c10d's ranks and sizes are C ints). */
-export const RANK_RANGE: NumberRange = { integer: true, min: 0, max: 2147483646 };
-export const WORLD_SIZE_RANGE: NumberRange = { integer: true, min: 1, max: 2147483647 };
-export const PORT_RANGE: NumberRange = { integer: true, min: 0, max: 65535 };
-/** Milliseconds: at most 2^31 - 1 (about 24.8 days), as Node's timers; larger ones would overflow libtorch's socket waits. */
-export const TIMEOUT_MS_RANGE: NumberRange = { integer: true, min: 1, max: 2147483647 };
-
-function envInt(env: NodeJS.ProcessEnv, name: string, range: NumberRange, dflt?: number): number {
-  const v = env[name];
-  if (v === undefined || v === '') {
-    if (dflt === undefined) throw new Error(`dist: ${name} is not set (start the job with \`residual launch\` or torchrun, or pass it in the options)`);
-    return dflt;
-  }
-  const n = /^\s*[+-]?\d+\s*$/.test(v) ? Number(v) : NaN;
-  if (!inRange(n, range)) throw new RangeError(`dist: ${name} must be ${describeRange(range)}, got '${v}'`);
-  return n;
-}
-
-/** RESIDUAL_DIST_TIMEOUT (seconds, to the millisecond) as milliseconds; undefined when unset. */
-export function envTimeoutMs(env: NodeJS.ProcessEnv = process.env): number | undefined {
-  const v = env.RESIDUAL_DIST_TIMEOUT;
-  if (v === undefined || v === '') return undefined;
-  const s = v.trim() === '' ? NaN : Number(v);
-  const ms = Math.round(s * 1000);
-  if (!Number.isFinite(s) || Math.abs(s * 1000 - ms) > 1e-6 * Math.max(1, Math.abs(ms)) || !inRange(ms, TIMEOUT_MS_RANGE)) {
-    throw new RangeError(`dist: RESIDUAL_DIST_TIMEOUT must be seconds in [0.001, 2147483.647] (whole milliseconds), got '${v}'`);
-  }
-  return ms;
 }
 
 /** torchrun's variables, as this process sees them. */
@@ -210,8 +181,6 @@ export interface DDPOptions {
 
 /** bucketCapMB: more than 0, at most 2^30 MB (a bucket's size in bytes must stay a safe integer). */
 const BUCKET_MB_RANGE: NumberRange = { min: 0, minExclusive: true, max: 2 ** 30 };
-
-type NativeDdp = { readonly __ddp: unique symbol };
 
 /** The same class as `e` (DtypeError, ShapeError, ...) with a new message; `e` is the cause. */
 function rewrap(e: Error, message: string): Error {

@@ -17,39 +17,19 @@ import { DataLoader } from '../data/loader.js';
 import { createModel, getModelInfo } from '../models/registry.js';
 import { manualSeed } from '../tensor/memory.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
-import { Trainer, channelStats, loadData, resolveDevice } from '../train/trainer.js';
+import { checkSetting, type DataName, type TrainConfig } from '../train/config.js';
+import { channelStats, loadData } from '../train/data.js';
+import { resolveDevice } from '../train/recipe.js';
+import { Trainer } from '../train/trainer.js';
 import { writeFileAtomic } from '../core/fs.js';
 import { currentGradientNorms, gradientNorms, residualMagnitudes, type BlockMagnitude, type LayerGradNorm } from './measure.js';
 import { writeFigures } from './figures.js';
+import type { CurvePoint, ExplainPreset, ExplainResult, ExplainSettings, Family, FigureName, InitGradients, TrainedNet } from './types.js';
 
-export type ExplainPreset = 'quick' | 'full';
-export type Family = 'plain' | 'residual' | 'preact';
-
-export interface ExplainSettings {
-  /** The two depths of the degradation experiment (6n+2: 20, 32, 44, 56, 110). */
-  depths: [number, number];
-  /** Depth of the post- against pre-activation comparison (20, 56 or 110). */
-  identityDepth: number;
-  /** Depths of the plain and residual networks whose gradients are measured at initialisation. */
-  gradientDepths: number[];
-  /** Also measure the pre-activation ResNet-1001 (bottleneck units) at initialisation. */
-  preact1001: boolean;
-  /** Training iterations of each network. */
-  iterations: number;
-  batchSize: number;
-  /** Iterations between measurements (training error window, test error, gradient norms). */
-  evalEvery: number;
-  /** Test images used for each test-error measurement. */
-  testImages: number;
-  /** Images in the batch the gradient norms and residual magnitudes are measured on. */
-  probeBatch: number;
-  lr: number;
-  weightDecay: number;
-  momentum: number;
-  /** Synthetic set sizes (with data 'synthetic'). */
-  syntheticTrain: number;
-  syntheticTest: number;
-}
+/** The datasets explain trains on (of the training config's, lib/train/config.ts). */
+export const EXPLAIN_DATA = ['fashion-mnist', 'synthetic'] as const satisfies readonly DataName[];
+export type ExplainData = (typeof EXPLAIN_DATA)[number];
+export type { CurvePoint, ExplainPreset, ExplainResult, ExplainSettings, Family, FigureName, InitGradients, TrainedNet } from './types.js';
 
 /** The presets: `quick` takes minutes on 2 CPU cores, `full` is for a GPU. Options override single settings. */
 export const EXPLAIN_PRESETS: Record<ExplainPreset, ExplainSettings> = {
@@ -70,72 +50,16 @@ export interface ExplainOptions extends Partial<ExplainSettings> {
   /** Output folder (created). */
   out: string;
   /** Fashion-MNIST (default; synthetic data where it cannot be had) or the synthetic set. */
-  data?: 'fashion-mnist' | 'synthetic';
+  data?: ExplainData;
   /** Folder holding Fashion-MNIST. */
   dataPath?: string;
-  device?: 'auto' | Device;
+  device?: TrainConfig['device'];
   seed?: number;
   /** Loader threads. */
   workers?: number;
   /** Called with one line per stage. */
   onProgress?: (message: string) => void;
 }
-
-/** One measurement point of a training run. */
-export interface CurvePoint {
-  iteration: number;
-  /** Error (1 - accuracy) on the training batches since the previous point, in training mode. */
-  trainError: number;
-  trainLoss: number;
-  /** Error on the test images, in evaluation mode. */
-  testError: number;
-  testLoss: number;
-}
-
-export interface TrainedNet {
-  /** Label in the figures, e.g. 'plain-20', 'ResNet-20', 'pre-act ResNet-20'. */
-  net: string;
-  /** Registry name (residual models). */
-  model: string;
-  family: Family;
-  depth: number;
-  parameters: number;
-  curve: CurvePoint[];
-  /** Gradient norms of the layer weights after the training step at each measurement point. */
-  gradients: { iteration: number; norms: number[] }[];
-  /** |F(x)|/|x| per block on the probe batch, before and after training (residual networks only). */
-  magnitudesInit: BlockMagnitude[];
-  magnitudesTrained: BlockMagnitude[];
-  seconds: number;
-}
-
-export interface InitGradients {
-  net: string;
-  model: string;
-  family: Family;
-  depth: number;
-  norms: LayerGradNorm[];
-}
-
-export interface ExplainResult {
-  preset: ExplainPreset;
-  settings: ExplainSettings;
-  seed: number;
-  device: string;
-  data: string;
-  /** Every trained network (the degradation and identity-mapping runs). */
-  runs: TrainedNet[];
-  /** Gradient norms at initialisation. */
-  initGradients: InitGradients[];
-  /** What each figure shows in this run, in words (also under each figure in the HTML page). */
-  findings: Record<FigureName, string>;
-  seconds: number;
-  /** CPU time of the whole process (all threads), user + system, in seconds. */
-  cpuSeconds: number;
-  files: { html: string; json: string; figures: Record<FigureName, { svg: string; png: string }> };
-}
-
-export type FigureName = 'degradation' | 'gradient-flow' | 'identity-mappings' | 'residual-magnitude';
 
 /** The registry name and figure label of a network. */
 export function netName(family: Family, depth: number): { model: string; net: string } {
@@ -153,8 +77,15 @@ function settingsFor(o: ExplainOptions): ExplainSettings {
   const posInt = (v: number, name: string) => {
     if (!(Number.isInteger(v) && v > 0)) throw new RangeError(`explain: ${name} must be a positive integer, got ${v}`);
   };
-  for (const k of ['iterations', 'batchSize', 'evalEvery', 'testImages', 'probeBatch', 'syntheticTrain', 'syntheticTest'] as const) posInt(s[k], k);
-  if (!(s.lr > 0)) throw new RangeError(`explain: lr must be positive, got ${s.lr}`);
+  for (const k of ['iterations', 'evalEvery', 'testImages', 'probeBatch'] as const) posInt(s[k], k);
+  // The settings the Trainer takes are checked as the training config checks them.
+  for (const k of ['batchSize', 'lr', 'momentum', 'weightDecay', 'syntheticTrain', 'syntheticTest'] as const) {
+    try {
+      checkSetting(k, s[k]);
+    } catch (e) {
+      throw new RangeError(`explain: ${(e as Error).message}`);
+    }
+  }
   // Every network must exist in the registry (the depths it offers).
   for (const d of s.depths) for (const f of ['plain', 'residual'] as const) getModelInfo(netName(f, d).model);
   for (const d of s.gradientDepths) for (const f of ['plain', 'residual'] as const) getModelInfo(netName(f, d).model);

@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { writeFileAtomic } from '../core/fs.js';
 import { escapeXml, writeChart, type ChartSpec } from '../viz/charts.js';
-import type { ExplainResult, Family, FigureName, TrainedNet } from './explain.js';
+import type { ExplainResult, Family, FigureName, TrainedNet } from './types.js';
 
 /** The results the figures are drawn from (explain.json without findings, timing and file names). */
 export type ExplainData = Omit<ExplainResult, 'findings' | 'seconds' | 'cpuSeconds' | 'files'>;

@@ -1,6 +1,7 @@
 // Weight initialisers, as torch.nn.init: same fans, same gains, same generator calls (so after
 // manualSeed(s) they produce the same numbers as PyTorch). Each fills its tensor in place without
 // recording gradients and returns it.
+import { ShapeError } from '../core/errors.js';
 import { noGrad } from '../autograd/index.js';
 import type { Tensor } from '../tensor/tensor.js';
 
@@ -34,7 +35,7 @@ export function calculateGain(nonlinearity: Nonlinearity, param?: number): numbe
 /** fanIn = size(1) x receptive field, fanOut = size(0) x receptive field; needs at least 2 dims. */
 export function calculateFanInAndFanOut(t: Tensor): { fanIn: number; fanOut: number } {
   const s = t.shape;
-  if (s.length < 2) throw new RangeError(`fan in and fan out cannot be computed for a tensor with fewer than 2 dimensions (shape [${s.join(', ')}])`);
+  if (s.length < 2) throw new ShapeError(`fan in and fan out cannot be computed for a tensor with fewer than 2 dimensions (shape [${s.join(', ')}])`);
   let receptive = 1;
   for (let i = 2; i < s.length; i++) receptive *= s[i];
   return { fanIn: s[1] * receptive, fanOut: s[0] * receptive };

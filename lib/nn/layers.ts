@@ -4,6 +4,7 @@
 // Every forward checks its input's rank, channel count, dtype and device before calling the native op
 // and names the layer in the error ("layer1.0.conv1 (Conv2d): expected input [N, 64, H, W], got
 // [2, 32, 8, 8]"); errors from the native op are re-thrown with the layer's name too.
+import { DeviceError, DtypeError, ShapeError, wrapError } from '../core/errors.js';
 import { scope } from '../tensor/scope.js';
 import { Tensor, empty, ones, tensor, zeros } from '../tensor/tensor.js';
 import * as F from './functional.js';
@@ -46,18 +47,17 @@ function checkLike(m: Module, x: Tensor, w: Tensor): void {
   const xd = x.dtype;
   const wd = w.dtype;
   const mixed = (xd === 'bfloat16' || xd === 'float16') && wd === 'float32';
-  if (xd !== wd && !mixed) throw new TypeError(`${m.label()}: input is ${xd} but the layer's weights are ${wd}; cast the input (x.to('${wd}')) or the model (model.to('${xd}'))`);
+  if (xd !== wd && !mixed) throw new DtypeError(`${m.label()}: input is ${xd} but the layer's weights are ${wd}; cast the input (x.to('${wd}')) or the model (model.to('${xd}'))`);
   const xv = x.device;
   const wv = w.device;
-  if (xv !== wv) throw new Error(`${m.label()}: input is on ${xv} but the layer's weights are on ${wv}; move one of them with .to()`);
+  if (xv !== wv) throw new DeviceError(`${m.label()}: input is on ${xv} but the layer's weights are on ${wv}; move one of them with .to()`);
 }
-/** Runs a native call, re-throwing its error with the module's name in front. */
+/** Runs a native call, re-throwing its error (same class: ShapeError stays ShapeError) with the module's name in front. */
 function named<T>(m: Module, fn: () => T): T {
   try {
     return fn();
   } catch (e) {
-    const msg = e instanceof Error ? e.message : String(e);
-    throw new Error(`${m.label()}: ${msg}`, { cause: e });
+    throw wrapError(e, `${m.label()}: ${e instanceof Error ? e.message : String(e)}`);
   }
 }
 function singleImageHint(shape: number[]): string {
@@ -116,7 +116,7 @@ export class Conv2d extends Module {
     checkTensor(this, x);
     const s = x.shape;
     if (s.length !== 4 || s[1] !== this.inChannels) {
-      throw new Error(`${this.label()}: expected input [N, ${this.inChannels}, H, W], got ${fmtShape(s)}${singleImageHint(s)}`);
+      throw new ShapeError(`${this.label()}: expected input [N, ${this.inChannels}, H, W], got ${fmtShape(s)}${singleImageHint(s)}`);
     }
     const w = this.weight;
     checkLike(this, x, w);
@@ -158,7 +158,7 @@ export class Linear extends Module {
     checkTensor(this, x);
     const s = x.shape;
     if (s.length < 1 || s[s.length - 1] !== this.inFeatures) {
-      throw new Error(`${this.label()}: expected input [..., ${this.inFeatures}], got ${fmtShape(s)}`);
+      throw new ShapeError(`${this.label()}: expected input [..., ${this.inFeatures}], got ${fmtShape(s)}`);
     }
     const w = this.weight;
     checkLike(this, x, w);
@@ -239,7 +239,7 @@ export class BatchNorm2d extends Module {
     checkTensor(this, x);
     const s = x.shape;
     if (s.length !== 4 || s[1] !== this.numFeatures) {
-      throw new Error(`${this.label()}: expected input [N, ${this.numFeatures}, H, W], got ${fmtShape(s)}${singleImageHint(s)}`);
+      throw new ShapeError(`${this.label()}: expected input [N, ${this.numFeatures}, H, W], got ${fmtShape(s)}${singleImageHint(s)}`);
     }
     const ref = this.weight ?? this.runningMean;
     if (ref) checkLike(this, x, ref);
@@ -270,7 +270,7 @@ export class ReLU extends Module {
 function checkImage(m: Module, x: Tensor): void {
   checkTensor(m, x);
   const s = x.shape;
-  if (s.length !== 4 && s.length !== 3) throw new Error(`${m.label()}: expected input [N, C, H, W] or [C, H, W], got ${fmtShape(s)}`);
+  if (s.length !== 4 && s.length !== 3) throw new ShapeError(`${m.label()}: expected input [N, C, H, W] or [C, H, W], got ${fmtShape(s)}`);
 }
 
 export class MaxPool2d extends Module {

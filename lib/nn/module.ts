@@ -8,7 +8,8 @@
 // caller may dispose without affecting the module.
 import { noGrad } from '../autograd/index.js';
 import { isFloating, type DType } from '../tensor/dtype.js';
-import { Tensor, hOf, isDeviceString, type Device } from '../tensor/tensor.js';
+import { DeviceError, DtypeError } from '../core/errors.js';
+import { Tensor, hOf, isDeviceString, type Device, type MemoryFormat } from '../tensor/tensor.js';
 import { native as N } from '../addon/binding.js';
 
 export type StateDict = Record<string, Tensor>;
@@ -209,39 +210,63 @@ export class Module {
   }
 
   /**
-   * Moves every parameter and buffer to a device, and/or casts floating-point ones to a dtype (integer
-   * buffers such as num_batches_tracked keep theirs). Parameters and buffers stay the same tensor
-   * objects, their data updated in place: optimizers and DDP made before still hold the live tensors.
+   * Applies `fn` to every parameter, gradient and buffer of this module and its descendants (children
+   * first, each module once), as PyTorch's Module._apply: `fn` returns the converted tensor, or its
+   * argument itself to leave it as it is. The module keeps its tensor objects and takes the new data
+   * in place (PyTorch's `param.data = fn(param)`), so optimizers and DistributedDataParallel made
+   * earlier still hold the live parameters. A tensor `fn` returns is owned by _apply (disposed once its
+   * data is taken). Runs without recording gradients. to() and its memory-format conversion use it.
    */
-  to(target: Device | DType | { device?: Device; dtype?: DType }): this {
-    const o = typeof target === 'string' ? (isDeviceString(target) ? { device: target as Device } : { dtype: target as DType }) : target;
-    if (o.dtype && !isFloating(o.dtype)) throw new TypeError(`${this.label()}.to: modules can only be cast to a floating dtype, got '${o.dtype}'`);
-    noGrad(() => {
-      for (const m of this.modules()) {
-        for (const table of [m._parameters, m._buffers]) {
-          const isParam = table === m._parameters;
-          for (const [n, t] of table) {
-            if (!t) continue;
-            const dtype = o.dtype && isFloating(t.dtype) ? o.dtype : undefined;
-            if ((!dtype || dtype === t.dtype) && (!o.device || sameDevice(o.device, t.device))) continue;
-            // The tensor object stays (its data is replaced, as PyTorch's param.data = ...), so an
-            // optimizer or DistributedDataParallel made earlier still holds the live parameter.
-            const moved = t.to({ device: o.device, dtype });
-            const g = isParam ? t.grad : null;
-            const mg = g ? g.to({ device: o.device, dtype }) : null;
-            N.tensorSetData(hOf(t), hOf(moved));
-            moved.dispose();
-            if (g && mg) {
-              t.grad = mg;
-              mg.dispose();
-              g.dispose();
-            }
-            void n;
-          }
+  _apply(fn: (t: Tensor) => Tensor): this {
+    const seen = new Set<Module>();
+    const visit = (m: Module): void => {
+      if (seen.has(m)) return;
+      seen.add(m);
+      for (const c of m._modules.values()) visit(c);
+      for (const table of [m._parameters, m._buffers]) {
+        for (const t of table.values()) {
+          if (!t) continue;
+          const data = fn(t);
+          const g = table === m._parameters ? t.grad : null; // read first: replacing the data drops the gradient
+          replaceData(t, data);
+          if (!g) continue;
+          const ng = fn(g);
+          if (data !== t || ng !== g) t.grad = ng;
+          if (ng !== g) ng.dispose();
+          g.dispose();
         }
       }
-    });
+    };
+    noGrad(() => visit(this));
     return this;
+  }
+
+  /**
+   * Moves every parameter and buffer to a device, casts floating-point ones to a dtype (integer buffers
+   * such as num_batches_tracked keep theirs), and/or puts the 4-D ones (convolution weights) in a memory
+   * format: `model.to('cuda')`, `model.to('float64')`, `model.to({ memoryFormat: 'channelsLast' })`, as
+   * PyTorch's `module.to(device, dtype, memory_format=torch.channels_last)`. Gradients follow their
+   * parameters. Parameters and buffers stay the same tensor objects, their data updated in place:
+   * optimizers and DDP made before still hold the live tensors.
+   */
+  to(target: Device | DType | { device?: Device; dtype?: DType; memoryFormat?: MemoryFormat }): this {
+    const o = typeof target === 'string' ? (isDeviceString(target) ? { device: target as Device } : { dtype: target as DType }) : target;
+    if (!o || typeof o !== 'object') throw new TypeError(`${this.label()}.to: expected a device, a dtype or {device, dtype, memoryFormat}, got ${String(target)}`);
+    if (o.dtype !== undefined && !isFloating(o.dtype)) throw new DtypeError(`${this.label()}.to: modules can only be cast to a floating dtype, got '${o.dtype}'`);
+    if (o.device !== undefined && !isDeviceString(o.device)) throw new DeviceError(`${this.label()}.to: unknown device '${String(o.device)}' (expected 'cpu', 'cuda' or 'cuda:N')`);
+    const fmt = o.memoryFormat;
+    if (fmt !== undefined && fmt !== 'contiguous' && fmt !== 'channelsLast') throw new TypeError(`${this.label()}.to: memoryFormat must be 'contiguous' or 'channelsLast', got ${JSON.stringify(fmt)}`);
+    return this._apply((t) => {
+      const dtype = o.dtype !== undefined && isFloating(t.dtype) && o.dtype !== t.dtype ? o.dtype : undefined;
+      const device = o.device !== undefined && !sameDevice(o.device, t.device) ? o.device : undefined;
+      const format = fmt !== undefined && t.ndim === 4 && !t.isContiguous(fmt) ? fmt : undefined;
+      if (!dtype && !device && !format) return t;
+      const moved = dtype || device ? t.to({ device, dtype }) : t;
+      if (!format) return moved;
+      const out = moved.contiguous(format);
+      if (moved !== t) moved.dispose();
+      return out;
+    });
   }
   cpu(): this {
     return this.to('cpu');
@@ -391,6 +416,15 @@ function removeFrom<T>(list: T[], x: T): void {
 }
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+/** Gives `t` the data of `data` in place (the Tensor object stays), then disposes `data`; nothing when they are the same. */
+function replaceData(t: Tensor, data: Tensor): void {
+  if (data === t) return;
+  try {
+    N.tensorSetData(hOf(t), hOf(data));
+  } finally {
+    data.dispose();
+  }
 }
 function sameDevice(want: Device, have: Device): boolean {
   return want === have || (want === 'cuda' && have === 'cuda:0') || (want === 'cuda:0' && have === 'cuda');

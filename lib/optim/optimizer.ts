@@ -1,10 +1,9 @@
 // Optimizers. The step runs natively in one call over all parameters (native/optim.cpp, libtorch's
 // _foreach_ kernels); this class only keeps the hyperparameters (which schedules change) and the
 // state-dict format, which follows PyTorch's (state keyed by parameter index, param_groups).
-import { native as N } from '../addon/binding.js';
+import { native as N, type NativeOptimizer as NativeOptim, type OptimParamState } from '../addon/binding.js';
 import { Tensor, hOf } from '../tensor/tensor.js';
 
-type NativeOptim = { readonly __optim: unique symbol };
 
 export interface ParamGroup {
   params: Tensor[];
@@ -20,6 +19,7 @@ export interface OptimizerStateDict {
   paramGroups: Record<string, unknown>[];
 }
 
+const BUF_KEYS = ['buf1', 'buf2', 'buf3'] as const;
 const STATE_NAMES: Record<string, [string, string, string]> = {
   sgd: ['momentum_buffer', '', ''],
   adam: ['exp_avg', 'exp_avg_sq', 'max_exp_avg_sq'],
@@ -76,7 +76,7 @@ export abstract class Optimizer {
    */
   stateDict(): OptimizerStateDict {
     const names = STATE_NAMES[this.kind];
-    const raw: { step: number; buf1?: never; buf2?: never; buf3?: never }[][] = N.optimGetState(this.native);
+    const raw = N.optimGetState(this.native);
     const state: Record<number, Record<string, Tensor | number>> = {};
     let index = 0;
     const paramGroups = this.paramGroups.map((g, gi) => {
@@ -110,9 +110,9 @@ export abstract class Optimizer {
         throw new Error(`loadStateDict: param group ${gi} has ${Array.isArray(ids) ? ids.length : '?'} params in the state, ${g.params.length} here`);
       return ids.map((id) => {
         const s = sd.state[id] ?? {};
-        const e: Record<string, unknown> = { step: typeof s.step === 'number' ? s.step : s.step instanceof Tensor ? Number(s.step.item()) : 0 };
+        const e: OptimParamState = { step: typeof s.step === 'number' ? s.step : s.step instanceof Tensor ? Number(s.step.item()) : 0 };
         names.forEach((n, k) => {
-          if (n && s[n] instanceof Tensor) e[`buf${k + 1}`] = hOf(s[n] as Tensor);
+          if (n && s[n] instanceof Tensor) e[BUF_KEYS[k]] = hOf(s[n] as Tensor);
         });
         return e;
       });

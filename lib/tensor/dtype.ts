@@ -23,6 +23,8 @@ export const DTYPE_SIZE: Record<DType, number> = {
   uint8: 1, int8: 1, int16: 2, int32: 4, int64: 8, float16: 2, float32: 4, float64: 8, bool: 1, bfloat16: 2,
 };
 
+export function dtypeCode(d: DType, arg?: string): number;
+export function dtypeCode(d: DType | undefined, arg?: string): number | undefined;
 export function dtypeCode(d: DType | undefined, arg = 'dtype'): number | undefined {
   if (d === undefined) return undefined;
   const c = DTYPE_CODE[d];

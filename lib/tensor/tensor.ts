@@ -5,10 +5,13 @@ import { native, type NativeHandle } from '../addon/binding.js';
 import { DTYPE_SIZE, dtypeCode, dtypeName, dtypeOfTypedArray, type DType, type TypedArray, typedArrayFor } from './dtype.js';
 import { currentScope, setTrackedCheck } from './scope.js';
 
-export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+export type { Device } from '../addon/native-types.js';
+import type { Device } from '../addon/native-types.js';
 export type Shape = readonly number[];
 export type NestedArray = number | boolean | readonly NestedArray[];
 export type Scalar = number | boolean;
+/** How a 4-D tensor's elements are laid out: NCHW ('contiguous') or NHWC ('channelsLast'), as PyTorch's memory formats. */
+export type MemoryFormat = 'contiguous' | 'channelsLast';
 export type TensorLike = Tensor | Scalar;
 
 export interface TensorOptions {
@@ -125,7 +128,7 @@ export class Tensor {
   stride(): number[] {
     return N.strides(this.#h);
   }
-  isContiguous(memoryFormat: 'contiguous' | 'channelsLast' = 'contiguous'): boolean {
+  isContiguous(memoryFormat: MemoryFormat = 'contiguous'): boolean {
     return N.isContiguous(this.#h, memoryFormat === 'channelsLast');
   }
   /** Bytes of this tensor's elements (numel x element size). */
@@ -220,7 +223,7 @@ export class Tensor {
   long(): Tensor {
     return this.to('int64');
   }
-  contiguous(memoryFormat: 'contiguous' | 'channelsLast' = 'contiguous'): Tensor {
+  contiguous(memoryFormat: MemoryFormat = 'contiguous'): Tensor {
     return memoryFormat === 'channelsLast' ? wrapT(N.toMemoryFormat(this.#h, true)) : wrapT(N.contiguous(this.#h));
   }
   pinMemory(): Tensor {

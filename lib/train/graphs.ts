@@ -24,7 +24,7 @@
 // skips steps; bfloat16 autocast needs no scaler and is captured), gradient clipping by norm (it reads
 // the norm on the host), data-parallel (DDP's communication hooks), CPU devices, and the non-fused
 // (foreach) optimizer path: the optimizer must use the fused CUDA kernels (the default on CUDA).
-import { native } from '../addon/binding.js';
+import { native, type NativeGraph, type NativeOptimizer as NativeOptim } from '../addon/binding.js';
 import { noGrad } from '../autograd/index.js';
 import { DeviceError, DisposedTensorError, ShapeError } from '../core/errors.js';
 import type { Module } from '../nn/module.js';
@@ -32,9 +32,8 @@ import type { Optimizer } from '../optim/optimizer.js';
 import { autocast, cuda } from '../tensor/memory.js';
 import { scope, untrack } from '../tensor/scope.js';
 import { Tensor, hOf, zerosLike, type Device } from '../tensor/tensor.js';
+import { cudaGraphsReason } from './config.js';
 
-type NativeGraph = { readonly __cudaGraph: unique symbol };
-type NativeOptim = { readonly __optim: unique symbol };
 
 /** The native optimizer behind an Optimizer (a private member of lib/optim's class). */
 function nativeOptim(o: Optimizer): NativeOptim {
@@ -183,13 +182,9 @@ export interface TrainStepOptions {
   clipGradNorm?: number;
 }
 
-/** Why options cannot run under CUDA graphs (null when they can); the trainer and the CLI use this too. */
+/** Why options cannot run under CUDA graphs (null when they can), naming config keys (the rules: lib/train/config.ts). */
 export function cudaGraphsIncompatibility(o: { device?: string; amp?: boolean; ampDtype?: string; clipGradNorm?: number; distributed?: boolean }): string | null {
-  if (o.device !== undefined && !/^cuda(:\d+)?$/.test(o.device)) return `CUDA graphs need a CUDA device (the run is on ${o.device})`;
-  if (o.amp && o.ampDtype === 'float16') return 'CUDA graphs cannot capture float16 loss scaling (GradScaler reads overflow flags on the host and skips steps); use --amp-dtype bfloat16, which needs no scaler';
-  if (o.clipGradNorm !== undefined) return 'CUDA graphs cannot capture --clip-grad-norm (the total norm is read on the host)';
-  if (o.distributed) return 'CUDA graphs are not supported with data-parallel training (--nproc-per-node) yet';
-  return null;
+  return cudaGraphsReason(o)?.render() ?? null;
 }
 
 // Tensors kept from call to call (static buffers, captured outputs) belong to their owner, not to a

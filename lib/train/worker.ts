@@ -1,7 +1,8 @@
 // Training inside a worker_thread, with progress posted to the main thread. The addon is context-aware,
 // so the worker loads its own instance; the main thread stays free (servers, UIs) while it trains.
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { Trainer, type Progress, type TrainConfig } from './trainer.js';
+import type { TrainConfig } from './config.js';
+import { Trainer, type Progress } from './trainer.js';
 
 export interface WorkerResult {
   testAcc: number;

@@ -30,7 +30,6 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const r = await import(path.join(root, 'dist', 'index.js'));
-const { native } = await import(path.join(root, 'dist', 'addon', 'binding.js'));
 
 // ---------------------------------------------------------------------------------------- options
 const argv = process.argv.slice(2);
@@ -104,18 +103,6 @@ if (gpu && !r.cuda.isAvailable()) throw new Error(`--device ${device}: this buil
 if (!(Number.isInteger(threads) && threads >= 1)) throw new Error(`--threads: expected a positive integer, got ${opt('threads')}`);
 
 // ------------------------------------------------------------------------------ residual workloads
-/** Puts 4-D parameters into channels-last in place (the parameter objects stay), as the trainer does. */
-function toChannelsLast(model) {
-  r.noGrad(() => {
-    for (const p of model.parameters()) {
-      if (p.ndim !== 4) continue;
-      const c = p.contiguous('channelsLast');
-      native.tensorSetData(p._h, c._h);
-      c.dispose();
-    }
-  });
-}
-
 /** One training step, the same work as TrainStep in bench.py. */
 function makeStep(c) {
   r.manualSeed(0);
@@ -124,7 +111,7 @@ function makeStep(c) {
   const classes = c.image >= 64 ? 1000 : 10;
   const model = r.createModel(c.model, { numClasses: classes });
   if (c.device !== 'cpu') model.to(c.device);
-  if (c.channelsLast) toChannelsLast(model);
+  if (c.channelsLast) model.to({ memoryFormat: 'channelsLast' }); // in place, as the trainer does
   model.train();
   let x = r.randn([c.batch, 3, c.image, c.image], { device: c.device });
   if (c.channelsLast) {

@@ -6,5 +6,5 @@
 //
 // Empty: every test of the suite that passes on tfjs-backend-cpu runs on residual, including the
 // kernels only the cpu backend registers (string n-grams/split/hash, ragged and sparse kernels, image
-// transform, maxPoolWithArgmax: lib/tfjs/kernels/extra.ts and misc.ts).
+// transform, maxPoolWithArgmax: lib/tfjs/kernels/{string,ragged,sparse,segment,image,pool}.ts).
 export const exclude = [];

@@ -1,107 +1,149 @@
-// npm's install script for residual.
-//   1. In a git checkout without dist/, compile the TypeScript (the loader below lives there).
-//   2. Resolve libtorch (LIBTORCH, LIBTORCH_USE_PYTORCH=1, the project copy, the shared cache),
-//      and record it in build/libtorch.json for run time; otherwise fetch the pinned wheel for this machine into the cache (scripts/install/libtorch.mjs:
-//      checksummed, published by an atomic rename, so a failed fetch leaves nothing a later run trusts).
+// residual's install step: npm's install script, and `npx residual setup` (bin/residual.js), which does
+// the same where install scripts do not run (pnpm's default, npm --ignore-scripts, strict
+// allow-scripts policies).
+//   1. In a git checkout without dist/, compile the TypeScript (the resolver and loader live there).
+//   2. Resolve libtorch (lib/addon/libtorch.ts: LIBTORCH, LIBTORCH_USE_PYTORCH=1, the project copy, the
+//      shared cache), or fetch the pinned one into the cache with Node (lib/addon/fetch.ts: streamed,
+//      sha256-verified, published by an atomic rename). Record the choice in build/libtorch.json.
 //   3. Use a prebuilt binary (optional package @residual/<platform>-<arch>-<variant>, or prebuilds/)
-//      when one is tagged for that libtorch and loads in a child process: no compiler needed.
-//   4. Otherwise build from source with cmake-js (scripts/install/build.mjs).
-// On failure it says what to set and exits non-zero.
+//      when one is tagged for that libtorch, fits this system (glibc) and loads in a child process.
+//   4. Otherwise build from source (scripts/install/build.mjs): libtorch's headers and CMake files are
+//      fetched then, and outside a checkout so is the toolchain (cmake-js, node-addon-api).
+// On failure it says what went wrong, what to set, and the command that retries from where the user is.
 //
-//   node scripts/install/install.mjs [--build-from-source]
+//   node scripts/install/install.mjs [--build-from-source]     (npx residual setup [--build-from-source])
 // Environment: LIBTORCH, LIBTORCH_USE_PYTORCH=1, RESIDUAL_VARIANT=cpu|cu130, RESIDUAL_HOME,
-//   RESIDUAL_BUILD_FROM_SOURCE=1 (same as the flag), RESIDUAL_SKIP_INSTALL=1 (do nothing).
+//   RESIDUAL_LIBTORCH_MIRROR=URL, RESIDUAL_LIBTORCH_FETCH=pip, RESIDUAL_BUILD_FROM_SOURCE=1 (same as the
+//   flag), RESIDUAL_SKIP_INSTALL=1 (npm's install step does nothing; `residual setup` ignores it).
 import { spawnSync } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { findLibtorch, fetchLibtorch, recordInstall, wantedVariant, residualHome } from './libtorch.mjs';
+import { fileURLToPath } from 'node:url';
+import { BuildError, buildNative, buildTools, buildTs, distModule, isCheckout } from './build.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const say = (msg) => console.error(`[residual] ${msg}`);
-const checkout = fs.existsSync(path.join(root, 'lib')) && fs.existsSync(path.join(root, 'tsconfig.json'));
-const fromSource = process.argv.includes('--build-from-source') || process.env.RESIDUAL_BUILD_FROM_SOURCE === '1';
 
-const HELP = `
-  What you can set (then run \`npm rebuild residual --foreground-scripts\`):
-    LIBTORCH=/path/to/libtorch   use this libtorch: a libtorch folder, or a torch package folder (site-packages/torch)
-    LIBTORCH_USE_PYTORCH=1       use the torch package of python3 (pip install torch)
-    RESIDUAL_VARIANT=cpu|cu130   which libtorch to fetch (default: cu130 when nvidia-smi sees a GPU, else cpu)
-    RESIDUAL_HOME=/path          where the libtorch cache shared by all projects lives (now: ${residualHome()})
-  Without network access, set LIBTORCH or LIBTORCH_USE_PYTORCH=1, or copy a cache made elsewhere into RESIDUAL_HOME.`;
+class InstallError extends Error {}
 
-function die(msg, help = HELP) {
-  say(`install failed: ${msg}${help}`);
-  process.exit(1);
+/** How this step was started, for a recovery command that works from there. */
+function context(via) {
+  if (via === 'setup') return 'setup';
+  if (isCheckout) return 'checkout';
+  const cmd = process.env.npm_command ?? '';
+  const agent = process.env.npm_config_user_agent ?? '';
+  if (/^pnpm\//.test(agent)) return 'pnpm';
+  if (/^yarn\//.test(agent)) return 'yarn';
+  if (cmd === 'rebuild') return 'rebuild';
+  return 'npm-install';
 }
 
-async function main() {
-  if (process.env.RESIDUAL_SKIP_INSTALL === '1') {
-    say('RESIDUAL_SKIP_INSTALL=1: skipping libtorch and the native addon');
-    return;
+function recovery(ctx) {
+  switch (ctx) {
+    case 'setup':
+      return 'Fix the cause above, then run again: npx residual setup';
+    case 'checkout':
+      return `Fix the cause above, then run again: npm install (in ${root})`;
+    case 'rebuild':
+      return 'Fix the cause above, then run: npx residual setup';
+    case 'pnpm':
+    case 'yarn':
+      return 'Fix the cause above, then run: npx residual setup (it does what this install step does)';
+    default:
+      // npm removes a package whose install script failed (it rolls node_modules back), so
+      // `npm rebuild residual` would find nothing to rebuild.
+      return (
+        'npm has rolled this install back: residual is not in node_modules now. Fix the cause above, then\n' +
+        '  run your npm install again (with the variable set, e.g. LIBTORCH=/path/to/libtorch npm install), or\n' +
+        '  install without the script (npm install residual --ignore-scripts) and then run: npx residual setup'
+      );
   }
-  const build = await import(pathToFileURL(path.join(root, 'scripts', 'install', 'build.mjs')).href);
+}
 
-  // 1. The TypeScript (only a checkout lacks it; the published package ships dist/).
-  // dist/core/fs.js too: recordInstall (scripts/install/libtorch.mjs) writes through it, and a dist/ compiled
-  // before it existed is stale.
-  const distReady = () => [path.join('addon', 'load.js'), path.join('core', 'fs.js')].every((f) => fs.existsSync(path.join(root, 'dist', f)));
-  if (checkout && !distReady()) {
-    say('git checkout without (an up-to-date) dist/: compiling the TypeScript');
-    build.buildTs();
+const SETTINGS = (home) => `
+  What you can set (for this command, or before it):
+    LIBTORCH=/path/to/libtorch       use this libtorch (a libtorch folder, or a torch package folder site-packages/torch)
+    LIBTORCH_USE_PYTORCH=1           use the torch package of python3 (pip install torch)
+    RESIDUAL_LIBTORCH_MIRROR=URL     fetch the pinned libtorch from a mirror with the same paths (npm run libtorch:mirror -- DIR lays one out)
+    RESIDUAL_LIBTORCH_FETCH=pip      fetch the same pinned files with pip (its index, proxy and certificate settings)
+    RESIDUAL_VARIANT=cpu|cu130       which libtorch to fetch (default: cu130 when nvidia-smi sees a GPU, else cpu)
+    RESIDUAL_HOME=/path              the libtorch cache shared by all projects (now: ${home})`;
+
+export async function main(argv = process.argv.slice(2), { via = 'install' } = {}) {
+  const ctx = context(via);
+  if (via === 'install' && process.env.RESIDUAL_SKIP_INSTALL === '1') {
+    say('RESIDUAL_SKIP_INSTALL=1: skipping libtorch and the native addon (npx residual setup does it later)');
+    return 0;
   }
-  if (!distReady()) die(`${path.join(root, 'dist')} is missing or incomplete (a broken package?)`, '');
-  const L = await import(pathToFileURL(path.join(root, 'dist', 'addon', 'load.js')).href);
-
-  // 2. libtorch.
-  let lt;
+  const fromSource = argv.includes('--build-from-source') || process.env.RESIDUAL_BUILD_FROM_SOURCE === '1';
+  let home = '~/.cache/residual';
   try {
-    lt = findLibtorch({ useRecord: false });
-    if (!lt) {
-      const variant = wantedVariant();
-      say(`no libtorch found: fetching the pinned ${variant} build (set LIBTORCH or LIBTORCH_USE_PYTORCH=1 to use your own)`);
-      lt = fetchLibtorch(variant);
+    // 1. A checkout compiles its TypeScript every time (dist/ may be older than the sources).
+    if (isCheckout) {
+      say('git checkout: compiling the TypeScript');
+      buildTs();
     }
+    const F = await distModule(path.join('addon', 'fetch.js'));
+    const T = await distModule(path.join('addon', 'libtorch.js'));
+    const L = await distModule(path.join('addon', 'load.js'));
+    home = T.residualHome();
+
+    // 2. libtorch. A checkout always builds: fetch the build files in the same download.
+    let lt;
+    try {
+      lt = await F.ensureLibtorch({ useRecord: false, dev: isCheckout || fromSource });
+    } catch (e) {
+      throw new InstallError(`could not set up libtorch: ${e.message}`);
+    }
+    say(`libtorch ${lt.version} (${lt.variantTag}) from ${lt.source}: ${lt.dir}`);
+    // Remembered for run time, so that LIBTORCH or LIBTORCH_USE_PYTORCH need not stay set.
+    T.recordInstall(lt);
+
+    // 3. A prebuilt binary that fits.
+    if (!fromSource) {
+      const sel = L.chooseAddon({ candidates: L.addonCandidates({ libtorch: lt }), probe: L.cachedProbe });
+      if (sel.choice) {
+        say(`using the ${sel.choice.how} binary ${sel.choice.path}: no compiler needed`);
+        return 0;
+      }
+      const tried = sel.attempts.filter((a) => a.outcome !== 'missing');
+      if (tried.length) say(`no prebuilt binary fits libtorch ${lt.version} (${lt.variantTag}) on this system:\n  ${L.formatAttempts(tried)}`);
+      else if (!isCheckout) say(`no prebuilt binary for ${process.platform}-${process.arch} (${lt.variantTag}) is installed: building from source`);
+    }
+
+    // 4. Build from source.
+    const missing = [];
+    if (spawnSync('cmake', ['--version'], { stdio: 'ignore' }).status !== 0) missing.push('cmake (3.18 or newer)');
+    if (!['c++', 'g++', 'clang++'].some((cxx) => spawnSync(cxx, ['--version'], { stdio: 'ignore' }).status === 0)) missing.push('a C++17 compiler (g++ or clang++)');
+    if (missing.length) {
+      throw new InstallError(
+        `building from source needs ${missing.join(' and ')}, which ${missing.length > 1 ? 'are' : 'is'} not installed ` +
+          `(e.g. apt-get install cmake g++ libjpeg62-turbo-dev libpng-dev zlib1g-dev)`,
+      );
+    }
+    if (!lt.devDir) {
+      try {
+        lt = await F.ensureLibtorch({ useRecord: false, dev: true });
+      } catch (e) {
+        throw new InstallError(`could not get libtorch's build files: ${e.message}`);
+      }
+    }
+    const tools = await buildTools();
+    say(`building the addon from source (cmake-js); by hand: ${L.buildFromSourceCommand(root)}`);
+    await buildNative({ outDir: path.join(root, 'build'), lt, tools });
+    const sel = L.chooseAddon({ candidates: L.addonCandidates({ libtorch: lt }).filter((c) => c.how.startsWith('local build')), probe: L.probeInChild });
+    if (!sel.choice) throw new InstallError(`the freshly built addon does not load:\n  ${L.formatAttempts(sel.attempts)}`);
+    say(`built ${sel.choice.path} against libtorch ${lt.version} (${lt.variantTag})${sel.choice.info.gloo === false ? "; without gloo's headers: no 'gloo' backend for dist (apt-get install libgloo-dev, then build again)" : ''}`);
+    return 0;
   } catch (e) {
-    die(`could not set up libtorch: ${e.message}`);
+    const msg = e instanceof InstallError || e instanceof BuildError ? e.message : e.stack || e.message;
+    say(`${via === 'setup' ? 'setup' : 'install'} failed: ${msg}${SETTINGS(home)}\n  ${recovery(ctx)}`);
+    return 1;
   }
-  say(`libtorch ${lt.version} (${lt.variantTag}) from ${lt.source}: ${lt.dir}`);
-  // Remembered for run time, so that LIBTORCH or LIBTORCH_USE_PYTORCH need not stay set.
-  await recordInstall(lt);
-
-  // 3. A prebuilt binary that fits.
-  if (!fromSource) {
-    const sel = L.chooseAddon({ candidates: L.addonCandidates({ libtorch: lt }), probe: L.cachedProbe });
-    if (sel.choice) {
-      say(`using the ${sel.choice.how} binary ${sel.choice.path}: no compiler needed`);
-      return;
-    }
-    const tried = sel.attempts.filter((a) => a.outcome !== 'missing');
-    say(`no prebuilt binary fits libtorch ${lt.version} (${lt.variantTag})${tried.length ? `:\n  ${L.formatAttempts(tried)}` : ''}`);
-  }
-
-  // 4. Build from source.
-  const missing = [];
-  if (spawnSync('cmake', ['--version'], { stdio: 'ignore' }).status !== 0) missing.push('cmake (3.18 or newer)');
-  if (!['c++', 'g++', 'clang++'].some((cxx) => spawnSync(cxx, ['--version'], { stdio: 'ignore' }).status === 0)) missing.push('a C++17 compiler (g++ or clang++)');
-  if (missing.length) {
-    die(
-      `building from source needs ${missing.join(' and ')}, which ${missing.length > 1 ? 'are' : 'is'} not installed.\n` +
-        `  Install ${missing.length > 1 ? 'them' : 'it'} (e.g. apt-get install cmake g++) and run: ${L.buildFromSourceCommand(root)}`,
-    );
-  }
-  say(`building the addon from source (cmake-js); the same command by hand: ${L.buildFromSourceCommand(root)}`);
-  // buildNative exits the process on failure; say what to do first.
-  const onExit = (code) => {
-    if (code !== 0) say(`the build from source failed (see above). Fix and rerun: ${L.buildFromSourceCommand(root)}${HELP}`);
-  };
-  process.on('exit', onExit);
-  build.buildNative({ outDir: path.join(root, 'build') });
-  process.off('exit', onExit);
-
-  const sel = L.chooseAddon({ candidates: L.addonCandidates({ libtorch: lt }).filter((c) => c.how.startsWith('local build')), probe: L.probeInChild });
-  if (!sel.choice) die(`the freshly built addon does not load:\n  ${L.formatAttempts(sel.attempts)}`);
-  say(`built ${sel.choice.path} against libtorch ${lt.version} (${lt.variantTag})`);
 }
 
-main().catch((e) => die(e.stack || e.message));
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().then((code) => {
+    process.exitCode = code;
+  });
+}
+

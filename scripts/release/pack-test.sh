@@ -4,15 +4,19 @@
 #      (the local resolution) and not set at run time; no compiler may run (cmake and c++ on PATH
 #      are traps that fail)
 #   B. nothing set and an empty RESIDUAL_HOME: the install fetches the pinned libtorch into the cache
-#      (checksummed); the prebuilt binary then runs with libtorch preloaded from the cache only
+#      with Node (no pip), from a local mirror on 127.0.0.1 (RESIDUAL_LIBTORCH_MIRROR, laid out by
+#      npm run libtorch:mirror from this machine's wheel); the prebuilt binary then runs with libtorch
+#      preloaded from the cache only
 #   C. a second project sharing that cache: no fetch, no compile
-#   D. a fresh project, no libtorch anywhere and the fetch cannot succeed (pip offline): the install
-#      fails, says what to set, and leaves no partial cache behind
-# In A-C: import residual, train a few steps of a small ResNet, run `residual doctor`.
+#   D. a fresh project, no libtorch anywhere and the fetch cannot succeed (the mirror is down): the
+#      install fails, says what to set and what to run next, and leaves no partial cache behind
+#   E. install scripts off (npm --ignore-scripts; pnpm's default): the import fails naming
+#      `npx residual setup`, `residual doctor` runs and says what is missing, setup makes it work
+# In A-C and E: import residual, train a few steps of a small ResNet, run `residual doctor`.
 #
 #   bash scripts/release/pack-test.sh        (KEEP=1 keeps the temporary folder; PACK_TEST_DIR=... chooses it)
 # Needs: build/Release/residual.node (node scripts/install/build.mjs), the npm registry for residual's
-# dependencies, and pip able to download torch==2.13.0+cpu (or the variant of the current build) for B.
+# dependencies, and the pinned wheel of the current build's variant on this machine (for the mirror).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -32,7 +36,7 @@ node scripts/install/build.mjs --ts-only
 
 # The libtorch this checkout uses (LIBTORCH, LIBTORCH_USE_PYTORCH, .libtorch/ or the cache).
 read -r LT VARIANT < <(node --input-type=module -e "
-  const m = await import('./scripts/libtorch.mjs');
+  const m = await import('./dist/addon/libtorch.js');
   const r = m.findLibtorch({ quiet: true });
   if (!r) { console.error('no libtorch resolved for this checkout'); process.exit(1); }
   console.log(r.dir + ' ' + r.variantTag);") || fail "no libtorch for this checkout"
@@ -62,7 +66,7 @@ MAIN_TGZ="$WORK/residual-$VERSION.tgz"
 VAR_TGZ="$WORK/residual-$PLATFORM-$VARIANT-$VERSION.tgz"
 [ -f "$MAIN_TGZ" ] && [ -f "$VAR_TGZ" ] || fail "npm pack did not produce $MAIN_TGZ and $VAR_TGZ"
 tar tzf "$MAIN_TGZ" | sed 's,^package/,,' | sort > "$WORK/files.txt"
-for f in package.json dist/index.js dist/index.d.ts dist/tfjs/index.js dist/tfjs/index.d.ts dist/addon/load.js dist/cli/doctor.js scripts/install/install.mjs scripts/install/libtorch.mjs scripts/install/build.mjs native/addon.cpp CMakeLists.txt; do
+for f in package.json dist/index.js dist/index.d.ts dist/tfjs/index.js dist/tfjs/index.d.ts dist/addon/load.js dist/addon/fetch.js dist/cli/doctor.js scripts/install/install.mjs scripts/install/libtorch.mjs scripts/install/build.mjs scripts/install/libtorch-manifest.json native/addon.cpp CMakeLists.txt; do
   grep -qx "$f" "$WORK/files.txt" || fail "the tarball lacks $f"
 done
 if grep -E '^(build/|prebuilds/|\.libtorch|test/|lib/|node_modules/)|\.node$|\.map$' "$WORK/files.txt"; then fail "the tarball ships files users do not need (above)"; fi
@@ -194,10 +198,19 @@ EOF2
 (cd "$A" && env "${NOENV[@]}" PATH="$TRAP_PATH" RESIDUAL_HOME="$WORK/home-a" node tfjs.mjs) || fail "A: residual/tfjs"
 ok "A: residual/tfjs registers the tfjs backend and computes"
 
-step "B: nothing set, empty RESIDUAL_HOME: the install fetches libtorch into the cache"
+step "B: nothing set, empty RESIDUAL_HOME: the install fetches libtorch into the cache (local mirror, pip isolated)"
+node scripts/install/mirror.mjs "$WORK/mirror" --variant "$VARIANT"
+node scripts/install/serve-mirror.mjs "$WORK/mirror" --port-file "$WORK/mirror.url" > "$WORK/mirror.log" 2>&1 &
+MIRROR_PID=$!
+trap 'kill $MIRROR_PID 2>/dev/null; cleanup' EXIT
+for _ in $(seq 50); do [ -s "$WORK/mirror.url" ] && break; sleep 0.1; done
+MIRROR=$(cat "$WORK/mirror.url")
+PIPISO=(-u PIP_FIND_LINKS -u PIP_CONSTRAINT -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null)
 B="$WORK/app-b"; write_app "$B"; HOME_B="$WORK/home-b"
-npm_install "$B" "$WORK/install-b.log" "${NOENV[@]}" PATH="$TRAP_PATH" RESIDUAL_HOME="$HOME_B" RESIDUAL_VARIANT="$VARIANT"
-grep -q 'unpacked and verified' "$WORK/install-b.log" || fail "B: libtorch was not fetched and verified"
+npm_install "$B" "$WORK/install-b.log" "${NOENV[@]}" "${PIPISO[@]}" PATH="$TRAP_PATH" RESIDUAL_HOME="$HOME_B" RESIDUAL_VARIANT="$VARIANT" RESIDUAL_LIBTORCH_MIRROR="$MIRROR"
+grep -q 'sha256 verified' "$WORK/install-b.log" || fail "B: libtorch was not fetched and verified"
+grep -q 'unpacked what runs' "$WORK/install-b.log" || fail "B: libtorch was not unpacked"
+[ ! -e "$HOME_B/libtorch/$(ls "$HOME_B/libtorch" | grep -v lock | head -1)/site/torch/include" ] || fail "B: a prebuilt user's cache holds headers"
 grep -q 'no compiler needed' "$WORK/install-b.log" || fail "B: the install did not use the prebuilt binary"
 CACHED=$(ls -d "$HOME_B"/libtorch/*/site/torch)
 [ -f "$(dirname "$(dirname "$CACHED")")/VERIFIED" ] || fail "B: the cache is not marked VERIFIED"
@@ -217,19 +230,44 @@ run_app "$C" "${NOENV[@]}" PATH="$TRAP_PATH" RESIDUAL_HOME="$HOME_B" RESIDUAL_VA
 [ "$(fact "$C" f.libtorchLoadedFrom)" = "$CACHED/lib" ] || fail "C: libtorch was loaded from $(fact "$C" f.libtorchLoadedFrom)"
 ok "C: cache reused (found at run time from RESIDUAL_HOME alone)"
 
-step "D: a fresh project, no libtorch and pip offline: a clear failure, no partial cache"
+step "D: a fresh project, no libtorch and the mirror down: a clear failure, no partial cache"
 D="$WORK/app-d"; write_app "$D"; HOME_D="$WORK/home-d"
 set +e
-(cd "$D" && env "${NOENV[@]}" -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PATH="$TRAP_PATH" RESIDUAL_HOME="$HOME_D" RESIDUAL_VARIANT="$VARIANT" \
+(cd "$D" && env "${NOENV[@]}" "${PIPISO[@]}" PATH="$TRAP_PATH" RESIDUAL_HOME="$HOME_D" RESIDUAL_VARIANT="$VARIANT" RESIDUAL_LIBTORCH_MIRROR=http://127.0.0.1:9 RESIDUAL_FETCH_RETRIES=0 \
   npm install --no-audit --no-fund --foreground-scripts "$MAIN_TGZ" "$VAR_TGZ") > "$WORK/install-d.log" 2>&1
 RC=$?
 set -e
 sed -n '/\[residual\]/,$p' "$WORK/install-d.log" | head -20
 [ "$RC" -ne 0 ] || fail "D: the install succeeded without libtorch"
-for word in LIBTORCH= LIBTORCH_USE_PYTORCH=1 RESIDUAL_VARIANT= RESIDUAL_HOME=; do
+for word in LIBTORCH= LIBTORCH_USE_PYTORCH=1 RESIDUAL_VARIANT= RESIDUAL_HOME= RESIDUAL_LIBTORCH_MIRROR= 'npx residual setup' 'cannot reach http://127.0.0.1:9'; do
   grep -q "$word" "$WORK/install-d.log" || fail "D: the failure message does not mention $word"
 done
-if [ -d "$HOME_D/libtorch" ] && [ -n "$(ls -A "$HOME_D/libtorch")" ]; then ls -la "$HOME_D/libtorch"; fail "D: something was left in the cache"; fi
+if [ -d "$HOME_D/libtorch" ] && [ -n "$(ls -A "$HOME_D/libtorch" | grep -v '\.lock$')" ]; then ls -la "$HOME_D/libtorch"; fail "D: something was left in the cache"; fi
 ok "D: exit status $RC, advice printed, cache empty"
+
+step "E: install scripts off (npm --ignore-scripts, as pnpm by default): import names npx residual setup; doctor runs; setup fixes it"
+E="$WORK/app-e"; write_app "$E"; HOME_E="$WORK/home-e"
+EENV=("${NOENV[@]}" "${PIPISO[@]}" PATH="$TRAP_PATH" RESIDUAL_HOME="$HOME_E" RESIDUAL_VARIANT="$VARIANT" RESIDUAL_LIBTORCH_MIRROR="$MIRROR")
+(cd "$E" && env "${EENV[@]}" npm install --ignore-scripts --no-audit --no-fund "$MAIN_TGZ" "$VAR_TGZ") > "$WORK/install-e.log" 2>&1 || { cat "$WORK/install-e.log"; fail "E: npm install --ignore-scripts"; }
+set +e
+(cd "$E" && env "${EENV[@]}" node -e "import('residual').then(() => console.log('imported'))") > "$WORK/import-e.log" 2>&1
+RC=$?
+set -e
+cat "$WORK/import-e.log" | head -8
+[ "$RC" -ne 0 ] || fail "E: import worked before setup (no libtorch should be there)"
+grep -q 'npx residual setup' "$WORK/import-e.log" || fail "E: the import error does not name npx residual setup"
+set +e
+(cd "$E" && env "${EENV[@]}" npx --no-install residual doctor) > "$WORK/doctor-e.log" 2>&1
+RC=$?
+set -e
+cat "$WORK/doctor-e.log"
+[ "$RC" -eq 1 ] || fail "E: doctor exit status $RC (expected 1: problems found)"
+grep -q 'no libtorch found' "$WORK/doctor-e.log" || fail "E: doctor does not say libtorch is missing"
+grep -q 'fix: npx residual setup' "$WORK/doctor-e.log" || fail "E: doctor does not name npx residual setup"
+(cd "$E" && env "${EENV[@]}" npx --no-install residual setup) > "$WORK/setup-e.log" 2>&1 || { cat "$WORK/setup-e.log"; fail "E: npx residual setup"; }
+grep '\[residual\]' "$WORK/setup-e.log" | grep -v '%' || true
+grep -q 'no compiler needed' "$WORK/setup-e.log" || fail "E: setup did not use the prebuilt binary"
+run_app "$E" "${EENV[@]}"
+ok "E: without install scripts, the import names npx residual setup, doctor runs, and setup makes it work"
 
 printf '\nPACK TEST PASSED (residual-%s.tgz: %s bytes)\n' "$VERSION" "$SIZE"

@@ -23,7 +23,6 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { describeLibtorch, findLibtorch } from '../install/libtorch.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -160,6 +159,7 @@ async function main() {
   const loaderJs = path.join(root, 'dist', 'addon', 'load.js');
   if (!fs.existsSync(loaderJs)) fail('dist/addon/load.js is missing; compile the TypeScript first: node scripts/install/build.mjs --ts-only');
   const L = await import(pathToFileURL(loaderJs).href);
+  const { describeLibtorch, findLibtorch } = await import(pathToFileURL(path.join(root, 'dist', 'addon', 'libtorch.js')).href);
 
   // The libtorch it was built against: recorded by scripts/install/build.mjs next to the binary.
   let side = null;

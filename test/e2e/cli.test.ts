@@ -63,7 +63,8 @@ describe('residual CLI', () => {
     const cases: [string, string, string][] = [
       ['epochs', '0', 'an integer >= 1'],
       ['epochs', '1.5', 'an integer >= 1'],
-      ['batch-size', '-4', 'an integer >= 1'],
+      ['batch-size', '-4', 'an integer in [1, 65536]'],
+      ['batch-size', '65537', 'an integer in [1, 65536]'],
       ['lr', '0', 'a number > 0'],
       ['lr', 'Infinity', 'a number > 0'],
       ['lr', 'NaN', 'a number > 0'],
@@ -92,7 +93,7 @@ describe('residual CLI', () => {
       for (const [name, s] of Object.entries(c.flags)) if (s.type === 'number') expect(s.range, `${c.name} --${name}`).toBeDefined();
     err = [];
     expect(await main(['eval', '--checkpoint', 'x', '--batch-size', '0'])).toBe(2);
-    expect(err.join('\n')).toContain("--batch-size must be an integer >= 1, got '0'");
+    expect(err.join('\n')).toContain("--batch-size must be an integer in [1, 65536], got '0'");
     err = [];
     expect(await main(['train', '--device', 'gpu'])).toBe(2);
     expect(err.join('\n')).toContain("--device must be one of auto, cpu, cuda, cuda:N, got 'gpu'");
@@ -168,7 +169,7 @@ describe('residual CLI', () => {
     if (!fs.existsSync(path.join(root, 'dist', 'cli', 'main.js'))) throw new Error('dist/ is missing: npm install builds it');
     const r = spawnSync(process.execPath, [bin, 'train', '--batch-size', '-'], { encoding: 'utf8' });
     expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/--batch-size must be an integer >= 1, got '-'/);
+    expect(r.stderr).toMatch(/--batch-size must be an integer in \[1, 65536\], got '-'/);
   });
 
   it("--resume continues with the run's own settings; changing its model or batch size is refused", async () => {

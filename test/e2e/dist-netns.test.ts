@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { globalBatch, makeModel, named, train, type Named } from '../fixtures/ddp/common.js';
-import { root } from '../support/helpers.js';
+import { glooBuilt, glooSkipNote, root } from '../support/helpers.js';
 
 const required = process.env.RESIDUAL_TEST_NETNS === '1';
 const register = path.join(root, 'test', 'fixtures', 'ddp', 'register.mjs');
@@ -35,6 +35,7 @@ function ip(...args: string[]): string {
 /** Why this machine cannot run the test, or null when it can. */
 function whyNot(): string | null {
   if (process.platform !== 'linux') return `network namespaces are Linux's (this is ${process.platform})`;
+  if (!glooBuilt) return glooSkipNote.replace(/^skipped: /, '');
   if (process.getuid?.() !== 0) return 'not root (creating network namespaces needs root)';
   try {
     execFileSync('ip', ['-V'], { stdio: 'ignore' });

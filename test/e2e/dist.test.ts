@@ -13,11 +13,15 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { DtypeError, ShapeError, crossEntropy, dist, nn, optim, randn, tensor } from '../../lib/index.js';
 import { native as N } from '../../lib/addon/binding.js';
 import { StoreClient } from '../../lib/distributed/store.js';
+import { envTimeoutMs } from '../../lib/distributed/env.js';
 import { freePort, launch, parseLaunchArgs, workerEnv } from '../../lib/cli/launch.js';
 import { PER_RANK, globalBatch, makeModel, named, namedBuffers, train, type Named } from '../fixtures/ddp/common.js';
-import { cudaWanted, root } from '../support/helpers.js';
+import { cudaWanted, glooBuilt, glooSkipNote, root } from '../support/helpers.js';
 
 const register = path.join(root, 'test', 'fixtures', 'ddp', 'register.mjs');
+// Tests that start a Gloo process group need the addon built with gloo's headers.
+const itGloo = glooBuilt ? it : it.skip;
+const G = glooBuilt ? '' : ` (${glooSkipNote})`;
 const child = path.join(root, 'test', 'fixtures', 'ddp', 'child.ts');
 const JOB_DEADLINE_MS = 90_000;
 const live = new Set<ChildProcess>();
@@ -105,9 +109,18 @@ function reference(world: number, bn: boolean): { grads0: Named; weights: Named;
   return { grads0, weights: named(model, 'data'), buffers: namedBuffers(model), initial };
 }
 
+describe('dist: built with or without gloo', () => {
+  it("the 'gloo' backend is in this build (required in CI, which installs libgloo-dev); without it, a clear error naming what to install", async () => {
+    if (glooBuilt) return;
+    expect(process.env.CI, "CI builds with gloo's headers (apt-get install libgloo-dev): the dist tests must run there").not.toBe('true');
+    await expect(dist.initProcessGroup({ backend: 'gloo', rank: 0, worldSize: 1, masterPort: 0, timeoutMs: 5000 })).rejects.toThrow(/built without gloo's headers.*libgloo-dev/);
+    expect(dist.isInitialized()).toBe(false);
+  });
+});
+
 describe('dist: process group and collectives (Gloo, 127.0.0.1)', () => {
   for (const world of [2, 3]) {
-    it(`${world} ranks: allReduce (sum, max, avg, several tensors), broadcast, allGather, barrier`, async () => {
+    itGloo(`${world} ranks: allReduce (sum, max, avg, several tensors), broadcast, allGather, barrier` + G, async () => {
       const job = await runJob(world, 'collectives');
       expectAllOk(job);
       const tri = (world * (world + 1)) / 2;
@@ -142,7 +155,7 @@ describe('dist: process group and collectives (Gloo, 127.0.0.1)', () => {
 
 describe('dist: DistributedDataParallel on c10d Reducer', () => {
   for (const world of [2, 3]) {
-    it(`${world} ranks: rank 0's weights broadcast; gradients = one process on the concatenated batch; weights equal after ${4} steps`, async () => {
+    itGloo(`${world} ranks: rank 0's weights broadcast; gradients = one process on the concatenated batch; weights equal after ${4} steps` + G, async () => {
       const job = await runJob(world, 'ddp', ['plain', '0.0005']); // a tiny bucket cap: several buckets after the rebuild
       expectAllOk(job);
       const ref = reference(world, false);
@@ -157,7 +170,7 @@ describe('dist: DistributedDataParallel on c10d Reducer', () => {
     });
   }
 
-  it('SyncBatchNorm: 2 ranks train as BatchNorm on the full batch (gradients, weights, running stats)', async () => {
+  itGloo('SyncBatchNorm: 2 ranks train as BatchNorm on the full batch (gradients, weights, running stats)' + G, async () => {
     const job = await runJob(2, 'ddp', ['syncbn']);
     expectAllOk(job);
     const ref = reference(2, true);
@@ -177,7 +190,7 @@ describe('dist: DistributedDataParallel on c10d Reducer', () => {
     ['frozen', /the replicas differ: '0\.weight' is float32 \[6, 3, 3, 3\] \(no grad\) on rank 1 but float32 \[6, 3, 3, 3\] \(requires grad\) on rank 0/, 'ResidualError'],
   ];
   for (const [how, msg, cls] of replicaCases) {
-    it(`replicas that differ (${how}) are refused on every rank with the same clear error`, async () => {
+    itGloo(`replicas that differ (${how}) are refused on every rank with the same clear error` + G, async () => {
       const job = await runJob(2, 'mismatch', [how]);
       for (const r of [0, 1]) {
         const o = job.results[r] as { error: string | null; name: string } | null;
@@ -202,7 +215,7 @@ describe('dist: DistributedDataParallel on c10d Reducer', () => {
 });
 
 describe('dist: failures', () => {
-  it('a killed rank makes every other rank fail with an error within the timeout', async () => {
+  itGloo('a killed rank makes every other rank fail with an error within the timeout' + G, async () => {
     const job = await runJob(3, 'crash');
     expect(job.codes[2]).toBe(null); // SIGKILLed
     for (const r of [0, 1]) {
@@ -215,7 +228,7 @@ describe('dist: failures', () => {
 });
 
 describe('dist: rendezvous', () => {
-  it('a rank that never comes: the others fail after the timeout (3 s here)', async () => {
+  itGloo('a rank that never comes: the others fail after the timeout (3 s here)' + G, async () => {
     const out = tmpDir();
     const port = await freePort();
     const env = workerEnv({ rank: 0, localRank: 0, worldSize: 2, localWorldSize: 2, nodeRank: 0, nnodes: 1, masterAddr: '127.0.0.1', masterPort: port }, baseEnv());
@@ -288,7 +301,7 @@ function closedWithin(s: net.Socket, ms: number): Promise<boolean> {
 }
 
 describe('dist: the rendezvous store under hostile peers', () => {
-  it('one byte, a partial header, a SET announcing 1 TiB or 4 MiB that never come, a silent peer: the job runs, rank 0 closes them', async () => {
+  itGloo('one byte, a partial header, a SET announcing 1 TiB or 4 MiB that never come, a silent peer: the job runs, rank 0 closes them' + G, async () => {
     let socks: net.Socket[] = [];
     const job = await runJob(2, 'collectives', [], {
       before: async (rank, port) => {
@@ -305,7 +318,7 @@ describe('dist: the rendezvous store under hostile peers', () => {
     expect(st.bufferedBytes).toBeLessThanOrEqual(64 * 1024);
   });
 
-  it('with hostile peers and a rank that never comes, rank 0 still fails at its timeout (3 s), without growing', async () => {
+  itGloo('with hostile peers and a rank that never comes, rank 0 still fails at its timeout (3 s), without growing' + G, async () => {
     let pending: Promise<net.Socket[]> = Promise.resolve([]);
     const job = await runJob(2, 'absent', ['3000'], {
       ranks: [0],
@@ -354,7 +367,7 @@ describe('dist: the rendezvous store under hostile peers', () => {
 });
 
 describe('dist: collectives whose ranks disagree', () => {
-  it('every rank gets the same clear error (no abort), and the group stays usable', async () => {
+  itGloo('every rank gets the same clear error (no abort), and the group stays usable' + G, async () => {
     const job = await runJob(2, 'disagree');
     expectAllOk(job);
     type E = { name: string; message: string } | null;
@@ -420,7 +433,7 @@ describe('dist: every number checked exactly', () => {
   });
 
   it('environment variables: out of range or not integers are refused, naming the variable', async () => {
-    const { distEnv, envTimeoutMs } = dist as unknown as { distEnv: (e: NodeJS.ProcessEnv) => unknown; envTimeoutMs: (e: NodeJS.ProcessEnv) => number | undefined };
+    const { distEnv } = dist;
     expect(() => distEnv({ WORLD_SIZE: '4294967296' })).toThrow(/WORLD_SIZE must be an integer in \[1, 2147483647\], got '4294967296'/);
     expect(() => distEnv({ RANK: '0.5' })).toThrow(/RANK must be an integer/);
     expect(() => distEnv({ MASTER_PORT: '70000' })).toThrow(/MASTER_PORT must be an integer in \[0, 65535\], got '70000'/);
@@ -447,7 +460,7 @@ describe('dist: every number checked exactly', () => {
     await expect(launch({ nprocPerNode: 2 ** 16, nnodes: 2 ** 16, script: 's.js', log: () => {} })).rejects.toThrow(/world size .* must be at most 2147483647/);
   });
 
-  it("allReduce(int32, 'avg') in a group: refused before anything is summed, tensor unchanged", async () => {
+  itGloo("allReduce(int32, 'avg') in a group: refused before anything is summed, tensor unchanged" + G, async () => {
     await dist.initProcessGroup({ rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: 0, timeoutMs: 20_000, ifnames: ['lo'] });
     try {
       const t = tensor([3, 4], { dtype: 'int32' });
@@ -520,7 +533,7 @@ describe('residual launch', () => {
     });
   }
 
-  it('launch: 2 ranks run a script to the end (exit 0)', async () => {
+  itGloo('launch: 2 ranks run a script to the end (exit 0)' + G, async () => {
     const out = tmpDir();
     const r = await runCli(['launch', '--nproc-per-node', '2', '--master-port', '0', child, 'collectives', out]);
     expect(r.code, r.stderr).toBe(0);
@@ -528,7 +541,7 @@ describe('residual launch', () => {
     fs.rmSync(out, { recursive: true, force: true });
   });
 
-  it('train --nproc-per-node 2: rank 0 writes the run folder; --resume continues; a different world size is refused', async () => {
+  itGloo('train --nproc-per-node 2: rank 0 writes the run folder; --resume continues; a different world size is refused' + G, async () => {
     const out = path.join(tmpDir(), 'run');
     const common = ['--data', 'synthetic', '--model', 'resnet20', '--batch-size', '16', '--limit-train-batches', '2', '--limit-test-batches', '1', '--device', 'cpu', '--workers', '1', '--schedule', 'constant', '--out', out];
     const r = await runCli(['train', '--nproc-per-node', '2', '--master-port', '0', '--epochs', '1', ...common]);
@@ -546,7 +559,7 @@ describe('residual launch', () => {
     fs.rmSync(path.dirname(out), { recursive: true, force: true });
   });
 
-  it('launch: a failed rank brings the job down with a message naming it', async () => {
+  itGloo('launch: a failed rank brings the job down with a message naming it' + G, async () => {
     const out = tmpDir();
     const r = await runCli(['launch', '--nproc-per-node', '3', '--master-port', '0', '--grace', '2', child, 'crash', out]);
     expect(r.code).toBe(1);
@@ -556,7 +569,7 @@ describe('residual launch', () => {
     fs.rmSync(out, { recursive: true, force: true });
   });
 
-  it('launch --max-restarts 2: a rank SIGKILLed in the first attempt; the whole group restarts (TORCHELASTIC_RESTART_COUNT=1) and finishes', async () => {
+  itGloo('launch --max-restarts 2: a rank SIGKILLed in the first attempt; the whole group restarts (TORCHELASTIC_RESTART_COUNT=1) and finishes' + G, async () => {
     const out = tmpDir();
     const r = await runCli(['launch', '--nproc-per-node', '2', '--master-port', '0', '--grace', '2', '--max-restarts', '2', child, 'flaky', out, '1']);
     expect(r.code, r.stderr).toBe(0);
@@ -572,7 +585,7 @@ describe('residual launch', () => {
     fs.rmSync(out, { recursive: true, force: true });
   });
 
-  it('launch --max-restarts 1 with a rank that fails every time: gives up after one restart, naming the rank', async () => {
+  itGloo('launch --max-restarts 1 with a rank that fails every time: gives up after one restart, naming the rank' + G, async () => {
     const out = tmpDir();
     const r = await runCli(['launch', '--nproc-per-node', '2', '--master-port', '0', '--grace', '2', '--max-restarts', '1', child, 'flaky', out, '99']);
     expect(r.code).toBe(1);

@@ -120,10 +120,10 @@ describe('trainer', () => {
     const out = tmp();
     const t = new Trainer(small(out, { epochs: 1, syntheticTrain: 64 }));
     await t.fit();
-    await expect(t.fit()).rejects.toThrow(/already holds a checkpoint: pass --resume/);
+    await expect(t.fit()).rejects.toThrow(/already holds a checkpoint: call fit\(\) with resume: true to continue it, or choose another out/);
     t.dispose();
     const t2 = new Trainer(small(tmp(), { epochs: 1, syntheticTrain: 64 }));
-    await expect(t2.fit(() => {}, { resume: true })).rejects.toThrow(/--resume: no checkpoint in .* to start a new run there, run the same command without --resume/);
+    await expect(t2.fit(() => {}, { resume: true })).rejects.toThrow(/resume: true: no checkpoint in .* to start a new run there, call fit\(\) without resume/);
     t2.dispose();
   });
 
@@ -141,7 +141,7 @@ describe('trainer', () => {
 
     // Another run's settings: refused, naming the files to delete; nothing is touched.
     const other = new Trainer({ ...cfg, lr: 0.01 });
-    await expect(other.fit()).rejects.toThrow(/partial files of a different run .*--lr.* differ.*delete them first \(rm \S*config\.json \S*metrics\.jsonl/);
+    await expect(other.fit()).rejects.toThrow(/partial files of a different run .*its lr differ.*delete them first \(rm \S*config\.json \S*metrics\.jsonl/);
     other.dispose();
     expect(fs.readdirSync(out).sort()).toEqual(partial);
 

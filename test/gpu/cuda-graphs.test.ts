@@ -81,7 +81,7 @@ describe('CUDA graphs: error paths on any machine', () => {
   });
   it('incompatible options are refused before anything runs', () => {
     expect(() => captureTrainStep(tinyStep({ amp: true, ampDtype: 'float16' }))).toThrow(/float16 loss scaling/);
-    expect(() => captureTrainStep(tinyStep({ clipGradNorm: 1 }))).toThrow(/--clip-grad-norm/);
+    expect(() => captureTrainStep(tinyStep({ clipGradNorm: 1 }))).toThrow(/cannot capture clipGradNorm/);
     expect(() => captureTrainStep(tinyStep({ scaler: new GradScaler() }))).toThrow(/GradScaler/);
     expect(() => captureTrainStep(tinyStep({ warmup: 0 }))).toThrow(RangeError);
     expect(() => captureTrainStep(tinyStep({ warmup: 1.5 }))).toThrow(/warmup must be an integer from 1 to 1000, got 1.5/);
@@ -206,16 +206,16 @@ describe('Trainer and CLI: --cuda-graphs', () => {
   });
   it('validateConfig refuses incompatible settings and non-booleans', () => {
     const cfg = { ...DEFAULT_CONFIG, cudaGraphs: true };
-    expect(() => validateConfig({ ...cfg, amp: true, ampDtype: 'float16' })).toThrow(/--cuda-graphs: CUDA graphs cannot capture float16 loss scaling/);
-    expect(() => validateConfig({ ...cfg, clipGradNorm: 1 })).toThrow(/--cuda-graphs: CUDA graphs cannot capture --clip-grad-norm/);
-    expect(() => validateConfig({ ...cfg, cudaGraphs: 'yes' as unknown as boolean })).toThrow(/--cuda-graphs must be true or false, got yes/);
-    expect(() => validateConfig({ ...cfg, cudnnBenchmark: 1 as unknown as boolean })).toThrow(/--cudnn-benchmark must be true or false/);
+    expect(() => validateConfig({ ...cfg, amp: true, ampDtype: 'float16' })).toThrow(/cudaGraphs: CUDA graphs cannot capture float16 loss scaling.*use ampDtype: 'bfloat16'/);
+    expect(() => validateConfig({ ...cfg, clipGradNorm: 1 })).toThrow(/cudaGraphs: CUDA graphs cannot capture clipGradNorm/);
+    expect(() => validateConfig({ ...cfg, cudaGraphs: 'yes' as unknown as boolean })).toThrow(/cudaGraphs must be true or false, got yes/);
+    expect(() => validateConfig({ ...cfg, cudnnBenchmark: 1 as unknown as boolean })).toThrow(/cudnnBenchmark must be true or false/);
     expect(() => validateConfig({ ...cfg, amp: true, ampDtype: 'bfloat16' })).not.toThrow();
   });
   it('a CPU run with cudaGraphs is refused with a DeviceError naming the device', () => {
     const make = () => new Trainer({ model: 'resnet20', data: 'synthetic', syntheticTrain: 32, syntheticTest: 16, batchSize: 16, device: 'cpu', cudaGraphs: true, out: tmp });
     expect(make).toThrow(DeviceError);
-    expect(make).toThrow(/--cuda-graphs: CUDA graphs need a CUDA device \(the run is on cpu\)/);
+    expect(make).toThrow(/cudaGraphs: CUDA graphs need a CUDA device \(the run is on cpu\): use device: 'cuda'/);
   });
   it('residual train --cuda-graphs errors clearly on the CPU and with incompatible options', async () => {
     const err: string[] = [];
@@ -223,13 +223,13 @@ describe('Trainer and CLI: --cuda-graphs', () => {
     vi.spyOn(console, 'log').mockImplementation(() => {});
     const base = ['train', '--data', 'synthetic', '--epochs', '1', '--limit-train-batches', '1', '--out', path.join(tmp, 'run')];
     expect(await main([...base, '--device', 'cpu', '--cuda-graphs'])).not.toBe(0);
-    expect(err.join('\n')).toMatch(/CUDA graphs need a CUDA device \(the run is on cpu\)/);
+    expect(err.join('\n')).toMatch(/--cuda-graphs: CUDA graphs need a CUDA device \(the run is on cpu\): use --device cuda on a machine with a GPU, or train without --cuda-graphs/);
     err.length = 0;
     expect(await main([...base, '--cuda-graphs', '--amp', '--amp-dtype', 'float16'])).not.toBe(0);
-    expect(err.join('\n')).toMatch(/float16 loss scaling/);
+    expect(err.join('\n')).toMatch(/float16 loss scaling.*use --amp-dtype bfloat16/);
     err.length = 0;
     expect(await main([...base, '--cuda-graphs', '--clip-grad-norm', '1'])).not.toBe(0);
-    expect(err.join('\n')).toMatch(/--clip-grad-norm/);
+    expect(err.join('\n')).toMatch(/--cuda-graphs: CUDA graphs cannot capture --clip-grad-norm/);
     expect(fs.existsSync(path.join(tmp, 'run', 'checkpoint.json'))).toBe(false);
   });
   it('--help lists --cuda-graphs and --cudnn-benchmark', async () => {

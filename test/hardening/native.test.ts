@@ -3,7 +3,7 @@
 // Cases that could crash run in a child process, so a crash shows up as a signal or an exit code
 // instead of taking the test runner down. Children load the built addon directly
 // (RESIDUAL_ADDON, or build/Release/residual.node).
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,6 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as r from '../../lib/index.js';
 import { native } from '../../lib/addon/binding.js';
 import { nativeMemberNames } from '../../lib/addon/binding.generated.js';
+import { DTYPE_CODE } from '../../lib/tensor/dtype.js';
 import { root } from '../support/helpers.js';
 
 const addon = process.env.RESIDUAL_ADDON ?? path.join(root, 'build', 'Release', 'residual.node');
@@ -250,7 +251,7 @@ describe('hardening: arguments and values', () => {
     const ab = new ArrayBuffer(8);
     const view = new Uint8Array(ab);
     structuredClone(ab, { transfer: [ab] });
-    expect(errorOf(() => native.fromBuffer(view, 0, [0], r.DTYPE_CODE.uint8, true)).message).toMatch(/^fromBuffer: argument 'data' is a detached ArrayBuffer/);
+    expect(errorOf(() => native.fromBuffer(view, 0, [0], DTYPE_CODE.uint8, true)).message).toMatch(/^fromBuffer: argument 'data' is a detached ArrayBuffer/);
   });
 
   it('integers to negative integer powers are refused, as in PyTorch (scalar and tensor exponents)', () => {
@@ -488,37 +489,85 @@ describe('hardening: the native binding is declared from its sources', () => {
     expect(fs.readFileSync(gen.outFile, 'utf8')).toBe(gen.generate());
   });
 
-  it('every native function lib/ calls exists in the addon and in the declaration; every export is declared', () => {
-    const declared = new Set(nativeMemberNames);
+  it('every function the addon exports is declared, and every declared member exists', () => {
+    const declared = new Set<string>(nativeMemberNames);
     const exported = new Set(Object.keys(native));
-    const used = new Map<string, string>();
-    const walk = (dir: string): string[] =>
-      fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : []));
-    for (const file of walk(path.join(root, 'lib'))) {
-      const src = fs.readFileSync(file, 'utf8');
-      const aliases = new Set<string>();
-      for (const m of src.matchAll(/import\s*\{([^}]*)\}\s*from\s*'[./]*native\.js'/g)) {
-        for (const part of m[1].split(',')) {
-          const mm = part.trim().match(/^native(?:\s+as\s+(\w+))?$/);
-          if (mm) aliases.add(mm[1] ?? 'native');
-        }
-      }
-      for (const m of src.matchAll(/\bconst\s+(\w+)\s*=\s*native\s*;/g)) aliases.add(m[1]);
-      if (file.endsWith(path.join('lib', 'addon', 'binding.ts'))) aliases.add('native');
-      const code = src.replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '').replace(/'(?:[^'\\\n]|\\.)*'/g, "''");
-      for (const a of aliases) for (const m of code.matchAll(new RegExp(`(?<![\\w.'"/])${a}\\.(\\w+)`, 'g'))) used.set(m[1], path.relative(root, file));
-    }
-    expect(used.size).toBeGreaterThan(100);
-    for (const [name, file] of used) {
-      expect(exported.has(name), `${file} uses native.${name}, which the addon does not export`).toBe(true);
-      expect(declared.has(name), `${file} uses native.${name}, which binding.generated.ts does not declare`).toBe(true);
-    }
+    expect(declared.size).toBeGreaterThan(250);
     for (const name of exported) expect(declared.has(name), `the addon exports ${name}, which binding.generated.ts does not declare`).toBe(true);
     for (const name of declared) expect(exported.has(name), `binding.generated.ts declares ${name}, which the addon does not export`).toBe(true);
+    for (const name of declared) if (name !== 'dtypeCodes') expect(typeof (native as unknown as Record<string, unknown>)[name], name).toBe('function');
+  });
+
+  it('the declaration has real signatures: a wrong argument to a native function or to the tfjs op() funnel is a compile error', async () => {
+    // Compiles a small file against lib/ with the TypeScript compiler API (the same check `tsc` makes).
+    const file = path.join(tmp, 'binding-probe.mts');
+    const lib = (p: string): string => JSON.stringify(path.join(root, 'lib', p));
+    const src = [
+      `import { native } from ${lib('addon/binding.js')};`,
+      `import { op } from ${lib('tfjs/kernels/util.js')};`,
+      `import { zeros } from ${lib('tensor/tensor.js')};`,
+      'const h = native.zeros([2], 6);',
+      'native.to(h, 6, "cpu", undefined, false, true);', // one argument too many (shifts nonBlocking into copy)
+      'native.transpose(h, 0);', // one too few
+      'native.add(h, 1, 1);', // a scalar operand must be boxed: [1]
+      'native.sum(h, [0], "yes");', // keepdim is a boolean
+      'const n: number = native.maxDim(h, 0, false);', // two tensors come back
+      'op("narrow", zeros([3]), 0, 1);', // length is missing
+      'op("add", zeros([3]), zeros([3]), 1);', // fine
+    ].join('\n');
+    fs.writeFileSync(file, src);
+    // tsc in a child process (asynchronously: a whole-program check takes seconds), on the project's settings.
+    const cfg = path.join(tmp, 'tsconfig.probe.json');
+    fs.writeFileSync(cfg, JSON.stringify({ extends: path.join(root, 'tsconfig.json'), compilerOptions: { noEmit: true, rootDir: '/', typeRoots: [path.join(root, 'node_modules', '@types')] }, include: [file] }));
+    const res = await new Promise<{ out: string; code: number | null }>((resolve) => {
+      const p = spawn(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', cfg, '--pretty', 'false'], { cwd: root });
+      let out = '';
+      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      p.on('close', (code) => resolve({ out, code }));
+    });
+    const errs = [...res.out.matchAll(/binding-probe\.mts\((\d+),\d+\): error (TS\d+: .*)/g)].map((m) => [Number(m[1]), m[2]] as const);
+    expect(res.out.split('\n').filter((l) => l.includes('error') && !l.includes('binding-probe.mts')), res.out).toEqual([]);
+    expect(errs.map(([l]) => l), res.out).toEqual([5, 6, 7, 8, 9, 10]);
+    expect(errs[0][1]).toMatch(/Expected 1-5 arguments, but got 6/);
+    expect(errs[1][1]).toMatch(/Expected 3 arguments, but got 2/);
+    expect(errs[2][1]).toMatch(/'number' is not assignable to parameter of type 'Handle \| Boxed'/);
+    expect(errs[3][1]).toMatch(/'string' is not assignable to parameter of type 'boolean'/);
+    expect(errs[4][1]).toMatch(/'\[Handle, Handle\]' is not assignable to type 'number'/);
+    expect(errs[5][1]).toMatch(/Expected 5 arguments, but got 4/);
+  }, 120_000);
+
+  it('the generator checks each ENTRY signature against the reads of its function body', async () => {
+    // @ts-expect-error: a plain .mjs script without types
+    const gen = (await import('../../scripts/codegen/gen-native-types.mjs')) as { generate: (dir: string) => string };
+    const dir = fs.mkdtempSync(path.join(tmp, 'native-'));
+    const body = 'DEFN(f) {\n  at::Tensor t = a.T(0, "tensor");\n  bool c = a.has(1) && a.B(1, "channelsLast");\n  return a.env().Undefined();\n}\n';
+    const attempt = (entry: string): string => {
+      fs.writeFileSync(path.join(dir, 'x.cpp'), `${body}static const FnEntry k[] = {\n    ${entry}\n};\n`);
+      try {
+        return gen.generate(dir);
+      } catch (e) {
+        return `error: ${(e as Error).message}`;
+      }
+    };
+    expect(attempt('ENTRY(f),  // (tensor: Handle, channelsLast?: boolean | null) => void')).toContain('readonly f: (tensor: Handle, channelsLast?: boolean | null) => void;');
+    expect(attempt('ENTRY(f),')).toMatch(/error: native\/x.cpp:\d+: ENTRY\(f\) has no signature comment/);
+    expect(attempt('ENTRY(f),  // (t: Handle, channelsLast?: boolean) => void')).toMatch(/the body reads it as 'tensor', the signature names it 't'/);
+    expect(attempt('ENTRY(f),  // (tensor: number, channelsLast?: boolean) => void')).toMatch(/reads it with a.T \(Handle\), the signature says number/);
+    expect(attempt('ENTRY(f),  // (tensor: Handle, channelsLast: boolean) => void')).toMatch(/'channelsLast' may be left out .*mark it optional/);
+    expect(attempt('ENTRY(f),  // (tensor?: Handle, channelsLast?: boolean) => void')).toMatch(/'tensor' is required/);
+    expect(attempt('ENTRY(f),  // (tensor: Handle) => void')).toMatch(/the body reads a.B\(1, "channelsLast"\), the signature has 1 parameters/);
+    // The op table: signatures from the readers; a gap in the argument indices is refused.
+    fs.writeFileSync(path.join(dir, 'x.cpp'), '#define RESIDUAL_OPS(X, V, X2, XL, XB) \\\n  X(narrow, a.T(0, "input").narrow(a.I(1, "dim"), a.OI(2, "start"), a.I(3, "length"))) \\\n  X2(bad, f(a.T(0, "input"), a.I(2, "dim")))\n\n');
+    expect(() => gen.generate(dir)).toThrow(/\(bad\): argument 1 is never read/);
+    fs.writeFileSync(path.join(dir, 'x.cpp'), '#define RESIDUAL_OPS(X, V, X2, XL, XB) \\\n  X2(mm2, f(a.T(0, "input"), a.OT(1, "other"))) \\\n  X(narrow, a.T(0, "input").narrow(a.I(1, "dim"), a.OI(2, "start"), a.I(3, "length")))\n\n');
+    const out = gen.generate(dir);
+    expect(out).toContain('readonly mm2: (input: Handle, other?: Handle | null) => [Handle, Handle];');
+    expect(out).toContain('readonly narrow: (input: Handle, dim: number, start: number | null | undefined, length: number) => Handle;');
   });
 
   it('dtype codes come from the addon', () => {
-    expect(r.DTYPE_CODE).toEqual(native.dtypeCodes);
+    expect(DTYPE_CODE).toEqual(native.dtypeCodes);
     expect(r.zeros([1], { dtype: 'bfloat16' }).dtype).toBe('bfloat16');
   });
 });

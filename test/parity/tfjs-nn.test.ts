@@ -1,9 +1,10 @@
-// The nn kernels of the residual tfjs backend (lib/tfjs/kernels/nn.ts) against @tensorflow/tfjs-backend-cpu
-// (tf's semantic reference) on the same seeded random inputs: convolutions (2-D, 3-D, depthwise, fused;
-// 'same' with TF's extra row at the end, 'valid', explicit and numeric pads with dimRoundingMode, NCHW,
-// dilations) and their gradients through tf.grads (Conv2DBackpropInput/Filter, the depthwise and 3-D
-// backprops), pools and their gradients, batch norm, activations, LRN, dilation2d, resizing, crop and
-// resize, and the space/batch/depth rearrangements. No kernel may leak a tfjs tensor.
+// The nn kernels of the residual tfjs backend (lib/tfjs/kernels/{conv,pool,norm,activation,image,array}.ts)
+// against @tensorflow/tfjs-backend-cpu (tf's semantic reference) on the same seeded random inputs:
+// convolutions (2-D, 3-D, depthwise, fused; 'same' with TF's extra row at the end, 'valid', explicit and
+// numeric pads with dimRoundingMode, NCHW, dilations) and their gradients through tf.grads
+// (Conv2DBackpropInput/Filter, the depthwise and 3-D backprops), pools and their gradients, batch norm,
+// activations, LRN, dilation2d, resizing, crop and resize, and the space/batch/depth rearrangements. No
+// kernel may leak a tfjs tensor.
 //
 // Tolerance: an element that sums K float32 products differs between two summation orders by at most
 // 2·γ_K·Σ|terms| (γ_K = K·u/(1 − K·u), u = 2^-24), and Σ|terms| ≤ K·max|element scale|; with K the

@@ -4,9 +4,18 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 import { Tensor, cuda } from '../../lib/index.js';
+import { native } from '../../lib/addon/binding.js';
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const fixtures = path.join(root, 'test', 'fixtures');
+
+/**
+ * The addon has dist's 'gloo' backend (built where gloo's headers were found: apt-get install
+ * libgloo-dev). Tests that start a Gloo process group skip without it, saying so; CI installs the
+ * headers, and there (CI=true) they must run.
+ */
+export const glooBuilt = (native.buildInfo() as { gloo?: boolean }).gloo !== false;
+export const glooSkipNote = "skipped: this addon was built without gloo's headers (apt-get install libgloo-dev, then rebuild)";
 
 /** CUDA tests run when CUDA is available or RESIDUAL_TEST_CUDA=1 (then they must not skip). */
 export const cudaWanted = process.env.RESIDUAL_TEST_CUDA === '1' || cuda.isAvailable();

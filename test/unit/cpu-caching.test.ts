@@ -148,8 +148,8 @@ describe('CPU training defaults', () => {
     }
   });
 
-  it('a non-boolean setting is a TypeError naming the flag', () => {
-    expect(() => new Trainer(small(os.tmpdir(), { cpuMemoryCaching: 'yes' }))).toThrow(/--cpu-memory-caching must be true or false/);
-    expect(() => new Trainer(small(os.tmpdir(), { channelsLast: 1 }))).toThrow(/--channels-last must be true or false/);
+  it('a non-boolean setting is a TypeError naming the setting', () => {
+    expect(() => new Trainer(small(os.tmpdir(), { cpuMemoryCaching: 'yes' }))).toThrow(/^cpuMemoryCaching must be true or false, got yes$/);
+    expect(() => new Trainer(small(os.tmpdir(), { channelsLast: 1 }))).toThrow(/^channelsLast must be true or false, got 1$/);
   });
 });

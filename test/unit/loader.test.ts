@@ -17,8 +17,11 @@ import {
   resolveRuntimeLibtorch,
   tagMatches,
   taggedName,
+  unmetRequirements,
   variantsMatch,
 } from '../../lib/addon/load.js';
+import type { SystemProbe } from '../../lib/addon/system.js';
+import { thisSystem } from '../../lib/addon/system.js';
 import { root } from '../support/helpers.js';
 
 const built = path.join(root, 'build', 'Release', 'residual.node');
@@ -170,6 +173,47 @@ describe('choosing a binary (fake probe)', () => {
     const sel = chooseAddon({ candidates: [c], probe: fakeProbe([]) });
     expect(sel.choice).toBeNull();
     expect(sel.attempts[0].detail).toContain('libtorch in use is 2.14.1 (cpu)');
+  });
+});
+
+describe("a prebuilt package's system floor (glibc, libstdc++)", () => {
+  // A system as old as Debian 11: glibc 2.31, GCC 10's libstdc++ (GLIBCXX_3.4.28).
+  const old: SystemProbe = {
+    platform: 'linux',
+    hasGlibc: (v) => ['2.28', '2.29', '2.30', '2.31'].includes(v) || Number(v.split('.')[1]) <= 31,
+    hasGlibcxx: (v) => Number(v.split('.')[2]) <= 28,
+    glibcVersion: () => '2.31',
+    glibcxxVersion: () => '3.4.28',
+  };
+  const musl: SystemProbe = { platform: 'linux', hasGlibc: () => null, hasGlibcxx: () => null, glibcVersion: () => null, glibcxxVersion: () => null };
+  const floor = { glibc: '2.33', glibcxx: '3.4.30' };
+
+  it('refuses the binary before loading it, saying what the system lacks', () => {
+    const r = pkgRoot({
+      'nm/cpu/residual.napi.libtorch-2.13.0.cpu.node': 'x',
+      'nm/cpu/package.json': JSON.stringify({ name: '@residual/linux-x64-cpu', residual: { libtorch: '2.13.0', variant: 'cpu', ...floor } }),
+      'build/Release/residual.node': 'x',
+    });
+    const cands = addonCandidates({ root: r, libtorch: lt213, env: {}, platform: 'linux', arch: 'x64', resolvePackage: (n) => (n === '@residual/linux-x64-cpu' ? path.join(r, 'nm/cpu') : null) });
+    expect(cands[0].requires).toEqual(floor);
+    const calls: string[] = [];
+    const sel = chooseAddon({ candidates: cands, probe: fakeProbe(calls), system: old });
+    expect(sel.attempts[0]).toMatchObject({ outcome: 'unsupported' });
+    expect(sel.attempts[0].detail).toBe(
+      'refused: this prebuilt binary needs glibc 2.33 or newer (this system has glibc 2.31) and libstdc++ with GLIBCXX_3.4.30 (GCC 12\'s or newer; this system\'s has GLIBCXX_3.4.28)',
+    );
+    expect(calls).toEqual(['residual.node']); // the prebuilt one was never loaded; the local build was
+    expect(sel.choice?.how).toBe('local build (build/Release)');
+  });
+
+  it('accepts it where the floor is met, and cannot be told on musl without saying so', () => {
+    const now: SystemProbe = { ...old, hasGlibc: () => true, hasGlibcxx: () => true };
+    expect(unmetRequirements(floor, now)).toBeNull();
+    expect(unmetRequirements(null, old)).toBeNull();
+    expect(unmetRequirements(floor, musl)).toMatch(/not glibc: musl, e\.g\. Alpine, is not supported by prebuilt binaries/);
+    // This machine runs the binaries it builds.
+    expect(unmetRequirements({ glibc: '2.17', glibcxx: '3.4.19' }, thisSystem)).toBeNull();
+    expect(unmetRequirements({ glibc: '2.99' }, thisSystem)).toMatch(/needs glibc 2\.99 or newer \(this system has glibc \d+\.\d+\)/);
   });
 });
 

@@ -1,6 +1,7 @@
 // The residual blocks. Each block computes out = F(x) + shortcut(x): `residual(x)` is the branch F,
 // `shortcut(x)` is the identity or a projection, and forward adds them. Module and key names follow
 // torchvision (conv1, bn1, ..., downsample.0/1), so weights move between this and PyTorch unchanged.
+import { ShapeError } from '../../core/errors.js';
 import { Module, fmtShape } from '../../nn/module.js';
 import { BatchNorm2d, Conv2d, ReLU, Sequential } from '../../nn/layers.js';
 import { kaimingNormal_, ones_, zeros_ } from '../../nn/init.js';
@@ -33,7 +34,7 @@ export class ShortcutA extends Module {
   }
   override forward(x: Tensor): Tensor {
     const s = x.shape;
-    if (s.length !== 4 || s[1] !== this.inPlanes) throw new Error(`${this.label()}: expected input [N, ${this.inPlanes}, H, W], got ${fmtShape(s)}`);
+    if (s.length !== 4 || s[1] !== this.inPlanes) throw new ShapeError(`${this.label()}: expected input [N, ${this.inPlanes}, H, W], got ${fmtShape(s)}`);
     return scope(() => {
       const sub = this.stride === 1 ? x.view(s) : x.slice(2, 0, null, this.stride).slice(3, 0, null, this.stride);
       const extra = this.outPlanes - this.inPlanes;

@@ -1,10 +1,13 @@
-// Elementwise math, comparisons, casts and reductions of the residual tfjs backend. Semantics follow
-// tfjs-backend-cpu (the reference): output dtypes, int32 flooring division, NaN handling.
+// Elementwise math kernels of the residual tfjs backend: binary arithmetic, comparisons and logical ops
+// (broadcasting; complex64 where tf has it; string comparisons), unary functions, Cast and AddN.
+// Semantics follow tfjs-backend-cpu (the reference): output dtypes, int32 flooring division, NaN
+// handling. Reductions and scans are in reduce.ts.
 import { upcastType, util } from '@tensorflow/tfjs-core';
 import type { DataType, KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { native } from '../../addon/binding.js';
 import { wrapT } from '../../tensor/tensor.js';
-import { code, defineKernel, op, sc, type KernelArgs, type ResidualBackend, type Tensor } from './util.js';
+import { joinComplex, parts } from './complex.js';
+import { code, defineKernel, notComplex, op, sc, type KernelArgs, type ResidualBackend, type Tensor } from './util.js';
 
 // ---- helpers ----
 
@@ -14,21 +17,11 @@ function input(b: ResidualBackend, i: TensorInfo): Tensor {
 function isComplex(...xs: TensorInfo[]): boolean {
   return xs.some((x) => x.dtype === 'complex64');
 }
-function notComplex(name: string, ...xs: TensorInfo[]): void {
-  if (isComplex(...xs)) throw new Error(`${name}: complex64 tensors are not supported by this kernel`);
-}
 function f32(t: Tensor): Tensor {
   return t.dtype === 'float32' ? t : t.to('float32');
 }
 function f64(t: Tensor): Tensor {
   return t.dtype === 'float64' ? t : t.to('float64');
-}
-/** The real/imaginary parts of a complex64 storage tensor ([..., 2]). */
-export function parts(t: Tensor): [Tensor, Tensor] {
-  return [t.select(-1, 0), t.select(-1, 1)];
-}
-export function joinComplex(re: Tensor, im: Tensor): Tensor {
-  return op('stack', [re, im], -1);
 }
 
 // ---- binary ----
@@ -225,7 +218,7 @@ const unaries: KernelConfig[] = [
 
 // ---- casts ----
 
-const castKernel = defineKernel('Cast', ({ inputs, attrs, backend }) => {
+export const castConfig = defineKernel('Cast', ({ inputs, attrs, backend }) => {
   const xi = inputs.x;
   const to = attrs.dtype as DataType;
   const x = backend.tensorOf(xi);
@@ -246,116 +239,9 @@ const castKernel = defineKernel('Cast', ({ inputs, attrs, backend }) => {
   throw new Error(`Cast: unsupported dtype ${to}`);
 });
 
-// ---- reductions ----
+// ---- AddN ----
 
-interface Reduced {
-  x: Tensor;
-  axes: number[];
-}
-function axesOf(xi: TensorInfo, axis: unknown): number[] {
-  return util.parseAxisParam((axis ?? null) as number | number[], xi.shape);
-}
-/** Moves `axes` to the end and flattens them into one (for single-dimension libtorch reductions). */
-function flattenAxes(x: Tensor, shape: number[], axes: number[]): Tensor {
-  const keep = shape.map((_, i) => i).filter((i) => !axes.includes(i));
-  const perm = [...keep, ...axes];
-  const p = x.permute(perm);
-  return p.reshape([...keep.map((i) => shape[i]), -1]);
-}
-function keepShape(shape: number[], axes: number[]): number[] {
-  return shape.map((s, i) => (axes.includes(i) ? 1 : s));
-}
-function reduction(name: string, axisAttr: string, f: (r: Reduced, xi: TensorInfo) => Tensor, dtype: (xi: TensorInfo) => DataType): KernelConfig {
-  return defineKernel(name, ({ inputs, attrs, backend }) => {
-    const xi = inputs.x;
-    const axes = axesOf(xi, attrs[axisAttr]);
-    const keepDims = !!attrs.keepDims;
-    const x = backend.tensorOf(xi);
-    const outDtype = dtype(xi);
-    if (axes.length === 0) return backend.output(x.clone(), outDtype);
-    let y = f({ x, axes }, xi);
-    const outShape = keepDims ? keepShape(xi.shape, axes) : xi.shape.filter((_, i) => !axes.includes(i));
-    if (outDtype === 'complex64') outShape.push(2);
-    y = y.reshape(outShape);
-    return backend.output(y, outDtype);
-  });
-}
-const intOrFloat = (xi: TensorInfo): DataType => (xi.dtype === 'complex64' ? 'complex64' : upcastType(xi.dtype, 'int32'));
-
-const reductions: KernelConfig[] = [
-  reduction('Sum', 'axis', ({ x, axes }, xi) => {
-    if (xi.dtype === 'complex64') return op('sum', x, axes, false, undefined);
-    return op('sum', x.dtype === 'bool' ? x.to('int32') : x, axes, false, undefined);
-  }, intOrFloat),
-  reduction('Prod', 'axis', ({ x, axes }, xi) => {
-    notComplex('Prod', xi);
-    const v = x.dtype === 'bool' ? x.to('int32') : x;
-    return op('prod', flattenAxes(v, xi.shape, axes), -1, false);
-  }, intOrFloat),
-  reduction('Mean', 'axis', ({ x, axes }, xi) => {
-    notComplex('Mean', xi);
-    return op('mean', f32(x), axes, false, undefined);
-  }, () => 'float32'),
-  reduction('Max', 'reductionIndices', ({ x, axes }, xi) => {
-    notComplex('Max', xi);
-    return op('amax', x.dtype === 'bool' ? x.to('uint8') : x, axes, false);
-  }, (xi) => xi.dtype),
-  reduction('Min', 'axis', ({ x, axes }, xi) => {
-    notComplex('Min', xi);
-    return op('amin', x.dtype === 'bool' ? x.to('uint8') : x, axes, false);
-  }, (xi) => xi.dtype),
-  reduction('All', 'axis', ({ x, axes }, xi) => op('allDim', flattenAxes(x, xi.shape, axes), -1, false), () => 'bool'),
-  reduction('Any', 'axis', ({ x, axes }, xi) => op('anyDim', flattenAxes(x, xi.shape, axes), -1, false), () => 'bool'),
-];
-
-function argReduce(name: string, nativeName: 'argmax' | 'argmin'): KernelConfig {
-  return defineKernel(name, ({ inputs, attrs, backend }) => {
-    const xi = inputs.x;
-    notComplex(name, xi);
-    const axes = axesOf(xi, attrs.axis);
-    if (axes.length !== 1) throw new Error(`${name}: expected one axis, got [${axes}]`);
-    let x = backend.tensorOf(xi);
-    if (x.dtype === 'bool') x = x.to('uint8');
-    if (x.dtype !== 'float32') return backend.output(op(nativeName, x, axes[0], false), 'int32');
-    // As the cpu backend: NaNs never win (a strict comparison against the running best), except a NaN
-    // in the first position, which no later value replaces.
-    const fillV = nativeName === 'argmax' ? -Infinity : Infinity;
-    const nan = op('isnan', x);
-    const idx = op(nativeName, op('where', nan, sc(fillV), x), axes[0], false);
-    const firstNaN = nan.select(axes[0], 0);
-    return backend.output(op('where', firstNaN, sc(0), idx), 'int32');
-  });
-}
-
-// ---- cumulative ----
-
-function cumulative(name: string, nativeName: 'cumsum' | 'cumprod', identity: number): KernelConfig {
-  return defineKernel(name, ({ inputs, attrs, backend }) => {
-    const xi = inputs.x;
-    notComplex(name, xi);
-    const rank = xi.shape.length;
-    let axis = attrs.axis as number;
-    if (axis < 0) axis += rank;
-    const exclusive = !!attrs.exclusive;
-    const reverse = !!attrs.reverse;
-    let x = backend.tensorOf(xi);
-    if (x.dtype === 'bool') x = x.to('int32');
-    if (reverse) x = x.flip([axis]);
-    let y = op(nativeName, x, axis);
-    const n = xi.shape[axis];
-    if (exclusive && n > 0) {
-      const firstShape = [...y.shape];
-      firstShape[axis] = 1;
-      const first = op('full', firstShape, identity, code(y.dtype), backend.device);
-      y = op('cat', [first, y.narrow(axis, 0, n - 1)], axis);
-    }
-    if (reverse) y = y.flip([axis]);
-    return backend.output(y, xi.dtype === 'bool' ? 'int32' : xi.dtype);
-  });
-}
-
-
-const addN = defineKernel('AddN', ({ inputs, backend }) => {
+export const addNConfig = defineKernel('AddN', ({ inputs, backend }) => {
   const list = inputs as unknown as TensorInfo[];
   const dtype = list.map((t) => t.dtype).reduce((a, b) => upcastType(a, b));
   let acc = backend.tensorOf(list[0]);
@@ -369,15 +255,5 @@ const addN = defineKernel('AddN', ({ inputs, backend }) => {
   return backend.output(acc, dtype);
 });
 
-export const configs: KernelConfig[] = [
-  ...binaries,
-  ...unaries,
-  castKernel,
-  ...reductions,
-  argReduce('ArgMax', 'argmax'),
-  argReduce('ArgMin', 'argmin'),
-  cumulative('Cumsum', 'cumsum', 0),
-  cumulative('Cumprod', 'cumprod', 1),
-  addN,
-];
+export const configs: KernelConfig[] = [...binaries, ...unaries, castConfig, addNConfig];
 
