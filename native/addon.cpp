@@ -286,9 +286,9 @@ std::vector<at::Tensor> tensorsOf(Napi::Env env, const Napi::Value& v, const std
   out.reserve(arr.Length());
   for (uint32_t k = 0; k < arr.Length(); k++) {
     Napi::Value e = arr.Get(k);
-    HandleState why;
+    HandleState why = HandleState::NotTensor;  // asHandle sets it only on failure
     Handle* h = asHandle(env, e, &why);
-    if (why == HandleState::Stale) throw KindError(ErrKind::Disposed, what + " element " + std::to_string(k) + " is a disposed Tensor");
+    if (!h && why == HandleState::Stale) throw KindError(ErrKind::Disposed, what + " element " + std::to_string(k) + " is a disposed Tensor");
     if (!h && why == HandleState::Foreign) badHandle(why, what + " element " + std::to_string(k), "");
     if (!h) throw ArgError(what + " must hold only Tensors, element " + std::to_string(k) + " is " + describe(e));
     out.push_back(h->t);
