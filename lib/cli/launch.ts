@@ -163,8 +163,8 @@ async function until(cond: () => Promise<boolean>, ms: number, every = 200): Pro
   }
 }
 
-export async function launch(o: LaunchOptions): Promise<LaunchResult> {
-  const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
+/** The launcher's numbers, each checked exactly against its range (what launch() starts from). */
+export function checkLaunchOptions(o: LaunchOptions): { nproc: number; nnodes: number; nodeRank: number; worldSize: number; maxRestarts: number; graceSeconds: number; rdzvSeconds: number; masterPort: number } {
   const nproc = o.nprocPerNode, nnodes = o.nnodes ?? 1, nodeRank = o.nodeRank ?? 0;
   check('nproc-per-node', nproc, LAUNCH_RANGES.nprocPerNode);
   check('nnodes', nnodes, LAUNCH_RANGES.nnodes);
@@ -177,10 +177,17 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
   check('grace', graceSeconds, LAUNCH_RANGES.graceSeconds);
   const rdzvSeconds = o.rdzvTimeoutSeconds ?? 900;
   check('rdzv-timeout', rdzvSeconds, LAUNCH_RANGES.rdzvTimeoutSeconds);
-  const masterAddr = o.masterAddr ?? '127.0.0.1';
-  let masterPort = o.masterPort ?? 29500;
+  const masterPort = o.masterPort ?? 29500;
   check('master-port', masterPort, LAUNCH_RANGES.masterPort);
   if (masterPort === 0 && nnodes > 1) throw new RangeError('launch: --master-port 0 (a free port) works on one node only; give every node the same port');
+  return { nproc, nnodes, nodeRank, worldSize, maxRestarts, graceSeconds, rdzvSeconds, masterPort };
+}
+
+export async function launch(o: LaunchOptions): Promise<LaunchResult> {
+  const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const { nproc, nnodes, nodeRank, worldSize, maxRestarts, graceSeconds, rdzvSeconds } = checkLaunchOptions(o);
+  let { masterPort } = checkLaunchOptions(o);
+  const masterAddr = o.masterAddr ?? '127.0.0.1';
   const graceMs = Math.round(graceSeconds * 1000);
   const rdzvMs = Math.max(1, Math.round(rdzvSeconds * 1000));
 

@@ -14,7 +14,7 @@ import { DtypeError, ShapeError, crossEntropy, dist, nn, optim, randn, tensor } 
 import { native as N } from '../../lib/addon/binding.js';
 import { StoreClient } from '../../lib/distributed/store.js';
 import { envTimeoutMs } from '../../lib/distributed/env.js';
-import { freePort, launch, parseLaunchArgs, workerEnv } from '../../lib/cli/launch.js';
+import { checkLaunchOptions, freePort, parseLaunchArgs, workerEnv } from '../../lib/cli/launch.js';
 import { PER_RANK, globalBatch, makeModel, named, namedBuffers, train, type Named } from '../fixtures/ddp/common.js';
 import { cudaWanted, glooBuilt, glooSkipNote, root } from '../support/helpers.js';
 
@@ -456,8 +456,11 @@ describe('dist: every number checked exactly', () => {
     expect(parseLaunchArgs(['--nproc-per-node', '2', '--master-port', '65535', '--max-restarts', '3', 's.js'])).toMatchObject({ masterPort: 65535, maxRestarts: 3 });
   });
 
-  it('a world size beyond int32 across nodes is refused before anything starts', async () => {
-    await expect(launch({ nprocPerNode: 2 ** 16, nnodes: 2 ** 16, script: 's.js', log: () => {} })).rejects.toThrow(/world size .* must be at most 2147483647/);
+  it('a world size beyond int32 across nodes is refused before anything starts', () => {
+    // checked without launching: a launcher that did not check would start 65536 processes here
+    expect(() => checkLaunchOptions({ nprocPerNode: 2 ** 16, nnodes: 2 ** 16, script: 's.js' })).toThrow(/world size \(--nproc-per-node 65536 x --nnodes 65536 = 4294967296\) must be at most 2147483647/);
+    expect(() => checkLaunchOptions({ nprocPerNode: 2, nnodes: 2, masterPort: 0, script: 's.js' })).toThrow(/--master-port 0 \(a free port\) works on one node only/);
+    expect(() => checkLaunchOptions({ nprocPerNode: 2, graceSeconds: Infinity, script: 's.js' })).toThrow(/--grace must be a number in \[0, 2147483\]/);
   });
 
   itGloo("allReduce(int32, 'avg') in a group: refused before anything is summed, tensor unchanged" + G, async () => {
