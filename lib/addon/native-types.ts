@@ -23,6 +23,7 @@ export type NativeBatch = [x: Handle, y: Handle];
 export type NativeLoader = { readonly __nativeLoader: unique symbol };
 export type NativeOptimizer = { readonly __nativeOptimizer: unique symbol };
 export type NativeDdp = { readonly __nativeDdp: unique symbol };
+export type NativeStore = { readonly __nativeStore: unique symbol };
 export type NativeGraph = { readonly __nativeGraph: unique symbol };
 
 /** configure(): once per environment, by lib/addon/binding.ts. */
@@ -166,6 +167,7 @@ export interface DistInitOptions {
   /** Network interfaces, comma-separated. */
   ifnames?: string;
   groupName?: string;
+  deviceIndex?: number;
 }
 
 export interface DistInfo {
@@ -173,6 +175,29 @@ export interface DistInfo {
   worldSize: number;
   backend: string;
   timeoutMs: number;
+  /** The port of the store this process hosts (rank 0), when it hosts one. */
+  storePort?: number;
+}
+
+/** distStoreServe's options (native/dist.cpp): the job's store, served by residual launch on node 0. */
+export interface StoreServeOptions {
+  port?: number;
+  timeoutMs?: number;
+  maxConnections?: number;
+}
+
+/** A served store's counters (native/store.h StoreStats): connections closed by the server, by reason. */
+export interface StoreStats {
+  accepted: number;
+  open: number;
+  keys: number;
+  storeBytes: number;
+  bufferedBytes: number;
+  droppedTimeout: number;
+  droppedTooLarge: number;
+  droppedProtocol: number;
+  droppedFull: number;
+  refused: number;
 }
 
 /** ddpCreate's options (native/dist.cpp). */
@@ -180,6 +205,8 @@ export interface DdpOptions {
   bucketCapBytes?: number;
   firstBucketBytes?: number;
   findUnusedParameters?: boolean;
+  /** The names of `states`, for the error that names a parameter that differs across ranks. */
+  names?: readonly string[];
 }
 
 export interface CudaGraphInfo {

@@ -73,7 +73,7 @@ const TRAIN_FLAGS: FlagSpecs = (() => {
       out['nproc-per-node'] = {
         type: 'int',
         valueName: 'n',
-        help: 'data-parallel: start N ranks on this machine (c10d Gloo/NCCL); --batch-size is then PER RANK (global batch = batch-size x ranks); with --nnodes M --node-rank R --master-addr A --master-port P across machines (see residual launch --help)',
+        help: 'data-parallel: start N ranks on this machine (c10d Gloo/NCCL); --batch-size is then PER RANK (global batch = batch-size x ranks); with --nnodes M --node-rank R --master-addr A --master-port P across machines, and --max-restarts K to restart a failed group from the last checkpoint (see residual launch --help)',
       };
   }
   out.quick = { type: 'boolean', help: 'the README demo: resnet20, 1 epoch of Fashion-MNIST on the CPU, no augmentation (synthetic data if Fashion-MNIST cannot be had); other flags still apply' };
@@ -413,17 +413,19 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   launch: {
     name: 'launch',
     about: "Start N ranks of a data-parallel job with torchrun's environment (also: residual train --nproc-per-node N).",
-    usage: 'residual launch --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] script.js [args]',
+    usage: 'residual launch --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] [--max-restarts K] script.js [args]',
     // main() hands `launch` to lib/cli/launch.ts before this table: its arguments after the script are
     // the script's own. The spec serves the command list and `residual help launch`.
     flags: {
       'nproc-per-node': { type: 'int', required: true, range: { min: 1 }, help: 'ranks on this machine' },
       nnodes: { type: 'int', range: { min: 1 }, help: 'machines in the job', default: 1 },
       'node-rank': { type: 'int', range: { min: 0 }, help: "this machine's index", default: 0 },
-      'master-addr': { type: 'string', valueName: 'host', help: 'address of node 0, where rank 0 hosts the store', default: '127.0.0.1' },
+      'master-addr': { type: 'string', valueName: 'host', help: "address of node 0, whose launcher hosts the job's store", default: '127.0.0.1' },
       'master-port': { type: 'int', range: { min: 0, max: 65535 }, help: 'its port (0: a free one, one machine only)', default: 29500 },
+      'max-restarts': { type: 'int', range: { min: 0, max: 2147483647 }, help: 'restart the whole group up to K times after a failure, as torchrun (residual train resumes from the last checkpoint)', default: 0 },
+      'rdzv-timeout': { type: 'number', range: { min: 0.001, max: 2147483 }, help: 'seconds the nodes wait for each other at each (re)start', default: 900 },
       'no-node': { type: 'boolean', help: 'run the command as a program instead of a Node script' },
-      grace: { type: 'number', range: { min: 0 }, help: 'seconds between SIGTERM and SIGKILL when stopping the ranks', default: 5 },
+      grace: { type: 'number', range: { min: 0, max: 2147483 }, help: 'seconds between SIGTERM and SIGKILL when stopping the ranks', default: 5 },
     },
     positionals: { max: Number.MAX_SAFE_INTEGER, names: 'script.js [args]' },
     run: async () => 2,
