@@ -11,9 +11,12 @@
 #endif
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
+#include <ATen/ops/_nnpack_available.h>
+#include <c10/util/Logging.h>
 #include <torch/version.h>
 
 #include <limits>
+#include <mutex>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -295,7 +298,28 @@ static const FnEntry kRuntime[] = {
     ENTRY(getCpuMemoryCaching),  // () => boolean
 };
 
+// NNPACK: where it cannot run (some CPUs and virtual machines), libtorch logs "Could not initialize NNPACK!
+// Reason: Unsupported hardware." for every convolution that considers it, hundreds of lines in a training
+// run. Asked once per process with c10's log level raised; where it cannot run, it is switched off, which
+// is what each convolution would conclude anyway (libtorch uses NNPACK only when it is available), so no
+// kernel choice changes.
+static void probeNnpackQuietly() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const int saved = FLAGS_caffe2_log_level;
+    FLAGS_caffe2_log_level = 2;  // errors only
+    bool available = false;
+    try {
+      available = at::_nnpack_available();
+    } catch (...) {
+    }
+    FLAGS_caffe2_log_level = saved;
+    if (!available) at::globalContext().setUserEnabledNNPACK(false);
+  });
+}
+
 void initRuntime(Napi::Env env, Napi::Object exports) {
+  probeNnpackQuietly();
   registerAll(env, exports, std::begin(kRuntime), std::end(kRuntime));
   exports.Set("dtypeCodes", dtypeCodes(env));  // Readonly<Record<string, number>>
 }
