@@ -65,7 +65,7 @@ namespace {
 struct DistState {
   std::mutex mu;
   c10::intrusive_ptr<c10d::Store> store;  // libtorch's TCPStore client
-  std::shared_ptr<StoreServer> server;     // the store rank 0 hosts (null when another process hosts it)
+  std::shared_ptr<StoreServer> server;    // the store rank 0 hosts (null when another process hosts it)
   c10::intrusive_ptr<c10d::ProcessGroup> pg;
   c10::intrusive_ptr<c10d::Backend> backend;
   std::string backendName;
@@ -109,7 +109,7 @@ std::vector<std::string> splitComma(const std::string& s) {
 // ProcessGroupGloo in a buffer with a guard zone after the size our header gives it: the library's
 // constructor writing past it means the layouts disagree, refused before the object is used.
 c10::intrusive_ptr<c10d::ProcessGroupGloo> makeGloo(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
-                                                   const c10::intrusive_ptr<c10d::ProcessGroupGloo::Options>& opts) {
+                                                    const c10::intrusive_ptr<c10d::ProcessGroupGloo::Options>& opts) {
   constexpr size_t kGuard = 4096;
   constexpr unsigned char kFill = 0xA5;
   const size_t n = sizeof(c10d::ProcessGroupGloo);
@@ -127,8 +127,9 @@ c10::intrusive_ptr<c10d::ProcessGroupGloo> makeGloo(const c10::intrusive_ptr<c10
     if (g[i] != kFill) {
       // The object is larger in the library than in the headers we compiled against: unusable. It is
       // leaked on purpose (destroying it could corrupt memory further).
-      throw std::runtime_error("ProcessGroupGloo's layout in libtorch differs from the headers this addon was built with "
-                               "(gloo headers from another version?): rebuild against matching headers");
+      throw std::runtime_error(
+          "ProcessGroupGloo's layout in libtorch differs from the headers this addon was built with "
+          "(gloo headers from another version?): rebuild against matching headers");
     }
   }
   return c10::intrusive_ptr<c10d::ProcessGroupGloo>::unsafe_steal_from_new(raw);
@@ -160,7 +161,8 @@ void doInit(const InitCfg& c) {
     if (S.pg) throw std::runtime_error("a process group is already initialised (destroyProcessGroup() first)");
   }
 #if !defined(RESIDUAL_NCCL)
-  if (c.backend == "nccl") throw std::runtime_error("backend 'nccl' needs the CUDA build of the addon (this one is " RESIDUAL_VARIANT "): use 'gloo'");
+  if (c.backend == "nccl")
+    throw std::runtime_error("backend 'nccl' needs the CUDA build of the addon (this one is " RESIDUAL_VARIANT "): use 'gloo'");
 #endif
   if (c.backend != "gloo" && c.backend != "nccl") throw std::runtime_error("unknown backend '" + c.backend + "' (gloo or nccl)");
 #if !defined(RESIDUAL_GLOO)
@@ -189,8 +191,9 @@ void doInit(const InitCfg& c) {
   if (server) {
     int64_t joined = 0;
     if (!server->waitCounter("init/", c.size, c.timeout, &joined))
-      throw std::runtime_error("timed out after " + std::to_string(c.timeout.count()) + "ms waiting for the other ranks to join the store on port " +
-                               std::to_string(port) + " (" + std::to_string(joined) + " of " + std::to_string(c.size) + " ranks joined)");
+      throw std::runtime_error("timed out after " + std::to_string(c.timeout.count()) +
+                               "ms waiting for the other ranks to join the store on port " + std::to_string(port) + " (" +
+                               std::to_string(joined) + " of " + std::to_string(c.size) + " ranks joined)");
   }
   c10::intrusive_ptr<c10d::Store> base = c10::make_intrusive<c10d::PrefixStore>("default_pg", tcp);
   auto groupStore = c10::make_intrusive<c10d::PrefixStore>(c.groupName + "/", base);
@@ -300,8 +303,12 @@ ErrInfo errInfo(std::exception_ptr e) {
 class DistWorker : public Napi::AsyncWorker {
  public:
   DistWorker(Napi::Env env, std::string what, std::function<void()> job, std::function<Napi::Value(Napi::Env)> done, std::string tag = "")
-      : Napi::AsyncWorker(env), what_(std::move(what)), job_(std::move(job)), done_(std::move(done)),
-        deferred_(Napi::Promise::Deferred::New(env)), tag_(std::move(tag)) {}
+      : Napi::AsyncWorker(env),
+        what_(std::move(what)),
+        job_(std::move(job)),
+        done_(std::move(done)),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        tag_(std::move(tag)) {}
   void Execute() override {
     try {
       job_();
@@ -318,10 +325,8 @@ class DistWorker : public Napi::AsyncWorker {
     } catch (const std::exception& e) {
       try {
         deferred_.Reject(Napi::Error::New(env, what_ + ": " + e.what()).Value());
-      } catch (...) {
-      }
-    } catch (...) {
-    }
+      } catch (...) {}
+    } catch (...) {}
   }
   void OnError(const Napi::Error&) override {
     try {
@@ -332,10 +337,10 @@ class DistWorker : public Napi::AsyncWorker {
       if (napi_get_and_clear_last_exception(env, &exc) != napi_ok || !exc) return;
       Napi::Value v(env, exc);
       // A plain failure of the group (timeout, lost peer) says so in its code; kinds keep theirs.
-      if (v.IsObject() && err_.kind == ErrKind::Generic && !err_.jsType) v.As<Napi::Object>().Set("code", Napi::String::New(env, "ERR_RESIDUAL_DIST"));
+      if (v.IsObject() && err_.kind == ErrKind::Generic && !err_.jsType)
+        v.As<Napi::Object>().Set("code", Napi::String::New(env, "ERR_RESIDUAL_DIST"));
       deferred_.Reject(v);
-    } catch (...) {
-    }
+    } catch (...) {}
   }
   Napi::Promise promise() { return deferred_.Promise(); }
 
@@ -390,7 +395,8 @@ int64_t intOpt(const Napi::Object& o, const char* k, int64_t d, int64_t lo, int6
   double x = v.As<Napi::Number>().DoubleValue();
   int64_t n = exactInt(x, std::string("option '") + k + "'");
   if (n < lo || n > hi)
-    throw RangeArgError(std::string("option '") + k + "' must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(n));
+    throw RangeArgError(std::string("option '") + k + "' must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                        "], got " + std::to_string(n));
   return n;
 }
 bool boolOpt(const Napi::Object& o, const char* k, bool d) {
@@ -560,17 +566,22 @@ void agree(const c10::intrusive_ptr<c10d::ProcessGroup>& pg, int64_t kind, int64
   auto all = gatherAll(pg, head);
   const std::string call = callName(kind);
   for (int r = 0; r < int(all.size()); r++) {
-    if (all[r][0] != kMetaMagic) throw std::runtime_error("rank " + std::to_string(r) + " is not running residual's collective (a Python rank calling " + call + " directly?)");
+    if (all[r][0] != kMetaMagic)
+      throw std::runtime_error("rank " + std::to_string(r) + " is not running residual's collective (a Python rank calling " + call +
+                               " directly?)");
   }
   for (int r = 0; r < int(all.size()); r++) {
     if (all[r][1] != kind)
-      throw std::runtime_error("the ranks called different collectives: rank " + std::to_string(me) + " called " + call + ", rank " + std::to_string(r) +
-                               " called " + callName(all[r][1]) + " (every rank must make the same calls in the same order)");
+      throw std::runtime_error("the ranks called different collectives: rank " + std::to_string(me) + " called " + call + ", rank " +
+                               std::to_string(r) + " called " + callName(all[r][1]) +
+                               " (every rank must make the same calls in the same order)");
   }
   for (int r = 0; r < int(all.size()); r++) {
     if (all[r][4] != kOk) {
       std::string why = refusalText(all[r][4]);
-      ErrKind k = all[r][4] == kAvgInteger ? ErrKind::Dtype : all[r][4] == kWrongDevice || all[r][4] == kMixedDevices ? ErrKind::Device : ErrKind::Generic;
+      ErrKind k = all[r][4] == kAvgInteger                                  ? ErrKind::Dtype
+                  : all[r][4] == kWrongDevice || all[r][4] == kMixedDevices ? ErrKind::Device
+                                                                            : ErrKind::Generic;
       std::string who = r == me ? std::string("on this rank, ") : "rank " + std::to_string(r) + " refused it: ";
       throw KindError(k, who + why);
     }
@@ -585,14 +596,15 @@ void agree(const c10::intrusive_ptr<c10d::ProcessGroup>& pg, int64_t kind, int64
         a = name(all[0][2]);
         b = name(all[r][2]);
       }
-      throw std::runtime_error(std::string("the ranks disagree on ") + what + ": rank 0 passed " + a + ", rank " + std::to_string(r) + " passed " + b);
+      throw std::runtime_error(std::string("the ranks disagree on ") + what + ": rank 0 passed " + a + ", rank " + std::to_string(r) +
+                               " passed " + b);
     }
   }
   for (int r = 0; r < int(all.size()); r++) {
     if (all[r][3] != all[0][3]) {
       const char* things = kind == kDdp ? " parameters and buffers" : " tensors";
-      throw KindError(ErrKind::Shape, "the ranks disagree on the number of" + std::string(things) + ": rank 0 has " + std::to_string(all[0][3]) + ", rank " +
-                                          std::to_string(r) + " has " + std::to_string(all[r][3]));
+      throw KindError(ErrKind::Shape, "the ranks disagree on the number of" + std::string(things) + ": rank 0 has " +
+                                          std::to_string(all[0][3]) + ", rank " + std::to_string(r) + " has " + std::to_string(all[r][3]));
     }
   }
   // The options beyond the tensors (DDP: trainable count, bucket sizes, findUnusedParameters), once
@@ -618,8 +630,9 @@ void agree(const c10::intrusive_ptr<c10d::ProcessGroup>& pg, int64_t kind, int64
       bool size = sizesMatter ? (a[3] != b[3] || a[5] != b[5]) : a[4] != b[4];
       if (!(dtype || device || grad || size)) continue;
       std::string what = kind == kDdp ? "'" + (i < names.size() ? names[i] : std::to_string(i)) + "'" : "tensor " + std::to_string(i);
-      std::string msg = (kind == kDdp ? "the replicas differ: " : "the ranks disagree on the tensors: ") + what + " is " + descText(b, grad, device) +
-                        (sizesMatter ? "" : " (" + std::to_string(b[4]) + " elements)") + " on rank " + std::to_string(r) + " but " + descText(a, grad, device) +
+      std::string msg = (kind == kDdp ? "the replicas differ: " : "the ranks disagree on the tensors: ") + what + " is " +
+                        descText(b, grad, device) + (sizesMatter ? "" : " (" + std::to_string(b[4]) + " elements)") + " on rank " +
+                        std::to_string(r) + " but " + descText(a, grad, device) +
                         (sizesMatter ? "" : " (" + std::to_string(a[4]) + " elements)") + " on rank 0";
       if (kind == kDdp) msg += " (every rank must build the same model, with the same dtypes)";
       throw KindError(dtype ? ErrKind::Dtype : device ? ErrKind::Device : size ? ErrKind::Shape : ErrKind::Generic, msg);
@@ -630,7 +643,8 @@ void agree(const c10::intrusive_ptr<c10d::ProcessGroup>& pg, int64_t kind, int64
 
 // The agreement step when every rank is residual's; otherwise (PyTorch ranks in the job, which make no
 // such step) only this rank's own refusal, before anything is sent.
-void preflight(const c10::intrusive_ptr<c10d::ProcessGroup>& pg, int64_t kind, int64_t param, const std::vector<at::Tensor>& ts, int64_t refusal, bool sizesMatter) {
+void preflight(const c10::intrusive_ptr<c10d::ProcessGroup>& pg, int64_t kind, int64_t param, const std::vector<at::Tensor>& ts,
+               int64_t refusal, bool sizesMatter) {
   if (state().checks) return agree(pg, kind, param, ts, refusal, sizesMatter);
   if (refusal != kOk) throw KindError(refusal == kAvgInteger ? ErrKind::Dtype : ErrKind::Generic, refusalText(refusal));
 }
@@ -661,18 +675,22 @@ DEFN(distInit) {
   c.backend = optStr(o, "backend", "gloo");
   c.size = int(intOpt(o, "worldSize", 1, 1, kMaxRanks));
   c.rank = int(intOpt(o, "rank", 0, 0, kMaxRanks - 1));
-  if (c.rank >= c.size) throw RangeArgError("option 'rank' must be an integer in [0, " + std::to_string(c.size - 1) + "] (worldSize " + std::to_string(c.size) + "), got " + std::to_string(c.rank));
+  if (c.rank >= c.size)
+    throw RangeArgError("option 'rank' must be an integer in [0, " + std::to_string(c.size - 1) + "] (worldSize " + std::to_string(c.size) +
+                        "), got " + std::to_string(c.rank));
   c.addr = optStr(o, "masterAddr", "127.0.0.1");
   if (c.addr.empty()) throw ArgError("option 'masterAddr' must not be empty");
   c.port = int(intOpt(o, "masterPort", 29500, 0, 65535));
   c.timeout = std::chrono::milliseconds(intOpt(o, "timeoutMs", 1800000, 1, kMaxTimeoutMs));
   c.hostStore = boolOpt(o, "hostStore", c.rank == 0);
   c.agentStore = boolOpt(o, "agentStore", false);
-  if (c.port == 0 && !(c.hostStore && !c.agentStore)) throw RangeArgError("option 'masterPort' 0 (any free port) works only for the rank that hosts the store");
+  if (c.port == 0 && !(c.hostStore && !c.agentStore))
+    throw RangeArgError("option 'masterPort' 0 (any free port) works only for the rank that hosts the store");
   c.ifnames = splitComma(optStr(o, "ifnames", ""));
   c.groupName = optStr(o, "groupName", "0");
   c.deviceIndex = int(intOpt(o, "deviceIndex", 0, 0, 1 << 20));
-  return runAsync(a.env(), "initProcessGroup", [c] { doInit(c); }, nullptr, "[rank " + std::to_string(c.rank) + "] ");
+  return runAsync(
+      a.env(), "initProcessGroup", [c] { doInit(c); }, nullptr, "[rank " + std::to_string(c.rank) + "] ");
 }
 
 // distInfo() -> {rank, worldSize, backend, timeoutMs, storePort?} | null
@@ -740,7 +758,8 @@ DEFN(distBroadcast) {
   auto ts = a.TL(0, "tensors");
   int64_t src = a.I(1, "src");
   auto pg = currentPg("broadcast");
-  if (src < 0 || src >= pg->getSize()) throw RangeArgError("src must be a rank in [0, " + std::to_string(pg->getSize() - 1) + "], got " + std::to_string(src));
+  if (src < 0 || src >= pg->getSize())
+    throw RangeArgError("src must be a rank in [0, " + std::to_string(pg->getSize() - 1) + "], got " + std::to_string(src));
   return runAsync(a.env(), "broadcast", [pg, ts, src] {
     preflight(pg, kBroadcast, src, ts, refuse(ts, false), false);
     c10d::BroadcastOptions opts;
@@ -802,8 +821,7 @@ struct Ddp {
   ~Ddp() {
     try {
       reducer.reset();
-    } catch (...) {
-    }
+    } catch (...) {}
   }
 };
 
@@ -866,9 +884,12 @@ DEFN(ddpCreate) {
   c10d::verify_params_across_processes(pg, params, std::nullopt);
   broadcastStates(pg, states);
   std::vector<size_t> limits;
-  if (!findUnused) limits = {std::numeric_limits<size_t>::max()};
-  else if (first < cap) limits = {size_t(first), size_t(cap)};
-  else limits = {size_t(cap)};
+  if (!findUnused)
+    limits = {std::numeric_limits<size_t>::max()};
+  else if (first < cap)
+    limits = {size_t(first), size_t(cap)};
+  else
+    limits = {size_t(cap)};
   std::vector<bool> sparse(params.size(), false);
   auto [buckets, perBucket] = c10d::compute_bucket_assignment_by_size(params, limits, sparse);
   (void)perBucket;
@@ -878,10 +899,10 @@ DEFN(ddpCreate) {
   d->params = params;
   d->buffers = buffers;
   d->findUnused = findUnused;
-  d->reducer = std::make_unique<c10d::Reducer>(params, buckets, pg, sparse, cap, findUnused,
-                                               /*gradient_as_bucket_view=*/false, std::unordered_map<size_t, std::string>{}, first,
-                                               /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false,
-                                               std::vector<int64_t>{});
+  d->reducer =
+      std::make_unique<c10d::Reducer>(params, buckets, pg, sparse, cap, findUnused,
+                                      /*gradient_as_bucket_view=*/false, std::unordered_map<size_t, std::string>{}, first,
+                                      /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false, std::vector<int64_t>{});
   auto ext = Napi::External<Ddp>::New(a.env(), d.release(), [](Napi::Env, Ddp* p) { delete p; });
   napi_type_tag_object(a.env(), ext, &kDdpTag);
   return ext;
@@ -936,15 +957,15 @@ void allReduceNow(const c10::intrusive_ptr<c10d::ProcessGroup>& pg, at::Tensor& 
 
 struct SyncBNFn : public torch::autograd::Function<SyncBNFn> {
   // x [N, C, ...]; weight/bias may be undefined (affine=false); running stats updated when defined.
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
-                            const at::Tensor& bias, at::Tensor runningMean, at::Tensor runningVar, double momentum, double eps) {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                            at::Tensor runningMean, at::Tensor runningVar, double momentum, double eps) {
     auto pg = currentPg("SyncBatchNorm");
     int64_t C = x.size(1);
     std::vector<int64_t> dims{0};
     for (int64_t k = 2; k < x.dim(); k++) dims.push_back(k);
     at::Tensor xd = x.to(at::kDouble);
-    at::Tensor stats = at::cat({xd.sum(dims), (xd * xd).sum(dims),
-                                at::full({1}, double(x.numel() / std::max<int64_t>(C, 1)), xd.options())});
+    at::Tensor stats =
+        at::cat({xd.sum(dims), (xd * xd).sum(dims), at::full({1}, double(x.numel() / std::max<int64_t>(C, 1)), xd.options())});
     allReduceNow(pg, stats);
     double total = stats[2 * C].item<double>();
     if (total <= 1) throw std::runtime_error("SyncBatchNorm: expected more than 1 value per channel across the group when training");
@@ -1020,7 +1041,8 @@ DEFN(tensorSetData) {
   at::Tensor t = a.T(0, "tensor");
   at::Tensor src = a.T(1, "source");
   if (!t.is_leaf()) throw ArgError("tensorSetData: only leaf tensors (parameters and buffers) can take new data");
-  if (src.sizes() != t.sizes()) throw ArgError("tensorSetData: the source has shape " + c10::str(src.sizes()) + ", the tensor " + c10::str(t.sizes()));
+  if (src.sizes() != t.sizes())
+    throw ArgError("tensorSetData: the source has shape " + c10::str(src.sizes()) + ", the tensor " + c10::str(t.sizes()));
   at::NoGradGuard ng;
   t.mutable_grad().reset();
   t.set_data(src.detach());
@@ -1105,6 +1127,8 @@ DEFN(distStoreClose) {
   return a.env().Undefined();
 }
 
+// One function a line, its TypeScript signature in the comment (read by scripts/codegen/gen-native-types.mjs):
+// clang-format off
 static const FnEntry kDist[] = {
     ENTRY(distInit),           // (options: DistInitOptions) => Promise<void>
     ENTRY(distInfo),           // () => DistInfo | null
@@ -1127,6 +1151,7 @@ static const FnEntry kDist[] = {
     ENTRY(distStoreStats),     // (store?: NativeStore | null) => StoreStats | null
     ENTRY(distStoreClose),     // (store: NativeStore) => void
 };
+// clang-format on
 
 void initDist(Napi::Env env, Napi::Object exports) { registerAll(env, exports, std::begin(kDist), std::end(kDist)); }
 

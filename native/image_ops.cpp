@@ -20,7 +20,8 @@ DEFN(imageDecode) {
   if (ta.TypedArrayType() != napi_uint8_array) a.fail(0, "bytes", "a Uint8Array");
   auto u8 = a.info[0].As<Napi::Uint8Array>();
   int channels = int(a.I(1, "channels"));
-  if (channels != 1 && channels != 3 && channels != 4) throw RangeArgError("argument 'channels' must be 1, 3 or 4, got " + std::to_string(channels));
+  if (channels != 1 && channels != 3 && channels != 4)
+    throw RangeArgError("argument 'channels' must be 1, 3 or 4, got " + std::to_string(channels));
   Limits lim = readLimits(Options(a.has(2) ? a.info[2] : a.env().Undefined(), "options", true));
   Image im;
   decodeImage(u8.Data(), u8.ElementLength(), channels, lim, nullptr, im);
@@ -34,7 +35,8 @@ DEFN(imageDecode) {
 // torchvision's resized_crop(..., antialias=True) on the same box (the loader's geometry, exposed for tests).
 DEFN(imageResizedCrop) {
   at::Tensor src = a.T(0, "image").contiguous();
-  if (src.dim() != 3 || src.scalar_type() != at::kByte || src.device().is_cuda()) throw ArgError("image must be a CPU uint8 tensor [H, W, C]");
+  if (src.dim() != 3 || src.scalar_type() != at::kByte || src.device().is_cuda())
+    throw ArgError("image must be a CPU uint8 tensor [H, W, C]");
   auto box = a.IL(1, "box");
   auto size = a.IL(2, "size");
   bool flip = a.has(3) && a.B(3, "flip");
@@ -45,7 +47,8 @@ DEFN(imageResizedCrop) {
   im.c = src.size(2);
   im.stride = im.w * im.c;
   Box b{box[0], box[1], box[2], box[3]};
-  if (b.i < 0 || b.j < 0 || b.h < 1 || b.w < 1 || b.i + b.h > im.h || b.j + b.w > im.w) throw RangeArgError("the box must lie inside the image");
+  if (b.i < 0 || b.j < 0 || b.h < 1 || b.w < 1 || b.i + b.h > im.h || b.j + b.w > im.w)
+    throw RangeArgError("the box must lie inside the image");
   if (size[0] < 1 || size[1] < 1 || size[0] > 8192 || size[1] > 8192) throw RangeArgError("size must be in 1..8192");
   im.px.assign(src.data_ptr<uint8_t>(), src.data_ptr<uint8_t>() + src.numel());
   at::Tensor out = at::empty({im.c, size[0], size[1]}, at::kFloat);
@@ -105,12 +108,15 @@ DEFN(tarScan) {
   return o;
 }
 
+// One function a line, its TypeScript signature in the comment (read by scripts/codegen/gen-native-types.mjs):
+// clang-format off
 static const FnEntry kImageOps[] = {
     ENTRY(imageDecode),       // (bytes: Uint8Array, channels: number, options?: ImageLimits | null) => Handle
     ENTRY(imageResizedCrop),  // (image: Handle, box: IntList, size: IntList, flip?: boolean | null) => Handle
     ENTRY(imageRrcBoxes),     // (height: number, width: number, seed: number, count: number, params?: readonly number[] | null) => Float64Array
     ENTRY(tarScan),           // (path: string, options?: ImageLimits | null) => TarScan
 };
+// clang-format on
 
 void initImageOps(Napi::Env env, Napi::Object exports) { registerAll(env, exports, std::begin(kImageOps), std::end(kImageOps)); }
 

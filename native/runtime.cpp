@@ -73,8 +73,10 @@ DEFN(cudaIsAvailable) { return Napi::Boolean::New(a.env(), torch::cuda::is_avail
 DEFN(cudaDeviceCount) { return Napi::Number::New(a.env(), double(torch::cuda::device_count())); }
 DEFN(cudaSynchronize) {
   if (!torch::cuda::is_available()) throw std::runtime_error("CUDA is not available");
-  if (a.has(0)) torch::cuda::synchronize(a.I(0, "device"));
-  else torch::cuda::synchronize();
+  if (a.has(0))
+    torch::cuda::synchronize(a.I(0, "device"));
+  else
+    torch::cuda::synchronize();
   return a.env().Undefined();
 }
 DEFN(cudaEmptyCache) {
@@ -267,14 +269,15 @@ DEFN(buildInfo) {
 static Napi::Object dtypeCodes(Napi::Env env) {
   auto o = Napi::Object::New(env);
   const std::pair<const char*, at::ScalarType> codes[] = {
-      {"uint8", at::kByte}, {"int8", at::kChar}, {"int16", at::kShort}, {"int32", at::kInt}, {"int64", at::kLong},
+      {"uint8", at::kByte},   {"int8", at::kChar},     {"int16", at::kShort},    {"int32", at::kInt}, {"int64", at::kLong},
       {"float16", at::kHalf}, {"float32", at::kFloat}, {"float64", at::kDouble}, {"bool", at::kBool}, {"bfloat16", at::kBFloat16},
   };
   for (auto& [name, st] : codes) o.Set(name, Napi::Number::New(env, int(st)));
   return o;
 }
 
-
+// One function a line, its TypeScript signature in the comment (read by scripts/codegen/gen-native-types.mjs):
+// clang-format off
 static const FnEntry kRuntime[] = {
     ENTRY(setGradEnabled),       // (enabled: boolean) => boolean
     ENTRY(isGradEnabled),        // () => boolean
@@ -297,6 +300,7 @@ static const FnEntry kRuntime[] = {
     ENTRY(setCpuMemoryCaching),  // (enabled: boolean) => boolean
     ENTRY(getCpuMemoryCaching),  // () => boolean
 };
+// clang-format on
 
 // NNPACK: where it cannot run (some CPUs and virtual machines), libtorch logs "Could not initialize NNPACK!
 // Reason: Unsupported hardware." for every convolution that considers it, hundreds of lines in a training
@@ -311,8 +315,7 @@ static void probeNnpackQuietly() {
     bool available = false;
     try {
       available = at::_nnpack_available();
-    } catch (...) {
-    }
+    } catch (...) {}
     FLAGS_caffe2_log_level = saved;
     if (!available) at::globalContext().setUserEnabledNNPACK(false);
   });

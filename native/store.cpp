@@ -40,12 +40,30 @@ using std::chrono::milliseconds;
 
 // c10d's query types, in their wire order (torch/csrc/distributed/c10d/TCPStoreBackend.hpp).
 enum Query : uint8_t {
-  VALIDATE = 0, SET, COMPARE_SET, GET, ADD, CHECK, WAIT, GETNUMKEYS, DELETE_KEY, APPEND, MULTI_GET, MULTI_SET,
-  CANCEL_WAIT, PING, QUEUE_PUSH, QUEUE_POP, QUEUE_LEN, LIST_KEYS, BARRIER,
+  VALIDATE = 0,
+  SET,
+  COMPARE_SET,
+  GET,
+  ADD,
+  CHECK,
+  WAIT,
+  GETNUMKEYS,
+  DELETE_KEY,
+  APPEND,
+  MULTI_GET,
+  MULTI_SET,
+  CANCEL_WAIT,
+  PING,
+  QUEUE_PUSH,
+  QUEUE_POP,
+  QUEUE_LEN,
+  LIST_KEYS,
+  BARRIER,
 };
 const char* queryName(uint8_t t) {
-  static const char* names[] = {"VALIDATE", "SET", "COMPARE_SET", "GET", "ADD", "CHECK", "WAIT", "GETNUMKEYS", "DELETE_KEY", "APPEND",
-                                "MULTI_GET", "MULTI_SET", "CANCEL_WAIT", "PING", "QUEUE_PUSH", "QUEUE_POP", "QUEUE_LEN", "LIST_KEYS", "BARRIER"};
+  static const char* names[] = {"VALIDATE",   "SET",        "COMPARE_SET", "GET",       "ADD",       "CHECK",       "WAIT",
+                                "GETNUMKEYS", "DELETE_KEY", "APPEND",      "MULTI_GET", "MULTI_SET", "CANCEL_WAIT", "PING",
+                                "QUEUE_PUSH", "QUEUE_POP",  "QUEUE_LEN",   "LIST_KEYS", "BARRIER"};
   return t < sizeof(names) / sizeof(names[0]) ? names[t] : "unknown";
 }
 constexpr uint32_t kValidationMagic = 0x3C85F7CE;
@@ -53,7 +71,7 @@ constexpr uint8_t kReady = 0, kNotReady = 1;            // CheckResponseType
 constexpr uint8_t kStopWaiting = 0, kWaitCanceled = 1;  // WaitResponseType
 constexpr size_t kKeyOverhead = 64;                     // bytes a key costs beyond its text and value
 constexpr size_t kReadChunk = 64 * 1024;
-constexpr size_t kPauseReadingAt = 1024 * 1024;         // unread replies above this: stop reading its queries
+constexpr size_t kPauseReadingAt = 1024 * 1024;  // unread replies above this: stop reading its queries
 
 enum class Drop { Timeout, TooLarge, Protocol, Full };
 
@@ -100,7 +118,9 @@ class Reader {
   bool bytes(std::string_view& v, size_t max, const char* what) {
     uint64_t len;
     if (!pod(len)) return false;
-    if (len > max) throw BadPeer(Drop::TooLarge, std::string("announced ") + what + " of " + std::to_string(len) + " bytes (limit " + std::to_string(max) + ")");
+    if (len > max)
+      throw BadPeer(Drop::TooLarge,
+                    std::string("announced ") + what + " of " + std::to_string(len) + " bytes (limit " + std::to_string(max) + ")");
     const char* q;
     if (!take(size_t(len), q)) return false;
     v = std::string_view(q, size_t(len));
@@ -110,7 +130,9 @@ class Reader {
   bool value(std::string_view& v) { return bytes(v, lim_.maxValue, "a value"); }
   bool count(uint64_t& c) {
     if (!pod(c)) return false;
-    if (c > lim_.maxKeysPerMessage) throw BadPeer(Drop::TooLarge, "announced " + std::to_string(c) + " keys in one query (limit " + std::to_string(lim_.maxKeysPerMessage) + ")");
+    if (c > lim_.maxKeysPerMessage)
+      throw BadPeer(Drop::TooLarge,
+                    "announced " + std::to_string(c) + " keys in one query (limit " + std::to_string(lim_.maxKeysPerMessage) + ")");
     return true;
   }
 
@@ -128,18 +150,13 @@ bool parse(Reader& r, Msg& m, bool validated) {
   uint64_t n = 0;
   switch (m.type) {
     case VALIDATE:
-    case PING:
-      return r.pod(m.u32);
+    case PING: return r.pod(m.u32);
     case SET:
-    case APPEND:
-      return r.key(m.key) && r.value(m.v1);
-    case COMPARE_SET:
-      return r.key(m.key) && r.value(m.v1) && r.value(m.v2);
+    case APPEND: return r.key(m.key) && r.value(m.v1);
+    case COMPARE_SET: return r.key(m.key) && r.value(m.v1) && r.value(m.v2);
     case GET:
-    case DELETE_KEY:
-      return r.key(m.key);
-    case ADD:
-      return r.key(m.key) && r.pod(m.i64);
+    case DELETE_KEY: return r.key(m.key);
+    case ADD: return r.key(m.key) && r.pod(m.i64);
     case CHECK:
     case WAIT:
     case MULTI_GET:
@@ -160,8 +177,7 @@ bool parse(Reader& r, Msg& m, bool validated) {
       }
       return true;
     case GETNUMKEYS:
-    case CANCEL_WAIT:
-      return true;
+    case CANCEL_WAIT: return true;
     default:
       throw BadPeer(Drop::Protocol, std::string("sent query ") + queryName(m.type) + " (type " + std::to_string(m.type) +
                                         "), which this store does not serve (c10d's TCPStore queries without queues)");
@@ -239,8 +255,10 @@ struct StoreServer::Impl {
 
   void warn(const std::string& m) {
     // A few lines, not one per connection of a peer that keeps trying.
-    if (warned < 20) std::fprintf(stderr, "[residual] rendezvous store: %s\n", m.c_str());
-    else if (warned == 20) std::fprintf(stderr, "[residual] rendezvous store: (further dropped connections not shown)\n");
+    if (warned < 20)
+      std::fprintf(stderr, "[residual] rendezvous store: %s\n", m.c_str());
+    else if (warned == 20)
+      std::fprintf(stderr, "[residual] rendezvous store: (further dropped connections not shown)\n");
     warned++;
   }
 
@@ -250,7 +268,9 @@ struct StoreServer::Impl {
     c.out.append(static_cast<const char*>(p), n);
   }
   template <class T>
-  static void put(Conn& c, T v) { putRaw(c, &v, sizeof(T)); }
+  static void put(Conn& c, T v) {
+    putRaw(c, &v, sizeof(T));
+  }
   static void putBytes(Conn& c, std::string_view v) {
     put<uint64_t>(c, v.size());
     putRaw(c, v.data(), v.size());
@@ -301,15 +321,12 @@ struct StoreServer::Impl {
   void apply(Conn& c, Msg& m) {
     switch (m.type) {
       case VALIDATE:
-        if (m.u32 != kValidationMagic) throw BadPeer(Drop::Protocol, "sent VALIDATE with a wrong magic number (not a c10d TCPStore client)");
+        if (m.u32 != kValidationMagic)
+          throw BadPeer(Drop::Protocol, "sent VALIDATE with a wrong magic number (not a c10d TCPStore client)");
         c.validated = true;
         break;
-      case PING:
-        put<uint32_t>(c, m.u32);
-        break;
-      case SET:
-        setKey(std::string(m.key), std::string(m.v1));
-        break;
+      case PING: put<uint32_t>(c, m.u32); break;
+      case SET: setKey(std::string(m.key), std::string(m.v1)); break;
       case COMPARE_SET: {
         std::string key(m.key);
         auto it = kv.find(key);
@@ -362,9 +379,7 @@ struct StoreServer::Impl {
         if (missing == 0) put<uint8_t>(c, kStopWaiting);
         break;
       }
-      case GETNUMKEYS:
-        put<int64_t>(c, int64_t(kv.size()));
-        break;
+      case GETNUMKEYS: put<int64_t>(c, int64_t(kv.size())); break;
       case DELETE_KEY: {
         auto it = kv.find(std::string(m.key));
         int64_t n = 0;
@@ -478,7 +493,8 @@ struct StoreServer::Impl {
     uint64_t id = c.id;
     for (;;) {
       if (buffered >= lim.maxBufferedBytes) {
-        drop(c, Drop::Full, "sent more than the store buffers for all connections together (" + std::to_string(lim.maxBufferedBytes) + " bytes)");
+        drop(c, Drop::Full,
+             "sent more than the store buffers for all connections together (" + std::to_string(lim.maxBufferedBytes) + " bytes)");
         return false;
       }
       size_t room = std::min(kReadChunk, lim.maxBufferedBytes - buffered);
@@ -540,12 +556,16 @@ struct StoreServer::Impl {
     std::vector<std::pair<uint64_t, std::string>> late;
     auto left = [&](Clock::time_point since, milliseconds limit, const char* what, uint64_t id) {
       auto d = std::chrono::duration_cast<milliseconds>(since + limit - now);
-      if (d.count() <= 0) late.emplace_back(id, std::string(what) + " within " + std::to_string(limit.count()) + " ms");
-      else next = std::min(next, d);
+      if (d.count() <= 0)
+        late.emplace_back(id, std::string(what) + " within " + std::to_string(limit.count()) + " ms");
+      else
+        next = std::min(next, d);
     };
     for (auto& [id, c] : conns) {
-      if (!c->validated) left(c->accepted, hello, "did not say hello (VALIDATE)", id);
-      else if (c->partial) left(c->partialSince, msgDeadline, "did not finish the message it began", id);
+      if (!c->validated)
+        left(c->accepted, hello, "did not say hello (VALIDATE)", id);
+      else if (c->partial)
+        left(c->partialSince, msgDeadline, "did not finish the message it began", id);
       if (c->pendingOut() > 0) left(c->lastWrite, msgDeadline, "did not read its replies", id);
     }
     for (auto& [id, what] : late) {
@@ -583,8 +603,7 @@ struct StoreServer::Impl {
       }
       if (fds[0].revents) {
         char buf[64];
-        while (::read(wake[0], buf, sizeof(buf)) > 0) {
-        }
+        while (::read(wake[0], buf, sizeof(buf)) > 0) {}
       }
       if (stopping.load()) break;
       std::lock_guard<std::mutex> lk(mu);
@@ -649,15 +668,18 @@ std::unique_ptr<StoreServer> StoreServer::start(uint16_t port, std::chrono::mill
   if (fd < 0 && errno != EADDRINUSE) fd = listenOn(AF_INET, port);
   if (fd < 0) {
     int e = errno;
-    throw std::runtime_error("the rendezvous store cannot listen on port " + std::to_string(port) + ": " + std::strerror(e) +
-                             (e == EADDRINUSE ? " (another process, or an earlier job still running, holds it: choose another master port)" : ""));
+    throw std::runtime_error(
+        "the rendezvous store cannot listen on port " + std::to_string(port) + ": " + std::strerror(e) +
+        (e == EADDRINUSE ? " (another process, or an earlier job still running, holds it: choose another master port)" : ""));
   }
   impl->listenFds.push_back(fd);
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
   getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-  impl->port = ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port) : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
-  if (::pipe2(impl->wake, O_NONBLOCK | O_CLOEXEC) != 0) throw std::runtime_error(std::string("the rendezvous store cannot make its wake-up pipe: ") + std::strerror(errno));
+  impl->port = ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                                        : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  if (::pipe2(impl->wake, O_NONBLOCK | O_CLOEXEC) != 0)
+    throw std::runtime_error(std::string("the rendezvous store cannot make its wake-up pipe: ") + std::strerror(errno));
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] {
     try {

@@ -21,13 +21,13 @@
 namespace residual {
 
 struct StoreLimits {
-  size_t maxKey = 8 * 1024;                      // bytes in one key
-  size_t maxValue = 8 * 1024 * 1024;             // bytes in one value
-  size_t maxKeysPerMessage = 128 * 1024;         // keys in one CHECK / WAIT / MULTI_GET / MULTI_SET
-  size_t maxMessage = 17 * 1024 * 1024;          // bytes in one message, all of it
-  size_t maxStoreBytes = 256 * 1024 * 1024;      // keys and values held, all keys together
-  size_t maxBufferedBytes = 256 * 1024 * 1024;   // incomplete input held, all connections together
-  size_t maxPendingOutput = 64 * 1024 * 1024;    // replies a connection has not read yet
+  size_t maxKey = 8 * 1024;                     // bytes in one key
+  size_t maxValue = 8 * 1024 * 1024;            // bytes in one value
+  size_t maxKeysPerMessage = 128 * 1024;        // keys in one CHECK / WAIT / MULTI_GET / MULTI_SET
+  size_t maxMessage = 17 * 1024 * 1024;         // bytes in one message, all of it
+  size_t maxStoreBytes = 256 * 1024 * 1024;     // keys and values held, all keys together
+  size_t maxBufferedBytes = 256 * 1024 * 1024;  // incomplete input held, all connections together
+  size_t maxPendingOutput = 64 * 1024 * 1024;   // replies a connection has not read yet
   size_t maxConnections = 1024;
   // A connection must say hello (VALIDATE) within this long, and finish a message it has begun within
   // messageDeadline; both are also capped by the store's timeout.

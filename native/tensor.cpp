@@ -24,7 +24,8 @@ DEFN(fromBuffer) {
     void* data = nullptr;
     napi_value buf = nullptr;
     bool isAb = false;
-    if (napi_get_typedarray_info(env, a.info[0], &tt, &len, &data, &buf, &off0) == napi_ok && napi_is_arraybuffer(env, buf, &isAb) == napi_ok && !isAb) {
+    if (napi_get_typedarray_info(env, a.info[0], &tt, &len, &data, &buf, &off0) == napi_ok &&
+        napi_is_arraybuffer(env, buf, &isAb) == napi_ok && !isAb) {
       sabuf = buf;
       sabData = static_cast<uint8_t*>(data);
       avail = a.info[0].As<Napi::TypedArray>().ByteLength();
@@ -61,7 +62,8 @@ DEFN(fromBuffer) {
   }
   size_t need = size_t(numel) * elementSize(dt);
   if (off < 0 || size_t(off) + need > avail)
-    throw ArgError("argument 'data' holds " + std::to_string(avail) + " bytes, shape needs " + std::to_string(need) + " from offset " + std::to_string(off));
+    throw ArgError("argument 'data' holds " + std::to_string(avail) + " bytes, shape needs " + std::to_string(need) + " from offset " +
+                   std::to_string(off));
   uint8_t* ptr = (sabuf ? sabData : static_cast<uint8_t*>(ab.Data()) + base) + off;
   auto opts = at::TensorOptions().dtype(dt);
   if (copy || need == 0 || (reinterpret_cast<uintptr_t>(ptr) % elementSize(dt)) != 0) {
@@ -107,7 +109,8 @@ DEFN(toBuffer) {
   std::unique_ptr<at::Tensor> owned(box);
   bool pending = false;
   if (napi_is_exception_pending(env, &pending) == napi_ok && pending) throw Napi::Error();  // already thrown
-  if (st != napi_no_external_buffers_allowed) throw KindError(ErrKind::OOM, "could not create an ArrayBuffer of " + std::to_string(owned->nbytes()) + " bytes");
+  if (st != napi_no_external_buffers_allowed)
+    throw KindError(ErrKind::OOM, "could not create an ArrayBuffer of " + std::to_string(owned->nbytes()) + " bytes");
   // Runtimes that forbid external buffers: a V8 ArrayBuffer and a copy.
   auto out = Napi::ArrayBuffer::New(env, owned->nbytes());
   std::memcpy(out.Data(), owned->data_ptr(), owned->nbytes());
@@ -124,14 +127,18 @@ DEFN(item) {
   if (s.isIntegral(false)) {
     int64_t v = s.toLong();
     if (v > int64_t(9007199254740991LL) || v < -int64_t(9007199254740991LL))
-      throw RangeArgError("the value " + std::to_string(v) + " is outside Number.MAX_SAFE_INTEGER (2^53 - 1) and cannot be a number exactly: use itemBigInt()");
+      throw RangeArgError("the value " + std::to_string(v) +
+                          " is outside Number.MAX_SAFE_INTEGER (2^53 - 1) and cannot be a number exactly: use itemBigInt()");
   }
   return wrap(a.env(), s);
 }
 DEFN(itemBigInt) {
   at::Tensor t = a.T(0, "tensor");
-  if (t.numel() != 1) throw KindError(ErrKind::Shape, "itemBigInt() needs a tensor with one element, this one has " + std::to_string(t.numel()));
-  if (!at::isIntegralType(t.scalar_type(), true)) throw KindError(ErrKind::Dtype, "itemBigInt() needs an integer or bool tensor, this one is " + std::string(c10::toString(t.scalar_type())));
+  if (t.numel() != 1)
+    throw KindError(ErrKind::Shape, "itemBigInt() needs a tensor with one element, this one has " + std::to_string(t.numel()));
+  if (!at::isIntegralType(t.scalar_type(), true))
+    throw KindError(ErrKind::Dtype,
+                    "itemBigInt() needs an integer or bool tensor, this one is " + std::string(c10::toString(t.scalar_type())));
   return Napi::BigInt::New(a.env(), t.item().toLong());
 }
 
@@ -188,9 +195,7 @@ DEFN(sameStorage) {
   at::Tensor x = a.T(0, "a"), y = a.T(1, "b");
   return Napi::Boolean::New(a.env(), x.has_storage() && y.has_storage() && x.storage().is_alias_of(y.storage()));
 }
-DEFN(dataPtr) {
-  return Napi::Number::New(a.env(), double(reinterpret_cast<uintptr_t>(a.T(0, "tensor").data_ptr())));
-}
+DEFN(dataPtr) { return Napi::Number::New(a.env(), double(reinterpret_cast<uintptr_t>(a.T(0, "tensor").data_ptr()))); }
 
 // ---- autograd -----------------------------------------------------------------------------------
 
@@ -201,8 +206,10 @@ DEFN(setGrad) {
     t.mutable_grad().reset();
   } else {
     at::Tensor g = a.T(1, "grad");
-    if (g.sizes() != t.sizes()) throw ArgError("argument 'grad' has shape " + c10::str(g.sizes()) + ", the tensor has " + c10::str(t.sizes()));
-    if (g.scalar_type() != t.scalar_type() || g.device() != t.device()) throw ArgError("argument 'grad' must match the tensor's dtype and device");
+    if (g.sizes() != t.sizes())
+      throw ArgError("argument 'grad' has shape " + c10::str(g.sizes()) + ", the tensor has " + c10::str(t.sizes()));
+    if (g.scalar_type() != t.scalar_type() || g.device() != t.device())
+      throw ArgError("argument 'grad' must match the tensor's dtype and device");
     t.mutable_grad() = g;
   }
   return a.env().Undefined();
@@ -217,7 +224,8 @@ DEFN(backward) {
   bool retain = a.has(2) && a.B(2, "retainGraph");
   bool create = a.has(3) && a.B(3, "createGraph");
   if (!t.requires_grad()) throw ArgError("the tensor does not require grad and has no grad_fn: nothing to differentiate");
-  if (!g && t.numel() != 1) throw ArgError("backward() without a gradient needs a scalar output, this one has shape " + c10::str(t.sizes()));
+  if (!g && t.numel() != 1)
+    throw ArgError("backward() without a gradient needs a scalar output, this one has shape " + c10::str(t.sizes()));
   t.backward(g ? *g : at::Tensor(), retain, create);
   return a.env().Undefined();
 }
@@ -236,6 +244,8 @@ DEFN(autogradGrad) {
   for (size_t i = 0; i < res.size(); i++) arr.Set(uint32_t(i), wrap(a.env(), res[i]));
   return arr;
 }
+// One function a line, its TypeScript signature in the comment (read by scripts/codegen/gen-native-types.mjs):
+// clang-format off
 static const FnEntry kTensor[] = {
     ENTRY(fromBuffer),       // (data: ArrayBuffer | ArrayBufferView, byteOffset: number, shape: IntList, dtype: number, copy: boolean) => Handle
     ENTRY(toBuffer),         // (tensor: Handle) => ArrayBuffer
@@ -262,6 +272,7 @@ static const FnEntry kTensor[] = {
     ENTRY(backward),         // (tensor: Handle, gradient?: Handle | null, retainGraph?: boolean | null, createGraph?: boolean | null) => void
     ENTRY(autogradGrad),     // (outputs: readonly Handle[], inputs: readonly Handle[], gradOutputs?: readonly Handle[] | null, retainGraph?: boolean | null, createGraph?: boolean | null, allowUnused?: boolean | null) => (Handle | null)[]
 };
+// clang-format on
 
 void initTensor(Napi::Env env, Napi::Object exports) { registerAll(env, exports, std::begin(kTensor), std::end(kTensor)); }
 

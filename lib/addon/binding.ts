@@ -23,7 +23,9 @@ export const native: NativeBinding = loadAddon() as unknown as NativeBinding;
 // Native errors are created directly as residual's error classes (no JS wrapper per call), and
 // ArrayBuffers handed to JS are checked against the largest one this Node allows.
 if (typeof native.configure !== 'function' || typeof native.dtypeCodes !== 'object') {
-  throw new Error(`residual: the native addon is older than this library (it lacks configure/dtypeCodes): rebuild it with: ${buildFromSourceCommand()}`);
+  throw new Error(
+    `residual: the native addon is older than this library (it lacks configure/dtypeCodes): rebuild it with: ${buildFromSourceCommand()}`,
+  );
 }
 native.configure({
   errorClasses: {

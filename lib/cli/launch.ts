@@ -164,13 +164,27 @@ async function until(cond: () => Promise<boolean>, ms: number, every = 200): Pro
 }
 
 /** The launcher's numbers, each checked exactly against its range (what launch() starts from). */
-export function checkLaunchOptions(o: LaunchOptions): { nproc: number; nnodes: number; nodeRank: number; worldSize: number; maxRestarts: number; graceSeconds: number; rdzvSeconds: number; masterPort: number } {
-  const nproc = o.nprocPerNode, nnodes = o.nnodes ?? 1, nodeRank = o.nodeRank ?? 0;
+export function checkLaunchOptions(o: LaunchOptions): {
+  nproc: number;
+  nnodes: number;
+  nodeRank: number;
+  worldSize: number;
+  maxRestarts: number;
+  graceSeconds: number;
+  rdzvSeconds: number;
+  masterPort: number;
+} {
+  const nproc = o.nprocPerNode,
+    nnodes = o.nnodes ?? 1,
+    nodeRank = o.nodeRank ?? 0;
   check('nproc-per-node', nproc, LAUNCH_RANGES.nprocPerNode);
   check('nnodes', nnodes, LAUNCH_RANGES.nnodes);
   check('node-rank', nodeRank, { ...LAUNCH_RANGES.nodeRank, max: nnodes - 1 });
   const worldSize = nproc * nnodes;
-  if (!inRange(worldSize, { integer: true, max: 2147483647 })) throw new RangeError(`launch: the world size (--nproc-per-node ${nproc} x --nnodes ${nnodes} = ${worldSize}) must be at most 2147483647`);
+  if (!inRange(worldSize, { integer: true, max: 2147483647 }))
+    throw new RangeError(
+      `launch: the world size (--nproc-per-node ${nproc} x --nnodes ${nnodes} = ${worldSize}) must be at most 2147483647`,
+    );
   const maxRestarts = o.maxRestarts ?? 0;
   check('max-restarts', maxRestarts, LAUNCH_RANGES.maxRestarts);
   const graceSeconds = o.graceSeconds ?? 5;
@@ -179,7 +193,8 @@ export function checkLaunchOptions(o: LaunchOptions): { nproc: number; nnodes: n
   check('rdzv-timeout', rdzvSeconds, LAUNCH_RANGES.rdzvTimeoutSeconds);
   const masterPort = o.masterPort ?? 29500;
   check('master-port', masterPort, LAUNCH_RANGES.masterPort);
-  if (masterPort === 0 && nnodes > 1) throw new RangeError('launch: --master-port 0 (a free port) works on one node only; give every node the same port');
+  if (masterPort === 0 && nnodes > 1)
+    throw new RangeError('launch: --master-port 0 (a free port) works on one node only; give every node the same port');
   return { nproc, nnodes, nodeRank, worldSize, maxRestarts, graceSeconds, rdzvSeconds, masterPort };
 }
 
@@ -196,7 +211,11 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
   let server: NativeStore | null = null;
   if (nodeRank === 0) {
     try {
-      server = N.distStoreServe({ port: masterPort, timeoutMs: Math.min(rdzvMs, 2147483647), maxConnections: Math.min(1 << 20, 1024 + 4 * worldSize) });
+      server = N.distStoreServe({
+        port: masterPort,
+        timeoutMs: Math.min(rdzvMs, 2147483647),
+        maxConnections: Math.min(1 << 20, 1024 + 4 * worldSize),
+      });
     } catch (e) {
       return { code: 1, restarts: 0, message: `residual launch: ${(e as Error).message.replace(/^distStoreServe: /, '')}` };
     }
@@ -227,7 +246,11 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
     try {
       await client.connect(rdzvMs);
     } catch (e) {
-      return { code: 1, restarts, message: `residual launch: node ${nodeRank}: ${(e as Error).message} (is node 0's launcher running, with the same --master-addr and --master-port?)` };
+      return {
+        code: 1,
+        restarts,
+        message: `residual launch: node ${nodeRank}: ${(e as Error).message} (is node 0's launcher running, with the same --master-addr and --master-port?)`,
+      };
     }
     for (let attempt = 0; ; attempt++) {
       const pre = `${AGENT}${attempt}/`;
@@ -251,7 +274,8 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
           const missing: number[] = [];
           for (const [n, k] of nodeKeys('joined').entries()) if (!(await client.check([k]).catch(() => false))) missing.push(n);
           result = {
-            code: 1, restarts,
+            code: 1,
+            restarts,
             message: `residual launch: node${missing.length > 1 ? 's' : ''} ${missing.join(', ')} did not join attempt ${attempt} within ${rdzvSeconds} s (a node's launcher is not running, or cannot reach ${masterAddr}:${masterPort})`,
           };
           break;
@@ -266,7 +290,11 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
         }, rdzvMs);
         if (interrupted) break;
         if (!ok) {
-          result = { code: 1, restarts, message: `residual launch: node ${nodeRank}: node 0 did not start attempt ${attempt} within ${rdzvSeconds} s (is node 0's launcher running?)` };
+          result = {
+            code: 1,
+            restarts,
+            message: `residual launch: node ${nodeRank}: node 0 did not start attempt ${attempt} within ${rdzvSeconds} s (is node 0's launcher running?)`,
+          };
           break;
         }
       }
@@ -280,7 +308,19 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
       for (let local = 0; local < nproc; local++) {
         const rank = nodeRank * nproc + local;
         const env = workerEnv(
-          { rank, localRank: local, worldSize, localWorldSize: nproc, nodeRank, nnodes, masterAddr, masterPort, restartCount: attempt, maxRestarts, agentStore: true },
+          {
+            rank,
+            localRank: local,
+            worldSize,
+            localWorldSize: nproc,
+            nodeRank,
+            nnodes,
+            masterAddr,
+            masterPort,
+            restartCount: attempt,
+            maxRestarts,
+            agentStore: true,
+          },
           o.env ?? process.env,
         );
         const cmd = o.noNode ? script : process.execPath;
@@ -293,7 +333,13 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
           rec.done = true;
           if ((err || code !== 0) && !failure) {
             const what = err ? `could not start (${err.message})` : signal ? `was killed by ${signal}` : `exited with code ${code}`;
-            failure = { rank, node: nodeRank, exitCode: code, signal, message: `rank ${rank} (node ${nodeRank}, local rank ${local}, pid ${child.pid ?? '?'}) ${what}` };
+            failure = {
+              rank,
+              node: nodeRank,
+              exitCode: code,
+              signal,
+              message: `rank ${rank} (node ${nodeRank}, local rank ${local}, pid ${child.pid ?? '?'}) ${what}`,
+            };
             wake?.();
           }
           if (--left === 0) wake?.();
@@ -337,19 +383,28 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
       }
       await watch;
       if (interrupted) {
-        result = { code: 128 + (interrupted === 'SIGINT' ? 2 : 15), restarts, message: `residual launch: got ${interrupted}, stopped every rank` };
+        result = {
+          code: 128 + (interrupted === 'SIGINT' ? 2 : 15),
+          restarts,
+          message: `residual launch: got ${interrupted}, stopped every rank`,
+        };
         break;
       }
       if (!failure) {
         // This node's ranks are done. Node 0 keeps the store up until every node's are (or one fails).
         await until(async () => (await client.set(`${pre}done/${nodeRank}`, '1'), true), nodeRank === 0 ? 1000 : rdzvMs);
         if (nodeRank === 0 && nnodes > 1) {
-          let allDone = false, failedElsewhere = false;
-          await until(async () => {
-            failedElsewhere = await client.check([pre + 'failed']);
-            allDone = await client.check(nodeKeys('done'));
-            return failedElsewhere || allDone;
-          }, rdzvMs, 500);
+          let allDone = false,
+            failedElsewhere = false;
+          await until(
+            async () => {
+              failedElsewhere = await client.check([pre + 'failed']);
+              allDone = await client.check(nodeKeys('done'));
+              return failedElsewhere || allDone;
+            },
+            rdzvMs,
+            500,
+          );
           if (failedElsewhere) {
             const why = (await client.get(pre + 'failed').catch(() => Buffer.alloc(0))).toString('utf8');
             failure = { node: -1, remote: true, message: `another node reported: ${why}` };
@@ -366,13 +421,24 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
       // ---- a failure: restart, or give up ----
       const f = failure!;
       // A launcher stopped by a signal stops the job on every node: no restart.
-      const stoppedBy = (await client.check([`${AGENT}stopped`]).catch(() => false)) ? (await client.get(`${AGENT}stopped`).catch(() => Buffer.alloc(0))).toString('utf8') : '';
+      const stoppedBy = (await client.check([`${AGENT}stopped`]).catch(() => false))
+        ? (await client.get(`${AGENT}stopped`).catch(() => Buffer.alloc(0))).toString('utf8')
+        : '';
       const last = restarts >= maxRestarts || stoppedBy !== '';
       appendRecord(
         o.restartLog,
         {
-          event: 'failure', node: nodeRank, attempt, reason: f.message, rank: f.rank ?? null, exitCode: f.exitCode ?? null, signal: f.signal ?? null,
-          remote: !!f.remote, action: last ? 'stop' : 'restart', restarts: last ? restarts : restarts + 1, maxRestarts,
+          event: 'failure',
+          node: nodeRank,
+          attempt,
+          reason: f.message,
+          rank: f.rank ?? null,
+          exitCode: f.exitCode ?? null,
+          signal: f.signal ?? null,
+          remote: !!f.remote,
+          action: last ? 'stop' : 'restart',
+          restarts: last ? restarts : restarts + 1,
+          maxRestarts,
         },
         log,
       );
@@ -393,7 +459,11 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
     process.off('SIGTERM', onSignal);
     closeAll();
   }
-  result ??= { code: 128 + (interrupted === 'SIGINT' ? 2 : 15), restarts, message: `residual launch: got ${interrupted}, stopped every rank` };
+  result ??= {
+    code: 128 + (interrupted === 'SIGINT' ? 2 : 15),
+    restarts,
+    message: `residual launch: got ${interrupted}, stopped every rank`,
+  };
   if (result.message && result.code !== 0) log(result.message);
   return result;
 }
@@ -402,7 +472,12 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
 async function stopChildren(children: { child: ChildProcess; done: boolean }[], graceMs: number): Promise<void> {
   const live = children.filter((c) => !c.done);
   if (!live.length) return;
-  const exited = live.map((c) => new Promise<void>((r) => (c.done || c.child.exitCode !== null || c.child.signalCode !== null ? r() : c.child.once('exit', () => r()))));
+  const exited = live.map(
+    (c) =>
+      new Promise<void>((r) =>
+        c.done || c.child.exitCode !== null || c.child.signalCode !== null ? r() : c.child.once('exit', () => r()),
+      ),
+  );
   for (const c of live) c.child.kill('SIGTERM');
   const t = setTimeout(() => {
     for (const c of live) if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill('SIGKILL');
@@ -496,7 +571,10 @@ export function parseLaunchArgs(argv: string[]): LaunchOptions | 'help' {
     }
   }
   if (o.nprocPerNode === undefined) throw new RangeError('residual launch: --nproc-per-node is required');
-  if (o.nodeRank !== undefined && o.nodeRank >= (o.nnodes ?? 1)) throw new RangeError(`residual launch: --node-rank must be an integer in [0, ${(o.nnodes ?? 1) - 1}] (--nnodes ${o.nnodes ?? 1}), got ${o.nodeRank}`);
+  if (o.nodeRank !== undefined && o.nodeRank >= (o.nnodes ?? 1))
+    throw new RangeError(
+      `residual launch: --node-rank must be an integer in [0, ${(o.nnodes ?? 1) - 1}] (--nnodes ${o.nnodes ?? 1}), got ${o.nodeRank}`,
+    );
   if (i >= argv.length) throw new RangeError('residual launch: no script given');
   o.script = argv[i];
   o.args = argv.slice(i + 1);
@@ -529,8 +607,20 @@ export function coresPerRank(n: number): number {
 }
 
 const LAUNCH_FLAGS = new Set([
-  'nproc-per-node', 'nproc_per_node', 'nnodes', 'node-rank', 'node_rank', 'master-addr', 'master_addr', 'master-port', 'master_port', 'grace',
-  'max-restarts', 'max_restarts', 'rdzv-timeout', 'rdzv_timeout',
+  'nproc-per-node',
+  'nproc_per_node',
+  'nnodes',
+  'node-rank',
+  'node_rank',
+  'master-addr',
+  'master_addr',
+  'master-port',
+  'master_port',
+  'grace',
+  'max-restarts',
+  'max_restarts',
+  'rdzv-timeout',
+  'rdzv_timeout',
 ]);
 
 /**
@@ -587,7 +677,8 @@ export async function launchTrain(argv: string[]): Promise<number> {
     const runDir = out;
     o.restartLog = path.join(runDir, 'restarts.jsonl');
     // A restart continues the run: --resume once rank 0 has begun it (its config.json is there).
-    o.argsFor = (attempt) => (attempt > 0 && !first.includes('--resume') && fs.existsSync(path.join(runDir, 'config.json')) ? [...first, '--resume'] : first);
+    o.argsFor = (attempt) =>
+      attempt > 0 && !first.includes('--resume') && fs.existsSync(path.join(runDir, 'config.json')) ? [...first, '--resume'] : first;
   }
   try {
     return (await launch(o)).code;

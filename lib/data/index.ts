@@ -4,7 +4,15 @@
 // gzip reader, the tar writer and the run-time glue of streamed training stay inside lib/.
 export { type ImageDataset, makeImageDataset, disposeDataset, type SyntheticOptions, syntheticImageDataset } from './dataset.js';
 export { type IdxArray, MAX_IDX_CLASSES, parseIdx, readIdx, loadIdxImages } from './idx.js';
-export { type CifarVariant, type CifarOptions, CIFAR10_CLASSES, readCifarBatches, loadCifar10, loadCifarTest, loadCifar100 } from './cifar.js';
+export {
+  type CifarVariant,
+  type CifarOptions,
+  CIFAR10_CLASSES,
+  readCifarBatches,
+  loadCifar10,
+  loadCifarTest,
+  loadCifar100,
+} from './cifar.js';
 export { type ImageFolderOptions, MAX_IMAGE_PIXELS, type DecodedImage, decodeImage, listImageFolder, loadImageFolder } from './folder.js';
 export {
   FASHION_MNIST_CLASSES,

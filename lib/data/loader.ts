@@ -57,7 +57,8 @@ export class DataLoader extends NativeBatchLoader {
     readonly options: DataLoaderOptions,
   ) {
     const o = options;
-    if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new RangeError(`DataLoader: batchSize must be a positive integer, got ${o.batchSize}`);
+    if (!Number.isInteger(o.batchSize) || o.batchSize < 1)
+      throw new RangeError(`DataLoader: batchSize must be a positive integer, got ${o.batchSize}`);
     super(
       N.loaderCreate(hOf(dataset.images), hOf(dataset.labels), {
         batchSize: o.batchSize,
@@ -83,7 +84,8 @@ export class DataLoader extends NativeBatchLoader {
   /** Batches per epoch. */
   override get length(): number {
     const sm = this.options.sampler;
-    if (sm) return this.options.dropLast ? Math.floor(sm.numSamples / this.options.batchSize) : Math.ceil(sm.numSamples / this.options.batchSize);
+    if (sm)
+      return this.options.dropLast ? Math.floor(sm.numSamples / this.options.batchSize) : Math.ceil(sm.numSamples / this.options.batchSize);
     return super.length;
   }
 

@@ -84,7 +84,8 @@ export function writeTar(file: string, members: Iterable<{ name: string; data: U
 /** Packs root/<class>/<image> into outDir/<prefix>-NNNNNN.tar shards. */
 export function packImageFolder(root: string, outDir: string, opts: PackOptions = {}): PackResult {
   const shardSize = opts.shardSize ?? 1000;
-  if (!Number.isInteger(shardSize) || shardSize < 1) throw new RangeError(`packImageFolder: shardSize must be a positive integer, got ${shardSize}`);
+  if (!Number.isInteger(shardSize) || shardSize < 1)
+    throw new RangeError(`packImageFolder: shardSize must be a positive integer, got ${shardSize}`);
   const prefix = opts.prefix ?? 'train';
   const { classes, files } = listImageFolder(root, opts.classes);
   const order = files.map((_, i) => i);

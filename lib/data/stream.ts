@@ -123,7 +123,9 @@ export function expandShards(spec: string): string[] {
     }
     count *= n;
     if (count > MAX_SHARD_NAMES)
-      throw new RangeError(`shard pattern ${spec} names more than ${MAX_SHARD_NAMES.toLocaleString('en')} shards (the product of its brace groups): name fewer, or use a folder of shards`);
+      throw new RangeError(
+        `shard pattern ${spec} names more than ${MAX_SHARD_NAMES.toLocaleString('en')} shards (the product of its brace groups): name fewer, or use a folder of shards`,
+      );
   }
   texts.push(spec.slice(last));
   if (!groups.length) return [spec];
@@ -145,7 +147,11 @@ function isDirectory(p: string): boolean {
 }
 
 function tarsIn(dir: string): string[] {
-  const out = fs.readdirSync(dir).filter((f) => f.endsWith('.tar')).sort().map((f) => path.join(dir, f));
+  const out = fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.tar'))
+    .sort()
+    .map((f) => path.join(dir, f));
   if (!out.length) throw new Error(`${dir}: no .tar shards in this folder`);
   return out;
 }
@@ -178,7 +184,9 @@ export function webDatasetSource(spec: string | string[], opts: { maxFileBytes?:
       /* ignore a broken file: classes are numbered instead */
     }
     if (classes && maxLabel >= classes.length)
-      throw new BadFileError(`${maxShard}: class label ${maxLabel} is not an index into ${named} (${classes.length} classes)`, { path: maxShard });
+      throw new BadFileError(`${maxShard}: class label ${maxLabel} is not an index into ${named} (${classes.length} classes)`, {
+        path: maxShard,
+      });
   }
   classes ??= Array.from({ length: maxLabel + 1 }, (_, i) => String(i));
   return { kind: 'webdataset', shards, counts, classes };
@@ -203,7 +211,11 @@ export function findTestShards(trainSpec: string): string[] | null {
     const dir = path.dirname(spec);
     const prefix = path.basename(spec).split('{')[0];
     if (!prefix || !fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) continue;
-    const found = fs.readdirSync(dir).filter((f) => f.startsWith(prefix) && f.endsWith('.tar')).sort().map((f) => path.join(dir, f));
+    const found = fs
+      .readdirSync(dir)
+      .filter((f) => f.startsWith(prefix) && f.endsWith('.tar'))
+      .sort()
+      .map((f) => path.join(dir, f));
     if (found.length) return found;
   }
   return null;
@@ -218,7 +230,8 @@ export class StreamingDataLoader extends NativeBatchLoader {
     readonly options: StreamOptions,
   ) {
     const o = options;
-    if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new RangeError(`StreamingDataLoader: batchSize must be a positive integer, got ${o.batchSize}`);
+    if (!Number.isInteger(o.batchSize) || o.batchSize < 1)
+      throw new RangeError(`StreamingDataLoader: batchSize must be a positive integer, got ${o.batchSize}`);
     const size = o.size ?? 224;
     super(
       N.streamCreate({
@@ -308,7 +321,8 @@ export function openStreamedData(cfg: StreamedRunSettings, device: Device): Stre
     train = imageFolderSource(path.join(cfg.dataPath, 'train'));
     description = `image folder ${cfg.dataPath} (streamed)`;
   } else if (cfg.data === 'webdataset') {
-    if (!cfg.dataPath) throw new Error("--data webdataset needs --data-path with the training shards, e.g. 'shards/train-{0000..0127}.tar'");
+    if (!cfg.dataPath)
+      throw new Error("--data webdataset needs --data-path with the training shards, e.g. 'shards/train-{0000..0127}.tar'");
     train = webDatasetSource(cfg.dataPath);
     description = `webdataset ${cfg.dataPath} (${train.shards.length} shards)`;
   } else {
@@ -333,11 +347,18 @@ export function openStreamedData(cfg: StreamedRunSettings, device: Device): Stre
  * The test loader of a streamed run alone, its labels indexing `classes` (the training set's, saved
  * with the run): `residual eval` reads neither the training folder nor the training shards.
  */
-export function openStreamedTest(cfg: StreamedRunSettings, classes: readonly string[], device: Device): { test: StreamingDataLoader; description: string } {
+export function openStreamedTest(
+  cfg: StreamedRunSettings,
+  classes: readonly string[],
+  device: Device,
+): { test: StreamingDataLoader; description: string } {
   if (!cfg.dataPath) throw new Error(`--data ${cfg.data} needs --data-path`);
   if (cfg.data !== 'imagefolder' && cfg.data !== 'webdataset') throw new Error(`not a streamed dataset: ${cfg.data}`);
   const test = streamedTestSource(cfg, classes);
-  return { test: streamedTestLoader(cfg, test, device), description: `${cfg.data === 'imagefolder' ? 'image folder' : 'webdataset'} ${cfg.dataPath} (streamed test split)` };
+  return {
+    test: streamedTestLoader(cfg, test, device),
+    description: `${cfg.data === 'imagefolder' ? 'image folder' : 'webdataset'} ${cfg.dataPath} (streamed test split)`,
+  };
 }
 
 function streamedTestDir(dataPath: string): string {
@@ -353,7 +374,10 @@ function streamedTestSource(cfg: StreamedRunSettings, classes: readonly string[]
     return imageFolderSource(streamedTestDir(cfg.dataPath!), classes);
   }
   const testShards = findTestShards(cfg.dataPath!);
-  if (!testShards) throw new Error(`--data-path ${cfg.dataPath}: no test shards found (the same pattern, or the same name prefix, with 'train' replaced by 'val' or 'test')`);
+  if (!testShards)
+    throw new Error(
+      `--data-path ${cfg.dataPath}: no test shards found (the same pattern, or the same name prefix, with 'train' replaced by 'val' or 'test')`,
+    );
   const test = webDatasetSource(testShards);
   if (test.classes.length > classes.length)
     throw new BadFileError(
@@ -376,7 +400,11 @@ function streamCommon(cfg: StreamedRunSettings, device: Device): Partial<StreamO
 }
 
 function streamedTestLoader(cfg: StreamedRunSettings, test: StreamSource, device: Device): StreamingDataLoader {
-  return new StreamingDataLoader(test, { ...streamCommon(cfg, device), batchSize: cfg.evalBatchSize ?? Math.max(cfg.batchSize, 256), transform: 'eval' });
+  return new StreamingDataLoader(test, {
+    ...streamCommon(cfg, device),
+    batchSize: cfg.evalBatchSize ?? Math.max(cfg.batchSize, 256),
+    transform: 'eval',
+  });
 }
 
 /** Is this --data name a streamed dataset? */

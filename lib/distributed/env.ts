@@ -12,7 +12,8 @@ export const TIMEOUT_MS_RANGE: NumberRange = { integer: true, min: 1, max: 21474
 export function envInt(env: NodeJS.ProcessEnv, name: string, range: NumberRange, dflt?: number): number {
   const v = env[name];
   if (v === undefined || v === '') {
-    if (dflt === undefined) throw new Error(`dist: ${name} is not set (start the job with \`residual launch\` or torchrun, or pass it in the options)`);
+    if (dflt === undefined)
+      throw new Error(`dist: ${name} is not set (start the job with \`residual launch\` or torchrun, or pass it in the options)`);
     return dflt;
   }
   const n = /^\s*[+-]?\d+\s*$/.test(v) ? Number(v) : NaN;
@@ -31,4 +32,3 @@ export function envTimeoutMs(env: NodeJS.ProcessEnv = process.env): number | und
   }
   return ms;
 }
-

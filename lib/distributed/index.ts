@@ -132,7 +132,8 @@ export function getBackend(): Backend | null {
 export async function allReduce(tensors: Tensor | Tensor[], op: ReduceOp = 'sum'): Promise<void> {
   const g = need('allReduce');
   const list = Array.isArray(tensors) ? tensors : [tensors];
-  if (!['sum', 'avg', 'product', 'min', 'max'].includes(op)) throw new TypeError(`dist.allReduce: op must be 'sum', 'avg', 'product', 'min' or 'max', got ${String(op)}`);
+  if (!['sum', 'avg', 'product', 'min', 'max'].includes(op))
+    throw new TypeError(`dist.allReduce: op must be 'sum', 'avg', 'product', 'min' or 'max', got ${String(op)}`);
   const hs = list.map(hOf);
   await serial(() => N.distAllReduce(hs, op));
   if (op === 'avg') for (const t of list) t.div_(g.worldSize);
@@ -210,7 +211,11 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
     super();
     need('DistributedDataParallel');
     this.module = this.registerModule('module', module);
-    this.options = { bucketCapMB: o.bucketCapMB ?? 25, broadcastBuffers: o.broadcastBuffers ?? true, findUnusedParameters: o.findUnusedParameters ?? false };
+    this.options = {
+      bucketCapMB: o.bucketCapMB ?? 25,
+      broadcastBuffers: o.broadcastBuffers ?? true,
+      findUnusedParameters: o.findUnusedParameters ?? false,
+    };
     const cap = this.options.bucketCapMB;
     checkRange('DistributedDataParallel: bucketCapMB', cap, BUCKET_MB_RANGE);
     const namedParams = [...module.namedParameters()];
@@ -220,13 +225,18 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
     const mb = 1024 * 1024;
     try {
       const named = [...namedParams, ...(this.options.broadcastBuffers ? namedBufs : [])];
-      this.nativeDdp = N.ddpCreate(params.map(hOf), named.map(([, t]) => hOf(t)), buffers.map(hOf), {
-        bucketCapBytes: Math.max(1, Math.floor(cap * mb)),
-        // PyTorch: a 1 MB first bucket only with the default cap
-        firstBucketBytes: o.bucketCapMB === undefined ? mb : Math.max(1, Math.floor(cap * mb)),
-        findUnusedParameters: this.options.findUnusedParameters,
-        names: named.map(([k]) => k),
-      });
+      this.nativeDdp = N.ddpCreate(
+        params.map(hOf),
+        named.map(([, t]) => hOf(t)),
+        buffers.map(hOf),
+        {
+          bucketCapBytes: Math.max(1, Math.floor(cap * mb)),
+          // PyTorch: a 1 MB first bucket only with the default cap
+          firstBucketBytes: o.bucketCapMB === undefined ? mb : Math.max(1, Math.floor(cap * mb)),
+          findUnusedParameters: this.options.findUnusedParameters,
+          names: named.map(([k]) => k),
+        },
+      );
     } catch (e) {
       const msg = (e as Error).message;
       // c10d checks each replica against rank 0's on the other ranks: rank 0 only sees them leave.
@@ -287,8 +297,13 @@ export class SyncBatchNorm extends BatchNorm2d {
       const n = this.numBatchesTracked!.add_(1);
       factor = this.momentum ?? 1 / Number(n.item());
     }
-    const w = this.weight, b = this.bias, rm = this.runningMean, rv = this.runningVar;
-    return wrapT(N.distSyncBatchNorm(hOf(x), w ? hOf(w) : null, b ? hOf(b) : null, rm ? hOf(rm) : null, rv ? hOf(rv) : null, factor, this.eps));
+    const w = this.weight,
+      b = this.bias,
+      rm = this.runningMean,
+      rv = this.runningVar;
+    return wrapT(
+      N.distSyncBatchNorm(hOf(x), w ? hOf(w) : null, b ? hOf(b) : null, rm ? hOf(rm) : null, rv ? hOf(rv) : null, factor, this.eps),
+    );
   }
 }
 
@@ -299,11 +314,16 @@ export class SyncBatchNorm extends BatchNorm2d {
  */
 export function convertSyncBatchNorm<M extends Module>(model: M): M {
   const convert = (bn: BatchNorm2d): SyncBatchNorm => {
-    const s = new SyncBatchNorm(bn.numFeatures, { eps: bn.eps, momentum: bn.momentum, affine: bn.affine, trackRunningStats: bn.trackRunningStats });
+    const s = new SyncBatchNorm(bn.numFeatures, {
+      eps: bn.eps,
+      momentum: bn.momentum,
+      affine: bn.affine,
+      trackRunningStats: bn.trackRunningStats,
+    });
     const sp = s as unknown as { _parameters: Map<string, Tensor | null>; _buffers: Map<string, Tensor | null> };
     const bp = bn as unknown as { _parameters: Map<string, Tensor | null>; _buffers: Map<string, Tensor | null> };
-    for (const [k, t] of sp._parameters) t?.dispose(), sp._parameters.set(k, bp._parameters.get(k) ?? null);
-    for (const [k, t] of sp._buffers) t?.dispose(), sp._buffers.set(k, bp._buffers.get(k) ?? null);
+    for (const [k, t] of sp._parameters) (t?.dispose(), sp._parameters.set(k, bp._parameters.get(k) ?? null));
+    for (const [k, t] of sp._buffers) (t?.dispose(), sp._buffers.set(k, bp._buffers.get(k) ?? null));
     s.training = bn.training;
     return s;
   };
@@ -342,22 +362,28 @@ export class DistributedSampler {
   readonly seed: number;
   readonly dropLast: boolean;
   epoch = 0;
-  constructor(readonly size: number, o: DistributedSamplerOptions = {}) {
+  constructor(
+    readonly size: number,
+    o: DistributedSamplerOptions = {},
+  ) {
     this.numReplicas = o.numReplicas ?? getWorldSize();
     this.rank = o.rank ?? getRank();
     this.shuffle = o.shuffle ?? true;
     this.seed = o.seed ?? 0;
     this.dropLast = o.dropLast ?? false;
-    if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`DistributedSampler: size must be a non-negative integer, got ${size}`);
+    if (!Number.isSafeInteger(size) || size < 0)
+      throw new RangeError(`DistributedSampler: size must be a non-negative integer, got ${size}`);
     checkRange('DistributedSampler: seed', this.seed, { integer: true });
-    if (!Number.isInteger(this.numReplicas) || this.numReplicas < 1) throw new RangeError(`DistributedSampler: numReplicas must be >= 1, got ${this.numReplicas}`);
+    if (!Number.isInteger(this.numReplicas) || this.numReplicas < 1)
+      throw new RangeError(`DistributedSampler: numReplicas must be >= 1, got ${this.numReplicas}`);
     if (!Number.isInteger(this.rank) || this.rank < 0 || this.rank >= this.numReplicas) {
       throw new RangeError(`DistributedSampler: invalid rank ${this.rank}, rank should be in the interval [0, ${this.numReplicas - 1}]`);
     }
   }
   /** Items per rank per epoch. */
   get numSamples(): number {
-    const n = this.size, w = this.numReplicas;
+    const n = this.size,
+      w = this.numReplicas;
     return Math.max(0, this.dropLast && n % w !== 0 ? Math.ceil((n - w) / w) : Math.ceil(n / w));
   }
   get totalSize(): number {

@@ -8,7 +8,12 @@
 // request's timeout, fails the request and closes the connection (the next request reconnects).
 import net from 'node:net';
 
-const VALIDATE = 0, SET = 1, GET = 3, ADD = 4, CHECK = 5, PING = 13;
+const VALIDATE = 0,
+  SET = 1,
+  GET = 3,
+  ADD = 4,
+  CHECK = 5,
+  PING = 13;
 const MAGIC = 0x3c85f7ce;
 const MAX_REPLY = 64 * 1024 * 1024;
 
@@ -38,7 +43,11 @@ export class StoreClient {
   private closed = false;
 
   /** `timeoutMs` bounds each request, and each attempt to connect. */
-  constructor(readonly host: string, readonly port: number, readonly timeoutMs: number) {}
+  constructor(
+    readonly host: string,
+    readonly port: number,
+    readonly timeoutMs: number,
+  ) {}
 
   /** Connects (retrying while the server is not up yet) until `deadlineMs` from now. */
   async connect(deadlineMs = this.timeoutMs): Promise<void> {
@@ -50,7 +59,8 @@ export class StoreClient {
         return;
       } catch (e) {
         this.drop(e as Error);
-        if (this.closed || Date.now() + 200 > end) throw new Error(`could not reach the job's store at ${this.host}:${this.port}: ${(e as Error).message}`);
+        if (this.closed || Date.now() + 200 > end)
+          throw new Error(`could not reach the job's store at ${this.host}:${this.port}: ${(e as Error).message}`);
         await new Promise((r) => setTimeout(r, 200));
       }
     }

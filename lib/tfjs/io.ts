@@ -67,14 +67,18 @@ export class FileSaveHandler implements io.IOHandler {
     this.dir = pathOf(url);
   }
   async save(artifacts: ModelArtifacts): Promise<io.SaveResult> {
-    if (artifacts.modelTopology instanceof ArrayBuffer) throw new Error('file:// save: binary model topologies (ArrayBuffer) are not supported; save a layers or graph model JSON topology');
+    if (artifacts.modelTopology instanceof ArrayBuffer)
+      throw new Error('file:// save: binary model topologies (ArrayBuffer) are not supported; save a layers or graph model JSON topology');
     let st: fs.Stats | undefined;
     try {
       st = fs.statSync(this.dir);
     } catch {
       st = undefined;
     }
-    if (st && !st.isDirectory()) throw new Error(`file:// save: ${this.dir} exists and is not a directory (save takes a directory: it writes ${MODEL_JSON} and ${WEIGHTS_BIN} into it)`);
+    if (st && !st.isDirectory())
+      throw new Error(
+        `file:// save: ${this.dir} exists and is not a directory (save takes a directory: it writes ${MODEL_JSON} and ${WEIGHTS_BIN} into it)`,
+      );
     const weightsPath = path.join(this.dir, WEIGHTS_BIN);
     const modelPath = path.join(this.dir, MODEL_JSON);
     const weights = artifacts.weightData === undefined ? new Uint8Array(0) : weightDataBytes(artifacts.weightData);
@@ -192,9 +196,13 @@ function isInside(dir: string, p: string): boolean {
 async function resolveWeightsPath(file: string, dir: string, realDir: string, rel: string, where: string): Promise<string> {
   if (rel.includes('\0')) throw bad(`${file}: ${where} ${JSON.stringify(rel)} holds a NUL character`, file);
   if (path.isAbsolute(rel) || path.win32.isAbsolute(rel))
-    throw bad(`${file}: ${where} ${JSON.stringify(rel)} is an absolute path: weights paths are relative to the model's folder ${dir}`, file);
+    throw bad(
+      `${file}: ${where} ${JSON.stringify(rel)} is an absolute path: weights paths are relative to the model's folder ${dir}`,
+      file,
+    );
   const p = path.resolve(dir, rel);
-  if (!isInside(dir, p)) throw bad(`${file}: ${where} ${JSON.stringify(rel)} resolves to ${p}, which is not inside the model's folder ${dir}: refused`, file);
+  if (!isInside(dir, p))
+    throw bad(`${file}: ${where} ${JSON.stringify(rel)} resolves to ${p}, which is not inside the model's folder ${dir}: refused`, file);
   let real: string;
   try {
     real = await fsp.realpath(p);
@@ -204,7 +212,10 @@ async function resolveWeightsPath(file: string, dir: string, realDir: string, re
     throw bad(`cannot resolve weights file ${p} (${where} of ${file}): ${err.message}`, p, e);
   }
   if (!isInside(realDir, real))
-    throw bad(`${file}: ${where} ${JSON.stringify(rel)} is a symbolic link to ${real}, outside the model's folder ${realDir}: refused (copy the file into the folder)`, p);
+    throw bad(
+      `${file}: ${where} ${JSON.stringify(rel)} is a symbolic link to ${real}, outside the model's folder ${realDir}: refused (copy the file into the folder)`,
+      p,
+    );
   return real;
 }
 
@@ -221,11 +232,14 @@ function checkEntry(file: string, where: string, w: unknown): number | null {
   const fail = (what: string): never => {
     throw bad(`${file}: ${where} ${what}`, file);
   };
-  if (w === null || typeof w !== 'object' || Array.isArray(w)) return fail(`must be an object with name, shape and dtype, got ${JSON.stringify(w)?.slice(0, 200)}`);
+  if (w === null || typeof w !== 'object' || Array.isArray(w))
+    return fail(`must be an object with name, shape and dtype, got ${JSON.stringify(w)?.slice(0, 200)}`);
   const e = w as Record<string, unknown>;
   if (typeof e.name !== 'string') fail(`has no string 'name'`);
   if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 0))
-    fail(`('${e.name}') has ${e.shape === undefined ? 'no shape' : `a bad shape ${JSON.stringify(e.shape)?.slice(0, 200)}`}: an array of non-negative integers is needed`);
+    fail(
+      `('${e.name}') has ${e.shape === undefined ? 'no shape' : `a bad shape ${JSON.stringify(e.shape)?.slice(0, 200)}`}: an array of non-negative integers is needed`,
+    );
   const shape = e.shape as number[];
   const n = shape.some((d) => d === 0) ? 0 : shape.reduce((a, b) => a * b, 1);
   const dtype = e.dtype;
@@ -236,9 +250,14 @@ function checkEntry(file: string, where: string, w: unknown): number | null {
     const q = e.quantization as Record<string, unknown> | null;
     if (q === null || typeof q !== 'object' || Array.isArray(q)) return fail(`('${e.name}') has a bad quantization ${JSON.stringify(q)}`);
     const qd = q.dtype as string;
-    if (typeof qd !== 'string' || QUANT_BYTES[qd] === undefined) fail(`('${e.name}') has an unknown quantization dtype ${JSON.stringify(qd)}: uint8, uint16 or float16`);
-    if (qd === 'float16' ? dtype !== 'float32' : dtype !== 'float32' && dtype !== 'int32') fail(`('${e.name}') is ${dtype}, which ${qd} quantization does not support`);
-    if (qd !== 'float16' && !(typeof q.min === 'number' && Number.isFinite(q.min) && typeof q.scale === 'number' && Number.isFinite(q.scale)))
+    if (typeof qd !== 'string' || QUANT_BYTES[qd] === undefined)
+      fail(`('${e.name}') has an unknown quantization dtype ${JSON.stringify(qd)}: uint8, uint16 or float16`);
+    if (qd === 'float16' ? dtype !== 'float32' : dtype !== 'float32' && dtype !== 'int32')
+      fail(`('${e.name}') is ${dtype}, which ${qd} quantization does not support`);
+    if (
+      qd !== 'float16' &&
+      !(typeof q.min === 'number' && Number.isFinite(q.min) && typeof q.scale === 'number' && Number.isFinite(q.scale))
+    )
       fail(`('${e.name}') is ${qd}-quantized without finite numbers min and scale`);
     per = QUANT_BYTES[qd];
   } else if (dtype === 'string') {
@@ -247,7 +266,10 @@ function checkEntry(file: string, where: string, w: unknown): number | null {
   } else per = DTYPE_BYTES[dtype as string];
   const bytes = n * per;
   // Each weight becomes one tensor (decoded from one ArrayBuffer): at most the largest ArrayBuffer.
-  if (bytes > MAX_FILE_BYTES) fail(`('${e.name}') declares ${shape.join('x')} ${dtype} values, ${bytes} bytes: more than one weight may hold (${MAX_FILE_BYTES} bytes, a tensor's limit: RESIDUAL_TFJS_MAX_TENSOR_BYTES)`);
+  if (bytes > MAX_FILE_BYTES)
+    fail(
+      `('${e.name}') declares ${shape.join('x')} ${dtype} values, ${bytes} bytes: more than one weight may hold (${MAX_FILE_BYTES} bytes, a tensor's limit: RESIDUAL_TFJS_MAX_TENSOR_BYTES)`,
+    );
   return bytes;
 }
 
@@ -282,7 +304,10 @@ function walkGroup(file: string, gi: number, weights: unknown[], sizes: (number 
     for (let i = 0; i < n; i++) {
       const len = uint32At(parts, off);
       if (len === null || off + 4 + len > total)
-        throw bad(`${file}: weightsManifest[${gi}].weights[${wi}] ('${w.name}'): string ${i} of ${n} runs past the end of the group's ${total} bytes of weights`, file);
+        throw bad(
+          `${file}: weightsManifest[${gi}].weights[${wi}] ('${w.name}'): string ${i} of ${n} runs past the end of the group's ${total} bytes of weights`,
+          file,
+        );
       off += 4 + len;
     }
   }
@@ -305,7 +330,8 @@ export class FileLoadHandler implements io.IOHandler {
     const json = await this.readModelJson(file);
     if (json.modelTopology === undefined || json.modelTopology === null) throw bad(`${file} has no modelTopology`, file);
     const manifest = json.weightsManifest;
-    if (manifest !== undefined && manifest !== null && !Array.isArray(manifest)) throw bad(`${file}: weightsManifest must be an array`, file);
+    if (manifest !== undefined && manifest !== null && !Array.isArray(manifest))
+      throw bad(`${file}: weightsManifest must be an array`, file);
     return io.getModelArtifactsForJSON(json, (m) => this.loadWeights(file, m as unknown[]));
   }
 
@@ -313,7 +339,8 @@ export class FileLoadHandler implements io.IOHandler {
     const o = await openRegular(file, 'model file');
     let text: string;
     try {
-      if (o.size > MAX_JSON_BYTES) throw bad(`model file ${file} holds ${o.size} bytes, more than a JSON file may (${MAX_JSON_BYTES})`, file);
+      if (o.size > MAX_JSON_BYTES)
+        throw bad(`model file ${file} holds ${o.size} bytes, more than a JSON file may (${MAX_JSON_BYTES})`, file);
       text = Buffer.from((await readExactly(o, 'model file')).buffer).toString('utf8');
     } finally {
       await o.fh.close().catch(() => undefined);
@@ -349,16 +376,19 @@ export class FileLoadHandler implements io.IOHandler {
         const files: Opened[] = [];
         for (const [pi, rel] of g.paths.entries()) {
           const where = `weightsManifest[${gi}].paths[${pi}]`;
-          if (typeof rel !== 'string' || rel.length === 0) throw bad(`${file}: ${where} is not a path: ${JSON.stringify(rel)?.slice(0, 200)}`, file);
+          if (typeof rel !== 'string' || rel.length === 0)
+            throw bad(`${file}: ${where} is not a path: ${JSON.stringify(rel)?.slice(0, 200)}`, file);
           const real = await resolveWeightsPath(file, dir, realDir, rel, where);
           // O_NOFOLLOW: the path was resolved just above; a link swapped in since is refused.
           const o = await openRegular(real, 'weights file', fs.constants.O_NOFOLLOW ?? 0);
           opened.push(o);
           const key = `${o.dev}:${o.ino}`;
           const prev = seen.get(key);
-          if (prev !== undefined) throw bad(`${file}: ${where} names ${real}, which the manifest already names (${prev}): each weights file is read once`, file);
+          if (prev !== undefined)
+            throw bad(`${file}: ${where} names ${real}, which the manifest already names (${prev}): each weights file is read once`, file);
           seen.set(key, where);
-          if (o.size > MAX_FILE_BYTES) throw bad(`weights file ${real} holds ${o.size} bytes, more than one weights file may (${MAX_FILE_BYTES})`, real);
+          if (o.size > MAX_FILE_BYTES)
+            throw bad(`weights file ${real} holds ${o.size} bytes, more than one weights file may (${MAX_FILE_BYTES})`, real);
           files.push(o);
         }
         const have = files.reduce((a, f) => a + f.size, 0);
@@ -368,12 +398,19 @@ export class FileLoadHandler implements io.IOHandler {
         // The group's weights are the concatenation of its files: with no string weight, exactly the
         // declared bytes; with strings, at least the fixed part and each string's 4-byte length.
         if (strings === 0 ? have !== fixed : have < fixed)
-          throw bad(`weights file ${names} holds ${have} bytes but the manifest in ${file} describes ${fixed} bytes of weights${strings ? ' (plus strings)' : ''} for weightsManifest[${gi}]`, files[0]?.file ?? file);
+          throw bad(
+            `weights file ${names} holds ${have} bytes but the manifest in ${file} describes ${fixed} bytes of weights${strings ? ' (plus strings)' : ''} for weightsManifest[${gi}]`,
+            files[0]?.file ?? file,
+          );
         groups.push({ weights: g.weights, sizes, files });
       }
       const total = opened.reduce((a, o) => a + o.size, 0);
       const max = maxModelBytes();
-      if (total > max) throw bad(`the weights files of ${file} hold ${total} bytes in all, more than a model may load on this machine (${max} bytes: half its memory)`, file);
+      if (total > max)
+        throw bad(
+          `the weights files of ${file} hold ${total} bytes in all, more than a model may load on this machine (${max} bytes: half its memory)`,
+          file,
+        );
       // Then the data, asynchronously, each file to exactly its checked size.
       const specs: WeightsManifestEntry[] = [];
       const buffers: ArrayBuffer[] = [];
@@ -383,7 +420,11 @@ export class FileLoadHandler implements io.IOHandler {
         const total = parts.reduce((a, p) => a + p.length, 0);
         if (g.sizes.some((s) => s === null)) {
           const used = walkGroup(file, gi, g.weights, g.sizes, parts, total);
-          if (used !== total) throw bad(`weights file ${g.files.map((f) => f.file).join(', ')} holds ${total} bytes but the manifest in ${file} describes ${used} bytes of weights for weightsManifest[${gi}]`, g.files[0]?.file ?? file);
+          if (used !== total)
+            throw bad(
+              `weights file ${g.files.map((f) => f.file).join(', ')} holds ${total} bytes but the manifest in ${file} describes ${used} bytes of weights for weightsManifest[${gi}]`,
+              g.files[0]?.file ?? file,
+            );
         }
         specs.push(...(g.weights as WeightsManifestEntry[]));
         for (const p of parts) buffers.push(p.buffer as ArrayBuffer);

@@ -46,7 +46,7 @@ at::Tensor Args::TOS(size_t i, const char* name) const {
     double x = v.IsBoolean() ? double(v.As<Napi::Boolean>().Value()) : v.As<Napi::Number>().DoubleValue();
     at::Scalar sc = v.IsBoolean() ? at::Scalar(v.As<Napi::Boolean>().Value())
                     : (std::isfinite(x) && x == std::floor(x) && std::fabs(x) < 9.007199254740992e15) ? at::Scalar(int64_t(x))
-                                                                                                     : at::Scalar(x);
+                                                                                                      : at::Scalar(x);
     at::Tensor t = c10::scalar_to_tensor(sc);
     t.unsafeGetTensorImpl()->set_wrapped_number(true);  // promotes like a Python scalar
     return t;
@@ -69,7 +69,10 @@ std::vector<std::optional<at::Tensor>> Args::OTL(size_t i, const char* name) con
   std::vector<std::optional<at::Tensor>> out;
   for (uint32_t k = 0; k < arr.Length(); k++) {
     Napi::Value v = arr.Get(k);
-    if (v.IsNull() || v.IsUndefined()) { out.emplace_back(std::nullopt); continue; }
+    if (v.IsNull() || v.IsUndefined()) {
+      out.emplace_back(std::nullopt);
+      continue;
+    }
     HandleState why = HandleState::NotTensor;
     Handle* h = asHandle(info.Env(), v, &why);
     if (!h && why != HandleState::NotTensor) badHandle(why, "argument '" + std::string(name) + "' element " + std::to_string(k), "");
@@ -150,7 +153,8 @@ std::vector<int64_t> Args::IL(size_t i, const char* name) const {
   std::vector<int64_t> out(arr.Length());
   for (uint32_t k = 0; k < arr.Length(); k++) {
     Napi::Value v = arr.Get(k);
-    if (!v.IsNumber()) throw ArgError("argument '" + std::string(name) + "' must hold integers, element " + std::to_string(k) + " is " + describe(v));
+    if (!v.IsNumber())
+      throw ArgError("argument '" + std::string(name) + "' must hold integers, element " + std::to_string(k) + " is " + describe(v));
     double x = v.As<Napi::Number>().DoubleValue();
     out[k] = isExactInt(x) ? int64_t(x) : exactInt(x, "argument '" + std::string(name) + "' element " + std::to_string(k));
   }
@@ -175,9 +179,16 @@ std::optional<std::string> Args::OStr(size_t i, const char* name) const {
 at::ScalarType Args::Dtype(size_t i, const char* name) const {
   int64_t code = I(i, name);
   switch (code) {
-    case int(at::kByte): case int(at::kChar): case int(at::kShort): case int(at::kInt): case int(at::kLong):
-    case int(at::kHalf): case int(at::kFloat): case int(at::kDouble): case int(at::kBool): case int(at::kBFloat16):
-      return at::ScalarType(code);
+    case int(at::kByte):
+    case int(at::kChar):
+    case int(at::kShort):
+    case int(at::kInt):
+    case int(at::kLong):
+    case int(at::kHalf):
+    case int(at::kFloat):
+    case int(at::kDouble):
+    case int(at::kBool):
+    case int(at::kBFloat16): return at::ScalarType(code);
     default:
       throw KindError(ErrKind::Dtype, "argument '" + std::string(name) + "' is not a supported dtype code (" + std::to_string(code) + ")");
   }

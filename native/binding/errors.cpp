@@ -10,7 +10,7 @@
 namespace residual {
 
 static const char* const kErrCodes[int(ErrKind::Count)] = {
-    "ERR_RESIDUAL",          "ERR_RESIDUAL_SHAPE", "ERR_RESIDUAL_DTYPE",   "ERR_RESIDUAL_DEVICE",
+    "ERR_RESIDUAL",          "ERR_RESIDUAL_SHAPE", "ERR_RESIDUAL_DTYPE",    "ERR_RESIDUAL_DEVICE",
     "ERR_RESIDUAL_DISPOSED", "ERR_RESIDUAL_OOM",   "ERR_RESIDUAL_BAD_FILE",
 };
 
@@ -28,7 +28,8 @@ static std::optional<ErrKind> kindOfType(const c10::Error& e, const std::string&
   if (dynamic_cast<const c10::NotImplementedError*>(&e)) return has(m, "backend") ? ErrKind::Device : ErrKind::Dtype;
   if (dynamic_cast<const c10::AcceleratorError*>(&e)) return ErrKind::Device;
   // a singular matrix, a distributed failure, a non-finite value: none of the tensor kinds
-  if (dynamic_cast<const c10::LinAlgError*>(&e) || dynamic_cast<const c10::DistError*>(&e) || dynamic_cast<const c10::EnforceFiniteError*>(&e))
+  if (dynamic_cast<const c10::LinAlgError*>(&e) || dynamic_cast<const c10::DistError*>(&e) ||
+      dynamic_cast<const c10::EnforceFiniteError*>(&e))
     return ErrKind::Generic;
   return std::nullopt;
 }
@@ -115,8 +116,7 @@ void rethrow(napi_env env, const char* fn) noexcept {
     } catch (...) {
       throwJs(env, ErrKind::Generic, nullptr, prefix + "unknown native error");
     }
-  } catch (...) {
-  }
+  } catch (...) {}
 }
 
 napi_value errorValue(napi_env env, const char* fn, std::exception_ptr e) noexcept {

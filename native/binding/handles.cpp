@@ -140,7 +140,8 @@ Handle* asHandle(napi_env env, napi_value v, HandleState* why) {
 void badHandle(HandleState why, const std::string& what, const std::string& got) {
   if (why == HandleState::Stale) throw KindError(ErrKind::Disposed, what + " is a disposed Tensor (used after dispose())");
   if (why == HandleState::Foreign)
-    throw ArgError(what + " is not a Tensor of this thread: Tensors belong to the thread (main or worker_thread) that made them; "
+    throw ArgError(what +
+                   " is not a Tensor of this thread: Tensors belong to the thread (main or worker_thread) that made them; "
                    "send the data instead (toTypedArray() and shape)");
   throw ArgError(what + " must be a Tensor, got " + got);
 }
@@ -156,7 +157,8 @@ std::vector<at::Tensor> tensorsOf(Napi::Env env, const Napi::Value& v, const std
     // element could be reported as disposed, depending on what the stack held.)
     HandleState why = HandleState::NotTensor;
     Handle* h = asHandle(env, e, &why);
-    if (!h && why == HandleState::Stale) throw KindError(ErrKind::Disposed, what + " element " + std::to_string(k) + " is a disposed Tensor");
+    if (!h && why == HandleState::Stale)
+      throw KindError(ErrKind::Disposed, what + " element " + std::to_string(k) + " is a disposed Tensor");
     if (!h && why == HandleState::Foreign) badHandle(why, what + " element " + std::to_string(k), "");
     if (!h) throw ArgError(what + " must hold only Tensors, element " + std::to_string(k) + " is " + describe(e));
     out.push_back(h->t);
@@ -201,7 +203,6 @@ static void keepEnvData(Napi::Env env, EnvData* d) {
   d->tagBits = 0;
 }
 
-
 bool installEnvData(Napi::Env env) {
   // Instance data per environment; deliberately leaked at env teardown (a few bytes per worker)
   // because GC finalizers of tensors may still run after it and reference it.
@@ -209,7 +210,8 @@ bool installEnvData(Napi::Env env) {
   d->gen = at::make_generator<at::CPUGeneratorImpl>(c10::default_rng_seed_val);
   d->tag = takeTag();
   d->tagBits = uint64_t(d->tag) << (kGenBits + kIndexBits);
-  if (napi_set_instance_data(env, d, [](napi_env e, void* p, void*) { keepEnvData(Napi::Env(e), static_cast<EnvData*>(p)); }, nullptr) != napi_ok) {
+  if (napi_set_instance_data(
+          env, d, [](napi_env e, void* p, void*) { keepEnvData(Napi::Env(e), static_cast<EnvData*>(p)); }, nullptr) != napi_ok) {
     std::lock_guard<std::mutex> lk(tagsMu);
     tagsInUse.erase(d->tag);
     return false;

@@ -62,7 +62,8 @@ double Options::number(const char* key, double dflt, double lo, double hi, const
   Napi::Value v = get(key);
   if (!v.IsNumber()) throw ArgError(opt(key) + " must be " + what + ", got " + describe(v));
   double x = checkedNumber(v.As<Napi::Number>().DoubleValue(), opt(key));
-  if (!(x >= lo && x <= hi)) throw RangeArgError(opt(key) + " must be " + what + " in [" + numText(lo) + ", " + numText(hi) + "], got " + numText(x));
+  if (!(x >= lo && x <= hi))
+    throw RangeArgError(opt(key) + " must be " + what + " in [" + numText(lo) + ", " + numText(hi) + "], got " + numText(x));
   return x;
 }
 

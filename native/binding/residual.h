@@ -35,8 +35,8 @@ enum class ErrKind : int { Generic = 0, Shape, Dtype, Device, Disposed, OOM, Bad
 
 // Per-environment (main thread, each worker_thread) state: the addon is context-aware.
 struct EnvData {
-  uint32_t tag = 1;        // this environment's id tag (see Handle)
-  uint64_t tagBits = 0;    // tag << (kGenBits + kIndexBits)
+  uint32_t tag = 1;      // this environment's id tag (see Handle)
+  uint64_t tagBits = 0;  // tag << (kGenBits + kIndexBits)
   // This environment's CPU generator: every random op of the environment draws from it, so workers
   // never share (or race on) one random stream; manualSeed/getRngState/setRngState act on it.
   at::Generator gen;
@@ -44,7 +44,11 @@ struct EnvData {
   double maxArrayBufferBytes = 4294967296.0;  // buffer.constants.MAX_LENGTH (set by the TS layer)
   int64_t liveTensors = 0;
   // storage -> (handles referring to it, bytes counted, device slot)
-  struct StorageRec { int64_t refs; int64_t bytes; int slot; };
+  struct StorageRec {
+    int64_t refs;
+    int64_t bytes;
+    int slot;
+  };
   std::unordered_map<c10::StorageImpl*, StorageRec> storages;
   int64_t bytesBySlot[17] = {0};  // slot 0: cpu, 1+N: cuda:N
   // The handle table (a deque: slots never move) and its free list.
@@ -186,7 +190,10 @@ Napi::Value entry(const Napi::CallbackInfo& info) {
 }
 
 using NativeFn = Napi::Value (*)(const Napi::CallbackInfo&);
-struct FnEntry { const char* name; NativeFn fn; };
+struct FnEntry {
+  const char* name;
+  NativeFn fn;
+};
 void registerAll(Napi::Env env, Napi::Object exports, const FnEntry* begin, const FnEntry* end);
 
 // Hand-written native functions: `DEFN(name) { ... }` defines `fn_name(Args& a)` and its name;
@@ -196,10 +203,12 @@ void registerAll(Napi::Env env, Napi::Object exports, const FnEntry* begin, cons
 // from these lines, and checks each signature against the `a.<reader>(index, "name")` reads of the body
 // (name, type and optionality). The types (Handle, IntList, NativeLoader, ...) are lib/addon/native-types.ts's.
 // Ops use the table in ops.cpp, whose signatures come from the readers themselves.
-#define DEFN(name)                                   \
-  static constexpr char name##_name[] = #name;       \
+#define DEFN(name)                             \
+  static constexpr char name##_name[] = #name; \
   static Napi::Value fn_##name(::residual::Args& a)
+// clang-format off
 #define ENTRY(name) ::residual::FnEntry{#name, &::residual::entry<&fn_##name, name##_name>}
+// clang-format on
 
 // Throws an OutOfMemoryError when the tensor's elements exceed the largest ArrayBuffer (checked before
 // any copy to JS memory is made).
@@ -210,8 +219,8 @@ void initTensor(Napi::Env env, Napi::Object exports);   // native/tensor.cpp
 void initRuntime(Napi::Env env, Napi::Object exports);  // native/runtime.cpp
 void initOps(Napi::Env env, Napi::Object exports);
 void initOptim(Napi::Env env, Napi::Object exports);
-void initLoaders(Napi::Env env, Napi::Object exports);  // native/loader/
+void initLoaders(Napi::Env env, Napi::Object exports);   // native/loader/
 void initImageOps(Napi::Env env, Napi::Object exports);  // native/image_ops.cpp
-void initDist(Napi::Env env, Napi::Object exports);  // native/dist.cpp (c10d)
+void initDist(Napi::Env env, Napi::Object exports);      // native/dist.cpp (c10d)
 
 }  // namespace residual

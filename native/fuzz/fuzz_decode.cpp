@@ -36,8 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     check(im.stride == im.w * im.c && int64_t(im.px.size()) >= im.stride * im.h);
     volatile uint8_t sink = 0;
     for (int64_t y = 0; y < im.h; y += 7) sink ^= im.at(y, im.w - 1)[im.c - 1];
-  } catch (const ImageError&) {
-  }
+  } catch (const ImageError&) {}
 
   // the loader's transform
   TransformSpec spec;
@@ -52,7 +51,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     Image im;
     transformImage(data, size, spec, uint64_t(c0) * 0x9e3779b97f4a7c15ULL + c1, out.data(), im);
-  } catch (const ImageError&) {
-  }
+  } catch (const ImageError&) {}
   return 0;
 }

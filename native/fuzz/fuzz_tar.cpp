@@ -47,7 +47,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     }
     if (scanned >= 0) check(withImage <= scanned);
-  } catch (const ImageError&) {
-  }
+  } catch (const ImageError&) {}
   return 0;
 }

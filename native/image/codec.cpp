@@ -31,7 +31,8 @@ namespace {
 void checkSize(int64_t h, int64_t w, const Limits& lim) {
   if (h <= 0 || w <= 0) throw ImageError("image has no pixels (" + std::to_string(w) + "x" + std::to_string(h) + ")");
   if (h > kMaxSide || w > kMaxSide)
-    throw ImageError("image is " + std::to_string(w) + "x" + std::to_string(h) + ", over the limit of " + std::to_string(kMaxSide) + " pixels per side");
+    throw ImageError("image is " + std::to_string(w) + "x" + std::to_string(h) + ", over the limit of " + std::to_string(kMaxSide) +
+                     " pixels per side");
   if (h * w > lim.maxPixels)
     throw ImageError("image is " + std::to_string(w) + "x" + std::to_string(h) + " = " + std::to_string(h * w) +
                      " pixels, over the limit of " + std::to_string(lim.maxPixels) + " (maxPixels)");
@@ -126,7 +127,8 @@ void decodeJpeg(const uint8_t* data, size_t n, int channels, const Limits& lim, 
   cinfo.dct_method = JDCT_ISLOW;  // the accurate IDCT, as PIL and torchvision use
   jpeg_start_decompress(&cinfo);
   JDIMENSION xoff = JDIMENSION(box.j), cw = JDIMENSION(box.w);
-  if (cw < cinfo.output_width) jpeg_crop_scanline(&cinfo, &xoff, &cw);  // widens to iMCU boundaries
+  if (cw < cinfo.output_width)
+    jpeg_crop_scanline(&cinfo, &xoff, &cw);  // widens to iMCU boundaries
   else {
     xoff = 0;
     cw = cinfo.output_width;

@@ -49,8 +49,8 @@ Taps aaTaps(int64_t inSize, int64_t outSize, int64_t begin, int64_t count) {
 
 }  // namespace
 
-void resizedCrop(const Image& im, const Box& box, int64_t RH, int64_t RW, int64_t oy, int64_t ox, int64_t OH, int64_t OW,
-                 bool flip, const float* scale, const float* shift, float* dst) {
+void resizedCrop(const Image& im, const Box& box, int64_t RH, int64_t RW, int64_t oy, int64_t ox, int64_t OH, int64_t OW, bool flip,
+                 const float* scale, const float* shift, float* dst) {
   const int64_t C = im.c;
   Taps tx = aaTaps(box.w, RW, ox, OW);
   Taps ty = aaTaps(box.h, RH, oy, OH);

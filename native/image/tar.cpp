@@ -41,7 +41,8 @@ std::vector<uint8_t> readFile(const std::string& path, const Limits& lim) {
     off_t n = ftello(f);
     if (n > lim.maxFileBytes) {
       std::fclose(f);
-      throw ImageError("file is " + std::to_string(int64_t(n)) + " bytes, over the limit of " + std::to_string(lim.maxFileBytes) + " (maxFileBytes)");
+      throw ImageError("file is " + std::to_string(int64_t(n)) + " bytes, over the limit of " + std::to_string(lim.maxFileBytes) +
+                       " (maxFileBytes)");
     }
     std::rewind(f);
     if (n > 0) buf.resize(size_t(n));
@@ -177,10 +178,11 @@ bool TarReader::next(TarMember& m) {
 
 void TarReader::data(std::vector<uint8_t>& out, const std::string& member) {
   if (pending_ > lim_.maxFileBytes)
-    throw ImageError(path_ + ": member " + member + " is " + std::to_string(pending_) + " bytes, over the limit of " + std::to_string(lim_.maxFileBytes) +
-                     " (maxFileBytes)");
+    throw ImageError(path_ + ": member " + member + " is " + std::to_string(pending_) + " bytes, over the limit of " +
+                     std::to_string(lim_.maxFileBytes) + " (maxFileBytes)");
   out.resize(size_t(pending_));
-  if (pending_ && std::fread(out.data(), 1, size_t(pending_), f_) != size_t(pending_)) throw ImageError(path_ + ": member " + member + " is truncated");
+  if (pending_ && std::fread(out.data(), 1, size_t(pending_), f_) != size_t(pending_))
+    throw ImageError(path_ + ": member " + member + " is truncated");
   pos_ += pending_;
   padTo512(pending_);
   pending_ = 0;
@@ -283,8 +285,10 @@ void SampleReader::add() {
       cur_.error = "bad .cls member (more than 64 bytes)";
     } else {
       tar_.data(label_, m_.name);
-      if (parseLabel(label_, cur_.label)) hasLabel_ = true;
-      else cur_.error = "bad .cls member (not a class index in 0.." + std::to_string(kMaxLabel) + ")";
+      if (parseLabel(label_, cur_.label))
+        hasLabel_ = true;
+      else
+        cur_.error = "bad .cls member (not a class index in 0.." + std::to_string(kMaxLabel) + ")";
     }
   } else {
     tar_.skip();
@@ -294,8 +298,10 @@ void SampleReader::add() {
 bool SampleReader::finish(TarSample& s) {
   bool emit = !cur_.key.empty();  // members with an empty key (e.g. ".cls") belong to no sample
   if (emit) {
-    if (cur_.error.empty() && !hasImage_) cur_.error = "sample has no .jpg, .jpeg or .png member";
-    else if (cur_.error.empty() && !hasLabel_) cur_.error = "sample has no .cls member (an integer class index)";
+    if (cur_.error.empty() && !hasImage_)
+      cur_.error = "sample has no .jpg, .jpeg or .png member";
+    else if (cur_.error.empty() && !hasLabel_)
+      cur_.error = "sample has no .cls member (an integer class index)";
     s = std::move(cur_);
   }
   cur_ = TarSample();

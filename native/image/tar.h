@@ -75,8 +75,8 @@ class SampleReader {
   bool next(TarSample& s);
 
  private:
-  void add();                   // m_ into the current sample
-  bool finish(TarSample& s);    // the current sample out (false if it has no key); starts a new one
+  void add();                 // m_ into the current sample
+  bool finish(TarSample& s);  // the current sample out (false if it has no key); starts a new one
   TarReader tar_;
   TarMember m_;
   bool havePending_ = false;  // m_ is read but not yet added (the first member of the next sample)
@@ -89,9 +89,9 @@ class SampleReader {
 
 // What a header scan finds in a shard (image and .cls bytes are not decoded; .cls members are read).
 struct TarSummary {
-  int64_t samples = 0;   // keys with an image member
+  int64_t samples = 0;    // keys with an image member
   int64_t maxLabel = -1;  // the largest valid class index, -1 if none
-  int64_t members = 0;   // regular files
+  int64_t members = 0;    // regular files
 };
 TarSummary scanTar(const std::string& path, const Limits& lim);
 

@@ -23,7 +23,8 @@ CommonCfg readCommon(const Options& o, int64_t channels, int64_t defaultWorkers)
   for (double v : o.numbers("std")) c.std.push_back(float(v));
   for (auto* v : {&c.mean, &c.std})
     if (!v->empty() && v->size() != 1 && int64_t(v->size()) != channels)
-      throw RangeArgError("mean/std must have 1 or " + std::to_string(channels) + " entries (one per channel), got " + std::to_string(v->size()));
+      throw RangeArgError("mean/std must have 1 or " + std::to_string(channels) + " entries (one per channel), got " +
+                          std::to_string(v->size()));
   for (float s : c.std)
     if (!(s > 0)) throw RangeArgError("std entries must be positive, got " + numText(s));
   c.device = o.device("device", at::Device(at::kCPU));
@@ -265,8 +266,7 @@ class NextBatchWorker : public Napi::AsyncWorker {
     try {
       napi_value e = errorValue(Env(), "loaderNext", err);
       if (e) deferred.Reject(Napi::Value(Env(), e));
-    } catch (...) {
-    }
+    } catch (...) {}
   }
   LoaderBase* L;
   Batch b;
@@ -361,6 +361,8 @@ DEFN(loaderState) {
   return o;
 }
 
+// One function a line, its TypeScript signature in the comment (read by scripts/codegen/gen-native-types.mjs):
+// clang-format off
 static const FnEntry kLoader[] = {
     ENTRY(loaderStart),     // (loader: NativeLoader, epoch: number, indices?: IntList | null) => number
     ENTRY(loaderLength),    // (loader: NativeLoader, epoch?: number | null) => number
@@ -371,6 +373,7 @@ static const FnEntry kLoader[] = {
     ENTRY(loaderSkipped),   // (loader: NativeLoader) => LoaderSkipped
     ENTRY(loaderState),     // (loader: NativeLoader) => LoaderState
 };
+// clang-format on
 
 void initLoaders(Napi::Env env, Napi::Object exports) {
   registerAll(env, exports, std::begin(kLoader), std::end(kLoader));

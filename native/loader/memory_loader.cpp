@@ -172,7 +172,8 @@ DEFN(loaderCreate) {
   at::Tensor images = a.T(0, "images"), labels = a.T(1, "labels");
   Options o(a.has(2) ? a.info[2] : a.env().Undefined(), "options");
   if (images.dim() != 4 || images.scalar_type() != at::kByte)
-    throw ArgError("images must be a uint8 tensor [N, C, H, W], got " + std::string(c10::toString(images.scalar_type())) + " " + c10::str(images.sizes()));
+    throw ArgError("images must be a uint8 tensor [N, C, H, W], got " + std::string(c10::toString(images.scalar_type())) + " " +
+                   c10::str(images.sizes()));
   if (labels.dim() != 1 || labels.size(0) != images.size(0))
     throw ArgError("labels must be [N] with N = " + std::to_string(images.size(0)) + ", got " + c10::str(labels.sizes()));
   MemoryCfg c;
@@ -186,9 +187,12 @@ DEFN(loaderCreate) {
   return adoptLoader(a.env(), std::make_unique<MemoryLoader>(std::move(c)));
 }
 
+// One function a line, its TypeScript signature in the comment (read by scripts/codegen/gen-native-types.mjs):
+// clang-format off
 static const FnEntry kMemoryLoader[] = {
     ENTRY(loaderCreate),  // (images: Handle, labels: Handle, options: LoaderOptions) => NativeLoader
 };
+// clang-format on
 
 void initMemoryLoader(Napi::Env env, Napi::Object exports) {
   registerAll(env, exports, std::begin(kMemoryLoader), std::end(kMemoryLoader));

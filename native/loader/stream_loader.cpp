@@ -64,7 +64,8 @@ class StreamLoader final : public LoaderBase {
 
  protected:
   void plan(uint64_t ep, const std::vector<int64_t>* indices) override {
-    if (indices) throw ArgError("a streaming loader takes no sampler indices: it partitions its data by rank itself (options rank and worldSize)");
+    if (indices)
+      throw ArgError("a streaming loader takes no sampler indices: it partitions its data by rank itself (options rank and worldSize)");
     Partition p = partition(ep);
     rankIndex = std::move(p.rankIndex);
     workerShards = std::move(p.workerShards);
@@ -126,8 +127,10 @@ class StreamLoader final : public LoaderBase {
   }
 
   void work(int64_t w) override {
-    if (cfg.tar) workTar(w);
-    else workFolder(w);
+    if (cfg.tar)
+      workTar(w);
+    else
+      workFolder(w);
   }
 
  private:
@@ -192,7 +195,8 @@ class StreamLoader final : public LoaderBase {
       return true;
     }
     if (!error_)
-      error_ = oom ? std::make_exception_ptr(KindError(ErrKind::OOM, name + ": " + msg)) : std::make_exception_ptr(ImageError(name + ": " + msg));
+      error_ = oom ? std::make_exception_ptr(KindError(ErrKind::OOM, name + ": " + msg))
+                   : std::make_exception_ptr(ImageError(name + ": " + msg));
     cv.notify_all();
     return false;
   }
@@ -232,7 +236,8 @@ class StreamLoader final : public LoaderBase {
 
   std::pair<at::Tensor, at::Tensor> newBatch(int64_t B, bool pinned) const {
     auto fopt = at::TensorOptions().dtype(at::kByte).pinned_memory(pinned);
-    return {at::empty({B, cfg.spec.channels, cfg.spec.outH, cfg.spec.outW}, fopt), at::empty({B}, at::TensorOptions().dtype(at::kLong).pinned_memory(pinned))};
+    return {at::empty({B, cfg.spec.channels, cfg.spec.outH, cfg.spec.outW}, fopt),
+            at::empty({B}, at::TensorOptions().dtype(at::kLong).pinned_memory(pinned))};
   }
 
   void workFolder(int64_t w) {
@@ -269,7 +274,8 @@ class StreamLoader final : public LoaderBase {
   void workTar(int64_t w) {
     const bool pinned = cfg.pin && cfg.device.is_cuda();
     const int64_t plane = cfg.spec.channels * cfg.spec.outH * cfg.spec.outW;
-    std::mt19937_64 rng(mix(cfg.seed ^ 0x3c6ef372fe94f82bULL) ^ mix(epoch * 0x9e3779b97f4a7c15ULL + uint64_t(cfg.rank)) ^ mix(uint64_t(w) + 77));
+    std::mt19937_64 rng(mix(cfg.seed ^ 0x3c6ef372fe94f82bULL) ^ mix(epoch * 0x9e3779b97f4a7c15ULL + uint64_t(cfg.rank)) ^
+                        mix(uint64_t(w) + 77));
     const int64_t bufN = cfg.shuffle ? std::max<int64_t>(1, cfg.shuffleBuffer) : 0;
     const int64_t bufBytes = std::max<int64_t>(1, cfg.shuffleBufferBytes / cfg.workers);
     std::vector<Encoded> buf;
@@ -285,7 +291,8 @@ class StreamLoader final : public LoaderBase {
         std::tie(x, y) = newBatch(cfg.batch, pinned);
       }
       try {
-        transformImage(s.bytes.data(), s.bytes.size(), cfg.spec, sampleSeed(uint64_t(w) + 1, ordinal++), x.data_ptr<uint8_t>() + filled * plane, im);
+        transformImage(s.bytes.data(), s.bytes.size(), cfg.spec, sampleSeed(uint64_t(w) + 1, ordinal++),
+                       x.data_ptr<uint8_t>() + filled * plane, im);
         y.data_ptr<int64_t>()[filled++] = s.label;
       } catch (const ImageError& e) {
         if (!failed(s.name, e.what())) return false;
@@ -398,9 +405,11 @@ DEFN(streamCreate) {
   static_cast<CommonCfg&>(c) = readCommon(o, t.channels, 1);
   c.rank = o.integer("rank", 0, 0, 1 << 20);
   c.world = o.integer("worldSize", 1, 1, 1 << 20);
-  if (c.rank >= c.world) throw RangeArgError("need 0 <= rank < worldSize, got rank " + std::to_string(c.rank) + " of " + std::to_string(c.world));
+  if (c.rank >= c.world)
+    throw RangeArgError("need 0 <= rank < worldSize, got rank " + std::to_string(c.rank) + " of " + std::to_string(c.world));
   if (c.tar && int64_t(c.shards.size()) < c.world)
-    throw ArgError("fewer shards (" + std::to_string(c.shards.size()) + ") than ranks (" + std::to_string(c.world) + "): each rank reads whole shards");
+    throw ArgError("fewer shards (" + std::to_string(c.shards.size()) + ") than ranks (" + std::to_string(c.world) +
+                   "): each rank reads whole shards");
   std::string kindName = o.choice("transform", "train", {"train", "eval", "resize"});
   t.kind = kindName == "train" ? Transform::Train : kindName == "eval" ? Transform::Eval : Transform::Resize;
   auto size = o.integers("size", 1, 8192);
@@ -412,11 +421,13 @@ DEFN(streamCreate) {
     throw RangeArgError("option 'size' must have 1 or 2 entries ([height, width]), got " + std::to_string(size.size()));
   }
   t.resize = o.integer("resize", int64_t(double(std::max(t.outH, t.outW)) * 256.0 / 224.0), 1, kMaxSide);
-  if (t.resize < std::max(t.outH, t.outW)) throw RangeArgError("option 'resize' must be at least the crop size, got " + std::to_string(t.resize));
+  if (t.resize < std::max(t.outH, t.outW))
+    throw RangeArgError("option 'resize' must be at least the crop size, got " + std::to_string(t.resize));
   for (const char* key : {"scale", "ratio"}) {
     auto v = o.numbers(key);
     if (v.empty()) continue;
-    if (v.size() != 2) throw RangeArgError(std::string("option '") + key + "' must have 2 entries [lo, hi], got " + std::to_string(v.size()));
+    if (v.size() != 2)
+      throw RangeArgError(std::string("option '") + key + "' must have 2 entries [lo, hi], got " + std::to_string(v.size()));
     (key[0] == 's' ? t.rrc.scaleLo : t.rrc.ratioLo) = v[0];
     (key[0] == 's' ? t.rrc.scaleHi : t.rrc.ratioHi) = v[1];
   }
@@ -430,9 +441,12 @@ DEFN(streamCreate) {
   return adoptLoader(a.env(), std::make_unique<StreamLoader>(std::move(c)));
 }
 
+// One function a line, its TypeScript signature in the comment (read by scripts/codegen/gen-native-types.mjs):
+// clang-format off
 static const FnEntry kStreamLoader[] = {
     ENTRY(streamCreate),  // (options: StreamCreateOptions) => NativeLoader
 };
+// clang-format on
 
 void initStreamLoader(Napi::Env env, Napi::Object exports) {
   registerAll(env, exports, std::begin(kStreamLoader), std::end(kStreamLoader));

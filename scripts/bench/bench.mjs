@@ -48,7 +48,8 @@ const threads = Number(opt('threads', physicalCores()));
 const ALL = gpu ? ['ops', 'resnet20', 'resnet50', 'scaling', 'memory', 'matmul'] : ['ops', 'resnet20', 'resnet50', 'scaling', 'memory'];
 const only = typeof opt('only') === 'string' ? opt('only').split(',') : ALL;
 for (const w of only) if (![...ALL, 'matmul'].includes(w)) throw new Error(`--only: unknown workload '${w}' (known: ${ALL.join(', ')})`);
-if (gpu && !r.cuda.isAvailable()) throw new Error(`--device ${device}: this build of residual has no CUDA device (buildInfo: ${JSON.stringify(r.buildInfo())})`);
+if (gpu && !r.cuda.isAvailable())
+  throw new Error(`--device ${device}: this build of residual has no CUDA device (buildInfo: ${JSON.stringify(r.buildInfo())})`);
 if (!(Number.isInteger(threads) && threads >= 1)) throw new Error(`--threads: expected a positive integer, got ${opt('threads')}`);
 
 // ------------------------------------------------------------------------------------------ machine
@@ -59,10 +60,15 @@ const machine = {
   physicalCores: physicalCores(),
   memoryGB: +(os.totalmem() / 2 ** 30).toFixed(1),
   loadAverageAtStart: os.loadavg().map((x) => +x.toFixed(2)),
-  gpu: gpu ? r.cuda.devices()[0]?.name ?? null : null,
+  gpu: gpu ? (r.cuda.devices()[0]?.name ?? null) : null,
   os: `${os.type()} ${os.release()}`,
 };
-const versions = { residual: JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version, libtorch: info.libtorch, variant: info.variant, node: process.version };
+const versions = {
+  residual: JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version,
+  libtorch: info.libtorch,
+  variant: info.variant,
+  node: process.version,
+};
 
 const py = (() => {
   const p = findPython();
@@ -105,5 +111,7 @@ log('');
 log(md);
 log('');
 // The ratios, last.
-log(`Ratios residual / PyTorch (time; below 1 = residual faster), ${machine.cpu}${machine.gpu ? ` + ${machine.gpu}` : ''}, device ${device}:`);
+log(
+  `Ratios residual / PyTorch (time; below 1 = residual faster), ${machine.cpu}${machine.gpu ? ` + ${machine.gpu}` : ''}, device ${device}:`,
+);
 for (const [k, v] of ratioLines(results)) log(`  ${k.padEnd(44)} ${v == null ? 'n/a' : v.toFixed(2)}`);

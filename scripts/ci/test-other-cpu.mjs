@@ -25,7 +25,8 @@ const NOT_NUMERIC = {
   'test/unit/schedule.test.ts': 'learning-rate schedules computed in JavaScript',
   'test/unit/atomic-writes.test.ts': 'file writing only',
   'test/e2e/install-fetch.test.ts': 'downloading and unpacking libtorch: no floating-point kernels',
-  'test/parity/onnx-large.test.ts': "the exporter and tolerance of test/parity/onnx.test.ts (which runs here), on networks too big to run twice in CI's time",
+  'test/parity/onnx-large.test.ts':
+    "the exporter and tolerance of test/parity/onnx.test.ts (which runs here), on networks too big to run twice in CI's time",
   'test/e2e/onnx-web.test.ts': "a browser test of the example page; the numbers it compares are test/parity/onnx.test.ts's",
 };
 
@@ -50,7 +51,9 @@ const files = fs
   .filter((f) => !(f in NOT_NUMERIC))
   .sort();
 
-console.log(`[test-other-cpu] machine: ${flags.has('avx512f') ? 'AVX-512' : flags.has('avx2') ? 'AVX2' : 'no AVX2'}; running ${files.length} test files with ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=${onednnIsa}`);
+console.log(
+  `[test-other-cpu] machine: ${flags.has('avx512f') ? 'AVX-512' : flags.has('avx2') ? 'AVX2' : 'no AVX2'}; running ${files.length} test files with ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=${onednnIsa}`,
+);
 for (const [f, why] of Object.entries(NOT_NUMERIC)) console.log(`[test-other-cpu] skipped ${f}: ${why}`);
 
 const vitest = path.join(root, 'node_modules', 'vitest', 'vitest.mjs');

@@ -112,14 +112,16 @@ function readsOf(code) {
 /** The file's helper functions taking `Args& a`, by name: their bodies. */
 function helpersOf(src) {
   const out = new Map();
-  for (const m of src.matchAll(/^static [^;{}()]*?\b(\w+)\(Args& a\b[^)]*\)\s*\{/gm)) out.set(m[1], balanced(src, m.index + m[0].length - 1));
+  for (const m of src.matchAll(/^static [^;{}()]*?\b(\w+)\(Args& a\b[^)]*\)\s*\{/gm))
+    out.set(m[1], balanced(src, m.index + m[0].length - 1));
   return out;
 }
 
 /** The file's macros whose bodies read arguments (A_, RED(reduction)), to expand in the table. */
 function argMacrosOf(src) {
   const out = [];
-  for (const m of src.matchAll(/^#define (\w+)(?:\((\w+)\))? (.*\ba\.\w+\(.*)$/gm)) out.push({ name: m[1], param: m[2], body: m[3].trim() });
+  for (const m of src.matchAll(/^#define (\w+)(?:\((\w+)\))? (.*\ba\.\w+\(.*)$/gm))
+    out.push({ name: m[1], param: m[2], body: m[3].trim() });
   return out;
 }
 
@@ -127,7 +129,10 @@ function argMacrosOf(src) {
 function expand(expr, macros, helpers, where, depth = 0) {
   let s = expr;
   for (const mac of macros) {
-    if (mac.param) s = s.replace(new RegExp(`\\b${mac.name}\\(([^()]*)\\)`, 'g'), (_, arg) => mac.body.replace(new RegExp(`(?<!")\\b${mac.param}\\b(?!")`, 'g'), arg));
+    if (mac.param)
+      s = s.replace(new RegExp(`\\b${mac.name}\\(([^()]*)\\)`, 'g'), (_, arg) =>
+        mac.body.replace(new RegExp(`(?<!")\\b${mac.param}\\b(?!")`, 'g'), arg),
+      );
     else s = s.replace(new RegExp(`\\b${mac.name}\\b`, 'g'), mac.body);
   }
   if (depth > 4) fail(where, 'helpers nest too deep');
@@ -154,7 +159,8 @@ function paramsOf(reads, has, where) {
     // Read both ways (S and OS): optional only if every read allows it.
     prev.optional = prev.optional && optional;
   }
-  for (let i = 0; i < byIndex.length; i++) if (!byIndex[i]) fail(where, `argument ${i} is never read (arguments must be read by index 0, 1, 2, ...)`);
+  for (let i = 0; i < byIndex.length; i++)
+    if (!byIndex[i]) fail(where, `argument ${i} is never read (arguments must be read by index 0, 1, 2, ...)`);
   return byIndex;
 }
 
@@ -178,11 +184,14 @@ function parseSignature(sig, where) {
   const inner = balanced(s, 0);
   const rest = s.slice(inner.length + 2).trim();
   if (!rest.startsWith('=>')) fail(where, `the signature must be '(params) => result', got '${s}'`);
-  const params = inner.trim() === '' ? [] : splitTop(inner, ',').map((p) => {
-    const m = /^(\w+)(\?)?:\s*(.+)$/.exec(p);
-    if (!m) fail(where, `parameter '${p}' must be 'name: type' or 'name?: type'`);
-    return { name: m[1], optional: !!m[2], type: m[3].trim() };
-  });
+  const params =
+    inner.trim() === ''
+      ? []
+      : splitTop(inner, ',').map((p) => {
+          const m = /^(\w+)(\?)?:\s*(.+)$/.exec(p);
+          if (!m) fail(where, `parameter '${p}' must be 'name: type' or 'name?: type'`);
+          return { name: m[1], optional: !!m[2], type: m[3].trim() };
+        });
   return { params, result: rest.slice(2).trim() };
 }
 
@@ -206,9 +215,11 @@ function checkAgainstBody(name, sig, body, where) {
     const parts = splitTop(p.type, '|');
     const nullable = parts.includes('null') || parts.includes('undefined');
     const base = parts.filter((t) => t !== 'null' && t !== 'undefined').join(' | ');
-    if (!acceptsType(r.reader, base)) fail(w, `the body reads it with a.${r.reader} (${READERS[r.reader].type}), the signature says ${base}`);
+    if (!acceptsType(r.reader, base))
+      fail(w, `the body reads it with a.${r.reader} (${READERS[r.reader].type}), the signature says ${base}`);
     const optional = !!READERS[r.reader].optional || has.has(r.index);
-    if (optional && !(p.optional || nullable)) fail(w, `'${r.name}' may be left out (a.${r.reader}${has.has(r.index) ? ' behind a.has' : ''}): mark it optional`);
+    if (optional && !(p.optional || nullable))
+      fail(w, `'${r.name}' may be left out (a.${r.reader}${has.has(r.index) ? ' behind a.has' : ''}): mark it optional`);
     if (!optional && (p.optional || nullable)) fail(w, `'${r.name}' is required (a.${r.reader} without a.has): do not mark it optional`);
   }
 }
@@ -217,9 +228,11 @@ function checkAgainstBody(name, sig, body, where) {
 export function scanNative(dir = path.join(root, 'native')) {
   // every .cpp under native/ (its folders too), as paths relative to it, sorted
   const walk = (sub) =>
-    fs.readdirSync(path.join(dir, sub), { withFileTypes: true }).flatMap((e) =>
-      e.isDirectory() ? walk(path.posix.join(sub, e.name)) : e.name.endsWith('.cpp') ? [path.posix.join(sub, e.name)] : [],
-    );
+    fs
+      .readdirSync(path.join(dir, sub), { withFileTypes: true })
+      .flatMap((e) =>
+        e.isDirectory() ? walk(path.posix.join(sub, e.name)) : e.name.endsWith('.cpp') ? [path.posix.join(sub, e.name)] : [],
+      );
   const files = walk('').sort();
   const sources = new Map(files.map((f) => [f, fs.readFileSync(path.join(dir, f), 'utf8')]));
   const defnBody = new Map();
@@ -258,7 +271,8 @@ export function scanNative(dir = path.join(root, 'native')) {
       const line = m[0];
       if (/#define ENTRY/.test(line)) continue;
       const where = `native/${f}:${lineOf(m.index)}`;
-      if ((line.match(/\bENTRY\(/g) ?? []).length > 1) fail(where, 'one ENTRY a line, each with its signature: ENTRY(name),  // (a: T) => R');
+      if ((line.match(/\bENTRY\(/g) ?? []).length > 1)
+        fail(where, 'one ENTRY a line, each with its signature: ENTRY(name),  // (a: T) => R');
       const sig = /\/\/\s*(\(.*)$/.exec(line);
       if (!sig) fail(where, `ENTRY(${m[1]}) has no signature comment: ENTRY(${m[1]}),  // (a: T) => R`);
       const defn = defnBody.get(m[1]);
@@ -302,7 +316,12 @@ export function generate(dir) {
     lines.push(`  // native/${g.file}`);
     for (const m of g.members) lines.push(`  readonly ${m.name}: ${m.type};`);
   }
-  lines.push('}', '', '/** Every member of NativeBinding, in declaration order. */', 'export const nativeMemberNames: readonly (keyof NativeBinding)[] = [');
+  lines.push(
+    '}',
+    '',
+    '/** Every member of NativeBinding, in declaration order. */',
+    'export const nativeMemberNames: readonly (keyof NativeBinding)[] = [',
+  );
   for (const g of groups) lines.push(`  ${g.members.map((m) => JSON.stringify(m.name)).join(', ')},`);
   lines.push('];', '');
   return lines.join('\n');

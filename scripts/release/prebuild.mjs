@@ -157,7 +157,8 @@ async function main() {
   const out = path.resolve(arg('--out', root));
   if (!fs.existsSync(addon)) fail(`${addon} does not exist; build it first with: node scripts/install/build.mjs --native-only`);
   const loaderJs = path.join(root, 'dist', 'addon', 'load.js');
-  if (!fs.existsSync(loaderJs)) fail('dist/addon/load.js is missing; compile the TypeScript first: node scripts/install/build.mjs --ts-only');
+  if (!fs.existsSync(loaderJs))
+    fail('dist/addon/load.js is missing; compile the TypeScript first: node scripts/install/build.mjs --ts-only');
   const L = await import(pathToFileURL(loaderJs).href);
   const { describeLibtorch, findLibtorch } = await import(pathToFileURL(path.join(root, 'dist', 'addon', 'libtorch.js')).href);
 
@@ -226,10 +227,14 @@ async function main() {
 
   const want = pkg.optionalDependencies?.[name];
   console.log(`[residual] prebuilt ${path.relative(process.cwd(), pre) || pre}`);
-  console.log(`  built against libtorch ${tag.libtorch} (${tag.variant}), Node-API ${info.napiVersion}; ${(buf.length / 1e6).toFixed(2)} MB`);
+  console.log(
+    `  built against libtorch ${tag.libtorch} (${tag.variant}), Node-API ${info.napiVersion}; ${(buf.length / 1e6).toFixed(2)} MB`,
+  );
   console.log(`  bundled beside it: ${bundled.join(', ') || '(nothing)'}`);
   console.log(`  RUNPATH ${oldRunpath === null ? '(none)' : JSON.stringify(oldRunpath)} -> "$ORIGIN"`);
-  console.log(`  loads with libtorch preloaded from ${lt.lib}: yes; without the preload: ${selfContained ? 'no (as it should: no build-machine path left)' : 'YES (libtorch is still on the default library path)'}`);
+  console.log(
+    `  loads with libtorch preloaded from ${lt.lib}: yes; without the preload: ${selfContained ? 'no (as it should: no build-machine path left)' : 'YES (libtorch is still on the default library path)'}`,
+  );
   console.log(`[residual] optional package ${name}@${pkg.version} in ${path.relative(process.cwd(), pkgDir) || pkgDir}`);
   if (want !== pkg.version) {
     console.log(`  to release: publish it (npm publish ${path.relative(process.cwd(), pkgDir) || '.'} --access public), then add`);

@@ -40,7 +40,7 @@ function whyNot(): string | null {
   try {
     execFileSync('ip', ['-V'], { stdio: 'ignore' });
   } catch {
-    return "no `ip` command (iproute2) on this machine";
+    return 'no `ip` command (iproute2) on this machine';
   }
   const probe = `${tag}p`;
   try {
@@ -91,9 +91,35 @@ interface Node {
 }
 /** `residual launch` for node `i` inside its namespace. */
 function startNode(i: number, launchArgs: string[], script: string[], env: NodeJS.ProcessEnv = {}): Node {
-  const args = ['netns', 'exec', NS[i], process.execPath, '--import', register, entry, 'launch', '--nproc-per-node', '1', '--nnodes', '2', '--node-rank', String(i),
-    '--master-addr', ADDR[0], '--master-port', String(PORT), '--grace', '2', ...launchArgs, child, ...script];
-  const proc = spawn('ip', args, { env: { ...process.env, GLOO_SOCKET_IFNAME: DEV[i], OMP_NUM_THREADS: '1', ...env }, stdio: ['ignore', 'inherit', 'pipe'] });
+  const args = [
+    'netns',
+    'exec',
+    NS[i],
+    process.execPath,
+    '--import',
+    register,
+    entry,
+    'launch',
+    '--nproc-per-node',
+    '1',
+    '--nnodes',
+    '2',
+    '--node-rank',
+    String(i),
+    '--master-addr',
+    ADDR[0],
+    '--master-port',
+    String(PORT),
+    '--grace',
+    '2',
+    ...launchArgs,
+    child,
+    ...script,
+  ];
+  const proc = spawn('ip', args, {
+    env: { ...process.env, GLOO_SOCKET_IFNAME: DEV[i], OMP_NUM_THREADS: '1', ...env },
+    stdio: ['ignore', 'inherit', 'pipe'],
+  });
   live.add(proc);
   const n: Node = { proc, stderr: '', exited: Promise.resolve({ code: null, at: 0 }) };
   proc.stderr!.on('data', (d) => (n.stderr += String(d)));
@@ -127,13 +153,14 @@ function expectClose(a: Named, b: Named, what: string): void {
   expect(Object.keys(a).sort(), what).toEqual(Object.keys(b).sort());
   for (const k of Object.keys(b)) {
     for (let i = 0; i < b[k].length; i++) {
-      if (!(Math.abs(a[k][i] - b[k][i]) <= 1e-5 + 1e-4 * Math.abs(b[k][i]))) throw new Error(`${what} ${k}[${i}]: ${a[k][i]} vs ${b[k][i]}`);
+      if (!(Math.abs(a[k][i] - b[k][i]) <= 1e-5 + 1e-4 * Math.abs(b[k][i])))
+        throw new Error(`${what} ${k}[${i}]: ${a[k][i]} vs ${b[k][i]}`);
     }
   }
 }
 
 describe.runIf(skipReason === null)('dist: a 2-node job across two network namespaces (veth, 10.77.0.1 and 10.77.0.2)', () => {
-  it('DDP through residual launch --nnodes 2: the weights equal the single-process run\'s', async () => {
+  it("DDP through residual launch --nnodes 2: the weights equal the single-process run's", async () => {
     makeNamespaces();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-netns-'));
     try {
@@ -141,7 +168,9 @@ describe.runIf(skipReason === null)('dist: a 2-node job across two network names
       const nodes = [0, 1].map((i) => startNode(i, [], ['ddp', dir, 'plain', '0.0005'], { DIST_TEST_TIMEOUT_MS: '60000' }));
       const ends = await Promise.all(nodes.map((n) => n.exited));
       ends.forEach((e, i) => expect(e.code, `node ${i}:\n${nodes[i].stderr}`).toBe(0));
-      const res = [0, 1].map((r) => JSON.parse(fs.readFileSync(path.join(dir, `rank${r}.json`), 'utf8')) as { weights: Named; initial: Named });
+      const res = [0, 1].map(
+        (r) => JSON.parse(fs.readFileSync(path.join(dir, `rank${r}.json`), 'utf8')) as { weights: Named; initial: Named },
+      );
       // single process, rank 0's initial model, the whole global batch
       const model = makeModel(1, false);
       const initial = named(model, 'data');
@@ -153,7 +182,9 @@ describe.runIf(skipReason === null)('dist: a 2-node job across two network names
         expectClose(res[r].weights, weights, `rank ${r} weights`);
       }
       expect(res[1].weights).toEqual(res[0].weights);
-      console.log(`netns DDP job: ${((Date.now() - t0) / 1000).toFixed(1)} s for 2 nodes (2 ranks), ${Object.keys(weights).length} parameters equal to the single-process run's`);
+      console.log(
+        `netns DDP job: ${((Date.now() - t0) / 1000).toFixed(1)} s for 2 nodes (2 ranks), ${Object.keys(weights).length} parameters equal to the single-process run's`,
+      );
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
       removeNamespaces();
@@ -192,19 +223,29 @@ describe.runIf(skipReason === null)('dist: a 2-node job across two network names
     makeNamespaces();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-netns-'));
     try {
-      const nodes = [0, 1].map((i) => startNode(i, ['--max-restarts', '1', '--rdzv-timeout', '180'], ['netjob', dir, '100000'], { DIST_TEST_TIMEOUT_MS: '5000' }));
+      const nodes = [0, 1].map((i) =>
+        startNode(i, ['--max-restarts', '1', '--rdzv-timeout', '180'], ['netjob', dir, '100000'], { DIST_TEST_TIMEOUT_MS: '5000' }),
+      );
       await waitFor(() => [0, 1].every((r) => progress(dir, r)?.startsWith('0 ')), 240_000, 'both ranks to run');
       const cut = Date.now();
       ip('-n', NS[1], 'link', 'set', DEV[1], 'down');
       // Both ranks fail (their timeout), both launchers decide to restart; node 1 cannot reach node 0's
       // store until the link is back.
-      await waitFor(() => nodes.every((n) => /restarting the whole group \(restart 1 of 1/.test(n.stderr)), 240_000, 'both launchers to restart');
+      await waitFor(
+        () => nodes.every((n) => /restarting the whole group \(restart 1 of 1/.test(n.stderr)),
+        240_000,
+        'both launchers to restart',
+      );
       const restartAt = Date.now();
       ip('-n', NS[1], 'link', 'set', DEV[1], 'up');
       const ends = await Promise.all(nodes.map((n) => n.exited));
       for (const r of [0, 1]) {
         expect(ends[r].code, `node ${r}:\n${nodes[r].stderr}`).toBe(0);
-        const o = JSON.parse(fs.readFileSync(path.join(dir, `rank${r}.json`), 'utf8')) as { attempt: number; error: string | null; max: number[] };
+        const o = JSON.parse(fs.readFileSync(path.join(dir, `rank${r}.json`), 'utf8')) as {
+          attempt: number;
+          error: string | null;
+          max: number[];
+        };
         expect(o).toMatchObject({ attempt: 1, error: null, max: [2] });
       }
       console.log(

@@ -52,12 +52,55 @@ type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 /** Hostile values for weights paths: out of the folder, special files, odd names. */
 function hostilePaths(dir: string, secret: string): string[] {
   return [
-    '../secret.bin', secret, '/dev/zero', '/proc/self/environ', 'fifo', 'link-out', 'link-zero', 'link-dir/secret.bin', 'sub', '.', '..', '',
-    'sub/../../secret.bin', './sub/../w.bin', 'missing.bin', 'w\u0000.bin', 'x'.repeat(5000), 'C:\\secret.bin', '%2e%2e/secret.bin', `${dir}/../secret.bin`, 'w.bin/',
+    '../secret.bin',
+    secret,
+    '/dev/zero',
+    '/proc/self/environ',
+    'fifo',
+    'link-out',
+    'link-zero',
+    'link-dir/secret.bin',
+    'sub',
+    '.',
+    '..',
+    '',
+    'sub/../../secret.bin',
+    './sub/../w.bin',
+    'missing.bin',
+    'w\u0000.bin',
+    'x'.repeat(5000),
+    'C:\\secret.bin',
+    '%2e%2e/secret.bin',
+    `${dir}/../secret.bin`,
+    'w.bin/',
   ];
 }
 /** Hostile JSON values for any field. */
-const HOSTILE: Json[] = [null, true, -1, 0, 0.5, 2 ** 31, 2 ** 32, 2 ** 53, 2 ** 60, 1e308, -0, '', 'float64', 'string', 'complex64', [], {}, [[[[[]]]]], [-1], [2 ** 31, 2 ** 31], [1e300], { dtype: 'uint8' }, { dtype: 'float16' }];
+const HOSTILE: Json[] = [
+  null,
+  true,
+  -1,
+  0,
+  0.5,
+  2 ** 31,
+  2 ** 32,
+  2 ** 53,
+  2 ** 60,
+  1e308,
+  -0,
+  '',
+  'float64',
+  'string',
+  'complex64',
+  [],
+  {},
+  [[[[[]]]]],
+  [-1],
+  [2 ** 31, 2 ** 31],
+  [1e300],
+  { dtype: 'uint8' },
+  { dtype: 'float16' },
+];
 
 /** All JSON pointers (as key lists) into `v`. */
 function pointers(v: Json, at: (string | number)[] = [], out: (string | number)[][] = []): (string | number)[][] {
@@ -90,7 +133,7 @@ const program = fc.array(
   }),
   { minLength: 1, maxLength: 3 },
 );
-type Program = (typeof program extends fc.Arbitrary<infer T> ? T : never);
+type Program = typeof program extends fc.Arbitrary<infer T> ? T : never;
 
 /** Byte-level mutation of a text (flip, set, insert, delete, truncate, a number replaced). */
 function mutateBytes(b: Uint8Array, n: number, pick: number): { bytes: Uint8Array; op: string } {
@@ -98,11 +141,18 @@ function mutateBytes(b: Uint8Array, n: number, pick: number): { bytes: Uint8Arra
   switch (n % 5) {
     case 0: {
       const out = Uint8Array.from(b);
-      if (out.length) out[Math.min(pos, out.length - 1)] ^= 1 << n % 8;
+      if (out.length) out[Math.min(pos, out.length - 1)] ^= 1 << (n % 8);
       return { bytes: out, op: `flip ${pos}` };
     }
     case 1:
-      return { bytes: Uint8Array.from([...b.subarray(0, pos), ...new TextEncoder().encode(['"', '{', ']', ',', '\\u0000', '99999999999'][n % 6]), ...b.subarray(pos)]), op: `insert ${pos}` };
+      return {
+        bytes: Uint8Array.from([
+          ...b.subarray(0, pos),
+          ...new TextEncoder().encode(['"', '{', ']', ',', '\\u0000', '99999999999'][n % 6]),
+          ...b.subarray(pos),
+        ]),
+        op: `insert ${pos}`,
+      };
     case 2:
       return { bytes: Uint8Array.from([...b.subarray(0, pos), ...b.subarray(pos + 1 + (n % 16))]), op: `delete ${pos}` };
     case 3:
@@ -113,7 +163,10 @@ function mutateBytes(b: Uint8Array, n: number, pick: number): { bytes: Uint8Arra
       if (!runs.length) return { bytes: b, op: 'none' };
       const m = runs[pick % runs.length];
       const rep = ['0', '-1', '4294967296', '9007199254740993', '1e308', '1.5', '2147483648'][n % 7];
-      return { bytes: Uint8Array.from([...b.subarray(0, m.index!), ...Buffer.from(rep, 'latin1'), ...b.subarray(m.index! + m[0].length)]), op: `number ${m[0]}->${rep}` };
+      return {
+        bytes: Uint8Array.from([...b.subarray(0, m.index!), ...Buffer.from(rep, 'latin1'), ...b.subarray(m.index! + m[0].length)]),
+        op: `number ${m[0]}->${rep}`,
+      };
     }
   }
 }
@@ -155,7 +208,9 @@ async function runCases(cases: Case[]): Promise<{ results: Result[]; crashes: st
     clearTimeout(timer);
     if (done && code === 0) break;
     const at = current >= 0 ? current : from;
-    crashes.push(`case ${at} (${cases[at].what}): child ${signal ? `killed by ${signal}` : `exited with ${code}`}${signal === 'SIGKILL' ? ' (hang or runaway allocation?)' : ''}; stderr: ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    crashes.push(
+      `case ${at} (${cases[at].what}): child ${signal ? `killed by ${signal}` : `exited with ${code}`}${signal === 'SIGKILL' ? ' (hang or runaway allocation?)' : ''}; stderr: ${stderr.trim().split('\n').slice(-3).join(' | ')}`,
+    );
     from = at + 1;
   }
   return { results, crashes, maxRSS };
@@ -168,27 +223,49 @@ describe('mutation fuzz of tfjs model.json + weights (child processes, 512 MB he
     // Seed models: a layers model saved by the handler, and a hand-made manifest of several groups and
     // shards with every weight kind tfjs decodes (strings, bool, complex, quantized).
     const seedDir = path.join(tmp, 'seed');
-    const m = tfl.sequential({ layers: [tfl.layers.conv2d({ inputShape: [4, 4, 1], filters: 2, kernelSize: 3 }), tfl.layers.flatten(), tfl.layers.dense({ units: 3 })] });
+    const m = tfl.sequential({
+      layers: [
+        tfl.layers.conv2d({ inputShape: [4, 4, 1], filters: 2, kernelSize: 3 }),
+        tfl.layers.flatten(),
+        tfl.layers.dense({ units: 3 }),
+      ],
+    });
     await m.save(`file://${seedDir}`);
     m.dispose();
     const layersJson = JSON.parse(fs.readFileSync(path.join(seedDir, 'model.json'), 'utf8')) as Json;
     const layersWeights = new Uint8Array(fs.readFileSync(path.join(seedDir, 'weights.bin')));
-    const enc = await tf.io.encodeWeights({ s: tf.tensor1d(['a', 'bc', ''], 'string'), b: tf.tensor1d([true, false], 'bool'), z: tf.complex([1], [2]), i: tf.tensor1d([3, 4], 'int32') });
+    const enc = await tf.io.encodeWeights({
+      s: tf.tensor1d(['a', 'bc', ''], 'string'),
+      b: tf.tensor1d([true, false], 'bool'),
+      z: tf.complex([1], [2]),
+      i: tf.tensor1d([3, 4], 'int32'),
+    });
     const encBytes = new Uint8Array(enc.data as ArrayBuffer);
     const q = Uint8Array.from([1, 2, 3, 0, 60, 0, 188]); // uint8 x3, float16 1 and -1
     const mixedJson: Json = {
       modelTopology: { note: 'manifest only' },
       weightsManifest: [
         { paths: ['w.bin', 'w2.bin'], weights: enc.specs as unknown as Json },
-        { paths: ['q.bin'], weights: [{ name: 'q', shape: [3], dtype: 'float32', quantization: { dtype: 'uint8', min: 0, scale: 0.5 } }, { name: 'h', shape: [2], dtype: 'float32', quantization: { dtype: 'float16' } }] },
+        {
+          paths: ['q.bin'],
+          weights: [
+            { name: 'q', shape: [3], dtype: 'float32', quantization: { dtype: 'uint8', min: 0, scale: 0.5 } },
+            { name: 'h', shape: [2], dtype: 'float32', quantization: { dtype: 'float16' } },
+          ],
+        },
       ],
     };
     const seeds = [
       { name: 'layers', json: layersJson, files: { 'w.bin': layersWeights } as Record<string, Uint8Array>, layers: true },
-      { name: 'mixed', json: mixedJson, files: { 'w.bin': encBytes.subarray(0, 9), 'w2.bin': encBytes.subarray(9), 'q.bin': q } as Record<string, Uint8Array>, layers: false },
+      {
+        name: 'mixed',
+        json: mixedJson,
+        files: { 'w.bin': encBytes.subarray(0, 9), 'w2.bin': encBytes.subarray(9), 'q.bin': q } as Record<string, Uint8Array>,
+        layers: false,
+      },
     ];
     // The layers seed names its file w.bin (the handler wrote ./weights.bin).
-    ((layersJson as { weightsManifest: { paths: string[] }[] }).weightsManifest[0].paths = ['w.bin']);
+    (layersJson as { weightsManifest: { paths: string[] }[] }).weightsManifest[0].paths = ['w.bin'];
     // Outside every model folder: the secret, sized like each seed's first weights file.
     const secret = path.join(tmp, 'secret.bin');
     const size = Math.max(layersWeights.length, 64);
@@ -247,7 +324,12 @@ describe('mutation fuzz of tfjs model.json + weights (child processes, 512 MB he
           }
           case 'shape': {
             const shapes = ptrs.filter((x) => x[x.length - 1] === 'shape');
-            if (shapes.length) json = setAt(json, shapes[step.n % shapes.length], [[2 ** 31, 2 ** 31], [0], [1e9], [-2], [3, 0.5], [2 ** 26]][step.pick % 6]);
+            if (shapes.length)
+              json = setAt(
+                json,
+                shapes[step.n % shapes.length],
+                [[2 ** 31, 2 ** 31], [0], [1e9], [-2], [3, 0.5], [2 ** 26]][step.pick % 6],
+              );
             ops.push('shape');
             break;
           }
@@ -285,15 +367,25 @@ describe('mutation fuzz of tfjs model.json + weights (child processes, 512 MB he
     const by: Record<string, number> = {};
     for (const r of out.results) by[`${cases[r.i].how} ${r.r}`] = (by[`${cases[r.i].how} ${r.r}`] ?? 0) + 1;
     const slowest = Math.max(0, ...out.results.map((r) => r.ms));
-    console.log(`fuzz tfjs model: ${cases.length} cases (${CASES} mutants), ${JSON.stringify(by)}, crashes ${out.crashes.length}, slowest ${slowest} ms, child max RSS ${Math.round(out.maxRSS / 2 ** 20)} MiB`);
-    for (const r of out.results) if (cases[r.i].how === 'layers' && r.r !== 'ok' && r.r !== 'error:BadFileError') console.log(`tf.loadLayersModel refused case ${r.i}: ${r.r}: ${r.m}`);
+    console.log(
+      `fuzz tfjs model: ${cases.length} cases (${CASES} mutants), ${JSON.stringify(by)}, crashes ${out.crashes.length}, slowest ${slowest} ms, child max RSS ${Math.round(out.maxRSS / 2 ** 20)} MiB`,
+    );
+    for (const r of out.results)
+      if (cases[r.i].how === 'layers' && r.r !== 'ok' && r.r !== 'error:BadFileError')
+        console.log(`tf.loadLayersModel refused case ${r.i}: ${r.r}: ${r.m}`);
     expect(out.crashes, 'crashed cases').toEqual([]);
     expect(out.results.length).toBe(cases.length);
     // The handler: a load, or a BadFileError naming the file; never a read of the secret.
     const leaks = out.results.filter((r) => r.r === 'leak').map((r) => `case ${r.i} (${cases[r.i].what})`);
     expect(leaks, 'loads that read the file outside the folder').toEqual([]);
     const wrong = out.results
-      .filter((r) => r.r !== 'ok' && (cases[r.i].how === 'handler' ? r.r !== 'error:BadFileError' || !/^file:\/\/ load: /.test(r.m ?? '') : !/^error:/.test(r.r) || !r.m || /Cannot read propert|is not a function|is not iterable/.test(r.m)))
+      .filter(
+        (r) =>
+          r.r !== 'ok' &&
+          (cases[r.i].how === 'handler'
+            ? r.r !== 'error:BadFileError' || !/^file:\/\/ load: /.test(r.m ?? '')
+            : !/^error:/.test(r.r) || !r.m || /Cannot read propert|is not a function|is not iterable/.test(r.m)),
+      )
       .map((r) => `case ${r.i} (${cases[r.i].what}): ${r.r}: ${r.m}`);
     expect(wrong, 'outcomes other than a load or a clear error').toEqual([]);
     const slow = out.results.filter((r) => r.ms > CASE_LIMIT_MS).map((r) => `case ${r.i} (${cases[r.i].what}): ${r.ms} ms`);

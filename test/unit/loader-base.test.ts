@@ -21,7 +21,10 @@ beforeAll(() => {
     const dir = path.join(root, `c${id % 3}`);
     fs.mkdirSync(dir, { recursive: true });
     const rgba = Buffer.alloc(16 * 12 * 4, id * 9);
-    fs.writeFileSync(path.join(dir, `${String(id).padStart(3, '0')}.jpg`), Buffer.from(jpeg.encode({ data: rgba, width: 16, height: 12 }, 90).data));
+    fs.writeFileSync(
+      path.join(dir, `${String(id).padStart(3, '0')}.jpg`),
+      Buffer.from(jpeg.encode({ data: rgba, width: 16, height: 12 }, 90).data),
+    );
   }
 });
 afterAll(() => {
@@ -44,8 +47,18 @@ async function heldAtLeast(dl: DataLoader | StreamingDataLoader, n: number): Pro
 }
 
 const loaders = {
-  memory: () => new DataLoader(memoryData(40), { batchSize: 4, prefetch: 4, workers: 2, shuffle: true, seed: 3, randomCrop: { padding: 2 }, hflip: true }),
-  stream: () => new StreamingDataLoader(imageFolderSource(root), { batchSize: 2, size: 8, prefetch: 4, workers: 2, shuffle: true, seed: 3 }),
+  memory: () =>
+    new DataLoader(memoryData(40), {
+      batchSize: 4,
+      prefetch: 4,
+      workers: 2,
+      shuffle: true,
+      seed: 3,
+      randomCrop: { padding: 2 },
+      hflip: true,
+    }),
+  stream: () =>
+    new StreamingDataLoader(imageFolderSource(root), { batchSize: 2, size: 8, prefetch: 4, workers: 2, shuffle: true, seed: 3 }),
 };
 
 describe('one iteration for both loaders', () => {
@@ -97,7 +110,9 @@ describe('one iteration for both loaders', () => {
     expect(dl.length).toBe(2);
     expect([...dl.iterSync()].map((b) => b.y.toArray())).toEqual([[9, 3, 5, 7], [1]]);
     const bad: Sampler = { setEpoch() {}, indices: () => [1, 10], numSamples: 2 };
-    expect(() => [...new DataLoader(ds, { batchSize: 4, sampler: bad }).iterSync()]).toThrow(/sampler index 10 is outside the dataset \(10 items\)/);
+    expect(() => [...new DataLoader(ds, { batchSize: 4, sampler: bad }).iterSync()]).toThrow(
+      /sampler index 10 is outside the dataset \(10 items\)/,
+    );
     dl.close();
   });
 

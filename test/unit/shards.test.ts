@@ -26,7 +26,13 @@ function folder(root: string, n: number): string {
   return root;
 }
 
-const listing = (dir: string) => Object.fromEntries(fs.readdirSync(dir).sort().map((f) => [f, fs.readFileSync(path.join(dir, f)).toString('hex')]));
+const listing = (dir: string) =>
+  Object.fromEntries(
+    fs
+      .readdirSync(dir)
+      .sort()
+      .map((f) => [f, fs.readFileSync(path.join(dir, f)).toString('hex')]),
+  );
 
 describe('data pack into a folder that already holds shards', () => {
   it('packImageFolder refuses shards of the same prefix and leaves the folder as it was', () => {
@@ -62,7 +68,9 @@ describe('data pack into a folder that already holds shards', () => {
       err = e;
     }
     expect(err).toBeInstanceOf(UsageError);
-    expect((err as Error).message).toMatch(/--out .*cli-out is not empty \(it holds classes\.json, train-000000\.tar, train-000001\.tar, \.\.\. 4 entries\): pack into a new or empty folder/);
+    expect((err as Error).message).toMatch(
+      /--out .*cli-out is not empty \(it holds classes\.json, train-000000\.tar, train-000001\.tar, \.\.\. 4 entries\): pack into a new or empty folder/,
+    );
     expect(listing(out)).toEqual(before);
     // an empty folder, or one that does not exist yet, is fine
     const empty = path.join(tmp, 'cli-empty');
@@ -84,12 +92,14 @@ describe('shard patterns', () => {
   it('bounds the number of names the groups make together, before making any', () => {
     // each range passes a per-range limit; together they name 10^12 shards
     expect(() => expandShards('x-{0..999999}-{0..999999}.tar')).toThrow(RangeError);
-    expect(() => expandShards('x-{0..999999}-{0..999999}.tar')).toThrow(/names more than 1,000,000 shards \(the product of its brace groups\)/);
+    expect(() => expandShards('x-{0..999999}-{0..999999}.tar')).toThrow(
+      /names more than 1,000,000 shards \(the product of its brace groups\)/,
+    );
     expect(() => expandShards('x-{0..1000}-{0..999}.tar')).toThrow(/names more than 1,000,000 shards/);
     expect(MAX_SHARD_NAMES).toBe(1_000_000);
-    expect(() => expandShards('{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}.tar')).toThrow(
-      /names more than/,
-    );
+    expect(() =>
+      expandShards('{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}.tar'),
+    ).toThrow(/names more than/);
     expect(() => expandShards('x-{0..99999999999999999999}.tar')).toThrow(/bad range|names more than/);
   });
 });

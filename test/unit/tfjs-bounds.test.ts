@@ -38,8 +38,18 @@ const zeros = (n: number): number[] => new Array<number>(n).fill(0);
 const BIG = 70_000; // BIG * BIG float32 values: 19.6 GB, from inputs of 280 kB
 
 const cases: Case[] = [
-  { kernel: 'OneHot', inputs: { indices: i32([0]) }, attrs: { depth: 2 ** 31, onValue: 1, offValue: 0, dtype: 'int32' }, says: /\[1,2147483648\].*8589934592 bytes/ },
-  { kernel: 'OneHot', inputs: { indices: i32([0]) }, attrs: { depth: 2.5, onValue: 1, offValue: 0, dtype: 'int32' }, says: /dimension 2\.5 that is not a non-negative integer/ },
+  {
+    kernel: 'OneHot',
+    inputs: { indices: i32([0]) },
+    attrs: { depth: 2 ** 31, onValue: 1, offValue: 0, dtype: 'int32' },
+    says: /\[1,2147483648\].*8589934592 bytes/,
+  },
+  {
+    kernel: 'OneHot',
+    inputs: { indices: i32([0]) },
+    attrs: { depth: 2.5, onValue: 1, offValue: 0, dtype: 'int32' },
+    says: /dimension 2\.5 that is not a non-negative integer/,
+  },
   { kernel: 'Fill', inputs: {}, attrs: { shape: [2 ** 20, 2 ** 20], value: 1, dtype: 'float32' } },
   { kernel: 'Fill', inputs: {}, attrs: { shape: [-1, 4], value: 1, dtype: 'float32' }, says: /dimension -1/ },
   { kernel: 'Range', inputs: {}, attrs: { start: 0, stop: 2 ** 40, step: 1, dtype: 'float32' } },
@@ -48,47 +58,128 @@ const cases: Case[] = [
   { kernel: 'Tile', inputs: { x: f([1, 2, 3, 4], [2, 2]) }, attrs: { reps: [2 ** 20, 2 ** 20] } },
   { kernel: 'PadV2', inputs: { x: f([1, 2]) }, attrs: { paddings: [[0, 2 ** 40]], constantValue: 0 } },
   { kernel: 'MirrorPad', inputs: { x: f([1, 2]) }, attrs: { paddings: [[0, 2 ** 40]], mode: 'reflect' }, says: /paddings\[0\]/ },
-  { kernel: 'SpaceToBatchND', inputs: { x: f([1, 2, 3, 4], [1, 2, 2, 1]) }, attrs: { blockShape: [2, 2], paddings: [[0, 2 ** 40], [0, 0]] } },
+  {
+    kernel: 'SpaceToBatchND',
+    inputs: { x: f([1, 2, 3, 4], [1, 2, 2, 1]) },
+    attrs: {
+      blockShape: [2, 2],
+      paddings: [
+        [0, 2 ** 40],
+        [0, 0],
+      ],
+    },
+  },
   { kernel: 'Concat', inputs: { list: new Array<In>(1100).fill(f(zeros(2 ** 20))) }, attrs: { axis: 0 } },
   { kernel: 'Pack', inputs: { list: new Array<In>(1100).fill(f(zeros(2 ** 20))) }, attrs: { axis: 0 } },
   { kernel: 'Multinomial', inputs: { logits: f([0, 0, 0], [1, 3]) }, attrs: { numSamples: 2 ** 31, seed: 1, normalized: false } },
   { kernel: 'Bincount', inputs: { x: i32([0]), weights: f([]) }, attrs: { size: 2 ** 31 } },
   { kernel: 'DenseBincount', inputs: { x: i32([0]), weights: f([]) }, attrs: { size: 2 ** 31, binaryOutput: false } },
-  { kernel: 'ResizeBilinear', inputs: { images: f([1, 2, 3, 4], [1, 2, 2, 1]) }, attrs: { size: [2 ** 16, 2 ** 16 + 1], alignCorners: false, halfPixelCenters: false } },
-  { kernel: 'ResizeNearestNeighbor', inputs: { images: f([1, 2, 3, 4], [1, 2, 2, 1]) }, attrs: { size: [2 ** 16, 2 ** 16 + 1], alignCorners: false, halfPixelCenters: false } },
-  { kernel: 'ResizeBilinearGrad', inputs: { images: f(zeros(BIG), [1, 1, BIG, 1]), dy: f(zeros(BIG), [1, BIG, 1, 1]) }, attrs: { alignCorners: false }, says: /intermediate/ },
-  { kernel: 'CropAndResize', inputs: { image: f([1, 2, 3, 4], [1, 2, 2, 1]), boxes: f([0, 0, 1, 1], [1, 4]), boxInd: i32([0]) }, attrs: { cropSize: [2 ** 16, 2 ** 16 + 1], method: 'bilinear', extrapolationValue: 0 } },
-  { kernel: 'Transform', inputs: { image: f([1, 2, 3, 4], [1, 2, 2, 1]), transforms: f([1, 0, 0, 0, 1, 0, 0, 0], [1, 8]) }, attrs: { interpolation: 'nearest', fillMode: 'constant', fillValue: 0, outputShape: [2 ** 15, 2 ** 15] } },
-  { kernel: 'SparseToDense', inputs: { sparseIndices: i32([0]), sparseValues: f([1]), defaultValue: f([0], []) }, attrs: { outputShape: [2 ** 33] } },
+  {
+    kernel: 'ResizeBilinear',
+    inputs: { images: f([1, 2, 3, 4], [1, 2, 2, 1]) },
+    attrs: { size: [2 ** 16, 2 ** 16 + 1], alignCorners: false, halfPixelCenters: false },
+  },
+  {
+    kernel: 'ResizeNearestNeighbor',
+    inputs: { images: f([1, 2, 3, 4], [1, 2, 2, 1]) },
+    attrs: { size: [2 ** 16, 2 ** 16 + 1], alignCorners: false, halfPixelCenters: false },
+  },
+  {
+    kernel: 'ResizeBilinearGrad',
+    inputs: { images: f(zeros(BIG), [1, 1, BIG, 1]), dy: f(zeros(BIG), [1, BIG, 1, 1]) },
+    attrs: { alignCorners: false },
+    says: /intermediate/,
+  },
+  {
+    kernel: 'CropAndResize',
+    inputs: { image: f([1, 2, 3, 4], [1, 2, 2, 1]), boxes: f([0, 0, 1, 1], [1, 4]), boxInd: i32([0]) },
+    attrs: { cropSize: [2 ** 16, 2 ** 16 + 1], method: 'bilinear', extrapolationValue: 0 },
+  },
+  {
+    kernel: 'Transform',
+    inputs: { image: f([1, 2, 3, 4], [1, 2, 2, 1]), transforms: f([1, 0, 0, 0, 1, 0, 0, 0], [1, 8]) },
+    attrs: { interpolation: 'nearest', fillMode: 'constant', fillValue: 0, outputShape: [2 ** 15, 2 ** 15] },
+  },
+  {
+    kernel: 'SparseToDense',
+    inputs: { sparseIndices: i32([0]), sparseValues: f([1]), defaultValue: f([0], []) },
+    attrs: { outputShape: [2 ** 33] },
+  },
   { kernel: 'ScatterNd', inputs: { indices: i32([0], [1, 1]), updates: f([1]) }, attrs: { shape: [2 ** 33] } },
   { kernel: 'UnsortedSegmentSum', inputs: { x: f([1]), segmentIds: i32([0]) }, attrs: { numSegments: 2 ** 33 } },
   { kernel: 'SparseSegmentSum', inputs: { data: f([1, 2, 3, 4], [2, 2]), indices: i32([0]), segmentIds: i32([2 ** 30]) }, attrs: {} },
-  { kernel: 'SparseFillEmptyRows', inputs: { indices: i32([0, 0], [1, 2]), values: f([1]), denseShape: i32([2 ** 31 - 1, 1]), defaultValue: f([0], []) }, attrs: {} },
+  {
+    kernel: 'SparseFillEmptyRows',
+    inputs: { indices: i32([0, 0], [1, 2]), values: f([1]), denseShape: i32([2 ** 31 - 1, 1]), defaultValue: f([0], []) },
+    attrs: {},
+  },
   {
     kernel: 'RaggedTensorToTensor',
     inputs: { shape: i32([2 ** 20, 2 ** 20]), values: f([1]), defaultValue: f([0], []), rowPartitionTensors: [i32([0, 1])] },
     attrs: { rowPartitionTypes: ['ROW_SPLITS'] },
   },
   { kernel: 'RaggedRange', inputs: { starts: i32([0, 0]), limits: i32([2 ** 31 - 1, 2 ** 31 - 1]), deltas: i32([1, 1]) }, attrs: {} },
-  { kernel: 'RaggedGather', inputs: { paramsNestedSplits: [i32([0, 1_000_000])], paramsDenseValues: f(zeros(1_000_000)), indices: i32(zeros(5000)) }, attrs: { outputRaggedRank: 1 } },
-  { kernel: 'NonMaxSuppressionV4', inputs: { boxes: f([0, 0, 1, 1], [1, 4]), scores: f([1]) }, attrs: { maxOutputSize: 2 ** 31, iouThreshold: 0.5, scoreThreshold: 0, padToMaxOutputSize: true } },
+  {
+    kernel: 'RaggedGather',
+    inputs: { paramsNestedSplits: [i32([0, 1_000_000])], paramsDenseValues: f(zeros(1_000_000)), indices: i32(zeros(5000)) },
+    attrs: { outputRaggedRank: 1 },
+  },
+  {
+    kernel: 'NonMaxSuppressionV4',
+    inputs: { boxes: f([0, 0, 1, 1], [1, 4]), scores: f([1]) },
+    attrs: { maxOutputSize: 2 ** 31, iouThreshold: 0.5, scoreThreshold: 0, padToMaxOutputSize: true },
+  },
   { kernel: 'Diag', inputs: { x: f(zeros(BIG)) }, attrs: {} },
   { kernel: 'Einsum', inputs: { list: [f(zeros(BIG)), f(zeros(BIG))] }, attrs: { equation: 'i,j->ij' } },
-  { kernel: 'BatchMatMul', inputs: { a: f(zeros(BIG), [BIG, 1]), b: f(zeros(BIG), [1, BIG]) }, attrs: { transposeA: false, transposeB: false } },
+  {
+    kernel: 'BatchMatMul',
+    inputs: { a: f(zeros(BIG), [BIG, 1]), b: f(zeros(BIG), [1, BIG]) },
+    attrs: { transposeA: false, transposeB: false },
+  },
   { kernel: 'Add', inputs: { a: f(zeros(BIG), [BIG, 1]), b: f(zeros(BIG), [1, BIG]) }, attrs: {} },
   { kernel: 'Prelu', inputs: { x: f(zeros(BIG), [BIG, 1]), alpha: f(zeros(BIG), [1, BIG]) }, attrs: {} },
   { kernel: 'GatherV2', inputs: { x: f(zeros(BIG), [1, BIG]), indices: i32(zeros(BIG)) }, attrs: { axis: 0, batchDims: 0 } },
   { kernel: 'GatherNd', inputs: { params: f(zeros(BIG), [1, BIG]), indices: i32(zeros(BIG), [BIG, 1]) }, attrs: {} },
-  { kernel: 'Conv2D', inputs: { x: f([1], [1, 1, 1, 1]), filter: f([1], [1, 1, 1, 1]) }, attrs: { strides: [1, 1], pad: BIG, dataFormat: 'NHWC', dilations: [1, 1] } },
+  {
+    kernel: 'Conv2D',
+    inputs: { x: f([1], [1, 1, 1, 1]), filter: f([1], [1, 1, 1, 1]) },
+    attrs: { strides: [1, 1], pad: BIG, dataFormat: 'NHWC', dilations: [1, 1] },
+  },
   // A huge pad with a huge stride: a small output from a huge padded input.
-  { kernel: 'Conv2D', inputs: { x: f([1], [1, 1, 1, 1]), filter: f([1], [1, 1, 1, 1]) }, attrs: { strides: [2 * BIG, 2 * BIG], pad: BIG, dataFormat: 'NHWC', dilations: [1, 1] }, says: /padded input/ },
-  { kernel: 'Conv2DBackpropInput', inputs: { dy: f([1], [1, 1, 1, 1]), filter: f([1], [1, 1, 1, 1]) }, attrs: { inputShape: [1, BIG, BIG, 1], strides: [BIG, BIG], pad: 'valid', dataFormat: 'NHWC' } },
-  { kernel: 'Conv2DBackpropFilter', inputs: { x: f([1], [1, 1, 1, 1]), dy: f([1], [1, 1, 1, 1]) }, attrs: { filterShape: [BIG, BIG, 1, 1], strides: [1, 1], pad: 'valid', dataFormat: 'NHWC' } },
-  { kernel: 'Conv3D', inputs: { x: f([1], [1, 1, 1, 1, 1]), filter: f([1], [1, 1, 1, 1, 1]) }, attrs: { strides: [1, 1, 1], pad: 2000, dataFormat: 'NDHWC', dilations: [1, 1, 1] } },
+  {
+    kernel: 'Conv2D',
+    inputs: { x: f([1], [1, 1, 1, 1]), filter: f([1], [1, 1, 1, 1]) },
+    attrs: { strides: [2 * BIG, 2 * BIG], pad: BIG, dataFormat: 'NHWC', dilations: [1, 1] },
+    says: /padded input/,
+  },
+  {
+    kernel: 'Conv2DBackpropInput',
+    inputs: { dy: f([1], [1, 1, 1, 1]), filter: f([1], [1, 1, 1, 1]) },
+    attrs: { inputShape: [1, BIG, BIG, 1], strides: [BIG, BIG], pad: 'valid', dataFormat: 'NHWC' },
+  },
+  {
+    kernel: 'Conv2DBackpropFilter',
+    inputs: { x: f([1], [1, 1, 1, 1]), dy: f([1], [1, 1, 1, 1]) },
+    attrs: { filterShape: [BIG, BIG, 1, 1], strides: [1, 1], pad: 'valid', dataFormat: 'NHWC' },
+  },
+  {
+    kernel: 'Conv3D',
+    inputs: { x: f([1], [1, 1, 1, 1, 1]), filter: f([1], [1, 1, 1, 1, 1]) },
+    attrs: { strides: [1, 1, 1], pad: 2000, dataFormat: 'NDHWC', dilations: [1, 1, 1] },
+  },
   { kernel: 'MaxPool', inputs: { x: f([1], [1, 1, 1, 1]) }, attrs: { filterSize: [1, 1], strides: [1, 1], pad: BIG } },
   { kernel: 'AvgPool', inputs: { x: f([1], [1, 1, 1, 1]) }, attrs: { filterSize: [1, 1], strides: [1, 1], pad: BIG } },
-  { kernel: 'MaxPoolWithArgmax', inputs: { x: f([1], [1, 1, 1, 1]) }, attrs: { filterSize: [1, 1], strides: [1, 1], pad: BIG, includeBatchInIndex: false } },
-  { kernel: 'Dilation2D', inputs: { x: f(zeros(400 * 400), [1, 400, 400, 1]), filter: f(zeros(100 * 100), [100, 100, 1]) }, attrs: { strides: [1, 1], pad: 'same', dilations: [1, 1] }, says: /window taps/ },
+  {
+    kernel: 'MaxPoolWithArgmax',
+    inputs: { x: f([1], [1, 1, 1, 1]) },
+    attrs: { filterSize: [1, 1], strides: [1, 1], pad: BIG, includeBatchInIndex: false },
+  },
+  {
+    kernel: 'Dilation2D',
+    inputs: { x: f(zeros(400 * 400), [1, 400, 400, 1]), filter: f(zeros(100 * 100), [100, 100, 1]) },
+    attrs: { strides: [1, 1], pad: 'same', dilations: [1, 1] },
+    says: /window taps/,
+  },
 ];
 
 function mk(x: In): tf.Tensor {
@@ -185,8 +276,25 @@ function runChild(args: string[], cases: unknown[], env: Record<string, string> 
     p.on('error', reject);
     p.on('close', (code, signal) => {
       clearTimeout(timer);
-      if (code !== 0) reject(new Error(`child exited with ${code ?? signal}: ${err.trim().split('\n').filter((l) => !/^\s+at /.test(l)).slice(-8).join(' | ')}`));
-      else resolve(out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as ChildResult));
+      if (code !== 0)
+        reject(
+          new Error(
+            `child exited with ${code ?? signal}: ${err
+              .trim()
+              .split('\n')
+              .filter((l) => !/^\s+at /.test(l))
+              .slice(-8)
+              .join(' | ')}`,
+          ),
+        );
+      else
+        resolve(
+          out
+            .trim()
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => JSON.parse(l) as ChildResult),
+        );
     });
   }).finally(() => fs.rmSync(dir, { recursive: true, force: true }));
 }
@@ -198,16 +306,43 @@ describe('kernel memory (child processes)', () => {
   // float intermediates took about 7x its output.
   const MiB = 2 ** 20;
   const peakCases = [
-    { name: 'OneHot depth 2^25 (128 MiB int32)', bytes: 128 * MiB, c: { kernel: 'OneHot', inputs: { indices: { v: [3], s: [1], d: 'int32' } }, attrs: { depth: 2 ** 25, onValue: 1, offValue: -1, dtype: 'int32' } } },
-    { name: 'Range 2^25 (128 MiB float32)', bytes: 128 * MiB, c: { kernel: 'Range', inputs: {}, attrs: { start: 0, stop: 2 ** 25, step: 1, dtype: 'float32' } } },
-    { name: 'RaggedRange 2^25 values (128 MiB int32)', bytes: 128 * MiB, c: { kernel: 'RaggedRange', inputs: { starts: { v: [0], s: [1], d: 'int32' }, limits: { v: [2 ** 25], s: [1], d: 'int32' }, deltas: { v: [1], s: [1], d: 'int32' } }, attrs: {} } },
+    {
+      name: 'OneHot depth 2^25 (128 MiB int32)',
+      bytes: 128 * MiB,
+      c: {
+        kernel: 'OneHot',
+        inputs: { indices: { v: [3], s: [1], d: 'int32' } },
+        attrs: { depth: 2 ** 25, onValue: 1, offValue: -1, dtype: 'int32' },
+      },
+    },
+    {
+      name: 'Range 2^25 (128 MiB float32)',
+      bytes: 128 * MiB,
+      c: { kernel: 'Range', inputs: {}, attrs: { start: 0, stop: 2 ** 25, step: 1, dtype: 'float32' } },
+    },
+    {
+      name: 'RaggedRange 2^25 values (128 MiB int32)',
+      bytes: 128 * MiB,
+      c: {
+        kernel: 'RaggedRange',
+        inputs: {
+          starts: { v: [0], s: [1], d: 'int32' },
+          limits: { v: [2 ** 25], s: [1], d: 'int32' },
+          deltas: { v: [1], s: [1], d: 'int32' },
+        },
+        attrs: {},
+      },
+    },
   ];
   for (const pc of peakCases) {
     it(`${pc.name}: the peak is at most 1.5x the output`, async () => {
       const [r] = await runChild(['--expose-gc'], [{ ...pc.c, measure: true }]);
       expect(r.r, r.m).toBe('ok');
       console.log(`${pc.name}: peak RSS growth ${(r.rssDelta! / MiB).toFixed(1)} MiB`);
-      expect(r.rssDelta!, `peak RSS growth ${Math.round(r.rssDelta! / MiB)} MiB for an output of ${pc.bytes / MiB} MiB`).toBeLessThanOrEqual(1.5 * pc.bytes);
+      expect(
+        r.rssDelta!,
+        `peak RSS growth ${Math.round(r.rssDelta! / MiB)} MiB for an output of ${pc.bytes / MiB} MiB`,
+      ).toBeLessThanOrEqual(1.5 * pc.bytes);
     });
   }
 
@@ -215,20 +350,41 @@ describe('kernel memory (child processes)', () => {
     const fill = (n: number) => ({ kernel: 'Fill', inputs: {}, attrs: { shape: [n], value: 1, dtype: 'float32' } });
     const res = await runChild([], [fill(2 ** 20), fill(2 ** 18)], { RESIDUAL_TFJS_MAX_TENSOR_BYTES: String(2 ** 20) });
     expect(res.map((r) => r.r)).toEqual(['error:RangeError', 'ok']);
-    expect(res[0].m).toMatch(/^Fill: the output \[1048576\] \(float32\) would hold 1048576 elements, 4194304 bytes .*more than one tensor of the residual backend may hold \(1048576 bytes/);
-    await expect(runChild([], [fill(1)], { RESIDUAL_TFJS_MAX_TENSOR_BYTES: '4GB' })).rejects.toThrow(/RESIDUAL_TFJS_MAX_TENSOR_BYTES must be a whole number of bytes in \[1, \d+\].*got "4GB"/);
+    expect(res[0].m).toMatch(
+      /^Fill: the output \[1048576\] \(float32\) would hold 1048576 elements, 4194304 bytes .*more than one tensor of the residual backend may hold \(1048576 bytes/,
+    );
+    await expect(runChild([], [fill(1)], { RESIDUAL_TFJS_MAX_TENSOR_BYTES: '4GB' })).rejects.toThrow(
+      /RESIDUAL_TFJS_MAX_TENSOR_BYTES must be a whole number of bytes in \[1, \d+\].*got "4GB"/,
+    );
   });
 
   it('string kernels stop at the JS heap share (a 64 MB heap): StringSplit, StringNGrams, StaticRegexReplace, Fill; no V8 heap crash', async () => {
     const s = (v: string[]): In => ({ v, s: [v.length], d: 'string' });
     const heapCases = [
       // An empty delimiter makes a token of each of 4 M bytes.
-      { kernel: 'StringSplit', inputs: { input: s(['a'.repeat(4_000_000)]), delimiter: { v: [''], s: [], d: 'string' } }, attrs: { skipEmpty: false } },
-      { kernel: 'StringNGrams', inputs: { data: s(['a']), dataSplits: { v: [0, 1], s: [2], d: 'int32' } }, attrs: { separator: ' ', nGramWidths: [2 ** 31], leftPad: 'L', rightPad: 'R', padWidth: -1, preserveShortSequences: false } },
-      { kernel: 'StaticRegexReplace', inputs: { x: s(new Array(64).fill('a'.repeat(1000))) }, attrs: { pattern: '', rewrite: 'x'.repeat(1000), replaceGlobal: true } },
+      {
+        kernel: 'StringSplit',
+        inputs: { input: s(['a'.repeat(4_000_000)]), delimiter: { v: [''], s: [], d: 'string' } },
+        attrs: { skipEmpty: false },
+      },
+      {
+        kernel: 'StringNGrams',
+        inputs: { data: s(['a']), dataSplits: { v: [0, 1], s: [2], d: 'int32' } },
+        attrs: { separator: ' ', nGramWidths: [2 ** 31], leftPad: 'L', rightPad: 'R', padWidth: -1, preserveShortSequences: false },
+      },
+      {
+        kernel: 'StaticRegexReplace',
+        inputs: { x: s(new Array(64).fill('a'.repeat(1000))) },
+        attrs: { pattern: '', rewrite: 'x'.repeat(1000), replaceGlobal: true },
+      },
       { kernel: 'Fill', inputs: {}, attrs: { shape: [2 ** 24], value: 'abc', dtype: 'string' } },
       // In range: still computed.
-      { kernel: 'StringSplit', inputs: { input: s(['a b', 'c']), delimiter: { v: [' '], s: [], d: 'string' } }, attrs: { skipEmpty: false }, ok: true },
+      {
+        kernel: 'StringSplit',
+        inputs: { input: s(['a b', 'c']), delimiter: { v: [' '], s: [], d: 'string' } },
+        attrs: { skipEmpty: false },
+        ok: true,
+      },
     ];
     const res = await runChild(['--max-old-space-size=64'], heapCases);
     expect(res.length).toBe(heapCases.length);

@@ -82,14 +82,23 @@ describe('file:// load: what a model folder may name', () => {
           ],
         },
       ],
-      { 'group1-shard1of2.bin': d1.subarray(0, 10), 'sub/group1-shard2of2.bin': d1.subarray(10), 'group2.bin': new Uint8Array(g2.data as ArrayBuffer), 'q.bin': Uint8Array.from([...q8, ...q16, ...h16]) },
+      {
+        'group1-shard1of2.bin': d1.subarray(0, 10),
+        'sub/group1-shard2of2.bin': d1.subarray(10),
+        'group2.bin': new Uint8Array(g2.data as ArrayBuffer),
+        'q.bin': Uint8Array.from([...q8, ...q16, ...h16]),
+      },
     );
     const art = await load(file);
     expect(art.modelTopology).toEqual({ note: 'not built here' });
     const w = tf.io.decodeWeights(art.weightData!, art.weightSpecs!);
     expect(Array.from(await w.a.data())).toEqual([1.5, -2, 3, 4.25, 5, 6]);
     expect(Array.from(await w.b.data())).toEqual([7, -8, 2 ** 30]);
-    expect((await w.s.data()).map((v) => (typeof v === 'string' ? v : new TextDecoder().decode(v as unknown as Uint8Array)))).toEqual(['', 'héllo', 'x'.repeat(300)]);
+    expect((await w.s.data()).map((v) => (typeof v === 'string' ? v : new TextDecoder().decode(v as unknown as Uint8Array)))).toEqual([
+      '',
+      'héllo',
+      'x'.repeat(300),
+    ]);
     expect(Array.from(await w.c.data())).toEqual([1, 0, 1]);
     expect(Array.from(await tf.real(w.z).data())).toEqual([1, 2]);
     expect(Array.from(await tf.imag(w.z).data())).toEqual([3, -4]);
@@ -168,17 +177,29 @@ describe('file:// load: what a model folder may name', () => {
 
   it('reads exactly the bytes the manifest declares: short, long, sparse 1 TB, oversized and too many files are refused before any read', async () => {
     const spec = [W('w', [2])];
-    await refused(load(model([{ paths: ['w.bin'], weights: spec }], { 'w.bin': f32(1, 2).subarray(0, 7) })), /w\.bin holds 7 bytes but the manifest .* describes 8 bytes/);
-    await refused(load(model([{ paths: ['w.bin'], weights: spec }], { 'w.bin': Uint8Array.from([...f32(1, 2), 0]) })), /w\.bin holds 9 bytes but the manifest .* describes 8 bytes/);
+    await refused(
+      load(model([{ paths: ['w.bin'], weights: spec }], { 'w.bin': f32(1, 2).subarray(0, 7) })),
+      /w\.bin holds 7 bytes but the manifest .* describes 8 bytes/,
+    );
+    await refused(
+      load(model([{ paths: ['w.bin'], weights: spec }], { 'w.bin': Uint8Array.from([...f32(1, 2), 0]) })),
+      /w\.bin holds 9 bytes but the manifest .* describes 8 bytes/,
+    );
     // A sparse 1 TB file: refused from its size (reading it would take hours).
     const big = model([{ paths: ['big.bin'], weights: spec }]);
     fs.closeSync(fs.openSync(path.join(path.dirname(big), 'big.bin'), 'w'));
     fs.truncateSync(path.join(path.dirname(big), 'big.bin'), 2 ** 40);
     await refused(load(big), /big\.bin holds 1099511627776 bytes/);
     // A weight larger than a tensor may be, and shapes that are not sizes.
-    await refused(load(model([{ paths: [], weights: [W('w', [2 ** 20, 2 ** 20])] }])), /\('w'\) declares 1048576x1048576 float32 values, 4398046511104 bytes: more than one weight may hold/);
+    await refused(
+      load(model([{ paths: [], weights: [W('w', [2 ** 20, 2 ** 20])] }])),
+      /\('w'\) declares 1048576x1048576 float32 values, 4398046511104 bytes: more than one weight may hold/,
+    );
     for (const shape of [[-1], [1.5], [2 ** 60], 'x', [null]])
-      await refused(load(model([{ paths: [], weights: [W('w', shape as number[])] }])), /weightsManifest\[0\]\.weights\[0\] \('w'\) has a bad shape/);
+      await refused(
+        load(model([{ paths: [], weights: [W('w', shape as number[])] }])),
+        /weightsManifest\[0\]\.weights\[0\] \('w'\) has a bad shape/,
+      );
     // Files that each pass but together hold more than this machine can load (sparse: nothing on disk).
     const per = 2 ** 30; // float32 values per file: 4 GiB, one tensor's limit
     const count = Math.floor(os.totalmem() / 2 / (4 * per)) + 1;
@@ -209,10 +230,19 @@ describe('file:// load: what a model folder may name', () => {
     };
     const ok = await load(model([{ paths: ['s.bin'], weights: spec }], { 's.bin': enc('ab', 'c') }));
     expect(new Uint8Array(ok.weightData as ArrayBuffer).length).toBe(11);
-    await refused(load(model([{ paths: ['s.bin'], weights: spec }], { 's.bin': enc('ab', 'c').subarray(0, 10) })), /string 1 of 2 runs past the end of the group's 10 bytes/);
-    await refused(load(model([{ paths: ['s.bin'], weights: spec }], { 's.bin': Uint8Array.from([...enc('ab', 'c'), 1]) })), /holds 12 bytes but the manifest .* describes 11 bytes/);
+    await refused(
+      load(model([{ paths: ['s.bin'], weights: spec }], { 's.bin': enc('ab', 'c').subarray(0, 10) })),
+      /string 1 of 2 runs past the end of the group's 10 bytes/,
+    );
+    await refused(
+      load(model([{ paths: ['s.bin'], weights: spec }], { 's.bin': Uint8Array.from([...enc('ab', 'c'), 1]) })),
+      /holds 12 bytes but the manifest .* describes 11 bytes/,
+    );
     const huge = Uint8Array.from([...new Uint8Array(new Uint32Array([0xffffffff]).buffer), 1, 2]);
-    await refused(load(model([{ paths: ['s.bin'], weights: [W('s', [1], 'string')] }], { 's.bin': huge })), /string 0 of 1 runs past the end/);
+    await refused(
+      load(model([{ paths: ['s.bin'], weights: [W('s', [1], 'string')] }], { 's.bin': huge })),
+      /string 0 of 1 runs past the end/,
+    );
   });
 
   it('manifest entries are checked as tfjs decodes them (name, dtype, quantization)', async () => {
@@ -279,8 +309,13 @@ function child(cases: unknown[]): Promise<ChildResult[]> {
     p.on('error', reject);
     p.on('close', (code, signal) => {
       clearTimeout(timer);
-      const lines = out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
-      if (code !== 0) reject(new Error(`child ended with ${code ?? signal}${signal === 'SIGKILL' ? ' (a hang)' : ''}: ${err.slice(-1000)}`));
+      const lines = out
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l));
+      if (code !== 0)
+        reject(new Error(`child ended with ${code ?? signal}${signal === 'SIGKILL' ? ' (a hang)' : ''}: ${err.slice(-1000)}`));
       else resolve(lines.filter((l) => l.r !== undefined));
     });
   });

@@ -73,4 +73,14 @@ export const softmaxConfig = defineKernel('Softmax', ({ inputs, attrs, backend }
   return out(backend, x.softmax(dim === undefined ? -1 : dim), 'float32');
 });
 
-export const configs: KernelConfig[] = [reluConfig, relu6Config, eluConfig, seluConfig, softplusConfig, leakyReluConfig, eluGradConfig, preluConfig, softmaxConfig];
+export const configs: KernelConfig[] = [
+  reluConfig,
+  relu6Config,
+  eluConfig,
+  seluConfig,
+  softplusConfig,
+  leakyReluConfig,
+  eluGradConfig,
+  preluConfig,
+  softmaxConfig,
+];

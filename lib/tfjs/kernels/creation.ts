@@ -60,7 +60,8 @@ export const onesLikeConfig = defineKernel('OnesLike', ({ inputs, backend }) => 
   const x = inputs.x;
   if (x.dtype === 'string') throw new Error('OnesLike: string tensors are not supported');
   const t = backend.tensorOf(x);
-  if (x.dtype === 'complex64') return backend.output(op('stack', [op('onesLike', t.select(-1, 0)), op('zerosLike', t.select(-1, 1))], -1), x.dtype);
+  if (x.dtype === 'complex64')
+    return backend.output(op('stack', [op('onesLike', t.select(-1, 0)), op('zerosLike', t.select(-1, 1))], -1), x.dtype);
   return backend.output(op('onesLike', t), x.dtype);
 });
 

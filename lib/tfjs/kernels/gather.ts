@@ -3,7 +3,20 @@
 // with tf's messages.
 import { backend_util, util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
-import { checkSize, code, defineKernel, longT, notStringOrComplex, numbersOf, op, sc, storageShape, torchDtype, type ResidualBackend, type Tensor } from './util.js';
+import {
+  checkSize,
+  code,
+  defineKernel,
+  longT,
+  notStringOrComplex,
+  numbersOf,
+  op,
+  sc,
+  storageShape,
+  torchDtype,
+  type ResidualBackend,
+  type Tensor,
+} from './util.js';
 
 export const gatherV2Config = defineKernel('GatherV2', ({ inputs, attrs, backend }) => {
   const { x, indices } = inputs;
@@ -55,11 +68,21 @@ export const gatherNdConfig = defineKernel('GatherNd', ({ inputs, backend }) => 
 });
 
 /** Scatters `updates` at tf's N-d `indices` into `base` (reshaped to `shape`), adding when `accumulate`. */
-export function scatter(backend: ResidualBackend, indices: TensorInfo, updates: TensorInfo, shape: number[], base: Tensor, accumulate: boolean): Tensor {
+export function scatter(
+  backend: ResidualBackend,
+  indices: TensorInfo,
+  updates: TensorInfo,
+  shape: number[],
+  base: Tensor,
+  accumulate: boolean,
+): Tensor {
   const { sliceRank, numUpdates, sliceSize, strides, outputSize } = backend_util.calculateShapes(updates as never, indices as never, shape);
   const rows = outputSize / sliceSize;
   if (numUpdates === 0) return base.reshape(shape);
-  const flat = sliceRank === 0 ? op('zeros', [numUpdates], code('int64'), backend.device) : flatIndices(backend.tensorOf(indices), strides, sliceRank, backend.device);
+  const flat =
+    sliceRank === 0
+      ? op('zeros', [numUpdates], code('int64'), backend.device)
+      : flatIndices(backend.tensorOf(indices), strides, sliceRank, backend.device);
   const bad = op('logicalOr', op('lt', flat, sc(0)), op('ge', flat, sc(rows)));
   if (op('any', bad).item()) {
     const i = op('argmax', bad.to('uint8'), 0, false).item() as number;

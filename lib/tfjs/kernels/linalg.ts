@@ -3,12 +3,23 @@
 import { backend_util, util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { activate } from './activation.js';
-import { checkBroadcast, checkSize, defineKernel, notStringOrComplex, op, out, requireFloat, torchDtype, type ResidualBackend } from './util.js';
+import {
+  checkBroadcast,
+  checkSize,
+  defineKernel,
+  notStringOrComplex,
+  op,
+  out,
+  requireFloat,
+  torchDtype,
+  type ResidualBackend,
+} from './util.js';
 
 type Attr = Record<string, unknown>;
 
 function matMul(backend: ResidualBackend, a: TensorInfo, b: TensorInfo, attrs: Attr, bias?: TensorInfo, prelu?: TensorInfo): TensorInfo {
-  if (a.shape.length < 2 || b.shape.length < 2) throw new Error(`batchMatMul: both inputs need rank >= 2, got shapes [${a.shape}] and [${b.shape}]`);
+  if (a.shape.length < 2 || b.shape.length < 2)
+    throw new Error(`batchMatMul: both inputs need rank >= 2, got shapes [${a.shape}] and [${b.shape}]`);
   // The batch dimensions broadcast: [B, 1, m, k] x [1, B', k, n] is B * B' products.
   const batch = backend_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
   const m = attrs.transposeA ? a.shape[a.shape.length - 1] : a.shape[a.shape.length - 2];
@@ -26,11 +37,18 @@ function matMul(backend: ResidualBackend, a: TensorInfo, b: TensorInfo, attrs: A
   if (attrs.transposeB) bt = bt.transpose(-2, -1);
   let y = at.matmul(bt);
   if (bias) y = y.add(requireFloat(backend.tensorOf(bias), 'matMul bias'));
-  y = activate(y, attrs.activation as string | undefined, prelu ? backend.tensorOf(prelu) : null, attrs.leakyreluAlpha as number | undefined);
+  y = activate(
+    y,
+    attrs.activation as string | undefined,
+    prelu ? backend.tensorOf(prelu) : null,
+    attrs.leakyreluAlpha as number | undefined,
+  );
   return out(backend, y, intMul ? 'int32' : 'float32');
 }
 export const batchMatMulConfig = defineKernel('BatchMatMul', ({ inputs, attrs, backend }) => matMul(backend, inputs.a, inputs.b, attrs));
-export const fusedMatMulConfig = defineKernel('_FusedMatMul', ({ inputs, attrs, backend }) => matMul(backend, inputs.a, inputs.b, attrs, inputs.bias, inputs.preluActivationWeights));
+export const fusedMatMulConfig = defineKernel('_FusedMatMul', ({ inputs, attrs, backend }) =>
+  matMul(backend, inputs.a, inputs.b, attrs, inputs.bias, inputs.preluActivationWeights),
+);
 
 export const einsumConfig = defineKernel('Einsum', ({ inputs, attrs, backend }) => {
   const list = inputs as unknown as TensorInfo[];
@@ -42,7 +60,11 @@ export const einsumConfig = defineKernel('Einsum', ({ inputs, attrs, backend }) 
   const sizeOfDim = new Map<number, number>();
   idDims.forEach((ids, i) => ids.forEach((id, axis) => sizeOfDim.set(id, list[i].shape[axis])));
   const outDims = allDims.map((_, id) => id).filter((id) => !summedDims.includes(id));
-  checkSize('Einsum', outDims.map((id) => sizeOfDim.get(id) ?? 1), 'float32');
+  checkSize(
+    'Einsum',
+    outDims.map((id) => sizeOfDim.get(id) ?? 1),
+    'float32',
+  );
   const dtype = list.every((t) => t.dtype === 'int32') ? 'int32' : 'float32';
   const ts = list.map((t) => backend.tensorOf(t).to(torchDtype(dtype)));
   return backend.output(op('einsum', attrs.equation as string, ts), dtype);

@@ -7,7 +7,18 @@ import type { DataType, KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { native } from '../../addon/binding.js';
 import { wrapT } from '../../tensor/tensor.js';
 import { joinComplex, parts } from './complex.js';
-import { checkBroadcast, checkSize, code, defineKernel, notComplex, op, sc, type KernelArgs, type ResidualBackend, type Tensor } from './util.js';
+import {
+  checkBroadcast,
+  checkSize,
+  code,
+  defineKernel,
+  notComplex,
+  op,
+  sc,
+  type KernelArgs,
+  type ResidualBackend,
+  type Tensor,
+} from './util.js';
 
 // ---- helpers ----
 
@@ -117,7 +128,11 @@ const mod: Binary = (a, b) => {
 };
 function modFloat(a: Tensor, b: Tensor): Tensor {
   const r = op('fmod', a, b);
-  const same = op('logicalOr', op('logicalAnd', op('lt', a, sc(0)), op('lt', b, sc(0))), op('logicalAnd', op('ge', a, sc(0)), op('ge', b, sc(0))));
+  const same = op(
+    'logicalOr',
+    op('logicalAnd', op('lt', a, sc(0)), op('lt', b, sc(0))),
+    op('logicalAnd', op('ge', a, sc(0)), op('ge', b, sc(0))),
+  );
   return op('where', same, r, op('fmod', op('add', r, b, 1), b));
 }
 const pow: Binary = (a, b) => {
@@ -200,7 +215,9 @@ const unaries: KernelConfig[] = [
   F('Rsqrt', (x) => op('rsqrt', x)),
   F('Sigmoid', (x) => op('sigmoid', x)),
   // cpu: -1 / 0 / 1, and 0 for NaN
-  K('Sign', (x) => (x.dtype === 'bool' ? x.to('int32') : op('where', op('gt', x, sc(0)), sc(1), op('where', op('lt', x, sc(0)), sc(-1), sc(0))).to(x.dtype))),
+  K('Sign', (x) =>
+    x.dtype === 'bool' ? x.to('int32') : op('where', op('gt', x, sc(0)), sc(1), op('where', op('lt', x, sc(0)), sc(-1), sc(0))).to(x.dtype),
+  ),
   F('Sin', (x) => op('sin', x)),
   F('Sinh', (x) => op('sinh', x)),
   F('Sqrt', (x) => op('sqrt', x)),
@@ -261,4 +278,3 @@ export const addNConfig = defineKernel('AddN', ({ inputs, backend }) => {
 });
 
 export const configs: KernelConfig[] = [...binaries, ...unaries, castConfig, addNConfig];
-

@@ -3,7 +3,20 @@
 // the dense values move in libtorch.
 import { backend_util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
-import { checkCount, checkJsArray, checkSize, code, defineKernel, fromJs, fromTyped, ints, longT, op, sharedArray, torchDtype } from './util.js';
+import {
+  checkCount,
+  checkJsArray,
+  checkSize,
+  code,
+  defineKernel,
+  fromJs,
+  fromTyped,
+  ints,
+  longT,
+  op,
+  sharedArray,
+  torchDtype,
+} from './util.js';
 
 // RaggedRange: row sizes from the (small) starts/limits/deltas vectors in JS with tf's checks, then the
 // values computed in JS straight into the output (sharedArray): value k of row r is start[r] + k * delta[r]
@@ -11,7 +24,11 @@ import { checkCount, checkJsArray, checkSize, code, defineKernel, fromJs, fromTy
 const INT32_MAX = 2147483647;
 export const raggedRangeConfig = defineKernel('RaggedRange', ({ inputs, backend }) => {
   const { starts, limits, deltas } = inputs;
-  for (const [name, t] of [['starts', starts], ['limits', limits], ['deltas', deltas]] as const) {
+  for (const [name, t] of [
+    ['starts', starts],
+    ['limits', limits],
+    ['deltas', deltas],
+  ] as const) {
     if (t.shape.length > 1) throw new Error(`${name} must be a scalar or vector`);
   }
   const sizes = [starts, limits, deltas].filter((t) => t.shape.length === 1).map((t) => t.shape[0]);
@@ -19,7 +36,7 @@ export const raggedRangeConfig = defineKernel('RaggedRange', ({ inputs, backend 
   const rows = sizes.length ? sizes[0] : 1;
   const read = (t: TensorInfo): number[] => Array.from(backend.readSync(t.dataId) as ArrayLike<number>);
   const [st, li, de] = [read(starts), read(limits), read(deltas)];
-  const at = (v: number[], r: number): number => (v.length === 1 && rows !== 1 ? v[0] : v[r] ?? v[0]);
+  const at = (v: number[], r: number): number => (v.length === 1 && rows !== 1 ? v[0] : (v[r] ?? v[0]));
   const counts = new Float64Array(rows);
   let total = 0;
   for (let r = 0; r < rows; r++) {
@@ -128,7 +145,9 @@ export const raggedGatherConfig = defineKernel('RaggedGather', ({ inputs, backen
   const dev = backend.device;
   const splitOuts = out.map((o) => fromJs(backend, o, [o.length], 'int32'));
   const vt = backend.tensorOf(values);
-  const dense = rowCount ? vt.indexSelect(0, fromTyped(rows, [rowCount], 'int32', dev).to('int64')) : op('zeros', [0, ...values.shape.slice(1)], code(torchDtype(values.dtype)), dev);
+  const dense = rowCount
+    ? vt.indexSelect(0, fromTyped(rows, [rowCount], 'int32', dev).to('int64'))
+    : op('zeros', [0, ...values.shape.slice(1)], code(torchDtype(values.dtype)), dev);
   return [...splitOuts, backend.output(dense, values.dtype)];
 });
 
@@ -214,7 +233,8 @@ export const raggedTensorToTensorConfig = defineKernel('RaggedTensorToTensor', (
     const width = size[d + 1];
     const next: number[] = [];
     if (typeAt(d) === RPT.ROW_SPLITS) {
-      if (part.length - 1 > dest.length) throw new Error(`Row partition size is greater than output size: ${part.length - 1} > ${dest.length}`);
+      if (part.length - 1 > dest.length)
+        throw new Error(`Row partition size is greater than output size: ${part.length - 1} > ${dest.length}`);
       let total = 0;
       for (let r = 0; r + 1 < part.length; r++) total += Math.max(0, part[r + 1] - part[r]);
       checkJsArray('RaggedTensorToTensor', total, `row destinations of level ${d + 1}`);
@@ -230,7 +250,11 @@ export const raggedTensorToTensorConfig = defineKernel('RaggedTensorToTensor', (
         const row = part[i];
         if (i === 0 || row !== part[i - 1]) {
           if (row >= dest.length) {
-            throw new Error(i === 0 ? `Got currentValueRowId=${row}, which is not less than ${dest.length}` : `Got nextValueRowId=${row} which is not less than ${dest.length}`);
+            throw new Error(
+              i === 0
+                ? `Got currentValueRowId=${row}, which is not less than ${dest.length}`
+                : `Got nextValueRowId=${row} which is not less than ${dest.length}`,
+            );
           }
           col = 0;
         } else col++;
@@ -243,7 +267,10 @@ export const raggedTensorToTensorConfig = defineKernel('RaggedTensorToTensor', (
   // The dense result: the default value (broadcast to an element) everywhere, then the values.
   const elemSize = elemShape.reduce((a, b) => a * b, 1);
   const dv = backend.tensorOf(defaultValue).to(dt);
-  const fill = dv.reshape([...Array(Math.max(0, elemShape.length - defaultValue.shape.length)).fill(1), ...defaultValue.shape]).expand(elemShape).reshape([1, elemSize]);
+  const fill = dv
+    .reshape([...Array(Math.max(0, elemShape.length - defaultValue.shape.length)).fill(1), ...defaultValue.shape])
+    .expand(elemShape)
+    .reshape([1, elemSize]);
   let out = fill.expand([cells, elemSize]).contiguous();
   const rowsKept: number[] = [];
   const cellsKept: number[] = [];

@@ -3,7 +3,19 @@
 // DenseBincount.
 import { backend_util, util } from '@tensorflow/tfjs-core';
 import type { DataType, KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
-import { checkSize, code, defineKernel, ints, longT, notStringOrComplex, op, sc, torchDtype, type ResidualBackend, type Tensor } from './util.js';
+import {
+  checkSize,
+  code,
+  defineKernel,
+  ints,
+  longT,
+  notStringOrComplex,
+  op,
+  sc,
+  torchDtype,
+  type ResidualBackend,
+  type Tensor,
+} from './util.js';
 
 export const unsortedSegmentSumConfig = defineKernel('UnsortedSegmentSum', ({ inputs, attrs, backend }) => {
   const { x, segmentIds } = inputs;
@@ -44,11 +56,17 @@ function bincountCore(name: string, backend: ResidualBackend, x: TensorInfo, wei
 }
 export const bincountConfig = defineKernel('Bincount', ({ inputs, attrs, backend }) => {
   const { x, weights } = inputs;
-  return backend.output(bincountCore('Bincount', backend, x, weights, attrs.size as number, false), weights.dtype === 'int32' ? 'int32' : 'float32');
+  return backend.output(
+    bincountCore('Bincount', backend, x, weights, attrs.size as number, false),
+    weights.dtype === 'int32' ? 'int32' : 'float32',
+  );
 });
 export const denseBincountConfig = defineKernel('DenseBincount', ({ inputs, attrs, backend }) => {
   const { x, weights } = inputs;
-  return backend.output(bincountCore('DenseBincount', backend, x, weights, attrs.size as number, !!attrs.binaryOutput), weights.dtype === 'int32' ? 'int32' : 'float32');
+  return backend.output(
+    bincountCore('DenseBincount', backend, x, weights, attrs.size as number, !!attrs.binaryOutput),
+    weights.dtype === 'int32' ? 'int32' : 'float32',
+  );
 });
 
 /**
@@ -70,7 +88,8 @@ function checkSegments(indices: Int32Array, seg: Int32Array, inputRows: number):
     if (end < n && id >= seg[end]) throw new Error(backend_util.getSparseSegmentReductionNonIncreasingSegmentIdsErrorMessage());
     if (id < 0 || id >= rows) throw new Error(backend_util.getSparseSegmentReductionSegmentIdOutOfRangeErrorMessage(id, rows));
     for (let i = start; i < end; i++) {
-      if (indices[i] < 0 || indices[i] >= inputRows) throw new Error(backend_util.getSparseSegmentReductionIndicesOutOfRangeErrorMessage(i, indices[i], inputRows));
+      if (indices[i] < 0 || indices[i] >= inputRows)
+        throw new Error(backend_util.getSparseSegmentReductionIndicesOutOfRangeErrorMessage(i, indices[i], inputRows));
     }
     start = end;
   }
@@ -95,7 +114,13 @@ function sparseSegment(name: string, mean: boolean): KernelConfig {
       const segT = longT(seg, backend.device);
       out = op('indexAdd', out, 0, segT, picked);
       if (mean) {
-        const counts = op('indexAdd', op('zeros', [rows], code('float32'), backend.device), 0, segT, op('ones', [seg.length], code('float32'), backend.device));
+        const counts = op(
+          'indexAdd',
+          op('zeros', [rows], code('float32'), backend.device),
+          0,
+          segT,
+          op('ones', [seg.length], code('float32'), backend.device),
+        );
         const c = op('clamp', counts, 1, null).reshape([rows, ...data.shape.slice(1).map(() => 1)]);
         out = op('div', out.to('float32'), c, null);
       }
@@ -106,4 +131,10 @@ function sparseSegment(name: string, mean: boolean): KernelConfig {
 export const sparseSegmentSumConfig = sparseSegment('SparseSegmentSum', false);
 export const sparseSegmentMeanConfig = sparseSegment('SparseSegmentMean', true);
 
-export const configs: KernelConfig[] = [unsortedSegmentSumConfig, sparseSegmentSumConfig, sparseSegmentMeanConfig, bincountConfig, denseBincountConfig];
+export const configs: KernelConfig[] = [
+  unsortedSegmentSumConfig,
+  sparseSegmentSumConfig,
+  sparseSegmentMeanConfig,
+  bincountConfig,
+  denseBincountConfig,
+];

@@ -17,10 +17,17 @@ export const sparseToDenseConfig = defineKernel('SparseToDense', ({ inputs, attr
   let vals = sparseValues;
   if (util.sizeFromShape(sparseValues.shape) !== numUpdates * sliceSize) {
     // A scalar value for every index.
-    const v = backend.tensorOf(sparseValues).reshape([]).expand([numUpdates * sliceSize]).contiguous();
+    const v = backend
+      .tensorOf(sparseValues)
+      .reshape([])
+      .expand([numUpdates * sliceSize])
+      .contiguous();
     vals = backend.output(v, sparseValues.dtype);
     try {
-      return backend.output(scatter(backend, sparseIndices, { ...vals, shape: [numUpdates * sliceSize] }, shape, base, false), sparseValues.dtype);
+      return backend.output(
+        scatter(backend, sparseIndices, { ...vals, shape: [numUpdates * sliceSize] }, shape, base, false),
+        sparseValues.dtype,
+      );
     } finally {
       backend.disposeData(vals.dataId, true);
     }
@@ -64,14 +71,17 @@ export const sparseReshapeConfig = defineKernel('SparseReshape', ({ inputs, back
     if (missing * product !== denseSize) throw new Error(backend_util.getSparseReshapeInputOutputMultipleErrorMessage(inShape, outShape));
     outShape[unknown] = missing;
   }
-  if (outShape.reduce((a, b) => a * b, 1) !== denseSize) throw new Error(backend_util.getSparseReshapeInputOutputMismatchErrorMessage(inShape, outShape));
+  if (outShape.reduce((a, b) => a * b, 1) !== denseSize)
+    throw new Error(backend_util.getSparseReshapeInputOutputMismatchErrorMessage(inShape, outShape));
   const nnz = inputIndices.shape[0];
   const dev = backend.device;
   let out: Tensor;
   if (nnz === 0 || outShape.length === 0) out = op('zeros', [nnz, outShape.length], code('int32'), dev);
   else {
     const idx = backend.tensorOf(inputIndices).to('int64').reshape([nnz, inShape.length]);
-    const lin = inShape.length ? op('sum', op('mul', idx, longT(stridesOf(inShape), dev)), [1], true, undefined) : op('zeros', [nnz, 1], code('int64'), dev);
+    const lin = inShape.length
+      ? op('sum', op('mul', idx, longT(stridesOf(inShape), dev)), [1], true, undefined)
+      : op('zeros', [nnz, 1], code('int64'), dev);
     out = op('fmod', op('div', lin, longT(stridesOf(outShape), dev), 'floor'), longT(outShape, dev));
   }
   return [backend.output(out, 'int32'), fromJs(backend, new Int32Array(outShape), [outShape.length], 'int32')];

@@ -99,7 +99,9 @@ export function geo3d(c: Conv3DInfo): Geo {
   };
 }
 export function outShape2d(c: Conv2DInfo): number[] {
-  return c.dataFormat === 'channelsLast' ? [c.batchSize, c.outHeight, c.outWidth, c.outChannels] : [c.batchSize, c.outChannels, c.outHeight, c.outWidth];
+  return c.dataFormat === 'channelsLast'
+    ? [c.batchSize, c.outHeight, c.outWidth, c.outChannels]
+    : [c.batchSize, c.outChannels, c.outHeight, c.outWidth];
 }
 export function outShape3d(c: Conv3DInfo): number[] {
   return [c.batchSize, c.outDepth, c.outHeight, c.outWidth, c.outChannels];
@@ -122,5 +124,10 @@ export function fromNC(x: Tensor, channelsLast: boolean): Tensor {
  */
 export function checkPadded(kernel: string, c: Conv2DInfo | Conv3DInfo): void {
   const g = 'inDepth' in c ? geo3d(c as Conv3DInfo) : geo2d(c as Conv2DInfo);
-  checkSize(kernel, [c.batchSize, c.inChannels, ...g.inSize.map((v, i) => v + Math.max(0, g.before[i]) + Math.max(0, g.after[i]))], 'float32', 'padded input');
+  checkSize(
+    kernel,
+    [c.batchSize, c.inChannels, ...g.inSize.map((v, i) => v + Math.max(0, g.before[i]) + Math.max(0, g.after[i]))],
+    'float32',
+    'padded input',
+  );
 }

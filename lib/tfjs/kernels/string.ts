@@ -85,7 +85,14 @@ export const stringSplitConfig = defineKernel('StringSplit', ({ inputs, attrs, b
 // padWidth); preserveShortSequences gives a row too short for any n-gram one n-gram of the whole row.
 export const stringNGramsConfig = defineKernel('StringNGrams', ({ inputs, attrs, backend }) => {
   const { data, dataSplits } = inputs;
-  const a = attrs as unknown as { separator: string; nGramWidths: number[]; leftPad: string; rightPad: string; padWidth: number; preserveShortSequences: boolean };
+  const a = attrs as unknown as {
+    separator: string;
+    nGramWidths: number[];
+    leftPad: string;
+    rightPad: string;
+    padWidth: number;
+    preserveShortSequences: boolean;
+  };
   const sep = util.encodeString(a.separator);
   const lpad = util.encodeString(a.leftPad);
   const rpad = util.encodeString(a.rightPad);
@@ -95,9 +102,11 @@ export const stringNGramsConfig = defineKernel('StringNGrams', ({ inputs, attrs,
   if (splits.length > 0) {
     if (splits[0] !== 0) throw new Error(`First split value must be 0, got ${splits[0]}`);
     for (let i = 1; i < splits.length; i++) {
-      if (splits[i] < splits[i - 1] || splits[i] > n) throw new Error(`Invalid split value ${splits[i]}, must be in [${splits[i - 1]}, ${n}]`);
+      if (splits[i] < splits[i - 1] || splits[i] > n)
+        throw new Error(`Invalid split value ${splits[i]}, must be in [${splits[i - 1]}, ${n}]`);
     }
-    if (splits[splits.length - 1] !== n) throw new Error(`Last split value must be data size. Expected ${n}, got ${splits[splits.length - 1]}`);
+    if (splits[splits.length - 1] !== n)
+      throw new Error(`Last split value must be data size. Expected ${n}, got ${splits[splits.length - 1]}`);
   }
   const rowsN = splits.length - 1;
   const padOf = (w: number): number => Math.min(a.padWidth < 0 ? w - 1 : a.padWidth, w - 1);

@@ -98,7 +98,9 @@ function tensorByteLimit(): number {
   if (v === undefined || v === '') return DEFAULT_TENSOR_BYTES;
   const n = Number(v);
   if (!/^[0-9]+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > bufferConstants.MAX_LENGTH)
-    throw new RangeError(`RESIDUAL_TFJS_MAX_TENSOR_BYTES must be a whole number of bytes in [1, ${bufferConstants.MAX_LENGTH}] (this Node's largest ArrayBuffer), got ${JSON.stringify(v)}`);
+    throw new RangeError(
+      `RESIDUAL_TFJS_MAX_TENSOR_BYTES must be a whole number of bytes in [1, ${bufferConstants.MAX_LENGTH}] (this Node's largest ArrayBuffer), got ${JSON.stringify(v)}`,
+    );
   return n;
 }
 /** The most bytes one numeric tensor of the residual tfjs backend holds (see above). */
@@ -131,11 +133,21 @@ function fmtBytes(b: number): string {
  * the intermediate named by `what`), after checking that every dimension is a non-negative integer and
  * that the tensor fits the limit above. Throws a RangeError naming the kernel, the shape and the size.
  */
-export function checkSize(kernel: string, shape: readonly number[], dtype: DataType | 'float64' | 'int64' | 'uint8', what = 'output'): number {
-  if (!Array.isArray(shape)) throw new TypeError(`${kernel}: the ${what} shape must be an array of sizes, got ${typeof shape === 'object' ? JSON.stringify(shape) : String(shape)}`);
+export function checkSize(
+  kernel: string,
+  shape: readonly number[],
+  dtype: DataType | 'float64' | 'int64' | 'uint8',
+  what = 'output',
+): number {
+  if (!Array.isArray(shape))
+    throw new TypeError(
+      `${kernel}: the ${what} shape must be an array of sizes, got ${typeof shape === 'object' ? JSON.stringify(shape) : String(shape)}`,
+    );
   for (const d of shape) {
     if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0)
-      throw new RangeError(`${kernel}: the ${what} shape [${shape.map(String)}] has a dimension ${String(d)} that is not a non-negative integer`);
+      throw new RangeError(
+        `${kernel}: the ${what} shape [${shape.map(String)}] has a dimension ${String(d)} that is not a non-negative integer`,
+      );
   }
   if (shape.some((d) => d === 0)) return 0;
   let n = 1;
@@ -158,7 +170,11 @@ export function checkSize(kernel: string, shape: readonly number[], dtype: DataT
  * checkSize of the shape `shapes` broadcast together (a kernel that broadcasts its inputs: [n, 1] with
  * [1, n] is n * n). Shapes that do not broadcast are tf's error (backend_util.assertAndGetBroadcastShape).
  */
-export function checkBroadcast(kernel: string, dtype: DataType | 'float64' | 'int64' | 'uint8', ...shapes: (readonly number[])[]): number[] {
+export function checkBroadcast(
+  kernel: string,
+  dtype: DataType | 'float64' | 'int64' | 'uint8',
+  ...shapes: (readonly number[])[]
+): number[] {
   let shape = [...shapes[0]];
   for (const s of shapes.slice(1)) shape = backend_util.assertAndGetBroadcastShape(shape, [...s]);
   checkSize(kernel, shape, dtype);
@@ -185,7 +201,9 @@ export function checkStrings(kernel: string, count: number, dataBytes: number, w
 export function checkJsArray(kernel: string, count: number, what: string): void {
   const max = maxHeapBytes();
   if (!(count * 8 <= max))
-    throw new RangeError(`${kernel}: the ${what} would hold ${count} numbers, ${fmtBytes(count * 8)} of the JS heap: more than a kernel of the residual backend may take (${fmtBytes(max)}, a quarter of V8's heap limit)`);
+    throw new RangeError(
+      `${kernel}: the ${what} would hold ${count} numbers, ${fmtBytes(count * 8)} of the JS heap: more than a kernel of the residual backend may take (${fmtBytes(max)}, a quarter of V8's heap limit)`,
+    );
 }
 /** Counts the strings a kernel builds one by one, refusing (before the next one is made) past the string limit. */
 export class StringBudget {
@@ -339,7 +357,13 @@ export interface Pad1 {
  * TF's padding for one spatial dimension: 'valid' (none), 'same' (total = max((ceil(in/stride) - 1) *
  * stride + (k - 1) * dilation + 1 - in, 0), the odd one extra at the end), or explicit [before, after].
  */
-export function tfPad(padding: 'same' | 'valid' | readonly [number, number], inSize: number, k: number, stride: number, dilation = 1): Pad1 {
+export function tfPad(
+  padding: 'same' | 'valid' | readonly [number, number],
+  inSize: number,
+  k: number,
+  stride: number,
+  dilation = 1,
+): Pad1 {
   if (padding === 'valid') return { before: 0, after: 0 };
   if (padding === 'same') {
     const effK = (k - 1) * dilation + 1;

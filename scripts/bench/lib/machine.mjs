@@ -12,7 +12,9 @@ export function physicalCores() {
       if (!/^cpu\d+$/.test(e)) continue;
       const t = path.join(dir, e, 'topology');
       if (!fs.existsSync(t)) continue;
-      seen.add(`${fs.readFileSync(path.join(t, 'physical_package_id'), 'utf8').trim()}:${fs.readFileSync(path.join(t, 'core_id'), 'utf8').trim()}`);
+      seen.add(
+        `${fs.readFileSync(path.join(t, 'physical_package_id'), 'utf8').trim()}:${fs.readFileSync(path.join(t, 'core_id'), 'utf8').trim()}`,
+      );
     }
     if (seen.size) return Math.min(seen.size, os.availableParallelism());
   } catch {

@@ -11,7 +11,10 @@ export function findPython() {
   const p = opt('python', null);
   if (typeof p === 'string') return p;
   if (process.env.RESIDUAL_TEST_PYTHON) return process.env.RESIDUAL_TEST_PYTHON;
-  const s = spawnSync('bash', [path.join(root, 'scripts', 'ci', 'setup-python-torch.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const s = spawnSync('bash', [path.join(root, 'scripts', 'ci', 'setup-python-torch.sh')], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   if (s.status === 0) return s.stdout.trim().split('\n').pop();
   console.error('(no Python with torch: scripts/ci/setup-python-torch.sh failed; residual figures only. Pass --python)');
   return null;

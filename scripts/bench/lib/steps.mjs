@@ -23,7 +23,10 @@ export function makeStep(c) {
     x.dispose();
     x = y;
   }
-  const y = r.tensor(Array.from({ length: c.batch }, (_, i) => i % classes), { dtype: 'int64', device: c.device });
+  const y = r.tensor(
+    Array.from({ length: c.batch }, (_, i) => i % classes),
+    { dtype: 'int64', device: c.device },
+  );
   const opt = new r.optim.SGD(model.parameters(), { lr: c.lr ?? 0.01, momentum: 0.9, weightDecay: 5e-4 });
   const devType = c.device === 'cpu' ? 'cpu' : 'cuda';
   if (c.graphs) {
@@ -178,7 +181,13 @@ export function childMem(c) {
     if (c.sampleEvery && (i + 1) % c.sampleEvery === 0) samples.push([i + 1, Math.round(process.memoryUsage.rss() / 1024)]);
   }
   if (c.device !== 'cpu') r.cuda.synchronize();
-  const out = { baselineRssKB: Math.round(base), peakRssKB: peakRssKB(), finalRssKB: Math.round(process.memoryUsage.rss() / 1024), samples, tensors: r.memory().tensors };
+  const out = {
+    baselineRssKB: Math.round(base),
+    peakRssKB: peakRssKB(),
+    finalRssKB: Math.round(process.memoryUsage.rss() / 1024),
+    samples,
+    tensors: r.memory().tensors,
+  };
   if (c.device !== 'cpu') out.peakCudaBytes = r.cuda.memoryStats(0).peakAllocatedBytes;
   console.log(JSON.stringify(out));
 }

@@ -43,13 +43,26 @@ async function compareStep({ device, py }, id, cfg, { trials, steps, warmup }) {
   }
   mine.free();
   if (py) await py.ask({ op: 'free', id });
-  const row = { config: c, trials, stepsPerTrial: steps, warmup, residualMs: stats(rs), pytorchMs: py ? stats(ps) : null, residualTrialsMs: rs, pytorchTrialsMs: ps, residualCpuMs: stats(rc), pytorchCpuMs: py ? stats(pc) : null };
+  const row = {
+    config: c,
+    trials,
+    stepsPerTrial: steps,
+    warmup,
+    residualMs: stats(rs),
+    pytorchMs: py ? stats(ps) : null,
+    residualTrialsMs: rs,
+    pytorchTrialsMs: ps,
+    residualCpuMs: stats(rc),
+    pytorchCpuMs: py ? stats(pc) : null,
+  };
   row.ratio = ratioOf(row.residualMs, row.pytorchMs);
   row.residualImagesPerSec = (1000 * c.batch) / row.residualMs.median;
   row.pytorchImagesPerSec = py ? (1000 * c.batch) / row.pytorchMs.median : null;
   const f = (s) => (s ? `${s.median.toFixed(1)} [${s.min.toFixed(1)}-${s.max.toFixed(1)}]` : 'n/a');
   const cr = ratioOf(row.residualCpuMs, row.pytorchCpuMs);
-  log(`  ${id.padEnd(34)} residual ${f(row.residualMs).padEnd(24)} PyTorch ${f(row.pytorchMs).padEnd(24)} ratio ${row.ratio ? row.ratio.toFixed(2) : 'n/a'} (CPU time: ${row.residualCpuMs.median.toFixed(1)} vs ${row.pytorchCpuMs ? row.pytorchCpuMs.median.toFixed(1) : 'n/a'} ms, ratio ${cr ? cr.toFixed(2) : 'n/a'})`);
+  log(
+    `  ${id.padEnd(34)} residual ${f(row.residualMs).padEnd(24)} PyTorch ${f(row.pytorchMs).padEnd(24)} ratio ${row.ratio ? row.ratio.toFixed(2) : 'n/a'} (CPU time: ${row.residualCpuMs.median.toFixed(1)} vs ${row.pytorchCpuMs ? row.pytorchCpuMs.median.toFixed(1) : 'n/a'} ms, ratio ${cr ? cr.toFixed(2) : 'n/a'})`,
+  );
   return row;
 }
 
@@ -78,7 +91,9 @@ export async function ops(ctx) {
     const row = { op: TINY_LABEL[name], residualNs: stats(rs), pytorchNs: py ? stats(ps) : null };
     row.ratio = ratioOf(row.residualNs, row.pytorchNs);
     rows.push(row);
-    log(`  ${row.op.padEnd(34)} residual ${row.residualNs.median.toFixed(0).padStart(7)} PyTorch ${(row.pytorchNs ? row.pytorchNs.median.toFixed(0) : 'n/a').padStart(7)} ratio ${row.ratio ? row.ratio.toFixed(2) : 'n/a'}`);
+    log(
+      `  ${row.op.padEnd(34)} residual ${row.residualNs.median.toFixed(0).padStart(7)} PyTorch ${(row.pytorchNs ? row.pytorchNs.median.toFixed(0) : 'n/a').padStart(7)} ratio ${row.ratio ? row.ratio.toFixed(2) : 'n/a'}`,
+    );
   }
   W.ops = { threads: 1, trials, minMsPerTrial: minMs, rows };
   r.setNumThreads(threads);
@@ -108,7 +123,10 @@ export async function resnet20(ctx) {
   const rows = [];
   for (const v of variants) {
     try {
-      rows.push({ label: cfgLabel(v), ...(await compareStep(ctx, cfgLabel(v), v, stepPlan(ctx, gpu ? 10 : 7, gpu ? 20 : 3, gpu ? 10 : 2))) });
+      rows.push({
+        label: cfgLabel(v),
+        ...(await compareStep(ctx, cfgLabel(v), v, stepPlan(ctx, gpu ? 10 : 7, gpu ? 20 : 3, gpu ? 10 : 2))),
+      });
     } catch (e) {
       if (!v.graphs) throw e;
       console.error(`(${cfgLabel(v)} failed: ${e.message})`);
@@ -130,7 +148,8 @@ export async function resnet50(ctx) {
       ]
     : [{ model: 'resnet50', batch, image }];
   const rows = [];
-  for (const v of variants) rows.push({ label: cfgLabel(v), ...(await compareStep(ctx, cfgLabel(v), v, stepPlan(ctx, gpu ? 5 : 3, gpu ? 10 : 1, gpu ? 5 : 1))) });
+  for (const v of variants)
+    rows.push({ label: cfgLabel(v), ...(await compareStep(ctx, cfgLabel(v), v, stepPlan(ctx, gpu ? 5 : 3, gpu ? 10 : 1, gpu ? 5 : 1))) });
   W.resnet50 = { rows };
 }
 
@@ -145,7 +164,9 @@ export async function matmul(ctx) {
     if (py) ps.push((await py.ask({ op: 'matmul', device, n, dtype: 'bfloat16', reps })).tflops);
   }
   W.matmul = { n, dtype: 'bfloat16', residualTflops: stats(rs), pytorchTflops: py ? stats(ps) : null };
-  log(`matmul: bf16 ${n}x${n}: residual ${W.matmul.residualTflops.median.toFixed(0)} TFLOP/s, PyTorch ${py ? W.matmul.pytorchTflops.median.toFixed(0) : 'n/a'}`);
+  log(
+    `matmul: bf16 ${n}x${n}: residual ${W.matmul.residualTflops.median.toFixed(0)} TFLOP/s, PyTorch ${py ? W.matmul.pytorchTflops.median.toFixed(0) : 'n/a'}`,
+  );
 }
 
 export async function scaling(ctx) {
@@ -157,12 +178,23 @@ export async function scaling(ctx) {
   const byBatch = [];
   for (const b of batches) {
     const c = { model: 'resnet20', batch: b, image: 32 };
-    byBatch.push({ batch: b, ...(await compareStep(ctx, `resnet20 batch ${b}`, c, stepPlan(ctx, gpu ? 5 : 3, gpu ? 10 : Math.max(1, Math.round(256 / b)), gpu ? 5 : 1))) });
+    byBatch.push({
+      batch: b,
+      ...(await compareStep(
+        ctx,
+        `resnet20 batch ${b}`,
+        c,
+        stepPlan(ctx, gpu ? 5 : 3, gpu ? 10 : Math.max(1, Math.round(256 / b)), gpu ? 5 : 1),
+      )),
+    });
   }
   const byDepth = [];
   for (const d of depths) {
     const c = { model: `resnet${d}`, batch: depthBatch, image: 32 };
-    byDepth.push({ depth: d, ...(await compareStep(ctx, `resnet${d} batch ${depthBatch}`, c, stepPlan(ctx, 3, d >= 1202 ? 1 : gpu ? 10 : 2, 1))) });
+    byDepth.push({
+      depth: d,
+      ...(await compareStep(ctx, `resnet${d} batch ${depthBatch}`, c, stepPlan(ctx, 3, d >= 1202 ? 1 : gpu ? 10 : 2, 1))),
+    });
   }
   W.scaling = { byBatch, byDepth, depthBatch };
 }
@@ -170,13 +202,25 @@ export async function scaling(ctx) {
 export async function memory(ctx) {
   const { device, gpu, quick, threads, py, W } = ctx;
   // Each side in a fresh process: the peak of the step itself, then RSS sampled over many steps.
-  const peakCfg = quick ? { model: 'resnet20', batch: 4, image: 32, steps: 2 } : gpu ? { model: 'resnet50', batch: 256, image: 224, amp: true, channelsLast: true, steps: 5 } : { model: 'resnet20', batch: 128, image: 32, steps: 5 };
-  const growthCfg = quick ? { model: 'resnet20', batch: 2, image: 32, steps: 20, sampleEvery: 5 } : { model: 'resnet20', batch: gpu ? 128 : 16, image: 32, steps: 1000, sampleEvery: 50 };
+  const peakCfg = quick
+    ? { model: 'resnet20', batch: 4, image: 32, steps: 2 }
+    : gpu
+      ? { model: 'resnet50', batch: 256, image: 224, amp: true, channelsLast: true, steps: 5 }
+      : { model: 'resnet20', batch: 128, image: 32, steps: 5 };
+  const growthCfg = quick
+    ? { model: 'resnet20', batch: 2, image: 32, steps: 20, sampleEvery: 5 }
+    : { model: 'resnet20', batch: gpu ? 128 : 16, image: 32, steps: 1000, sampleEvery: 50 };
   const python = py ? py.python : null;
   const runMem = (side, cfg) => {
     const c = JSON.stringify({ device, threads, ...cfg });
-    const p = side === 'r' ? spawnSync(process.execPath, [ctx.script, '--child-mem', c], { encoding: 'utf8', maxBuffer: 1 << 24 }) : spawnSync(python, [path.join(root, 'scripts', 'bench', 'bench.py'), 'mem', c], { encoding: 'utf8', maxBuffer: 1 << 24 });
-    if (p.status !== 0) throw new Error(`memory run (${side === 'r' ? 'residual' : 'PyTorch'}) failed: ${(p.stderr || '').trim().split('\n').slice(-5).join('\n')}`);
+    const p =
+      side === 'r'
+        ? spawnSync(process.execPath, [ctx.script, '--child-mem', c], { encoding: 'utf8', maxBuffer: 1 << 24 })
+        : spawnSync(python, [path.join(root, 'scripts', 'bench', 'bench.py'), 'mem', c], { encoding: 'utf8', maxBuffer: 1 << 24 });
+    if (p.status !== 0)
+      throw new Error(
+        `memory run (${side === 'r' ? 'residual' : 'PyTorch'}) failed: ${(p.stderr || '').trim().split('\n').slice(-5).join('\n')}`,
+      );
     return JSON.parse(p.stdout.trim().split('\n').pop());
   };
   const growth = (res) => {
@@ -187,14 +231,23 @@ export async function memory(ctx) {
     const to = s[s.length - 1];
     return { fromStep: from[0], toStep: to[0], fromKB: from[1], toKB: to[1], kb: to[1] - from[1] };
   };
-  log(`memory: peak of ${cfgLabel(peakCfg)} (${peakCfg.steps} steps) and RSS over ${growthCfg.steps} steps of ${cfgLabel(growthCfg)}, each in a fresh process`);
+  log(
+    `memory: peak of ${cfgLabel(peakCfg)} (${peakCfg.steps} steps) and RSS over ${growthCfg.steps} steps of ${cfgLabel(growthCfg)}, each in a fresh process`,
+  );
   const peak = { config: peakCfg, residual: runMem('r', peakCfg), pytorch: py ? runMem('p', peakCfg) : null };
   const gr = { config: growthCfg, residual: runMem('r', growthCfg), pytorch: py ? runMem('p', growthCfg) : null };
   gr.residualGrowth = growth(gr.residual);
   gr.pytorchGrowth = gr.pytorch ? growth(gr.pytorch) : null;
   W.memory = { peak, growth: gr };
   const mb = (kb) => (kb == null ? 'n/a' : `${(kb / 1024).toFixed(0)} MB`);
-  log(`  peak RSS: residual ${mb(peak.residual.peakRssKB)} (at start ${mb(peak.residual.baselineRssKB)}), PyTorch ${mb(peak.pytorch?.peakRssKB)} (at start ${mb(peak.pytorch?.baselineRssKB)})`);
-  if (gpu) log(`  peak CUDA memory: residual ${(peak.residual.peakCudaBytes / 2 ** 20).toFixed(0)} MB, PyTorch ${peak.pytorch ? (peak.pytorch.peakCudaBytes / 2 ** 20).toFixed(0) : 'n/a'} MB`);
-  log(`  RSS growth from step ${gr.residualGrowth?.fromStep} to ${gr.residualGrowth?.toStep}: residual ${mb(gr.residualGrowth?.kb)}, PyTorch ${mb(gr.pytorchGrowth?.kb)}; residual live tensors at the end ${gr.residual.tensors}`);
+  log(
+    `  peak RSS: residual ${mb(peak.residual.peakRssKB)} (at start ${mb(peak.residual.baselineRssKB)}), PyTorch ${mb(peak.pytorch?.peakRssKB)} (at start ${mb(peak.pytorch?.baselineRssKB)})`,
+  );
+  if (gpu)
+    log(
+      `  peak CUDA memory: residual ${(peak.residual.peakCudaBytes / 2 ** 20).toFixed(0)} MB, PyTorch ${peak.pytorch ? (peak.pytorch.peakCudaBytes / 2 ** 20).toFixed(0) : 'n/a'} MB`,
+    );
+  log(
+    `  RSS growth from step ${gr.residualGrowth?.fromStep} to ${gr.residualGrowth?.toStep}: residual ${mb(gr.residualGrowth?.kb)}, PyTorch ${mb(gr.pytorchGrowth?.kb)}; residual live tensors at the end ${gr.residual.tensors}`,
+  );
 }
