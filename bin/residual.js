@@ -15,7 +15,8 @@ const USAGE = {
     'Usage: residual setup [--build-from-source]\n\nDo what the install step does: resolve or fetch libtorch, then pick the prebuilt binary or build one.\n' +
     'For pnpm (which skips install scripts by default), npm --ignore-scripts, or after changing LIBTORCH/RESIDUAL_VARIANT.\n' +
     'Environment: LIBTORCH, LIBTORCH_USE_PYTORCH=1, RESIDUAL_VARIANT=cpu|cu130, RESIDUAL_HOME, RESIDUAL_LIBTORCH_MIRROR, RESIDUAL_LIBTORCH_FETCH=pip (see README).',
-  doctor: 'Usage: residual doctor [--json]\n\nCheck the installation: Node, the addon binary, libtorch, CUDA/cuDNN, GPUs; each problem with its fix.\nRuns without libtorch or the addon.',
+  doctor:
+    'Usage: residual doctor [--json]\n\nCheck the installation: Node, the addon binary, libtorch, CUDA/cuDNN, GPUs; each problem with its fix.\nRuns without libtorch or the addon.',
 };
 
 if ((cmd === 'setup' || cmd === 'doctor') && wantsHelp) {

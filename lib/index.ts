@@ -17,16 +17,55 @@ export { BadFileError, DeviceError, DisposedTensorError, DtypeError, OutOfMemory
 
 // ---- tensors ----
 export {
-  Tensor, tensor, zeros, ones, empty, full, arange, linspace, rand, randn, randint, randperm, eye,
-  zerosLike, onesLike, fullLike, randLike, randnLike, cat, stack, where, pad,
-  type Device, type MemoryFormat, type NestedArray, type Scalar, type Shape, type TensorLike, type TensorOptions,
+  Tensor,
+  tensor,
+  zeros,
+  ones,
+  empty,
+  full,
+  arange,
+  linspace,
+  rand,
+  randn,
+  randint,
+  randperm,
+  eye,
+  zerosLike,
+  onesLike,
+  fullLike,
+  randLike,
+  randnLike,
+  cat,
+  stack,
+  where,
+  pad,
+  type Device,
+  type MemoryFormat,
+  type NestedArray,
+  type Scalar,
+  type Shape,
+  type TensorLike,
+  type TensorOptions,
 } from './tensor/tensor.js';
 export { DTYPE_SIZE, isFloating, type DType, type TypedArray } from './tensor/dtype.js';
 export { scope, tidy } from './tensor/scope.js';
 export {
-  memory, cuda, manualSeed, getRngState, setRngState, setNumThreads, getNumThreads, maxNumThreads,
-  setCpuMemoryCaching, getCpuMemoryCaching, buildInfo, setAutocast, autocast,
-  type BuildInfo, type CudaMemoryStats, type MemoryInfo,
+  memory,
+  cuda,
+  manualSeed,
+  getRngState,
+  setRngState,
+  setNumThreads,
+  getNumThreads,
+  maxNumThreads,
+  setCpuMemoryCaching,
+  getCpuMemoryCaching,
+  buildInfo,
+  setAutocast,
+  autocast,
+  type BuildInfo,
+  type CudaMemoryStats,
+  type MemoryInfo,
 } from './tensor/memory.js';
 
 // ---- autograd ----
@@ -35,27 +74,77 @@ export const autograd = autogradNs.autograd;
 
 // ---- functional ops (also as F.*) ----
 export {
-  conv2d, batchNorm, relu, leakyRelu, gelu, silu, sigmoid, maxPool2d, avgPool2d, adaptiveAvgPool2d,
-  adaptiveMaxPool2d, linear, dropout, softmax, logSoftmax, crossEntropy, nllLoss, mseLoss, oneHot,
+  conv2d,
+  batchNorm,
+  relu,
+  leakyRelu,
+  gelu,
+  silu,
+  sigmoid,
+  maxPool2d,
+  avgPool2d,
+  adaptiveAvgPool2d,
+  adaptiveMaxPool2d,
+  linear,
+  dropout,
+  softmax,
+  logSoftmax,
+  crossEntropy,
+  nllLoss,
+  mseLoss,
+  oneHot,
 } from './nn/functional.js';
 
 // ---- weights: safetensors, PyTorch checkpoints ----
 export {
-  save, load, loadSafetensors, saveSafetensors, readSafetensorsHeader, MAX_SAFETENSORS_HEADER,
-  loadTorchCheckpoint, loadTorchPickle, TorchDType, TorchStorage, type TorchLoadLimits,
+  save,
+  load,
+  loadSafetensors,
+  saveSafetensors,
+  readSafetensorsHeader,
+  MAX_SAFETENSORS_HEADER,
+  loadTorchCheckpoint,
+  loadTorchPickle,
+  TorchDType,
+  TorchStorage,
+  type TorchLoadLimits,
 } from './io/index.js';
 
 // ---- models ----
 export {
-  BasicBlock, Bottleneck, PlainBlock, PreActBlock, PreActBottleneck, ShortcutA, projectionShortcut,
-  type BlockOptions, type ResidualBlock,
+  BasicBlock,
+  Bottleneck,
+  PlainBlock,
+  PreActBlock,
+  PreActBottleneck,
+  ShortcutA,
+  projectionShortcut,
+  type BlockOptions,
+  type ResidualBlock,
 } from './models/resnet/blocks.js';
 export {
-  ResNet, resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, wideResnet50_2,
-  type BlockKind, type ModelOptions, type ResNetOptions,
+  ResNet,
+  resnet18,
+  resnet34,
+  resnet50,
+  resnet101,
+  resnet152,
+  resnext50_32x4d,
+  wideResnet50_2,
+  type BlockKind,
+  type ModelOptions,
+  type ResNetOptions,
 } from './models/resnet/imagenet.js';
 export {
-  CifarResNet, cifarResnet, cifarPlain, resnet20, resnet32, resnet44, resnet56, resnet110, resnet1202,
+  CifarResNet,
+  cifarResnet,
+  cifarPlain,
+  resnet20,
+  resnet32,
+  resnet44,
+  resnet56,
+  resnet110,
+  resnet1202,
   type CifarResNetOptions,
 } from './models/resnet/cifar.js';
 export { PreActResNet, preactResnet, preactResnet164, preactResnet1001, type PreActResNetOptions } from './models/resnet/preact.js';
@@ -64,8 +153,17 @@ export { summary, summaryData, type SummaryData, type SummaryRow } from './model
 
 // ---- TensorBoard event files ----
 export {
-  SummaryWriter, readEventFile, listEventFiles, truncateEventFiles,
-  type AddOptions, type DataFormats, type EventFileContents, type HistogramProto, type SummaryValue, type SummaryWriterOptions, type TbEvent,
+  SummaryWriter,
+  readEventFile,
+  listEventFiles,
+  truncateEventFiles,
+  type AddOptions,
+  type DataFormats,
+  type EventFileContents,
+  type HistogramProto,
+  type SummaryValue,
+  type SummaryWriterOptions,
+  type TbEvent,
 } from './tensorboard/index.js';
 
 // ---- training ----
@@ -74,27 +172,64 @@ export { DEFAULT_CONFIG, CONFIG_RANGES, validateConfig, type DataName, type Trai
 export { loadData, channelStats } from './train/data.js';
 export { resolveDevice, createRunModel } from './train/recipe.js';
 export { readRunConfig, inspectRunFolder } from './train/run-folder.js';
-export { CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, saveCheckpoint, hasCheckpoint, loadCheckpoint, type CheckpointMeta } from './train/checkpoint.js';
+export {
+  CHECKPOINT_JSON,
+  CHECKPOINT_WEIGHTS,
+  saveCheckpoint,
+  hasCheckpoint,
+  loadCheckpoint,
+  type CheckpointMeta,
+} from './train/checkpoint.js';
 export { evaluate, type BatchSource, type EvaluateOptions, type EvaluateResult } from './train/evaluate.js';
 export {
-  MetricsWriter, readMetrics, historyFromMetrics,
-  type EpochMetrics, type EvalMetrics, type History, type MetricsRecord, type StepMetrics,
+  MetricsWriter,
+  readMetrics,
+  historyFromMetrics,
+  type EpochMetrics,
+  type EvalMetrics,
+  type History,
+  type MetricsRecord,
+  type StepMetrics,
 } from './train/metrics.js';
 export {
-  REPORT_SERIES, reportSummary, reportData, reportSpec, renderReportSvg, renderReportPngBuffer, renderReportPng, writeReport,
+  REPORT_SERIES,
+  reportSummary,
+  reportData,
+  reportSpec,
+  renderReportSvg,
+  renderReportPngBuffer,
+  renderReportPng,
+  writeReport,
   type ReportPoint,
 } from './train/report.js';
 export { trainInWorker } from './train/worker.js';
 export {
-  CudaGraph, StaticBatch, GraphedTrainStep, captureTrainStep, cudaGraphsIncompatibility, cudnnBenchmark, setFusedOptimizer,
-  syncOptimizerLr, isCapturing, type CudaGraphState, type TrainStepOptions,
+  CudaGraph,
+  StaticBatch,
+  GraphedTrainStep,
+  captureTrainStep,
+  cudaGraphsIncompatibility,
+  cudnnBenchmark,
+  setFusedOptimizer,
+  syncOptimizerLr,
+  isCapturing,
+  type CudaGraphState,
+  type TrainStepOptions,
 } from './train/graphs.js';
 
 // ---- residual explain ----
 export {
-  explain, EXPLAIN_PRESETS,
-  type CurvePoint, type ExplainOptions, type ExplainPreset, type ExplainResult, type ExplainSettings, type Family,
-  type FigureName, type InitGradients, type TrainedNet,
+  explain,
+  EXPLAIN_PRESETS,
+  type CurvePoint,
+  type ExplainOptions,
+  type ExplainPreset,
+  type ExplainResult,
+  type ExplainSettings,
+  type Family,
+  type FigureName,
+  type InitGradients,
+  type TrainedNet,
 } from './explain/explain.js';
 export { gradientNorms, currentGradientNorms, residualMagnitudes, type BlockMagnitude, type LayerGradNorm } from './explain/measure.js';
 

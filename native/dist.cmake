@@ -45,3 +45,6 @@ set_source_files_properties(native/dist.cpp PROPERTIES
   SKIP_PRECOMPILE_HEADERS ON
   COMPILE_DEFINITIONS "${RESIDUAL_DIST_DEFS}"
   INCLUDE_DIRECTORIES "${RESIDUAL_DIST_INCLUDES}")
+# The rendezvous store's server (native/store.cpp): plain POSIX sockets, no libtorch, no precompiled header.
+target_sources(${PROJECT_NAME} PRIVATE native/store.cpp)
+set_source_files_properties(native/store.cpp PROPERTIES SKIP_PRECOMPILE_HEADERS ON)

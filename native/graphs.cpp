@@ -59,8 +59,7 @@ struct GraphBox {
         // with the graph, so wait for the device first (as cudaGraphDispose does).
         torch::cuda::synchronize(device);
       }
-    } catch (...) {
-    }
+    } catch (...) {}
   }
 };
 
@@ -82,7 +81,8 @@ static GraphBox* getGraph(Args& a, size_t i) {
 
 static void checkCuda(const char* fn) {
   if (!torch::cuda::is_available())
-    throw KindError(ErrKind::Device, std::string(fn) + ": CUDA graphs need a CUDA build/device: this is a CUDA build, but no CUDA device is available");
+    throw KindError(ErrKind::Device,
+                    std::string(fn) + ": CUDA graphs need a CUDA build/device: this is a CUDA build, but no CUDA device is available");
 }
 
 // The current stream waits for everything queued so far on `on` (an event: no host sync).
@@ -119,7 +119,8 @@ DEFN(cudaGraphCreate) {
   checkCuda("cudaGraphCreate");
   int64_t dev = a.has(0) ? a.I(0, "device") : 0;
   if (dev < 0 || dev >= int64_t(torch::cuda::device_count()))
-    throw KindError(ErrKind::Device, "cudaGraphCreate: no CUDA device " + std::to_string(dev) + " (there are " + std::to_string(torch::cuda::device_count()) + ")");
+    throw KindError(ErrKind::Device, "cudaGraphCreate: no CUDA device " + std::to_string(dev) + " (there are " +
+                                         std::to_string(torch::cuda::device_count()) + ")");
   auto box = std::make_unique<GraphBox>();
   box->device = c10::DeviceIndex(dev);
   box->graph = std::make_unique<at::cuda::CUDAGraph>();
@@ -137,7 +138,8 @@ DEFN(cudaGraphCreate) {
 DEFN(cudaGraphWarmupBegin) {
 #if defined(RESIDUAL_CUDA)
   GraphBox* g = getGraph(a, 0);
-  if (g->state != GraphBox::State::Fresh) throw std::runtime_error(std::string("cudaGraphWarmupBegin: the graph is ") + stateName(g->state) + "; warm up before capture");
+  if (g->state != GraphBox::State::Fresh)
+    throw std::runtime_error(std::string("cudaGraphWarmupBegin: the graph is ") + stateName(g->state) + "; warm up before capture");
   if (g->onSide) throw std::runtime_error("cudaGraphWarmupBegin: a warm-up is already running");
   sideBegin(g);
   return a.env().Undefined();
@@ -149,7 +151,8 @@ DEFN(cudaGraphWarmupBegin) {
 DEFN(cudaGraphWarmupEnd) {
 #if defined(RESIDUAL_CUDA)
   GraphBox* g = getGraph(a, 0);
-  if (g->state == GraphBox::State::Capturing) throw std::runtime_error("cudaGraphWarmupEnd: the graph is capturing; end the capture with cudaGraphCaptureEnd");
+  if (g->state == GraphBox::State::Capturing)
+    throw std::runtime_error("cudaGraphWarmupEnd: the graph is capturing; end the capture with cudaGraphCaptureEnd");
   sideEnd(g);
   return a.env().Undefined();
 #else
@@ -162,7 +165,9 @@ DEFN(cudaGraphWarmupEnd) {
 DEFN(cudaGraphCaptureBegin) {
 #if defined(RESIDUAL_CUDA)
   GraphBox* g = getGraph(a, 0);
-  if (g->state != GraphBox::State::Fresh) throw std::runtime_error(std::string("cudaGraphCaptureBegin: the graph is ") + stateName(g->state) + " (a graph is captured once; create a new one to capture again)");
+  if (g->state != GraphBox::State::Fresh)
+    throw std::runtime_error(std::string("cudaGraphCaptureBegin: the graph is ") + stateName(g->state) +
+                             " (a graph is captured once; create a new one to capture again)");
   if (g->onSide) sideEnd(g);
   c10::cuda::CUDAGuard guard(g->device);
   torch::cuda::synchronize(g->device);
@@ -189,7 +194,8 @@ DEFN(cudaGraphCaptureEnd) {
 #if defined(RESIDUAL_CUDA)
   GraphBox* g = getGraph(a, 0);
   bool abandon = a.has(1) && a.B(1, "abandon");
-  if (g->state != GraphBox::State::Capturing) throw std::runtime_error(std::string("cudaGraphCaptureEnd: the graph is ") + stateName(g->state) + ", not capturing");
+  if (g->state != GraphBox::State::Capturing)
+    throw std::runtime_error(std::string("cudaGraphCaptureEnd: the graph is ") + stateName(g->state) + ", not capturing");
   c10::cuda::CUDAGuard guard(g->device);
   try {
     g->graph->capture_end();
@@ -197,8 +203,7 @@ DEFN(cudaGraphCaptureEnd) {
     g->state = GraphBox::State::Disposed;
     try {
       g->graph->reset();
-    } catch (...) {
-    }
+    } catch (...) {}
     sideEnd(g);
     throw;
   }
@@ -226,7 +231,8 @@ DEFN(cudaGraphKeep) {
   for (size_t i = 0; i < ts.size(); i++) {
     const auto& t = ts[i];
     if (!t.is_cuda() || t.device().index() != g->device)
-      throw KindError(ErrKind::Device, "cudaGraphKeep: tensor " + std::to_string(i) + " is on " + t.device().str() + ", the graph on cuda:" + std::to_string(int(g->device)));
+      throw KindError(ErrKind::Device, "cudaGraphKeep: tensor " + std::to_string(i) + " is on " + t.device().str() +
+                                           ", the graph on cuda:" + std::to_string(int(g->device)));
   }
   for (auto& t : ts) {
     g->keep.push_back(t);
@@ -243,7 +249,8 @@ DEFN(cudaGraphReplay) {
 #if defined(RESIDUAL_CUDA)
   GraphBox* g = getGraph(a, 0);
   if (g->state == GraphBox::State::Disposed) throw KindError(ErrKind::Disposed, "cudaGraphReplay: the CUDA graph was disposed");
-  if (g->state != GraphBox::State::Captured) throw std::runtime_error(std::string("cudaGraphReplay: the graph is ") + stateName(g->state) + "; capture it first");
+  if (g->state != GraphBox::State::Captured)
+    throw std::runtime_error(std::string("cudaGraphReplay: the graph is ") + stateName(g->state) + "; capture it first");
   c10::cuda::CUDAGuard guard(g->device);
   g->graph->replay();
   g->replays++;
@@ -305,6 +312,8 @@ DEFN(cudnnBenchmark) {
   return Napi::Boolean::New(a.env(), prev);
 }
 
+// One function a line, its TypeScript signature in the comment (read by scripts/codegen/gen-native-types.mjs):
+// clang-format off
 static const FnEntry kGraphs[] = {
     ENTRY(cudaGraphCreate),        // (device?: number | null) => NativeGraph
     ENTRY(cudaGraphWarmupBegin),   // (graph: NativeGraph) => void
@@ -318,6 +327,7 @@ static const FnEntry kGraphs[] = {
     ENTRY(cudaIsCapturing),        // () => boolean
     ENTRY(cudnnBenchmark),         // (enabled?: boolean | null) => boolean
 };
+// clang-format on
 
 void initGraphs(Napi::Env env, Napi::Object exports) { registerAll(env, exports, std::begin(kGraphs), std::end(kGraphs)); }
 

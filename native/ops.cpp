@@ -63,8 +63,7 @@ static void checkIntPow(const at::Tensor& base, const at::Tensor& exponent) {
   if (!at::isIntegralType(base.scalar_type(), true) || !at::isIntegralType(exponent.scalar_type(), false)) return;
   if (!isSignedInt(exponent.scalar_type())) return;
   at::NoGradGuard ng;
-  if (at::lt(exponent, 0).any().item<bool>())
-    throw KindError(ErrKind::Dtype, "Integers to negative integer powers are not allowed.");
+  if (at::lt(exponent, 0).any().item<bool>()) throw KindError(ErrKind::Dtype, "Integers to negative integer powers are not allowed.");
 }
 static at::Tensor powOp(const at::Tensor& base, const at::Tensor& exponent) {
   checkIntPow(base, exponent);
@@ -108,8 +107,10 @@ static at::Tensor randpermOp(Args& a) {
 static at::Tensor randLikeOp(Args& a, bool normal) {
   at::Tensor x = a.T(0, "input");
   at::Tensor out = at::empty_like(x);
-  if (normal) out.normal_(0, 1, a.gen(x.device()));
-  else out.uniform_(0, 1, a.gen(x.device()));
+  if (normal)
+    out.normal_(0, 1, a.gen(x.device()));
+  else
+    out.uniform_(0, 1, a.gen(x.device()));
   return out;
 }
 // As libtorch's composite dropout on the CPU (bernoulli noise scaled by 1/(1-p), multiplied in, so
@@ -132,43 +133,49 @@ static at::Tensor dropoutOp(Args& a) {
 
 // Checks what convolution_backward does not: that the gradient has the output shape of a convolution
 // of `inShape` by `wShape` (the shapes come from JS; a mismatch would otherwise index out of range).
-static void checkConvShapes(const at::Tensor& grad, at::IntArrayRef inShape, at::IntArrayRef wShape,
-                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+static void checkConvShapes(const at::Tensor& grad, at::IntArrayRef inShape, at::IntArrayRef wShape, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   size_t nd = inShape.size();
   TORCH_CHECK(nd >= 3 && nd <= 5 && grad.dim() == int64_t(nd) && wShape.size() == nd,
               "input, weight and gradient must have the same rank (3 to 5), got ", nd, ", ", wShape.size(), " and ", grad.dim());
   size_t ns = nd - 2;
-  TORCH_CHECK(stride.size() == ns && padding.size() == ns && dilation.size() == ns, "stride, padding and dilation need ", ns, " entries each");
-  TORCH_CHECK(groups >= 1 && inShape[0] >= 0 && wShape[0] >= 1 && inShape[1] == wShape[1] * groups && wShape[0] % groups == 0, "input ", inShape,
-              " does not match weight ", wShape, " with groups=", groups);
-  TORCH_CHECK(grad.size(0) == inShape[0] && grad.size(1) == wShape[0], "gradient ", grad.sizes(), " does not match input ", inShape, " and weight ", wShape);
+  TORCH_CHECK(stride.size() == ns && padding.size() == ns && dilation.size() == ns, "stride, padding and dilation need ", ns,
+              " entries each");
+  TORCH_CHECK(groups >= 1 && inShape[0] >= 0 && wShape[0] >= 1 && inShape[1] == wShape[1] * groups && wShape[0] % groups == 0, "input ",
+              inShape, " does not match weight ", wShape, " with groups=", groups);
+  TORCH_CHECK(grad.size(0) == inShape[0] && grad.size(1) == wShape[0], "gradient ", grad.sizes(), " does not match input ", inShape,
+              " and weight ", wShape);
   for (size_t i = 0; i < ns; i++) {
     TORCH_CHECK(stride[i] >= 1 && dilation[i] >= 1 && padding[i] >= 0 && wShape[i + 2] >= 1 && inShape[i + 2] >= 1,
                 "stride and dilation must be >= 1, padding >= 0, sizes >= 1");
     int64_t span = inShape[i + 2] + 2 * padding[i] - dilation[i] * (wShape[i + 2] - 1) - 1;
-    TORCH_CHECK(span >= 0 && grad.size(i + 2) == span / stride[i] + 1, "gradient ", grad.sizes(), " is not the output shape of input ", inShape,
-                " and weight ", wShape);
+    TORCH_CHECK(span >= 0 && grad.size(i + 2) == span / stride[i] + 1, "gradient ", grad.sizes(), " is not the output shape of input ",
+                inShape, " and weight ", wShape);
   }
 }
 // The input gradient of a convolution (only the input's shape is needed: its memory is never read).
 static at::Tensor convBackwardInputOp(Args& a) {
   at::Tensor g = a.T(0, "gradOutput"), w = a.T(1, "weight");
-  std::vector<int64_t> shape = a.IL(2, "inputShape"), stride = a.IL(3, "stride"), padding = a.IL(4, "padding"), dilation = a.IL(5, "dilation");
+  std::vector<int64_t> shape = a.IL(2, "inputShape"), stride = a.IL(3, "stride"), padding = a.IL(4, "padding"),
+                       dilation = a.IL(5, "dilation");
   int64_t groups = a.I(6, "groups");
   checkConvShapes(g, shape, w.sizes(), stride, padding, dilation, groups);
   at::Tensor input = at::empty(shape, g.options(), g.suggest_memory_format());
   std::vector<int64_t> outPad(shape.size() - 2, 0);
-  return std::get<0>(at::convolution_backward(g, input, w, std::nullopt, stride, padding, dilation, false, outPad, groups, {true, false, false}));
+  return std::get<0>(
+      at::convolution_backward(g, input, w, std::nullopt, stride, padding, dilation, false, outPad, groups, {true, false, false}));
 }
 // The weight gradient of a convolution (only the weight's shape is needed).
 static at::Tensor convBackwardWeightOp(Args& a) {
   at::Tensor g = a.T(0, "gradOutput"), x = a.T(1, "input");
-  std::vector<int64_t> shape = a.IL(2, "weightShape"), stride = a.IL(3, "stride"), padding = a.IL(4, "padding"), dilation = a.IL(5, "dilation");
+  std::vector<int64_t> shape = a.IL(2, "weightShape"), stride = a.IL(3, "stride"), padding = a.IL(4, "padding"),
+                       dilation = a.IL(5, "dilation");
   int64_t groups = a.I(6, "groups");
   checkConvShapes(g, x.sizes(), shape, stride, padding, dilation, groups);
   at::Tensor w = at::zeros(shape, g.options());
   std::vector<int64_t> outPad(shape.size() - 2, 0);
-  return std::get<1>(at::convolution_backward(g, x, w, std::nullopt, stride, padding, dilation, false, outPad, groups, {false, true, false}));
+  return std::get<1>(
+      at::convolution_backward(g, x, w, std::nullopt, stride, padding, dilation, false, outPad, groups, {false, true, false}));
 }
 // Max-pool input gradient, recomputing the argmax from the input as TF's MaxPoolGrad does (first
 // maximum of each window); 2-D or 3-D by the kernel size's length.
@@ -212,13 +219,16 @@ static at::Tensor indexPutOp(Args& a) {
   bool any = false;
   for (const auto& t : idx) any = any || (t.has_value() && t->defined());
   if (!any)
-    throw ArgError("argument 'indices' must hold at least one index tensor (got " + std::to_string(idx.size()) + " entries, none a tensor)");
+    throw ArgError("argument 'indices' must hold at least one index tensor (got " + std::to_string(idx.size()) +
+                   " entries, none a tensor)");
   return x.index_put(c10::List<std::optional<at::Tensor>>(idx), a.T(2, "values"), a.B(3, "accumulate"));
 }
 
 #define A_ a.T(0, "input")
 #define RED(reduction) a.I(reduction, "reduction")
 
+// The op table is one line per op, however long (read by scripts/codegen/gen-native-types.mjs).
+// clang-format off
 // X(name, expression returning a tensor), X2 (two tensors), XL (a list of tensors), XB (a boolean);
 // V(name, statement with no result)
 #define RESIDUAL_OPS(X, V, X2, XL, XB)                                                                              \
@@ -425,25 +435,28 @@ static at::Tensor indexPutOp(Args& a) {
   X(fftInterleaved, fftInterleaved(A_, a.B(1, "inverse")))                                          \
   X2(maxPool2dWithIndices, at::max_pool2d_with_indices(A_, a.IL(1, "kernelSize"), a.IL(2, "stride"), a.IL(3, "padding"), a.IL(4, "dilation"), a.B(5, "ceilMode")))
 
+// clang-format on
+
 // Each letter's result type, checked at compile time so the generated TypeScript signature cannot lie.
 using TensorPair = std::tuple<at::Tensor, at::Tensor>;
 using TensorList = std::vector<at::Tensor>;
-#define RESIDUAL_DEF_R(name, expr, Want)                                                             \
-  static constexpr char op_##name##_name[] = #name;                                                 \
-  static Napi::Value op_##name(Args& a) {                                                           \
-    auto&& r = (expr);                                                                              \
-    static_assert(std::is_same_v<std::decay_t<decltype(r)>, Want>, "op " #name ": its letter in the op table does not match what it returns"); \
-    return wrap(a.env(), r);                                                                        \
+#define RESIDUAL_DEF_R(name, expr, Want)                                                      \
+  static constexpr char op_##name##_name[] = #name;                                           \
+  static Napi::Value op_##name(Args& a) {                                                     \
+    auto&& r = (expr);                                                                        \
+    static_assert(std::is_same_v<std::decay_t<decltype(r)>, Want>,                            \
+                  "op " #name ": its letter in the op table does not match what it returns"); \
+    return wrap(a.env(), r);                                                                  \
   }
 #define RESIDUAL_DEF_X(name, expr) RESIDUAL_DEF_R(name, expr, at::Tensor)
 #define RESIDUAL_DEF_X2(name, expr) RESIDUAL_DEF_R(name, expr, TensorPair)
 #define RESIDUAL_DEF_XL(name, expr) RESIDUAL_DEF_R(name, expr, TensorList)
 #define RESIDUAL_DEF_XB(name, expr) RESIDUAL_DEF_R(name, expr, bool)
-#define RESIDUAL_DEF_V(name, stmt)                                        \
-  static constexpr char op_##name##_name[] = #name;                       \
-  static Napi::Value op_##name(Args& a) {                                 \
-    stmt;                                                                 \
-    return a.env().Undefined();                                           \
+#define RESIDUAL_DEF_V(name, stmt)                  \
+  static constexpr char op_##name##_name[] = #name; \
+  static Napi::Value op_##name(Args& a) {           \
+    stmt;                                           \
+    return a.env().Undefined();                     \
   }
 RESIDUAL_OPS(RESIDUAL_DEF_X, RESIDUAL_DEF_V, RESIDUAL_DEF_X2, RESIDUAL_DEF_XL, RESIDUAL_DEF_XB)
 
@@ -523,8 +536,7 @@ class ToBufferWorker : public Napi::AsyncWorker {
       }
       napi_value err = nullptr;
       if (napi_get_and_clear_last_exception(env, &err) == napi_ok && err) deferred.Reject(Napi::Value(env, err));
-    } catch (...) {
-    }
+    } catch (...) {}
   }
   at::Tensor src, out;
   std::exception_ptr failure;
@@ -543,7 +555,9 @@ DEFN(toBufferAsync) {
 void initOps(Napi::Env env, Napi::Object exports) {
   registerAll(env, exports, std::begin(kOps), std::end(kOps));
   exports.Set("opNames", Napi::Function::New(env, &entry<&fn_opNames, opNames_name>, "opNames"));  // () => string[]
+  // clang-format off
   exports.Set("toBufferAsync", Napi::Function::New(env, &entry<&fn_toBufferAsync, toBufferAsync_name>, "toBufferAsync"));  // (tensor: Handle) => Promise<ArrayBuffer>
+  // clang-format on
 }
 
 }  // namespace residual

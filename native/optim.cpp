@@ -54,7 +54,9 @@ static bool fusedApplies(const Optim& o, const std::vector<at::Tensor>& ps, cons
   for (size_t k = 0; k < ps.size(); k++) {
     const auto& p = ps[k];
     auto st = p.scalar_type();
-    if (!p.is_cuda() || p.device() != ps[0].device() || st != ps[0].scalar_type() || (st != at::kFloat && st != at::kHalf && st != at::kBFloat16)) return false;
+    if (!p.is_cuda() || p.device() != ps[0].device() || st != ps[0].scalar_type() ||
+        (st != at::kFloat && st != at::kHalf && st != at::kBFloat16))
+      return false;
     if (gs[k].is_sparse() || gs[k].scalar_type() != st || gs[k].device() != p.device()) return false;
     // the multi-tensor kernels walk every list with the parameter's layout (a gradient set by hand may
     // have other strides: the foreach path handles it)
@@ -66,7 +68,9 @@ static bool fusedApplies(const Optim& o, const std::vector<at::Tensor>& ps, cons
 // Inside a capture every tensor the step touches must exist already: allocating state here would
 // capture its initialisation (and a constant lr) into the graph.
 static void needNoAllocation(bool cap, const char* what) {
-  if (cap) throw std::runtime_error(std::string("optimizer step inside a CUDA graph capture: ") + what + " does not exist yet; run warm-up steps (and optimSyncLr) before capturing");
+  if (cap)
+    throw std::runtime_error(std::string("optimizer step inside a CUDA graph capture: ") + what +
+                             " does not exist yet; run warm-up steps (and optimSyncLr) before capturing");
 }
 
 static Optim* getOptim(Args& a, size_t i) {
@@ -109,14 +113,16 @@ DEFN(optimCreate) {
   return ext;
 }
 
-static void sgdFused(Group& g, std::vector<at::Tensor>& ps, std::vector<at::Tensor>& gs, const std::vector<size_t>& idx, double lr, double momentum,
-                     double dampening, double wd, bool nesterov, bool maximize) {
+static void sgdFused(Group& g, std::vector<at::Tensor>& ps, std::vector<at::Tensor>& gs, const std::vector<size_t>& idx, double lr,
+                     double momentum, double dampening, double wd, bool nesterov, bool maximize) {
   bool cap = capturing();
   if (cap && !g.lrT.defined()) needNoAllocation(cap, "the learning-rate tensor");
   auto run = [&](std::vector<at::Tensor>& p, std::vector<at::Tensor>& gr, std::vector<at::Tensor>& bufs, bool first) {
     if (p.empty()) return;
-    if (cap) at::_fused_sgd_(p, gr, bufs, wd, momentum, g.lrT, dampening, nesterov, maximize, first);
-    else at::_fused_sgd_(p, gr, bufs, wd, momentum, lr, dampening, nesterov, maximize, first);
+    if (cap)
+      at::_fused_sgd_(p, gr, bufs, wd, momentum, g.lrT, dampening, nesterov, maximize, first);
+    else
+      at::_fused_sgd_(p, gr, bufs, wd, momentum, lr, dampening, nesterov, maximize, first);
   };
   if (momentum == 0) {
     std::vector<at::Tensor> none;
@@ -159,7 +165,10 @@ static void sgdStep(const Optim& o, Group& g, const Napi::Object& h) {
   withGrads(g, ps, gs, idx);
   if (ps.empty()) return;
   if (fusedApplies(o, ps, gs)) return sgdFused(g, ps, gs, idx, lr, momentum, dampening, wd, nesterov, maximize);
-  if (ps[0].is_cuda() && capturing()) throw std::runtime_error("optimizer step inside a CUDA graph capture: only the fused CUDA path is capturable (all parameters floating-point CUDA tensors on one device, optimSetFused on)");
+  if (ps[0].is_cuda() && capturing())
+    throw std::runtime_error(
+        "optimizer step inside a CUDA graph capture: only the fused CUDA path is capturable (all parameters floating-point CUDA tensors on "
+        "one device, optimSetFused on)");
   if (maximize) gs = at::_foreach_neg(gs);
   if (wd != 0) gs = at::_foreach_add(gs, ps, wd);
   if (momentum != 0) {
@@ -183,7 +192,8 @@ static void sgdStep(const Optim& o, Group& g, const Napi::Object& h) {
   at::_foreach_add_(ps, gs, -lr);
 }
 
-static bool adamFused(const Optim& o, Group& g, double lr, double beta1, double beta2, double eps, double wd, bool amsgrad, bool maximize, bool decoupled) {
+static bool adamFused(const Optim& o, Group& g, double lr, double beta1, double beta2, double eps, double wd, bool amsgrad, bool maximize,
+                      bool decoupled) {
   std::vector<at::Tensor> ps, gs;
   std::vector<size_t> idx;
   withGrads(g, ps, gs, idx);
@@ -196,7 +206,8 @@ static bool adamFused(const Optim& o, Group& g, double lr, double beta1, double 
   for (size_t k = 0; k < ps.size(); k++) {
     size_t i = idx[k];
     const at::Tensor& p = ps[k];
-    if (!g.buf1[i].defined() || !g.buf2[i].defined() || (amsgrad && !g.buf3[i].defined()) || !g.stepT[i].defined()) needNoAllocation(cap, "optimizer state");
+    if (!g.buf1[i].defined() || !g.buf2[i].defined() || (amsgrad && !g.buf3[i].defined()) || !g.stepT[i].defined())
+      needNoAllocation(cap, "optimizer state");
     if (!g.buf1[i].defined()) g.buf1[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
     if (!g.buf2[i].defined()) g.buf2[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
     if (amsgrad && !g.buf3[i].defined()) g.buf3[i] = at::zeros_like(p, at::MemoryFormat::Preserve);
@@ -209,11 +220,15 @@ static bool adamFused(const Optim& o, Group& g, double lr, double beta1, double 
   }
   at::_foreach_add_(steps, 1);
   if (cap) {
-    if (decoupled) at::_fused_adamw_(ps, gs, m, v, vmax, steps, g.lrT, beta1, beta2, wd, eps, amsgrad, maximize);
-    else at::_fused_adam_(ps, gs, m, v, vmax, steps, g.lrT, beta1, beta2, wd, eps, amsgrad, maximize);
+    if (decoupled)
+      at::_fused_adamw_(ps, gs, m, v, vmax, steps, g.lrT, beta1, beta2, wd, eps, amsgrad, maximize);
+    else
+      at::_fused_adam_(ps, gs, m, v, vmax, steps, g.lrT, beta1, beta2, wd, eps, amsgrad, maximize);
   } else {
-    if (decoupled) at::_fused_adamw_(ps, gs, m, v, vmax, steps, lr, beta1, beta2, wd, eps, amsgrad, maximize);
-    else at::_fused_adam_(ps, gs, m, v, vmax, steps, lr, beta1, beta2, wd, eps, amsgrad, maximize);
+    if (decoupled)
+      at::_fused_adamw_(ps, gs, m, v, vmax, steps, lr, beta1, beta2, wd, eps, amsgrad, maximize);
+    else
+      at::_fused_adam_(ps, gs, m, v, vmax, steps, lr, beta1, beta2, wd, eps, amsgrad, maximize);
   }
   return true;
 }
@@ -223,7 +238,10 @@ static void adamStep(const Optim& o, Group& g, const Napi::Object& h, bool decou
   double eps = num(h, "eps", 1e-8), wd = num(h, "weightDecay", 0);
   bool amsgrad = num(h, "amsgrad", 0) != 0, maximize = num(h, "maximize", 0) != 0;
   if (adamFused(o, g, lr, beta1, beta2, eps, wd, amsgrad, maximize, decoupled)) return;
-  if (!g.params.empty() && g.params[0].is_cuda() && capturing()) throw std::runtime_error("optimizer step inside a CUDA graph capture: only the fused CUDA path is capturable (all parameters floating-point CUDA tensors on one device, optimSetFused on)");
+  if (!g.params.empty() && g.params[0].is_cuda() && capturing())
+    throw std::runtime_error(
+        "optimizer step inside a CUDA graph capture: only the fused CUDA path is capturable (all parameters floating-point CUDA tensors on "
+        "one device, optimSetFused on)");
   std::vector<at::Tensor> ps, gs, m, v, vmax;
   std::vector<at::Scalar> stepSizes, bc2Sqrt;
   for (size_t i = 0; i < g.params.size(); i++) {
@@ -255,8 +273,10 @@ static void adamStep(const Optim& o, Group& g, const Napi::Object& h, bool decou
   if (ps.empty()) return;
   if (maximize) gs = at::_foreach_neg(gs);
   if (wd != 0) {
-    if (decoupled) at::_foreach_mul_(ps, 1 - lr * wd);
-    else gs = at::_foreach_add(gs, ps, wd);
+    if (decoupled)
+      at::_foreach_mul_(ps, 1 - lr * wd);
+    else
+      gs = at::_foreach_add(gs, ps, wd);
   }
   at::_foreach_lerp_(m, gs, 1 - beta1);
   at::_foreach_mul_(v, beta2);
@@ -279,14 +299,17 @@ DEFN(optimStep) {
   if (!a.has(1) || !a.info[1].IsArray()) a.fail(1, "hyperparams", "an array with one object per group");
   auto hs = a.info[1].As<Napi::Array>();
   if (hs.Length() != o->groups.size())
-    throw ArgError("hyperparams has " + std::to_string(hs.Length()) + " entries, the optimizer has " + std::to_string(o->groups.size()) + " groups");
+    throw ArgError("hyperparams has " + std::to_string(hs.Length()) + " entries, the optimizer has " + std::to_string(o->groups.size()) +
+                   " groups");
   at::NoGradGuard ng;
   for (size_t g = 0; g < o->groups.size(); g++) {
     Napi::Value hv = hs.Get(uint32_t(g));
     if (!hv.IsObject()) throw ArgError("hyperparams[" + std::to_string(g) + "] must be an object");
     auto h = hv.As<Napi::Object>();
-    if (o->kind == "sgd") sgdStep(*o, o->groups[g], h);
-    else adamStep(*o, o->groups[g], h, o->kind == "adamw");
+    if (o->kind == "sgd")
+      sgdStep(*o, o->groups[g], h);
+    else
+      adamStep(*o, o->groups[g], h, o->kind == "adamw");
   }
   return a.env().Undefined();
 }
@@ -299,10 +322,13 @@ DEFN(optimZeroGrad) {
     for (auto& p : g.params) {
       at::Tensor& gr = p.mutable_grad();
       if (!gr.defined()) continue;
-      if (none) gr.reset();
+      if (none)
+        gr.reset();
       else {
-        if (gr.grad_fn()) gr = gr.detach();
-        else gr.requires_grad_(false);
+        if (gr.grad_fn())
+          gr = gr.detach();
+        else
+          gr.requires_grad_(false);
         gr.zero_();
       }
     }
@@ -337,9 +363,14 @@ DEFN(optimSetState) {
   Optim* o = getOptim(a, 0);
   if (!a.has(1) || !a.info[1].IsArray()) a.fail(1, "state", "an array per group");
   auto st = a.info[1].As<Napi::Array>();
-  if (st.Length() != o->groups.size()) throw ArgError("state has " + std::to_string(st.Length()) + " groups, the optimizer has " + std::to_string(o->groups.size()));
+  if (st.Length() != o->groups.size())
+    throw ArgError("state has " + std::to_string(st.Length()) + " groups, the optimizer has " + std::to_string(o->groups.size()));
   // validate everything first, so a bad state changes nothing
-  struct Pending { size_t g, i; int64_t step; at::Tensor b1, b2, b3; };
+  struct Pending {
+    size_t g, i;
+    int64_t step;
+    at::Tensor b1, b2, b3;
+  };
   std::vector<Pending> todo;
   for (size_t g = 0; g < o->groups.size(); g++) {
     auto& G = o->groups[g];
@@ -358,9 +389,12 @@ DEFN(optimSetState) {
         Napi::Value bv = e.Get(keys[k]);
         if (bv.IsUndefined() || bv.IsNull()) continue;
         Handle* h = asHandle(a.env(), bv);
-        if (!h || !h->alive) throw ArgError(std::string("state entry ") + std::to_string(g) + "." + std::to_string(i) + "." + keys[k] + " must be a live Tensor");
+        if (!h || !h->alive)
+          throw ArgError(std::string("state entry ") + std::to_string(g) + "." + std::to_string(i) + "." + keys[k] +
+                         " must be a live Tensor");
         if (h->t.sizes() != G.params[i].sizes())
-          throw ArgError("state entry " + std::to_string(g) + "." + std::to_string(i) + " has shape " + c10::str(h->t.sizes()) + ", the parameter has " + c10::str(G.params[i].sizes()));
+          throw ArgError("state entry " + std::to_string(g) + "." + std::to_string(i) + " has shape " + c10::str(h->t.sizes()) +
+                         ", the parameter has " + c10::str(G.params[i].sizes()));
         *dst[k] = h->t;
       }
       todo.push_back(std::move(p));
@@ -376,8 +410,10 @@ DEFN(optimSetState) {
     // a new buffer takes the parameter's layout (a channels-last weight gets a channels-last buffer, as
     // the fused kernels need)
     auto put = [&](at::Tensor& slot, const at::Tensor& src) {
-      if (src.defined() && slot.defined() && slot.sizes() == src.sizes()) slot.copy_(src.detach());
-      else slot = src.defined() ? at::empty_like(par, at::MemoryFormat::Preserve).copy_(src.detach()) : at::Tensor();
+      if (src.defined() && slot.defined() && slot.sizes() == src.sizes())
+        slot.copy_(src.detach());
+      else
+        slot = src.defined() ? at::empty_like(par, at::MemoryFormat::Preserve).copy_(src.detach()) : at::Tensor();
     };
     put(G.buf1[p.i], p.b1);
     put(G.buf2[p.i], p.b2);
@@ -445,28 +481,36 @@ DEFN(optimSyncLr) {
   if (!a.has(1) || !a.info[1].IsArray()) a.fail(1, "lrs", "an array with one number per group");
   auto arr = a.info[1].As<Napi::Array>();
   if (arr.Length() != o->groups.size())
-    throw ArgError("lrs has " + std::to_string(arr.Length()) + " entries, the optimizer has " + std::to_string(o->groups.size()) + " groups");
+    throw ArgError("lrs has " + std::to_string(arr.Length()) + " entries, the optimizer has " + std::to_string(o->groups.size()) +
+                   " groups");
   bool anyCuda = false;
   for (auto& G : o->groups) anyCuda = anyCuda || (!G.params.empty() && G.params[0].is_cuda());
-  if (anyCuda && capturing()) throw std::runtime_error("optimSyncLr: called during a CUDA graph capture (the write would be captured); call it before capture and replay");
+  if (anyCuda && capturing())
+    throw std::runtime_error(
+        "optimSyncLr: called during a CUDA graph capture (the write would be captured); call it before capture and replay");
   std::vector<double> lrs;
   for (uint32_t g = 0; g < arr.Length(); g++) {
     Napi::Value v = arr.Get(g);
     if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue()) || v.As<Napi::Number>().DoubleValue() < 0)
-      throw RangeArgError("lrs[" + std::to_string(g) + "] must be a finite number >= 0, got " + (v.IsNumber() ? c10::str(v.As<Napi::Number>().DoubleValue()) : describe(v)));
+      throw RangeArgError("lrs[" + std::to_string(g) + "] must be a finite number >= 0, got " +
+                          (v.IsNumber() ? c10::str(v.As<Napi::Number>().DoubleValue()) : describe(v)));
     lrs.push_back(v.As<Napi::Number>().DoubleValue());
   }
   at::NoGradGuard ng;
   for (size_t g = 0; g < o->groups.size(); g++) {
     auto& G = o->groups[g];
     if (G.params.empty() || !G.params[0].is_cuda()) continue;
-    if (!G.lrT.defined()) G.lrT = at::full({}, lrs[g], G.params[0].options().dtype(at::kFloat));
-    else if (G.lrValue != lrs[g]) G.lrT.fill_(lrs[g]);
+    if (!G.lrT.defined())
+      G.lrT = at::full({}, lrs[g], G.params[0].options().dtype(at::kFloat));
+    else if (G.lrValue != lrs[g])
+      G.lrT.fill_(lrs[g]);
     G.lrValue = lrs[g];
   }
   return a.env().Undefined();
 }
 
+// One function a line, its TypeScript signature in the comment (read by scripts/codegen/gen-native-types.mjs):
+// clang-format off
 static const FnEntry kOptim[] = {
     ENTRY(optimCreate),    // (kind: string, groups: readonly (readonly Handle[])[]) => NativeOptimizer
     ENTRY(optimStep),      // (optimizer: NativeOptimizer, hyperparams: readonly Readonly<Record<string, number | boolean>>[]) => void
@@ -478,6 +522,7 @@ static const FnEntry kOptim[] = {
     ENTRY(optimSetFused),  // (optimizer: NativeOptimizer, enabled?: boolean | null) => boolean
     ENTRY(optimSyncLr),    // (optimizer: NativeOptimizer, lrs: readonly number[]) => void
 };
+// clang-format on
 
 void initGraphs(Napi::Env env, Napi::Object exports);  // native/graphs.cpp
 

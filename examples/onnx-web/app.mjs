@@ -37,7 +37,11 @@ async function main() {
     const p = e[predictions[i]] / e.reduce((a, b) => a + b, 0);
     const ok = predictions[i] === im.label;
     right += ok;
-    const same = samples.residual ? (samples.residual.predictions[i] === predictions[i] ? 'same as residual' : 'residual says ' + classes[samples.residual.predictions[i]]) : '';
+    const same = samples.residual
+      ? samples.residual.predictions[i] === predictions[i]
+        ? 'same as residual'
+        : 'residual says ' + classes[samples.residual.predictions[i]]
+      : '';
     const tile = document.createElement('div');
     tile.className = 'tile';
     const canvas = document.createElement('canvas');
@@ -46,12 +50,19 @@ async function main() {
     const ctx = canvas.getContext('2d');
     const img = ctx.createImageData(w, h);
     // grey from one channel, RGB from three (the planes of CHW)
-    for (let j = 0; j < h * w; j++) img.data.set(c === 1 ? [im.pixels[j], im.pixels[j], im.pixels[j], 255] : [im.pixels[j], im.pixels[h * w + j], im.pixels[2 * h * w + j], 255], j * 4);
+    for (let j = 0; j < h * w; j++)
+      img.data.set(
+        c === 1 ? [im.pixels[j], im.pixels[j], im.pixels[j], 255] : [im.pixels[j], im.pixels[h * w + j], im.pixels[2 * h * w + j], 255],
+        j * 4,
+      );
     ctx.putImageData(img, 0, 0);
     tile.append(canvas);
-    tile.insertAdjacentHTML('beforeend', `<div class="pred ${ok ? 'ok' : 'bad'}">${classes[predictions[i]]}</div>
+    tile.insertAdjacentHTML(
+      'beforeend',
+      `<div class="pred ${ok ? 'ok' : 'bad'}">${classes[predictions[i]]}</div>
       <div class="bar"><div style="width:${(p * 100).toFixed(1)}%"></div></div>
-      <div class="meta">${(p * 100).toFixed(1)}% · true: ${classes[im.label]}</div><div class="meta">${same}</div>`);
+      <div class="meta">${(p * 100).toFixed(1)}% · true: ${classes[im.label]}</div><div class="meta">${same}</div>`,
+    );
     grid.append(tile);
   });
   status.textContent = `onnxruntime-web ${ort.env.versions.web} (WebAssembly): ${images.length} test images in ${ms.toFixed(0)} ms, ${right}/${images.length} right. Model: ${session.inputNames[0]} [N, ${c}, ${h}, ${w}] → ${session.outputNames[0]} [N, ${k}]`;

@@ -9,7 +9,16 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const TYPES = { '.html': 'text/html; charset=utf-8', '.mjs': 'text/javascript', '.js': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json', '.onnx': 'application/octet-stream', '.png': 'image/png', '.css': 'text/css' };
+const TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.mjs': 'text/javascript',
+  '.js': 'text/javascript',
+  '.wasm': 'application/wasm',
+  '.json': 'application/json',
+  '.onnx': 'application/octet-stream',
+  '.png': 'image/png',
+  '.css': 'text/css',
+};
 
 /** The folder of onnxruntime-web's browser files (node_modules/onnxruntime-web/dist). */
 export function ortWebDir() {
@@ -36,7 +45,11 @@ export function serve({ port = 8080, data = here } = {}) {
     if (!file.startsWith(base + path.sep)) return send(res, 403, 'outside the served folders');
     fs.stat(file, (err, st) => {
       if (err || !st.isFile()) return send(res, 404, `not found: ${pathname}`);
-      res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'content-length': st.size, 'cache-control': 'no-store' });
+      res.writeHead(200, {
+        'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream',
+        'content-length': st.size,
+        'cache-control': 'no-store',
+      });
       if (req.method === 'HEAD') return res.end();
       fs.createReadStream(file).pipe(res);
     });

@@ -1,7 +1,7 @@
 // Loads the native addon once per thread (it is context-aware: main thread and workers each get
 // their own instance). The binary is chosen by lib/addon/load.ts (prebuilt or locally built).
 import { constants as bufferConstants } from 'node:buffer';
-import { DeviceError, DisposedTensorError, DtypeError, OutOfMemoryError, ResidualError, ShapeError } from '../core/errors.js';
+import { BadFileError, DeviceError, DisposedTensorError, DtypeError, OutOfMemoryError, ResidualError, ShapeError } from '../core/errors.js';
 import { buildFromSourceCommand, loadAddon } from './load.js';
 import type { NativeBinding } from './binding.generated.js';
 import type { Handle } from './native-types.js';
@@ -23,7 +23,9 @@ export const native: NativeBinding = loadAddon() as unknown as NativeBinding;
 // Native errors are created directly as residual's error classes (no JS wrapper per call), and
 // ArrayBuffers handed to JS are checked against the largest one this Node allows.
 if (typeof native.configure !== 'function' || typeof native.dtypeCodes !== 'object') {
-  throw new Error(`residual: the native addon is older than this library (it lacks configure/dtypeCodes): rebuild it with: ${buildFromSourceCommand()}`);
+  throw new Error(
+    `residual: the native addon is older than this library (it lacks configure/dtypeCodes): rebuild it with: ${buildFromSourceCommand()}`,
+  );
 }
 native.configure({
   errorClasses: {
@@ -33,6 +35,7 @@ native.configure({
     device: DeviceError,
     disposed: DisposedTensorError,
     oom: OutOfMemoryError,
+    badFile: BadFileError,
   },
   maxArrayBufferBytes: bufferConstants.MAX_LENGTH,
 });

@@ -122,7 +122,15 @@ export function addonCandidates(opts: CandidateOptions): Candidate[] {
     if (!dir) continue;
     const requires = packageRequirements(dir);
     const files = matchingFirst(nodeFiles(dir), lt);
-    if (!files.length) out.push({ path: path.join(dir, taggedName({ libtorch: lt?.version ?? 'X.Y.Z', variant: v })), how: `optional package ${name}`, tag: null, libtorch: lt, preload: !!lt, requires });
+    if (!files.length)
+      out.push({
+        path: path.join(dir, taggedName({ libtorch: lt?.version ?? 'X.Y.Z', variant: v })),
+        how: `optional package ${name}`,
+        tag: null,
+        libtorch: lt,
+        preload: !!lt,
+        requires,
+      });
     for (const f of files) out.push({ path: f, how: `optional package ${name}`, tag: parseTag(f), libtorch: lt, preload: !!lt, requires });
   }
 
@@ -142,7 +150,13 @@ export function addonCandidates(opts: CandidateOptions): Candidate[] {
   if (explicit && !sameDir) {
     out.push({ path: local, how: 'local build (build/Release)', tag, libtorch: lt, preload: true });
   } else if (builtWith) {
-    out.push({ path: local, how: 'local build (build/Release)', tag, libtorch: sameDir ? lt : { ...describeLibtorch(builtWith), source: 'build' }, preload: false });
+    out.push({
+      path: local,
+      how: 'local build (build/Release)',
+      tag,
+      libtorch: sameDir ? lt : { ...describeLibtorch(builtWith), source: 'build' },
+      preload: false,
+    });
   } else {
     out.push({ path: local, how: 'local build (build/Release)', tag, libtorch: null, preload: false });
   }

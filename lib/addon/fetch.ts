@@ -85,12 +85,15 @@ class Progress {
       const w = 24;
       const f = Math.min(w, Math.round((pct / 100) * w));
       const eta = rate > 0 && done < this.total ? ` ETA ${Math.ceil((this.total - done) / rate)} s` : '';
-      process.stderr.write(`\r[residual] ${this.label} [${'#'.repeat(f)}${'.'.repeat(w - f)}] ${String(pct).padStart(3)}% ${mb(done)} / ${mb(this.total)} ${(rate / MB).toFixed(1)} MB/s${eta}\x1b[K`);
+      process.stderr.write(
+        `\r[residual] ${this.label} [${'#'.repeat(f)}${'.'.repeat(w - f)}] ${String(pct).padStart(3)}% ${mb(done)} / ${mb(this.total)} ${(rate / MB).toFixed(1)} MB/s${eta}\x1b[K`,
+      );
     } else {
       const step = Math.floor(pct / 25) * 25;
       if (step > this.lastPct && step < 100) {
         this.lastPct = step;
-        if (step > 0) process.stderr.write(`[residual] ${this.label}: ${step}% (${mb(done)} of ${mb(this.total)}, ${(rate / MB).toFixed(1)} MB/s)\n`);
+        if (step > 0)
+          process.stderr.write(`[residual] ${this.label}: ${step}% (${mb(done)} of ${mb(this.total)}, ${(rate / MB).toFixed(1)} MB/s)\n`);
       }
     }
   }
@@ -124,7 +127,8 @@ async function hashFile(file: string, upTo: number): Promise<crypto.Hash> {
 function describeNetError(e: unknown): string {
   const err = e as Error & { cause?: { code?: string; message?: string } };
   const cause = err.cause;
-  if (/bad port/.test(cause?.message ?? err.message ?? '')) return "its port is one that Node's fetch refuses (the WHATWG list of blocked ports, e.g. 6000 or 10080): serve the mirror on another port";
+  if (/bad port/.test(cause?.message ?? err.message ?? ''))
+    return "its port is one that Node's fetch refuses (the WHATWG list of blocked ports, e.g. 6000 or 10080): serve the mirror on another port";
   if (cause?.code) return `${cause.code}${cause.message && !cause.message.includes(cause.code) ? ` (${cause.message})` : ''}`;
   return cause?.message ?? err.message;
 }
@@ -144,7 +148,17 @@ async function downloadOnce(url: string, part: string, o: DownloadOptions, progr
   let timer: NodeJS.Timeout | undefined;
   const arm = () => {
     clearTimeout(timer);
-    timer = setTimeout(() => ac.abort(new FetchError(`no data from ${url} for ${o.timeoutS} s (a stalled connection; RESIDUAL_FETCH_TIMEOUT=seconds allows longer)`, true, true)), o.timeoutS * 1000);
+    timer = setTimeout(
+      () =>
+        ac.abort(
+          new FetchError(
+            `no data from ${url} for ${o.timeoutS} s (a stalled connection; RESIDUAL_FETCH_TIMEOUT=seconds allows longer)`,
+            true,
+            true,
+          ),
+        ),
+      o.timeoutS * 1000,
+    );
   };
   arm();
   let res: Response;
@@ -161,19 +175,28 @@ async function downloadOnce(url: string, part: string, o: DownloadOptions, progr
       throw new FetchError(`${url} refused to continue the partial download (HTTP 416); starting over`, true);
     }
     if (res.status === 404 || res.status === 410 || res.status === 403 || res.status === 401) {
-      throw new FetchError(`HTTP ${res.status} ${res.statusText || ''} for ${url}: the server does not have this file${process.env.RESIDUAL_LIBTORCH_MIRROR ? ' (is the mirror complete? lay one out with: npm run libtorch:mirror -- DIR)' : ''}`.replace(/ +:/, ':'));
+      throw new FetchError(
+        `HTTP ${res.status} ${res.statusText || ''} for ${url}: the server does not have this file${process.env.RESIDUAL_LIBTORCH_MIRROR ? ' (is the mirror complete? lay one out with: npm run libtorch:mirror -- DIR)' : ''}`.replace(
+          / +:/,
+          ':',
+        ),
+      );
     }
-    if (res.status >= 500 || res.status === 429 || res.status === 408) throw new FetchError(`HTTP ${res.status} ${res.statusText || ''} from ${url} (a server error)`.replace(/ +\(/, ' ('), true, true);
+    if (res.status >= 500 || res.status === 429 || res.status === 408)
+      throw new FetchError(`HTTP ${res.status} ${res.statusText || ''} from ${url} (a server error)`.replace(/ +\(/, ' ('), true, true);
     if (res.status !== 200 && res.status !== 206) throw new FetchError(`unexpected HTTP ${res.status} ${res.statusText || ''} from ${url}`);
     let offset = 0;
     if (res.status === 206) {
       const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get('content-range') ?? '');
-      if (!m || Number(m[1]) !== have) throw new FetchError(`${url} answered a different range than asked (${res.headers.get('content-range')}); starting over`, true);
+      if (!m || Number(m[1]) !== have)
+        throw new FetchError(`${url} answered a different range than asked (${res.headers.get('content-range')}); starting over`, true);
       offset = have;
     }
     const declared = Number(res.headers.get('content-length') ?? NaN);
     if (Number.isFinite(declared) && offset + declared !== o.size) {
-      throw new FetchError(`${url} has ${offset + declared} bytes, but the pinned file has ${o.size}: not the pinned file (a wrong mirror?)`);
+      throw new FetchError(
+        `${url} has ${offset + declared} bytes, but the pinned file has ${o.size}: not the pinned file (a wrong mirror?)`,
+      );
     }
     if (!res.body) throw new FetchError(`empty answer from ${url}`, true, true);
     const out = fs.createWriteStream(part, { flags: offset > 0 ? 'a' : 'w' });
@@ -195,7 +218,8 @@ async function downloadOnce(url: string, part: string, o: DownloadOptions, progr
       out.end();
       await closed;
     }
-    if (got < o.size) throw new FetchError(`the download from ${url} ended after ${mb(got)} of ${mb(o.size)} (the connection closed early)`, true, true);
+    if (got < o.size)
+      throw new FetchError(`the download from ${url} ended after ${mb(got)} of ${mb(o.size)} (the connection closed early)`, true, true);
   } finally {
     clearTimeout(timer);
     // Drop the connection if we stopped reading early.
@@ -228,10 +252,15 @@ export async function downloadVerified(url: string, part: string, o: DownloadOpt
           say(o.quiet, `${o.label}: checksum mismatch after continuing an earlier download; downloading it again from the start`);
           continue;
         }
-        throw new FetchError(`checksum mismatch for ${path.basename(part, '.part')} from ${url}: sha256 ${got}, pinned ${o.sha256}. The server sent other bytes than the pinned file (a broken mirror or proxy?); nothing was kept`);
+        throw new FetchError(
+          `checksum mismatch for ${path.basename(part, '.part')} from ${url}: sha256 ${got}, pinned ${o.sha256}. The server sent other bytes than the pinned file (a broken mirror or proxy?); nothing was kept`,
+        );
       }
       const secs = (Date.now() - t0) / 1000;
-      say(o.quiet, `${o.label}: ${mb(o.size)} in ${secs.toFixed(1)} s${secs > 0.05 ? ` (${(o.size / MB / secs).toFixed(1)} MB/s)` : ''}, sha256 verified`);
+      say(
+        o.quiet,
+        `${o.label}: ${mb(o.size)} in ${secs.toFixed(1)} s${secs > 0.05 ? ` (${(o.size / MB / secs).toFixed(1)} MB/s)` : ''}, sha256 verified`,
+      );
       return;
     } catch (e) {
       progress.end();
@@ -308,7 +337,9 @@ export function parseRecord(text: string): Map<string, string> {
 
 function openZip(file: string): Promise<yauzl.ZipFile> {
   return new Promise((resolve, reject) =>
-    yauzl.open(file, { lazyEntries: true, autoClose: false, validateEntrySizes: true, strictFileNames: true }, (err, zip) => (err ? reject(err) : resolve(zip!))),
+    yauzl.open(file, { lazyEntries: true, autoClose: false, validateEntrySizes: true, strictFileNames: true }, (err, zip) =>
+      err ? reject(err) : resolve(zip!),
+    ),
   );
 }
 
@@ -346,7 +377,12 @@ export interface UnpackResult {
  * paths), each checked against the wheel's RECORD. Throws on an entry missing from RECORD or whose
  * sha256 differs.
  */
-export async function unpackWheel(wheel: string, role: PinnedFile['role'], dests: Partial<Record<'lib' | 'dev', string>>, name = path.basename(wheel)): Promise<UnpackResult> {
+export async function unpackWheel(
+  wheel: string,
+  role: PinnedFile['role'],
+  dests: Partial<Record<'lib' | 'dev', string>>,
+  name = path.basename(wheel),
+): Promise<UnpackResult> {
   const res: UnpackResult = { files: { lib: 0, dev: 0 }, bytes: { lib: 0, dev: 0 } };
   const zip = await openZip(wheel);
   try {
@@ -358,7 +394,8 @@ export async function unpackWheel(wheel: string, role: PinnedFile['role'], dests
     for (const e of entries) {
       const part = entryPart(role, e.fileName);
       if (!part || !dests[part]) continue;
-      if (e.fileName.split('/').some((s) => s === '..' || s === '.' || s === '')) throw new Error(`unsafe entry name ${JSON.stringify(e.fileName)} in ${name}`);
+      if (e.fileName.split('/').some((s) => s === '..' || s === '.' || s === ''))
+        throw new Error(`unsafe entry name ${JSON.stringify(e.fileName)} in ${name}`);
       const want = record.get(e.fileName);
       if (!want) throw new Error(`${e.fileName} in ${name} is not listed in its RECORD`);
       const target = path.join(dests[part]!, ...e.fileName.split('/'));
@@ -380,7 +417,10 @@ export async function unpackWheel(wheel: string, role: PinnedFile['role'], dests
         await closed;
       }
       const got = h.digest('base64url');
-      if (got !== want) throw new Error(`checksum mismatch for ${e.fileName} in ${name} (RECORD says sha256=${want}, the bytes give ${got}): the wheel is corrupt`);
+      if (got !== want)
+        throw new Error(
+          `checksum mismatch for ${e.fileName} in ${name} (RECORD says sha256=${want}, the bytes give ${got}): the wheel is corrupt`,
+        );
       res.files[part]++;
       res.bytes[part] += e.uncompressedSize;
     }
@@ -401,11 +441,21 @@ function platformCheck(variant: string, pv: PinnedVariant): void {
         `Set LIBTORCH=/path/to/libtorch (PyTorch's libtorch for ${here}) or LIBTORCH_USE_PYTORCH=1 (python3's torch), and build from source`,
     );
   }
-  const need = pv.files.map((f) => f.glibc).filter((g): g is string => !!g).sort(compareVersions).at(-1);
+  const need = pv.files
+    .map((f) => f.glibc)
+    .filter((g): g is string => !!g)
+    .sort(compareVersions)
+    .at(-1);
   const have = glibcVersion();
   if (need && process.platform === 'linux') {
-    if (!have) throw new FetchError(`the pinned libtorch needs glibc ${need} or newer, and this system's C library is not glibc (musl?). Set LIBTORCH to a libtorch built for it`);
-    if (compareVersions(have, need) < 0) throw new FetchError(`the pinned libtorch needs glibc ${need} or newer; this system has glibc ${have}. Set LIBTORCH to a libtorch built for it, or use a newer system`);
+    if (!have)
+      throw new FetchError(
+        `the pinned libtorch needs glibc ${need} or newer, and this system's C library is not glibc (musl?). Set LIBTORCH to a libtorch built for it`,
+      );
+    if (compareVersions(have, need) < 0)
+      throw new FetchError(
+        `the pinned libtorch needs glibc ${need} or newer; this system has glibc ${have}. Set LIBTORCH to a libtorch built for it, or use a newer system`,
+      );
   }
 }
 
@@ -418,7 +468,8 @@ async function withLock<T>(target: string, quiet: boolean, env: NodeJS.ProcessEn
   let compromised: Error | null = null;
   try {
     const age = Date.now() - fs.statSync(lockPath).mtimeMs;
-    if (age > stale) say(quiet, `taking over the lock ${lockPath}, left ${Math.round(age / 1000)} s ago by an install that stopped (killed?)`);
+    if (age > stale)
+      say(quiet, `taking over the lock ${lockPath}, left ${Math.round(age / 1000)} s ago by an install that stopped (killed?)`);
   } catch {
     /* no lock */
   }
@@ -437,7 +488,10 @@ async function withLock<T>(target: string, quiet: boolean, env: NodeJS.ProcessEn
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ELOCKED') throw e;
       if (!told) {
-        say(quiet, `another residual install is fetching libtorch into ${target}; waiting for it (a lock left by a killed process is taken over after ${stale / 1000} s)`);
+        say(
+          quiet,
+          `another residual install is fetching libtorch into ${target}; waiting for it (a lock left by a killed process is taken over after ${stale / 1000} s)`,
+        );
         told = true;
       }
       await new Promise((r) => setTimeout(r, 500));
@@ -508,16 +562,26 @@ export async function fetchLibtorch(variant: string, opts: FetchOptions = {}): P
     // Which wheels: all of them for what runs; for the build files only the torch wheel.
     const files = needLib ? pv.files : pv.files.filter((f) => f.role === 'torch');
     const total = files.reduce((s, f) => s + f.size, 0);
-    const parts = [needLib ? 'what runs (lib/)' : null, needDev ? 'the headers and CMake files a source build needs' : null].filter(Boolean).join(' and ');
+    const parts = [needLib ? 'what runs (lib/)' : null, needDev ? 'the headers and CMake files a source build needs' : null]
+      .filter(Boolean)
+      .join(' and ');
     const downloads = path.join(residualHome(env), 'downloads');
     const wheels = new Map<PinnedFile, string>();
     if (viaPip) {
-      say(quiet, `fetching libtorch ${pv.torch} (${variant}) with pip (RESIDUAL_LIBTORCH_FETCH=pip): ${files.length} file(s), ${mb(total)}, for ${parts}`);
+      say(
+        quiet,
+        `fetching libtorch ${pv.torch} (${variant}) with pip (RESIDUAL_LIBTORCH_FETCH=pip): ${files.length} file(s), ${mb(total)}, for ${parts}`,
+      );
       for (const [f, p] of await pipDownload(files, path.join(downloads, `pip-${process.pid}`), quiet, env)) wheels.set(f, p);
     } else {
       const mirror = env.RESIDUAL_LIBTORCH_MIRROR;
-      const from = mirror ? `the mirror ${mirror} (RESIDUAL_LIBTORCH_MIRROR)` : `${origin(files[0].url)}${files.length > 1 ? ' and PyPI' : ''} (RESIDUAL_LIBTORCH_MIRROR=URL fetches from a mirror instead)`;
-      say(quiet, `fetching libtorch ${pv.torch} (${variant}) for ${pv.platform}: ${files.length} file(s), ${mb(total)}, from ${from}, for ${parts}`);
+      const from = mirror
+        ? `the mirror ${mirror} (RESIDUAL_LIBTORCH_MIRROR)`
+        : `${origin(files[0].url)}${files.length > 1 ? ' and PyPI' : ''} (RESIDUAL_LIBTORCH_MIRROR=URL fetches from a mirror instead)`;
+      say(
+        quiet,
+        `fetching libtorch ${pv.torch} (${variant}) for ${pv.platform}: ${files.length} file(s), ${mb(total)}, from ${from}, for ${parts}`,
+      );
       let i = 0;
       for (const f of files) {
         i++;
@@ -529,7 +593,14 @@ export async function fetchLibtorch(variant: string, opts: FetchOptions = {}): P
       }
     }
 
-    const stamp = { variant, torch: pv.torch, cuda: pv.cuda, files: files.map((f) => ({ name: f.name, sha256: f.sha256 })), at: new Date().toISOString(), format: 2 };
+    const stamp = {
+      variant,
+      torch: pv.torch,
+      cuda: pv.cuda,
+      files: files.map((f) => ({ name: f.name, sha256: f.sha256 })),
+      at: new Date().toISOString(),
+      format: 2,
+    };
     const libStage = `${base}.staging-${process.pid}`;
     const devStage = path.join(needLib ? libStage : base, `dev.staging-${process.pid}`);
     try {
@@ -549,11 +620,13 @@ export async function fetchLibtorch(variant: string, opts: FetchOptions = {}): P
         devBytes += r.bytes.dev;
       }
       if (needLib) {
-        if (!fs.existsSync(path.join(libStage, 'site', 'torch', 'lib', 'libtorch_cpu.so'))) throw new FetchError('the pinned torch wheel has no torch/lib/libtorch_cpu.so: not a libtorch wheel');
+        if (!fs.existsSync(path.join(libStage, 'site', 'torch', 'lib', 'libtorch_cpu.so')))
+          throw new FetchError('the pinned torch wheel has no torch/lib/libtorch_cpu.so: not a libtorch wheel');
         say(quiet, `unpacked what runs: ${libFiles} files, ${mb(libBytes)}, each checked against its wheel's RECORD`);
       }
       if (needDev) {
-        if (!fs.existsSync(path.join(devStage, 'torch', 'share', 'cmake', 'Torch', 'TorchConfig.cmake'))) throw new FetchError('the pinned torch wheel has no torch/share/cmake/Torch: cannot build from source with it');
+        if (!fs.existsSync(path.join(devStage, 'torch', 'share', 'cmake', 'Torch', 'TorchConfig.cmake')))
+          throw new FetchError('the pinned torch wheel has no torch/share/cmake/Torch: cannot build from source with it');
         // CMake finds the libraries beside share/: point lib at the runtime part (no second copy).
         fs.symlinkSync(path.join('..', '..', 'site', 'torch', 'lib'), path.join(devStage, 'torch', 'lib'));
         writeJsonAtomic(path.join(devStage, 'VERIFIED'), stamp);
@@ -598,27 +671,55 @@ async function pipDownload(files: PinnedFile[], dir: string, quiet: boolean, env
   // Ask for exactly the pinned files, whatever this machine's Python is: the platform and ABI tags of
   // the pinned names, cp311 (libtorch itself does not depend on the Python version).
   const platforms = new Set<string>();
-  for (const f of files) for (const t of f.name.replace(/\.whl$/, '').split('-').at(-1)!.split('.')) platforms.add(t);
-  const args = ['-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', '--python-version', '3.11', '--implementation', 'cp', '--abi', 'cp311', '--abi', 'none', '--abi', 'abi3'];
+  for (const f of files)
+    for (const t of f.name
+      .replace(/\.whl$/, '')
+      .split('-')
+      .at(-1)!
+      .split('.'))
+      platforms.add(t);
+  const args = [
+    '-m',
+    'pip',
+    'download',
+    '--no-deps',
+    '--only-binary=:all:',
+    '--python-version',
+    '3.11',
+    '--implementation',
+    'cp',
+    '--abi',
+    'cp311',
+    '--abi',
+    'none',
+    '--abi',
+    'abi3',
+  ];
   for (const p of platforms) args.push('--platform', p);
   args.push('--progress-bar', 'off', '-d', dir, ...files.map((f) => pipSpec(f.name)));
   say(quiet, `python3 ${args.join(' ')}`);
   const r = spawnSync('python3', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env, timeout: 60 * 60 * 1000 });
-  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') throw new FetchError('RESIDUAL_LIBTORCH_FETCH=pip, but there is no python3 on PATH: unset it to fetch with Node');
+  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT')
+    throw new FetchError('RESIDUAL_LIBTORCH_FETCH=pip, but there is no python3 on PATH: unset it to fetch with Node');
   if (r.status !== 0) {
     const why = (r.stderr || r.stdout || '').trim().split('\n').filter(Boolean).slice(-3).join(' | ');
-    throw new FetchError(`pip could not download ${files.map((f) => pipSpec(f.name)).join(' ')} (${why}). Check pip's index settings (pip config list), or unset RESIDUAL_LIBTORCH_FETCH to fetch from ${origin(files[0].url)} or RESIDUAL_LIBTORCH_MIRROR`);
+    throw new FetchError(
+      `pip could not download ${files.map((f) => pipSpec(f.name)).join(' ')} (${why}). Check pip's index settings (pip config list), or unset RESIDUAL_LIBTORCH_FETCH to fetch from ${origin(files[0].url)} or RESIDUAL_LIBTORCH_MIRROR`,
+    );
   }
   const out: [PinnedFile, string][] = [];
   for (const f of files) {
     const p = path.join(dir, f.name);
     if (!fs.existsSync(p)) {
       const got = fs.readdirSync(dir).join(', ') || 'nothing';
-      throw new FetchError(`pip did not save the pinned ${f.name} (it saved: ${got}); its index may serve another build of ${pipSpec(f.name)}`);
+      throw new FetchError(
+        `pip did not save the pinned ${f.name} (it saved: ${got}); its index may serve another build of ${pipSpec(f.name)}`,
+      );
     }
     const size = fs.statSync(p).size;
     const sha = (await hashFile(p, size)).digest('hex');
-    if (size !== f.size || sha !== f.sha256) throw new FetchError(`checksum mismatch for ${f.name} from pip: sha256 ${sha} (${size} bytes), pinned ${f.sha256} (${f.size} bytes)`);
+    if (size !== f.size || sha !== f.sha256)
+      throw new FetchError(`checksum mismatch for ${f.name} from pip: sha256 ${sha} (${size} bytes), pinned ${f.sha256} (${f.size} bytes)`);
     say(quiet, `${f.name}: ${mb(size)} from pip, sha256 verified`);
     out.push([f, p]);
   }
@@ -659,10 +760,15 @@ export async function ensureLibtorch(opts: EnsureOptions = {}): Promise<Libtorch
       continue;
     }
     if (path.resolve(found.dir) === path.join(base, 'site', 'torch')) {
-      say(quiet, `a source build needs libtorch's headers and CMake files, which the cache does not keep for prebuilt binaries: fetching them`);
+      say(
+        quiet,
+        `a source build needs libtorch's headers and CMake files, which the cache does not keep for prebuilt binaries: fetching them`,
+      );
       const lt = await fetchLibtorch(variant, { dev: true, quiet, env });
       return { ...lt, source: found.source };
     }
   }
-  throw new Error(`the libtorch in use (${found.source}: ${found.dir}) has no include/ and share/cmake/Torch, which a source build needs; point LIBTORCH at a full libtorch, or unset it to let residual fetch one`);
+  throw new Error(
+    `the libtorch in use (${found.source}: ${found.dir}) has no include/ and share/cmake/Torch, which a source build needs; point LIBTORCH at a full libtorch, or unset it to let residual fetch one`,
+  );
 }

@@ -58,7 +58,11 @@ export function isRuntimeLibtorch(dir: string | null | undefined): boolean {
 
 /** A folder has what a source build needs: headers and the CMake package config. */
 export function hasDevFiles(dir: string | null | undefined): boolean {
-  return !!dir && fs.existsSync(path.join(dir, 'include', 'torch')) && fs.existsSync(path.join(dir, 'share', 'cmake', 'Torch', 'TorchConfig.cmake'));
+  return (
+    !!dir &&
+    fs.existsSync(path.join(dir, 'include', 'torch')) &&
+    fs.existsSync(path.join(dir, 'share', 'cmake', 'Torch', 'TorchConfig.cmake'))
+  );
 }
 
 /** A full libtorch: what runs and what a build needs. */
@@ -149,7 +153,14 @@ export function installRecordPath(root: string = packageRoot): string {
 }
 
 export function recordInstall(lt: Libtorch, root: string = packageRoot): void {
-  const rec = { dir: lt.dir, devDir: lt.devDir ?? null, source: lt.source, version: lt.version, variantTag: lt.variantTag, at: new Date().toISOString() };
+  const rec = {
+    dir: lt.dir,
+    devDir: lt.devDir ?? null,
+    source: lt.source,
+    version: lt.version,
+    variantTag: lt.variantTag,
+    at: new Date().toISOString(),
+  };
   writeJsonAtomic(installRecordPath(root), rec);
 }
 
@@ -182,7 +193,12 @@ export interface FindOptions {
  * Resolve libtorch without fetching: {dir, source, ...} or null. Throws when an environment variable
  * names something unusable (the user's explicit wish must not be ignored silently).
  */
-export function findLibtorch({ quiet = false, useRecord = true, root = packageRoot, env = process.env }: FindOptions = {}): Libtorch | null {
+export function findLibtorch({
+  quiet = false,
+  useRecord = true,
+  root = packageRoot,
+  env = process.env,
+}: FindOptions = {}): Libtorch | null {
   if (env.LIBTORCH) {
     const dir = path.resolve(env.LIBTORCH);
     for (const cand of [dir, path.join(dir, 'torch')]) {
@@ -191,17 +207,26 @@ export function findLibtorch({ quiet = false, useRecord = true, root = packageRo
         return { ...describeLibtorch(cand), source: 'LIBTORCH' };
       }
     }
-    throw new Error(`LIBTORCH=${env.LIBTORCH} is not a libtorch folder (expected lib/libtorch_cpu.so inside, and include/ and share/cmake/Torch for a source build)`);
+    throw new Error(
+      `LIBTORCH=${env.LIBTORCH} is not a libtorch folder (expected lib/libtorch_cpu.so inside, and include/ and share/cmake/Torch for a source build)`,
+    );
   }
   if (env.LIBTORCH_USE_PYTORCH === '1') {
     // find_spec locates the package without importing torch (an import takes seconds).
-    const r = spawnSync('python3', ['-c', "import importlib.util as u, os; s = u.find_spec('torch'); print(os.path.dirname(s.origin) if s and s.origin else '')"], {
-      encoding: 'utf8',
-      timeout: 120_000,
-    });
+    const r = spawnSync(
+      'python3',
+      ['-c', "import importlib.util as u, os; s = u.find_spec('torch'); print(os.path.dirname(s.origin) if s and s.origin else '')"],
+      {
+        encoding: 'utf8',
+        timeout: 120_000,
+      },
+    );
     const dir = (r.stdout || '').trim();
     if (r.status !== 0 || !isRuntimeLibtorch(dir)) {
-      const why = (r.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT' ? 'there is no python3 on PATH' : (r.stderr || '').trim().split('\n').pop() || (dir ? `${dir} has no lib/libtorch_cpu.so` : 'no torch package');
+      const why =
+        (r.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT'
+          ? 'there is no python3 on PATH'
+          : (r.stderr || '').trim().split('\n').pop() || (dir ? `${dir} has no lib/libtorch_cpu.so` : 'no torch package');
       throw new Error(`LIBTORCH_USE_PYTORCH=1 but python3 has no usable torch package (${why}); unset it to use residual's own libtorch`);
     }
     log(quiet, `libtorch from python3's torch (LIBTORCH_USE_PYTORCH=1): ${dir}`);

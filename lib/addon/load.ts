@@ -46,7 +46,15 @@ function versionHint(error: string): string {
  * requirements this machine meets, loads in a child process (`probe`) and reports (buildInfo) the
  * libtorch it expects. Never throws; every rejected candidate is explained in `attempts`.
  */
-export function chooseAddon({ candidates, probe, system = thisSystem }: { candidates: Candidate[]; probe: Probe; system?: SystemProbe }): Selection {
+export function chooseAddon({
+  candidates,
+  probe,
+  system = thisSystem,
+}: {
+  candidates: Candidate[];
+  probe: Probe;
+  system?: SystemProbe;
+}): Selection {
   const attempts: Attempt[] = [];
   for (const c of candidates) {
     if (!fs.existsSync(c.path)) {
@@ -77,7 +85,10 @@ export function chooseAddon({ candidates, probe, system = thisSystem }: { candid
       attempts.push({ candidate: c, outcome: 'failed', detail: `does not load (tried in a child process): ${err}${versionHint(err)}` });
       continue;
     }
-    const built = { libtorch: r.info.libtorch, variant: c.tag && variantsMatch(c.tag.variant, r.info.variant) ? c.tag.variant : r.info.variant };
+    const built = {
+      libtorch: r.info.libtorch,
+      variant: c.tag && variantsMatch(c.tag.variant, r.info.variant) ? c.tag.variant : r.info.variant,
+    };
     if (c.libtorch && !tagMatches(built, c.libtorch)) {
       attempts.push({
         candidate: c,

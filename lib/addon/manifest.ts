@@ -56,14 +56,16 @@ export function loadManifest(env: NodeJS.ProcessEnv = process.env): { manifest: 
 function validateManifest(raw: unknown, file: string): Manifest {
   const bad = (what: string) => new Error(`the libtorch manifest ${file} is invalid: ${what}`);
   const m = raw as Manifest;
-  if (!m || typeof m !== 'object' || m.format !== 1 || !m.variants || typeof m.variants !== 'object') throw bad('expected {"format": 1, "variants": {...}}');
+  if (!m || typeof m !== 'object' || m.format !== 1 || !m.variants || typeof m.variants !== 'object')
+    throw bad('expected {"format": 1, "variants": {...}}');
   for (const [v, pv] of Object.entries(m.variants)) {
     if (!/^(cpu|cu\d+)$/.test(v)) throw bad(`variant "${v}" (cpu or cuXYZ)`);
     if (typeof pv.torch !== 'string' || !/^\d+\.\d+\.\d+$/.test(pv.torch)) throw bad(`${v}.torch must be X.Y.Z`);
     if (!Array.isArray(pv.files) || !pv.files.length) throw bad(`${v}.files is empty`);
     if (pv.files.filter((f) => f.role === 'torch').length !== 1) throw bad(`${v} needs exactly one file with role "torch"`);
     for (const f of pv.files) {
-      if (typeof f.name !== 'string' || !/^[\w.+-]+\.whl$/.test(f.name)) throw bad(`${v}: file name ${JSON.stringify(f.name)} (a .whl without slashes)`);
+      if (typeof f.name !== 'string' || !/^[\w.+-]+\.whl$/.test(f.name))
+        throw bad(`${v}: file name ${JSON.stringify(f.name)} (a .whl without slashes)`);
       if (!Number.isSafeInteger(f.size) || f.size <= 0) throw bad(`${f.name}: size must be a positive integer`);
       if (typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) throw bad(`${f.name}: sha256 must be 64 hex digits`);
       let u: URL;
@@ -79,10 +81,16 @@ function validateManifest(raw: unknown, file: string): Manifest {
 }
 
 /** The pinned files of a variant, or an error naming what exists and what to set. */
-export function pinnedVariant(variant: string, env: NodeJS.ProcessEnv = process.env): PinnedVariant & { manifestFile: string; overridden: boolean } {
+export function pinnedVariant(
+  variant: string,
+  env: NodeJS.ProcessEnv = process.env,
+): PinnedVariant & { manifestFile: string; overridden: boolean } {
   const { manifest, file, overridden } = loadManifest(env);
   const pv = manifest.variants[variant];
-  if (!pv) throw new Error(`no pinned libtorch for variant "${variant}" (pinned: ${Object.keys(manifest.variants).join(', ')}); set RESIDUAL_VARIANT to one of them, or LIBTORCH=/path/to/libtorch`);
+  if (!pv)
+    throw new Error(
+      `no pinned libtorch for variant "${variant}" (pinned: ${Object.keys(manifest.variants).join(', ')}); set RESIDUAL_VARIANT to one of them, or LIBTORCH=/path/to/libtorch`,
+    );
   return { ...pv, manifestFile: file, overridden };
 }
 
@@ -98,7 +106,8 @@ export function fileUrl(f: PinnedFile, mirror: string | undefined = process.env.
   } catch {
     throw new Error(`RESIDUAL_LIBTORCH_MIRROR=${mirror} is not a URL (expected e.g. http://mirror.example:8080 or https://host/path)`);
   }
-  if (m.protocol !== 'http:' && m.protocol !== 'https:') throw new Error(`RESIDUAL_LIBTORCH_MIRROR=${mirror}: only http and https are supported`);
+  if (m.protocol !== 'http:' && m.protocol !== 'https:')
+    throw new Error(`RESIDUAL_LIBTORCH_MIRROR=${mirror}: only http and https are supported`);
   const pinned = new URL(f.url);
   const prefix = m.pathname.replace(/\/+$/, '');
   return `${m.protocol}//${m.host}${prefix}${pinned.pathname}`;

@@ -19,15 +19,16 @@ export type Boxed = readonly [number | boolean];
 export type NativeBatch = [x: Handle, y: Handle];
 
 // Native objects (type-tagged externals), opaque on the JS side.
+/** A data loader of either kind (loaderCreate: tensors in memory; streamCreate: folders and shards). */
 export type NativeLoader = { readonly __nativeLoader: unique symbol };
-export type NativeStream = { readonly __nativeStream: unique symbol };
 export type NativeOptimizer = { readonly __nativeOptimizer: unique symbol };
 export type NativeDdp = { readonly __nativeDdp: unique symbol };
+export type NativeStore = { readonly __nativeStore: unique symbol };
 export type NativeGraph = { readonly __nativeGraph: unique symbol };
 
 /** configure(): once per environment, by lib/addon/binding.ts. */
 export interface ConfigureOptions {
-  errorClasses?: Partial<Record<'generic' | 'shape' | 'dtype' | 'device' | 'disposed' | 'oom', new (message: string) => Error>>;
+  errorClasses?: Partial<Record<'generic' | 'shape' | 'dtype' | 'device' | 'disposed' | 'oom' | 'badFile', new (message: string) => Error>>;
   maxArrayBufferBytes?: number;
 }
 
@@ -73,7 +74,10 @@ export interface BuildInfo {
   gloo: boolean;
 }
 
-/** loaderCreate's options (native/data.cpp). Booleans may be given as numbers (0 is false). */
+/**
+ * loaderCreate's options (native/loader/memory_loader.cpp), read by native/binding/options.h: booleans
+ * are booleans, numbers finite, integers exact and in their stated ranges.
+ */
 export interface LoaderOptions {
   batchSize?: number;
   shuffle?: boolean;
@@ -92,13 +96,13 @@ export interface LoaderOptions {
   workers?: number;
 }
 
-/** Limits on what an image or tar member may demand (native/imageio.cpp). */
+/** Limits on what an image or tar member may demand (native/image/types.h). */
 export interface ImageLimits {
   maxPixels?: number;
   maxFileBytes?: number;
 }
 
-/** streamCreate's options (native/imageio.cpp). */
+/** streamCreate's options (native/loader/stream_loader.cpp). */
 export interface StreamCreateOptions extends ImageLimits {
   kind: 'folder' | 'webdataset';
   files?: readonly string[];
@@ -130,10 +134,17 @@ export interface StreamCreateOptions extends ImageLimits {
   channelsLast?: boolean;
 }
 
-/** streamSkipped(): samples skipped so far, and the recent ones not yet drained. */
-export interface StreamSkipped {
+/** loaderSkipped(): samples skipped so far, and the recent ones not yet drained (a memory loader skips none). */
+export interface LoaderSkipped {
   count: number;
   errors: { path: string; message: string }[];
+}
+
+/** loaderState(): whether an epoch's workers run, and the batches made ahead that the loader holds. */
+export interface LoaderState {
+  running: boolean;
+  closed: boolean;
+  held: number;
 }
 
 /** tarScan(): samples (keys with an image), the largest .cls label (-1: none), members read. */
@@ -156,6 +167,7 @@ export interface DistInitOptions {
   /** Network interfaces, comma-separated. */
   ifnames?: string;
   groupName?: string;
+  deviceIndex?: number;
 }
 
 export interface DistInfo {
@@ -163,6 +175,29 @@ export interface DistInfo {
   worldSize: number;
   backend: string;
   timeoutMs: number;
+  /** The port of the store this process hosts (rank 0), when it hosts one. */
+  storePort?: number;
+}
+
+/** distStoreServe's options (native/dist.cpp): the job's store, served by residual launch on node 0. */
+export interface StoreServeOptions {
+  port?: number;
+  timeoutMs?: number;
+  maxConnections?: number;
+}
+
+/** A served store's counters (native/store.h StoreStats): connections closed by the server, by reason. */
+export interface StoreStats {
+  accepted: number;
+  open: number;
+  keys: number;
+  storeBytes: number;
+  bufferedBytes: number;
+  droppedTimeout: number;
+  droppedTooLarge: number;
+  droppedProtocol: number;
+  droppedFull: number;
+  refused: number;
 }
 
 /** ddpCreate's options (native/dist.cpp). */
@@ -170,6 +205,8 @@ export interface DdpOptions {
   bucketCapBytes?: number;
   firstBucketBytes?: number;
   findUnusedParameters?: boolean;
+  /** The names of `states`, for the error that names a parameter that differs across ranks. */
+  names?: readonly string[];
 }
 
 export interface CudaGraphInfo {

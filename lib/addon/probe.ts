@@ -123,7 +123,8 @@ export function probeInChild(c: Candidate, timeoutMs = probeTimeoutMs()): ProbeR
   if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT') {
     return { ok: false, error: `loading did not finish within ${timeoutMs / 1000} s (set RESIDUAL_PROBE_TIMEOUT=seconds on slow disks)` };
   }
-  if (r.signal) return { ok: false, error: `the child process was killed by ${r.signal} while loading it (a broken or incompatible binary)` };
+  if (r.signal)
+    return { ok: false, error: `the child process was killed by ${r.signal} while loading it (a broken or incompatible binary)` };
   const tail = (r.stderr || r.error?.message || '').trim().split('\n').filter(Boolean).slice(-1)[0] ?? '';
   return { ok: false, error: `the child process exited with status ${r.status}${tail ? `: ${tail}` : ''}` };
 }
@@ -164,7 +165,11 @@ export function cachedProbe(c: Candidate): ProbeResult {
   if (r.ok) {
     const entries: Record<string, { info: BuildInfo; at: number }> = { ...(cache.entries ?? {}), [key]: { info: r.info!, at: Date.now() } };
     // Keep it small: the 32 most recent entries.
-    const kept = Object.fromEntries(Object.entries(entries).sort((a, b) => b[1].at - a[1].at).slice(0, 32));
+    const kept = Object.fromEntries(
+      Object.entries(entries)
+        .sort((a, b) => b[1].at - a[1].at)
+        .slice(0, 32),
+    );
     try {
       // A cache: cheap to lose, so not fsynced (durable: false), but never seen half-written.
       writeFileAtomic(file, JSON.stringify({ version: 1, entries: kept }) + '\n', { durable: false });
@@ -186,4 +191,3 @@ export function forgetProbe(c: Candidate): void {
     /* ignore */
   }
 }
-

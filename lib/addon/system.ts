@@ -109,7 +109,10 @@ export function unmetRequirements(req: SystemRequirements | null | undefined, sy
   if (req.glibc) {
     const ok = sys.hasGlibc(req.glibc);
     if (ok === false) why.push(`glibc ${req.glibc} or newer (this system has glibc ${sys.glibcVersion() ?? 'older'})`);
-    else if (ok === null && !sys.glibcVersion()) why.push(`glibc ${req.glibc} or newer (this system's C library is not glibc: musl, e.g. Alpine, is not supported by prebuilt binaries)`);
+    else if (ok === null && !sys.glibcVersion())
+      why.push(
+        `glibc ${req.glibc} or newer (this system's C library is not glibc: musl, e.g. Alpine, is not supported by prebuilt binaries)`,
+      );
   }
   if (req.glibcxx && sys.hasGlibcxx(req.glibcxx) === false) {
     const have = sys.glibcxxVersion();

@@ -68,7 +68,10 @@ function loadedLibtorchDir(): string | null {
 }
 
 function nvidiaSmi(): { gpus: { name: string; driver: string; memory: string }[]; error?: string } | null {
-  const r = spawnSync('nvidia-smi', ['--query-gpu=name,driver_version,memory.total', '--format=csv,noheader'], { encoding: 'utf8', timeout: 15000 });
+  const r = spawnSync('nvidia-smi', ['--query-gpu=name,driver_version,memory.total', '--format=csv,noheader'], {
+    encoding: 'utf8',
+    timeout: 15000,
+  });
   if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') return null;
   if (r.status !== 0) return { gpus: [], error: (r.stdout + r.stderr).trim().split('\n')[0] || `exit status ${r.status}` };
   const gpus = r.stdout
@@ -113,12 +116,31 @@ export async function doctor(): Promise<DoctorReport> {
   // Node.js
   const [major, minor] = process.versions.node.split('.').map(Number);
   const glibc = glibcVersion();
-  row('Node.js', `${process.version} (Node-API ${process.versions.napi}), ${process.platform}-${process.arch}${glibc ? `, glibc ${glibc}` : ''}`);
-  Object.assign(facts, { node: process.version, napi: Number(process.versions.napi), platform: `${process.platform}-${process.arch}`, glibc });
+  row(
+    'Node.js',
+    `${process.version} (Node-API ${process.versions.napi}), ${process.platform}-${process.arch}${glibc ? `, glibc ${glibc}` : ''}`,
+  );
+  Object.assign(facts, {
+    node: process.version,
+    napi: Number(process.versions.napi),
+    platform: `${process.platform}-${process.arch}`,
+    glibc,
+  });
   const supported = (major === 20 && minor >= 19) || (major === 22 && minor >= 12) || major >= 23;
-  if (!supported) problem('warning', `Node.js ${process.version} is older than residual supports (^20.19 || >=22.12)`, 'use Node.js 20.19+, 22.12+ or 23+');
-  if (Number(process.versions.napi) < 8) problem('error', `Node-API ${process.versions.napi} is older than the addon needs (8)`, 'use Node.js 20.19 or newer');
-  if (process.platform !== 'linux') problem('error', `${process.platform} is not supported yet: libtorch is fetched and preloaded as Linux shared libraries`, 'use Linux (or WSL2)');
+  if (!supported)
+    problem(
+      'warning',
+      `Node.js ${process.version} is older than residual supports (^20.19 || >=22.12)`,
+      'use Node.js 20.19+, 22.12+ or 23+',
+    );
+  if (Number(process.versions.napi) < 8)
+    problem('error', `Node-API ${process.versions.napi} is older than the addon needs (8)`, 'use Node.js 20.19 or newer');
+  if (process.platform !== 'linux')
+    problem(
+      'error',
+      `${process.platform} is not supported yet: libtorch is fetched and preloaded as Linux shared libraries`,
+      'use Linux (or WSL2)',
+    );
 
   // libtorch
   let lt: Libtorch | null = null;
@@ -126,7 +148,11 @@ export async function doctor(): Promise<DoctorReport> {
     lt = resolveRuntimeLibtorch();
   } catch (e) {
     row('libtorch', `ERROR ${(e as Error).message}`);
-    problem('error', (e as Error).message, 'point LIBTORCH at a libtorch folder (include/, lib/, share/cmake/Torch) or a torch package folder, make python3 import torch for LIBTORCH_USE_PYTORCH=1, or unset them');
+    problem(
+      'error',
+      (e as Error).message,
+      'point LIBTORCH at a libtorch folder (include/, lib/, share/cmake/Torch) or a torch package folder, make python3 import torch for LIBTORCH_USE_PYTORCH=1, or unset them',
+    );
   }
   if (lt) {
     const from: Record<string, string> = {
@@ -136,7 +162,10 @@ export async function doctor(): Promise<DoctorReport> {
       install: 'the install (build/libtorch.json)',
       cache: `the cache (${residualHome()})`,
     };
-    row('libtorch', `${lt.version} (${lt.variantTag}${lt.cuda ? `, CUDA ${lt.cuda}` : ''}) from ${from[lt.source ?? ''] ?? lt.source}\n${lt.dir}`);
+    row(
+      'libtorch',
+      `${lt.version} (${lt.variantTag}${lt.cuda ? `, CUDA ${lt.cuda}` : ''}) from ${from[lt.source ?? ''] ?? lt.source}\n${lt.dir}`,
+    );
     facts.libtorch = { version: lt.version, variant: lt.variantTag, cuda: lt.cuda ?? null, dir: lt.dir, source: lt.source };
   } else if (!problems.length) {
     row('libtorch', 'none found (LIBTORCH, LIBTORCH_USE_PYTORCH, the project copy, the cache)');
@@ -158,27 +187,55 @@ export async function doctor(): Promise<DoctorReport> {
     const tried = addonAttempts();
     if (tried.length) row('', `tried:\n  ${formatAttempts(tried)}`);
     const unsupported = tried.filter((a) => a.outcome === 'unsupported');
-    if (unsupported.length) problem('error', `the prebuilt binary cannot run on this system: ${unsupported[0].detail.replace(/^refused: this prebuilt binary /, 'it ')}`, `build from source instead: ${buildFromSourceCommand()} (needs cmake and a C++17 compiler)`);
-    else if (!libtorchFailed && lt) problem('error', (e as Error).message.split('\n')[0].replace(/^residual: /, ''), `${SETUP} (picks the prebuilt binary or builds one), or build from source: ${buildFromSourceCommand()}`);
+    if (unsupported.length)
+      problem(
+        'error',
+        `the prebuilt binary cannot run on this system: ${unsupported[0].detail.replace(/^refused: this prebuilt binary /, 'it ')}`,
+        `build from source instead: ${buildFromSourceCommand()} (needs cmake and a C++17 compiler)`,
+      );
+    else if (!libtorchFailed && lt)
+      problem(
+        'error',
+        (e as Error).message.split('\n')[0].replace(/^residual: /, ''),
+        `${SETUP} (picks the prebuilt binary or builds one), or build from source: ${buildFromSourceCommand()}`,
+      );
   }
   const choice = addonChoice();
   if (addon && choice) {
     const info = choice.info;
-    row('addon', `${choice.path}\nchosen: ${choice.how} (${choice.attempts.at(-1)?.detail ?? ''})\nbuilt for libtorch ${info.libtorch} (${choice.tag?.variant ?? info.variant}), Node-API ${info.napiVersion}`);
+    row(
+      'addon',
+      `${choice.path}\nchosen: ${choice.how} (${choice.attempts.at(-1)?.detail ?? ''})\nbuilt for libtorch ${info.libtorch} (${choice.tag?.variant ?? info.variant}), Node-API ${info.napiVersion}`,
+    );
     const others = choice.attempts.slice(0, -1).filter((a) => a.outcome !== 'missing');
     if (others.length) row('', `passed over:\n  ${formatAttempts(others)}`);
-    facts.addon = { path: choice.path, how: choice.how, libtorch: info.libtorch, variant: choice.tag?.variant ?? info.variant, napiVersion: info.napiVersion, gloo: info.gloo ?? null };
+    facts.addon = {
+      path: choice.path,
+      how: choice.how,
+      libtorch: info.libtorch,
+      variant: choice.tag?.variant ?? info.variant,
+      napiVersion: info.napiVersion,
+      gloo: info.gloo ?? null,
+    };
     if (info.gloo === false) {
       row('dist', "no 'gloo' backend (built without gloo's headers): CPU data-parallel training is off");
-      problem('warning', "this build of the addon has no 'gloo' backend (gloo's headers were not found when it was built), so dist.initProcessGroup() and --nproc-per-node fail on the CPU", `apt-get install libgloo-dev (or set GLOO_INCLUDE_DIR), then ${buildFromSourceCommand()}`);
+      problem(
+        'warning',
+        "this build of the addon has no 'gloo' backend (gloo's headers were not found when it was built), so dist.initProcessGroup() and --nproc-per-node fail on the CPU",
+        `apt-get install libgloo-dev (or set GLOO_INCLUDE_DIR), then ${buildFromSourceCommand()}`,
+      );
     } else if (info.gloo === true) row('dist', "c10d with the 'gloo' backend" + (info.cudaBuilt ? ' (and nccl where built)' : ''));
     const loadedFrom = loadedLibtorchDir();
     if (loadedFrom) {
-      row('loaded from', `${loadedFrom}${choice.preload ? ' (preloaded: no LD_LIBRARY_PATH needed)' : ' (the build\'s RUNPATH)'}`);
+      row('loaded from', `${loadedFrom}${choice.preload ? ' (preloaded: no LD_LIBRARY_PATH needed)' : " (the build's RUNPATH)"}`);
       facts.libtorchLoadedFrom = loadedFrom;
     }
     if (process.env.LD_LIBRARY_PATH && /torch/.test(process.env.LD_LIBRARY_PATH)) {
-      problem('warning', `LD_LIBRARY_PATH contains a torch folder (${process.env.LD_LIBRARY_PATH}); it is not needed and can mix two libtorch versions`, 'unset LD_LIBRARY_PATH (residual finds libtorch itself)');
+      problem(
+        'warning',
+        `LD_LIBRARY_PATH contains a torch folder (${process.env.LD_LIBRARY_PATH}); it is not needed and can mix two libtorch versions`,
+        'unset LD_LIBRARY_PATH (residual finds libtorch itself)',
+      );
     }
   }
 
@@ -191,7 +248,8 @@ export async function doctor(): Promise<DoctorReport> {
     if (!info.cudaBuilt || info.variant === 'cpu') {
       row('CUDA', 'not in this build (CPU libtorch)');
     } else {
-      const rt = typeof info.cudaRuntimeVersion === 'number' ? `runtime ${formatCudaVersion(info.cudaRuntimeVersion)}` : 'runtime version unknown';
+      const rt =
+        typeof info.cudaRuntimeVersion === 'number' ? `runtime ${formatCudaVersion(info.cudaRuntimeVersion)}` : 'runtime version unknown';
       row('CUDA', `${available ? 'available' : 'NOT available'}, ${rt}, ${addon.cudaDeviceCount()} device(s)`);
       const cudnn = typeof info.cudnnVersion === 'number' && info.cudnnVersion > 0 ? formatCudnnVersion(info.cudnnVersion) : null;
       row('cuDNN', info.cudnnAvailable ? `available${cudnn ? `, ${cudnn}` : ''}` : 'NOT available');
@@ -203,11 +261,20 @@ export async function doctor(): Promise<DoctorReport> {
           `install an NVIDIA driver recent enough for CUDA ${lt?.cuda ?? '13'} (nvidia-smi must list the GPU), or use the CPU build: RESIDUAL_VARIANT=cpu ${SETUP}`,
         );
       } else if (!info.cudnnAvailable) {
-        problem('warning', 'cuDNN is not available: convolutions run on slower kernels', `reinstall libtorch with its nvidia-cudnn wheel: remove ${lt ? path.dirname(path.dirname(lt.dir)) : 'the libtorch cache'} and run ${SETUP}`);
+        problem(
+          'warning',
+          'cuDNN is not available: convolutions run on slower kernels',
+          `reinstall libtorch with its nvidia-cudnn wheel: remove ${lt ? path.dirname(path.dirname(lt.dir)) : 'the libtorch cache'} and run ${SETUP}`,
+        );
       }
       if (available) {
         const devs = addon.cudaDeviceInfo() as { name: string; totalMemory: number; capability: string; multiProcessors: number }[];
-        devs.forEach((d, i) => row(i === 0 ? 'GPUs' : '', `cuda:${i} ${d.name}, ${gib(d.totalMemory)}, compute capability ${d.capability}, ${d.multiProcessors} SMs`));
+        devs.forEach((d, i) =>
+          row(
+            i === 0 ? 'GPUs' : '',
+            `cuda:${i} ${d.name}, ${gib(d.totalMemory)}, compute capability ${d.capability}, ${d.multiProcessors} SMs`,
+          ),
+        );
         facts.gpus = devs;
       }
     }
@@ -241,8 +308,23 @@ export async function doctor(): Promise<DoctorReport> {
   }
   row('cache', `${home}${canWrite ? '' : ' (NOT writable)'}; libtorch: ${cached.join(', ') || 'none'}`);
   facts.cache = { home, writable: canWrite, libtorch: cached };
-  if (!canWrite) problem('warning', `${home} is not writable: libtorch cannot be fetched there and each start probes the addon again`, 'set RESIDUAL_HOME to a writable folder');
-  const envNames = ['LIBTORCH', 'LIBTORCH_USE_PYTORCH', 'RESIDUAL_VARIANT', 'RESIDUAL_HOME', 'RESIDUAL_LIBTORCH_MIRROR', 'RESIDUAL_LIBTORCH_FETCH', 'RESIDUAL_ADDON', 'RESIDUAL_PROBE_TIMEOUT', 'LD_LIBRARY_PATH'];
+  if (!canWrite)
+    problem(
+      'warning',
+      `${home} is not writable: libtorch cannot be fetched there and each start probes the addon again`,
+      'set RESIDUAL_HOME to a writable folder',
+    );
+  const envNames = [
+    'LIBTORCH',
+    'LIBTORCH_USE_PYTORCH',
+    'RESIDUAL_VARIANT',
+    'RESIDUAL_HOME',
+    'RESIDUAL_LIBTORCH_MIRROR',
+    'RESIDUAL_LIBTORCH_FETCH',
+    'RESIDUAL_ADDON',
+    'RESIDUAL_PROBE_TIMEOUT',
+    'LD_LIBRARY_PATH',
+  ];
   const set = envNames.filter((n) => process.env[n]).map((n) => `${n}=${process.env[n]}`);
   row('environment', set.join('\n') || `(none of ${envNames.slice(0, -1).join(', ')} set)`);
 

@@ -17,9 +17,17 @@ export const EXPLAIN_COMMAND: CommandSpec = {
   about: 'See why residual learning works: degradation, gradient flow, identity mappings and residual magnitude, drawn into one HTML page.',
   flags: {
     quick: { type: 'boolean', help: `minutes on 2 CPU cores: depths ${q.depths.join('/')}, ${q.iterations} iterations each (the default)` },
-    full: { type: 'boolean', help: `for a GPU: depths ${f.depths.join('/')}, identity mappings at ${f.identityDepth}, ${f.iterations} iterations each` },
+    full: {
+      type: 'boolean',
+      help: `for a GPU: depths ${f.depths.join('/')}, identity mappings at ${f.identityDepth}, ${f.iterations} iterations each`,
+    },
     out: { type: 'string', valueName: 'dir', help: 'output folder', default: 'runs/explain-<preset>' },
-    data: { type: 'string', choices: EXPLAIN_DATA, help: 'Fashion-MNIST (synthetic data where it cannot be had) or the synthetic set', default: 'fashion-mnist' },
+    data: {
+      type: 'string',
+      choices: EXPLAIN_DATA,
+      help: 'Fashion-MNIST (synthetic data where it cannot be had) or the synthetic set',
+      default: 'fashion-mnist',
+    },
     'data-path': settingFlag('dataPath', CONFIG_SPEC.dataPath, 'folder holding Fashion-MNIST'),
     device: settingFlag('device', CONFIG_SPEC.device, 'where to train'),
     seed: settingFlag('seed', CONFIG_SPEC.seed, 'seed for initialisation and batch order'),
@@ -27,8 +35,18 @@ export const EXPLAIN_COMMAND: CommandSpec = {
     'batch-size': settingFlag('batchSize', CONFIG_SPEC.batchSize, 'batch size (overrides the preset)', { default: undefined }),
     'eval-every': { type: 'int', range: { min: 1 }, help: 'iterations between measurements (overrides the preset)' },
     'test-images': { type: 'int', range: { min: 1 }, help: 'test images per test-error measurement (overrides the preset)' },
-    depths: { type: 'string', pattern: /^\d+,\d+$/, valueName: 'shallow,deep', help: 'the two depths of the degradation experiment, e.g. 20,56' },
-    'gradient-depths': { type: 'string', pattern: DEPTHS, valueName: 'd1,d2,...', help: 'depths measured for gradient flow at initialisation, e.g. 20,56,110' },
+    depths: {
+      type: 'string',
+      pattern: /^\d+,\d+$/,
+      valueName: 'shallow,deep',
+      help: 'the two depths of the degradation experiment, e.g. 20,56',
+    },
+    'gradient-depths': {
+      type: 'string',
+      pattern: DEPTHS,
+      valueName: 'd1,d2,...',
+      help: 'depths measured for gradient flow at initialisation, e.g. 20,56,110',
+    },
     'skip-1001': { type: 'boolean', help: 'leave the pre-activation ResNet-1001 out of the gradient-flow figure' },
     workers: settingFlag('workers', CONFIG_SPEC.workers, 'data loader threads'),
   },
@@ -80,7 +98,11 @@ export async function runExplainFlags(parsed: ParsedFlags): Promise<number> {
     console.log('');
     for (const [name, text] of Object.entries(r.findings)) console.log(`${name}: ${text}\n`);
     console.log(`Done in ${formatDuration(r.seconds)} (CPU time ${formatDuration(r.cpuSeconds)}). Open ${r.files.html}`);
-    console.log(`Figures (SVG and PNG): ${Object.values(r.files.figures).map((x) => path.basename(x.svg, '.svg')).join(', ')} in ${options.out}`);
+    console.log(
+      `Figures (SVG and PNG): ${Object.values(r.files.figures)
+        .map((x) => path.basename(x.svg, '.svg'))
+        .join(', ')} in ${options.out}`,
+    );
     console.log(`Numbers: ${r.files.json}`);
     return 0;
   } catch (e) {

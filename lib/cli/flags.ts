@@ -78,12 +78,15 @@ function unknownFlag(cmd: CommandSpec, name: string): UsageError {
     .map((n) => ({ n, d: editDistance(name, n) }))
     .filter((x) => x.d <= Math.max(1, Math.floor(x.n.length / 3)))
     .sort((a, b) => a.d - b.d)[0];
-  return new UsageError(`residual ${cmd.name}: unknown flag ${name.length === 1 ? '-' : '--'}${name}${near ? ` (did you mean --${near.n}?)` : ''}; see residual ${cmd.name} --help`);
+  return new UsageError(
+    `residual ${cmd.name}: unknown flag ${name.length === 1 ? '-' : '--'}${name}${near ? ` (did you mean --${near.n}?)` : ''}; see residual ${cmd.name} --help`,
+  );
 }
 
 /** Checks and converts one value of a flag that takes a value. */
 function convert(cmd: CommandSpec, name: string, s: FlagSpec, value: string): string | number {
-  const bad = (what: string) => new UsageError(`residual ${cmd.name}: --${name} must be ${what}, got '${value}'; see residual ${cmd.name} --help`);
+  const bad = (what: string) =>
+    new UsageError(`residual ${cmd.name}: --${name} must be ${what}, got '${value}'; see residual ${cmd.name} --help`);
   if (s.type === 'number' || s.type === 'int') {
     const r = flagRange(s);
     const n = value.trim() === '' ? NaN : Number(value);
@@ -91,7 +94,8 @@ function convert(cmd: CommandSpec, name: string, s: FlagSpec, value: string): st
     return n;
   }
   if (s.choices && !s.choices.includes(value)) throw bad(`one of ${s.choices.join(', ')}`);
-  if (s.pattern && !s.pattern.test(value)) throw bad(s.valueName?.includes('|') ? `one of ${s.valueName.split('|').join(', ')}` : (s.valueName ?? `like ${String(s.pattern)}`));
+  if (s.pattern && !s.pattern.test(value))
+    throw bad(s.valueName?.includes('|') ? `one of ${s.valueName.split('|').join(', ')}` : (s.valueName ?? `like ${String(s.pattern)}`));
   return value;
 }
 
@@ -124,7 +128,8 @@ export function parseFlags(cmd: CommandSpec, argv: readonly string[]): ParsedFla
     const eq = a.indexOf('=');
     const raw = eq < 0 ? a.slice(2) : a.slice(2, eq);
     const inline = eq < 0 ? undefined : a.slice(eq + 1);
-    const negated = !Object.hasOwn(spec, raw) && raw.startsWith('no-') && Object.hasOwn(spec, raw.slice(3)) && spec[raw.slice(3)].type === 'boolean';
+    const negated =
+      !Object.hasOwn(spec, raw) && raw.startsWith('no-') && Object.hasOwn(spec, raw.slice(3)) && spec[raw.slice(3)].type === 'boolean';
     const name = negated ? raw.slice(3) : raw;
     const s = Object.hasOwn(spec, name) ? spec[name] : undefined;
     if (!s) throw unknownFlag(cmd, raw);
@@ -140,7 +145,9 @@ export function parseFlags(cmd: CommandSpec, argv: readonly string[]): ParsedFla
     if (value === undefined) {
       const next = argv[i + 1];
       if (next === undefined || next.startsWith('--'))
-        throw new UsageError(`residual ${cmd.name}: --${name} needs a value (${s.valueName ?? placeholderWords(s)}); see residual ${cmd.name} --help`);
+        throw new UsageError(
+          `residual ${cmd.name}: --${name} needs a value (${s.valueName ?? placeholderWords(s)}); see residual ${cmd.name} --help`,
+        );
       value = next;
       i++;
     }
@@ -169,7 +176,8 @@ export function parseFlags(cmd: CommandSpec, argv: readonly string[]): ParsedFla
     );
   }
   for (const [n, s] of Object.entries(spec))
-    if (s.required && flags[n] === undefined) throw new UsageError(`residual ${cmd.name}: --${n} is required: ${s.help}; see residual ${cmd.name} --help`);
+    if (s.required && flags[n] === undefined)
+      throw new UsageError(`residual ${cmd.name}: --${n} is required: ${s.help}; see residual ${cmd.name} --help`);
   return { flags, positionals: parsed.positionals, help: false };
 }
 
@@ -196,7 +204,8 @@ function placeholder(s: FlagSpec): string {
 /** The --help text of a command, from its spec: usage, about, every flag with its range and default. */
 export function helpText(cmd: CommandSpec): string {
   for (const m of cmd.usage.matchAll(/--(?:\[no-\])?([a-z][a-z0-9-]*)/g))
-    if (!(m[1] in cmd.flags) && m[1] !== 'help') throw new Error(`residual ${cmd.name}: the usage line names --${m[1]}, which is not in the flag spec`);
+    if (!(m[1] in cmd.flags) && m[1] !== 'help')
+      throw new Error(`residual ${cmd.name}: the usage line names --${m[1]}, which is not in the flag spec`);
   const lines = [`Usage: ${cmd.usage}`, '', cmd.about, '', 'Options:'];
   const entries: [string, string][] = Object.entries(cmd.flags).map(([n, s]) => {
     const left = `${s.type === 'boolean' && s.default === true ? `--[no-]${n}` : `--${n}`}${placeholder(s)}`;

@@ -18,7 +18,19 @@ import { createRunModel, resolveDevice } from '../train/recipe.js';
 import { defaultRunFolder, planRun, readRunConfig } from '../train/run-folder.js';
 import { loadRunWeights, readRunCheckpoint } from '../train/state.js';
 import { Trainer, type Progress } from '../train/trainer.js';
-import { UsageError, cliMessage, configFrom, flagOf, helpText, parseFlags, settingFlag, type CommandSpec, type FlagSpec, type FlagSpecs, type ParsedFlags } from './flags.js';
+import {
+  UsageError,
+  cliMessage,
+  configFrom,
+  flagOf,
+  helpText,
+  parseFlags,
+  settingFlag,
+  type CommandSpec,
+  type FlagSpec,
+  type FlagSpecs,
+  type ParsedFlags,
+} from './flags.js';
 import { EXPLAIN_COMMAND, runExplainFlags } from './explain.js';
 import { EXPORT_COMMAND, runExportFlags } from './export.js';
 
@@ -26,7 +38,8 @@ import { EXPORT_COMMAND, runExportFlags } from './export.js';
 const SETTING_HELP: Partial<Record<ConfigKey, string>> = {
   model: 'network name (see residual models)',
   data: 'dataset',
-  dataPath: "dataset folder (needed for cifar10/100, folder and imagefolder; optional for fashion-mnist), or webdataset shards: 'shards/train-{0000..0127}.tar'",
+  dataPath:
+    "dataset folder (needed for cifar10/100, folder and imagefolder; optional for fashion-mnist), or webdataset shards: 'shards/train-{0000..0127}.tar'",
   imageSize: 'imagefolder/webdataset: crop size (RandomResizedCrop to train; Resize + CenterCrop to evaluate)',
   onBadFile: 'imagefolder/webdataset: a corrupt or unreadable file stops the run, or is skipped and reported',
   epochs: 'epochs to train',
@@ -44,16 +57,19 @@ const SETTING_HELP: Partial<Record<ConfigKey, string>> = {
   device: 'where to run',
   amp: 'mixed precision (autocast)',
   ampDtype: 'autocast dtype; float16 adds loss scaling',
-  channelsLast: 'channels-last memory format for weights and batches; default on for CPU training (faster with oneDNN), off on CUDA (--no-channels-last turns it off)',
+  channelsLast:
+    'channels-last memory format for weights and batches; default on for CPU training (faster with oneDNN), off on CUDA (--no-channels-last turns it off)',
   cpuMemoryCaching:
     "keep freed CPU memory mapped for reuse, so activations are not faulted in again every step (resident memory stays at the step's peak); default on for CPU training, off on CUDA (--no-cpu-memory-caching turns it off)",
-  cudaGraphs: 'capture the training step in a CUDA graph and replay it (CUDA only; not with float16 --amp-dtype, --clip-grad-norm or --nproc-per-node)',
+  cudaGraphs:
+    'capture the training step in a CUDA graph and replay it (CUDA only; not with float16 --amp-dtype, --clip-grad-norm or --nproc-per-node)',
   cudnnBenchmark: 'cuDNN benchmark mode: time the convolution algorithms once per shape, keep the fastest (CUDA)',
   seed: 'seed for initialisation, shuffling and augmentation',
   out: 'run folder (checkpoints, metrics.jsonl, TensorBoard event files, report.svg/png); default runs/<model>-<data>, then -2, -3, ... (never overwritten)',
   workers: 'data loader threads',
   logEvery: 'steps between progress lines',
-  tensorboard: 'TensorBoard event files in the run folder: metrics, weight and gradient-norm histograms, config, report (tensorboard --logdir runs)',
+  tensorboard:
+    'TensorBoard event files in the run folder: metrics, weight and gradient-norm histograms, config, report (tensorboard --logdir runs)',
   clipGradNorm: "clip the gradients' total norm to this value; no clipping unless given",
   limitTrainBatches: 'stop each epoch after this many batches (quick runs)',
   limitTestBatches: 'evaluate on this many test batches only',
@@ -68,15 +84,22 @@ const TRAIN_FLAGS: FlagSpecs = (() => {
   for (const k of Object.keys(SETTING_HELP) as ConfigKey[]) {
     // The run folder's default is chosen by the command (runs/<model>-<data>, ...), not the library's.
     out[flagOf(k)] = flagFor(k, k === 'out' ? { default: undefined } : {});
-    if (k === 'out') out.resume = { type: 'boolean', help: "continue the run in --out from its last checkpoint, with the run's own settings (a run stopped before its first checkpoint starts again)" };
+    if (k === 'out')
+      out.resume = {
+        type: 'boolean',
+        help: "continue the run in --out from its last checkpoint, with the run's own settings (a run stopped before its first checkpoint starts again)",
+      };
     if (k === 'workers')
       out['nproc-per-node'] = {
         type: 'int',
         valueName: 'n',
-        help: 'data-parallel: start N ranks on this machine (c10d Gloo/NCCL); --batch-size is then PER RANK (global batch = batch-size x ranks); with --nnodes M --node-rank R --master-addr A --master-port P across machines (see residual launch --help)',
+        help: 'data-parallel: start N ranks on this machine (c10d Gloo/NCCL); --batch-size is then PER RANK (global batch = batch-size x ranks); with --nnodes M --node-rank R --master-addr A --master-port P across machines, and --max-restarts K to restart a failed group from the last checkpoint (see residual launch --help)',
       };
   }
-  out.quick = { type: 'boolean', help: 'the README demo: resnet20, 1 epoch of Fashion-MNIST on the CPU, no augmentation (synthetic data if Fashion-MNIST cannot be had); other flags still apply' };
+  out.quick = {
+    type: 'boolean',
+    help: 'the README demo: resnet20, 1 epoch of Fashion-MNIST on the CPU, no augmentation (synthetic data if Fashion-MNIST cannot be had); other flags still apply',
+  };
   out.json = { type: 'boolean', help: 'print progress as JSON lines' };
   return out;
 })();
@@ -110,8 +133,13 @@ export function progressPrinter(stream: NodeJS.WriteStream = process.stdout, jso
     switch (p.type) {
       case 'start':
         line(`training ${p.model} (${p.params.toLocaleString('en-US')} parameters) on ${p.device}: ${p.dataName}`);
-        line(`  ${p.trainSize} training / ${p.testSize} test images, ${p.stepsPerEpoch} steps per epoch, epochs ${p.startEpoch + 1}..${p.epochs}, run folder ${p.out}`);
-        if (p.worldSize && p.worldSize > 1) line(`  data-parallel: ${p.worldSize} ranks, batch ${p.batchSize} per rank (global batch ${p.batchSize! * p.worldSize}); rank 0 writes the run folder`);
+        line(
+          `  ${p.trainSize} training / ${p.testSize} test images, ${p.stepsPerEpoch} steps per epoch, epochs ${p.startEpoch + 1}..${p.epochs}, run folder ${p.out}`,
+        );
+        if (p.worldSize && p.worldSize > 1)
+          line(
+            `  data-parallel: ${p.worldSize} ranks, batch ${p.batchSize} per rank (global batch ${p.batchSize! * p.worldSize}); rank 0 writes the run folder`,
+          );
         if (p.tensorboard) line(`  TensorBoard: tensorboard --logdir ${path.dirname(p.out)}`);
         break;
       case 'step': {
@@ -119,7 +147,9 @@ export function progressPrinter(stream: NodeJS.WriteStream = process.stdout, jso
         if (tty) {
           const w = 24;
           const f = Math.round((p.step / p.steps) * w);
-          stream.write(`\r\x1b[2Kepoch ${p.epoch}/${p.epochs} [${'='.repeat(f)}${f < w ? '>' : ''}${' '.repeat(Math.max(0, w - f - 1))}] ${p.step}/${p.steps} ${stats}`);
+          stream.write(
+            `\r\x1b[2Kepoch ${p.epoch}/${p.epochs} [${'='.repeat(f)}${f < w ? '>' : ''}${' '.repeat(Math.max(0, w - f - 1))}] ${p.step}/${p.steps} ${stats}`,
+          );
           barActive = true;
         } else {
           line(`epoch ${p.epoch}/${p.epochs} step ${p.step}/${p.steps} ${stats}`);
@@ -127,7 +157,9 @@ export function progressPrinter(stream: NodeJS.WriteStream = process.stdout, jso
         break;
       }
       case 'epoch':
-        line(`epoch ${p.epoch}/${p.epochs}: train loss ${p.trainLoss.toFixed(4)} acc ${(p.trainAcc * 100).toFixed(2)}% | test loss ${p.testLoss.toFixed(4)} acc ${(p.testAcc * 100).toFixed(2)}% | ${p.seconds.toFixed(1)} s`);
+        line(
+          `epoch ${p.epoch}/${p.epochs}: train loss ${p.trainLoss.toFixed(4)} acc ${(p.trainAcc * 100).toFixed(2)}% | test loss ${p.testLoss.toFixed(4)} acc ${(p.testAcc * 100).toFixed(2)}% | ${p.seconds.toFixed(1)} s`,
+        );
         break;
       case 'checkpoint':
         line(`  checkpoint: ${p.path}`);
@@ -201,7 +233,9 @@ async function cmdTrain({ flags }: ParsedFlags): Promise<number> {
     }
     for (const [k, v] of Object.entries(saved)) if (!explicitKeys.has(k) && k !== 'out') (cfg as Record<string, unknown>)[k] = v;
     if (explicitKeys.has('epochs') && cfg.epochs !== saved.epochs && saved.schedule && TOTAL_DEPENDENT_SCHEDULES.includes(saved.schedule))
-      throw new UsageError(`residual train: --resume cannot change --epochs of a ${saved.schedule} schedule (its shape depends on the total; the run was set for ${String(saved.epochs)})`);
+      throw new UsageError(
+        `residual train: --resume cannot change --epochs of a ${saved.schedule} schedule (its shape depends on the total; the run was set for ${String(saved.epochs)})`,
+      );
   }
   cfg.data ??= DEFAULT_CONFIG.data;
   cfg.out ??= defaultRunFolder(cfg.model, cfg.data); // never an earlier run's
@@ -221,7 +255,12 @@ async function cmdTrain({ flags }: ParsedFlags): Promise<number> {
 }
 
 const EVAL_FLAGS: FlagSpecs = {
-  checkpoint: { type: 'string', required: true, valueName: 'path', help: 'a run folder, its checkpoint.json, or a .safetensors/.pt state dict (with --model)' },
+  checkpoint: {
+    type: 'string',
+    required: true,
+    valueName: 'path',
+    help: 'a run folder, its checkpoint.json, or a .safetensors/.pt state dict (with --model)',
+  },
   model: { type: 'string', valueName: 'name', help: "network name, for a bare state dict; a run folder's model is the run's" },
   data: flagFor('data', { help: "dataset; default: the run's, else fashion-mnist", default: undefined }),
   'data-path': flagFor('dataPath', { help: "dataset folder; default: the run's" }),
@@ -251,7 +290,9 @@ async function cmdEval({ flags }: ParsedFlags): Promise<number> {
     weights = c.weights;
     if (modelName && config.model && getModelInfo(modelName).name !== config.model) {
       for (const w of Object.values(weights)) w.dispose();
-      throw new UsageError(`residual eval: --model ${modelName} does not match the run's model ${config.model} (leave --model out for a run folder)`);
+      throw new UsageError(
+        `residual eval: --model ${modelName} does not match the run's model ${config.model} (leave --model out for a run folder)`,
+      );
     }
     modelName = config.model;
   } else {
@@ -264,8 +305,17 @@ async function cmdEval({ flags }: ParsedFlags): Promise<number> {
   // routine, so a run folder's numbers here equal the run's last test numbers.
   const batch = flags['batch-size'] as number | undefined;
   const base = { ...DEFAULT_CONFIG, ...config, model: modelName! };
-  const run: TrainConfig = { ...base, data: dataName, dataPath: (flags['data-path'] as string) ?? config.dataPath, evalBatchSize: batch ?? (isRun ? base.evalBatchSize : 256) };
-  let open: { loader: ReturnType<typeof runTestLoader> | ReturnType<typeof openStreamedData>['test']; info: Parameters<typeof createRunModel>[1]; free: () => void };
+  const run: TrainConfig = {
+    ...base,
+    data: dataName,
+    dataPath: (flags['data-path'] as string) ?? config.dataPath,
+    evalBatchSize: batch ?? (isRun ? base.evalBatchSize : 256),
+  };
+  let open: {
+    loader: ReturnType<typeof runTestLoader> | ReturnType<typeof openStreamedData>['test'];
+    info: Parameters<typeof createRunModel>[1];
+    free: () => void;
+  };
   if (saved) {
     // The test split alone, normalised with the run's own statistics: the training set is not read.
     const t = openRunTest(run, saved, device);
@@ -277,9 +327,16 @@ async function cmdEval({ flags }: ParsedFlags): Promise<number> {
     open = { loader: streamed.test, info: streamed, free: () => {} };
   } else {
     // A bare weights file, or a checkpoint written before the statistics were saved with the run.
-    if (isRun) console.error('note: this checkpoint was saved before residual kept the normalisation statistics with a run: reading the training set to compute them again');
+    if (isRun)
+      console.error(
+        'note: this checkpoint was saved before residual kept the normalisation statistics with a run: reading the training set to compute them again',
+      );
     const { train, test } = loadData(run);
-    open = { loader: runTestLoader(test, channelStats(train.images), run, device), info: train, free: () => [train, test].forEach(disposeDataset) };
+    open = {
+      loader: runTestLoader(test, channelStats(train.images), run, device),
+      info: train,
+      free: () => [train, test].forEach(disposeDataset),
+    };
   }
   let res;
   try {
@@ -302,7 +359,10 @@ async function cmdEval({ flags }: ParsedFlags): Promise<number> {
     w.close();
   }
   if (flags.json) console.log(JSON.stringify(res));
-  else console.log(`${res.model} on ${dataName} test set (${res.images} images): accuracy ${(res.acc * 100).toFixed(2)}%, loss ${res.loss.toFixed(4)}`);
+  else
+    console.log(
+      `${res.model} on ${dataName} test set (${res.images} images): accuracy ${(res.acc * 100).toFixed(2)}%, loss ${res.loss.toFixed(4)}`,
+    );
   return 0;
 }
 
@@ -316,7 +376,8 @@ async function cmdModels({ flags }: ParsedFlags): Promise<number> {
   if (flags.json) console.log(JSON.stringify(rows, null, 2));
   else {
     console.log(`${'model'.padEnd(18)} ${'family'.padEnd(9)} ${'parameters'.padStart(12)}  description`);
-    for (const r of rows) console.log(`${r.name.padEnd(18)} ${r.family.padEnd(9)} ${r.params.toLocaleString('en-US').padStart(12)}  ${r.description}`);
+    for (const r of rows)
+      console.log(`${r.name.padEnd(18)} ${r.family.padEnd(9)} ${r.params.toLocaleString('en-US').padStart(12)}  ${r.description}`);
   }
   return 0;
 }
@@ -326,8 +387,11 @@ async function cmdSummary({ flags }: ParsedFlags): Promise<number> {
   const info = getModelInfo(name);
   let shape = [1, 3, info.inputSize, info.inputSize];
   if (flags.input) {
-    shape = String(flags.input).split(/[,x ]+/).map(Number);
-    if (shape.length !== 4 || shape.some((v) => !Number.isInteger(v) || v <= 0)) throw new UsageError(`residual summary: --input must be N,C,H,W (positive integers), got '${String(flags.input)}'`);
+    shape = String(flags.input)
+      .split(/[,x ]+/)
+      .map(Number);
+    if (shape.length !== 4 || shape.some((v) => !Number.isInteger(v) || v <= 0))
+      throw new UsageError(`residual summary: --input must be N,C,H,W (positive integers), got '${String(flags.input)}'`);
   }
   manualSeed(0);
   const model = createModel(name, { numClasses: flags['num-classes'] as number | undefined, inChannels: shape[1] });
@@ -338,12 +402,17 @@ async function cmdSummary({ flags }: ParsedFlags): Promise<number> {
 
 async function cmdData({ flags, positionals }: ParsedFlags): Promise<number> {
   if (positionals[0] === 'pack') {
-    if (positionals.length > 1) throw new UsageError(`residual data: expected 'residual data pack --data-path DIR --out DIR', got '${['residual', 'data', ...positionals].join(' ')}'`);
+    if (positionals.length > 1)
+      throw new UsageError(
+        `residual data: expected 'residual data pack --data-path DIR --out DIR', got '${['residual', 'data', ...positionals].join(' ')}'`,
+      );
     const { cmdPack } = await import('./pack.js');
     return cmdPack(flags);
   }
   if (positionals[0] !== 'get' || positionals[1] !== 'fashion-mnist')
-    throw new UsageError(`residual data: expected 'residual data get fashion-mnist' or 'residual data pack', got '${['residual', 'data', ...positionals].join(' ')}'`);
+    throw new UsageError(
+      `residual data: expected 'residual data get fashion-mnist' or 'residual data pack', got '${['residual', 'data', ...positionals].join(' ')}'`,
+    );
   const r = await getFashionMnist({ quiet: false, method: (flags.method as 'auto' | 'apt' | 'download') ?? 'auto' });
   console.log(`Fashion-MNIST ready in ${r.dir} (${r.how}); checksums verified`);
   return 0;
@@ -365,7 +434,8 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   train: {
     name: 'train',
     about: 'Train a ResNet; checkpoints, metrics.jsonl and a report (SVG/PNG) go to the run folder (--out).',
-    usage: 'residual train [--model resnet20] [--data fashion-mnist] [--epochs N] [--batch-size B] [--lr X] [--device auto|cpu|cuda] [--amp] [--[no-]channels-last] [--out runs/NAME] [--resume]',
+    usage:
+      'residual train [--model resnet20] [--data fashion-mnist] [--epochs N] [--batch-size B] [--lr X] [--device auto|cpu|cuda] [--amp] [--[no-]channels-last] [--out runs/NAME] [--resume]',
     flags: TRAIN_FLAGS,
     notes: [
       'Examples:',
@@ -382,26 +452,47 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
     flags: EVAL_FLAGS,
     run: cmdEval,
   },
-  models: { name: 'models', about: 'List every network with its parameter count.', usage: 'residual models [--json]', flags: { json: JSON_FLAG }, run: cmdModels },
+  models: {
+    name: 'models',
+    about: 'List every network with its parameter count.',
+    usage: 'residual models [--json]',
+    flags: { json: JSON_FLAG },
+    run: cmdModels,
+  },
   summary: {
     name: 'summary',
     about: 'Layers, output shapes and parameter counts of a network.',
     usage: 'residual summary --model resnet50 [--input 1,3,224,224]',
     flags: {
       model: { type: 'string', required: true, valueName: 'name', help: 'network name (see residual models)' },
-      input: { type: 'string', valueName: 'N,C,H,W', help: "input shape (default 1,3,S,S with the network's input size S: 224 for ImageNet networks, 32 for CIFAR ones)" },
+      input: {
+        type: 'string',
+        valueName: 'N,C,H,W',
+        help: "input shape (default 1,3,S,S with the network's input size S: 224 for ImageNet networks, 32 for CIFAR ones)",
+      },
       'num-classes': { type: 'int', key: 'numClasses', range: { min: 1 }, help: "classifier size; default: the network's" },
     },
     run: cmdSummary,
   },
   data: {
     name: 'data',
-    about: 'Fetch a dataset (the Debian package where apt works, else the published files; checksums verified), or pack an image folder into WebDataset shards.',
-    usage: 'residual data get fashion-mnist [--method auto|apt|download]\n       residual data pack --data-path DIR --out SHARDS_DIR [--shard-size 1000] [--seed 0] [--[no-]shuffle]',
+    about:
+      'Fetch a dataset (the Debian package where apt works, else the published files; checksums verified), or pack an image folder into WebDataset shards.',
+    usage:
+      'residual data get fashion-mnist [--method auto|apt|download]\n       residual data pack --data-path DIR --out SHARDS_DIR [--shard-size 1000] [--seed 0] [--[no-]shuffle]',
     positionals: { max: 2, names: 'get fashion-mnist | pack' },
     flags: {
-      method: { type: 'string', choices: ['auto', 'apt', 'download'], help: 'get: the Debian package (apt), the published files (download), or whichever works (auto)', default: 'auto' },
-      'data-path': { type: 'string', valueName: 'dir', help: 'pack: an image folder (DIR/<class>/*.jpg|png), or one with train/ and val/ (or test/) folders of classes' },
+      method: {
+        type: 'string',
+        choices: ['auto', 'apt', 'download'],
+        help: 'get: the Debian package (apt), the published files (download), or whichever works (auto)',
+        default: 'auto',
+      },
+      'data-path': {
+        type: 'string',
+        valueName: 'dir',
+        help: 'pack: an image folder (DIR/<class>/*.jpg|png), or one with train/ and val/ (or test/) folders of classes',
+      },
       out: { type: 'string', valueName: 'dir', help: 'pack: where the shards (train-000000.tar, ...) and classes.json go' },
       'shard-size': { type: 'int', range: { integer: true, min: 1 }, help: 'pack: samples per shard', default: 1000 },
       seed: { type: 'int', range: { integer: true, min: 0 }, help: 'pack: seed of the sample order', default: 0 },
@@ -413,29 +504,61 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   launch: {
     name: 'launch',
     about: "Start N ranks of a data-parallel job with torchrun's environment (also: residual train --nproc-per-node N).",
-    usage: 'residual launch --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] script.js [args]',
+    usage:
+      'residual launch --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] [--max-restarts K] script.js [args]',
     // main() hands `launch` to lib/cli/launch.ts before this table: its arguments after the script are
     // the script's own. The spec serves the command list and `residual help launch`.
     flags: {
       'nproc-per-node': { type: 'int', required: true, range: { min: 1 }, help: 'ranks on this machine' },
       nnodes: { type: 'int', range: { min: 1 }, help: 'machines in the job', default: 1 },
       'node-rank': { type: 'int', range: { min: 0 }, help: "this machine's index", default: 0 },
-      'master-addr': { type: 'string', valueName: 'host', help: 'address of node 0, where rank 0 hosts the store', default: '127.0.0.1' },
+      'master-addr': {
+        type: 'string',
+        valueName: 'host',
+        help: "address of node 0, whose launcher hosts the job's store",
+        default: '127.0.0.1',
+      },
       'master-port': { type: 'int', range: { min: 0, max: 65535 }, help: 'its port (0: a free one, one machine only)', default: 29500 },
+      'max-restarts': {
+        type: 'int',
+        range: { min: 0, max: 2147483647 },
+        help: 'restart the whole group up to K times after a failure, as torchrun (residual train resumes from the last checkpoint)',
+        default: 0,
+      },
+      'rdzv-timeout': {
+        type: 'number',
+        range: { min: 0.001, max: 2147483 },
+        help: 'seconds the nodes wait for each other at each (re)start',
+        default: 900,
+      },
       'no-node': { type: 'boolean', help: 'run the command as a program instead of a Node script' },
-      grace: { type: 'number', range: { min: 0 }, help: 'seconds between SIGTERM and SIGKILL when stopping the ranks', default: 5 },
+      grace: {
+        type: 'number',
+        range: { min: 0, max: 2147483 },
+        help: 'seconds between SIGTERM and SIGKILL when stopping the ranks',
+        default: 5,
+      },
     },
     positionals: { max: Number.MAX_SAFE_INTEGER, names: 'script.js [args]' },
     run: async () => 2,
   },
   setup: {
     name: 'setup',
-    about: 'Do what the install step does: fetch libtorch, pick the prebuilt binary or build one (for pnpm, npm --ignore-scripts, or after changing LIBTORCH/RESIDUAL_VARIANT).',
+    about:
+      'Do what the install step does: fetch libtorch, pick the prebuilt binary or build one (for pnpm, npm --ignore-scripts, or after changing LIBTORCH/RESIDUAL_VARIANT).',
     usage: 'residual setup [--build-from-source]',
-    flags: { 'build-from-source': { type: 'boolean', key: 'buildFromSource', help: 'skip prebuilt binaries and compile (needs cmake and a C++17 compiler)' } },
+    flags: {
+      'build-from-source': {
+        type: 'boolean',
+        key: 'buildFromSource',
+        help: 'skip prebuilt binaries and compile (needs cmake and a C++17 compiler)',
+      },
+    },
     notes: ['bin/residual.js runs it before loading the native library, so it works where that is missing.'],
     run: async ({ flags }) => {
-      const m = (await import(new URL('../../scripts/install/install.mjs', import.meta.url).href)) as { main: (argv: string[], o: { via: string }) => Promise<number> };
+      const m = (await import(new URL('../../scripts/install/install.mjs', import.meta.url).href)) as {
+        main: (argv: string[], o: { via: string }) => Promise<number>;
+      };
       return m.main(flags.buildFromSource ? ['--build-from-source'] : [], { via: 'setup' });
     },
   },
@@ -489,7 +612,9 @@ export async function main(argv: string[]): Promise<number> {
   }
   const c = COMMANDS[cmd];
   if (!c) {
-    console.error(`residual: unknown command '${cmd}'${cmd.startsWith('-') ? ' (the command comes first, e.g. residual train --help)' : ''}\n\n${mainHelp()}`);
+    console.error(
+      `residual: unknown command '${cmd}'${cmd.startsWith('-') ? ' (the command comes first, e.g. residual train --help)' : ''}\n\n${mainHelp()}`,
+    );
     return 2;
   }
   try {

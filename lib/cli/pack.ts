@@ -11,6 +11,17 @@ export function cmdPack(flags: Record<string, string | number | boolean>, log: (
   const out = flags.out as string | undefined;
   if (!src || !out) throw new UsageError('residual data pack: --data-path and --out are required (see residual data --help)');
   if (!fs.existsSync(src)) throw new UsageError(`residual data pack: ${src} does not exist`);
+  // The output must be new or empty: shards already there (of another pack, or of another shard size)
+  // would be read together with the new ones. Checked before anything is written.
+  if (fs.existsSync(out)) {
+    if (!fs.statSync(out).isDirectory()) throw new UsageError(`residual data pack: --out ${out} is a file, not a folder`);
+    const held = fs.readdirSync(out).sort();
+    if (held.length)
+      throw new UsageError(
+        `residual data pack: --out ${out} is not empty (it holds ${held.slice(0, 3).join(', ')}${held.length > 3 ? `, ... ${held.length} entries` : ''}): ` +
+          'pack into a new or empty folder (shards already there would be read with the new ones)',
+      );
+  }
   const shardSize = (flags['shard-size'] as number | undefined) ?? 1000;
   const seed = (flags.seed as number | undefined) ?? 0;
   const shuffle = (flags.shuffle as boolean | undefined) ?? true;

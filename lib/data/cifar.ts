@@ -30,7 +30,8 @@ export const CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer',
 /** Read and concatenate binary batch files into one [N, 3, 32, 32] dataset. */
 export function readCifarBatches(files: readonly string[], opts: CifarOptions = {}): ImageDataset {
   const variant = opts.variant ?? 'cifar10';
-  if (variant !== 'cifar10' && variant !== 'cifar100') throw new Error(`readCifarBatches: variant must be 'cifar10' or 'cifar100', got '${String(variant)}'`);
+  if (variant !== 'cifar10' && variant !== 'cifar100')
+    throw new Error(`readCifarBatches: variant must be 'cifar10' or 'cifar100', got '${String(variant)}'`);
   if (files.length === 0) throw new Error('readCifarBatches: no batch files given');
   const labelBytes = variant === 'cifar10' ? 1 : 2;
   const record = labelBytes + PIXELS;
@@ -65,12 +66,18 @@ export function readCifarBatches(files: readonly string[], opts: CifarOptions = 
         const v = b[off + k];
         if (v >= ranges[k]) {
           const kind = variant === 'cifar10' ? 'label' : k === 0 ? 'coarse label' : 'fine label';
-          throw new BadFileError(`${files[fi]}: record ${off / record} has ${kind} ${v}, expected < ${ranges[k]} for ${variant}; wrong variant?`, { path: files[fi] });
+          throw new BadFileError(
+            `${files[fi]}: record ${off / record} has ${kind} ${v}, expected < ${ranges[k]} for ${variant}; wrong variant?`,
+            { path: files[fi] },
+          );
         }
       }
       const label = b[off + which];
       if (label >= classes.length) {
-        throw new BadFileError(`${files[fi]}: record ${off / record} has label ${label}, expected < ${classes.length} for ${variant}; wrong variant?`, { path: files[fi] });
+        throw new BadFileError(
+          `${files[fi]}: record ${off / record} has label ${label}, expected < ${classes.length} for ${variant}; wrong variant?`,
+          { path: files[fi] },
+        );
       }
       labels[i] = label;
       pixels.set(b.subarray(off + labelBytes, off + record), i * PIXELS);
@@ -114,7 +121,10 @@ export function loadCifar10(dir: string): { train: ImageDataset; test: ImageData
 function cifar10Layout(dir: string): { dir: string; classes: string[] } {
   const d = resolveDir(dir, 'cifar-10-batches-bin', 'test_batch.bin');
   const names = readNames(path.join(d, 'batches.meta.txt'));
-  if (names && names.length !== 10) throw new BadFileError(`${path.join(d, 'batches.meta.txt')}: expected 10 class names, found ${names.length}`, { path: path.join(d, 'batches.meta.txt') });
+  if (names && names.length !== 10)
+    throw new BadFileError(`${path.join(d, 'batches.meta.txt')}: expected 10 class names, found ${names.length}`, {
+      path: path.join(d, 'batches.meta.txt'),
+    });
   return { dir: d, classes: names ?? [...CIFAR10_CLASSES] };
 }
 
@@ -124,12 +134,17 @@ function cifar100Layout(dir: string, labels?: 'fine' | 'coarse'): { dir: string;
   const namesFile = path.join(d, coarse ? 'coarse_label_names.txt' : 'fine_label_names.txt');
   const names = readNames(namesFile);
   const expected = coarse ? 20 : 100;
-  if (names && names.length !== expected) throw new BadFileError(`${namesFile}: expected ${expected} class names, found ${names.length}`, { path: namesFile });
+  if (names && names.length !== expected)
+    throw new BadFileError(`${namesFile}: expected ${expected} class names, found ${names.length}`, { path: namesFile });
   return { dir: d, options: { variant: 'cifar100', labels, classes: names, name: 'cifar100' } };
 }
 
 /** The test batch alone (CIFAR-10's test_batch.bin, CIFAR-100's test.bin), from the same layouts as loadCifar10/100. */
-export function loadCifarTest(dir: string, variant: CifarVariant, opts: { labels?: 'fine' | 'coarse' } = {}): { test: ImageDataset; dir: string } {
+export function loadCifarTest(
+  dir: string,
+  variant: CifarVariant,
+  opts: { labels?: 'fine' | 'coarse' } = {},
+): { test: ImageDataset; dir: string } {
   if (variant === 'cifar10') {
     const { dir: d, classes } = cifar10Layout(dir);
     return { test: readCifarBatches([path.join(d, 'test_batch.bin')], { variant, classes, name: 'cifar10' }), dir: d };
@@ -142,7 +157,10 @@ export function loadCifarTest(dir: string, variant: CifarVariant, opts: { labels
  * Load CIFAR-100 from the 'cifar-100-binary' layout: train.bin, test.bin and
  * fine_label_names.txt / coarse_label_names.txt when present. `dir` may be that folder or its parent.
  */
-export function loadCifar100(dir: string, opts: { labels?: 'fine' | 'coarse' } = {}): { train: ImageDataset; test: ImageDataset; dir: string } {
+export function loadCifar100(
+  dir: string,
+  opts: { labels?: 'fine' | 'coarse' } = {},
+): { train: ImageDataset; test: ImageDataset; dir: string } {
   const { dir: d, options: o } = cifar100Layout(dir, opts.labels);
   return { train: readCifarBatches([path.join(d, 'train.bin')], o), test: readCifarBatches([path.join(d, 'test.bin')], o), dir: d };
 }

@@ -67,8 +67,16 @@ export interface SyntheticOptions {
 }
 
 const SYNTHETIC_CLASS_NAMES = [
-  'horizontal stripes', 'vertical stripes', 'diagonal stripes', 'anti-diagonal stripes', 'checkerboard',
-  'centre square', 'ring', 'cross', 'top half', 'left half',
+  'horizontal stripes',
+  'vertical stripes',
+  'diagonal stripes',
+  'anti-diagonal stripes',
+  'checkerboard',
+  'centre square',
+  'ring',
+  'cross',
+  'top half',
+  'left half',
 ];
 
 /**
@@ -125,15 +133,25 @@ function pattern(k: number, y: number, x: number, size: number, period: number, 
   const mod = (v: number) => ((v % period) + period) % period;
   const r = Math.hypot(y - mid, x - mid);
   switch (k) {
-    case 0: return mod(y) < half;
-    case 1: return mod(x) < half;
-    case 2: return mod(x + y) < half;
-    case 3: return mod(x - y) < half;
-    case 4: return (Math.floor(y / period) + Math.floor(x / period)) % 2 === 0;
-    case 5: return Math.abs(y - mid) < size / 4 && Math.abs(x - mid) < size / 4;
-    case 6: return r > size / 5 && r < size / 3;
-    case 7: return Math.abs(y - mid) < size / 10 || Math.abs(x - mid) < size / 10;
-    case 8: return y < mid;
-    default: return x < mid;
+    case 0:
+      return mod(y) < half;
+    case 1:
+      return mod(x) < half;
+    case 2:
+      return mod(x + y) < half;
+    case 3:
+      return mod(x - y) < half;
+    case 4:
+      return (Math.floor(y / period) + Math.floor(x / period)) % 2 === 0;
+    case 5:
+      return Math.abs(y - mid) < size / 4 && Math.abs(x - mid) < size / 4;
+    case 6:
+      return r > size / 5 && r < size / 3;
+    case 7:
+      return Math.abs(y - mid) < size / 10 || Math.abs(x - mid) < size / 10;
+    case 8:
+      return y < mid;
+    default:
+      return x < mid;
   }
 }

@@ -10,7 +10,16 @@ import { ImageDataset } from './dataset.js';
 import { loadIdxImages, readMaybeGzip } from './idx.js';
 
 export const FASHION_MNIST_CLASSES = [
-  'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot',
+  'T-shirt/top',
+  'Trouser',
+  'Pullover',
+  'Dress',
+  'Coat',
+  'Sandal',
+  'Shirt',
+  'Sneaker',
+  'Bag',
+  'Ankle boot',
 ];
 
 /** The four files, without the optional .gz suffix. */
@@ -97,10 +106,12 @@ export interface FoundDataset {
 /** The places searched, in order, for an error message or `residual data` output. */
 export function fashionMnistCandidates(opts: { path?: string } = {}): { dir: string; source: FashionSource }[] {
   const c: { dir: string; source: FashionSource }[] = [];
-  if (opts.path) c.push({ dir: path.resolve(opts.path), source: 'path' }, { dir: path.resolve(opts.path, 'fashion-mnist'), source: 'path' });
+  if (opts.path)
+    c.push({ dir: path.resolve(opts.path), source: 'path' }, { dir: path.resolve(opts.path, 'fashion-mnist'), source: 'path' });
   const env = process.env.RESIDUAL_DATA;
   if (env) {
-    for (const d of [env, path.join(env, 'fashion-mnist'), path.join(env, 'FashionMNIST', 'raw')]) c.push({ dir: path.resolve(d), source: 'RESIDUAL_DATA' });
+    for (const d of [env, path.join(env, 'fashion-mnist'), path.join(env, 'FashionMNIST', 'raw')])
+      c.push({ dir: path.resolve(d), source: 'RESIDUAL_DATA' });
   }
   c.push({ dir: DEBIAN_FASHION_MNIST_DIR, source: 'debian' }, { dir: fashionMnistCacheDir(), source: 'cache' });
   return c;
@@ -122,7 +133,9 @@ function notFoundMessage(opts: { path?: string }): string {
   const where = (opts.path ? fashionMnistCandidates(opts).filter((c) => c.source === 'path') : fashionMnistCandidates(opts))
     .map((c) => `  ${c.dir} (${c.source})`)
     .join('\n');
-  const names = Object.values(FASHION_MNIST_FILES).map((f) => `${f}[.gz]`).join(', ');
+  const names = Object.values(FASHION_MNIST_FILES)
+    .map((f) => `${f}[.gz]`)
+    .join(', ');
   return (
     `Fashion-MNIST not found: none of these folders holds ${names}:\n${where}\n` +
     `Fetch it with \`residual data get fashion-mnist\`, or set RESIDUAL_DATA to a folder that holds the files.`
@@ -155,7 +168,11 @@ export function loadFashionMnistTest(opts: { path?: string } = {}): Omit<Fashion
   const found = findFashionMnist(opts);
   if (!found) throw new Error(notFoundMessage(opts));
   const f = fashionMnistFiles(found.dir) as Record<FileKey, string>;
-  return { test: loadIdxImages(f.testImages, f.testLabels, { classes: [...FASHION_MNIST_CLASSES], name: 'fashion-mnist' }), dir: found.dir, source: found.source };
+  return {
+    test: loadIdxImages(f.testImages, f.testLabels, { classes: [...FASHION_MNIST_CLASSES], name: 'fashion-mnist' }),
+    dir: found.dir,
+    source: found.source,
+  };
 }
 
 function sha256(buf: Uint8Array): string {
@@ -168,7 +185,8 @@ function sha256(buf: Uint8Array): string {
  */
 export function verifyFashionMnist(dir: string): void {
   const files = fashionMnistFiles(dir);
-  if (!files) throw new Error(`${dir}: Fashion-MNIST files missing (${Object.values(FASHION_MNIST_FILES).join(', ')}, each optionally .gz)`);
+  if (!files)
+    throw new Error(`${dir}: Fashion-MNIST files missing (${Object.values(FASHION_MNIST_FILES).join(', ')}, each optionally .gz)`);
   const bad: string[] = [];
   for (const k of FILE_KEYS) {
     const file = files[k];
@@ -183,7 +201,9 @@ export function verifyFashionMnist(dir: string): void {
     }
     const got = sha256(data);
     if (got !== want.sha256) {
-      bad.push(`  ${file}: SHA-256 of the uncompressed data is ${got} (${data.length} bytes), expected ${want.sha256} (${want.bytes} bytes)`);
+      bad.push(
+        `  ${file}: SHA-256 of the uncompressed data is ${got} (${data.length} bytes), expected ${want.sha256} (${want.bytes} bytes)`,
+      );
     }
   }
   if (bad.length) throw new Error(`Fashion-MNIST in ${dir} failed the checksum check:\n${bad.join('\n')}`);
@@ -272,7 +292,8 @@ export async function getFashionMnist(opts: GetOptions = {}): Promise<GetResult>
   const quiet = !!opts.quiet;
   const log = quiet ? () => {} : (opts.log ?? ((s: string) => console.error(s)));
   const method = opts.method ?? 'auto';
-  if (!['auto', 'apt', 'download'].includes(method)) throw new Error(`getFashionMnist: method must be 'auto', 'apt' or 'download', got '${method}'`);
+  if (!['auto', 'apt', 'download'].includes(method))
+    throw new Error(`getFashionMnist: method must be 'auto', 'apt' or 'download', got '${method}'`);
 
   const found = findFashionMnist();
   if (found && method === 'auto') {
@@ -317,7 +338,9 @@ export async function getFashionMnist(opts: GetOptions = {}): Promise<GetResult>
     verifyFashionMnist(dir);
   } catch (e) {
     problems.push((e as Error).message);
-    throw new Error(`cannot get Fashion-MNIST:\n  ${problems.join('\n  ')}\nYou can also put the four files in a folder yourself and set RESIDUAL_DATA to it.`);
+    throw new Error(
+      `cannot get Fashion-MNIST:\n  ${problems.join('\n  ')}\nYou can also put the four files in a folder yourself and set RESIDUAL_DATA to it.`,
+    );
   }
   log(`downloaded to ${dir}; checksums OK`);
   return { dir, how: 'download', source: 'cache' };

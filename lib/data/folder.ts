@@ -1,6 +1,6 @@
 // A folder of images per class: root/<class>/<image>.png|.jpg|.jpeg.
 //
-// Decoding is native (libjpeg-turbo and libpng, native/imageio.cpp: the same decoder the streaming
+// Decoding is native (libjpeg-turbo and libpng, native/image/codec.cpp: the same decoder the streaming
 // loaders use). It gives 8-bit RGBA, whatever the file's own colour type or bit depth (16-bit PNGs are
 // scaled to 8 bits with rounding); alpha is dropped (not composited), and grayscale output uses the
 // ITU-R 601-2 luma weights (0.299 R + 0.587 G + 0.114 B), as PIL's "L" conversion does.
@@ -56,13 +56,17 @@ export function decodeImage(file: string): DecodedImage {
       if (buf.length < 24 || buf.toString('latin1', 12, 16) !== 'IHDR') throw new Error('no IHDR chunk where the PNG header must be');
       const w = buf.readUInt32BE(16);
       const h = buf.readUInt32BE(20);
-      if (w === 0 || h === 0 || w * h > MAX_IMAGE_PIXELS) throw new Error(`the image declares ${w}x${h} pixels (at most ${MAX_IMAGE_PIXELS} and at least 1 are allowed)`);
+      if (w === 0 || h === 0 || w * h > MAX_IMAGE_PIXELS)
+        throw new Error(`the image declares ${w}x${h} pixels (at most ${MAX_IMAGE_PIXELS} and at least 1 are allowed)`);
     }
     // libjpeg-turbo checks the JPEG's declared size against maxPixels before decoding any pixel
     t = new Tensor(N.imageDecode(buf, 4, { maxPixels: MAX_IMAGE_PIXELS }));
   } catch (e) {
     const msg = (e as Error).message.replace(/^imageDecode: /, '');
-    throw new BadFileError(`${file}: ${isPng && !msg.startsWith('cannot decode') ? `cannot decode PNG image: ${msg}` : msg}`, { cause: e, path: file });
+    throw new BadFileError(`${file}: ${isPng && !msg.startsWith('cannot decode') ? `cannot decode PNG image: ${msg}` : msg}`, {
+      cause: e,
+      path: file,
+    });
   }
   try {
     const [height, width] = t.shape;

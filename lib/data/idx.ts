@@ -80,7 +80,9 @@ export function parseIdx(buf: Uint8Array, name = 'IDX data', isPath = false): Id
     throw bad(`${name}: truncated: expected ${need} bytes of data for shape [${shape.join(', ')}] (${type.name}), found ${have}`);
   }
   if (have > need) {
-    throw bad(`${name}: ${have - need} unexpected bytes after the data for shape [${shape.join(', ')}] (${type.name}); the header does not match the file`);
+    throw bad(
+      `${name}: ${have - need} unexpected bytes after the data for shape [${shape.join(', ')}] (${type.name}); the header does not match the file`,
+    );
   }
   let data: TypedArray;
   if (type.size === 1) {
@@ -130,11 +132,16 @@ export function readIdx(file: string): IdxArray {
 export function loadIdxImages(imagesFile: string, labelsFile: string, opts: { classes?: string[]; name?: string } = {}): ImageDataset {
   const img = readIdx(imagesFile);
   if (img.dtype !== 'uint8' || img.shape.length !== 3) {
-    throw new BadFileError(`${imagesFile}: expected images as unsigned bytes of shape [N, H, W], found ${img.dtype} [${img.shape.join(', ')}]`, { path: imagesFile });
+    throw new BadFileError(
+      `${imagesFile}: expected images as unsigned bytes of shape [N, H, W], found ${img.dtype} [${img.shape.join(', ')}]`,
+      { path: imagesFile },
+    );
   }
   const lab = readIdx(labelsFile);
   if (lab.shape.length !== 1 || (lab.dtype !== 'uint8' && lab.dtype !== 'int8' && lab.dtype !== 'int16' && lab.dtype !== 'int32')) {
-    throw new BadFileError(`${labelsFile}: expected labels as integers of shape [N], found ${lab.dtype} [${lab.shape.join(', ')}]`, { path: labelsFile });
+    throw new BadFileError(`${labelsFile}: expected labels as integers of shape [N], found ${lab.dtype} [${lab.shape.join(', ')}]`, {
+      path: labelsFile,
+    });
   }
   const [n, h, w] = img.shape;
   if (lab.shape[0] !== n) {

@@ -2,7 +2,8 @@
 // file's bytes, unchanged) + <key>.cls (the class index as text), keys numbered in a seeded random
 // order so that every shard mixes the classes. One file at a time is in memory; each shard is
 // written to a temporary name, fsynced and renamed, so a crash never leaves a half shard under its
-// final name. classes.json (the class names, by index) goes beside the shards.
+// final name. classes.json (the class names, by index) goes beside the shards. A folder that already
+// holds shards of the same prefix is refused (old shards would be read with the new set).
 import fs from 'node:fs';
 import path from 'node:path';
 import { mulberry32 } from '../core/random.js';
@@ -83,7 +84,8 @@ export function writeTar(file: string, members: Iterable<{ name: string; data: U
 /** Packs root/<class>/<image> into outDir/<prefix>-NNNNNN.tar shards. */
 export function packImageFolder(root: string, outDir: string, opts: PackOptions = {}): PackResult {
   const shardSize = opts.shardSize ?? 1000;
-  if (!Number.isInteger(shardSize) || shardSize < 1) throw new RangeError(`packImageFolder: shardSize must be a positive integer, got ${shardSize}`);
+  if (!Number.isInteger(shardSize) || shardSize < 1)
+    throw new RangeError(`packImageFolder: shardSize must be a positive integer, got ${shardSize}`);
   const prefix = opts.prefix ?? 'train';
   const { classes, files } = listImageFolder(root, opts.classes);
   const order = files.map((_, i) => i);
@@ -94,6 +96,14 @@ export function packImageFolder(root: string, outDir: string, opts: PackOptions 
       [order[i], order[j]] = [order[j], order[i]];
     }
   }
+  // Shards of this prefix already there would be read with the new set (a folder or pattern names them
+  // all), so a second pack into the same folder is refused, before anything is written.
+  const existing = fs.existsSync(outDir) ? fs.readdirSync(outDir).filter((f) => f.startsWith(`${prefix}-`) && f.endsWith('.tar')) : [];
+  if (existing.length)
+    throw new Error(
+      `packImageFolder: ${outDir} already holds ${existing.length} '${prefix}' shard(s) (${existing.sort()[0]}, ...): ` +
+        'pack into an empty folder, or remove the old shards first (they would be read with the new ones)',
+    );
   fs.mkdirSync(outDir, { recursive: true });
   const nShards = Math.ceil(order.length / shardSize);
   const digits = Math.max(6, String(nShards - 1).length);

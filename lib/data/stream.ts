@@ -1,5 +1,6 @@
 // Streaming datasets: images read, decoded (libjpeg-turbo, libpng) and transformed on the loader's
-// native threads (native/imageio.cpp), never held in memory whole. Two layouts:
+// native threads (native/loader/stream_loader.cpp over the image library in native/image/), never
+// held in memory whole. Two layouts:
 //
 //   - an ImageNet-layout folder: root/<class>/<image>.jpg|.jpeg|.png, classes are the sorted folder names;
 //   - WebDataset tar shards: samples grouped by basename (0001.jpg + 0001.cls, the class index as text),
@@ -17,11 +18,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { BadFileError } from '../core/errors.js';
-import { native as N, type NativeStream } from '../addon/binding.js';
-import { Tensor, type Device } from '../tensor/tensor.js';
+import { native as N } from '../addon/binding.js';
+import type { Device } from '../tensor/tensor.js';
+import { NativeBatchLoader } from './batches.js';
 import { listImageFolder } from './folder.js';
-import type { Batch } from './loader.js';
-
 
 export const IMAGENET_MEAN = [0.485, 0.456, 0.406];
 export const IMAGENET_STD = [0.229, 0.224, 0.225];
@@ -90,32 +90,70 @@ export function imageFolderSource(root: string, classes0?: readonly string[]): F
   return { kind: 'folder', root, files: files.map((f) => f.file), labels: Int32Array.from(files, (f) => f.label), classes };
 }
 
+/** Most shard names a pattern may expand to (the product over its brace groups, counted before any is made). */
+export const MAX_SHARD_NAMES = 1_000_000;
+
 /**
  * Shard paths from a pattern: brace ranges ('train-{0000..0127}.tar', zero padding kept), brace lists
- * ('{a,b}'), a folder (its .tar files, sorted) or one file.
+ * ('{a,b}'), a folder (its .tar files, sorted) or one file. Several groups expand to every
+ * combination, in order; their number is bounded (MAX_SHARD_NAMES) before any name is made.
  */
 export function expandShards(spec: string): string[] {
-  if (fs.existsSync(spec) && fs.statSync(spec).isDirectory()) {
-    const out = fs.readdirSync(spec).filter((f) => f.endsWith('.tar')).sort().map((f) => path.join(spec, f));
-    if (!out.length) throw new Error(`${spec}: no .tar shards in this folder`);
-    return out;
+  if (isDirectory(spec)) return tarsIn(spec);
+  // the pattern as literal text between brace groups, each group as its list of alternatives
+  const texts: string[] = [];
+  const groups: (() => string[])[] = [];
+  let count = 1;
+  let last = 0;
+  for (const m of spec.matchAll(/\{([^{}]*)\}/g)) {
+    texts.push(spec.slice(last, m.index));
+    last = m.index + m[0].length;
+    const range = /^(\d+)\.\.(\d+)$/.exec(m[1]);
+    let n: number;
+    if (range) {
+      const [a, b] = [Number(range[1]), Number(range[2])];
+      if (!(b >= a) || !Number.isSafeInteger(b)) throw new RangeError(`shard pattern ${spec}: bad range {${m[1]}}`);
+      n = b - a + 1;
+      const width = range[1].length === range[2].length ? range[1].length : 0;
+      groups.push(() => Array.from({ length: n }, (_, i) => String(a + i).padStart(width, '0')));
+    } else {
+      const parts = m[1].split(',');
+      n = parts.length;
+      groups.push(() => parts);
+    }
+    count *= n;
+    if (count > MAX_SHARD_NAMES)
+      throw new RangeError(
+        `shard pattern ${spec} names more than ${MAX_SHARD_NAMES.toLocaleString('en')} shards (the product of its brace groups): name fewer, or use a folder of shards`,
+      );
   }
-  const m = /\{([^{}]*)\}/.exec(spec);
-  if (!m) return [spec];
-  const head = spec.slice(0, m.index);
-  const tail = spec.slice(m.index + m[0].length);
-  const range = /^(\d+)\.\.(\d+)$/.exec(m[1]);
-  let parts: string[];
-  if (range) {
-    const [a, b] = [Number(range[1]), Number(range[2])];
-    if (b < a || b - a > 1e6) throw new Error(`shard pattern ${spec}: bad range {${m[1]}}`);
-    const width = range[1].length === range[2].length ? range[1].length : 0;
-    parts = [];
-    for (let i = a; i <= b; i++) parts.push(String(i).padStart(width, '0'));
-  } else {
-    parts = m[1].split(',');
+  texts.push(spec.slice(last));
+  if (!groups.length) return [spec];
+  let names = [texts[0]];
+  groups.forEach((g, k) => {
+    const alts = g();
+    names = names.flatMap((head) => alts.map((alt) => head + alt + texts[k + 1]));
+  });
+  // a name that is a folder stands for its shards (names ending in .tar are taken as shards unchecked)
+  return names.flatMap((n) => (!n.endsWith('.tar') && isDirectory(n) ? tarsIn(n) : [n]));
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
+  } catch {
+    return false; // not a folder we can read (e.g. a path through a file)
   }
-  return parts.flatMap((p) => expandShards(head + p + tail));
+}
+
+function tarsIn(dir: string): string[] {
+  const out = fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.tar'))
+    .sort()
+    .map((f) => path.join(dir, f));
+  if (!out.length) throw new Error(`${dir}: no .tar shards in this folder`);
+  return out;
 }
 
 /** Most classes a streamed dataset may have (labels 0..65535; the native tar scan's bound, as idx's). */
@@ -146,7 +184,9 @@ export function webDatasetSource(spec: string | string[], opts: { maxFileBytes?:
       /* ignore a broken file: classes are numbered instead */
     }
     if (classes && maxLabel >= classes.length)
-      throw new BadFileError(`${maxShard}: class label ${maxLabel} is not an index into ${named} (${classes.length} classes)`, { path: maxShard });
+      throw new BadFileError(`${maxShard}: class label ${maxLabel} is not an index into ${named} (${classes.length} classes)`, {
+        path: maxShard,
+      });
   }
   classes ??= Array.from({ length: maxLabel + 1 }, (_, i) => String(i));
   return { kind: 'webdataset', shards, counts, classes };
@@ -171,119 +211,74 @@ export function findTestShards(trainSpec: string): string[] | null {
     const dir = path.dirname(spec);
     const prefix = path.basename(spec).split('{')[0];
     if (!prefix || !fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) continue;
-    const found = fs.readdirSync(dir).filter((f) => f.startsWith(prefix) && f.endsWith('.tar')).sort().map((f) => path.join(dir, f));
+    const found = fs
+      .readdirSync(dir)
+      .filter((f) => f.startsWith(prefix) && f.endsWith('.tar'))
+      .sort()
+      .map((f) => path.join(dir, f));
     if (found.length) return found;
   }
   return null;
 }
 
-/** A DataLoader over a streamed source; same iteration interface as DataLoader. */
-export class StreamingDataLoader implements AsyncIterable<Batch> {
-  private readonly native: NativeStream;
-  /** The epoch the next iteration uses; it advances after each full pass. */
-  epoch = 0;
-  private busy = false;
-  private closed = false;
+/** A DataLoader over a streamed source; same iteration interface as DataLoader (lib/data/batches.ts). */
+export class StreamingDataLoader extends NativeBatchLoader {
   readonly size: number;
 
-  constructor(readonly source: StreamSource, readonly options: StreamOptions) {
+  constructor(
+    readonly source: StreamSource,
+    readonly options: StreamOptions,
+  ) {
     const o = options;
-    if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new RangeError(`StreamingDataLoader: batchSize must be a positive integer, got ${o.batchSize}`);
+    if (!Number.isInteger(o.batchSize) || o.batchSize < 1)
+      throw new RangeError(`StreamingDataLoader: batchSize must be a positive integer, got ${o.batchSize}`);
     const size = o.size ?? 224;
+    super(
+      N.streamCreate({
+        kind: source.kind,
+        files: source.kind === 'folder' ? source.files : undefined,
+        labels: source.kind === 'folder' ? source.labels : undefined,
+        shards: source.kind === 'webdataset' ? source.shards : undefined,
+        shardCounts: source.kind === 'webdataset' ? source.counts : undefined,
+        batchSize: o.batchSize,
+        transform: o.transform ?? 'train',
+        size: Array.isArray(size) ? size : [size, size],
+        resize: o.resize,
+        scale: o.scale,
+        ratio: o.ratio,
+        hflip: o.hflip ?? true,
+        channels: o.channels ?? 3,
+        mean: o.mean,
+        std: o.std,
+        shuffle: !!o.shuffle,
+        seed: o.seed ?? 0,
+        dropLast: !!o.dropLast,
+        rank: o.rank ?? 0,
+        worldSize: o.worldSize ?? 1,
+        workers: o.workers ?? 2,
+        prefetch: o.prefetch ?? 2 * (o.workers ?? 2),
+        onError: o.onError ?? 'stop',
+        maxPixels: o.maxPixels,
+        maxFileBytes: o.maxFileBytes,
+        shuffleBuffer: o.shuffleBuffer,
+        shuffleBufferBytes: o.shuffleBufferBytes,
+        device: o.device ?? 'cpu',
+        pinMemory: o.pinMemory,
+        channelsLast: !!o.channelsLast,
+      }),
+      'StreamingDataLoader',
+    );
     this.size = source.kind === 'folder' ? source.files.length : source.counts.reduce((a, b) => a + b, 0);
-    this.native = N.streamCreate({
-      kind: source.kind,
-      files: source.kind === 'folder' ? source.files : undefined,
-      labels: source.kind === 'folder' ? source.labels : undefined,
-      shards: source.kind === 'webdataset' ? source.shards : undefined,
-      shardCounts: source.kind === 'webdataset' ? source.counts : undefined,
-      batchSize: o.batchSize,
-      transform: o.transform ?? 'train',
-      size: Array.isArray(size) ? size : [size, size],
-      resize: o.resize,
-      scale: o.scale,
-      ratio: o.ratio,
-      hflip: o.hflip ?? true,
-      channels: o.channels ?? 3,
-      mean: o.mean,
-      std: o.std,
-      shuffle: !!o.shuffle,
-      seed: o.seed ?? 0,
-      dropLast: !!o.dropLast,
-      rank: o.rank ?? 0,
-      worldSize: o.worldSize ?? 1,
-      workers: o.workers ?? 2,
-      prefetch: o.prefetch ?? 2 * (o.workers ?? 2),
-      onError: o.onError ?? 'stop',
-      maxPixels: o.maxPixels,
-      maxFileBytes: o.maxFileBytes,
-      shuffleBuffer: o.shuffleBuffer,
-      shuffleBufferBytes: o.shuffleBufferBytes,
-      device: o.device ?? 'cpu',
-      pinMemory: o.pinMemory,
-      channelsLast: !!o.channelsLast,
-    }) as NativeStream;
   }
 
   /** Batches per epoch (for shards an upper bound: skipped samples can make it fewer). */
-  get length(): number {
-    return N.streamLength(this.native, this.epoch) as number;
-  }
-
-  setEpoch(epoch: number): void {
-    this.epoch = epoch;
+  override get length(): number {
+    return super.length;
   }
 
   /** Samples skipped so far (onError: 'skip'), and the ones not reported before (at most 100). */
   skipped(): { count: number; errors: { path: string; message: string }[] } {
-    return N.streamSkipped(this.native) as { count: number; errors: { path: string; message: string }[] };
-  }
-
-  private begin(): void {
-    if (this.closed) throw new Error('StreamingDataLoader: used after close()');
-    if (this.busy) throw new Error('StreamingDataLoader: an iteration is already running (one at a time)');
-    this.busy = true;
-    N.streamStart(this.native, this.epoch);
-  }
-
-  async *[Symbol.asyncIterator](): AsyncGenerator<Batch> {
-    this.begin();
-    let done = false;
-    try {
-      for (;;) {
-        const b = await N.streamNext(this.native);
-        if (!b) break;
-        yield { x: new Tensor(b[0]), y: new Tensor(b[1]) };
-      }
-      this.epoch++;
-      done = true;
-    } finally {
-      this.busy = false;
-      if (!done && !this.closed) N.streamStop(this.native); // left early: free the batches made ahead
-    }
-  }
-
-  *iterSync(): Generator<Batch> {
-    this.begin();
-    let done = false;
-    try {
-      for (;;) {
-        const b = N.streamNextSync(this.native);
-        if (!b) break;
-        yield { x: new Tensor(b[0]), y: new Tensor(b[1]) };
-      }
-      this.epoch++;
-      done = true;
-    } finally {
-      this.busy = false;
-      if (!done && !this.closed) N.streamStop(this.native);
-    }
-  }
-
-  close(): void {
-    if (this.closed) return;
-    N.streamClose(this.native);
-    this.closed = true;
+    return N.loaderSkipped(this.native);
   }
 }
 
@@ -326,7 +321,8 @@ export function openStreamedData(cfg: StreamedRunSettings, device: Device): Stre
     train = imageFolderSource(path.join(cfg.dataPath, 'train'));
     description = `image folder ${cfg.dataPath} (streamed)`;
   } else if (cfg.data === 'webdataset') {
-    if (!cfg.dataPath) throw new Error("--data webdataset needs --data-path with the training shards, e.g. 'shards/train-{0000..0127}.tar'");
+    if (!cfg.dataPath)
+      throw new Error("--data webdataset needs --data-path with the training shards, e.g. 'shards/train-{0000..0127}.tar'");
     train = webDatasetSource(cfg.dataPath);
     description = `webdataset ${cfg.dataPath} (${train.shards.length} shards)`;
   } else {
@@ -351,11 +347,18 @@ export function openStreamedData(cfg: StreamedRunSettings, device: Device): Stre
  * The test loader of a streamed run alone, its labels indexing `classes` (the training set's, saved
  * with the run): `residual eval` reads neither the training folder nor the training shards.
  */
-export function openStreamedTest(cfg: StreamedRunSettings, classes: readonly string[], device: Device): { test: StreamingDataLoader; description: string } {
+export function openStreamedTest(
+  cfg: StreamedRunSettings,
+  classes: readonly string[],
+  device: Device,
+): { test: StreamingDataLoader; description: string } {
   if (!cfg.dataPath) throw new Error(`--data ${cfg.data} needs --data-path`);
   if (cfg.data !== 'imagefolder' && cfg.data !== 'webdataset') throw new Error(`not a streamed dataset: ${cfg.data}`);
   const test = streamedTestSource(cfg, classes);
-  return { test: streamedTestLoader(cfg, test, device), description: `${cfg.data === 'imagefolder' ? 'image folder' : 'webdataset'} ${cfg.dataPath} (streamed test split)` };
+  return {
+    test: streamedTestLoader(cfg, test, device),
+    description: `${cfg.data === 'imagefolder' ? 'image folder' : 'webdataset'} ${cfg.dataPath} (streamed test split)`,
+  };
 }
 
 function streamedTestDir(dataPath: string): string {
@@ -371,7 +374,10 @@ function streamedTestSource(cfg: StreamedRunSettings, classes: readonly string[]
     return imageFolderSource(streamedTestDir(cfg.dataPath!), classes);
   }
   const testShards = findTestShards(cfg.dataPath!);
-  if (!testShards) throw new Error(`--data-path ${cfg.dataPath}: no test shards found (the same pattern, or the same name prefix, with 'train' replaced by 'val' or 'test')`);
+  if (!testShards)
+    throw new Error(
+      `--data-path ${cfg.dataPath}: no test shards found (the same pattern, or the same name prefix, with 'train' replaced by 'val' or 'test')`,
+    );
   const test = webDatasetSource(testShards);
   if (test.classes.length > classes.length)
     throw new BadFileError(
@@ -394,7 +400,11 @@ function streamCommon(cfg: StreamedRunSettings, device: Device): Partial<StreamO
 }
 
 function streamedTestLoader(cfg: StreamedRunSettings, test: StreamSource, device: Device): StreamingDataLoader {
-  return new StreamingDataLoader(test, { ...streamCommon(cfg, device), batchSize: cfg.evalBatchSize ?? Math.max(cfg.batchSize, 256), transform: 'eval' });
+  return new StreamingDataLoader(test, {
+    ...streamCommon(cfg, device),
+    batchSize: cfg.evalBatchSize ?? Math.max(cfg.batchSize, 256),
+    transform: 'eval',
+  });
 }
 
 /** Is this --data name a streamed dataset? */

@@ -34,14 +34,36 @@ export type { CurvePoint, ExplainPreset, ExplainResult, ExplainSettings, Family,
 /** The presets: `quick` takes minutes on 2 CPU cores, `full` is for a GPU. Options override single settings. */
 export const EXPLAIN_PRESETS: Record<ExplainPreset, ExplainSettings> = {
   quick: {
-    depths: [20, 32], identityDepth: 20, gradientDepths: [20, 56, 110], preact1001: true,
-    iterations: 150, batchSize: 64, evalEvery: 15, testImages: 500, probeBatch: 8,
-    lr: 0.1, weightDecay: 1e-4, momentum: 0.9, syntheticTrain: 12800, syntheticTest: 2000,
+    depths: [20, 32],
+    identityDepth: 20,
+    gradientDepths: [20, 56, 110],
+    preact1001: true,
+    iterations: 150,
+    batchSize: 64,
+    evalEvery: 15,
+    testImages: 500,
+    probeBatch: 8,
+    lr: 0.1,
+    weightDecay: 1e-4,
+    momentum: 0.9,
+    syntheticTrain: 12800,
+    syntheticTest: 2000,
   },
   full: {
-    depths: [20, 56], identityDepth: 110, gradientDepths: [20, 56, 110], preact1001: true,
-    iterations: 16000, batchSize: 128, evalEvery: 400, testImages: 10000, probeBatch: 32,
-    lr: 0.1, weightDecay: 1e-4, momentum: 0.9, syntheticTrain: 60000, syntheticTest: 10000,
+    depths: [20, 56],
+    identityDepth: 110,
+    gradientDepths: [20, 56, 110],
+    preact1001: true,
+    iterations: 16000,
+    batchSize: 128,
+    evalEvery: 400,
+    testImages: 10000,
+    probeBatch: 32,
+    lr: 0.1,
+    weightDecay: 1e-4,
+    momentum: 0.9,
+    syntheticTrain: 60000,
+    syntheticTest: 10000,
   },
 };
 
@@ -65,7 +87,9 @@ export interface ExplainOptions extends Partial<ExplainSettings> {
 export function netName(family: Family, depth: number): { model: string; net: string } {
   if (family === 'plain') return { model: `plain${depth}`, net: `plain-${depth}` };
   if (family === 'residual') return { model: `resnet${depth}`, net: `ResNet-${depth}` };
-  return depth === 1001 || depth === 164 ? { model: `preact${depth}`, net: `pre-act ResNet-${depth}` } : { model: `preact_basic${depth}`, net: `pre-act ResNet-${depth}` };
+  return depth === 1001 || depth === 164
+    ? { model: `preact${depth}`, net: `pre-act ResNet-${depth}` }
+    : { model: `preact_basic${depth}`, net: `pre-act ResNet-${depth}` };
 }
 
 function settingsFor(o: ExplainOptions): ExplainSettings {
@@ -73,7 +97,8 @@ function settingsFor(o: ExplainOptions): ExplainSettings {
   const base = EXPLAIN_PRESETS[preset];
   if (!base) throw new RangeError(`explain: unknown preset '${String(preset)}' (quick, full)`);
   const s: ExplainSettings = { ...base };
-  for (const k of Object.keys(base) as (keyof ExplainSettings)[]) if (o[k] !== undefined) (s as unknown as Record<string, unknown>)[k] = o[k];
+  for (const k of Object.keys(base) as (keyof ExplainSettings)[])
+    if (o[k] !== undefined) (s as unknown as Record<string, unknown>)[k] = o[k];
   const posInt = (v: number, name: string) => {
     if (!(Number.isInteger(v) && v > 0)) throw new RangeError(`explain: ${name} must be a positive integer, got ${v}`);
   };
@@ -118,8 +143,12 @@ export async function explain(o: ExplainOptions): Promise<ExplainResult> {
     try {
       initGradients = measureInitGradients(s, probe, data.train, device, seed, say);
       const toTrain: [Family, number][] = [
-        ['plain', s.depths[0]], ['residual', s.depths[0]], ['plain', s.depths[1]], ['residual', s.depths[1]],
-        ['residual', s.identityDepth], ['preact', s.identityDepth],
+        ['plain', s.depths[0]],
+        ['residual', s.depths[0]],
+        ['plain', s.depths[1]],
+        ['residual', s.depths[1]],
+        ['residual', s.identityDepth],
+        ['preact', s.identityDepth],
       ];
       const seen = new Set<string>();
       for (const [family, depth] of toTrain) {
@@ -141,7 +170,13 @@ export async function explain(o: ExplainOptions): Promise<ExplainResult> {
   const { findings, figures, html } = await writeFigures(o.out, partial);
   const json = path.join(o.out, 'explain.json');
   const cpu = process.cpuUsage(cpu0);
-  const result: ExplainResult = { ...partial, findings, seconds: (Date.now() - t0) / 1000, cpuSeconds: (cpu.user + cpu.system) / 1e6, files: { html, json, figures } };
+  const result: ExplainResult = {
+    ...partial,
+    findings,
+    seconds: (Date.now() - t0) / 1000,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
+    files: { html, json, figures },
+  };
   writeFileAtomic(json, JSON.stringify(result, finiteOrString, 1) + '\n');
   return result;
 }
@@ -153,7 +188,16 @@ function finiteOrString(_key: string, v: unknown): unknown {
 /** One fixed, normalised training batch (the same images for every network). */
 function probeBatch(train: ImageDataset, size: number, seed: number, device: Device): { x: Tensor; y: Tensor } {
   const stats = channelStats(train.images);
-  const loader = new DataLoader(train, { batchSize: size, shuffle: true, seed: seed + 7, dropLast: true, mean: stats.mean, std: stats.std, device, workers: 1 });
+  const loader = new DataLoader(train, {
+    batchSize: size,
+    shuffle: true,
+    seed: seed + 7,
+    dropLast: true,
+    mean: stats.mean,
+    std: stats.std,
+    device,
+    workers: 1,
+  });
   try {
     for (const first of loader.iterSync()) return first;
     throw new Error(`explain: the training set has fewer than ${size} images`);
@@ -209,10 +253,24 @@ async function trainNet(family: Family, depth: number, s: ExplainSettings, c: Tr
   const evalBatch = Math.min(s.testImages, 500);
   const trainer = new Trainer(
     {
-      model, data: 'synthetic', epochs: Math.ceil(s.iterations / perEpoch), limitTrainBatches: perEpoch, batchSize: s.batchSize,
-      lr: s.lr, optimizer: 'sgd', momentum: s.momentum, nesterov: false, weightDecay: s.weightDecay, schedule: 'multistep',
-      augment: false, device: c.device, seed: c.seed, workers: c.workers, evalBatchSize: evalBatch,
-      limitTestBatches: Math.ceil(s.testImages / evalBatch), out: '',
+      model,
+      data: 'synthetic',
+      epochs: Math.ceil(s.iterations / perEpoch),
+      limitTrainBatches: perEpoch,
+      batchSize: s.batchSize,
+      lr: s.lr,
+      optimizer: 'sgd',
+      momentum: s.momentum,
+      nesterov: false,
+      weightDecay: s.weightDecay,
+      schedule: 'multistep',
+      augment: false,
+      device: c.device,
+      seed: c.seed,
+      workers: c.workers,
+      evalBatchSize: evalBatch,
+      limitTestBatches: Math.ceil(s.testImages / evalBatch),
+      out: '',
     },
     c.data,
   );
@@ -248,8 +306,21 @@ async function trainNet(family: Family, depth: number, s: ExplainSettings, c: Tr
     const magnitudesTrained = residualMagnitudes(trainer.model, c.probe.x);
     const last = curve[curve.length - 1];
     const seconds = (Date.now() - t0) / 1000;
-    c.say(`trained ${net}: ${it} iterations, training error ${pct(last.trainError)}, test error ${pct(last.testError)} (${seconds.toFixed(0)} s)`);
-    return { net, model, family, depth, parameters: trainer.model.numParameters(), curve, gradients, magnitudesInit, magnitudesTrained, seconds };
+    c.say(
+      `trained ${net}: ${it} iterations, training error ${pct(last.trainError)}, test error ${pct(last.testError)} (${seconds.toFixed(0)} s)`,
+    );
+    return {
+      net,
+      model,
+      family,
+      depth,
+      parameters: trainer.model.numParameters(),
+      curve,
+      gradients,
+      magnitudesInit,
+      magnitudesTrained,
+      seconds,
+    };
   } finally {
     trainer.trainLoader.close();
     trainer.testLoader.close();

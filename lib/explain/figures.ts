@@ -31,7 +31,9 @@ function netColors(nets: { net: string; family: Family; depth: number }[]): { do
     if (depths.length === 1) return shades[1];
     // Distinct shades while there are enough, light (shallow) to dark (deep).
     const L = shades.length;
-    return shades[depths.length < L ? 1 + Math.round((i * (L - 2)) / (depths.length - 1)) : Math.round((i * (L - 1)) / (depths.length - 1))];
+    return shades[
+      depths.length < L ? 1 + Math.round((i * (L - 2)) / (depths.length - 1)) : Math.round((i * (L - 1)) / (depths.length - 1))
+    ];
   });
   return { domain: unique.map((n) => n.net), range };
 }
@@ -60,7 +62,19 @@ function curveRows(r: TrainedNet, extra: Record<string, unknown> = {}) {
   ]);
 }
 
-const DASH = { field: 'curve', type: 'nominal', title: null, scale: { domain: ['training error', 'test error'], range: [[5, 3], [1, 0]] }, legend: { symbolType: 'stroke', symbolStrokeColor: '#555555' } };
+const DASH = {
+  field: 'curve',
+  type: 'nominal',
+  title: null,
+  scale: {
+    domain: ['training error', 'test error'],
+    range: [
+      [5, 3],
+      [1, 0],
+    ],
+  },
+  legend: { symbolType: 'stroke', symbolStrokeColor: '#555555' },
+};
 
 function errorDomain(rows: { error: number }[]): [number, number] {
   return [0, Math.min(100, Math.max(1, ...rows.map((r) => r.error)) * 1.05)];
@@ -89,14 +103,33 @@ function degradation(p: ExplainData): { spec: ChartSpec; finding: string } {
   const [d0, d1] = p.settings.depths;
   const nets = [find(p.runs, 'plain', d0), find(p.runs, 'plain', d1), find(p.runs, 'residual', d0), find(p.runs, 'residual', d1)];
   const rows = nets.flatMap((r) => curveRows(r, { depth: `${r.depth} layers` }));
-  const color = { field: 'depth', type: 'nominal', title: 'depth', scale: { domain: [`${d0} layers`, `${d1} layers`], range: ['#2b6cb0', '#d1495b'] }, legend: { symbolType: 'stroke' } };
+  const color = {
+    field: 'depth',
+    type: 'nominal',
+    title: 'depth',
+    scale: { domain: [`${d0} layers`, `${d1} layers`], range: ['#2b6cb0', '#d1495b'] },
+    legend: { symbolType: 'stroke' },
+  };
   const y = errorDomain(rows);
   const spec = {
     $schema: SCHEMA,
-    title: { text: 'Degradation: training and test error of plain and residual networks at two depths', subtitle: `training error (dashed) and test error (solid); ${p.data.split(/ from | \(/)[0]}, batch ${p.settings.batchSize}` },
+    title: {
+      text: 'Degradation: training and test error of plain and residual networks at two depths',
+      subtitle: `training error (dashed) and test error (solid); ${p.data.split(/ from | \(/)[0]}, batch ${p.settings.batchSize}`,
+    },
     hconcat: [
-      errorPanel('plain networks', rows.filter((r) => r.net.startsWith('plain')), color, y),
-      errorPanel('residual networks (ResNet)', rows.filter((r) => r.net.startsWith('ResNet')), color, y),
+      errorPanel(
+        'plain networks',
+        rows.filter((r) => r.net.startsWith('plain')),
+        color,
+        y,
+      ),
+      errorPanel(
+        'residual networks (ResNet)',
+        rows.filter((r) => r.net.startsWith('ResNet')),
+        color,
+        y,
+      ),
     ],
     resolve: { scale: { y: 'shared' } },
   };
@@ -109,8 +142,14 @@ function degradation(p: ExplainData): { spec: ChartSpec; finding: string } {
       : p1 > p0
         ? `the deeper plain network has a slightly higher training error ${plainNumbers}, a gap within the noise of these measurements, so this run only hints at degradation`
         : `the deeper plain network does not have the higher training error ${plainNumbers}, so this run does not show degradation`;
-  const resSays = r1 <= r0 ? `the deeper ResNet trains at least as well (${pct(r1)} against ${pct(r0)})` : `the deeper ResNet is not yet better (${pct(r1)} against ${pct(r0)})`;
-  const gap = r1 < p1 ? `, and at ${d1} layers the residual network beats the plain one (${pct(r1)} against ${pct(p1)})` : `; at ${d1} layers the residual network does not beat the plain one (${pct(r1)} against ${pct(p1)})`;
+  const resSays =
+    r1 <= r0
+      ? `the deeper ResNet trains at least as well (${pct(r1)} against ${pct(r0)})`
+      : `the deeper ResNet is not yet better (${pct(r1)} against ${pct(r0)})`;
+  const gap =
+    r1 < p1
+      ? `, and at ${d1} layers the residual network beats the plain one (${pct(r1)} against ${pct(p1)})`
+      : `; at ${d1} layers the residual network does not beat the plain one (${pct(r1)} against ${pct(p1)})`;
   const finding =
     `Training and test error against iterations for plain and residual networks of ${d0} and ${d1} layers, trained with the same recipe on the same batches. ` +
     `He et al. (2015) find that the deeper plain network has the higher training error (the degradation problem) while the deeper ResNet has the lower one. ` +
@@ -119,17 +158,25 @@ function degradation(p: ExplainData): { spec: ChartSpec; finding: string } {
 }
 
 function gradientFlow(p: ExplainData): { spec: ChartSpec; finding: string } {
-  const initRows = p.initGradients.flatMap((g) => g.norms.filter((n) => n.norm > 0).map((n) => ({ net: g.net, family: g.family, layer: n.layer, norm: n.norm })));
+  const initRows = p.initGradients.flatMap((g) =>
+    g.norms.filter((n) => n.norm > 0).map((n) => ({ net: g.net, family: g.family, layer: n.layer, norm: n.norm })),
+  );
   // During training: the measurement nearest a quarter of the way, before the learning rate drops.
   const trainRuns = p.runs;
   const target = p.settings.iterations / 4;
-  const snap = (r: TrainedNet) => r.gradients.reduce((best, g) => (Math.abs(g.iteration - target) < Math.abs(best.iteration - target) ? g : best));
+  const snap = (r: TrainedNet) =>
+    r.gradients.reduce((best, g) => (Math.abs(g.iteration - target) < Math.abs(best.iteration - target) ? g : best));
   const trainIter = trainRuns.length ? snap(trainRuns[0]).iteration : 0;
-  const trainRows = trainRuns.flatMap((r) => snap(r).norms.map((norm, i) => ({ net: r.net, family: r.family, layer: i + 1, norm })).filter((x) => x.norm > 0));
+  const trainRows = trainRuns.flatMap((r) =>
+    snap(r)
+      .norms.map((norm, i) => ({ net: r.net, family: r.family, layer: i + 1, norm }))
+      .filter((x) => x.norm > 0),
+  );
   const all = [...p.initGradients, ...trainRuns];
   const color = { field: 'net', type: 'nominal', title: 'network', scale: netColors(all), legend: { symbolType: 'stroke', columns: 1 } };
   // Over many decades label the powers of ten only (1e+7, 1e+6, ..., 1000, 100, 10, 1, 0.1).
-  const decades = "abs(log(datum.value) / LN10 - round(log(datum.value) / LN10)) > 1e-6 ? '' : datum.value >= 1e5 || datum.value < 1e-3 ? format(datum.value, '.0e') : format(datum.value, '~g')";
+  const decades =
+    "abs(log(datum.value) / LN10 - round(log(datum.value) / LN10)) > 1e-6 ? '' : datum.value >= 1e5 || datum.value < 1e-3 ? format(datum.value, '.0e') : format(datum.value, '~g')";
   const span = (rows: { norm: number }[]) => Math.max(...rows.map((r) => r.norm)) / Math.min(...rows.map((r) => r.norm));
   const panel = (title: string, rows: { norm: number }[]) => ({
     ...PANEL,
@@ -138,9 +185,28 @@ function gradientFlow(p: ExplainData): { spec: ChartSpec; finding: string } {
     mark: { type: 'line', strokeWidth: 1.8, clip: true },
     encoding: {
       x: { field: 'layer', type: 'quantitative', title: 'layer (input to output)' },
-      y: { field: 'norm', type: 'quantitative', title: 'gradient norm of the weights', scale: { type: 'log' }, axis: span(rows) > 1e3 ? { labelExpr: decades } : {} },
+      y: {
+        field: 'norm',
+        type: 'quantitative',
+        title: 'gradient norm of the weights',
+        scale: { type: 'log' },
+        axis: span(rows) > 1e3 ? { labelExpr: decades } : {},
+      },
       color,
-      strokeDash: { field: 'family', type: 'nominal', title: null, scale: { domain: ['plain', 'residual', 'preact'], range: [[5, 3], [1, 0], [1, 0]] }, legend: null },
+      strokeDash: {
+        field: 'family',
+        type: 'nominal',
+        title: null,
+        scale: {
+          domain: ['plain', 'residual', 'preact'],
+          range: [
+            [5, 3],
+            [1, 0],
+            [1, 0],
+          ],
+        },
+        legend: null,
+      },
       detail: { field: 'net' },
     },
   });
@@ -152,7 +218,10 @@ function gradientFlow(p: ExplainData): { spec: ChartSpec; finding: string } {
   if (trainRows.length) rows.push(panel(`during training: the training batch of iteration ${trainIter}`, trainRows));
   const spec = {
     $schema: SCHEMA,
-    title: { text: 'Gradient flow: the gradient norm of every layer\u2019s weights', subtitle: `log scale; plain networks dashed, residual solid; at initialisation on one batch of ${p.settings.probeBatch} training images` },
+    title: {
+      text: 'Gradient flow: the gradient norm of every layer\u2019s weights',
+      subtitle: `log scale; plain networks dashed, residual solid; at initialisation on one batch of ${p.settings.probeBatch} training images`,
+    },
     vconcat: rows,
     resolve: { scale: { x: 'independent', y: 'independent' } },
   };
@@ -173,7 +242,9 @@ function gradientFlow(p: ExplainData): { spec: ChartSpec; finding: string } {
     `The gradient norm of each layer's weights against the layer's position, at initialisation and during training. ` +
     `What to look for: through the shortcuts the gradient reaches early layers without passing through every layer on the way, so a residual network's layers should get gradients of similar size, even through the 1001 layers of the pre-activation ResNet (He et al. 2016), while a deep plain network's gradients may shrink or grow from layer to layer. ` +
     `In this run, at initialisation: ${parts.join('; ')}.` +
-    (p.settings.preact1001 ? ` The 1001-layer network is measured at initialisation only (training it does not fit the ${p.preset} preset).` : '');
+    (p.settings.preact1001
+      ? ` The 1001-layer network is measured at initialisation only (training it does not fit the ${p.preset} preset).`
+      : '');
   return { spec, finding };
 }
 
@@ -182,12 +253,28 @@ function identityMappings(p: ExplainData): { spec: ChartSpec; finding: string } 
   const post = find(p.runs, 'residual', d);
   const pre = find(p.runs, 'preact', d);
   const rows = [...curveRows(post), ...curveRows(pre)];
-  const color = { field: 'net', type: 'nominal', title: 'block', scale: { domain: [post.net, pre.net], range: ['#2b6cb0', '#1b7837'] }, legend: { symbolType: 'stroke', labelExpr: `datum.label == '${post.net}' ? 'original (post-activation)' : 'pre-activation'` } };
+  const color = {
+    field: 'net',
+    type: 'nominal',
+    title: 'block',
+    scale: { domain: [post.net, pre.net], range: ['#2b6cb0', '#1b7837'] },
+    legend: { symbolType: 'stroke', labelExpr: `datum.label == '${post.net}' ? 'original (post-activation)' : 'pre-activation'` },
+  };
   const y = errorDomain(rows);
-  const panel = (curve: string) => errorPanel(curve, rows.filter((r) => r.curve === curve), color, y, false);
+  const panel = (curve: string) =>
+    errorPanel(
+      curve,
+      rows.filter((r) => r.curve === curve),
+      color,
+      y,
+      false,
+    );
   const spec = {
     $schema: SCHEMA,
-    title: { text: `Identity mappings: original against pre-activation blocks, ${d} layers`, subtitle: 'original: conv-BN-ReLU, ReLU after the addition; pre-activation: BN-ReLU-conv, nothing after the addition' },
+    title: {
+      text: `Identity mappings: original against pre-activation blocks, ${d} layers`,
+      subtitle: 'original: conv-BN-ReLU, ReLU after the addition; pre-activation: BN-ReLU-conv, nothing after the addition',
+    },
     hconcat: [panel('training error'), panel('test error')],
     resolve: { scale: { y: 'shared' } },
   };
@@ -198,7 +285,11 @@ function identityMappings(p: ExplainData): { spec: ChartSpec; finding: string } 
     `Training error (left) and test error (right) of the original ResNet-${d} and the pre-activation ResNet-${d}, same recipe. ` +
     `He et al. (2016) find that pre-activation, which leaves the shortcut path a pure identity, trains more easily and generalises better, most clearly at 1001 layers. ` +
     `In this run the pre-activation network ends at ${pct(tq)} training error and ${pct(last(pre))} test error, the original at ${pct(tp)} and ${pct(last(post))}` +
-    (Math.abs(tq - tp) <= NOISE ? ': no clear difference at this depth and length of training.' : tq < tp ? ': pre-activation trains faster here.' : ': the original block trains faster here.');
+    (Math.abs(tq - tp) <= NOISE
+      ? ': no clear difference at this depth and length of training.'
+      : tq < tp
+        ? ': pre-activation trains faster here.'
+        : ': the original block trains faster here.');
   return { spec, finding };
 }
 
@@ -211,7 +302,10 @@ function residualMagnitude(p: ExplainData): { spec: ChartSpec; finding: string }
   const color = { field: 'net', type: 'nominal', title: 'network', scale: netColors(runs), legend: { symbolType: 'stroke' } };
   const spec = {
     $schema: SCHEMA,
-    title: { text: 'Residual magnitude: |F(x)| / |x| in each block', subtitle: 'small ratios: the block stays close to the identity; dashed: at initialisation, solid: after training' },
+    title: {
+      text: 'Residual magnitude: |F(x)| / |x| in each block',
+      subtitle: 'small ratios: the block stays close to the identity; dashed: at initialisation, solid: after training',
+    },
     ...PANEL,
     width: 560,
     data: { values: rows },
@@ -221,7 +315,16 @@ function residualMagnitude(p: ExplainData): { spec: ChartSpec; finding: string }
       y: { field: 'ratio', type: 'quantitative', title: '|F(x)| / |x|' },
       color,
       strokeDash: {
-        field: 'when', type: 'nominal', title: null, scale: { domain: ['at initialisation', 'after training'], range: [[5, 3], [1, 0]] },
+        field: 'when',
+        type: 'nominal',
+        title: null,
+        scale: {
+          domain: ['at initialisation', 'after training'],
+          range: [
+            [5, 3],
+            [1, 0],
+          ],
+        },
         legend: { symbolType: 'stroke', symbolStrokeWidth: 2, encode: { symbols: { update: { stroke: { value: '#555555' } } } } },
       },
       detail: { field: 'when' },

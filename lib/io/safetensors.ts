@@ -19,7 +19,16 @@ import { writeFileAtomic } from '../core/fs.js';
 import { JsonFloat, parseStrictJson, type JsonValue } from './json.js';
 
 const ST_TO_DTYPE: Readonly<Record<string, DType>> = Object.assign(Object.create(null), {
-  F32: 'float32', F64: 'float64', F16: 'float16', BF16: 'bfloat16', I32: 'int32', I64: 'int64', U8: 'uint8', I8: 'int8', I16: 'int16', BOOL: 'bool',
+  F32: 'float32',
+  F64: 'float64',
+  F16: 'float16',
+  BF16: 'bfloat16',
+  I32: 'int32',
+  I64: 'int64',
+  U8: 'uint8',
+  I8: 'int8',
+  I16: 'int16',
+  BOOL: 'bool',
 });
 const DTYPE_TO_ST: Record<DType, string> = Object.fromEntries(Object.entries(ST_TO_DTYPE).map(([k, v]) => [v, k])) as Record<DType, string>;
 
@@ -49,7 +58,10 @@ const show = (v: JsonValue | undefined): string => {
   if (v instanceof JsonFloat) return String(v.value);
   if (v instanceof Map) return 'an object';
   if (typeof v === 'bigint') return String(v);
-  const s = JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? Number(x) : x instanceof JsonFloat ? x.value : x instanceof Map ? Object.fromEntries(x) : x)) ?? String(v);
+  const s =
+    JSON.stringify(v, (_k, x: unknown) =>
+      typeof x === 'bigint' ? Number(x) : x instanceof JsonFloat ? x.value : x instanceof Map ? Object.fromEntries(x) : x,
+    ) ?? String(v);
   return s.length > 60 ? `${s.slice(0, 60)}...` : s;
 };
 
@@ -57,7 +69,11 @@ const show = (v: JsonValue | undefined): string => {
  * Validates a parsed header. `dataLength` is the number of bytes after the header. Exported for tests
  * and for tools that check a header without a file.
  */
-export function validateSafetensorsHeader(json: JsonValue, dataLength: number, file: string): { metadata: Record<string, string>; tensors: Map<string, SafetensorsEntry> } {
+export function validateSafetensorsHeader(
+  json: JsonValue,
+  dataLength: number,
+  file: string,
+): { metadata: Record<string, string>; tensors: Map<string, SafetensorsEntry> } {
   if (!(json instanceof Map)) throw bad(file, `the header is ${show(json)}, not a JSON object`);
   const metadata: Record<string, string> = Object.create(null);
   const tensors = new Map<string, SafetensorsEntry>();
@@ -101,15 +117,23 @@ export function validateSafetensorsHeader(json: JsonValue, dataLength: number, f
   let at = 0;
   let prev = '';
   for (const [name, e] of sorted) {
-    if (e.begin < at) throw bad(file, `tensor ${JSON.stringify(name)} (bytes ${e.begin}..${e.end}) overlaps tensor ${JSON.stringify(prev)} (ending at ${at})`);
-    if (e.begin > at) throw bad(file, `${e.begin - at} bytes of data before tensor ${JSON.stringify(name)} (bytes ${at}..${e.begin}) belong to no tensor`);
+    if (e.begin < at)
+      throw bad(
+        file,
+        `tensor ${JSON.stringify(name)} (bytes ${e.begin}..${e.end}) overlaps tensor ${JSON.stringify(prev)} (ending at ${at})`,
+      );
+    if (e.begin > at)
+      throw bad(file, `${e.begin - at} bytes of data before tensor ${JSON.stringify(name)} (bytes ${at}..${e.begin}) belong to no tensor`);
     at = e.end;
     prev = name;
   }
   if (at !== dataLength) {
-    throw bad(file, at < dataLength
-      ? `${dataLength - at} bytes after the last tensor's data belong to no tensor (data is ${dataLength} bytes, tensors end at ${at})`
-      : `the tensors need ${at} bytes of data but the file has ${dataLength} after the header (truncated?)`);
+    throw bad(
+      file,
+      at < dataLength
+        ? `${dataLength - at} bytes after the last tensor's data belong to no tensor (data is ${dataLength} bytes, tensors end at ${at})`
+        : `the tensors need ${at} bytes of data but the file has ${dataLength} after the header (truncated?)`,
+    );
   }
   return { metadata, tensors };
 }
@@ -165,7 +189,10 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
  * Loads every tensor (or only `names`) from a safetensors file onto the CPU. `tensors` and `metadata`
  * are null-prototype records.
  */
-export function loadSafetensors(file: string, opts: { names?: string[] } = {}): { tensors: Record<string, Tensor>; metadata: Record<string, string> } {
+export function loadSafetensors(
+  file: string,
+  opts: { names?: string[] } = {},
+): { tensors: Record<string, Tensor>; metadata: Record<string, string> } {
   const fd = fs.openSync(file, 'r');
   const out: Record<string, Tensor> = Object.create(null);
   const want = opts.names ? new Set(opts.names) : null;
@@ -205,7 +232,8 @@ export function saveSafetensors(tensors: Record<string, Tensor>, file: string, m
   }
   let off = 0;
   for (const name of names) {
-    if (name === '__metadata__') throw new RangeError(`save: a tensor cannot be named '__metadata__' (the safetensors format reserves it for metadata)`);
+    if (name === '__metadata__')
+      throw new RangeError(`save: a tensor cannot be named '__metadata__' (the safetensors format reserves it for metadata)`);
     const t = tensors[name];
     if (!(t instanceof Tensor)) throw new TypeError(`save: '${name}' is not a Tensor`);
     const dt = t.dtype;

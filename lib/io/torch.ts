@@ -48,15 +48,36 @@ class TensorClass {
 }
 
 const STORAGE_TYPES: Record<string, DType> = {
-  FloatStorage: 'float32', DoubleStorage: 'float64', HalfStorage: 'float16', BFloat16Storage: 'bfloat16',
-  LongStorage: 'int64', IntStorage: 'int32', ShortStorage: 'int16', CharStorage: 'int8', ByteStorage: 'uint8',
-  BoolStorage: 'bool', UntypedStorage: 'uint8',
+  FloatStorage: 'float32',
+  DoubleStorage: 'float64',
+  HalfStorage: 'float16',
+  BFloat16Storage: 'bfloat16',
+  LongStorage: 'int64',
+  IntStorage: 'int32',
+  ShortStorage: 'int16',
+  CharStorage: 'int8',
+  ByteStorage: 'uint8',
+  BoolStorage: 'bool',
+  UntypedStorage: 'uint8',
 };
 
 const TORCH_DTYPES: Record<string, DType> = {
-  float32: 'float32', float: 'float32', float64: 'float64', double: 'float64', float16: 'float16', half: 'float16',
-  bfloat16: 'bfloat16', int64: 'int64', long: 'int64', int32: 'int32', int: 'int32', int16: 'int16', short: 'int16',
-  int8: 'int8', uint8: 'uint8', bool: 'bool',
+  float32: 'float32',
+  float: 'float32',
+  float64: 'float64',
+  double: 'float64',
+  float16: 'float16',
+  half: 'float16',
+  bfloat16: 'bfloat16',
+  int64: 'int64',
+  long: 'int64',
+  int32: 'int32',
+  int: 'int32',
+  int16: 'int16',
+  short: 'int16',
+  int8: 'int8',
+  uint8: 'uint8',
+  bool: 'bool',
 };
 
 /** Everything needed while one archive is read. */
@@ -97,7 +118,10 @@ export function loadTorchCheckpoint(file: string, limits: TorchLoadLimits = {}):
   return scope(() => {
     const root = readArchive(file);
     if (!(root instanceof Map)) {
-      throw new BadFileError(`${file}: expected the checkpoint to hold a dict of tensors (a state dict), found ${root instanceof Tensor ? 'a single tensor' : describe(root)}; use loadTorchPickle to read it`, { path: file });
+      throw new BadFileError(
+        `${file}: expected the checkpoint to hold a dict of tensors (a state dict), found ${root instanceof Tensor ? 'a single tensor' : describe(root)}; use loadTorchPickle to read it`,
+        { path: file },
+      );
     }
     return flattenCheckpoint(root, file, { ...DEFAULT_LIMITS, ...limits });
   });
@@ -152,7 +176,8 @@ function flattenCheckpoint(root: Map<unknown, unknown>, file: string, limits: Re
     throw new BadFileError(`${file}: ${what}`, { path: file });
   };
   const emit = (key: string, t: Tensor): void => {
-    if (entries.length >= limits.maxKeys) fail(`the checkpoint has more than ${limits.maxKeys} tensor keys (limit maxKeys; reached at '${key.slice(0, 200)}')`);
+    if (entries.length >= limits.maxKeys)
+      fail(`the checkpoint has more than ${limits.maxKeys} tensor keys (limit maxKeys; reached at '${key.slice(0, 200)}')`);
     entries.push([key, t]);
   };
   const keyPart = (k: unknown, where: string): string => {
@@ -167,7 +192,8 @@ function flattenCheckpoint(root: Map<unknown, unknown>, file: string, limits: Re
       return;
     }
     if (!(v instanceof Map) && !Array.isArray(v)) return; // numbers, strings, None, sets, ...: not part of the flat record
-    if (depth > limits.maxDepth) fail(`containers nested deeper than ${limits.maxDepth} levels (limit maxDepth) at '${prefix.slice(0, 200)}'`);
+    if (depth > limits.maxDepth)
+      fail(`containers nested deeper than ${limits.maxDepth} levels (limit maxDepth) at '${prefix.slice(0, 200)}'`);
     if (onPath.has(v)) fail(`the checkpoint contains a reference cycle (a container inside itself) at '${prefix.slice(0, 200)}'`);
     const head = prefix ? `${prefix}.` : '';
     const seen = done.get(v);
@@ -223,18 +249,31 @@ function readArchive(file: string): unknown {
 function readPickle(file: string, zip: ZipReader): unknown {
   const pkl = zip.names().find((n) => /^[^/]+\/data\.pkl$/.test(n));
   if (!pkl) {
-    const what = zip.names().some((n) => n.endsWith('constants.pkl')) ? ' (it looks like a TorchScript archive, which is not supported)' : '';
+    const what = zip.names().some((n) => n.endsWith('constants.pkl'))
+      ? ' (it looks like a TorchScript archive, which is not supported)'
+      : '';
     throw new BadFileError(`${file}: not a PyTorch checkpoint: the zip archive has no <name>/data.pkl entry${what}`, { path: file });
   }
   const root = pkl.slice(0, pkl.indexOf('/'));
   let bigEndian = false;
   if (zip.has(`${root}/byteorder`)) {
     const order = new TextDecoder().decode(zip.read(`${root}/byteorder`)).trim();
-    if (order !== 'little' && order !== 'big') throw new BadFileError(`${file}: unknown byte order '${order.slice(0, 40)}' in ${root}/byteorder`, { path: file });
+    if (order !== 'little' && order !== 'big')
+      throw new BadFileError(`${file}: unknown byte order '${order.slice(0, 40)}' in ${root}/byteorder`, { path: file });
     bigEndian = order === 'big';
   }
   const copyLimit = 4 * fs.statSync(file).size + 64 * 2 ** 20;
-  const ctx: Ctx = { file, copyBudget: copyLimit, copyLimit, zip, root, bigEndian, bytes: new Map(), storages: new Map(), orderedDicts: new WeakSet() };
+  const ctx: Ctx = {
+    file,
+    copyBudget: copyLimit,
+    copyLimit,
+    zip,
+    root,
+    bigEndian,
+    bytes: new Map(),
+    storages: new Map(),
+    orderedDicts: new WeakSet(),
+  };
   return unpickle(zip.read(pkl), {
     file,
     findClass: (module, name) => findClass(ctx, module, name),
@@ -258,7 +297,10 @@ function checkNotLegacy(file: string): void {
     fs.closeSync(fd);
   }
   if (isLegacyTorchHead(head)) {
-    throw new BadFileError(`${file}: this is the legacy (non-zip) torch.save format, which is not supported; re-save it with torch.save(obj, file) from PyTorch 1.6 or later`, { path: file });
+    throw new BadFileError(
+      `${file}: this is the legacy (non-zip) torch.save format, which is not supported; re-save it with torch.save(obj, file) from PyTorch 1.6 or later`,
+      { path: file },
+    );
   }
 }
 
@@ -267,7 +309,10 @@ function bad(ctx: Ctx, what: string): BadFileError {
 }
 
 function refuse(ctx: Ctx, qualname: string): Error {
-  return new BadFileError(`${ctx.file}: refusing to load: the checkpoint references '${qualname}', which is not a tensor or container (loading never executes code from the file)`, { path: ctx.file });
+  return new BadFileError(
+    `${ctx.file}: refusing to load: the checkpoint references '${qualname}', which is not a tensor or container (loading never executes code from the file)`,
+    { path: ctx.file },
+  );
 }
 
 /** The whitelist: every global a checkpoint may name, mapped to our own implementation. */
@@ -308,7 +353,8 @@ function findClass(ctx: Ctx, module: string, name: string): unknown {
     case 'torch.device':
       return new PyCallable(q, (a) => {
         const ok = (x: unknown): boolean => typeof x === 'string' || typeof x === 'number';
-        if (!ok(a[0]) || (a.length > 1 && a[1] !== null && !ok(a[1]))) throw bad(ctx, `malformed torch.device(${a.map(describe).join(', ')})`);
+        if (!ok(a[0]) || (a.length > 1 && a[1] !== null && !ok(a[1])))
+          throw bad(ctx, `malformed torch.device(${a.map(describe).join(', ')})`);
         return a.length > 1 && a[1] !== null ? `${a[0]}:${a[1]}` : String(a[0]);
       });
     case 'builtins.set':
@@ -319,7 +365,8 @@ function findClass(ctx: Ctx, module: string, name: string): unknown {
     case '_codecs.encode':
       // Protocol 2 pickles Python 3 bytes as _codecs.encode(text, 'latin1').
       return new PyCallable(q, (a) => {
-        if (typeof a[0] !== 'string' || (a[1] !== 'latin1' && a[1] !== 'latin-1')) throw refuse(ctx, `${q} with encoding ${describe(a[1])}`);
+        if (typeof a[0] !== 'string' || (a[1] !== 'latin1' && a[1] !== 'latin-1'))
+          throw refuse(ctx, `${q} with encoding ${describe(a[1])}`);
         return Uint8Array.from(a[0], (c) => c.charCodeAt(0));
       });
   }
@@ -419,7 +466,10 @@ function rebuildTensor(ctx: Ctx, storage: unknown, offset: unknown, size: unknow
   if (!(storage instanceof TorchStorage)) throw bad(ctx, `a tensor is rebuilt from ${describe(storage)} instead of a storage`);
   const ints = (v: unknown): v is number[] => Array.isArray(v) && v.length <= MAX_DIMS && v.every((x) => Number.isSafeInteger(x) && x >= 0);
   if (!Number.isSafeInteger(offset) || (offset as number) < 0 || !ints(size) || !ints(stride) || size.length !== stride.length) {
-    throw bad(ctx, `tensor on storage '${storage.key}' has an invalid offset/size/stride (${describe(offset)}, ${describe(size)}, ${describe(stride)}); sizes and strides must be lists of at most ${MAX_DIMS} non-negative integers`);
+    throw bad(
+      ctx,
+      `tensor on storage '${storage.key}' has an invalid offset/size/stride (${describe(offset)}, ${describe(size)}, ${describe(stride)}); sizes and strides must be lists of at most ${MAX_DIMS} non-negative integers`,
+    );
   }
   const off = offset as number;
   // The element count of the non-empty dims must be addressable (libtorch computes it in int64).
@@ -436,7 +486,10 @@ function rebuildTensor(ctx: Ctx, storage: unknown, offset: unknown, size: unknow
     let last = off;
     for (let d = 0; d < size.length; d++) last += (size[d] - 1) * stride[d];
     if (!(last < storageLen)) {
-      throw bad(ctx, `a tensor of size [${size}] stride [${stride}] offset ${off} reaches element ${last} of storage '${storage.key}', which has ${storageLen}`);
+      throw bad(
+        ctx,
+        `a tensor of size [${size}] stride [${stride}] offset ${off} reaches element ${last} of storage '${storage.key}', which has ${storageLen}`,
+      );
     }
     // Expanded dims (stride 0, size > 1) become size 1 here and are expanded back as a view below.
     const expanded = size.some((s, d) => s > 1 && stride[d] === 0);
@@ -450,7 +503,10 @@ function rebuildTensor(ctx: Ctx, storage: unknown, offset: unknown, size: unknow
       // offset + sum_d arange(size[d]) * stride[d], broadcast over the dims. This copies.
       const cost = baseNumel * (8 + DTYPE_SIZE[storage.dtype]);
       if (cost > ctx.copyBudget) {
-        throw bad(ctx, `a tensor of size [${size}] stride [${stride}] would need ${cost} bytes to copy, beyond the limit for this file (4 x its size + 64 MiB = ${ctx.copyLimit} bytes for all copies of non-contiguous tensors)`);
+        throw bad(
+          ctx,
+          `a tensor of size [${size}] stride [${stride}] would need ${cost} bytes to copy, beyond the limit for this file (4 x its size + 64 MiB = ${ctx.copyLimit} bytes for all copies of non-contiguous tensors)`,
+        );
       }
       ctx.copyBudget -= cost;
       base = scope(() => {

@@ -33,17 +33,57 @@ export interface UnpickleOptions {
 
 // Opcodes (byte values from CPython's pickle module).
 const OP = {
-  PROTO: 0x80, FRAME: 0x95, STOP: 0x2e, MARK: 0x28, POP: 0x30, POP_MARK: 0x31, DUP: 0x32,
-  NONE: 0x4e, NEWTRUE: 0x88, NEWFALSE: 0x89,
-  BININT: 0x4a, BININT1: 0x4b, BININT2: 0x4d, LONG1: 0x8a, LONG4: 0x8b, BINFLOAT: 0x47,
-  BINUNICODE: 0x58, SHORT_BINUNICODE: 0x8c, BINUNICODE8: 0x8d,
-  SHORT_BINSTRING: 0x55, BINSTRING: 0x54, BINBYTES: 0x42, SHORT_BINBYTES: 0x43, BINBYTES8: 0x8e,
-  EMPTY_TUPLE: 0x29, TUPLE: 0x74, TUPLE1: 0x85, TUPLE2: 0x86, TUPLE3: 0x87,
-  EMPTY_LIST: 0x5d, LIST: 0x6c, APPEND: 0x61, APPENDS: 0x65,
-  EMPTY_DICT: 0x7d, DICT: 0x64, SETITEM: 0x73, SETITEMS: 0x75,
-  EMPTY_SET: 0x8f, ADDITEMS: 0x90, FROZENSET: 0x91,
-  BINPUT: 0x71, LONG_BINPUT: 0x72, BINGET: 0x68, LONG_BINGET: 0x6a, MEMOIZE: 0x94,
-  GLOBAL: 0x63, STACK_GLOBAL: 0x93, REDUCE: 0x52, BUILD: 0x62, NEWOBJ: 0x81, BINPERSID: 0x51,
+  PROTO: 0x80,
+  FRAME: 0x95,
+  STOP: 0x2e,
+  MARK: 0x28,
+  POP: 0x30,
+  POP_MARK: 0x31,
+  DUP: 0x32,
+  NONE: 0x4e,
+  NEWTRUE: 0x88,
+  NEWFALSE: 0x89,
+  BININT: 0x4a,
+  BININT1: 0x4b,
+  BININT2: 0x4d,
+  LONG1: 0x8a,
+  LONG4: 0x8b,
+  BINFLOAT: 0x47,
+  BINUNICODE: 0x58,
+  SHORT_BINUNICODE: 0x8c,
+  BINUNICODE8: 0x8d,
+  SHORT_BINSTRING: 0x55,
+  BINSTRING: 0x54,
+  BINBYTES: 0x42,
+  SHORT_BINBYTES: 0x43,
+  BINBYTES8: 0x8e,
+  EMPTY_TUPLE: 0x29,
+  TUPLE: 0x74,
+  TUPLE1: 0x85,
+  TUPLE2: 0x86,
+  TUPLE3: 0x87,
+  EMPTY_LIST: 0x5d,
+  LIST: 0x6c,
+  APPEND: 0x61,
+  APPENDS: 0x65,
+  EMPTY_DICT: 0x7d,
+  DICT: 0x64,
+  SETITEM: 0x73,
+  SETITEMS: 0x75,
+  EMPTY_SET: 0x8f,
+  ADDITEMS: 0x90,
+  FROZENSET: 0x91,
+  BINPUT: 0x71,
+  LONG_BINPUT: 0x72,
+  BINGET: 0x68,
+  LONG_BINGET: 0x6a,
+  MEMOIZE: 0x94,
+  GLOBAL: 0x63,
+  STACK_GLOBAL: 0x93,
+  REDUCE: 0x52,
+  BUILD: 0x62,
+  NEWOBJ: 0x81,
+  BINPERSID: 0x51,
 } as const;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -57,7 +97,8 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
   let pos = 0;
   let opPos = 0;
 
-  const fail = (what: string): Error => new BadFileError(`${opts.file}: corrupt or unsupported pickle: ${what} (at byte ${opPos})`, { path: opts.file });
+  const fail = (what: string): Error =>
+    new BadFileError(`${opts.file}: corrupt or unsupported pickle: ${what} (at byte ${opPos})`, { path: opts.file });
   const need = (n: number): void => {
     if (n < 0 || pos + n > data.length) throw fail(`needs ${n} more bytes but the pickle ends at byte ${data.length} (truncated?)`);
   };

@@ -79,11 +79,14 @@ export class ZipReader {
     // local extra field so tensor data is aligned), so the data offset comes from the local header.
     const dataStart = e.localHeaderOffset + LOCAL_SIZE + dv.getUint16(26, true) + dv.getUint16(28, true);
     if (dataStart + e.compressedSize > e.limit) {
-      throw this.corrupt(`the data of '${name}' (bytes ${dataStart}..${dataStart + e.compressedSize}) overlaps what follows it at byte ${e.limit}`);
+      throw this.corrupt(
+        `the data of '${name}' (bytes ${dataStart}..${dataStart + e.compressedSize}) overlaps what follows it at byte ${e.limit}`,
+      );
     }
     let out: Uint8Array;
     if (e.method === 0) {
-      if (e.compressedSize !== e.size) throw this.corrupt(`stored entry '${name}' has compressed size ${e.compressedSize} != size ${e.size}`);
+      if (e.compressedSize !== e.size)
+        throw this.corrupt(`stored entry '${name}' has compressed size ${e.compressedSize} != size ${e.size}`);
       out = this.readAt(dataStart, e.size, `the data of '${name}'`);
     } else if (e.method === 8) {
       const packed = this.readAt(dataStart, e.compressedSize, `the data of '${name}'`);
@@ -92,7 +95,8 @@ export class ZipReader {
         // Never inflate past the declared size (+1 byte to notice a longer stream).
         raw = zlib.inflateRawSync(packed, { maxOutputLength: Math.max(1, e.size + 1) });
       } catch (err) {
-        if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw this.corrupt(`entry '${name}' inflates to more than the ${e.size} bytes the directory says`);
+        if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE')
+          throw this.corrupt(`entry '${name}' inflates to more than the ${e.size} bytes the directory says`);
         throw this.corrupt(`entry '${name}' does not inflate (${(err as Error).message})`);
       }
       if (raw.length !== e.size) throw this.corrupt(`entry '${name}' inflates to ${raw.length} bytes, the directory says ${e.size}`);
@@ -100,7 +104,10 @@ export class ZipReader {
       out = new Uint8Array(raw.length);
       out.set(raw);
     } else {
-      throw new BadFileError(`${this.file}: zip entry '${name}' uses compression method ${e.method} (only STORED and DEFLATE are supported)`, { path: this.file });
+      throw new BadFileError(
+        `${this.file}: zip entry '${name}' uses compression method ${e.method} (only STORED and DEFLATE are supported)`,
+        { path: this.file },
+      );
     }
     if (zlib.crc32(out) >>> 0 !== e.crc32) throw this.corrupt(`entry '${name}' fails its CRC-32 check`);
     return out;
@@ -113,7 +120,10 @@ export class ZipReader {
   /** Reads exactly `length` bytes at `pos` into a fresh buffer, or explains that the file is too short. */
   private readAt(pos: number, length: number, what: string): Uint8Array {
     if (!(pos >= 0 && length >= 0 && pos + length <= this.fileSize)) {
-      throw new BadFileError(`${this.file}: truncated or corrupt zip archive: ${what} (bytes ${pos}..${pos + length}) lies past the end of the file (${this.fileSize} bytes)`, { path: this.file });
+      throw new BadFileError(
+        `${this.file}: truncated or corrupt zip archive: ${what} (bytes ${pos}..${pos + length}) lies past the end of the file (${this.fileSize} bytes)`,
+        { path: this.file },
+      );
     }
     const buf = new Uint8Array(length);
     let done = 0;
@@ -126,7 +136,8 @@ export class ZipReader {
   }
 
   private readCentralDirectory(): void {
-    if (this.fileSize < EOCD_SIZE) throw new BadFileError(`${this.file}: not a zip archive (${this.fileSize} bytes is too short)`, { path: this.file });
+    if (this.fileSize < EOCD_SIZE)
+      throw new BadFileError(`${this.file}: not a zip archive (${this.fileSize} bytes is too short)`, { path: this.file });
     // The end-of-central-directory record sits at the very end, followed only by an optional comment,
     // so search backwards through the last 64 KiB + 22 bytes for its signature.
     const tailLen = Math.min(this.fileSize, EOCD_SIZE + MAX_COMMENT);
@@ -140,12 +151,16 @@ export class ZipReader {
         break;
       }
     }
-    if (at < 0) throw new BadFileError(`${this.file}: not a zip archive, or truncated: no end-of-central-directory record found`, { path: this.file });
+    if (at < 0)
+      throw new BadFileError(`${this.file}: not a zip archive, or truncated: no end-of-central-directory record found`, {
+        path: this.file,
+      });
     const eocdPos = tailStart + at;
     let count: number = tv.getUint16(at + 10, true);
     let cdSize: number = tv.getUint32(at + 12, true);
     let cdOffset: number = tv.getUint32(at + 16, true);
-    if (tv.getUint16(at + 4, true) !== 0 && tv.getUint16(at + 4, true) !== 0xffff) throw new BadFileError(`${this.file}: multi-disk zip archives are not supported`, { path: this.file });
+    if (tv.getUint16(at + 4, true) !== 0 && tv.getUint16(at + 4, true) !== 0xffff)
+      throw new BadFileError(`${this.file}: multi-disk zip archives are not supported`, { path: this.file });
 
     // zip64: a locator just before the EOCD points at the zip64 EOCD record, which holds 64-bit values.
     // torch.save writes one for large archives; when present its values win.
@@ -153,7 +168,8 @@ export class ZipReader {
     const loc = eocdPos >= 20 ? view(this.readAt(eocdPos - 20, 20, 'the zip64 locator')) : null;
     if (loc && loc.getUint32(0, true) === SIG_ZIP64_LOCATOR) {
       const z64Pos = u64(loc, 8, this.file);
-      if (z64Pos + 56 > eocdPos - 20) throw this.corrupt(`the zip64 end-of-central-directory record (at byte ${z64Pos}) does not lie before its locator`);
+      if (z64Pos + 56 > eocdPos - 20)
+        throw this.corrupt(`the zip64 end-of-central-directory record (at byte ${z64Pos}) does not lie before its locator`);
       const z = view(this.readAt(z64Pos, 56, 'the zip64 end-of-central-directory record'));
       if (z.getUint32(0, true) !== SIG_ZIP64_EOCD) throw this.corrupt('the zip64 end-of-central-directory record has a bad signature');
       count = u64(z, 32, this.file);
@@ -163,17 +179,23 @@ export class ZipReader {
       throw this.corrupt('the directory needs zip64 values but there is no zip64 locator');
     }
     if (cdOffset + cdSize > this.fileSize) {
-      throw new BadFileError(`${this.file}: truncated or corrupt zip archive: the central directory (bytes ${cdOffset}..${cdOffset + cdSize}) lies past the end of the file (${this.fileSize} bytes)`, { path: this.file });
+      throw new BadFileError(
+        `${this.file}: truncated or corrupt zip archive: the central directory (bytes ${cdOffset}..${cdOffset + cdSize}) lies past the end of the file (${this.fileSize} bytes)`,
+        { path: this.file },
+      );
     }
     if (count > Math.floor(cdSize / CENTRAL_SIZE)) {
-      throw this.corrupt(`the directory claims ${count} entries, but its ${cdSize} bytes hold at most ${Math.floor(cdSize / CENTRAL_SIZE)}`);
+      throw this.corrupt(
+        `the directory claims ${count} entries, but its ${cdSize} bytes hold at most ${Math.floor(cdSize / CENTRAL_SIZE)}`,
+      );
     }
     const cd = this.readAt(cdOffset, cdSize, 'the central directory');
     const dv = view(cd);
     const utf8 = new TextDecoder('utf-8');
     let p = 0;
     for (let i = 0; i < count; i++) {
-      if (p + 46 > cdSize || dv.getUint32(p, true) !== SIG_CENTRAL) throw this.corrupt(`central directory entry ${i} of ${count} is missing or has a bad signature`);
+      if (p + 46 > cdSize || dv.getUint32(p, true) !== SIG_CENTRAL)
+        throw this.corrupt(`central directory entry ${i} of ${count} is missing or has a bad signature`);
       const flags = dv.getUint16(p + 8, true);
       const method = dv.getUint16(p + 10, true);
       const crc = dv.getUint32(p + 16, true);
@@ -208,9 +230,12 @@ export class ZipReader {
       }
       if (this.entries.has(name)) throw this.corrupt(`the name '${name}' appears twice in the directory`);
       if (localHeaderOffset + LOCAL_SIZE + compressedSize > cdOffset) {
-        throw this.corrupt(`entry '${name}' (${compressedSize} bytes at byte ${localHeaderOffset}) does not fit before the central directory at byte ${cdOffset}`);
+        throw this.corrupt(
+          `entry '${name}' (${compressedSize} bytes at byte ${localHeaderOffset}) does not fit before the central directory at byte ${cdOffset}`,
+        );
       }
-      if (method === 0 && compressedSize !== size) throw this.corrupt(`stored entry '${name}' has compressed size ${compressedSize} != size ${size}`);
+      if (method === 0 && compressedSize !== size)
+        throw this.corrupt(`stored entry '${name}' has compressed size ${compressedSize} != size ${size}`);
       if (method === 8 && size > compressedSize * MAX_DEFLATE_RATIO + 64) {
         throw this.corrupt(`entry '${name}' claims to inflate ${compressedSize} bytes to ${size}, beyond deflate's maximum ratio`);
       }
@@ -236,6 +261,7 @@ function view(b: Uint8Array): DataView {
 
 function u64(dv: DataView, at: number, file: string): number {
   const v = dv.getBigUint64(at, true);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new BadFileError(`${file}: corrupt zip archive: 64-bit value ${v} is out of range`, { path: file });
+  if (v > BigInt(Number.MAX_SAFE_INTEGER))
+    throw new BadFileError(`${file}: corrupt zip archive: 64-bit value ${v} is out of range`, { path: file });
   return Number(v);
 }

@@ -31,7 +31,11 @@ export interface SummaryData {
 /** Runs the forward pass and collects the rows (see summary()). inputShape is [C, H, W] or [N, C, H, W]. */
 export function summaryData(model: Module, inputShape: readonly number[]): SummaryData {
   if (!(model instanceof Module)) throw new TypeError('summary: the first argument must be a Module');
-  if (!Array.isArray(inputShape) || (inputShape.length !== 3 && inputShape.length !== 4) || !inputShape.every((d) => Number.isInteger(d) && d > 0)) {
+  if (
+    !Array.isArray(inputShape) ||
+    (inputShape.length !== 3 && inputShape.length !== 4) ||
+    !inputShape.every((d) => Number.isInteger(d) && d > 0)
+  ) {
     throw new TypeError(`summary: inputShape must be [C, H, W] or [N, C, H, W] with positive integers, got ${JSON.stringify(inputShape)}`);
   }
   const shape = inputShape.length === 3 ? [1, ...inputShape] : [...inputShape];
@@ -44,14 +48,18 @@ export function summaryData(model: Module, inputShape: readonly number[]): Summa
     if (m === model) continue;
     counts.set(m, m.numParameters());
     const depth = name.split('.').length - 1;
-    handles.push(m.registerForwardPreHook(() => {
-      const row: SummaryRow = { name, type: m.typeName, depth, outputShape: [], params: counts.get(m)! };
-      rows.push(row);
-      open.push(row);
-    }));
-    handles.push(m.registerForwardHook((_m, _in, out) => {
-      open.pop()!.outputShape = out.shape;
-    }));
+    handles.push(
+      m.registerForwardPreHook(() => {
+        const row: SummaryRow = { name, type: m.typeName, depth, outputShape: [], params: counts.get(m)! };
+        rows.push(row);
+        open.push(row);
+      }),
+    );
+    handles.push(
+      m.registerForwardHook((_m, _in, out) => {
+        open.pop()!.outputShape = out.shape;
+      }),
+    );
   }
   const modes = model.modules().map((m) => [m, m.training] as const);
   let outputShape: number[];
@@ -96,7 +104,12 @@ export function summary(model: Module, inputShape: readonly number[], opts: { ma
   const w2 = Math.max(...table.map((r) => r[2].length));
   const line = '-'.repeat(w0 + w1 + w2 + 4);
   const fmt = (r: [string, string, string]): string => `${r[0].padEnd(w0)}  ${r[1].padEnd(w1)}  ${r[2].padStart(w2)}`;
-  const out = [`${model.typeName} summary, input ${fmtShape(d.inputShape)} -> output ${fmtShape(d.outputShape)}`, line, fmt(table[0]), line];
+  const out = [
+    `${model.typeName} summary, input ${fmtShape(d.inputShape)} -> output ${fmtShape(d.outputShape)}`,
+    line,
+    fmt(table[0]),
+    line,
+  ];
   for (const r of table.slice(1)) out.push(fmt(r));
   out.push(line);
   out.push(`Total params: ${num(d.totalParams)}`);

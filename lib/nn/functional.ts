@@ -58,7 +58,9 @@ export interface BatchNormOptions {
 export function batchNorm(input: Tensor, runningMean: Tensor | null, runningVar: Tensor | null, o: BatchNormOptions = {}): Tensor {
   const training = o.training ?? false;
   if (!training && (!runningMean || !runningVar)) throw new TypeError('batchNorm: eval mode needs runningMean and runningVar');
-  return wrapT(N.batchNorm(hOf(input), hOpt(o.weight), hOpt(o.bias), hOpt(runningMean), hOpt(runningVar), training, o.momentum ?? 0.1, o.eps ?? 1e-5));
+  return wrapT(
+    N.batchNorm(hOf(input), hOpt(o.weight), hOpt(o.bias), hOpt(runningMean), hOpt(runningVar), training, o.momentum ?? 0.1, o.eps ?? 1e-5),
+  );
 }
 
 export function relu(input: Tensor, inplace = false): Tensor {
@@ -85,11 +87,34 @@ export interface PoolOptions {
 }
 export function maxPool2d(input: Tensor, kernelSize: Pair, o: PoolOptions & { dilation?: Pair } = {}): Tensor {
   const k = sym(kernelSize, 'kernelSize');
-  return wrapT(N.maxPool2d(hOf(input), k, o.stride == null ? k : sym(o.stride, 'stride'), sym(o.padding ?? 0, 'padding'), sym(o.dilation ?? 1, 'dilation'), o.ceilMode ?? false));
+  return wrapT(
+    N.maxPool2d(
+      hOf(input),
+      k,
+      o.stride == null ? k : sym(o.stride, 'stride'),
+      sym(o.padding ?? 0, 'padding'),
+      sym(o.dilation ?? 1, 'dilation'),
+      o.ceilMode ?? false,
+    ),
+  );
 }
-export function avgPool2d(input: Tensor, kernelSize: Pair, o: PoolOptions & { countIncludePad?: boolean; divisorOverride?: number } = {}): Tensor {
+export function avgPool2d(
+  input: Tensor,
+  kernelSize: Pair,
+  o: PoolOptions & { countIncludePad?: boolean; divisorOverride?: number } = {},
+): Tensor {
   const k = sym(kernelSize, 'kernelSize');
-  return wrapT(N.avgPool2d(hOf(input), k, o.stride == null ? k : sym(o.stride, 'stride'), sym(o.padding ?? 0, 'padding'), o.ceilMode ?? false, o.countIncludePad ?? true, o.divisorOverride));
+  return wrapT(
+    N.avgPool2d(
+      hOf(input),
+      k,
+      o.stride == null ? k : sym(o.stride, 'stride'),
+      sym(o.padding ?? 0, 'padding'),
+      o.ceilMode ?? false,
+      o.countIncludePad ?? true,
+      o.divisorOverride,
+    ),
+  );
 }
 export function adaptiveAvgPool2d(input: Tensor, outputSize: Pair): Tensor {
   return wrapT(N.adaptiveAvgPool2d(hOf(input), pair(outputSize, 'outputSize')));

@@ -6,15 +6,31 @@ import { noGrad } from '../autograd/index.js';
 import type { Tensor } from '../tensor/tensor.js';
 
 export type Nonlinearity =
-  | 'linear' | 'conv1d' | 'conv2d' | 'conv3d' | 'conv_transpose1d' | 'conv_transpose2d' | 'conv_transpose3d'
-  | 'sigmoid' | 'tanh' | 'relu' | 'leaky_relu' | 'selu';
+  | 'linear'
+  | 'conv1d'
+  | 'conv2d'
+  | 'conv3d'
+  | 'conv_transpose1d'
+  | 'conv_transpose2d'
+  | 'conv_transpose3d'
+  | 'sigmoid'
+  | 'tanh'
+  | 'relu'
+  | 'leaky_relu'
+  | 'selu';
 export type FanMode = 'fanIn' | 'fanOut' | 'fan_in' | 'fan_out';
 
 /** The recommended gain for a nonlinearity (torch.nn.init.calculate_gain). */
 export function calculateGain(nonlinearity: Nonlinearity, param?: number): number {
   switch (nonlinearity) {
-    case 'linear': case 'conv1d': case 'conv2d': case 'conv3d':
-    case 'conv_transpose1d': case 'conv_transpose2d': case 'conv_transpose3d': case 'sigmoid':
+    case 'linear':
+    case 'conv1d':
+    case 'conv2d':
+    case 'conv3d':
+    case 'conv_transpose1d':
+    case 'conv_transpose2d':
+    case 'conv_transpose3d':
+    case 'sigmoid':
       return 1;
     case 'tanh':
       return 5 / 3;
@@ -22,7 +38,8 @@ export function calculateGain(nonlinearity: Nonlinearity, param?: number): numbe
       return Math.SQRT2;
     case 'leaky_relu': {
       const slope = param ?? 0.01;
-      if (typeof slope !== 'number' || !Number.isFinite(slope)) throw new TypeError(`calculateGain: negative slope ${String(slope)} is not a number`);
+      if (typeof slope !== 'number' || !Number.isFinite(slope))
+        throw new TypeError(`calculateGain: negative slope ${String(slope)} is not a number`);
       return Math.sqrt(2 / (1 + slope * slope));
     }
     case 'selu':
@@ -35,7 +52,8 @@ export function calculateGain(nonlinearity: Nonlinearity, param?: number): numbe
 /** fanIn = size(1) x receptive field, fanOut = size(0) x receptive field; needs at least 2 dims. */
 export function calculateFanInAndFanOut(t: Tensor): { fanIn: number; fanOut: number } {
   const s = t.shape;
-  if (s.length < 2) throw new ShapeError(`fan in and fan out cannot be computed for a tensor with fewer than 2 dimensions (shape [${s.join(', ')}])`);
+  if (s.length < 2)
+    throw new ShapeError(`fan in and fan out cannot be computed for a tensor with fewer than 2 dimensions (shape [${s.join(', ')}])`);
   let receptive = 1;
   for (let i = 2; i < s.length; i++) receptive *= s[i];
   return { fanIn: s[1] * receptive, fanOut: s[0] * receptive };

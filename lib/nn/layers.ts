@@ -47,7 +47,10 @@ function checkLike(m: Module, x: Tensor, w: Tensor): void {
   const xd = x.dtype;
   const wd = w.dtype;
   const mixed = (xd === 'bfloat16' || xd === 'float16') && wd === 'float32';
-  if (xd !== wd && !mixed) throw new DtypeError(`${m.label()}: input is ${xd} but the layer's weights are ${wd}; cast the input (x.to('${wd}')) or the model (model.to('${xd}'))`);
+  if (xd !== wd && !mixed)
+    throw new DtypeError(
+      `${m.label()}: input is ${xd} but the layer's weights are ${wd}; cast the input (x.to('${wd}')) or the model (model.to('${xd}'))`,
+    );
   const xv = x.device;
   const wv = w.device;
   if (xv !== wv) throw new DeviceError(`${m.label()}: input is on ${xv} but the layer's weights are on ${wv}; move one of them with .to()`);
@@ -96,10 +99,12 @@ export class Conv2d extends Module {
     this.dilation = pair(o.dilation ?? 1, 'dilation', who);
     this.groups = positiveInt(o.groups ?? 1, 'groups', who);
     if (inChannels % this.groups || outChannels % this.groups) {
-      throw new RangeError(`Conv2d: inChannels (${inChannels}) and outChannels (${outChannels}) must be divisible by groups (${this.groups})`);
+      throw new RangeError(
+        `Conv2d: inChannels (${inChannels}) and outChannels (${outChannels}) must be divisible by groups (${this.groups})`,
+      );
     }
     this.registerParameter('weight', empty([outChannels, inChannels / this.groups, ...this.kernelSize]));
-    this.registerParameter('bias', o.bias ?? true ? empty([outChannels]) : null);
+    this.registerParameter('bias', (o.bias ?? true) ? empty([outChannels]) : null);
     this.resetParameters();
   }
   get weight(): Tensor {
@@ -120,7 +125,9 @@ export class Conv2d extends Module {
     }
     const w = this.weight;
     checkLike(this, x, w);
-    return named(this, () => F.conv2d(x, w, this.bias, { stride: this.stride, padding: this.padding, dilation: this.dilation, groups: this.groups }));
+    return named(this, () =>
+      F.conv2d(x, w, this.bias, { stride: this.stride, padding: this.padding, dilation: this.dilation, groups: this.groups }),
+    );
   }
   override extraRepr(): string {
     let s = `${this.inChannels}, ${this.outChannels}, kernelSize=${fmtShape(this.kernelSize)}, stride=${fmtShape(this.stride)}`;
@@ -142,7 +149,7 @@ export class Linear extends Module {
     this.inFeatures = positiveInt(inFeatures, 'inFeatures', 'Linear');
     this.outFeatures = positiveInt(outFeatures, 'outFeatures', 'Linear');
     this.registerParameter('weight', empty([outFeatures, inFeatures]));
-    this.registerParameter('bias', o.bias ?? true ? empty([outFeatures]) : null);
+    this.registerParameter('bias', (o.bias ?? true) ? empty([outFeatures]) : null);
     this.resetParameters();
   }
   get weight(): Tensor {
@@ -250,7 +257,13 @@ export class BatchNorm2d extends Module {
     }
     const useBatchStats = this.training || !this.trackRunningStats;
     return named(this, () =>
-      F.batchNorm(x, this.runningMean, this.runningVar, { weight: this.weight, bias: this.bias, training: useBatchStats, momentum: factor, eps: this.eps }),
+      F.batchNorm(x, this.runningMean, this.runningVar, {
+        weight: this.weight,
+        bias: this.bias,
+        training: useBatchStats,
+        momentum: factor,
+        eps: this.eps,
+      }),
     );
   }
   override extraRepr(): string {
@@ -289,7 +302,9 @@ export class MaxPool2d extends Module {
   }
   override forward(x: Tensor): Tensor {
     checkImage(this, x);
-    return named(this, () => F.maxPool2d(x, this.kernelSize, { stride: this.stride, padding: this.padding, dilation: this.dilation, ceilMode: this.ceilMode }));
+    return named(this, () =>
+      F.maxPool2d(x, this.kernelSize, { stride: this.stride, padding: this.padding, dilation: this.dilation, ceilMode: this.ceilMode }),
+    );
   }
   override extraRepr(): string {
     return `kernelSize=${fmtShape(this.kernelSize)}, stride=${fmtShape(this.stride)}, padding=${fmtShape(this.padding)}`;
@@ -303,7 +318,10 @@ export class AvgPool2d extends Module {
   readonly ceilMode: boolean;
   readonly countIncludePad: boolean;
   readonly divisorOverride: number | undefined;
-  constructor(kernelSize: Pair, o: { stride?: Pair | null; padding?: Pair; ceilMode?: boolean; countIncludePad?: boolean; divisorOverride?: number } = {}) {
+  constructor(
+    kernelSize: Pair,
+    o: { stride?: Pair | null; padding?: Pair; ceilMode?: boolean; countIncludePad?: boolean; divisorOverride?: number } = {},
+  ) {
     super();
     this.kernelSize = pair(kernelSize, 'kernelSize', 'AvgPool2d');
     this.stride = o.stride == null ? this.kernelSize : pair(o.stride, 'stride', 'AvgPool2d');
@@ -315,7 +333,13 @@ export class AvgPool2d extends Module {
   override forward(x: Tensor): Tensor {
     checkImage(this, x);
     return named(this, () =>
-      F.avgPool2d(x, this.kernelSize, { stride: this.stride, padding: this.padding, ceilMode: this.ceilMode, countIncludePad: this.countIncludePad, divisorOverride: this.divisorOverride }),
+      F.avgPool2d(x, this.kernelSize, {
+        stride: this.stride,
+        padding: this.padding,
+        ceilMode: this.ceilMode,
+        countIncludePad: this.countIncludePad,
+        divisorOverride: this.divisorOverride,
+      }),
     );
   }
   override extraRepr(): string {
@@ -357,7 +381,10 @@ export class Dropout extends Module {
 }
 
 export class Flatten extends Module {
-  constructor(readonly startDim = 1, readonly endDim = -1) {
+  constructor(
+    readonly startDim = 1,
+    readonly endDim = -1,
+  ) {
     super();
   }
   override forward(x: Tensor): Tensor {

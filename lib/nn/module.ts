@@ -251,11 +251,15 @@ export class Module {
    */
   to(target: Device | DType | { device?: Device; dtype?: DType; memoryFormat?: MemoryFormat }): this {
     const o = typeof target === 'string' ? (isDeviceString(target) ? { device: target as Device } : { dtype: target as DType }) : target;
-    if (!o || typeof o !== 'object') throw new TypeError(`${this.label()}.to: expected a device, a dtype or {device, dtype, memoryFormat}, got ${String(target)}`);
-    if (o.dtype !== undefined && !isFloating(o.dtype)) throw new DtypeError(`${this.label()}.to: modules can only be cast to a floating dtype, got '${o.dtype}'`);
-    if (o.device !== undefined && !isDeviceString(o.device)) throw new DeviceError(`${this.label()}.to: unknown device '${String(o.device)}' (expected 'cpu', 'cuda' or 'cuda:N')`);
+    if (!o || typeof o !== 'object')
+      throw new TypeError(`${this.label()}.to: expected a device, a dtype or {device, dtype, memoryFormat}, got ${String(target)}`);
+    if (o.dtype !== undefined && !isFloating(o.dtype))
+      throw new DtypeError(`${this.label()}.to: modules can only be cast to a floating dtype, got '${o.dtype}'`);
+    if (o.device !== undefined && !isDeviceString(o.device))
+      throw new DeviceError(`${this.label()}.to: unknown device '${String(o.device)}' (expected 'cpu', 'cuda' or 'cuda:N')`);
     const fmt = o.memoryFormat;
-    if (fmt !== undefined && fmt !== 'contiguous' && fmt !== 'channelsLast') throw new TypeError(`${this.label()}.to: memoryFormat must be 'contiguous' or 'channelsLast', got ${JSON.stringify(fmt)}`);
+    if (fmt !== undefined && fmt !== 'contiguous' && fmt !== 'channelsLast')
+      throw new TypeError(`${this.label()}.to: memoryFormat must be 'contiguous' or 'channelsLast', got ${JSON.stringify(fmt)}`);
     return this._apply((t) => {
       const dtype = o.dtype !== undefined && isFloating(t.dtype) && o.dtype !== t.dtype ? o.dtype : undefined;
       const device = o.device !== undefined && !sameDevice(o.device, t.device) ? o.device : undefined;
@@ -347,7 +351,8 @@ export class Module {
    */
   loadStateDict(dict: Record<string, unknown>, opts: { strict?: boolean } = {}): LoadResult {
     const strict = opts.strict ?? true;
-    if (!dict || typeof dict !== 'object') throw new TypeError(`${this.label()}.loadStateDict: expected an object of name -> Tensor, got ${String(dict)}`);
+    if (!dict || typeof dict !== 'object')
+      throw new TypeError(`${this.label()}.loadStateDict: expected an object of name -> Tensor, got ${String(dict)}`);
     const own = new Map(this.stateEntries());
     const missing: string[] = [];
     const mismatched: string[] = [];
@@ -377,14 +382,23 @@ export class Module {
     };
     const withShape = (k: string, t: unknown): string => (t instanceof Tensor && !t.disposed ? `${k} ${fmtShape(t.shape)}` : k);
     if (strict) {
-      list('missing keys', missing.map((k) => withShape(k, own.get(k))));
-      list('unexpected keys', unexpected.map((k) => withShape(k, dict[k])));
+      list(
+        'missing keys',
+        missing.map((k) => withShape(k, own.get(k))),
+      );
+      list(
+        'unexpected keys',
+        unexpected.map((k) => withShape(k, dict[k])),
+      );
     }
     list('shape/dtype mismatches', mismatched);
     if (problems.length) {
       let hint = '';
-      if (unexpected.length && unexpected.every((k) => k.startsWith('module.'))) hint = "\n  hint: the keys carry DataParallel's 'module.' prefix; strip it first";
-      throw new Error(`${this.label()}.loadStateDict: the state dict does not fit this model (nothing was loaded):\n  ${problems.join('\n  ')}${hint}`);
+      if (unexpected.length && unexpected.every((k) => k.startsWith('module.')))
+        hint = "\n  hint: the keys carry DataParallel's 'module.' prefix; strip it first";
+      throw new Error(
+        `${this.label()}.loadStateDict: the state dict does not fit this model (nothing was loaded):\n  ${problems.join('\n  ')}${hint}`,
+      );
     }
     noGrad(() => {
       for (const [dst, src] of copies) dst.copy_(src);

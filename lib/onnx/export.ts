@@ -17,10 +17,31 @@ import { BasicBlock, Bottleneck, PlainBlock, PreActBlock, PreActBottleneck, Shor
 import { CifarResNet } from '../models/resnet/cifar.js';
 import { ResNet } from '../models/resnet/imagenet.js';
 import { PreActResNet } from '../models/resnet/preact.js';
-import { AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, Linear, MaxPool2d, ReLU, Sequential } from '../nn/layers.js';
+import {
+  AdaptiveAvgPool2d,
+  AvgPool2d,
+  BatchNorm2d,
+  Conv2d,
+  Dropout,
+  Flatten,
+  Identity,
+  Linear,
+  MaxPool2d,
+  ReLU,
+  Sequential,
+} from '../nn/layers.js';
 import { Module } from '../nn/module.js';
 import { Tensor } from '../tensor/tensor.js';
-import { DataType, IR_VERSION, attribute, encodeModel, tensorValueInfo, type AttrValue, type NodeProto, type TensorProto } from './proto.js';
+import {
+  DataType,
+  IR_VERSION,
+  attribute,
+  encodeModel,
+  tensorValueInfo,
+  type AttrValue,
+  type NodeProto,
+  type TensorProto,
+} from './proto.js';
 
 /** Opsets the exporter writes: every op it emits has the same semantics across them, and all fit IR version 8 (the schema's). */
 export const ONNX_OPSETS = { min: 13, max: 18, default: 17 } as const;
@@ -111,7 +132,10 @@ class GraphBuilder {
   }
   path(m: Module): string {
     const p = this.paths.get(m);
-    if (p === undefined) throw new Error(`exportOnnx: ${m.typeName} is reached from the model but is not registered in it (modules must be registered with registerModule)`);
+    if (p === undefined)
+      throw new Error(
+        `exportOnnx: ${m.typeName} is reached from the model but is not registered in it (modules must be registered with registerModule)`,
+      );
     return p;
   }
   /** A fresh name from `base`: base, base_1, base_2, ... (a module called twice gives two nodes). */
@@ -148,7 +172,8 @@ class GraphBuilder {
     const have = this.inits.get(name);
     if (have) return name;
     if (t.disposed) throw new Error(`exportOnnx: ${this.label(m)}: its ${key} was disposed`);
-    if (!['float32', 'float64', 'float16', 'bfloat16'].includes(t.dtype)) throw unsupported(this, m, `its ${key} is ${t.dtype}, not a floating-point tensor`);
+    if (!['float32', 'float64', 'float16', 'bfloat16'].includes(t.dtype))
+      throw unsupported(this, m, `its ${key} is ${t.dtype}, not a floating-point tensor`);
     const raw = t.toTypedArray(); // a contiguous copy on the CPU, whatever the device and memory format
     const data = raw instanceof Float32Array ? raw : Float32Array.from(raw as Float64Array);
     this.inits.set(name, { name, dims: [...t.shape], data });
@@ -168,7 +193,8 @@ class GraphBuilder {
 function pairs(shape: Dim[], m: Module, b: GraphBuilder, channels?: number): [Dim, number, number, number] {
   if (shape.length !== 4) throw new ShapeError(`exportOnnx: ${b.label(m)}: expected input [N, C, H, W], got [${shape.join(', ')}]`);
   const [n, c, h, w] = shape;
-  if (channels !== undefined && c !== channels) throw new ShapeError(`exportOnnx: ${b.label(m)}: expected input [N, ${channels}, H, W], got [${shape.join(', ')}]`);
+  if (channels !== undefined && c !== channels)
+    throw new ShapeError(`exportOnnx: ${b.label(m)}: expected input [N, ${channels}, H, W], got [${shape.join(', ')}]`);
   return [n, c as number, h as number, w as number];
 }
 
@@ -182,7 +208,8 @@ function windowOut(size: number, k: number, s: number, padBefore: number, padAft
 }
 
 function checkPositive(b: GraphBuilder, m: Module, h: number, w: number, inShape: Dim[]): void {
-  if (!(h >= 1 && w >= 1)) throw new ShapeError(`exportOnnx: ${b.label(m)}: the input [${inShape.join(', ')}] is too small (output ${h}x${w})`);
+  if (!(h >= 1 && w >= 1))
+    throw new ShapeError(`exportOnnx: ${b.label(m)}: the input [${inShape.join(', ')}] is too small (output ${h}x${w})`);
 }
 
 // ------------------------------------------------------------------------------------ layers
@@ -196,7 +223,8 @@ const emitConv: Emitter<Conv2d> = (b, m, x) => {
   if (m.padding === 'valid') pads = [0, 0, 0, 0];
   else if (m.padding === 'same') {
     if (sh !== 1 || sw !== 1) throw unsupported(b, m, "padding 'same' needs stride 1");
-    const th = dh * (kh - 1), tw = dw * (kw - 1);
+    const th = dh * (kh - 1),
+      tw = dw * (kw - 1);
     pads = [Math.floor(th / 2), Math.floor(tw / 2), th - Math.floor(th / 2), tw - Math.floor(tw / 2)];
   } else pads = [m.padding[0], m.padding[1], m.padding[0], m.padding[1]];
   const oh = windowOut(h, kh, sh, pads[0], pads[2], dh, false);
@@ -205,7 +233,11 @@ const emitConv: Emitter<Conv2d> = (b, m, x) => {
   const inputs = [x.name, b.tensor(m, 'weight', m.weight)];
   if (m.bias) inputs.push(b.tensor(m, 'bias', m.bias));
   return b.node('Conv', inputs, b.path(m) || 'conv', [n, m.outChannels, oh, ow], {
-    kernel_shape: [kh, kw], strides: [sh, sw], pads, dilations: [dh, dw], group: m.groups,
+    kernel_shape: [kh, kw],
+    strides: [sh, sw],
+    pads,
+    dilations: [dh, dw],
+    group: m.groups,
   });
 };
 
@@ -225,7 +257,17 @@ const emitBatchNorm: Emitter<BatchNorm2d> = (b, m, x) => {
 const emitRelu: Emitter<ReLU> = (b, m, x) => b.node('Relu', [x.name], b.path(m) || 'relu', x.shape);
 
 /** Pool output sizes; a ceilMode window past the floor-mode output cannot be exported with PyTorch's exact rule. */
-function poolSizes(b: GraphBuilder, m: Module, h: number, w: number, k: [number, number], s: [number, number], p: [number, number], d: [number, number], ceil: boolean): [number, number] {
+function poolSizes(
+  b: GraphBuilder,
+  m: Module,
+  h: number,
+  w: number,
+  k: [number, number],
+  s: [number, number],
+  p: [number, number],
+  d: [number, number],
+  ceil: boolean,
+): [number, number] {
   const oh = windowOut(h, k[0], s[0], p[0], p[0], d[0], false);
   const ow = windowOut(w, k[1], s[1], p[1], p[1], d[1], false);
   if (ceil && (windowOut(h, k[0], s[0], p[0], p[0], d[0], true) !== oh || windowOut(w, k[1], s[1], p[1], p[1], d[1], true) !== ow)) {
@@ -238,7 +280,11 @@ const emitMaxPool: Emitter<MaxPool2d> = (b, m, x) => {
   const [n, c, h, w] = pairs(x.shape, m, b);
   const [oh, ow] = poolSizes(b, m, h, w, m.kernelSize, m.stride, m.padding, m.dilation, m.ceilMode);
   checkPositive(b, m, oh, ow, x.shape);
-  const attrs: Record<string, AttrValue> = { kernel_shape: [...m.kernelSize], strides: [...m.stride], pads: [m.padding[0], m.padding[1], m.padding[0], m.padding[1]] };
+  const attrs: Record<string, AttrValue> = {
+    kernel_shape: [...m.kernelSize],
+    strides: [...m.stride],
+    pads: [m.padding[0], m.padding[1], m.padding[0], m.padding[1]],
+  };
   if (m.dilation[0] !== 1 || m.dilation[1] !== 1) attrs.dilations = [...m.dilation];
   return b.node('MaxPool', [x.name], b.path(m) || 'maxpool', [n, c, oh, ow], attrs);
 };
@@ -249,7 +295,10 @@ const emitAvgPool: Emitter<AvgPool2d> = (b, m, x) => {
   const [oh, ow] = poolSizes(b, m, h, w, m.kernelSize, m.stride, m.padding, [1, 1], m.ceilMode);
   checkPositive(b, m, oh, ow, x.shape);
   return b.node('AveragePool', [x.name], b.path(m) || 'avgpool', [n, c, oh, ow], {
-    kernel_shape: [...m.kernelSize], strides: [...m.stride], pads: [m.padding[0], m.padding[1], m.padding[0], m.padding[1]], count_include_pad: m.countIncludePad ? 1 : 0,
+    kernel_shape: [...m.kernelSize],
+    strides: [...m.stride],
+    pads: [m.padding[0], m.padding[1], m.padding[0], m.padding[1]],
+    count_include_pad: m.countIncludePad ? 1 : 0,
   });
 };
 
@@ -258,7 +307,12 @@ const emitAdaptiveAvgPool: Emitter<AdaptiveAvgPool2d> = (b, m, x) => {
   const [oh, ow] = m.outputSize;
   if (oh === 1 && ow === 1) return b.node('GlobalAveragePool', [x.name], b.path(m) || 'avgpool', [n, c, 1, 1]);
   // Equal windows when the output divides the input: an ordinary average pooling.
-  if (h % oh !== 0 || w % ow !== 0) throw unsupported(b, m, `output ${oh}x${ow} does not divide the input ${h}x${w} (uneven adaptive windows); export at an input size it divides`);
+  if (h % oh !== 0 || w % ow !== 0)
+    throw unsupported(
+      b,
+      m,
+      `output ${oh}x${ow} does not divide the input ${h}x${w} (uneven adaptive windows); export at an input size it divides`,
+    );
   const k = [h / oh, w / ow];
   return b.node('AveragePool', [x.name], b.path(m) || 'avgpool', [n, c, oh, ow], { kernel_shape: k, strides: k, pads: [0, 0, 0, 0] });
 };
@@ -267,20 +321,24 @@ const emitAdaptiveAvgPool: Emitter<AdaptiveAvgPool2d> = (b, m, x) => {
 function flatten1(b: GraphBuilder, m: Module, x: Value, name: string): Value {
   const [n, ...rest] = x.shape;
   const numeric = rest.every((d): d is number => typeof d === 'number');
-  if (!numeric || x.shape.length < 2) throw new ShapeError(`exportOnnx: ${b.label(m)}: cannot flatten [${x.shape.join(', ')}] from dimension 1`);
+  if (!numeric || x.shape.length < 2)
+    throw new ShapeError(`exportOnnx: ${b.label(m)}: cannot flatten [${x.shape.join(', ')}] from dimension 1`);
   return b.node('Flatten', [x.name], name, [n, rest.reduce((a, d) => a * d, 1)], { axis: 1 });
 }
 
 const emitFlatten: Emitter<Flatten> = (b, m, x) => {
   const last = x.shape.length - 1;
   const end = m.endDim < 0 ? m.endDim + x.shape.length : m.endDim;
-  if (m.startDim !== 1 || end !== last) throw unsupported(b, m, `only Flatten(1, -1) is exported (got startDim=${m.startDim}, endDim=${m.endDim})`);
+  if (m.startDim !== 1 || end !== last)
+    throw unsupported(b, m, `only Flatten(1, -1) is exported (got startDim=${m.startDim}, endDim=${m.endDim})`);
   return flatten1(b, m, x, b.path(m) || 'flatten');
 };
 
 const emitLinear: Emitter<Linear> = (b, m, x) => {
-  if (x.shape.length !== 2) throw unsupported(b, m, `its input is [${x.shape.join(', ')}]; only a 2-D input [N, features] is exported (as Gemm)`);
-  if (x.shape[1] !== m.inFeatures) throw new ShapeError(`exportOnnx: ${b.label(m)}: expected input [N, ${m.inFeatures}], got [${x.shape.join(', ')}]`);
+  if (x.shape.length !== 2)
+    throw unsupported(b, m, `its input is [${x.shape.join(', ')}]; only a 2-D input [N, features] is exported (as Gemm)`);
+  if (x.shape[1] !== m.inFeatures)
+    throw new ShapeError(`exportOnnx: ${b.label(m)}: expected input [N, ${m.inFeatures}], got [${x.shape.join(', ')}]`);
   const inputs = [x.name, b.tensor(m, 'weight', m.weight)];
   if (m.bias) inputs.push(b.tensor(m, 'bias', m.bias));
   return b.node('Gemm', inputs, b.path(m) || 'fc', [x.shape[0], m.outFeatures], { transB: 1 });
@@ -296,7 +354,10 @@ const emitSequential: Emitter<Sequential> = (b, m, x) => {
 };
 
 function add(b: GraphBuilder, m: Module, a: Value, c: Value): Value {
-  if (a.shape.join() !== c.shape.join()) throw new ShapeError(`exportOnnx: ${b.label(m)}: the residual branch [${a.shape.join(', ')}] and the shortcut [${c.shape.join(', ')}] differ`);
+  if (a.shape.join() !== c.shape.join())
+    throw new ShapeError(
+      `exportOnnx: ${b.label(m)}: the residual branch [${a.shape.join(', ')}] and the shortcut [${c.shape.join(', ')}] differ`,
+    );
   return b.node('Add', [a.name, c.name], b.opName(m, 'add'), a.shape);
 }
 
@@ -404,7 +465,9 @@ const EMITTERS = new Map<object, Emitter<never>>([
 ]);
 
 /** The module types exportOnnx knows, by class name. */
-export const ONNX_EXPORTABLE: readonly string[] = [...EMITTERS.keys()].map((p) => (p as { constructor: { name: string } }).constructor.name);
+export const ONNX_EXPORTABLE: readonly string[] = [...EMITTERS.keys()].map(
+  (p) => (p as { constructor: { name: string } }).constructor.name,
+);
 
 function emit(b: GraphBuilder, m: Module, x: Value): Value {
   const proto = Object.getPrototypeOf(m) as object | null;
@@ -486,7 +549,8 @@ function checkOptions(o: ExportOnnxOptions): { opset: number; dynamic: boolean; 
   checkRange('exportOnnx: opset', opset, { integer: true, min: ONNX_OPSETS.min, max: ONNX_OPSETS.max });
   const dynamic = o.dynamicBatch ?? true;
   if (typeof dynamic !== 'boolean') throw new TypeError(`exportOnnx: dynamicBatch must be a boolean, got ${String(dynamic)}`);
-  if (o.foldBatchNorm !== undefined && typeof o.foldBatchNorm !== 'boolean') throw new TypeError(`exportOnnx: foldBatchNorm must be a boolean, got ${String(o.foldBatchNorm)}`);
+  if (o.foldBatchNorm !== undefined && typeof o.foldBatchNorm !== 'boolean')
+    throw new TypeError(`exportOnnx: foldBatchNorm must be a boolean, got ${String(o.foldBatchNorm)}`);
   const shape = (s.length === 3 ? [1, ...s] : [...s]) as [number, number, number, number];
   return { opset, dynamic, shape };
 }
@@ -501,7 +565,10 @@ export function toOnnx(model: Module, options: ExportOnnxOptions): { bytes: Uint
   if (os.endianness() !== 'LE') throw new Error('exportOnnx: ONNX raw tensor data is little-endian; this machine is big-endian');
   const inputName = options.inputName ?? 'input';
   const outputName = options.outputName ?? 'output';
-  for (const [k, v] of [['inputName', inputName], ['outputName', outputName]] as const) {
+  for (const [k, v] of [
+    ['inputName', inputName],
+    ['outputName', outputName],
+  ] as const) {
     if (typeof v !== 'string' || !v) throw new TypeError(`exportOnnx: ${k} must be a non-empty string`);
   }
   if (inputName === outputName) throw new TypeError('exportOnnx: inputName and outputName must differ');
@@ -518,8 +585,12 @@ export function toOnnx(model: Module, options: ExportOnnxOptions): { bytes: Uint
   if (options.normalize) {
     const { mean, std } = options.normalize;
     const c = shape[1];
-    const ok = (a: unknown, pos: boolean) => Array.isArray(a) && a.length === c && a.every((v) => typeof v === 'number' && Number.isFinite(v) && (!pos || v > 0));
-    if (!ok(mean, false) || !ok(std, true)) throw new TypeError(`exportOnnx: normalize needs ${c} finite means and ${c} positive stds (one per input channel), got ${JSON.stringify(options.normalize)}`);
+    const ok = (a: unknown, pos: boolean) =>
+      Array.isArray(a) && a.length === c && a.every((v) => typeof v === 'number' && Number.isFinite(v) && (!pos || v > 0));
+    if (!ok(mean, false) || !ok(std, true))
+      throw new TypeError(
+        `exportOnnx: normalize needs ${c} finite means and ${c} positive stds (one per input channel), got ${JSON.stringify(options.normalize)}`,
+      );
     const meanN = b.constant('normalize.mean', [1, c, 1, 1], Float32Array.from(mean));
     const stdN = b.constant('normalize.std', [1, c, 1, 1], Float32Array.from(std));
     x = b.node('Sub', [x.name, meanN], 'normalize/sub', inShape);
@@ -569,7 +640,17 @@ export function toOnnx(model: Module, options: ExportOnnxOptions): { bytes: Uint
   for (const t of b.inits.values()) if (t.data instanceof Float32Array) elements += t.data.length;
   return {
     bytes,
-    info: { opset, irVersion: IR_VERSION, inputShape: inShape, outputShape: outShape, ops, nodes: b.nodes.length, initializers: b.inits.size, elements, bytes: bytes.byteLength },
+    info: {
+      opset,
+      irVersion: IR_VERSION,
+      inputShape: inShape,
+      outputShape: outShape,
+      ops,
+      nodes: b.nodes.length,
+      initializers: b.inits.size,
+      elements,
+      bytes: bytes.byteLength,
+    },
   };
 }
 

@@ -28,7 +28,8 @@ export type AttrValue = number | string | number[] | { float: number };
 export function attribute(name: string, v: AttrValue): AttributeProto {
   const T = onnx.AttributeProto.AttributeType;
   if (Array.isArray(v)) {
-    if (!v.every((x) => Number.isSafeInteger(x))) throw new RangeError(`ONNX attribute ${name}: expected integers, got ${JSON.stringify(v)}`);
+    if (!v.every((x) => Number.isSafeInteger(x)))
+      throw new RangeError(`ONNX attribute ${name}: expected integers, got ${JSON.stringify(v)}`);
     return { name, type: T.INTS, ints: v };
   }
   if (typeof v === 'number') {
@@ -43,7 +44,12 @@ export function attribute(name: string, v: AttrValue): AttributeProto {
 export function tensorValueInfo(name: string, shape: readonly (number | string)[]): ValueInfoProto {
   return {
     name,
-    type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
+    type: {
+      tensorType: {
+        elemType: DataType.FLOAT,
+        shape: { dim: shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
+      },
+    },
   };
 }
 

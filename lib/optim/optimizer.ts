@@ -4,7 +4,6 @@
 import { native as N, type NativeOptimizer as NativeOptim, type OptimParamState } from '../addon/binding.js';
 import { Tensor, hOf } from '../tensor/tensor.js';
 
-
 export interface ParamGroup {
   params: Tensor[];
   lr: number;
@@ -48,12 +47,16 @@ export abstract class Optimizer {
         seen.add(p);
       }
       const merged = { ...defaults, ...g, params: g.params } as ParamGroup;
-      if (!(typeof merged.lr === 'number' && merged.lr >= 0)) throw new RangeError(`${this.constructor.name}: invalid lr ${String(merged.lr)}`);
+      if (!(typeof merged.lr === 'number' && merged.lr >= 0))
+        throw new RangeError(`${this.constructor.name}: invalid lr ${String(merged.lr)}`);
       merged.initialLr ??= merged.lr;
       return merged;
     });
     this.validate();
-    this.native = N.optimCreate(kind, this.paramGroups.map((g) => g.params.map((p) => hOf(p))));
+    this.native = N.optimCreate(
+      kind,
+      this.paramGroups.map((g) => g.params.map((p) => hOf(p))),
+    );
   }
 
   protected abstract hyper(g: ParamGroup): Record<string, number | boolean>;
@@ -61,7 +64,10 @@ export abstract class Optimizer {
 
   /** One optimizer step over every parameter that has a gradient, in one native call. */
   step(): void {
-    N.optimStep(this.native, this.paramGroups.map((g) => this.hyper(g)));
+    N.optimStep(
+      this.native,
+      this.paramGroups.map((g) => this.hyper(g)),
+    );
   }
 
   /** Clears gradients (sets them to none by default, as PyTorch). */
@@ -107,7 +113,9 @@ export abstract class Optimizer {
     const nativeState = this.paramGroups.map((g, gi) => {
       const ids = sd.paramGroups[gi].params as number[];
       if (!Array.isArray(ids) || ids.length !== g.params.length)
-        throw new Error(`loadStateDict: param group ${gi} has ${Array.isArray(ids) ? ids.length : '?'} params in the state, ${g.params.length} here`);
+        throw new Error(
+          `loadStateDict: param group ${gi} has ${Array.isArray(ids) ? ids.length : '?'} params in the state, ${g.params.length} here`,
+        );
       return ids.map((id) => {
         const s = sd.state[id] ?? {};
         const e: OptimParamState = { step: typeof s.step === 'number' ? s.step : s.step instanceof Tensor ? Number(s.step.item()) : 0 };
@@ -141,11 +149,19 @@ export class SGD extends Optimizer {
     for (const g of this.paramGroups) {
       if ((g.momentum as number) < 0) throw new RangeError(`SGD: invalid momentum ${String(g.momentum)}`);
       if ((g.weightDecay as number) < 0) throw new RangeError(`SGD: invalid weightDecay ${String(g.weightDecay)}`);
-      if (g.nesterov && (!((g.momentum as number) > 0) || g.dampening !== 0)) throw new RangeError('SGD: nesterov needs momentum > 0 and dampening 0');
+      if (g.nesterov && (!((g.momentum as number) > 0) || g.dampening !== 0))
+        throw new RangeError('SGD: nesterov needs momentum > 0 and dampening 0');
     }
   }
   protected hyper(g: ParamGroup): Record<string, number | boolean> {
-    return { lr: g.lr, momentum: g.momentum as number, dampening: g.dampening as number, weightDecay: g.weightDecay as number, nesterov: !!g.nesterov, maximize: !!g.maximize };
+    return {
+      lr: g.lr,
+      momentum: g.momentum as number,
+      dampening: g.dampening as number,
+      weightDecay: g.weightDecay as number,
+      nesterov: !!g.nesterov,
+      maximize: !!g.maximize,
+    };
   }
 }
 
@@ -159,12 +175,21 @@ export interface AdamOptions {
 }
 function adamHyper(g: ParamGroup): Record<string, number | boolean> {
   const [b1, b2] = g.betas as [number, number];
-  return { lr: g.lr, beta1: b1, beta2: b2, eps: g.eps as number, weightDecay: g.weightDecay as number, amsgrad: !!g.amsgrad, maximize: !!g.maximize };
+  return {
+    lr: g.lr,
+    beta1: b1,
+    beta2: b2,
+    eps: g.eps as number,
+    weightDecay: g.weightDecay as number,
+    amsgrad: !!g.amsgrad,
+    maximize: !!g.maximize,
+  };
 }
 function adamValidate(name: string, groups: ParamGroup[]): void {
   for (const g of groups) {
     const b = g.betas as number[];
-    if (!Array.isArray(b) || b.length !== 2 || !(b[0] >= 0 && b[0] < 1 && b[1] >= 0 && b[1] < 1)) throw new RangeError(`${name}: invalid betas ${JSON.stringify(b)}`);
+    if (!Array.isArray(b) || b.length !== 2 || !(b[0] >= 0 && b[0] < 1 && b[1] >= 0 && b[1] < 1))
+      throw new RangeError(`${name}: invalid betas ${JSON.stringify(b)}`);
     if (!((g.eps as number) >= 0)) throw new RangeError(`${name}: invalid eps ${String(g.eps)}`);
   }
 }
@@ -194,7 +219,12 @@ export class AdamW extends Optimizer {
 
 /** Clips the gradients' total norm in place (one native call); returns the norm before clipping. */
 export function clipGradNorm(params: Tensor[], maxNorm: number, normType = 2, errorIfNonfinite = false): number {
-  return N.clipGradNorm(params.map((p) => hOf(p)), maxNorm, normType, errorIfNonfinite);
+  return N.clipGradNorm(
+    params.map((p) => hOf(p)),
+    maxNorm,
+    normType,
+    errorIfNonfinite,
+  );
 }
 
 /**
@@ -205,7 +235,13 @@ export class GradScaler {
   scale: number;
   private goodSteps = 0;
   constructor(
-    private readonly o: { initScale?: number; growthFactor?: number; backoffFactor?: number; growthInterval?: number; enabled?: boolean } = {},
+    private readonly o: {
+      initScale?: number;
+      growthFactor?: number;
+      backoffFactor?: number;
+      growthInterval?: number;
+      enabled?: boolean;
+    } = {},
   ) {
     this.scale = o.initScale ?? 65536;
   }
@@ -222,7 +258,10 @@ export class GradScaler {
       return true;
     }
     const params = optimizer.paramGroups.flatMap((g) => g.params);
-    const overflow: boolean = N.unscaleGrads(params.map((p) => hOf(p)), 1 / this.scale);
+    const overflow: boolean = N.unscaleGrads(
+      params.map((p) => hOf(p)),
+      1 / this.scale,
+    );
     if (overflow) {
       this.scale *= this.o.backoffFactor ?? 0.5;
       this.goodSteps = 0;

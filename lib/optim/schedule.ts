@@ -589,7 +589,8 @@ export class SequentialLR extends LRScheduler {
     }
     milestones.forEach((m, i) => {
       checkInt(m, `milestones[${i}]`, 'SequentialLR', 0);
-      if (i > 0 && m < milestones[i - 1]) throw new RangeError(`SequentialLR: milestones must be increasing, got [${milestones.join(', ')}]`);
+      if (i > 0 && m < milestones[i - 1])
+        throw new RangeError(`SequentialLR: milestones must be increasing, got [${milestones.join(', ')}]`);
     });
     this.schedulers = [...schedulers];
     this.milestones = [...milestones];
@@ -670,7 +671,9 @@ export class ChainedScheduler extends LRScheduler {
 
 function loadChildren(children: LRScheduler[], states: unknown, who: string): void {
   if (!Array.isArray(states) || states.length !== children.length) {
-    throw new Error(`${who}.loadStateDict: expected states for ${children.length} schedulers, got ${Array.isArray(states) ? states.length : String(states)}`);
+    throw new Error(
+      `${who}.loadStateDict: expected states for ${children.length} schedulers, got ${Array.isArray(states) ? states.length : String(states)}`,
+    );
   }
   children.forEach((c, i) => c.loadStateDict(states[i] as SchedulerState));
 }

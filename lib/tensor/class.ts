@@ -77,7 +77,8 @@ export class Tensor {
     const s = this.shape;
     if (dim === undefined) return s;
     const d = dim < 0 ? dim + s.length : dim;
-    if (!Number.isInteger(d) || d < 0 || d >= s.length) throw new ShapeError(`size: Dimension out of range (expected to be in range of [${-s.length}, ${s.length - 1}], but got ${dim})`);
+    if (!Number.isInteger(d) || d < 0 || d >= s.length)
+      throw new ShapeError(`size: Dimension out of range (expected to be in range of [${-s.length}, ${s.length - 1}], but got ${dim})`);
     return s[d];
   }
   get ndim(): number {
@@ -146,7 +147,9 @@ export class Tensor {
     const conv = (x: number | bigint): number | boolean => {
       if (isBool) return x !== 0;
       if (typeof x === 'bigint' && (x > MAX_SAFE_BIG || x < -MAX_SAFE_BIG))
-        throw new RangeError(`toArray: the int64 value ${x} is outside Number.MAX_SAFE_INTEGER (2^53 - 1) and cannot be a number exactly: use toTypedArray() (a BigInt64Array)`);
+        throw new RangeError(
+          `toArray: the int64 value ${x} is outside Number.MAX_SAFE_INTEGER (2^53 - 1) and cannot be a number exactly: use toTypedArray() (a BigInt64Array)`,
+        );
       return Number(x);
     };
     const shape = this.shape;

@@ -18,19 +18,26 @@ function applyOpts(t: Tensor, o?: TensorOptions): Tensor {
  * memory under the tensor, so {share: true} on one is a TypeError.
  * Plain numbers default to float32.
  */
-export function tensor(data: NestedArray | TypedArray | ArrayBuffer, opts: TensorOptions & { shape?: Shape; share?: boolean } = {}): Tensor {
+export function tensor(
+  data: NestedArray | TypedArray | ArrayBuffer,
+  opts: TensorOptions & { shape?: Shape; share?: boolean } = {},
+): Tensor {
   let t: Tensor;
   if (ArrayBuffer.isView(data) || data instanceof ArrayBuffer) {
     const ta = data instanceof ArrayBuffer ? new Uint8Array(data) : (data as TypedArray);
     let srcType: DType;
     if (ta instanceof Uint16Array) {
-      if (opts.dtype !== 'float16' && opts.dtype !== 'bfloat16') throw new TypeError('tensor: a Uint16Array holds raw float16/bfloat16 bits: pass {dtype: "float16"} or "bfloat16"');
+      if (opts.dtype !== 'float16' && opts.dtype !== 'bfloat16')
+        throw new TypeError('tensor: a Uint16Array holds raw float16/bfloat16 bits: pass {dtype: "float16"} or "bfloat16"');
       srcType = opts.dtype;
     } else srcType = data instanceof ArrayBuffer ? (opts.dtype ?? 'uint8') : dtypeOfTypedArray(ta);
     if ((ta.buffer as ArrayBuffer & { detached?: boolean }).detached === true)
-      throw new TypeError('tensor: the data\'s ArrayBuffer is detached (transferred or detached): it holds no data');
+      throw new TypeError("tensor: the data's ArrayBuffer is detached (transferred or detached): it holds no data");
     const count = ta.byteLength / DTYPE_SIZE[srcType];
-    if (!Number.isInteger(count)) throw new ShapeError(`tensor: ${ta.byteLength} bytes are not a whole number of ${srcType} elements (${DTYPE_SIZE[srcType]} bytes each)`);
+    if (!Number.isInteger(count))
+      throw new ShapeError(
+        `tensor: ${ta.byteLength} bytes are not a whole number of ${srcType} elements (${DTYPE_SIZE[srcType]} bytes each)`,
+      );
     const shape = opts.shape ? checkedShape(opts.shape) : [count];
     if (opts.shape) {
       const want = numelOf(shape);
@@ -58,7 +65,8 @@ export function tensor(data: NestedArray | TypedArray | ArrayBuffer, opts: Tenso
     if (opts.shape) {
       // One element: the shape must hold exactly one ([], [1], [1, 1], ...).
       const shape = checkedShape(opts.shape);
-      if (numelOf(shape) !== 1) throw new ShapeError(`tensor: shape [${shape}] has ${numelOf(shape)} elements but the data is one number: they must be equal`);
+      if (numelOf(shape) !== 1)
+        throw new ShapeError(`tensor: shape [${shape}] has ${numelOf(shape)} elements but the data is one number: they must be equal`);
       return applyOpts(wrapT(N.full(shape, data, dtypeCode(dt), opts.device)), opts);
     }
     return applyOpts(wrapT(N.scalarTensor(data, dtypeCode(dt), opts.device)), opts);
@@ -80,12 +88,17 @@ export function tensor(data: NestedArray | TypedArray | ArrayBuffer, opts: Tenso
     if (d === shape.length) {
       if (typeof arr === 'number') buf[pos++] = arr;
       else if (typeof arr === 'boolean') buf[pos++] = arr ? 1 : 0;
-      else if (Array.isArray(arr)) throw new ShapeError(`tensor: ragged nested array: element at ${path} is an array, expected a number (as at ${firstLeafPath(shape.length)})`);
+      else if (Array.isArray(arr))
+        throw new ShapeError(
+          `tensor: ragged nested array: element at ${path} is an array, expected a number (as at ${firstLeafPath(shape.length)})`,
+        );
       else throw new TypeError(`tensor: element at ${path} is ${arr === null ? 'null' : typeof arr}, expected a number or a boolean`);
       return;
     }
-    if (!Array.isArray(arr)) throw new ShapeError(`tensor: ragged nested array: element at ${path} is not an array (expected length ${shape[d]})`);
-    if (arr.length !== shape[d]) throw new ShapeError(`tensor: ragged nested array: element at ${path} has length ${arr.length}, expected ${shape[d]}`);
+    if (!Array.isArray(arr))
+      throw new ShapeError(`tensor: ragged nested array: element at ${path} is not an array (expected length ${shape[d]})`);
+    if (arr.length !== shape[d])
+      throw new ShapeError(`tensor: ragged nested array: element at ${path} has length ${arr.length}, expected ${shape[d]}`);
     for (let i = 0; i < arr.length; i++) fill(arr[i], d + 1, `${path}[${i}]`);
   };
   fill(data, 0, 'data');
@@ -95,7 +108,10 @@ export function tensor(data: NestedArray | TypedArray | ArrayBuffer, opts: Tenso
   if (opts.shape) {
     outShape = checkedShape(opts.shape);
     const want = numelOf(outShape);
-    if (want !== count) throw new ShapeError(`tensor: shape [${outShape}] has ${want} elements but the data has ${count} (a nested array of shape [${shape}]): they must be equal`);
+    if (want !== count)
+      throw new ShapeError(
+        `tensor: shape [${outShape}] has ${want} elements but the data has ${count} (a nested array of shape [${shape}]): they must be equal`,
+      );
   }
   const f = wrapT(N.fromBuffer(buf, 0, outShape, DTYPE_CODE_OF('float64'), false));
   if (dt === 'float64' && (!opts.device || opts.device === 'cpu')) return applyOpts(f, opts);
@@ -108,7 +124,8 @@ export function tensor(data: NestedArray | TypedArray | ArrayBuffer, opts: Tenso
 function checkedShape(shape: Shape): number[] {
   if (!Array.isArray(shape)) throw new TypeError(`tensor: shape must be an array of integers, got ${typeof shape}`);
   return shape.map((v, i) => {
-    if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw new TypeError(`tensor: shape element ${i} must be an integer, got ${String(v)}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v))
+      throw new TypeError(`tensor: shape element ${i} must be an integer, got ${String(v)}`);
     if (v < 0) throw new ShapeError(`tensor: shape [${shape}] has a negative size`);
     return v;
   });
@@ -141,7 +158,10 @@ export function empty(shape: ShapeArg, opts: TensorOptions = {}): Tensor {
   return applyOpts(wrapT(N.empty(shapeOf(shape), dtypeCode(opts.dtype), opts.device)), opts);
 }
 export function full(shape: ShapeArg, value: Scalar, opts: TensorOptions = {}): Tensor {
-  return applyOpts(wrapT(N.full(shapeOf(shape), value, dtypeCode(opts.dtype ?? (typeof value === 'boolean' ? 'bool' : 'float32')), opts.device)), opts);
+  return applyOpts(
+    wrapT(N.full(shapeOf(shape), value, dtypeCode(opts.dtype ?? (typeof value === 'boolean' ? 'bool' : 'float32')), opts.device)),
+    opts,
+  );
 }
 /** arange(end) or arange(start, end, step); integer arguments give int64 like PyTorch. */
 export function arange(start: number, end?: number, step = 1, opts: TensorOptions = {}): Tensor {

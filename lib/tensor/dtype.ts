@@ -20,7 +20,16 @@ export const DTYPE_CODE: Readonly<Record<DType, number>> = Object.freeze(
 const CODE_DTYPE: Record<number, DType> = Object.fromEntries(Object.entries(DTYPE_CODE).map(([k, v]) => [v, k as DType]));
 
 export const DTYPE_SIZE: Record<DType, number> = {
-  uint8: 1, int8: 1, int16: 2, int32: 4, int64: 8, float16: 2, float32: 4, float64: 8, bool: 1, bfloat16: 2,
+  uint8: 1,
+  int8: 1,
+  int16: 2,
+  int32: 4,
+  int64: 8,
+  float16: 2,
+  float32: 4,
+  float64: 8,
+  bool: 1,
+  bfloat16: 2,
 };
 
 export function dtypeCode(d: DType, arg?: string): number;
@@ -28,7 +37,8 @@ export function dtypeCode(d: DType | undefined, arg?: string): number | undefine
 export function dtypeCode(d: DType | undefined, arg = 'dtype'): number | undefined {
   if (d === undefined) return undefined;
   const c = DTYPE_CODE[d];
-  if (typeof c !== 'number') throw new DtypeError(`${arg}: unknown dtype '${String(d)}' (expected one of ${Object.keys(DTYPE_CODE).join(', ')})`);
+  if (typeof c !== 'number')
+    throw new DtypeError(`${arg}: unknown dtype '${String(d)}' (expected one of ${Object.keys(DTYPE_CODE).join(', ')})`);
   return c;
 }
 
@@ -43,7 +53,7 @@ export function isFloating(d: DType): boolean {
 }
 
 export type TypedArray =
-  | Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array | Int8Array | Int16Array | Uint16Array | Uint8ClampedArray;
+  Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array | Int8Array | Int16Array | Uint16Array | Uint8ClampedArray;
 
 /** The dtype a typed array holds without conversion. */
 export function dtypeOfTypedArray(a: TypedArray): DType {
@@ -59,13 +69,23 @@ export function dtypeOfTypedArray(a: TypedArray): DType {
 
 export function typedArrayFor(d: DType, buf: ArrayBuffer): TypedArray {
   switch (d) {
-    case 'float32': return new Float32Array(buf);
-    case 'float64': return new Float64Array(buf);
-    case 'int32': return new Int32Array(buf);
-    case 'int64': return new BigInt64Array(buf);
-    case 'uint8': case 'bool': return new Uint8Array(buf);
-    case 'int8': return new Int8Array(buf);
-    case 'int16': return new Int16Array(buf);
-    case 'float16': case 'bfloat16': return new Uint16Array(buf);
+    case 'float32':
+      return new Float32Array(buf);
+    case 'float64':
+      return new Float64Array(buf);
+    case 'int32':
+      return new Int32Array(buf);
+    case 'int64':
+      return new BigInt64Array(buf);
+    case 'uint8':
+    case 'bool':
+      return new Uint8Array(buf);
+    case 'int8':
+      return new Int8Array(buf);
+    case 'int16':
+      return new Int16Array(buf);
+    case 'float16':
+    case 'bfloat16':
+      return new Uint16Array(buf);
   }
 }

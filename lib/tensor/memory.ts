@@ -116,9 +116,15 @@ export function buildInfo(): BuildInfo {
 }
 
 /** Turns autocast (mixed precision) on or off for a device type; returns the previous state. */
-export function setAutocast(deviceType: 'cuda' | 'cpu', enabled: boolean, dtype?: 'float16' | 'bfloat16'): { enabled: boolean; dtype: 'float16' | 'bfloat16' | 'float32' } {
-  if (deviceType !== 'cuda' && deviceType !== 'cpu') throw new DeviceError(`setAutocast: deviceType must be 'cpu' or 'cuda', got ${JSON.stringify(deviceType)}`);
-  if (dtype !== undefined && dtype !== 'float16' && dtype !== 'bfloat16') throw new DtypeError(`setAutocast: dtype must be 'float16' or 'bfloat16', got ${JSON.stringify(dtype)}`);
+export function setAutocast(
+  deviceType: 'cuda' | 'cpu',
+  enabled: boolean,
+  dtype?: 'float16' | 'bfloat16',
+): { enabled: boolean; dtype: 'float16' | 'bfloat16' | 'float32' } {
+  if (deviceType !== 'cuda' && deviceType !== 'cpu')
+    throw new DeviceError(`setAutocast: deviceType must be 'cpu' or 'cuda', got ${JSON.stringify(deviceType)}`);
+  if (dtype !== undefined && dtype !== 'float16' && dtype !== 'bfloat16')
+    throw new DtypeError(`setAutocast: dtype must be 'float16' or 'bfloat16', got ${JSON.stringify(dtype)}`);
   const [prev, code] = N.setAutocast(deviceType, enabled, dtype === undefined ? undefined : DTYPE_CODE[dtype]) as [boolean, number];
   return { enabled: prev, dtype: code === DTYPE_CODE.float16 ? 'float16' : code === DTYPE_CODE.bfloat16 ? 'bfloat16' : 'float32' };
 }

@@ -14,7 +14,11 @@ export const MAX_HISTOGRAM_BINS = 10_000;
  * bucket 0 is `min` (bucket i holds values in [left, right), the last one includes max).
  */
 export function makeHistogram(values: ArrayLike<number>, bins: number): HistogramProto {
-  let min = Infinity, max = -Infinity, num = 0, sum = 0, sumSquares = 0;
+  let min = Infinity,
+    max = -Infinity,
+    num = 0,
+    sum = 0,
+    sumSquares = 0;
   for (let i = 0; i < values.length; i++) {
     const v = values[i];
     if (!Number.isFinite(v)) continue;
@@ -24,7 +28,12 @@ export function makeHistogram(values: ArrayLike<number>, bins: number): Histogra
     sum += v;
     sumSquares += v * v;
   }
-  if (num === 0) throw new RangeError(values.length === 0 ? 'a histogram needs at least one value' : `a histogram needs at least one finite value (all ${values.length} are NaN or infinite)`);
+  if (num === 0)
+    throw new RangeError(
+      values.length === 0
+        ? 'a histogram needs at least one value'
+        : `a histogram needs at least one finite value (all ${values.length} are NaN or infinite)`,
+    );
   if (min === max) return { min, max, num, sum, sum_squares: sumSquares, bucket_limit: [max], bucket: [num] };
   // Scaled before subtracting, so that max - min cannot overflow to Infinity.
   const width = max / bins - min / bins;

@@ -20,7 +20,8 @@ export interface EncodedImage {
 }
 
 function checkSize(height: number, width: number, what: string): void {
-  if (height < 1 || width < 1 || height * width > MAX_IMAGE_PIXELS) throw new RangeError(`${what}: ${width}x${height} pixels is outside 1 to ${MAX_IMAGE_PIXELS} pixels`);
+  if (height < 1 || width < 1 || height * width > MAX_IMAGE_PIXELS)
+    throw new RangeError(`${what}: ${width}x${height} pixels is outside 1 to ${MAX_IMAGE_PIXELS} pixels`);
 }
 
 /**
@@ -29,11 +30,19 @@ function checkSize(height: number, width: number, what: string): void {
  * scaled by 255, rounded and clipped to [0, 255] (NaN becomes 0).
  */
 export function encodeTensorImage(img: Tensor, dataformats: DataFormats = 'CHW'): EncodedImage {
-  if (!['CHW', 'HWC', 'HW'].includes(dataformats)) throw new RangeError(`dataformats must be 'CHW', 'HWC' or 'HW', got ${String(dataformats)}`);
+  if (!['CHW', 'HWC', 'HW'].includes(dataformats))
+    throw new RangeError(`dataformats must be 'CHW', 'HWC' or 'HW', got ${String(dataformats)}`);
   const shape = img.shape;
-  if (shape.length !== dataformats.length) throw new ShapeError(`an image with dataformats '${dataformats}' must have ${dataformats.length} dimensions, got shape [${shape}]`);
-  const [c, h, w] = dataformats === 'HW' ? [1, shape[0], shape[1]] : dataformats === 'CHW' ? [shape[0], shape[1], shape[2]] : [shape[2], shape[0], shape[1]];
-  if (![1, 3, 4].includes(c)) throw new ShapeError(`an image must have 1, 3 or 4 channels, got ${c} (shape [${shape}], dataformats '${dataformats}')`);
+  if (shape.length !== dataformats.length)
+    throw new ShapeError(`an image with dataformats '${dataformats}' must have ${dataformats.length} dimensions, got shape [${shape}]`);
+  const [c, h, w] =
+    dataformats === 'HW'
+      ? [1, shape[0], shape[1]]
+      : dataformats === 'CHW'
+        ? [shape[0], shape[1], shape[2]]
+        : [shape[2], shape[0], shape[1]];
+  if (![1, 3, 4].includes(c))
+    throw new ShapeError(`an image must have 1, 3 or 4 channels, got ${c} (shape [${shape}], dataformats '${dataformats}')`);
   checkSize(h, w, 'image');
   const dt = img.dtype;
   const isFloat = dt === 'float32' || dt === 'float64' || dt === 'float16' || dt === 'bfloat16';
@@ -52,15 +61,22 @@ export function encodeTensorImage(img: Tensor, dataformats: DataFormats = 'CHW')
   const colorType = PNG_COLOR_TYPE[c];
   const png = new PNG({ width: w, height: h, colorType, inputColorType: colorType, inputHasAlpha: c === 4 || c === 2, bitDepth: 8 });
   png.data = px;
-  return { height: h, width: w, colorspace: c, png: PNG.sync.write(png, { colorType, inputColorType: colorType, inputHasAlpha: c === 4 || c === 2 }) };
+  return {
+    height: h,
+    width: w,
+    colorspace: c,
+    png: PNG.sync.write(png, { colorType, inputColorType: colorType, inputHasAlpha: c === 4 || c === 2 }),
+  };
 }
 
 /** The bytes of a PNG file, checked (its header first, then a full decode) and measured. `what` names it in errors. */
 export function readPngImage(bytes: Uint8Array, what = 'image'): EncodedImage {
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const sig = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-  if (b.length < 33 || !b.subarray(0, 8).equals(sig) || b.toString('latin1', 12, 16) !== 'IHDR') throw new BadFileError(`${what} is not a PNG file (no PNG signature and IHDR header)`);
-  const width = b.readUInt32BE(16), height = b.readUInt32BE(20);
+  if (b.length < 33 || !b.subarray(0, 8).equals(sig) || b.toString('latin1', 12, 16) !== 'IHDR')
+    throw new BadFileError(`${what} is not a PNG file (no PNG signature and IHDR header)`);
+  const width = b.readUInt32BE(16),
+    height = b.readUInt32BE(20);
   checkSize(height, width, what);
   const colorType = b[25];
   const colorspace = ({ 0: 1, 2: 3, 3: 3, 4: 2, 6: 4 } as Record<number, number>)[colorType];

@@ -133,11 +133,22 @@ export interface HistogramProto {
 
 export interface SummaryValue {
   tag: string;
-  metadata?: { plugin_data?: { plugin_name: string; content?: Uint8Array }; display_name?: string; summary_description?: string; data_class?: number };
+  metadata?: {
+    plugin_data?: { plugin_name: string; content?: Uint8Array };
+    display_name?: string;
+    summary_description?: string;
+    data_class?: number;
+  };
   simple_value?: number;
   image?: { height: number; width: number; colorspace: number; encoded_image_string: Uint8Array };
   histo?: HistogramProto;
-  tensor?: { dtype: number; tensor_shape?: { dim: { size: number }[] }; string_val?: Uint8Array[]; float_val?: number[]; double_val?: number[] };
+  tensor?: {
+    dtype: number;
+    tensor_shape?: { dim: { size: number }[] };
+    string_val?: Uint8Array[];
+    float_val?: number[];
+    double_val?: number[];
+  };
 }
 
 /** An Event as residual writes and reads it (keepCase field names, int64 step as a number). */

@@ -31,7 +31,8 @@ export function readEventFile(file: string): EventFileContents {
   } catch (e) {
     throw new BadFileError(`cannot read event file ${file}: ${(e as Error).message}`, { path: file });
   }
-  if (size > MAX_EVENT_FILE_BYTES) throw new BadFileError(`event file ${file} is ${size} bytes, over the limit of ${MAX_EVENT_FILE_BYTES}`, { path: file });
+  if (size > MAX_EVENT_FILE_BYTES)
+    throw new BadFileError(`event file ${file} is ${size} bytes, over the limit of ${MAX_EVENT_FILE_BYTES}`, { path: file });
   const { records, stop } = readRecords(fs.readFileSync(file));
   const events: TbEvent[] = [];
   const framed: Buffer[] = [];
@@ -40,7 +41,11 @@ export function readEventFile(file: string): EventFileContents {
     try {
       ev = decodeEvent(r);
     } catch (e) {
-      return { events, records: framed, stop: { kind: 'corrupt', offset: -1, reason: `record ${events.length + 1} is not an Event: ${(e as Error).message}` } };
+      return {
+        events,
+        records: framed,
+        stop: { kind: 'corrupt', offset: -1, reason: `record ${events.length + 1} is not an Event: ${(e as Error).message}` },
+      };
     }
     events.push(ev);
     framed.push(frameRecord(r));
@@ -82,7 +87,9 @@ export function truncateEventFiles(dir: string, step: number): { dropped: number
       skipped.push(file);
       continue;
     }
-    const keep = events.map((ev, i) => (ev.file_version !== undefined || ev.session_log !== undefined || ev.step <= step ? i : -1)).filter((i) => i >= 0);
+    const keep = events
+      .map((ev, i) => (ev.file_version !== undefined || ev.session_log !== undefined || ev.step <= step ? i : -1))
+      .filter((i) => i >= 0);
     if (keep.length === events.length && !stop) continue;
     dropped += events.length - keep.length;
     // Written under a name TensorBoard does not read, then renamed over the file: a crash leaves the old file or the new one.

@@ -46,14 +46,31 @@ export function readRecords(buf: Uint8Array): ReadRecordsResult {
   const records: Buffer[] = [];
   let off = 0;
   while (off < b.length) {
-    if (b.length - off < 12) return { records, validBytes: off, stop: { kind: 'torn', offset: off, reason: `${b.length - off} bytes left, less than a record header` } };
+    if (b.length - off < 12)
+      return {
+        records,
+        validBytes: off,
+        stop: { kind: 'torn', offset: off, reason: `${b.length - off} bytes left, less than a record header` },
+      };
     const len = b.readBigUInt64LE(off);
-    if (b.readUInt32LE(off + 8) !== maskedCrc32c(b.subarray(off, off + 8))) return { records, validBytes: off, stop: { kind: 'corrupt', offset: off, reason: 'the length field fails its CRC' } };
-    if (len > BigInt(MAX_RECORD_BYTES)) return { records, validBytes: off, stop: { kind: 'corrupt', offset: off, reason: `record length ${len} is over the limit of ${MAX_RECORD_BYTES} bytes` } };
+    if (b.readUInt32LE(off + 8) !== maskedCrc32c(b.subarray(off, off + 8)))
+      return { records, validBytes: off, stop: { kind: 'corrupt', offset: off, reason: 'the length field fails its CRC' } };
+    if (len > BigInt(MAX_RECORD_BYTES))
+      return {
+        records,
+        validBytes: off,
+        stop: { kind: 'corrupt', offset: off, reason: `record length ${len} is over the limit of ${MAX_RECORD_BYTES} bytes` },
+      };
     const n = Number(len);
-    if (b.length - off < RECORD_OVERHEAD + n) return { records, validBytes: off, stop: { kind: 'torn', offset: off, reason: `the record of ${n} bytes is cut off by the end of the file` } };
+    if (b.length - off < RECORD_OVERHEAD + n)
+      return {
+        records,
+        validBytes: off,
+        stop: { kind: 'torn', offset: off, reason: `the record of ${n} bytes is cut off by the end of the file` },
+      };
     const data = b.subarray(off + 12, off + 12 + n);
-    if (b.readUInt32LE(off + 12 + n) !== maskedCrc32c(data)) return { records, validBytes: off, stop: { kind: 'corrupt', offset: off, reason: 'the record data fails its CRC' } };
+    if (b.readUInt32LE(off + 12 + n) !== maskedCrc32c(data))
+      return { records, validBytes: off, stop: { kind: 'corrupt', offset: off, reason: 'the record data fails its CRC' } };
     records.push(data);
     off += RECORD_OVERHEAD + n;
   }

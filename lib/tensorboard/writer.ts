@@ -60,10 +60,12 @@ export class SummaryWriter {
   private fd: number | null;
 
   constructor(logDir: string, opts: SummaryWriterOptions = {}) {
-    if (typeof logDir !== 'string' || logDir === '') throw new TypeError(`SummaryWriter: logDir must be a non-empty path string, got ${String(logDir)}`);
+    if (typeof logDir !== 'string' || logDir === '')
+      throw new TypeError(`SummaryWriter: logDir must be a non-empty path string, got ${String(logDir)}`);
     if (opts.purgeStep !== undefined) checkRange('SummaryWriter purgeStep', opts.purgeStep, STEP_RANGE);
     const suffix = opts.filenameSuffix ?? '';
-    if (typeof suffix !== 'string' || /[/\\\0]/.test(suffix)) throw new TypeError(`SummaryWriter: filenameSuffix must be a string without path separators, got ${String(suffix)}`);
+    if (typeof suffix !== 'string' || /[/\\\0]/.test(suffix))
+      throw new TypeError(`SummaryWriter: filenameSuffix must be a string without path separators, got ${String(suffix)}`);
     this.logDir = logDir;
     fs.mkdirSync(logDir, { recursive: true });
     this.file = path.join(logDir, eventFileName(logDir, suffix));
@@ -74,7 +76,8 @@ export class SummaryWriter {
     }
     const now = Date.now() / 1000;
     this.writeEvent({ wall_time: now, step: 0, file_version: FILE_VERSION });
-    if (opts.purgeStep !== undefined) this.writeEvent({ wall_time: now, step: opts.purgeStep, session_log: { status: SessionStatus.START } });
+    if (opts.purgeStep !== undefined)
+      this.writeEvent({ wall_time: now, step: opts.purgeStep, session_log: { status: SessionStatus.START } });
   }
 
   /** A number (or a one-element tensor) as a scalar: TensorBoard's scalars dashboard. NaN and infinities are written as they are. */
@@ -84,7 +87,8 @@ export class SummaryWriter {
       if (v.numel() !== 1) throw new RangeError(`addScalar('${tag}'): a scalar tensor must have one element, got shape [${v.shape}]`);
       v = Number(v.item());
     }
-    if (typeof v !== 'number') throw new TypeError(`addScalar('${tag}'): the value must be a number or a one-element tensor, got ${typeof v}`);
+    if (typeof v !== 'number')
+      throw new TypeError(`addScalar('${tag}'): the value must be a number or a one-element tensor, got ${typeof v}`);
     this.addValue({ tag: checkTag(tag, 'addScalar'), simple_value: v }, globalStep, opts, 'addScalar');
   }
 
@@ -109,7 +113,8 @@ export class SummaryWriter {
       } else arr = values.toTypedArray() as ArrayLike<number>;
     } else if (values && typeof values === 'object' && typeof (values as ArrayLike<number>).length === 'number') {
       arr = values;
-      for (let i = 0; i < arr.length; i++) if (typeof arr[i] !== 'number') throw new TypeError(`addHistogram('${tag}'): value ${i} is not a number (${typeof arr[i]})`);
+      for (let i = 0; i < arr.length; i++)
+        if (typeof arr[i] !== 'number') throw new TypeError(`addHistogram('${tag}'): value ${i} is not a number (${typeof arr[i]})`);
     } else throw new TypeError(`addHistogram('${tag}'): values must be a tensor or an array of numbers`);
     let histo;
     try {
@@ -130,7 +135,12 @@ export class SummaryWriter {
     if (img instanceof Tensor) enc = encodeTensorImage(img, opts.dataformats);
     else if (img instanceof Uint8Array) enc = readPngImage(img, `addImage('${tag}')`);
     else throw new TypeError(`addImage('${tag}'): the image must be a tensor or the bytes of a PNG file (a Uint8Array or Buffer)`);
-    this.addValue({ tag, image: { height: enc.height, width: enc.width, colorspace: enc.colorspace, encoded_image_string: enc.png } }, globalStep, opts, 'addImage');
+    this.addValue(
+      { tag, image: { height: enc.height, width: enc.width, colorspace: enc.colorspace, encoded_image_string: enc.png } },
+      globalStep,
+      opts,
+      'addImage',
+    );
   }
 
   /** Text (rendered as Markdown): TensorBoard's text dashboard. */
@@ -184,7 +194,8 @@ export class SummaryWriter {
 }
 
 function checkTag(tag: string, what: string): string {
-  if (typeof tag !== 'string' || tag === '') throw new TypeError(`${what}: the tag must be a non-empty string, got ${typeof tag === 'string' ? "''" : String(tag)}`);
+  if (typeof tag !== 'string' || tag === '')
+    throw new TypeError(`${what}: the tag must be a non-empty string, got ${typeof tag === 'string' ? "''" : String(tag)}`);
   return tag;
 }
 

@@ -36,7 +36,8 @@ function defaultDevice(): string {
 }
 function checkDevice(d: string, what: string): string {
   if (d === 'cpu' || d === 'cuda' || /^cuda:\d+$/.test(d)) {
-    if (d !== 'cpu' && !native.cudaIsAvailable()) throw new Error(`${what}: '${d}' asked for, but CUDA is not available in this build/machine`);
+    if (d !== 'cpu' && !native.cudaIsAvailable())
+      throw new Error(`${what}: '${d}' asked for, but CUDA is not available in this build/machine`);
     return d;
   }
   throw new TypeError(`${what}: expected 'cpu', 'cuda' or 'cuda:N', got ${JSON.stringify(d)}`);
@@ -133,25 +134,34 @@ export class ResidualBackend extends KernelBackend {
     let dt: DataType;
     if (dtype === undefined) {
       const td = t.dtype;
-      dt = td === 'bool' ? 'bool' : td === 'int32' || td === 'int64' || td === 'int16' || td === 'int8' || td === 'uint8' ? 'int32' : 'float32';
+      dt =
+        td === 'bool'
+          ? 'bool'
+          : td === 'int32' || td === 'int64' || td === 'int16' || td === 'int8' || td === 'uint8'
+            ? 'int32'
+            : 'float32';
     } else dt = dtype;
     if (dt === 'string') {
       if (this.strTable === null) throw new Error('output(): string outputs are made inside kernels');
       const ids = t.to('int32').toTypedArray() as Int32Array;
       const table = this.strTable;
-      return this.outputStrings(Array.from(ids, (i) => table[i]), t.shape);
+      return this.outputStrings(
+        Array.from(ids, (i) => table[i]),
+        t.shape,
+      );
     }
     const want = TORCH_DTYPE[dt];
     if (want === undefined) throw new Error(`output(): unsupported dtype ${dt}`);
     if (t.dtype !== want) t = t.to(want);
-    else if (this.owned.has(t)) t = wrapT(native.detach(hOf(t)));  // a second reference, never the same Tensor twice
+    else if (this.owned.has(t)) t = wrapT(native.detach(hOf(t))); // a second reference, never the same Tensor twice
     if (this.onCuda) {
       const d = t.device;
       if (d !== this.device && !(this.device === 'cuda' && d === 'cuda:0')) t = t.to(this.device as 'cpu');
     }
     let shape = t.shape;
     if (dt === 'complex64') {
-      if (shape.length === 0 || shape[shape.length - 1] !== 2) throw new Error(`output(): a complex64 result must be float32 [..., 2], got [${shape}]`);
+      if (shape.length === 0 || shape[shape.length - 1] !== 2)
+        throw new Error(`output(): a complex64 result must be float32 [..., 2], got [${shape}]`);
       shape = shape.slice(0, -1);
     }
     return this.register(t, dt, shape);
@@ -223,7 +233,13 @@ export class ResidualBackend extends KernelBackend {
   private makeEntry(values: BackendValues, shape: number[], dtype: DataType, refCount: number): Entry {
     if (dtype === 'string') {
       const strings = (values ?? []) as Uint8Array[];
-      return { t: null, dtype, shape: [...shape], refCount, strings: strings.map((s) => (typeof s === 'string' ? util.encodeString(s) : s)) };
+      return {
+        t: null,
+        dtype,
+        shape: [...shape],
+        refCount,
+        strings: strings.map((s) => (typeof s === 'string' ? util.encodeString(s) : s)),
+      };
     }
     const size = util.sizeFromShape(shape);
     let ta: Float32Array | Int32Array | Uint8Array;

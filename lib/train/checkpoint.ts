@@ -81,7 +81,14 @@ export function saveCheckpoint(
   const wpath = path.join(dir, weights);
   saveSafetensors(tensors, wpath, { format: 'residual-checkpoint', epoch: String(meta.epoch) });
   if (opts.crashAt === 'after-weights') throw new Error('simulated crash after writing the weights');
-  const full = { ...meta, format: 'residual-checkpoint', version: 1, weights, sha256: sha256(wpath), savedAt: new Date().toISOString() } as CheckpointMeta;
+  const full = {
+    ...meta,
+    format: 'residual-checkpoint',
+    version: 1,
+    weights,
+    sha256: sha256(wpath),
+    savedAt: new Date().toISOString(),
+  } as CheckpointMeta;
   writeJsonAtomic(path.join(dir, CHECKPOINT_JSON), full);
   if (opts.crashAt === 'after-json') throw new Error('simulated crash after writing the sidecar');
   // Only now (the sidecar's rename is durable) are older weights and our own stale temp files removed.
@@ -148,7 +155,8 @@ export class JsonChecker {
   }
   /** An object with only the keys `allowed` and every key of `required`. */
   keys(o: Record<string, unknown>, at: string, allowed: readonly string[], required: readonly string[] = allowed): void {
-    for (const k of Object.keys(o)) if (!allowed.includes(k)) this.fail(`${at ? `${at}.` : ''}${k}`, 'is not a key of this format (unknown key)');
+    for (const k of Object.keys(o))
+      if (!allowed.includes(k)) this.fail(`${at ? `${at}.` : ''}${k}`, 'is not a key of this format (unknown key)');
     for (const k of required) if (!Object.hasOwn(o, k)) this.fail(`${at ? `${at}.` : ''}${k}`, 'is missing');
   }
 }
@@ -175,7 +183,8 @@ export function readJsonFile(file: string, maxBytes = MAX_CHECKPOINT_JSON_BYTES)
     throw new Error(`cannot read ${file}: ${(e as Error).message}`, { cause: e });
   }
   if (!st.isFile()) throw new BadFileError(`${file} is not a regular file (a link, folder or special file is not read)`, { path: file });
-  if (st.size > maxBytes) throw new BadFileError(`${file} is ${st.size} bytes, over the limit of ${maxBytes} for this file`, { path: file });
+  if (st.size > maxBytes)
+    throw new BadFileError(`${file} is ${st.size} bytes, over the limit of ${maxBytes} for this file`, { path: file });
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -203,12 +212,19 @@ export function checkCheckpointEnvelope(v: unknown, file: string): CheckpointMet
   const o = c.object(v, 'the checkpoint');
   if (o.format !== 'residual-checkpoint') c.fail('format', "must be 'residual-checkpoint' (not a residual checkpoint)", o.format);
   c.keys(o, '', Object.keys(o), CHECKPOINT_ENVELOPE_KEYS);
-  if (o.version !== CHECKPOINT_VERSION) c.fail('version', `must be ${CHECKPOINT_VERSION} (the version this residual reads; a newer residual wrote this file?)`, o.version);
+  if (o.version !== CHECKPOINT_VERSION)
+    c.fail('version', `must be ${CHECKPOINT_VERSION} (the version this residual reads; a newer residual wrote this file?)`, o.version);
   const epoch = c.integer(o.epoch, 'epoch');
   const step = c.integer(o.globalStep, 'globalStep');
-  const w = c.string(o.weights, 'weights', CHECKPOINT_WEIGHTS, "a file name like 'checkpoint-e0001-s0000100.safetensors' in the checkpoint's folder");
+  const w = c.string(
+    o.weights,
+    'weights',
+    CHECKPOINT_WEIGHTS,
+    "a file name like 'checkpoint-e0001-s0000100.safetensors' in the checkpoint's folder",
+  );
   const m = /^checkpoint-e(\d+)-s(\d+)\./.exec(w)!;
-  if (Number(m[1]) !== epoch || Number(m[2]) !== step) c.fail('weights', `must be the weights file of epoch ${epoch}, step ${step} (the file's own epoch and globalStep)`, w);
+  if (Number(m[1]) !== epoch || Number(m[2]) !== step)
+    c.fail('weights', `must be the weights file of epoch ${epoch}, step ${step} (the file's own epoch and globalStep)`, w);
   c.string(o.sha256, 'sha256', /^[0-9a-f]{64}$/, '64 lowercase hex digits');
   c.string(o.savedAt, 'savedAt');
   return o as CheckpointMeta;
@@ -237,7 +253,8 @@ export function loadCheckpointTensors(meta: CheckpointMeta, file: string): Recor
   }
   if (!st.isFile()) throw new BadFileError(`${file} names ${meta.weights}, which is not a regular file`, { path: file });
   const digest = sha256(wpath);
-  if (digest !== meta.sha256) throw new BadFileError(`${wpath} does not match the checksum recorded in ${file} (corrupt or replaced)`, { path: wpath });
+  if (digest !== meta.sha256)
+    throw new BadFileError(`${wpath} does not match the checksum recorded in ${file} (corrupt or replaced)`, { path: wpath });
   return loadSafetensors(wpath).tensors;
 }
 

@@ -174,12 +174,16 @@ export const CONFIG_KEYS = Object.keys(CONFIG_SPEC) as ConfigKey[];
 
 /** The settings every config has: DEFAULT_CONFIG fills in those not given. */
 export const DEFAULT_CONFIG: TrainConfig = Object.freeze(
-  Object.fromEntries(Object.entries(CONFIG_SPEC as Record<string, Setting>).flatMap(([k, s]) => (s.default === undefined ? [] : [[k, s.default]]))),
+  Object.fromEntries(
+    Object.entries(CONFIG_SPEC as Record<string, Setting>).flatMap(([k, s]) => (s.default === undefined ? [] : [[k, s.default]])),
+  ),
 ) as unknown as TrainConfig;
 
 /** The allowed range of every numeric setting (from CONFIG_SPEC). */
 export const CONFIG_RANGES = Object.fromEntries(
-  Object.entries(CONFIG_SPEC as Record<string, Setting>).flatMap(([k, s]) => (s.type === 'int' || s.type === 'number' ? [[k, s.range]] : [])),
+  Object.entries(CONFIG_SPEC as Record<string, Setting>).flatMap(([k, s]) =>
+    s.type === 'int' || s.type === 'number' ? [[k, s.range]] : [],
+  ),
 ) as { [K in ConfigKey as (typeof CONFIG_SPEC)[K] extends { range: NumberRange } ? K : never]: NumberRange };
 
 // ---- messages about settings ---------------------------------------------------------------------
@@ -346,23 +350,33 @@ export function validateConfig(cfg: TrainConfig): void {
   for (const k of Object.keys(cfg)) {
     if (Object.hasOwn(CONFIG_SPEC, k)) continue;
     const near = CONFIG_KEYS.map((c) => ({ c, d: distance(k.toLowerCase(), c.toLowerCase()) })).sort((a, b) => a.d - b.d)[0];
-    throw new TypeError(`unknown setting '${k}'${near && near.d <= 2 ? ` (did you mean ${near.c}?)` : ''}; the settings are ${CONFIG_KEYS.join(', ')}`);
+    throw new TypeError(
+      `unknown setting '${k}'${near && near.d <= 2 ? ` (did you mean ${near.c}?)` : ''}; the settings are ${CONFIG_KEYS.join(', ')}`,
+    );
   }
   for (const k of CONFIG_KEYS) checkSetting(k, cfg[k]);
   const ds = DATASETS[cfg.data];
-  if (ds.path === 'required' && !cfg.dataPath) throw settingsError(RangeError, msg`${setting('data', cfg.data)} needs ${key('dataPath')} (${ds.holds})`);
+  if (ds.path === 'required' && !cfg.dataPath)
+    throw settingsError(RangeError, msg`${setting('data', cfg.data)} needs ${key('dataPath')} (${ds.holds})`);
   if (cfg.warmupEpochs > 0 && !WARMUP_SCHEDULES.includes(cfg.schedule))
     throw settingsError(
       RangeError,
       msg`${key('warmupEpochs')} applies to ${key('schedule')} ${WARMUP_SCHEDULES.join(', ').replace(/, (?=[^,]*$)/, ' or ')}; ${cfg.schedule} warms up by itself (got ${setting('warmupEpochs', cfg.warmupEpochs)})`,
     );
-  if (cfg.warmupEpochs >= cfg.epochs) throw settingsError(RangeError, msg`${key('warmupEpochs')} must be less than ${key('epochs')} (${cfg.epochs}), got ${cfg.warmupEpochs}`);
+  if (cfg.warmupEpochs >= cfg.epochs)
+    throw settingsError(
+      RangeError,
+      msg`${key('warmupEpochs')} must be less than ${key('epochs')} (${cfg.epochs}), got ${cfg.warmupEpochs}`,
+    );
   if (cfg.cudaGraphs) {
     const why = cudaGraphsReason({ amp: cfg.amp, ampDtype: cfg.ampDtype, clipGradNorm: cfg.clipGradNorm });
     if (why) throw settingsError(RangeError, msg`${key('cudaGraphs')}: ${why.parts}`);
   }
   if (cfg.clipGradNorm !== undefined && cfg.amp && cfg.ampDtype === 'float16')
-    throw settingsError(RangeError, msg`${key('clipGradNorm')} with float16 loss scaling is not supported; use ${setting('ampDtype', 'bfloat16')}`);
+    throw settingsError(
+      RangeError,
+      msg`${key('clipGradNorm')} with float16 loss scaling is not supported; use ${setting('ampDtype', 'bfloat16')}`,
+    );
   getModelInfo(cfg.model);
 }
 
@@ -370,12 +384,19 @@ export function validateConfig(cfg: TrainConfig): void {
  * Why settings cannot run under CUDA graphs (null when they can): the device, float16 loss scaling,
  * gradient clipping, data-parallel training (lib/train/graphs.ts explains each).
  */
-export function cudaGraphsReason(o: { device?: string; amp?: boolean; ampDtype?: string; clipGradNorm?: number; distributed?: boolean }): SettingsMessage | null {
+export function cudaGraphsReason(o: {
+  device?: string;
+  amp?: boolean;
+  ampDtype?: string;
+  clipGradNorm?: number;
+  distributed?: boolean;
+}): SettingsMessage | null {
   if (o.device !== undefined && !/^cuda(:\d+)?$/.test(o.device)) return msg`CUDA graphs need a CUDA device (the run is on ${o.device})`;
   if (o.amp && o.ampDtype === 'float16')
     return msg`CUDA graphs cannot capture float16 loss scaling (GradScaler reads overflow flags on the host and skips steps); use ${setting('ampDtype', 'bfloat16')}, which needs no scaler`;
   if (o.clipGradNorm !== undefined) return msg`CUDA graphs cannot capture ${key('clipGradNorm')} (the total norm is read on the host)`;
-  if (o.distributed) return msg`CUDA graphs are not supported with data-parallel training (${forAudience('several ranks', '--nproc-per-node')}) yet`;
+  if (o.distributed)
+    return msg`CUDA graphs are not supported with data-parallel training (${forAudience('several ranks', '--nproc-per-node')}) yet`;
   return null;
 }
 
@@ -388,7 +409,18 @@ export function resolveConfig(config: Partial<TrainConfig> & { model: string }):
 
 /** The settings (config keys) in which two runs differ; where a run writes, how it logs and where it runs do not count. */
 export function runSettingsDiffer(a: Partial<TrainConfig>, b: Partial<TrainConfig>): ConfigKey[] {
-  const ignore = new Set<string>(['out', 'workers', 'logEvery', 'tensorboard', 'device', 'cudaGraphs', 'cudnnBenchmark', 'cpuMemoryCaching']);
+  const ignore = new Set<string>([
+    'out',
+    'workers',
+    'logEvery',
+    'tensorboard',
+    'device',
+    'cudaGraphs',
+    'cudnnBenchmark',
+    'cpuMemoryCaching',
+  ]);
   const keys = new Set([...Object.keys(a), ...Object.keys(b)].filter((k) => !ignore.has(k)));
-  return [...keys].filter((k) => JSON.stringify((a as Record<string, unknown>)[k]) !== JSON.stringify((b as Record<string, unknown>)[k])) as ConfigKey[];
+  return [...keys].filter(
+    (k) => JSON.stringify((a as Record<string, unknown>)[k]) !== JSON.stringify((b as Record<string, unknown>)[k]),
+  ) as ConfigKey[];
 }

@@ -28,13 +28,22 @@ export interface RunDataInfo {
 type DataSettings = Pick<TrainConfig, 'data' | 'dataPath' | 'seed' | 'syntheticTrain' | 'syntheticTest'>;
 
 function needsPath(cfg: DataSettings): string {
-  if (!cfg.dataPath) throw settingsError(RangeError, msg`${setting('data', cfg.data)} needs ${key('dataPath')} (${DATASETS[cfg.data]?.holds ?? 'the dataset'})`);
+  if (!cfg.dataPath)
+    throw settingsError(
+      RangeError,
+      msg`${setting('data', cfg.data)} needs ${key('dataPath')} (${DATASETS[cfg.data]?.holds ?? 'the dataset'})`,
+    );
   return cfg.dataPath;
 }
 
 function refuseStreamed(cfg: DataSettings): void {
-  if (!Object.hasOwn(DATASETS, cfg.data)) throw settingsError(RangeError, msg`unknown dataset ${setting('data', cfg.data)} (${Object.keys(DATASETS).join(', ')})`);
-  if (isStreamedDataName(cfg.data)) throw settingsError(RangeError, msg`${setting('data', cfg.data)} is streamed: it is read by the Trainer's loaders, not loaded into memory`);
+  if (!Object.hasOwn(DATASETS, cfg.data))
+    throw settingsError(RangeError, msg`unknown dataset ${setting('data', cfg.data)} (${Object.keys(DATASETS).join(', ')})`);
+  if (isStreamedDataName(cfg.data))
+    throw settingsError(
+      RangeError,
+      msg`${setting('data', cfg.data)} is streamed: it is read by the Trainer's loaders, not loaded into memory`,
+    );
 }
 
 function folderTestDir(dataPath: string): string {
@@ -86,7 +95,10 @@ export function loadTestData(cfg: DataSettings): { test: ImageDataset; descripti
       return { test: c.test, description: `${cfg.data} from ${c.dir}` };
     }
     case 'synthetic':
-      return { test: syntheticImageDataset({ n: cfg.syntheticTest ?? 1000, ...SYNTHETIC, seed: cfg.seed + 2 }), description: 'SYNTHETIC data (generated patterns, not a real dataset)' };
+      return {
+        test: syntheticImageDataset({ n: cfg.syntheticTest ?? 1000, ...SYNTHETIC, seed: cfg.seed + 2 }),
+        description: 'SYNTHETIC data (generated patterns, not a real dataset)',
+      };
     default:
       return { test: loadImageFolder(folderTestDir(needsPath(cfg))), description: `image folder ${cfg.dataPath}` };
   }
@@ -122,7 +134,10 @@ export interface RunData {
 export function openRunData(
   cfg: TrainConfig,
   device: Device,
-  opts: { datasets?: { train: ImageDataset; test: ImageDataset; description?: string }; share?: { rank: number; worldSize: number; sampler: (size: number) => Sampler } | null } = {},
+  opts: {
+    datasets?: { train: ImageDataset; test: ImageDataset; description?: string };
+    share?: { rank: number; worldSize: number; sampler: (size: number) => Sampler } | null;
+  } = {},
 ): RunData {
   if (!opts.datasets && isStreamedDataName(cfg.data)) {
     const s = openStreamedData({ ...cfg, rank: opts.share?.rank, worldSize: opts.share?.worldSize }, device);
@@ -170,7 +185,11 @@ export function openRunData(
  * The test loader of a run whose RunDataInfo was saved with it: the test split alone, normalised with
  * the training set's saved statistics, batched as the trainer batched it. `residual eval` uses this.
  */
-export function openRunTest(cfg: TrainConfig, info: RunDataInfo, device: Device): { test: DataLoader | StreamingDataLoader; description: string; dataset: ImageDataset | null } {
+export function openRunTest(
+  cfg: TrainConfig,
+  info: RunDataInfo,
+  device: Device,
+): { test: DataLoader | StreamingDataLoader; description: string; dataset: ImageDataset | null } {
   if (isStreamedDataName(cfg.data)) {
     const s = openStreamedTest(cfg, info.classes, device);
     return { test: s.test, description: s.description, dataset: null };

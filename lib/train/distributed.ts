@@ -46,7 +46,11 @@ export interface DistributedTraining {
 /** This rank's share of each epoch, when a group with more than one rank is up; null otherwise. */
 export function distributedShare(seed: number): DataShare | null {
   if (!dist.isInitialized() || dist.getWorldSize() < 2) return null;
-  return { rank: dist.getRank(), worldSize: dist.getWorldSize(), sampler: (size) => new dist.DistributedSampler(size, { seed, shuffle: true, dropLast: false }) };
+  return {
+    rank: dist.getRank(),
+    worldSize: dist.getWorldSize(),
+    sampler: (size) => new dist.DistributedSampler(size, { seed, shuffle: true, dropLast: false }),
+  };
 }
 
 /** DDP over the model (rank 0's weights are broadcast); null when not data-parallel. */

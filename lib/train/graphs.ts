@@ -34,7 +34,6 @@ import { scope, untrack } from '../tensor/scope.js';
 import { Tensor, hOf, zerosLike, type Device } from '../tensor/tensor.js';
 import { cudaGraphsReason } from './config.js';
 
-
 /** The native optimizer behind an Optimizer (a private member of lib/optim's class). */
 function nativeOptim(o: Optimizer): NativeOptim {
   const n = (o as unknown as { native?: NativeOptim }).native;
@@ -69,7 +68,10 @@ export function setFusedOptimizer(optimizer: Optimizer, enabled: boolean): boole
 
 /** Writes each group's current lr into the optimizer's device tensors (read by a captured step). */
 export function syncOptimizerLr(optimizer: Optimizer): void {
-  native.optimSyncLr(nativeOptim(optimizer), optimizer.paramGroups.map((g) => g.lr));
+  native.optimSyncLr(
+    nativeOptim(optimizer),
+    optimizer.paramGroups.map((g) => g.lr),
+  );
 }
 
 /** Whether the calling thread is capturing a CUDA graph now. */
@@ -150,7 +152,10 @@ export class CudaGraph {
   /** The graph holds these tensors (and their current gradients) until it is disposed. */
   keep(tensors: Tensor[]): void {
     this.live('keep');
-    native.cudaGraphKeep(this.g, tensors.map((t) => hOf(t)));
+    native.cudaGraphKeep(
+      this.g,
+      tensors.map((t) => hOf(t)),
+    );
   }
 
   /** Launches the captured kernels on the current stream (asynchronous, as any CUDA op). */
@@ -183,7 +188,13 @@ export interface TrainStepOptions {
 }
 
 /** Why options cannot run under CUDA graphs (null when they can), naming config keys (the rules: lib/train/config.ts). */
-export function cudaGraphsIncompatibility(o: { device?: string; amp?: boolean; ampDtype?: string; clipGradNorm?: number; distributed?: boolean }): string | null {
+export function cudaGraphsIncompatibility(o: {
+  device?: string;
+  amp?: boolean;
+  ampDtype?: string;
+  clipGradNorm?: number;
+  distributed?: boolean;
+}): string | null {
   return cudaGraphsReason(o)?.render() ?? null;
 }
 
@@ -191,7 +202,12 @@ export function cudaGraphsIncompatibility(o: { device?: string; amp?: boolean; a
 // scope() the caller happens to run (a training loop's), which would dispose them when it closes: untrack().
 
 function sameLayout(a: Tensor, b: Tensor): boolean {
-  return a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i]) && a.dtype === b.dtype && a.isContiguous('channelsLast') === b.isContiguous('channelsLast');
+  return (
+    a.shape.length === b.shape.length &&
+    a.shape.every((d, i) => d === b.shape[i]) &&
+    a.dtype === b.dtype &&
+    a.isContiguous('channelsLast') === b.isContiguous('channelsLast')
+  );
 }
 
 /**
@@ -209,16 +225,24 @@ export class StaticBatch {
     if (this.disposed) throw new DisposedTensorError('StaticBatch.fill: the static buffers were disposed (the captured step was disposed)');
     if (!(x instanceof Tensor) || !(y instanceof Tensor)) throw new TypeError('StaticBatch.fill: x and y must be Tensors');
     const norm = (d: string) => (d === 'cuda' ? 'cuda:0' : d);
-    for (const [name, t] of [['x', x], ['y', y]] as const)
+    for (const [name, t] of [
+      ['x', x],
+      ['y', y],
+    ] as const)
       if (norm(t.device) !== norm(this.device))
-        throw new DeviceError(`StaticBatch.fill: ${name} is on ${t.device}, the static buffers on ${this.device} (copy the batch to the GPU first; the data loader does with device: 'cuda')`);
+        throw new DeviceError(
+          `StaticBatch.fill: ${name} is on ${t.device}, the static buffers on ${this.device} (copy the batch to the GPU first; the data loader does with device: 'cuda')`,
+        );
     if (!this.x || !this.y) {
       // the buffers take the first batch's shape, dtype and memory format (zeros_like preserves it)
       this.x = zerosLike(x);
       this.y = zerosLike(y);
       untrack(this.x, this.y);
     }
-    for (const [name, t, s] of [['x', x, this.x], ['y', y, this.y]] as const) {
+    for (const [name, t, s] of [
+      ['x', x, this.x],
+      ['y', y, this.y],
+    ] as const) {
       if (!sameLayout(t, s))
         throw new ShapeError(
           `StaticBatch.fill: ${name} is [${t.shape.join(', ')}] ${t.dtype}${layoutNote(t)}, the static buffer [${s.shape.join(', ')}] ${s.dtype}${layoutNote(s)}: a CUDA graph replays fixed shapes (drop the last partial batch: dropLast)`,
@@ -258,14 +282,21 @@ export class GraphedTrainStep {
   constructor(o: TrainStepOptions) {
     const why = cudaGraphsIncompatibility({ amp: o.amp, ampDtype: o.ampDtype, clipGradNorm: o.clipGradNorm });
     if (why) throw new RangeError(`captureTrainStep: ${why}`);
-    if (o.scaler) throw new RangeError('captureTrainStep: a GradScaler (float16 loss scaling) cannot be captured; use bfloat16 autocast, which needs no scaler');
+    if (o.scaler)
+      throw new RangeError(
+        'captureTrainStep: a GradScaler (float16 loss scaling) cannot be captured; use bfloat16 autocast, which needs no scaler',
+      );
     const w = o.warmup ?? 3;
-    if (!Number.isInteger(w) || w < 1 || w > 1000) throw new RangeError(`captureTrainStep: warmup must be an integer from 1 to 1000, got ${String(o.warmup)}`);
+    if (!Number.isInteger(w) || w < 1 || w > 1000)
+      throw new RangeError(`captureTrainStep: warmup must be an integer from 1 to 1000, got ${String(o.warmup)}`);
     const params = o.optimizer.paramGroups.flatMap((g) => g.params);
     if (params.length === 0) throw new TypeError('captureTrainStep: the optimizer has no parameters');
     const dev = params[0].device;
     for (const p of params)
-      if (p.device !== dev) throw new DeviceError(`captureTrainStep: the parameters are on ${dev} and ${p.device}; CUDA graphs need them all on one CUDA device`);
+      if (p.device !== dev)
+        throw new DeviceError(
+          `captureTrainStep: the parameters are on ${dev} and ${p.device}; CUDA graphs need them all on one CUDA device`,
+        );
     if (!cuda.isAvailable()) throw new DeviceError('captureTrainStep: CUDA graphs need a CUDA build/device: CUDA is not available here');
     cudaIndex(dev, 'captureTrainStep: the parameters');
     this.o = o;
@@ -313,7 +344,10 @@ export class GraphedTrainStep {
       } catch (e) {
         // the graph is disposed by capture(); this step cannot be used any more
         this.dispose();
-        throw new Error(`captureTrainStep: capturing the training step in a CUDA graph failed (the step must not read values on the host, e.g. item(), nor allocate optimizer state): ${(e as Error).message}`, { cause: e });
+        throw new Error(
+          `captureTrainStep: capturing the training step in a CUDA graph failed (the step must not read values on the host, e.g. item(), nor allocate optimizer state): ${(e as Error).message}`,
+          { cause: e },
+        );
       }
       const params = optimizer.paramGroups.flatMap((g) => g.params);
       this.graph.keep([s.x, s.y, this.out.loss, this.out.correct, ...params]);

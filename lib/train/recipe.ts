@@ -5,7 +5,16 @@ import { DeviceError } from '../core/errors.js';
 import { createModel, getModelInfo } from '../models/registry.js';
 import type { Module } from '../nn/module.js';
 import { AdamW, SGD, type Optimizer, type ParamGroup } from '../optim/optimizer.js';
-import { ConstantLR, CosineAnnealingLR, LinearWarmup, MultiStepLR, OneCycleLR, SequentialLR, type LRScheduler, type OptimizerLike } from '../optim/schedule.js';
+import {
+  ConstantLR,
+  CosineAnnealingLR,
+  LinearWarmup,
+  MultiStepLR,
+  OneCycleLR,
+  SequentialLR,
+  type LRScheduler,
+  type OptimizerLike,
+} from '../optim/schedule.js';
 import { cuda } from '../tensor/memory.js';
 import type { Device, Tensor } from '../tensor/tensor.js';
 import { forAudience, msg, setting, settingsError, type ScheduleName, type TrainConfig } from './config.js';
@@ -14,7 +23,10 @@ import { forAudience, msg, setting, settingsError, type ScheduleName, type Train
 export function resolveDevice(d: TrainConfig['device']): Device {
   if (d === 'auto') return cuda.isAvailable() ? 'cuda' : 'cpu';
   if (d.startsWith('cuda') && !cuda.isAvailable())
-    throw settingsError(DeviceError, msg`${setting('device', d)}: CUDA is not available here (use ${setting('device', 'cpu')} or ${forAudience("'auto'", 'auto')})`);
+    throw settingsError(
+      DeviceError,
+      msg`${setting('device', d)}: CUDA is not available here (use ${setting('device', 'cpu')} or ${forAudience("'auto'", 'auto')})`,
+    );
   return d;
 }
 
@@ -22,7 +34,11 @@ export function resolveDevice(d: TrainConfig['device']): Device {
  * The network of a run, as the trainer builds it: sized for the data's classes and channels, on the
  * device, channels-last when set. `residual eval` builds it the same way before loading the weights.
  */
-export function createRunModel(cfg: Pick<TrainConfig, 'model' | 'channelsLast'>, data: { images: Tensor; classes: string[] } | { classes: string[]; channels: number }, device: Device): Module {
+export function createRunModel(
+  cfg: Pick<TrainConfig, 'model' | 'channelsLast'>,
+  data: { images: Tensor; classes: string[] } | { classes: string[]; channels: number },
+  device: Device,
+): Module {
   const inChannels = 'images' in data ? data.images.shape[1] : data.channels; // in memory, or streamed / saved with the run
   const model = createModel(getModelInfo(cfg.model).name, { numClasses: Math.max(data.classes.length, 2), inChannels });
   // One pass over the parameters (Module._apply), in place: the tensor objects stay (optimizers and DDP hold them).
@@ -41,16 +57,26 @@ export function paramGroups(model: Module, weightDecay: number): (Partial<ParamG
 }
 
 /** SGD (momentum, Nesterov) or AdamW over the model's parameter groups. */
-export function createOptimizer(model: Module, cfg: Pick<TrainConfig, 'optimizer' | 'lr' | 'momentum' | 'nesterov' | 'weightDecay'>): Optimizer {
+export function createOptimizer(
+  model: Module,
+  cfg: Pick<TrainConfig, 'optimizer' | 'lr' | 'momentum' | 'nesterov' | 'weightDecay'>,
+): Optimizer {
   const groups = paramGroups(model, cfg.weightDecay);
-  return cfg.optimizer === 'sgd' ? new SGD(groups, { lr: cfg.lr, momentum: cfg.momentum, nesterov: cfg.nesterov && cfg.momentum > 0 }) : new AdamW(groups, { lr: cfg.lr });
+  return cfg.optimizer === 'sgd'
+    ? new SGD(groups, { lr: cfg.lr, momentum: cfg.momentum, nesterov: cfg.nesterov && cfg.momentum > 0 })
+    : new AdamW(groups, { lr: cfg.lr });
 }
 
 /** How each schedule is made for `total` steps after `warm` warm-up steps. */
 const MAKE_SCHEDULE: Record<ScheduleName, (o: OptimizerLike, cfg: Pick<TrainConfig, 'lr'>, total: number, warm: number) => LRScheduler> = {
   onecycle: (o, cfg, total) => new OneCycleLR(o, cfg.lr, total, { cycleMomentum: false }),
   cosine: (o, _cfg, total, warm) => new CosineAnnealingLR(o, Math.max(1, total - warm)),
-  multistep: (o, _cfg, total, warm) => new MultiStepLR(o, [Math.round(total * 0.5) - warm, Math.round(total * 0.75) - warm].filter((m) => m > 0), 0.1),
+  multistep: (o, _cfg, total, warm) =>
+    new MultiStepLR(
+      o,
+      [Math.round(total * 0.5) - warm, Math.round(total * 0.75) - warm].filter((m) => m > 0),
+      0.1,
+    ),
   constant: (o) => new ConstantLR(o, 1, 1),
 };
 
@@ -59,7 +85,11 @@ const MAKE_SCHEDULE: Record<ScheduleName, (o: OptimizerLike, cfg: Pick<TrainConf
  * steps, after a linear warm-up of warmupEpochs (1cycle has its own). `optimizer` may be any object with
  * param groups (state.ts dry-runs a saved schedule on a copy of them).
  */
-export function createScheduler(optimizer: OptimizerLike, cfg: Pick<TrainConfig, 'schedule' | 'lr' | 'epochs' | 'warmupEpochs'>, stepsPerEpoch: number): LRScheduler {
+export function createScheduler(
+  optimizer: OptimizerLike,
+  cfg: Pick<TrainConfig, 'schedule' | 'lr' | 'epochs' | 'warmupEpochs'>,
+  stepsPerEpoch: number,
+): LRScheduler {
   const total = stepsPerEpoch * cfg.epochs;
   const warm = Math.min(total - 1, Math.round(cfg.warmupEpochs * stepsPerEpoch));
   const main = MAKE_SCHEDULE[cfg.schedule](optimizer, cfg, total, warm);

@@ -55,7 +55,8 @@ export function reportSummary(h: History): string {
   if (last) {
     parts.push(`epoch ${last.epoch}`);
     parts.push(`train loss ${formatNumber(last.trainLoss)}, acc ${formatPercent(last.trainAcc)}`);
-    if (last.testLoss !== undefined || last.testAcc !== undefined) parts.push(`test loss ${formatNumber(last.testLoss)}, acc ${formatPercent(last.testAcc)}`);
+    if (last.testLoss !== undefined || last.testAcc !== undefined)
+      parts.push(`test loss ${formatNumber(last.testLoss)}, acc ${formatPercent(last.testAcc)}`);
     const total = h.epochs.reduce((s, e) => s + (Number.isFinite(e.seconds) ? e.seconds : 0), 0);
     parts.push(`time ${formatSeconds(total)}`);
   } else if (h.steps.length) {
@@ -129,8 +130,14 @@ export function reportData(h: History): ReportPoint[] {
     push('train, per step (smoothed)', thin(smooth(stepPts)));
     const ep = (f: (e: EpochMetrics) => number | undefined): Pt[] =>
       h.epochs.filter((e) => typeof f(e) === 'number').map((e) => [e.epoch, (f(e) as number) * scale]);
-    push('train, epoch', ep((e) => (chart === 'loss' ? e.trainLoss : e.trainAcc)));
-    push('test, epoch', ep((e) => (chart === 'loss' ? e.testLoss : e.testAcc)));
+    push(
+      'train, epoch',
+      ep((e) => (chart === 'loss' ? e.trainLoss : e.trainAcc)),
+    );
+    push(
+      'test, epoch',
+      ep((e) => (chart === 'loss' ? e.testLoss : e.testAcc)),
+    );
   }
   return out;
 }
@@ -140,10 +147,12 @@ function checkHistory(h: History): void {
     throw new TypeError('report: history must be { steps: [...], epochs: [...], title? }');
   }
   h.steps.forEach((s, i) => {
-    if (typeof s.epoch !== 'number' || typeof s.loss !== 'number') throw new TypeError(`report: steps[${i}] needs numeric 'epoch' and 'loss'`);
+    if (typeof s.epoch !== 'number' || typeof s.loss !== 'number')
+      throw new TypeError(`report: steps[${i}] needs numeric 'epoch' and 'loss'`);
   });
   h.epochs.forEach((e, i) => {
-    if (typeof e.epoch !== 'number' || typeof e.trainLoss !== 'number') throw new TypeError(`report: epochs[${i}] needs numeric 'epoch' and 'trainLoss'`);
+    if (typeof e.epoch !== 'number' || typeof e.trainLoss !== 'number')
+      throw new TypeError(`report: epochs[${i}] needs numeric 'epoch' and 'trainLoss'`);
   });
 }
 
@@ -171,7 +180,12 @@ function panel(points: ReportPoint[], chart: ReportPoint['chart']): Record<strin
   const mine = points.filter((p) => p.chart === chart);
   const size = { width: 420, height: 280 };
   if (!mine.some((p) => p.value !== null)) {
-    return { ...size, data: { values: [{ text: `${yTitle}: no data` }] }, mark: { type: 'text', fontSize: 13, color: '#666666' }, encoding: { text: { field: 'text' } } };
+    return {
+      ...size,
+      data: { values: [{ text: `${yTitle}: no data` }] },
+      mark: { type: 'text', fontSize: 13, color: '#666666' },
+      encoding: { text: { field: 'text' } },
+    };
   }
   const labels = REPORT_SERIES.map((s) => s.label);
   const shown = [...new Set(mine.filter((p) => p.series !== 'train, per step').map((p) => p.series))];
@@ -183,7 +197,12 @@ function panel(points: ReportPoint[], chart: ReportPoint['chart']): Record<strin
   };
   // A little room right of the last point, so its marker is not cut by the plot's edge.
   const xMax = Math.max(1e-9, ...mine.map((p) => p.epoch));
-  const x = { field: 'epoch', type: 'quantitative', title: 'epoch', scale: { domain: [Math.min(0, ...mine.map((p) => p.epoch)), xMax * 1.02], nice: false } };
+  const x = {
+    field: 'epoch',
+    type: 'quantitative',
+    title: 'epoch',
+    scale: { domain: [Math.min(0, ...mine.map((p) => p.epoch)), xMax * 1.02], nice: false },
+  };
   const y = { field: 'value', type: 'quantitative', title: yTitle, scale: { domain: yDomain(mine, chart), nice: true } };
   const line = (series: string[], mark: Record<string, unknown>) => ({
     transform: [{ filter: { field: 'series', oneOf: series } }],

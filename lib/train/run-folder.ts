@@ -15,7 +15,18 @@ import path from 'node:path';
 import { isEventRewriteTemp } from '../tensorboard/reader.js';
 import { isEventFileName } from '../tensorboard/writer.js';
 import { CHECKPOINT_WEIGHTS, hasCheckpoint, isCheckpointTemp } from './checkpoint.js';
-import { forAudience, key, listOf, msg, runSettingsDiffer, setting, settingsError, validateConfig, DEFAULT_CONFIG, type TrainConfig } from './config.js';
+import {
+  forAudience,
+  key,
+  listOf,
+  msg,
+  runSettingsDiffer,
+  setting,
+  settingsError,
+  validateConfig,
+  DEFAULT_CONFIG,
+  type TrainConfig,
+} from './config.js';
 
 export const RUN_CONFIG_FILE = 'config.json';
 export const METRICS_FILE = 'metrics.jsonl';
@@ -38,7 +49,15 @@ export function defaultRunFolder(model: string, data: string, root = 'runs'): st
 /** Does this parsed config.json look like one a residual run wrote? */
 function looksLikeRunConfig(v: unknown): v is Partial<TrainConfig> {
   const c = v as Partial<TrainConfig> | null;
-  return !!c && typeof c === 'object' && !Array.isArray(c) && typeof c.model === 'string' && typeof c.data === 'string' && typeof c.epochs === 'number' && typeof c.batchSize === 'number';
+  return (
+    !!c &&
+    typeof c === 'object' &&
+    !Array.isArray(c) &&
+    typeof c.model === 'string' &&
+    typeof c.data === 'string' &&
+    typeof c.epochs === 'number' &&
+    typeof c.batchSize === 'number'
+  );
 }
 
 /**
@@ -51,7 +70,10 @@ export function readRunConfigFile(dir: string): { config: Partial<TrainConfig> |
   try {
     v = JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (e) {
-    return { config: null, problem: (e as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : `not readable JSON: ${(e as Error).message}` };
+    return {
+      config: null,
+      problem: (e as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : `not readable JSON: ${(e as Error).message}`,
+    };
   }
   if (!looksLikeRunConfig(v)) return { config: null, problem: 'not the settings of a residual run' };
   try {
@@ -100,7 +122,14 @@ export function inspectRunFolder(dir: string): RunFolderContents {
   for (const f of names) if (CHECKPOINT_WEIGHTS.test(f) || isCheckpointTemp(f)) partial.push(f);
   // TensorBoard event files (and a leftover of their rewrite on resume), like metrics.jsonl.
   for (const f of names) if (isEventFileName(f) || isEventRewriteTemp(f)) (config ? partial : foreign).push(f);
-  return { checkpoint: hasCheckpoint(dir), finished: FINISHED_FILES.filter((f) => names.includes(f)), partial, foreign, foreignWhy: 'problem' in read ? read.problem : undefined, config };
+  return {
+    checkpoint: hasCheckpoint(dir),
+    finished: FINISHED_FILES.filter((f) => names.includes(f)),
+    partial,
+    foreign,
+    foreignWhy: 'problem' in read ? read.problem : undefined,
+    config,
+  };
 }
 
 /** The error for resuming a folder where no run was started. */
@@ -126,7 +155,10 @@ export function planRun(cfg: Pick<TrainConfig, 'out'> & Partial<TrainConfig>, op
   const anotherOut = msg`choose another ${key('out')}`;
   if (folder.checkpoint) {
     if (!opts.resume)
-      throw settingsError(Error, msg`${dir} already holds a checkpoint: ${forAudience('call fit() with', 'pass')} ${setting('resume', true)} to continue it, or ${anotherOut.parts} (nothing was overwritten)`);
+      throw settingsError(
+        Error,
+        msg`${dir} already holds a checkpoint: ${forAudience('call fit() with', 'pass')} ${setting('resume', true)} to continue it, or ${anotherOut.parts} (nothing was overwritten)`,
+      );
     return { resume: true };
   }
   if (folder.finished.length) {

@@ -51,7 +51,17 @@ export const RNG_CPU = 'rng.cpu';
 export const RNG_CUDA = 'rng.cuda';
 
 /** The keys of a trainer's checkpoint.json. */
-const RUN_KEYS = [...CHECKPOINT_ENVELOPE_KEYS, 'config', 'optimizer', 'scheduler', 'scaler', 'history', 'device', 'worldSize', 'data'] as const;
+const RUN_KEYS = [
+  ...CHECKPOINT_ENVELOPE_KEYS,
+  'config',
+  'optimizer',
+  'scheduler',
+  'scaler',
+  'history',
+  'device',
+  'worldSize',
+  'data',
+] as const;
 const RUN_REQUIRED = RUN_KEYS.filter((k) => k !== 'data');
 /** The most ranks a run may have been trained with (the streaming loader's bound). */
 const MAX_WORLD_SIZE = 1 << 20;
@@ -105,7 +115,8 @@ function checkHistory(c: JsonChecker, v: unknown, epoch: number, globalStep: num
     const o = c.object(e, at);
     c.keys(o, at, ['epoch', 'trainLoss', 'trainAcc', 'testLoss', 'testAcc', 'seconds'], ['epoch', 'trainLoss', 'trainAcc', 'seconds']);
     c.integer(o.epoch, `${at}.epoch`, 1, epoch);
-    for (const k of ['trainLoss', 'trainAcc', 'testLoss', 'testAcc', 'seconds']) if (o[k] !== undefined) numberOrNull(c, o[k], `${at}.${k}`);
+    for (const k of ['trainLoss', 'trainAcc', 'testLoss', 'testAcc', 'seconds'])
+      if (o[k] !== undefined) numberOrNull(c, o[k], `${at}.${k}`);
   });
 }
 
@@ -140,7 +151,8 @@ export function checkRunCheckpoint(v: unknown, file: string): RunCheckpointMeta 
     const m = settingsMessageOf(e);
     throw new BadFileError(`${file}: ${m ? m.render(IN_FILE) : `config: ${(e as Error).message}`}`, { path: file, cause: e });
   }
-  if (meta.epoch > config.epochs) c.fail('epoch', `must be at most config.epochs (${config.epochs}): a run saves a checkpoint after each of its epochs`, meta.epoch);
+  if (meta.epoch > config.epochs)
+    c.fail('epoch', `must be at most config.epochs (${config.epochs}): a run saves a checkpoint after each of its epochs`, meta.epoch);
 
   const opt = c.object(o.optimizer, 'optimizer');
   c.keys(opt, 'optimizer', ['paramGroups', 'scalars']);
@@ -163,7 +175,12 @@ export function checkRunCheckpoint(v: unknown, file: string): RunCheckpointMeta 
   checkFinite(c, sch, 'scheduler');
   // The trainer steps its schedule once per training step (the schedule's first step is its construction).
   c.integer(sch.lastEpoch, 'scheduler.lastEpoch');
-  if (sch.lastEpoch !== meta.globalStep) c.fail('scheduler.lastEpoch', `must equal globalStep (${meta.globalStep}): the schedule is stepped once per training step`, sch.lastEpoch);
+  if (sch.lastEpoch !== meta.globalStep)
+    c.fail(
+      'scheduler.lastEpoch',
+      `must equal globalStep (${meta.globalStep}): the schedule is stepped once per training step`,
+      sch.lastEpoch,
+    );
 
   if (o.scaler !== null) {
     const s = c.object(o.scaler, 'scaler');
@@ -227,12 +244,14 @@ export function saveTrainingState(dir: string, live: LiveTraining, run: RunRecor
   const tensors: Record<string, Tensor> = {};
   for (const [k, v] of Object.entries(live.model.stateDict())) tensors[`${MODEL_PREFIX}${k}`] = v;
   const sd = live.optimizer.stateDict();
-  for (const [id, s] of Object.entries(sd.state)) for (const [k, v] of Object.entries(s)) if (v instanceof Tensor) tensors[`optim.${id}.${k}`] = v;
+  for (const [id, s] of Object.entries(sd.state))
+    for (const [k, v] of Object.entries(s)) if (v instanceof Tensor) tensors[`optim.${id}.${k}`] = v;
   tensors[RNG_CPU] = getRngState('cpu');
   if (live.device.startsWith('cuda')) tensors[RNG_CUDA] = getRngState(live.device);
   try {
     const scalars: Record<string, Record<string, number>> = {};
-    for (const [id, s] of Object.entries(sd.state)) for (const [k, v] of Object.entries(s)) if (typeof v === 'number') (scalars[id] ??= {})[k] = v;
+    for (const [id, s] of Object.entries(sd.state))
+      for (const [k, v] of Object.entries(s)) if (typeof v === 'number') (scalars[id] ??= {})[k] = v;
     saveCheckpoint(
       dir,
       tensors,
@@ -268,7 +287,8 @@ function jsonKind(v: unknown): string {
  */
 function sameJsonShape(c: JsonChecker, v: unknown, like: unknown, at: string): void {
   const kind = jsonKind(like);
-  if (jsonKind(v) !== kind) c.fail(at, `must be ${kind === 'array' || kind === 'object' ? `an ${kind}` : `a ${kind}`} (as this run's schedule has it)`, v);
+  if (jsonKind(v) !== kind)
+    c.fail(at, `must be ${kind === 'array' || kind === 'object' ? `an ${kind}` : `a ${kind}`} (as this run's schedule has it)`, v);
   if (kind === 'array') {
     const l = like as unknown[];
     if (l.length) (v as unknown[]).forEach((x, i) => sameJsonShape(c, x, l[Math.min(i, l.length - 1)], `${at}[${i}]`));
@@ -296,7 +316,13 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
  * changed): every model key with its shape and dtype, the optimizer's groups and buffers, the RNG
  * states, no other tensors, and the schedule (loaded into a copy first).
  */
-function checkFits(meta: RunCheckpointMeta, tensors: Record<string, Tensor>, live: LiveTraining, makeScheduler: (o: OptimizerLike) => LRScheduler, c: JsonChecker): void {
+function checkFits(
+  meta: RunCheckpointMeta,
+  tensors: Record<string, Tensor>,
+  live: LiveTraining,
+  makeScheduler: (o: OptimizerLike) => LRScheduler,
+  c: JsonChecker,
+): void {
   const weights = path.join(path.dirname(c.file), meta.weights);
   const bad = (what: string): never => {
     throw new BadFileError(`${weights}: ${what} (the checkpoint does not fit this run's model and optimizer)`, { path: weights });
@@ -315,7 +341,8 @@ function checkFits(meta: RunCheckpointMeta, tensors: Record<string, Tensor>, liv
       const name = k.slice(MODEL_PREFIX.length);
       const want = own.get(name);
       if (!want) bad(`${k} is not a tensor of this model`);
-      else if (!sameShape(t.shape, want.shape) || t.dtype !== want.dtype) bad(`${k} is ${t.dtype} [${t.shape.join(', ')}], the model's is ${want.dtype} [${want.shape.join(', ')}]`);
+      else if (!sameShape(t.shape, want.shape) || t.dtype !== want.dtype)
+        bad(`${k} is ${t.dtype} [${t.shape.join(', ')}], the model's is ${want.dtype} [${want.shape.join(', ')}]`);
       seen.add(name);
     } else if (k === RNG_CPU || (k === RNG_CUDA && live.device.startsWith('cuda'))) {
       const ref = getRngState(k === RNG_CPU ? 'cpu' : live.device);
@@ -329,18 +356,26 @@ function checkFits(meta: RunCheckpointMeta, tensors: Record<string, Tensor>, liv
     }
   }
   const missing = [...own.keys()].filter((k) => !seen.has(k));
-  if (missing.length) bad(`the model's ${missing.slice(0, 5).map((k) => MODEL_PREFIX + k).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''} ${missing.length > 1 ? 'are' : 'is'} missing`);
+  if (missing.length)
+    bad(
+      `the model's ${missing
+        .slice(0, 5)
+        .map((k) => MODEL_PREFIX + k)
+        .join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''} ${missing.length > 1 ? 'are' : 'is'} missing`,
+    );
   if (!tensors[RNG_CPU]) bad(`${RNG_CPU} is missing`);
   // The optimizer: saved groups against the live ones, parameter ids to parameters, then its buffers.
   const groups = meta.optimizer.paramGroups;
   const liveGroups = live.optimizer.paramGroups;
-  if (groups.length !== liveGroups.length) c.fail('optimizer.paramGroups', `must have ${liveGroups.length} groups (this optimizer's), has ${groups.length}`);
+  if (groups.length !== liveGroups.length)
+    c.fail('optimizer.paramGroups', `must have ${liveGroups.length} groups (this optimizer's), has ${groups.length}`);
   const byId = new Map<number, Tensor>();
   groups.forEach((g, gi) => {
     const at = `optimizer.paramGroups[${gi}]`;
     const lg = liveGroups[gi] as Record<string, unknown> & { params: Tensor[] };
     const ids = g.params as number[];
-    if (ids.length !== lg.params.length) c.fail(`${at}.params`, `must list ${lg.params.length} parameters (this group's), lists ${ids.length}`);
+    if (ids.length !== lg.params.length)
+      c.fail(`${at}.params`, `must list ${lg.params.length} parameters (this group's), lists ${ids.length}`);
     ids.forEach((id, j) => {
       if (byId.has(id)) c.fail(`${at}.params[${j}]`, 'names a parameter id twice', id);
       byId.set(id, lg.params[j]);
@@ -350,10 +385,12 @@ function checkFits(meta: RunCheckpointMeta, tensors: Record<string, Tensor>, liv
       if (!Object.hasOwn(lg, k)) c.fail(`${at}.${k}`, 'is not a hyperparameter of this optimizer (unknown key)');
       const want = lg[k];
       const kind = (x: unknown) => (Array.isArray(x) ? `array of ${x.length}` : x === null ? 'null' : typeof x);
-      if (kind(v) !== kind(want)) c.fail(`${at}.${k}`, `must be ${Array.isArray(want) ? `an array of ${want.length} numbers` : `a ${kind(want)}`}`, v);
+      if (kind(v) !== kind(want))
+        c.fail(`${at}.${k}`, `must be ${Array.isArray(want) ? `an array of ${want.length} numbers` : `a ${kind(want)}`}`, v);
     }
   });
-  for (const id of Object.keys(meta.optimizer.scalars)) if (!byId.has(Number(id))) c.fail(`optimizer.scalars.${id}`, 'names no parameter of optimizer.paramGroups');
+  for (const id of Object.keys(meta.optimizer.scalars))
+    if (!byId.has(Number(id))) c.fail(`optimizer.scalars.${id}`, 'names no parameter of optimizer.paramGroups');
   const buffers = optimizerBuffers(live.optimizer);
   for (const [k, t] of Object.entries(tensors)) {
     const m = OPTIM_KEY.exec(k);
@@ -361,7 +398,8 @@ function checkFits(meta: RunCheckpointMeta, tensors: Record<string, Tensor>, liv
     const p = byId.get(Number(m[1]));
     if (!p) bad(`${k} names parameter ${m[1]}, which optimizer.paramGroups does not list`);
     else if (!buffers.includes(m[2])) bad(`${k}: ${m[2]} is not a buffer of this optimizer (${buffers.join(', ')})`);
-    else if (!sameShape(t.shape, p.shape) || t.dtype !== p.dtype) bad(`${k} is ${t.dtype} [${t.shape.join(', ')}], its parameter is ${p.dtype} [${p.shape.join(', ')}]`);
+    else if (!sameShape(t.shape, p.shape) || t.dtype !== p.dtype)
+      bad(`${k} is ${t.dtype} [${t.shape.join(', ')}], its parameter is ${p.dtype} [${p.shape.join(', ')}]`);
   }
   // The schedule: the same keys and kinds of values as this run's schedule has, then loaded into a
   // schedule made the same way over copies of the param groups.

@@ -28,7 +28,13 @@ export interface LoggedStep {
 /** Scalar tags by metrics.jsonl field: a step record's, at its step. */
 export const STEP_SCALARS = { loss: 'loss/train', acc: 'accuracy/train', lr: 'learning_rate', imagesPerSec: 'images_per_sec' } as const;
 /** Scalar tags by metrics.jsonl field: an epoch record's, at the epoch's last step. */
-export const EPOCH_SCALARS = { trainLoss: 'loss/train_epoch', trainAcc: 'accuracy/train_epoch', testLoss: 'loss/test', testAcc: 'accuracy/test', seconds: 'epoch_seconds' } as const;
+export const EPOCH_SCALARS = {
+  trainLoss: 'loss/train_epoch',
+  trainAcc: 'accuracy/train_epoch',
+  testLoss: 'loss/test',
+  testAcc: 'accuracy/test',
+  seconds: 'epoch_seconds',
+} as const;
 
 /**
  * Makes a run folder's event files agree with the run about to start, whether or not it writes events:

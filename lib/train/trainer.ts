@@ -26,7 +26,15 @@ import { zeros, type Device, type Tensor } from '../tensor/tensor.js';
 import { hasCheckpoint, type CrashPoint } from './checkpoint.js';
 import { cudaGraphsReason, key, msg, resolveConfig, setting, settingsError, type TrainConfig } from './config.js';
 import { openRunData, type RunDataInfo } from './data.js';
-import { allRanks, checkResumeWorldSize, commonStreamedLength, distributedShare, isWriter, setupDistributed, type DistributedTraining } from './distributed.js';
+import {
+  allRanks,
+  checkResumeWorldSize,
+  commonStreamedLength,
+  distributedShare,
+  isWriter,
+  setupDistributed,
+  type DistributedTraining,
+} from './distributed.js';
 import { evaluate, type EvaluateResult } from './evaluate.js';
 import { GraphedTrainStep, cudnnBenchmark } from './graphs.js';
 import { MetricsWriter, truncateMetrics, type History } from './metrics.js';
@@ -37,9 +45,45 @@ import { loadTrainingState, saveTrainingState } from './state.js';
 import { RunEvents, prepareEventFiles } from './tensorboard.js';
 
 export type Progress =
-  | { type: 'start'; device: string; model: string; params: number; trainSize: number; testSize: number; stepsPerEpoch: number; epochs: number; startEpoch: number; dataName: string; out: string; worldSize?: number; batchSize?: number; tensorboard?: string }
-  | { type: 'step'; epoch: number; epochs: number; step: number; steps: number; globalStep: number; loss: number; acc: number; lr: number; imagesPerSec: number; etaSeconds: number }
-  | { type: 'epoch'; epoch: number; epochs: number; trainLoss: number; trainAcc: number; testLoss: number; testAcc: number; seconds: number }
+  | {
+      type: 'start';
+      device: string;
+      model: string;
+      params: number;
+      trainSize: number;
+      testSize: number;
+      stepsPerEpoch: number;
+      epochs: number;
+      startEpoch: number;
+      dataName: string;
+      out: string;
+      worldSize?: number;
+      batchSize?: number;
+      tensorboard?: string;
+    }
+  | {
+      type: 'step';
+      epoch: number;
+      epochs: number;
+      step: number;
+      steps: number;
+      globalStep: number;
+      loss: number;
+      acc: number;
+      lr: number;
+      imagesPerSec: number;
+      etaSeconds: number;
+    }
+  | {
+      type: 'epoch';
+      epoch: number;
+      epochs: number;
+      trainLoss: number;
+      trainAcc: number;
+      testLoss: number;
+      testAcc: number;
+      seconds: number;
+    }
   | { type: 'checkpoint'; epoch: number; path: string }
   /** Something the user should know about the run folder (e.g. a restart from the beginning). */
   | { type: 'notice'; message: string }
@@ -109,7 +153,8 @@ export class Trainer {
       const why = cfg.cudaGraphs && this.distributed ? cudaGraphsReason({ distributed: true }) : null;
       if (why) throw settingsError(RangeError, msg`${key('cudaGraphs')}: ${why.parts}`);
       this.stepsPerEpoch = Math.min(this.loaderSteps(0), cfg.limitTrainBatches ?? Infinity);
-      if (this.stepsPerEpoch < 1) throw new Error(`the training set (${this.trainSize} images) is smaller than one batch of ${cfg.batchSize}`);
+      if (this.stepsPerEpoch < 1)
+        throw new Error(`the training set (${this.trainSize} images) is smaller than one batch of ${cfg.batchSize}`);
       this.optimizer = createOptimizer(this.model, cfg);
       this.scheduler = this.makeScheduler(this.optimizer);
     } catch (e) {
@@ -208,7 +253,14 @@ export class Trainer {
     return saveTrainingState(
       this.cfg.out,
       this,
-      { epoch: this.epoch, globalStep: this.globalStep, config: this.cfg, history: this.history, worldSize: this.distributed?.worldSize ?? 1, data: this.dataInfo },
+      {
+        epoch: this.epoch,
+        globalStep: this.globalStep,
+        config: this.cfg,
+        history: this.history,
+        worldSize: this.distributed?.worldSize ?? 1,
+        data: this.dataInfo,
+      },
       { crashAt: this.crashAt },
     );
   }
@@ -218,14 +270,22 @@ export class Trainer {
    * whole checkpoint is checked first (a BadFileError naming the key; nothing is restored then).
    */
   resume(): void {
-    const s = loadTrainingState(this.cfg.out, this, (o) => this.makeScheduler(o), (meta) => checkResumeWorldSize(meta.worldSize));
+    const s = loadTrainingState(
+      this.cfg.out,
+      this,
+      (o) => this.makeScheduler(o),
+      (meta) => checkResumeWorldSize(meta.worldSize),
+    );
     this.epoch = s.epoch;
     this.globalStep = s.globalStep;
     this.history = s.history;
   }
 
   /** Runs the remaining epochs: train, evaluate, checkpoint, metrics; then writes the report. */
-  async fit(onProgress: (p: Progress) => void = () => {}, opts: { resume?: boolean; stopAfterEpochs?: number } = {}): Promise<{ testAcc: number; testLoss: number; report: { svg: string; png: string } }> {
+  async fit(
+    onProgress: (p: Progress) => void = () => {},
+    opts: { resume?: boolean; stopAfterEpochs?: number } = {},
+  ): Promise<{ testAcc: number; testLoss: number; report: { svg: string; png: string } }> {
     const cfg = this.cfg;
     // Data-parallel: only rank 0 checks and writes the run folder (config, metrics, checkpoints, report);
     // the other ranks resume from the same checkpoint when there is one.
@@ -240,9 +300,14 @@ export class Trainer {
         // Steps and epochs after the checkpoint were lost with the process and run again now: drop their
         // records, so metrics.jsonl holds each step and epoch once.
         const dropped = truncateMetrics(metricsFile(cfg.out), { epoch: this.epoch, globalStep: this.globalStep });
-        if (dropped) onProgress({ type: 'notice', message: `resuming after epoch ${this.epoch}: dropped ${dropped} metrics records written after that checkpoint (they are run again)` });
+        if (dropped)
+          onProgress({
+            type: 'notice',
+            message: `resuming after epoch ${this.epoch}: dropped ${dropped} metrics records written after that checkpoint (they are run again)`,
+          });
       } else {
-        if (this.globalStep > 0) throw new Error(`this Trainer has already trained: create a new Trainer to start the run in ${cfg.out} from the beginning`);
+        if (this.globalStep > 0)
+          throw new Error(`this Trainer has already trained: create a new Trainer to start the run in ${cfg.out} from the beginning`);
         if (plan.notice) onProgress({ type: 'notice', message: plan.notice });
       }
       // The event files agree with the checkpoint (or are gone, from the beginning) even when this run writes none.
@@ -258,9 +323,20 @@ export class Trainer {
     }
     const t0 = Date.now();
     onProgress({
-      type: 'start', device: this.device, model: cfg.model, params: this.model.numParameters(), trainSize: this.trainSize,
-      testSize: this.testSize, stepsPerEpoch: this.stepsPerEpoch, epochs: cfg.epochs, startEpoch: this.epoch, dataName: this.dataDescription, out: cfg.out,
-      worldSize: this.distributed?.worldSize ?? 1, batchSize: cfg.batchSize, tensorboard: this.events?.file,
+      type: 'start',
+      device: this.device,
+      model: cfg.model,
+      params: this.model.numParameters(),
+      trainSize: this.trainSize,
+      testSize: this.testSize,
+      stepsPerEpoch: this.stepsPerEpoch,
+      epochs: cfg.epochs,
+      startEpoch: this.epoch,
+      dataName: this.dataDescription,
+      out: cfg.out,
+      worldSize: this.distributed?.worldSize ?? 1,
+      batchSize: cfg.batchSize,
+      tensorboard: this.events?.file,
     });
     let last = { loss: NaN, acc: NaN };
     let ran = 0;
@@ -302,7 +378,19 @@ export class Trainer {
             this.metrics?.step({ step: this.globalStep, epoch: ep, loss: wl, acc: wa, lr: this.lr, imagesPerSec: ips });
             this.events?.step({ step: this.globalStep, loss: wl, acc: wa, lr: this.lr, imagesPerSec: ips }, this.model);
             this.history.steps.push({ step: this.globalStep, epoch: ep - 1 + step / this.stepsPerEpoch, loss: wl, acc: wa, lr: this.lr });
-            onProgress({ type: 'step', epoch: ep, epochs: cfg.epochs, step, steps: this.stepsPerEpoch, globalStep: this.globalStep, loss: wl, acc: wa, lr: this.lr, imagesPerSec: ips, etaSeconds: (stepsLeft * cfg.batchSize) / ips });
+            onProgress({
+              type: 'step',
+              epoch: ep,
+              epochs: cfg.epochs,
+              step,
+              steps: this.stepsPerEpoch,
+              globalStep: this.globalStep,
+              loss: wl,
+              acc: wa,
+              lr: this.lr,
+              imagesPerSec: ips,
+              etaSeconds: (stepsLeft * cfg.batchSize) / ips,
+            });
             windowLoss.zero_();
             windowCorrect.zero_();
             windowImages = 0;
@@ -333,7 +421,9 @@ export class Trainer {
         const ev = await this.evaluate();
         last = { loss: ev.loss, acc: ev.acc };
       }
-      const report = writer ? await writeReport(cfg.out, this.history) : { svg: path.join(cfg.out, 'report.svg'), png: path.join(cfg.out, 'report.png') };
+      const report = writer
+        ? await writeReport(cfg.out, this.history)
+        : { svg: path.join(cfg.out, 'report.svg'), png: path.join(cfg.out, 'report.png') };
       // (a resumed run that had nothing left to train wrote its report at this step before)
       if (ran > 0) this.events?.report(report.png, this.globalStep);
       if (writer && this.epoch >= cfg.epochs) {
@@ -392,5 +482,3 @@ export class Trainer {
     if (this.test) disposeDataset(this.test);
   }
 }
-
-

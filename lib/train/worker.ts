@@ -11,7 +11,11 @@ export interface WorkerResult {
 }
 
 /** Runs `new Trainer(config).fit()` in a worker thread; `onProgress` receives every progress event. */
-export function trainInWorker(config: Partial<TrainConfig> & { model: string }, onProgress: (p: Progress) => void = () => {}, opts: { resume?: boolean } = {}): Promise<WorkerResult> {
+export function trainInWorker(
+  config: Partial<TrainConfig> & { model: string },
+  onProgress: (p: Progress) => void = () => {},
+  opts: { resume?: boolean } = {},
+): Promise<WorkerResult> {
   return new Promise((resolve, reject) => {
     const w = new Worker(new URL(import.meta.url), { workerData: { config, resume: !!opts.resume } });
     let done = false;

@@ -35,7 +35,8 @@ export class FontMetrics {
   constructor(file: string) {
     const buf = fs.readFileSync(file);
     const tables = new Map<string, number>();
-    for (let i = 0, n = buf.readUInt16BE(4); i < n; i++) tables.set(buf.toString('latin1', 12 + 16 * i, 16 + 16 * i), buf.readUInt32BE(20 + 16 * i));
+    for (let i = 0, n = buf.readUInt16BE(4); i < n; i++)
+      tables.set(buf.toString('latin1', 12 + 16 * i, 16 + 16 * i), buf.readUInt32BE(20 + 16 * i));
     const at = (tag: string) => {
       const o = tables.get(tag);
       if (o === undefined) throw new Error(`${file}: no '${tag}' table`);
@@ -102,7 +103,15 @@ export const CHART_CONFIG = {
   background: 'white',
   padding: { left: 12, top: 12, right: 24, bottom: 12 },
   title: { fontSize: 16, subtitleFontSize: 12, subtitleColor: '#555555', anchor: 'start', offset: 10 },
-  axis: { labelFontSize: 11, labelSeparation: 8, titleFontSize: 12, titleFontWeight: 'normal', gridColor: '#e6e6e6', labelColor: '#333333', titleColor: '#222222' },
+  axis: {
+    labelFontSize: 11,
+    labelSeparation: 8,
+    titleFontSize: 12,
+    titleFontWeight: 'normal',
+    gridColor: '#e6e6e6',
+    labelColor: '#333333',
+    titleColor: '#222222',
+  },
   legend: { labelFontSize: 11, titleFontSize: 12, labelLimit: 320, symbolStrokeWidth: 2.5 },
   header: { labelFontSize: 13, titleFontSize: 13, labelFontWeight: 'bold' },
   view: { stroke: '#bbbbbb' },

@@ -28,8 +28,16 @@ async function ours(workers, images, batch) {
   const { data } = await import(path.join(root, 'dist', 'index.js'));
   const src = data.imageFolderSource(path.join(dir, 'train'));
   const dl = new data.StreamingDataLoader(src, {
-    batchSize: batch, size: 224, transform: 'train', shuffle: true, seed: 0, workers, prefetch: 2 * workers, dropLast: true,
-    mean: data.IMAGENET_MEAN, std: data.IMAGENET_STD,
+    batchSize: batch,
+    size: 224,
+    transform: 'train',
+    shuffle: true,
+    seed: 0,
+    workers,
+    prefetch: 2 * workers,
+    dropLast: true,
+    mean: data.IMAGENET_MEAN,
+    std: data.IMAGENET_STD,
   });
   let n = 0;
   let warm = null;
@@ -54,7 +62,21 @@ if (mode === 'throughput') {
   const runs = { residual: [], pytorch: [] };
   for (let rep = 0; rep < 2; rep++) {
     runs.residual.push(await ours(workers, images, batch));
-    const r = spawnSync(py, [path.join(root, 'scripts', 'bench', 'bench-data.py'), 'torch', path.join(dir, 'train'), '--workers', String(workers), '--batch', String(batch), '--images', String(images)], { encoding: 'utf8' });
+    const r = spawnSync(
+      py,
+      [
+        path.join(root, 'scripts', 'bench', 'bench-data.py'),
+        'torch',
+        path.join(dir, 'train'),
+        '--workers',
+        String(workers),
+        '--batch',
+        String(batch),
+        '--images',
+        String(images),
+      ],
+      { encoding: 'utf8' },
+    );
     if (r.status !== 0) {
       console.error(r.stderr);
       process.exit(1);
@@ -65,14 +87,39 @@ if (mode === 'throughput') {
   const res = { workers, batch, images, residual: best(runs.residual), pytorch: best(runs.pytorch), runs };
   res.ratio = res.residual / res.pytorch;
   console.log(JSON.stringify(res, null, 2));
-  console.log(`decode + RandomResizedCrop(224) + flip + normalise, ${workers} threads: residual ${res.residual.toFixed(1)} img/s, PyTorch DataLoader + torchvision ${res.pytorch.toFixed(1)} img/s: ${res.ratio.toFixed(2)}x`);
+  console.log(
+    `decode + RandomResizedCrop(224) + flip + normalise, ${workers} threads: residual ${res.residual.toFixed(1)} img/s, PyTorch DataLoader + torchvision ${res.pytorch.toFixed(1)} img/s: ${res.ratio.toFixed(2)}x`,
+  );
 } else if (mode === 'rss') {
   const batches = arg('batches', '3');
   const bs = arg('batch-size', '128');
   const out = path.join('/tmp', `residual-rss-${process.pid}`);
   const argv = [
-    '/usr/bin/time', '-f', 'MAXRSS_KB %M', process.execPath, path.join(root, 'bin', 'residual.js'), 'train', '--model', 'resnet18', '--data', 'imagefolder',
-    '--data-path', dir, '--epochs', '1', '--batch-size', bs, '--limit-train-batches', batches, '--limit-test-batches', '1', '--device', 'cpu', '--out', out, '--json',
+    '/usr/bin/time',
+    '-f',
+    'MAXRSS_KB %M',
+    process.execPath,
+    path.join(root, 'bin', 'residual.js'),
+    'train',
+    '--model',
+    'resnet18',
+    '--data',
+    'imagefolder',
+    '--data-path',
+    dir,
+    '--epochs',
+    '1',
+    '--batch-size',
+    bs,
+    '--limit-train-batches',
+    batches,
+    '--limit-test-batches',
+    '1',
+    '--device',
+    'cpu',
+    '--out',
+    out,
+    '--json',
   ];
   const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8' });
   spawnSync('rm', ['-rf', out]);

@@ -35,7 +35,10 @@ async function rankMain(): Promise<void> {
   const per = globalBatch / world;
   manualSeed(1 + rank);
   const x = randn([per, 3, 32, 32]);
-  const y = tensor(Array.from({ length: per }, (_, i) => i % 10), { dtype: 'int64' });
+  const y = tensor(
+    Array.from({ length: per }, (_, i) => i % 10),
+    { dtype: 'int64' },
+  );
   const opt = new optim.SGD(model.parameters(), { lr: 0.01, momentum: 0.9 });
   const timeSteps = (call: (t: Tensor) => Tensor): number[] => {
     const ts: number[] = [];
@@ -54,7 +57,8 @@ async function rankMain(): Promise<void> {
   // compute only: the same per-rank step without DDP (every rank does it at the same time), in rounds
   // interleaved with the DDP steps, so load from other processes on the machine hits both alike.
   const ddp = world > 1 ? new dist.DistributedDataParallel(model, { bucketCapMB: bucket }) : null;
-  const localTimes: number[] = [], ddpTimes: number[] = [];
+  const localTimes: number[] = [],
+    ddpTimes: number[] = [];
   for (let round = 0; round < 3; round++) {
     localTimes.push(...timeSteps((t) => model.call(t)));
     if (ddp) ddpTimes.push(...timeSteps((t) => ddp.call(t)));
@@ -68,7 +72,8 @@ async function rankMain(): Promise<void> {
     ddp.destroy();
     await dist.barrier();
   }
-  if (rank === 0) fs.writeFileSync(out, JSON.stringify({ world, bucket, per, localMs: local, stepMs: ddpMs, localBest, stepBest: ddpBest }));
+  if (rank === 0)
+    fs.writeFileSync(out, JSON.stringify({ world, bucket, per, localMs: local, stepMs: ddpMs, localBest, stepBest: ddpBest }));
   if (world > 1) dist.destroyProcessGroup();
 }
 
@@ -85,7 +90,9 @@ async function main(): Promise<void> {
   for (const [i, c] of configs.entries()) {
     const out = path.join(dir, `r${i}.json`);
     const r = await launch({
-      nprocPerNode: c.world, masterPort: 0, script: self,
+      nprocPerNode: c.world,
+      masterPort: 0,
+      script: self,
       args: ['--rank-main', '--bucket', String(c.bucket), '--steps', String(steps), '--global', String(globalBatch), '--out', out],
       env: { ...process.env, GLOO_SOCKET_IFNAME: process.env.GLOO_SOCKET_IFNAME ?? 'lo' },
     });
@@ -94,13 +101,18 @@ async function main(): Promise<void> {
   }
   const base = rows[0].stepMs;
   const baseBest = rows[0].stepBest;
-  console.log(`ResNet-20, 32x32x3 synthetic images, global batch ${globalBatch}, 3 x ${steps} steps, ${os.cpus().length} CPU cores (${os.cpus()[0]?.model ?? '?'}), 1 thread per rank, load average ${os.loadavg()[0].toFixed(1)}`);
+  console.log(
+    `ResNet-20, 32x32x3 synthetic images, global batch ${globalBatch}, 3 x ${steps} steps, ${os.cpus().length} CPU cores (${os.cpus()[0]?.model ?? '?'}), 1 thread per rank, load average ${os.loadavg()[0].toFixed(1)}`,
+  );
   console.log('Each cell: median step (best step).');
-  console.log('| ranks | batch per rank | bucket cap MB | step ms | images/s | scaling efficiency | compute-only step ms | communication ms (share) |');
+  console.log(
+    '| ranks | batch per rank | bucket cap MB | step ms | images/s | scaling efficiency | compute-only step ms | communication ms (share) |',
+  );
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
   const f = (m: number, b: number): string => `${m.toFixed(0)} (${b.toFixed(0)})`;
   for (const r of rows) {
-    const comm = r.stepMs - r.localMs, commBest = r.stepBest - r.localBest;
+    const comm = r.stepMs - r.localMs,
+      commBest = r.stepBest - r.localBest;
     const eff = (b: number, t: number) => `${((b / (r.world * t)) * 100).toFixed(0)}%`;
     console.log(
       `| ${r.world} | ${r.per} | ${r.world === 1 ? '-' : r.bucket} | ${f(r.stepMs, r.stepBest)} | ${((globalBatch * 1000) / r.stepMs).toFixed(0)} (${((globalBatch * 1000) / r.stepBest).toFixed(0)}) | ` +

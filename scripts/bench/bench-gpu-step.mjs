@@ -68,9 +68,18 @@ export function variantsFor(base, mode) {
   const v = [];
   let cur = { ...base, cudnnBenchmark: false, fused: false, channelsLast: false, amp: false, h2d: false, cudaGraphs: false };
   v.push({ name: 'plain', ...cur });
-  const steps = [['+cudnn-benchmark', 'cudnnBenchmark'], ['+fused', 'fused'], ['+channels-last', 'channelsLast'], ['+bf16', 'amp'], ['+h2d', 'h2d'], ['+cuda-graphs', 'cudaGraphs']];
+  const steps = [
+    ['+cudnn-benchmark', 'cudnnBenchmark'],
+    ['+fused', 'fused'],
+    ['+channels-last', 'channelsLast'],
+    ['+bf16', 'amp'],
+    ['+h2d', 'h2d'],
+    ['+cuda-graphs', 'cudaGraphs'],
+  ];
   // --device cpu (a smoke test of this script where there is no GPU): the CUDA-only settings are left out
-  for (const [name, key] of (base.device ?? 'cuda').startsWith('cuda') ? steps : steps.filter(([, k]) => !['h2d', 'cudaGraphs', 'cudnnBenchmark', 'fused'].includes(k))) {
+  for (const [name, key] of (base.device ?? 'cuda').startsWith('cuda')
+    ? steps
+    : steps.filter(([, k]) => !['h2d', 'cudaGraphs', 'cudnnBenchmark', 'fused'].includes(k))) {
     cur = { ...cur, [key]: true };
     v.push({ name, ...cur });
   }
@@ -85,7 +94,11 @@ export function residualVariant(v) {
   const sync = () => onGpu && r.cuda.synchronize();
   r.cudnnBenchmark(!!v.cudnnBenchmark);
   r.manualSeed(0);
-  const model = r.createRunModel({ model: v.model, channelsLast: !!v.channelsLast }, { classes: Array.from({ length: v.classes }, (_, i) => String(i)), channels: 3 }, dev);
+  const model = r.createRunModel(
+    { model: v.model, channelsLast: !!v.channelsLast },
+    { classes: Array.from({ length: v.classes }, (_, i) => String(i)), channels: 3 },
+    dev,
+  );
   const groups = [
     { params: model.parameters().filter((p) => p.ndim > 1), weightDecay: 5e-4 },
     { params: model.parameters().filter((p) => p.ndim <= 1), weightDecay: 0 },
@@ -100,7 +113,10 @@ export function residualVariant(v) {
   const yDev = r.randint(0, v.classes, [v.batch], { device: dev });
   const xHost = v.h2d ? mkx('cpu').pinMemory() : null;
   const yHost = v.h2d ? yDev.cpu().pinMemory() : null;
-  const batch = () => (v.h2d ? { x: xHost.to({ device: dev, nonBlocking: true }), y: yHost.to({ device: dev, nonBlocking: true }), own: true } : { x: xDev, y: yDev, own: false });
+  const batch = () =>
+    v.h2d
+      ? { x: xHost.to({ device: dev, nonBlocking: true }), y: yHost.to({ device: dev, nonBlocking: true }), own: true }
+      : { x: xDev, y: yDev, own: false };
   const forward = (x, y) => {
     const logits = model.call(x);
     return { logits, loss: r.crossEntropy(logits, y) };
@@ -199,7 +215,9 @@ class PyTwin {
 async function main() {
   const device = opt('device', 'cuda');
   if (device.startsWith('cuda') && !r.cuda.isAvailable()) {
-    console.error('bench-gpu-step: CUDA is not available (this measures GPU training steps; build against a CUDA libtorch and run on a GPU machine)');
+    console.error(
+      'bench-gpu-step: CUDA is not available (this measures GPU training steps; build against a CUDA libtorch and run on a GPU machine)',
+    );
     process.exit(2);
   }
   const base = {
@@ -223,8 +241,12 @@ async function main() {
   const py = pyPath ? new PyTwin(pyPath) : null;
   const info = py ? await py.ask({ cmd: 'info' }).catch((e) => (console.error(String(e)), null)) : null;
   const gpu = r.cuda.devices()[0];
-  console.log(`bench-gpu-step: ${gpu?.name ?? 'GPU'}; residual (libtorch ${r.buildInfo().libtorch})${info ? `; PyTorch ${info.torch} (CUDA ${info.cuda}, cuDNN ${info.cudnn})` : ''}`);
-  console.log(`${base.model}, batch ${base.batch}, ${base.image}x${base.image}; ${trials} trials of ${steps} steps after ${base.warmup} warm-up steps; images/s median [min-max]`);
+  console.log(
+    `bench-gpu-step: ${gpu?.name ?? 'GPU'}; residual (libtorch ${r.buildInfo().libtorch})${info ? `; PyTorch ${info.torch} (CUDA ${info.cuda}, cuDNN ${info.cudnn})` : ''}`,
+  );
+  console.log(
+    `${base.model}, batch ${base.batch}, ${base.image}x${base.image}; ${trials} trials of ${steps} steps after ${base.warmup} warm-up steps; images/s median [min-max]`,
+  );
   const results = [];
   for (const v of variants) {
     const rv = residualVariant(v);
@@ -246,10 +268,21 @@ async function main() {
     const peak = rv.peakBytes();
     rv.dispose();
     const pyPeak = pyReady ? (await py.ask({ cmd: 'teardown' })).peakBytes : null;
-    const row = { variant: v.name, settings: v, residual: rs, torch: ps, residualMedian: median(rs), torchMedian: ps.length ? median(ps) : null, residualPeakBytesSoFar: peak, torchPeakBytesOfVariant: pyPeak };
+    const row = {
+      variant: v.name,
+      settings: v,
+      residual: rs,
+      torch: ps,
+      residualMedian: median(rs),
+      torchMedian: ps.length ? median(ps) : null,
+      residualPeakBytesSoFar: peak,
+      torchPeakBytesOfVariant: pyPeak,
+    };
     results.push(row);
     const fmt = (xs) => `${median(xs).toFixed(0)} [${Math.min(...xs).toFixed(0)}-${Math.max(...xs).toFixed(0)}]`;
-    console.log(`  ${v.name.padEnd(18)} residual ${fmt(rs).padEnd(22)} ${ps.length ? `torch ${fmt(ps).padEnd(22)} ratio ${(row.residualMedian / row.torchMedian).toFixed(2)}x` : ''}`);
+    console.log(
+      `  ${v.name.padEnd(18)} residual ${fmt(rs).padEnd(22)} ${ps.length ? `torch ${fmt(ps).padEnd(22)} ratio ${(row.residualMedian / row.torchMedian).toFixed(2)}x` : ''}`,
+    );
   }
   // the torch.cuda.graphs figure against torch eager with the same settings (the last two ladder rows)
   const rate = device.startsWith('cuda') ? matmulRate() : null;
@@ -266,15 +299,22 @@ async function main() {
   if (flops && rate) {
     for (const row of results) {
       const mfu = (img) => ((img / base.batch) * flops) / rate;
-      console.log(`  MFU ${row.variant.padEnd(18)} residual ${(100 * mfu(row.residualMedian)).toFixed(1)}%${row.torchMedian ? `  torch ${(100 * mfu(row.torchMedian)).toFixed(1)}%` : ''}`);
+      console.log(
+        `  MFU ${row.variant.padEnd(18)} residual ${(100 * mfu(row.residualMedian)).toFixed(1)}%${row.torchMedian ? `  torch ${(100 * mfu(row.torchMedian)).toFixed(1)}%` : ''}`,
+      );
     }
   }
   py?.close();
   const jsonOut = opt('json', null);
-  if (jsonOut) fs.writeFileSync(jsonOut, JSON.stringify({ gpu, base, steps, trials, torch: info, matmulFlops: rate, flopsPerStep: flops, results }, null, 2));
+  if (jsonOut)
+    fs.writeFileSync(
+      jsonOut,
+      JSON.stringify({ gpu, base, steps, trials, torch: info, matmulFlops: rate, flopsPerStep: flops, results }, null, 2),
+    );
   // ratios last
   console.log('ratios residual/PyTorch (images/s; above 1: residual is faster):');
-  for (const row of results) if (row.torchMedian) console.log(`  ${row.variant.padEnd(18)} ${(row.residualMedian / row.torchMedian).toFixed(2)}x`);
+  for (const row of results)
+    if (row.torchMedian) console.log(`  ${row.variant.padEnd(18)} ${(row.residualMedian / row.torchMedian).toFixed(2)}x`);
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

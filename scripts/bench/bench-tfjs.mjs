@@ -74,7 +74,14 @@ function mobilenet() {
   const input = tfl.input({ shape: [64, 64, 3] });
   const bnRelu6 = (x) => L.reLU({ maxValue: 6 }).apply(L.batchNormalization().apply(x));
   let x = bnRelu6(L.conv2d({ filters: 32, kernelSize: 3, strides: 2, padding: 'same', useBias: false }).apply(input));
-  for (const [filters, stride] of [[64, 1], [128, 2], [128, 1], [256, 2], [256, 1], [512, 2]]) {
+  for (const [filters, stride] of [
+    [64, 1],
+    [128, 2],
+    [128, 1],
+    [256, 2],
+    [256, 1],
+    [512, 2],
+  ]) {
     x = bnRelu6(L.depthwiseConv2d({ kernelSize: 3, strides: stride, padding: 'same', useBias: false }).apply(x));
     x = bnRelu6(L.conv2d({ filters, kernelSize: 1, padding: 'same', useBias: false }).apply(x));
   }
@@ -97,7 +104,12 @@ function resnet50(size) {
   x = relu(bn(conv(x, 64, 7, 2, 'valid')));
   x = L.zeroPadding2d({ padding: 1 }).apply(x);
   x = L.maxPooling2d({ poolSize: 3, strides: 2 }).apply(x);
-  for (const [f, n, s] of [[64, 3, 1], [128, 4, 2], [256, 6, 2], [512, 3, 2]]) {
+  for (const [f, n, s] of [
+    [64, 3, 1],
+    [128, 4, 2],
+    [256, 6, 2],
+    [512, 3, 2],
+  ]) {
     x = block(x, f, s, true);
     for (let i = 1; i < n; i++) x = block(x, f, 1, false);
   }
@@ -165,8 +177,15 @@ async function benchOne(backend, spec, init, x, y) {
   return res;
 }
 
-console.log(`tfjs fit step (trainOnBatch), images/s (median of timed steps after 1 warm-up); ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`);
-console.log(`backends: ${backends.join(', ')}; tfjs-core ${tf.version_core}; residual device ${tf.findBackend('residual')?.device ?? '?'}, ${native.getNumThreads()} libtorch threads`);
+console.log(
+  `tfjs fit step (trainOnBatch), images/s (median of timed steps after 1 warm-up); ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), load average ${os
+    .loadavg()
+    .map((v) => v.toFixed(2))
+    .join(' ')}`,
+);
+console.log(
+  `backends: ${backends.join(', ')}; tfjs-core ${tf.version_core}; residual device ${tf.findBackend('residual')?.device ?? '?'}, ${native.getNumThreads()} libtorch threads`,
+);
 const results = {};
 for (const name of only) {
   const spec = MODELS[name];
@@ -192,14 +211,21 @@ for (const name of only) {
     results[name][b] = r;
     for (const what of ['fit', 'predict']) {
       const q = r[what];
-      const cell = q.imgPerS ? `${q.imgPerS.toFixed(1).padStart(9)} img/s  (${q.ms.toFixed(1)} ms/step, ${q.steps} timed)` : `      n/a  (${q.error})`;
+      const cell = q.imgPerS
+        ? `${q.imgPerS.toFixed(1).padStart(9)} img/s  (${q.ms.toFixed(1)} ms/step, ${q.steps} timed)`
+        : `      n/a  (${q.error})`;
       console.log(`  ${spec.label.padEnd(36)} ${what.padEnd(8)} ${b.padEnd(13)} ${cell}`);
     }
   }
 }
 
 const cuda = backends.includes('residualcuda');
-console.log('\n| model | step | ' + backends.join(' img/s | ') + ' img/s | residual / cpu | residual / wasm |' + (cuda ? ' residual CUDA / cpu |' : ''));
+console.log(
+  '\n| model | step | ' +
+    backends.join(' img/s | ') +
+    ' img/s | residual / cpu | residual / wasm |' +
+    (cuda ? ' residual CUDA / cpu |' : ''),
+);
 console.log('|---|---|' + backends.map(() => '---:|').join('') + '---:|---:|' + (cuda ? '---:|' : ''));
 const ratio = (a, b) => (a?.imgPerS && b?.imgPerS ? (a.imgPerS / b.imgPerS).toFixed(1) + 'x' : 'n/a');
 for (const what of ['fit', 'predict']) {
@@ -211,5 +237,9 @@ for (const what of ['fit', 'predict']) {
     console.log(line);
   }
 }
-console.log('(ratios: residual images/s over the other backend\'s; above 1 residual is faster)');
-if (args.json) fs.writeFileSync(args.json, JSON.stringify({ machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, loadavg: os.loadavg() }, results }, null, 2));
+console.log("(ratios: residual images/s over the other backend's; above 1 residual is faster)");
+if (args.json)
+  fs.writeFileSync(
+    args.json,
+    JSON.stringify({ machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, loadavg: os.loadavg() }, results }, null, 2),
+  );

@@ -25,8 +25,27 @@ const NOT_NUMERIC = {
   'test/unit/schedule.test.ts': 'learning-rate schedules computed in JavaScript',
   'test/unit/atomic-writes.test.ts': 'file writing only',
   'test/e2e/install-fetch.test.ts': 'downloading and unpacking libtorch: no floating-point kernels',
-  'test/parity/onnx-large.test.ts': "the exporter and tolerance of test/parity/onnx.test.ts (which runs here), on networks too big to run twice in CI's time",
+  'test/parity/onnx-large.test.ts':
+    "the exporter and tolerance of test/parity/onnx.test.ts (which runs here), on networks too big to run twice in CI's time",
   'test/e2e/onnx-web.test.ts': "a browser test of the example page; the numbers it compares are test/parity/onnx.test.ts's",
+  'test/e2e/dist.test.ts':
+    "the store's and launcher's refusals, and DDP against one process on the same machine (test/e2e/dist-interop.test.ts, which runs here, compares with PyTorch)",
+  'test/e2e/dist-netns.test.ts': 'network namespaces, link failures and restarts: compares two runs of the same machine',
+  'test/e2e/dist-restart.test.ts': 'kill -9 and restart: compares two runs of the same machine bit for bit',
+  'test/e2e/stream-dist.test.ts': 'streamed data shared among ranks: compares runs of the same machine',
+  'test/e2e/run-state.test.ts': 'run folders, resume and checkpoint files',
+  'test/e2e/cli.test.ts': 'command-line flags, messages and files',
+  'test/e2e/tensorboard.test.ts': "event files read by TensorBoard: the numbers are metrics.jsonl's",
+  'test/hardening/checkpoint-json.fuzz.test.ts': 'mutation fuzz of checkpoint.json: validation only',
+  'test/hardening/tfjs-model.fuzz.test.ts': 'mutation fuzz of tfjs model files: validation only',
+  'test/hardening/native.test.ts': 'hostile arguments to the native layer: refusals only',
+  'test/unit/tfjs-bounds.test.ts': 'output-size bounds of tfjs kernels: refusals and memory peaks',
+  'test/unit/tfjs-io.test.ts': 'tfjs file loading: paths, special files, sizes',
+  'test/unit/memory.test.ts': 'memory accounting and growth, no numbers compared',
+  'test/unit/bench.test.ts': 'the benchmark script runs and writes its table',
+  'test/unit/api.test.ts': 'the list of public names',
+  'test/unit/architecture.test.ts': 'imports between folders',
+  'test/unit/release.test.ts': 'release packaging',
 };
 
 function cpuFlags() {
@@ -50,7 +69,9 @@ const files = fs
   .filter((f) => !(f in NOT_NUMERIC))
   .sort();
 
-console.log(`[test-other-cpu] machine: ${flags.has('avx512f') ? 'AVX-512' : flags.has('avx2') ? 'AVX2' : 'no AVX2'}; running ${files.length} test files with ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=${onednnIsa}`);
+console.log(
+  `[test-other-cpu] machine: ${flags.has('avx512f') ? 'AVX-512' : flags.has('avx2') ? 'AVX2' : 'no AVX2'}; running ${files.length} test files with ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=${onednnIsa}`,
+);
 for (const [f, why] of Object.entries(NOT_NUMERIC)) console.log(`[test-other-cpu] skipped ${f}: ${why}`);
 
 const vitest = path.join(root, 'node_modules', 'vitest', 'vitest.mjs');

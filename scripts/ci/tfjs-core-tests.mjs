@@ -26,7 +26,8 @@ const arg = (name) => {
 /** Exclude entries: { test: substring of the full spec name, reason }. */
 export async function loadExcludes() {
   const { exclude } = await import(pathToFileURL(path.join(root, 'scripts', 'ci', 'tfjs-core-exclude.mjs')).href);
-  for (const e of exclude) if (!e.test || !e.reason) throw new Error(`tfjs-core-exclude.mjs: every entry needs a test and a reason: ${JSON.stringify(e)}`);
+  for (const e of exclude)
+    if (!e.test || !e.reason) throw new Error(`tfjs-core-exclude.mjs: every entry needs a test and a reason: ${JSON.stringify(e)}`);
   return exclude;
 }
 
@@ -151,7 +152,8 @@ async function main() {
     await child(arg('--child'), arg('--bundle'), arg('--out'), grep, excludes);
     return;
   }
-  if (!fs.existsSync(path.join(root, 'dist', 'tfjs', 'index.js'))) throw new Error('dist/tfjs/index.js is missing: run `npm run build` (or node scripts/install/build.mjs --ts-only) first');
+  if (!fs.existsSync(path.join(root, 'dist', 'tfjs', 'index.js')))
+    throw new Error('dist/tfjs/index.js is missing: run `npm run build` (or node scripts/install/build.mjs --ts-only) first');
   const excludes = await loadExcludes();
   const only = arg('--only');
   // Inside the checkout, so the bundles' bare requires resolve from node_modules.
@@ -166,7 +168,10 @@ async function main() {
     const byName = Object.fromEntries(results.map((r) => [r.backend, r]));
     const res = byName.residual;
     const cpu = byName.cpu;
-    for (const r of results) console.log(`${r.backend}: ${r.passed.length} passed, ${r.failed.length} failed, ${r.skipped} skipped (pending in the suite, excluded or filtered by --grep) (${(r.ms / 1000).toFixed(1)} s)`);
+    for (const r of results)
+      console.log(
+        `${r.backend}: ${r.passed.length} passed, ${r.failed.length} failed, ${r.skipped} skipped (pending in the suite, excluded or filtered by --grep) (${(r.ms / 1000).toFixed(1)} s)`,
+      );
     let regressions = [];
     let unused = [];
     let excludedCpuPassing = 0;
@@ -186,23 +191,35 @@ async function main() {
       // for the cpu backend only.
       const ran = new Set([...res.passed, ...res.failed.map((f) => f.name)]);
       notRun = cpu.passed.filter((n) => !ran.has(n) && !excludes.some((e) => n.includes(e.test)));
-      if (notRun.length) console.log(`pass on cpu, defined only for cpu (not run on residual): ${notRun.length}\n${notRun.map((n) => `  - ${n}`).join('\n')}`);
-      console.log(`excluded on residual: ${excludedCpuPassing} tests that pass on cpu (${excludes.length} entries, scripts/ci/tfjs-core-exclude.mjs)`);
+      if (notRun.length)
+        console.log(
+          `pass on cpu, defined only for cpu (not run on residual): ${notRun.length}\n${notRun.map((n) => `  - ${n}`).join('\n')}`,
+        );
+      console.log(
+        `excluded on residual: ${excludedCpuPassing} tests that pass on cpu (${excludes.length} entries, scripts/ci/tfjs-core-exclude.mjs)`,
+      );
     } else if (res) {
       for (const f of res.failed) console.log(`  - ${f.name}: ${f.message}`);
     }
     console.log(`total ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     const json = arg('--json');
     if (json) {
-      fs.writeFileSync(json, JSON.stringify({
-        residual: res && { passed: res.passed.length, failed: res.failed, skipped: res.skipped, ms: res.ms },
-        cpu: cpu && { passed: cpu.passed.length, failed: cpu.failed.length, skipped: cpu.skipped, ms: cpu.ms },
-        regressions,
-        excludes: excludes.length,
-        excludedCpuPassing,
-        unusedExcludes: unused.map((e) => e.test),
-        notRun,
-      }, null, 1));
+      fs.writeFileSync(
+        json,
+        JSON.stringify(
+          {
+            residual: res && { passed: res.passed.length, failed: res.failed, skipped: res.skipped, ms: res.ms },
+            cpu: cpu && { passed: cpu.passed.length, failed: cpu.failed.length, skipped: cpu.skipped, ms: cpu.ms },
+            regressions,
+            excludes: excludes.length,
+            excludedCpuPassing,
+            unusedExcludes: unused.map((e) => e.test),
+            notRun,
+          },
+          null,
+          1,
+        ),
+      );
     }
     if (res) console.log(`${res.passed.length} passed, ${res.failed.length} failed`);
   } finally {

@@ -56,7 +56,9 @@ export function architectureSvg() {
     });
     if (i < n - 1) parts.push(`<path d="M ${left + boxW / 2} ${y + boxH + 1} l 0 ${gap - 2}" stroke="#667788" stroke-width="1.5"/>`);
   });
-  parts.push(`<text x="${left}" y="${H - 14}" font-size="11" fill="#555555">drawn by scripts/codegen/architecture-svg.mjs from the imports in lib/</text>`);
+  parts.push(
+    `<text x="${left}" y="${H - 14}" font-size="11" fill="#555555">drawn by scripts/codegen/architecture-svg.mjs from the imports in lib/</text>`,
+  );
   parts.push('</svg>', '');
   return parts.join('\n');
 }

@@ -3,7 +3,7 @@
 // member per function the addon registers, so that a wrong argument (order, type, count) or a wrong use
 // of a result is a compile error in lib/.
 //
-// Sources, native/*.cpp:
+// Sources, native/**/*.cpp:
 // - the op table in native/ops.cpp (`X(name, expr)`: one line per op). The signature comes from the
 //   line itself: each argument reader `a.I(2, "dim")` is parameter 2, named `dim`, typed by its reader
 //   (READERS below); an O* reader, or an `a.has(2)` test, makes it optional. Helpers called as `fooOp(a)`
@@ -22,7 +22,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 export const outFile = path.join(root, 'lib', 'addon', 'binding.generated.ts');
 const typesFile = path.join(root, 'lib', 'addon', 'native-types.ts');
 
-// Argument readers of native/residual.h (struct Args): the TypeScript type of what each accepts, and
+// Argument readers of native/binding/residual.h (struct Args): the TypeScript type of what each accepts, and
 // whether the argument may be left out (undefined or null).
 const READERS = {
   H: { type: 'Handle' },
@@ -112,14 +112,16 @@ function readsOf(code) {
 /** The file's helper functions taking `Args& a`, by name: their bodies. */
 function helpersOf(src) {
   const out = new Map();
-  for (const m of src.matchAll(/^static [^;{}()]*?\b(\w+)\(Args& a\b[^)]*\)\s*\{/gm)) out.set(m[1], balanced(src, m.index + m[0].length - 1));
+  for (const m of src.matchAll(/^static [^;{}()]*?\b(\w+)\(Args& a\b[^)]*\)\s*\{/gm))
+    out.set(m[1], balanced(src, m.index + m[0].length - 1));
   return out;
 }
 
 /** The file's macros whose bodies read arguments (A_, RED(reduction)), to expand in the table. */
 function argMacrosOf(src) {
   const out = [];
-  for (const m of src.matchAll(/^#define (\w+)(?:\((\w+)\))? (.*\ba\.\w+\(.*)$/gm)) out.push({ name: m[1], param: m[2], body: m[3].trim() });
+  for (const m of src.matchAll(/^#define (\w+)(?:\((\w+)\))? (.*\ba\.\w+\(.*)$/gm))
+    out.push({ name: m[1], param: m[2], body: m[3].trim() });
   return out;
 }
 
@@ -127,7 +129,10 @@ function argMacrosOf(src) {
 function expand(expr, macros, helpers, where, depth = 0) {
   let s = expr;
   for (const mac of macros) {
-    if (mac.param) s = s.replace(new RegExp(`\\b${mac.name}\\(([^()]*)\\)`, 'g'), (_, arg) => mac.body.replace(new RegExp(`(?<!")\\b${mac.param}\\b(?!")`, 'g'), arg));
+    if (mac.param)
+      s = s.replace(new RegExp(`\\b${mac.name}\\(([^()]*)\\)`, 'g'), (_, arg) =>
+        mac.body.replace(new RegExp(`(?<!")\\b${mac.param}\\b(?!")`, 'g'), arg),
+      );
     else s = s.replace(new RegExp(`\\b${mac.name}\\b`, 'g'), mac.body);
   }
   if (depth > 4) fail(where, 'helpers nest too deep');
@@ -154,7 +159,8 @@ function paramsOf(reads, has, where) {
     // Read both ways (S and OS): optional only if every read allows it.
     prev.optional = prev.optional && optional;
   }
-  for (let i = 0; i < byIndex.length; i++) if (!byIndex[i]) fail(where, `argument ${i} is never read (arguments must be read by index 0, 1, 2, ...)`);
+  for (let i = 0; i < byIndex.length; i++)
+    if (!byIndex[i]) fail(where, `argument ${i} is never read (arguments must be read by index 0, 1, 2, ...)`);
   return byIndex;
 }
 
@@ -178,11 +184,14 @@ function parseSignature(sig, where) {
   const inner = balanced(s, 0);
   const rest = s.slice(inner.length + 2).trim();
   if (!rest.startsWith('=>')) fail(where, `the signature must be '(params) => result', got '${s}'`);
-  const params = inner.trim() === '' ? [] : splitTop(inner, ',').map((p) => {
-    const m = /^(\w+)(\?)?:\s*(.+)$/.exec(p);
-    if (!m) fail(where, `parameter '${p}' must be 'name: type' or 'name?: type'`);
-    return { name: m[1], optional: !!m[2], type: m[3].trim() };
-  });
+  const params =
+    inner.trim() === ''
+      ? []
+      : splitTop(inner, ',').map((p) => {
+          const m = /^(\w+)(\?)?:\s*(.+)$/.exec(p);
+          if (!m) fail(where, `parameter '${p}' must be 'name: type' or 'name?: type'`);
+          return { name: m[1], optional: !!m[2], type: m[3].trim() };
+        });
   return { params, result: rest.slice(2).trim() };
 }
 
@@ -206,16 +215,25 @@ function checkAgainstBody(name, sig, body, where) {
     const parts = splitTop(p.type, '|');
     const nullable = parts.includes('null') || parts.includes('undefined');
     const base = parts.filter((t) => t !== 'null' && t !== 'undefined').join(' | ');
-    if (!acceptsType(r.reader, base)) fail(w, `the body reads it with a.${r.reader} (${READERS[r.reader].type}), the signature says ${base}`);
+    if (!acceptsType(r.reader, base))
+      fail(w, `the body reads it with a.${r.reader} (${READERS[r.reader].type}), the signature says ${base}`);
     const optional = !!READERS[r.reader].optional || has.has(r.index);
-    if (optional && !(p.optional || nullable)) fail(w, `'${r.name}' may be left out (a.${r.reader}${has.has(r.index) ? ' behind a.has' : ''}): mark it optional`);
+    if (optional && !(p.optional || nullable))
+      fail(w, `'${r.name}' may be left out (a.${r.reader}${has.has(r.index) ? ' behind a.has' : ''}): mark it optional`);
     if (!optional && (p.optional || nullable)) fail(w, `'${r.name}' is required (a.${r.reader} without a.has): do not mark it optional`);
   }
 }
 
 /** The binding's members by source file: [{file, members: [{name, type}]}]. */
 export function scanNative(dir = path.join(root, 'native')) {
-  const files = fs.readdirSync(dir).filter((f) => f.endsWith('.cpp')).sort();
+  // every .cpp under native/ (its folders too), as paths relative to it, sorted
+  const walk = (sub) =>
+    fs
+      .readdirSync(path.join(dir, sub), { withFileTypes: true })
+      .flatMap((e) =>
+        e.isDirectory() ? walk(path.posix.join(sub, e.name)) : e.name.endsWith('.cpp') ? [path.posix.join(sub, e.name)] : [],
+      );
+  const files = walk('').sort();
   const sources = new Map(files.map((f) => [f, fs.readFileSync(path.join(dir, f), 'utf8')]));
   const defnBody = new Map();
   for (const [f, src] of sources)
@@ -253,7 +271,8 @@ export function scanNative(dir = path.join(root, 'native')) {
       const line = m[0];
       if (/#define ENTRY/.test(line)) continue;
       const where = `native/${f}:${lineOf(m.index)}`;
-      if ((line.match(/\bENTRY\(/g) ?? []).length > 1) fail(where, 'one ENTRY a line, each with its signature: ENTRY(name),  // (a: T) => R');
+      if ((line.match(/\bENTRY\(/g) ?? []).length > 1)
+        fail(where, 'one ENTRY a line, each with its signature: ENTRY(name),  // (a: T) => R');
       const sig = /\/\/\s*(\(.*)$/.exec(line);
       if (!sig) fail(where, `ENTRY(${m[1]}) has no signature comment: ENTRY(${m[1]}),  // (a: T) => R`);
       const defn = defnBody.get(m[1]);
@@ -285,7 +304,7 @@ export function generate(dir) {
   const used = new Set();
   for (const g of groups) for (const m of g.members) for (const id of m.type.matchAll(/\b[A-Z]\w*/g)) if (known.has(id[0])) used.add(id[0]);
   const lines = [
-    '// Generated by scripts/codegen/gen-native-types.mjs from native/*.cpp (the op table and the ENTRY /',
+    '// Generated by scripts/codegen/gen-native-types.mjs from native/**/*.cpp (the op table and the ENTRY /',
     '// exports.Set lines with their signatures): do not edit by hand; rerun it after changing a native',
     "// function's arguments (test/hardening/native.test.ts checks that this file is current).",
     `import type { ${[...used].sort().join(', ')} } from './native-types.js';`,
@@ -297,7 +316,12 @@ export function generate(dir) {
     lines.push(`  // native/${g.file}`);
     for (const m of g.members) lines.push(`  readonly ${m.name}: ${m.type};`);
   }
-  lines.push('}', '', '/** Every member of NativeBinding, in declaration order. */', 'export const nativeMemberNames: readonly (keyof NativeBinding)[] = [');
+  lines.push(
+    '}',
+    '',
+    '/** Every member of NativeBinding, in declaration order. */',
+    'export const nativeMemberNames: readonly (keyof NativeBinding)[] = [',
+  );
   for (const g of groups) lines.push(`  ${g.members.map((m) => JSON.stringify(m.name)).join(', ')},`);
   lines.push('];', '');
   return lines.join('\n');

@@ -39,12 +39,17 @@ if (!fs.existsSync(path.join(run, 'checkpoint.json'))) {
   await residual(['train', '--quick', '--out', run]);
 }
 const config = JSON.parse(fs.readFileSync(path.join(run, 'checkpoint.json'), 'utf8')).config;
-if (config.data !== 'fashion-mnist') throw new Error(`${run} was trained on ${config.data}, not Fashion-MNIST (is Fashion-MNIST installed? residual data get fashion-mnist)`);
+if (config.data !== 'fashion-mnist')
+  throw new Error(`${run} was trained on ${config.data}, not Fashion-MNIST (is Fashion-MNIST installed? residual data get fashion-mnist)`);
 
 console.log(`\n== residual export --checkpoint ${run} --format onnx`);
 const onnxFile = path.join(run, 'model.onnx');
-const exp = JSON.parse(await residual(['export', '--checkpoint', run, '--format', 'onnx', '--out', onnxFile, '--force', '--json'], { quiet: true }));
-console.log(`${onnxFile}: opset ${exp.opset}, ${(exp.bytes / 1e6).toFixed(2)} MB, input [${exp.inputShape}] (pixels in [0, 1]), output [${exp.outputShape}]`);
+const exp = JSON.parse(
+  await residual(['export', '--checkpoint', run, '--format', 'onnx', '--out', onnxFile, '--force', '--json'], { quiet: true }),
+);
+console.log(
+  `${onnxFile}: opset ${exp.opset}, ${(exp.bytes / 1e6).toFixed(2)} MB, input [${exp.inputShape}] (pixels in [0, 1]), output [${exp.outputShape}]`,
+);
 
 console.log(`\n== residual eval --checkpoint ${run}`);
 const ev = JSON.parse(await residual(['eval', '--checkpoint', run, '--json'], { quiet: true }));
@@ -69,21 +74,27 @@ const per = c * h * w;
 console.log(`\n== onnxruntime-node ${ort.env.versions.common}: the ${n} test images`);
 const session = await ort.InferenceSession.create(onnxFile, { executionProviders: ['cpu'] });
 const B = 500;
-let ortRight = 0, resRight = 0, same = 0, maxDiff = 0;
+let ortRight = 0,
+  resRight = 0,
+  same = 0,
+  maxDiff = 0;
 const resPred = new Int32Array(n);
 for (let s = 0; s < n; s += B) {
   const m = Math.min(B, n - s);
   const x = Float32Array.from(pixels.subarray(s * per, (s + m) * per), (p) => p / 255);
   const out = await session.run({ [session.inputNames[0]]: new ort.Tensor('float32', x, [m, c, h, w]) });
   const yo = out[session.outputNames[0]].data;
-  const yr = lib.noGrad(() => lib.scope(() => {
-    const xt = lib.tensor(x, { shape: [m, c, h, w] });
-    const norm = xt.sub(lib.tensor(stats.mean).reshape([1, c, 1, 1])).div(lib.tensor(stats.std).reshape([1, c, 1, 1]));
-    return model.call(norm).toTypedArray();
-  }));
+  const yr = lib.noGrad(() =>
+    lib.scope(() => {
+      const xt = lib.tensor(x, { shape: [m, c, h, w] });
+      const norm = xt.sub(lib.tensor(stats.mean).reshape([1, c, 1, 1])).div(lib.tensor(stats.std).reshape([1, c, 1, 1]));
+      return model.call(norm).toTypedArray();
+    }),
+  );
   const k = yo.length / m;
   for (let i = 0; i < m; i++) {
-    let a = 0, b = 0;
+    let a = 0,
+      b = 0;
     for (let j = 0; j < k; j++) {
       if (yo[i * k + j] > yo[i * k + a]) a = j;
       if (yr[i * k + j] > yr[i * k + b]) b = j;
@@ -113,7 +124,9 @@ const samples = {
   residual: { predictions: pick.map((i) => resPred[i]) },
 };
 fs.writeFileSync(path.join(web, 'samples.json'), JSON.stringify(samples));
-console.log(`\nwrote ${path.join(web, 'model.onnx')} and samples.json (test images ${pick.join(', ')}); serve them: node examples/onnx-web/serve.mjs`);
+console.log(
+  `\nwrote ${path.join(web, 'model.onnx')} and samples.json (test images ${pick.join(', ')}); serve them: node examples/onnx-web/serve.mjs`,
+);
 model.dispose();
 
 if (shot) {
@@ -124,7 +137,16 @@ if (shot) {
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.RESIDUAL_CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
     viewport: { width: 1010, height: 470 },
   });
   try {
@@ -135,7 +157,9 @@ if (shot) {
     if (r.error) throw new Error(`the page failed: ${r.error}`);
     const agree = r.predictions.every((p, i) => p === samples.residual.predictions[i]);
     console.log(`\n== the page in headless Chromium: ${await page.textContent('#status')}`);
-    console.log(`page predictions ${JSON.stringify(r.predictions)}; residual ${JSON.stringify(samples.residual.predictions)}: ${agree ? 'equal' : 'DIFFERENT'}`);
+    console.log(
+      `page predictions ${JSON.stringify(r.predictions)}; residual ${JSON.stringify(samples.residual.predictions)}: ${agree ? 'equal' : 'DIFFERENT'}`,
+    );
     await page.screenshot({ path: shot, fullPage: true });
     console.log(`screenshot: ${shot}`);
     if (!agree) process.exitCode = 1;

@@ -38,7 +38,9 @@ function log(msg) {
 
 /** Runs `residual train ARGS --json`; calls onEvent for each progress line; resolves with the exit code and signal. */
 function train(trainArgs, onEvent = () => {}) {
-  const c = spawn(process.execPath, [path.join(root, 'bin', 'residual.js'), 'train', ...trainArgs, '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const c = spawn(process.execPath, [path.join(root, 'bin', 'residual.js'), 'train', ...trainArgs, '--json'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   children.add(c);
   let buf = '';
   c.stdout.on('data', (d) => {
@@ -65,7 +67,22 @@ function train(trainArgs, onEvent = () => {}) {
 async function trainDemoRun() {
   const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-tb-demo-'));
   const run = path.join(parent, 'resnet20-fashion-mnist');
-  const common = ['--model', 'resnet20', '--data', 'fashion-mnist', '--epochs', '3', '--limit-train-batches', '100', '--limit-test-batches', '40', '--log-every', '5', '--out', run];
+  const common = [
+    '--model',
+    'resnet20',
+    '--data',
+    'fashion-mnist',
+    '--epochs',
+    '3',
+    '--limit-train-batches',
+    '100',
+    '--limit-test-batches',
+    '40',
+    '--log-every',
+    '5',
+    '--out',
+    run,
+  ];
   log(`training ${run} (3 epochs of 100 steps), killed in epoch 2`);
   let checkpoints = 0;
   const first = await train(common, (ev, c) => {
@@ -80,7 +97,11 @@ async function trainDemoRun() {
 }
 
 function tensorboardCommand() {
-  const pythons = [process.env.TENSORBOARD_PYTHON, process.env.RESIDUAL_TEST_PYTHON, path.join(root, '.cache', 'python-torch', 'bin', 'python')].filter(Boolean);
+  const pythons = [
+    process.env.TENSORBOARD_PYTHON,
+    process.env.RESIDUAL_TEST_PYTHON,
+    path.join(root, '.cache', 'python-torch', 'bin', 'python'),
+  ].filter(Boolean);
   for (const py of pythons) {
     try {
       execFileSync(py, ['-c', 'import tensorboard'], { stdio: 'ignore' });
@@ -122,29 +143,50 @@ const runName = path.basename(run);
 const port = await freePort();
 const [cmd, pre] = tensorboardCommand();
 log(`serving ${path.dirname(run)} with ${cmd} ${pre.join(' ')} on 127.0.0.1:${port}`);
-const tb = spawn(cmd, [...pre, '--logdir', path.dirname(run), '--host', '127.0.0.1', '--port', String(port), '--reload_interval', '1'], { stdio: ['ignore', 'inherit', 'inherit'] });
+const tb = spawn(cmd, [...pre, '--logdir', path.dirname(run), '--host', '127.0.0.1', '--port', String(port), '--reload_interval', '1'], {
+  stdio: ['ignore', 'inherit', 'inherit'],
+});
 children.add(tb);
 const base = `http://127.0.0.1:${port}`;
-await waitFor('TensorBoard to list the run', async () => {
-  const runs = await (await fetch(`${base}/data/runs`)).json();
-  return runs.includes(runName);
-}, 60_000);
-await waitFor('the scalars to load', async () => {
-  const tags = await (await fetch(`${base}/data/plugin/scalars/tags`)).json();
-  return Object.keys(tags[runName] ?? {}).length > 0;
-}, 60_000);
+await waitFor(
+  'TensorBoard to list the run',
+  async () => {
+    const runs = await (await fetch(`${base}/data/runs`)).json();
+    return runs.includes(runName);
+  },
+  60_000,
+);
+await waitFor(
+  'the scalars to load',
+  async () => {
+    const tags = await (await fetch(`${base}/data/plugin/scalars/tags`)).json();
+    return Object.keys(tags[runName] ?? {}).length > 0;
+  },
+  60_000,
+);
 
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-chromium-'));
 const browser = await chromium.launchPersistentContext(profile, {
   executablePath: '/usr/bin/chromium',
   headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
   viewport: { width: 1400, height: 1250 },
 });
 try {
   const page = browser.pages()[0] ?? (await browser.newPage());
   // The scalars dashboard, with the training curves' tags first (the per-layer gradient norms are further down).
-  await page.goto(`${base}/#scalars&_smoothingWeight=0&tagFilter=${encodeURIComponent('^(loss|accuracy|learning_rate)')}`, { waitUntil: 'networkidle' });
+  await page.goto(`${base}/#scalars&_smoothingWeight=0&tagFilter=${encodeURIComponent('^(loss|accuracy|learning_rate)')}`, {
+    waitUntil: 'networkidle',
+  });
   await page.waitForSelector('vz-line-chart2 svg path.line, vz-line-chart2 canvas, tf-scalar-card', { timeout: 60_000 });
   await page.waitForTimeout(4000); // the charts draw after their data arrives
   fs.mkdirSync(path.dirname(outPng), { recursive: true });

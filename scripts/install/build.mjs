@@ -76,7 +76,8 @@ export async function buildTools({ quiet = false } = {}) {
   };
   const own = find(root);
   if (own) return own;
-  if (isCheckout) throw new BuildError('cmake-js and node-addon-api are missing from this checkout: run npm install (they are devDependencies)');
+  if (isCheckout)
+    throw new BuildError('cmake-js and node-addon-api are missing from this checkout: run npm install (they are devDependencies)');
   const versions = toolVersions();
   const { residualHome } = await distModule(path.join('addon', 'libtorch.js'));
   const tag = Object.entries(versions)
@@ -90,15 +91,26 @@ export async function buildTools({ quiet = false } = {}) {
     return have;
   }
   const specs = Object.entries(versions).map(([n, v]) => `${n}@${v}`);
-  say(`a source build needs cmake-js and node-addon-api, which users of prebuilt binaries do not download: installing ${specs.join(' ')} into ${dir}`);
+  say(
+    `a source build needs cmake-js and node-addon-api, which users of prebuilt binaries do not download: installing ${specs.join(' ')} into ${dir}`,
+  );
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'residual-build-tools', private: true }, null, 2) + '\n');
-  const npmCli = process.env.npm_execpath && /npm-cli\.js$/.test(process.env.npm_execpath) ? [process.execPath, [process.env.npm_execpath]] : ['npm', []];
-  const r = spawnSync(npmCli[0], [...npmCli[1], 'install', '--no-audit', '--no-fund', '--no-package-lock', '--ignore-scripts', '--omit=dev', ...specs], { cwd: dir, stdio: 'inherit' });
+  const npmCli =
+    process.env.npm_execpath && /npm-cli\.js$/.test(process.env.npm_execpath)
+      ? [process.execPath, [process.env.npm_execpath]]
+      : ['npm', []];
+  const r = spawnSync(
+    npmCli[0],
+    [...npmCli[1], 'install', '--no-audit', '--no-fund', '--no-package-lock', '--ignore-scripts', '--omit=dev', ...specs],
+    { cwd: dir, stdio: 'inherit' },
+  );
   const tools = r.status === 0 ? find(dir) : null;
   if (!tools) {
     fs.rmSync(dir, { recursive: true, force: true });
-    throw new BuildError(`could not install ${specs.join(' ')} into ${dir} (${r.error ? r.error.message : `npm exit status ${r.status}`}); install them beside residual instead (npm install ${specs.join(' ')}) and run the build again`);
+    throw new BuildError(
+      `could not install ${specs.join(' ')} into ${dir} (${r.error ? r.error.message : `npm exit status ${r.status}`}); install them beside residual instead (npm install ${specs.join(' ')}) and run the build again`,
+    );
   }
   return tools;
 }
@@ -139,9 +151,12 @@ export async function buildNative({ outDir = path.join(root, 'build'), lt = null
   const old = readJson(stampFile);
   const configured = fs.existsSync(path.join(outDir, 'CMakeCache.txt')) && fs.existsSync(path.join(outDir, 'Makefile'));
   const cmakeJs = [tools.cmakeJs, '--out', outDir, '--prefer-make', ...defs, '-l', 'warn'];
-  say(`building the addon against libtorch ${lt.version} (${lt.variant}) with ${jobs} jobs into ${path.relative(root, outDir) || '.'}; gloo's headers: ${gloo ?? "not found (no 'gloo' backend for dist: apt-get install libgloo-dev to have it)"}`);
+  say(
+    `building the addon against libtorch ${lt.version} (${lt.variant}) with ${jobs} jobs into ${path.relative(root, outDir) || '.'}; gloo's headers: ${gloo ?? "not found (no 'gloo' backend for dist: apt-get install libgloo-dev to have it)"}`,
+  );
   if (!configured || JSON.stringify(old) !== JSON.stringify(stamp)) {
-    if (configured || fs.existsSync(path.join(outDir, 'CMakeCache.txt'))) say(old ? 'the configuration changed: running CMake again' : 'the last CMake run did not finish: running it again');
+    if (configured || fs.existsSync(path.join(outDir, 'CMakeCache.txt')))
+      say(old ? 'the configuration changed: running CMake again' : 'the last CMake run did not finish: running it again');
     // A fresh configure (the compiled objects stay, so make rebuilds only what changed).
     fs.rmSync(path.join(outDir, 'CMakeCache.txt'), { force: true });
     fs.rmSync(stampFile, { force: true });

@@ -99,7 +99,9 @@ export async function main(argv = process.argv.slice(2), { via = 'install' } = {
     try {
       T.recordInstall(lt);
     } catch (e) {
-      say(`could not record the choice in ${T.installRecordPath()} (${e.message}): at run time residual looks for libtorch again (set LIBTORCH there if it is not in the cache)`);
+      say(
+        `could not record the choice in ${T.installRecordPath()} (${e.message}): at run time residual looks for libtorch again (set LIBTORCH there if it is not in the cache)`,
+      );
     }
 
     // 3. A prebuilt binary that fits.
@@ -110,14 +112,17 @@ export async function main(argv = process.argv.slice(2), { via = 'install' } = {
         return 0;
       }
       const tried = sel.attempts.filter((a) => a.outcome !== 'missing');
-      if (tried.length) say(`no prebuilt binary fits libtorch ${lt.version} (${lt.variantTag}) on this system:\n  ${L.formatAttempts(tried)}`);
-      else if (!isCheckout) say(`no prebuilt binary for ${process.platform}-${process.arch} (${lt.variantTag}) is installed: building from source`);
+      if (tried.length)
+        say(`no prebuilt binary fits libtorch ${lt.version} (${lt.variantTag}) on this system:\n  ${L.formatAttempts(tried)}`);
+      else if (!isCheckout)
+        say(`no prebuilt binary for ${process.platform}-${process.arch} (${lt.variantTag}) is installed: building from source`);
     }
 
     // 4. Build from source.
     const missing = [];
     if (spawnSync('cmake', ['--version'], { stdio: 'ignore' }).status !== 0) missing.push('cmake (3.18 or newer)');
-    if (!['c++', 'g++', 'clang++'].some((cxx) => spawnSync(cxx, ['--version'], { stdio: 'ignore' }).status === 0)) missing.push('a C++17 compiler (g++ or clang++)');
+    if (!['c++', 'g++', 'clang++'].some((cxx) => spawnSync(cxx, ['--version'], { stdio: 'ignore' }).status === 0))
+      missing.push('a C++17 compiler (g++ or clang++)');
     if (missing.length) {
       throw new InstallError(
         `building from source needs ${missing.join(' and ')}, which ${missing.length > 1 ? 'are' : 'is'} not installed ` +
@@ -134,9 +139,14 @@ export async function main(argv = process.argv.slice(2), { via = 'install' } = {
     const tools = await buildTools();
     say(`building the addon from source (cmake-js); by hand: ${L.buildFromSourceCommand(root)}`);
     await buildNative({ outDir: path.join(root, 'build'), lt, tools });
-    const sel = L.chooseAddon({ candidates: L.addonCandidates({ libtorch: lt }).filter((c) => c.how.startsWith('local build')), probe: L.probeInChild });
+    const sel = L.chooseAddon({
+      candidates: L.addonCandidates({ libtorch: lt }).filter((c) => c.how.startsWith('local build')),
+      probe: L.probeInChild,
+    });
     if (!sel.choice) throw new InstallError(`the freshly built addon does not load:\n  ${L.formatAttempts(sel.attempts)}`);
-    say(`built ${sel.choice.path} against libtorch ${lt.version} (${lt.variantTag})${sel.choice.info.gloo === false ? "; without gloo's headers: no 'gloo' backend for dist (apt-get install libgloo-dev, then build again)" : ''}`);
+    say(
+      `built ${sel.choice.path} against libtorch ${lt.version} (${lt.variantTag})${sel.choice.info.gloo === false ? "; without gloo's headers: no 'gloo' backend for dist (apt-get install libgloo-dev, then build again)" : ''}`,
+    );
     return 0;
   } catch (e) {
     const msg = e instanceof InstallError || e instanceof BuildError ? e.message : e.stack || e.message;
@@ -150,4 +160,3 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     process.exitCode = code;
   });
 }
-

@@ -14,7 +14,9 @@ async function main(argv) {
   const F = await distModule(path.join('addon', 'fetch.js'));
   const lt = await F.ensureLibtorch({ fetch: argv.includes('--fetch'), dev: argv.includes('--dev') });
   if (!lt) {
-    console.error('[residual] no libtorch found (LIBTORCH, LIBTORCH_USE_PYTORCH=1, the project copy, the cache); --fetch fetches the pinned one');
+    console.error(
+      '[residual] no libtorch found (LIBTORCH, LIBTORCH_USE_PYTORCH=1, the project copy, the cache); --fetch fetches the pinned one',
+    );
     return 1;
   }
   console.log(JSON.stringify(lt, null, 2));

@@ -8,10 +8,17 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 function pipConfigFiles() {
-  if (process.env.PIP_CONFIG_FILE) return process.env.PIP_CONFIG_FILE === '/dev/null' || process.env.PIP_CONFIG_FILE === 'os.devnull' ? [] : [process.env.PIP_CONFIG_FILE];
+  if (process.env.PIP_CONFIG_FILE)
+    return process.env.PIP_CONFIG_FILE === '/dev/null' || process.env.PIP_CONFIG_FILE === 'os.devnull' ? [] : [process.env.PIP_CONFIG_FILE];
   const xdg = (process.env.XDG_CONFIG_DIRS || '/etc/xdg').split(':').map((d) => path.join(d, 'pip', 'pip.conf'));
   const home = os.homedir();
-  return ['/etc/pip.conf', ...xdg, path.join(process.env.XDG_CONFIG_HOME || path.join(home, '.config'), 'pip', 'pip.conf'), path.join(home, '.pip', 'pip.conf'), ...(process.env.VIRTUAL_ENV ? [path.join(process.env.VIRTUAL_ENV, 'pip.conf')] : [])];
+  return [
+    '/etc/pip.conf',
+    ...xdg,
+    path.join(process.env.XDG_CONFIG_HOME || path.join(home, '.config'), 'pip', 'pip.conf'),
+    path.join(home, '.pip', 'pip.conf'),
+    ...(process.env.VIRTUAL_ENV ? [path.join(process.env.VIRTUAL_ENV, 'pip.conf')] : []),
+  ];
 }
 
 /** Values of find-links / index-url / extra-index-url in pip's ini files (any section). */

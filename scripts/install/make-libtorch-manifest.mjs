@@ -38,7 +38,7 @@ function sha256(file) {
   const fd = fs.openSync(file, 'r');
   const buf = Buffer.allocUnsafe(1 << 22);
   try {
-    for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
+    for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0;) h.update(buf.subarray(0, n));
   } finally {
     fs.closeSync(fd);
   }
@@ -46,7 +46,8 @@ function sha256(file) {
 }
 
 function blake2b256(file) {
-  const py = 'import hashlib,sys\nh=hashlib.blake2b(digest_size=32)\nwith open(sys.argv[1],"rb") as f:\n  for b in iter(lambda: f.read(1<<22), b""): h.update(b)\nprint(h.hexdigest())';
+  const py =
+    'import hashlib,sys\nh=hashlib.blake2b(digest_size=32)\nwith open(sys.argv[1],"rb") as f:\n  for b in iter(lambda: f.read(1<<22), b""): h.update(b)\nprint(h.hexdigest())';
   return execFileSync('python3', ['-c', py, file], { encoding: 'utf8' }).trim();
 }
 
@@ -99,7 +100,10 @@ function readZipEntry(file, want) {
 function onLinuxX64(marker) {
   const m = marker.replace(/\s*(and\s+)?extra\s*==\s*['"][^'"]+['"]/, '').trim();
   if (!/sys_platform|platform_system|platform_machine/.test(m)) return true;
-  return /platform_system\s*==\s*['"]Linux['"]/.test(m) || /sys_platform\s*==\s*['"]linux['"]\s+and\s+platform_machine\s*==\s*['"]x86_64['"]/.test(m);
+  return (
+    /platform_system\s*==\s*['"]Linux['"]/.test(m) ||
+    /sys_platform\s*==\s*['"]linux['"]\s+and\s+platform_machine\s*==\s*['"]x86_64['"]/.test(m)
+  );
 }
 
 /** Requires-Dist lines that apply on Linux x86-64 without extras (or with the given extras). */
@@ -110,7 +114,16 @@ function requirements(metadata, extras = []) {
     const extra = /extra == ['"]([^'"]+)['"]/.exec(marker)?.[1];
     if (extra ? !extras.includes(extra) : false) continue;
     if (!onLinuxX64(marker)) continue;
-    out.push({ name: name.toLowerCase().replace(/[_.]+/g, '-'), extras: ex ? ex.slice(1, -1).split(',').map((s) => s.trim()) : [], spec: spec.trim() });
+    out.push({
+      name: name.toLowerCase().replace(/[_.]+/g, '-'),
+      extras: ex
+        ? ex
+            .slice(1, -1)
+            .split(',')
+            .map((s) => s.trim())
+        : [],
+      spec: spec.trim(),
+    });
   }
   return out;
 }
@@ -137,7 +150,10 @@ function wheelFor(req, dirs) {
     }
   }
   const uniq = [...new Map(found.map((f) => [path.basename(f), f])).values()];
-  if (uniq.length !== 1) throw new Error(`${req.name}${req.spec}: ${uniq.length ? `several local wheels (${uniq.map((f) => path.basename(f)).join(', ')})` : 'no local wheel found'} in ${dirs.join(', ')}`);
+  if (uniq.length !== 1)
+    throw new Error(
+      `${req.name}${req.spec}: ${uniq.length ? `several local wheels (${uniq.map((f) => path.basename(f)).join(', ')})` : 'no local wheel found'} in ${dirs.join(', ')}`,
+    );
   return uniq[0];
 }
 
@@ -209,7 +225,8 @@ async function main() {
   variants.cu130 = { torch: '2.14.1', cuda: '13.0', platform: 'linux-x64', files };
 
   const manifest = {
-    comment: 'Written by scripts/install/make-libtorch-manifest.mjs: every file residual fetches for libtorch, pinned by size and sha256. RESIDUAL_LIBTORCH_MIRROR=URL replaces the scheme and host of each url (and adds its path in front).',
+    comment:
+      'Written by scripts/install/make-libtorch-manifest.mjs: every file residual fetches for libtorch, pinned by size and sha256. RESIDUAL_LIBTORCH_MIRROR=URL replaces the scheme and host of each url (and adds its path in front).',
     format: 1,
     variants,
   };
@@ -224,7 +241,9 @@ async function main() {
     return;
   }
   fs.writeFileSync(manifestFile, text);
-  console.error(`[residual] wrote ${path.relative(root, manifestFile)}: cpu ${variants.cpu.files.length} file(s), cu130 ${files.length} file(s)`);
+  console.error(
+    `[residual] wrote ${path.relative(root, manifestFile)}: cpu ${variants.cpu.files.length} file(s), cu130 ${files.length} file(s)`,
+  );
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

@@ -19,7 +19,7 @@ function sha256(file) {
   const fd = fs.openSync(file, 'r');
   const buf = Buffer.allocUnsafe(1 << 22);
   try {
-    for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
+    for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0;) h.update(buf.subarray(0, n));
   } finally {
     fs.closeSync(fd);
   }
@@ -33,7 +33,10 @@ export function mirrorRelPath(url) {
   return p;
 }
 
-export function layOutMirror(dir, { variants = ['cpu'], from = [], manifestFile = path.join(here, 'libtorch-manifest.json'), log = console.error } = {}) {
+export function layOutMirror(
+  dir,
+  { variants = ['cpu'], from = [], manifestFile = path.join(here, 'libtorch-manifest.json'), log = console.error } = {},
+) {
   const manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8'));
   const dirs = localWheelDirs(from);
   const wanted = variants.includes('all') ? Object.keys(manifest.variants) : variants;
@@ -52,7 +55,8 @@ export function layOutMirror(dir, { variants = ['cpu'], from = [], manifestFile 
       if (!src) throw new Error(`${f.name} is not on this machine (looked in ${dirs.join(', ') || 'no folder'}; add one with --from DIR)`);
       const size = fs.statSync(src).size;
       const digest = sha256(src);
-      if (size !== f.size || digest !== f.sha256) throw new Error(`${src} is not the pinned file: ${size} bytes, sha256 ${digest}; pinned ${f.size} bytes, sha256 ${f.sha256}`);
+      if (size !== f.size || digest !== f.sha256)
+        throw new Error(`${src} is not the pinned file: ${size} bytes, sha256 ${digest}; pinned ${f.size} bytes, sha256 ${f.sha256}`);
       fs.mkdirSync(path.dirname(dest), { recursive: true });
       fs.rmSync(dest, { force: true });
       try {
@@ -81,7 +85,9 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
       from: opt('--from'),
       ...(opt('--manifest')[0] ? { manifestFile: path.resolve(opt('--manifest')[0]) } : {}),
     });
-    console.error(`[residual] mirror ready in ${r.dir} (${r.variants.join(', ')}: ${(r.bytes / 1e6).toFixed(1)} MB). Serve it over HTTP and set RESIDUAL_LIBTORCH_MIRROR=http://HOST:PORT`);
+    console.error(
+      `[residual] mirror ready in ${r.dir} (${r.variants.join(', ')}: ${(r.bytes / 1e6).toFixed(1)} MB). Serve it over HTTP and set RESIDUAL_LIBTORCH_MIRROR=http://HOST:PORT`,
+    );
   } catch (e) {
     console.error(`[residual] ${e.message}`);
     process.exit(1);

@@ -39,7 +39,11 @@ export function serveMirror(dir, { port = 0, host = '127.0.0.1' } = {}) {
         res.writeHead(416, { 'content-range': `bytes */${size}` }).end();
         return;
       }
-      res.writeHead(206, { 'content-length': size - start, 'content-range': `bytes ${start}-${size - 1}/${size}`, 'accept-ranges': 'bytes' });
+      res.writeHead(206, {
+        'content-length': size - start,
+        'content-range': `bytes ${start}-${size - 1}/${size}`,
+        'accept-ranges': 'bytes',
+      });
       fs.createReadStream(file, { start }).pipe(res);
       return;
     }

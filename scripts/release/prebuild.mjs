@@ -112,7 +112,7 @@ export async function makePlatformPackage({ addon, out, version, strip = true, l
   fs.mkdirSync(preDir, { recursive: true });
   const pre = path.join(preDir, fileName);
   writeFileAtomic(pre, buf, { mode: 0o755 });
-  // The image decoders (native/imageio.cpp) travel with the binary: the build machine's libjpeg-turbo
+  // The image decoders (native/image/codec.cpp) travel with the binary: the build machine's libjpeg-turbo
   // and libpng, found through $ORIGIN. zlib (libpng's own dependency) is part of every Linux system.
   const bundled = bundleImageLibs(addon, preDir);
 

@@ -82,7 +82,10 @@ describe('residual CLI', () => {
       ['limit-test-batches', '-3', 'an integer >= 1'],
     ];
     for (const [flag, value, range] of cases) {
-      for (const argv of [['train', `--${flag}`, value], ['train', `--${flag}=${value}`]]) {
+      for (const argv of [
+        ['train', `--${flag}`, value],
+        ['train', `--${flag}=${value}`],
+      ]) {
         err = [];
         expect(await main(argv), argv.join(' ')).toBe(2);
         expect(err.join('\n'), argv.join(' ')).toContain(`--${flag} must be ${range}, got '${value}'; see residual train --help`);
@@ -125,10 +128,36 @@ describe('residual CLI', () => {
   it('flag forms: --flag=value, --no-<boolean>, --boolean=false, negative values read as values', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cli-forms-'));
     vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
-    const argv = ['train', '--data=synthetic', '--epochs=1', '--batch-size', '32', '--limit-train-batches=1', '--limit-test-batches', '1', '--device', 'cpu', '--no-nesterov', '--augment=false', '--channels-last=0', '--no-tensorboard', `--out=${dir}`];
+    const argv = [
+      'train',
+      '--data=synthetic',
+      '--epochs=1',
+      '--batch-size',
+      '32',
+      '--limit-train-batches=1',
+      '--limit-test-batches',
+      '1',
+      '--device',
+      'cpu',
+      '--no-nesterov',
+      '--augment=false',
+      '--channels-last=0',
+      '--no-tensorboard',
+      `--out=${dir}`,
+    ];
     expect(await main(argv)).toBe(0);
     const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
-    expect(cfg).toMatchObject({ data: 'synthetic', epochs: 1, batchSize: 32, limitTrainBatches: 1, limitTestBatches: 1, nesterov: false, augment: false, channelsLast: false, tensorboard: false });
+    expect(cfg).toMatchObject({
+      data: 'synthetic',
+      epochs: 1,
+      batchSize: 32,
+      limitTrainBatches: 1,
+      limitTestBatches: 1,
+      nesterov: false,
+      augment: false,
+      channelsLast: false,
+      tensorboard: false,
+    });
     expect(fs.readdirSync(dir).filter((f) => f.includes('tfevents'))).toEqual([]); // --no-tensorboard: no event files
   });
 
@@ -151,7 +180,23 @@ describe('residual CLI', () => {
 
   it('train on synthetic data writes a run folder; eval reads it back; --resume refuses a finished run twice', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cli-'));
-    const argv = ['train', '--data', 'synthetic', '--epochs', '1', '--batch-size', '32', '--limit-train-batches', '4', '--limit-test-batches', '2', '--device', 'cpu', '--out', dir];
+    const argv = [
+      'train',
+      '--data',
+      'synthetic',
+      '--epochs',
+      '1',
+      '--batch-size',
+      '32',
+      '--limit-train-batches',
+      '4',
+      '--limit-test-batches',
+      '2',
+      '--device',
+      'cpu',
+      '--out',
+      dir,
+    ];
     vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
     expect(await main(argv)).toBe(0);
     expect(fs.existsSync(path.join(dir, 'report.png'))).toBe(true);
@@ -177,7 +222,27 @@ describe('residual CLI', () => {
   it("--resume continues with the run's own settings; changing its model or batch size is refused", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cli-resume-'));
     vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
-    const first = ['train', '--data', 'synthetic', '--epochs', '1', '--batch-size', '32', '--limit-train-batches', '3', '--limit-test-batches', '1', '--device', 'cpu', '--lr', '0.05', '--schedule', 'constant', '--out', dir];
+    const first = [
+      'train',
+      '--data',
+      'synthetic',
+      '--epochs',
+      '1',
+      '--batch-size',
+      '32',
+      '--limit-train-batches',
+      '3',
+      '--limit-test-batches',
+      '1',
+      '--device',
+      'cpu',
+      '--lr',
+      '0.05',
+      '--schedule',
+      'constant',
+      '--out',
+      dir,
+    ];
     expect(await main(first)).toBe(0);
     const other = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cli-resume-'));
     expect(await main([...first.slice(0, -3), 'onecycle', '--out', other])).toBe(0);
@@ -209,10 +274,23 @@ describe('residual CLI: runs and their folders', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cli-eval-'));
     // bfloat16 autocast: the trainer evaluates under it, so eval must too to give the same numbers.
     // (A small run made through the API: bfloat16 convolutions are slow on CPUs without native bf16.)
-    const t = new Trainer({ model: 'resnet20', data: 'synthetic', syntheticTrain: 64, syntheticTest: 48, batchSize: 32, evalBatchSize: 16, epochs: 1, device: 'cpu', amp: true, out: dir });
+    const t = new Trainer({
+      model: 'resnet20',
+      data: 'synthetic',
+      syntheticTrain: 64,
+      syntheticTest: 48,
+      batchSize: 32,
+      evalBatchSize: 16,
+      epochs: 1,
+      device: 'cpu',
+      amp: true,
+      out: dir,
+    });
     await t.fit();
     t.dispose();
-    const last = readMetrics(path.join(dir, 'metrics.jsonl')).filter((m) => m.type === 'epoch').at(-1)!;
+    const last = readMetrics(path.join(dir, 'metrics.jsonl'))
+      .filter((m) => m.type === 'epoch')
+      .at(-1)!;
     out = [];
     expect(await main(['eval', '--checkpoint', dir, '--json'])).toBe(0);
     const res = JSON.parse(out.at(-1)!);
@@ -226,7 +304,18 @@ describe('residual CLI: runs and their folders', () => {
 
   it('--resume on a run killed before its first checkpoint starts it from the beginning, saying so', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cli-partial-'));
-    const t = new Trainer({ model: 'resnet20', data: 'synthetic', batchSize: 32, limitTrainBatches: 2, limitTestBatches: 1, epochs: 1, device: 'cpu', lr: 0.05, schedule: 'constant', out: dir });
+    const t = new Trainer({
+      model: 'resnet20',
+      data: 'synthetic',
+      batchSize: 32,
+      limitTrainBatches: 2,
+      limitTestBatches: 1,
+      epochs: 1,
+      device: 'cpu',
+      lr: 0.05,
+      schedule: 'constant',
+      out: dir,
+    });
     t.crashAt = 'after-weights';
     await expect(t.fit()).rejects.toThrow(/simulated crash/);
     t.dispose();
@@ -236,11 +325,20 @@ describe('residual CLI: runs and their folders', () => {
       return true;
     });
     expect(await main(['train', '--resume', '--out', dir])).toBe(0);
-    expect(writes.join('')).toMatch(/note: .* stopped before its first checkpoint .*: there is nothing to resume, so it starts from the beginning/);
-    const meta = loadCheckpoint(dir).meta as unknown as { epoch: number; config: { lr: number; schedule: string; limitTrainBatches: number } };
+    expect(writes.join('')).toMatch(
+      /note: .* stopped before its first checkpoint .*: there is nothing to resume, so it starts from the beginning/,
+    );
+    const meta = loadCheckpoint(dir).meta as unknown as {
+      epoch: number;
+      config: { lr: number; schedule: string; limitTrainBatches: number };
+    };
     expect(meta.epoch).toBe(1);
     expect(meta.config).toMatchObject({ lr: 0.05, schedule: 'constant', limitTrainBatches: 2 }); // the run's own settings
-    expect(readMetrics(path.join(dir, 'metrics.jsonl')).filter((m) => m.type === 'step').map((m) => m.step)).toEqual([2]); // logged at the epoch's last step, once
+    expect(
+      readMetrics(path.join(dir, 'metrics.jsonl'))
+        .filter((m) => m.type === 'step')
+        .map((m) => m.step),
+    ).toEqual([2]); // logged at the epoch's last step, once
     // and an empty folder: nothing to resume, and the message says what to do
     err = [];
     expect(await main(['train', '--resume', '--out', fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cli-empty-'))])).toBe(1);

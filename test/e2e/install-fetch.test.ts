@@ -117,7 +117,17 @@ afterAll(async () => {
 /** The environment of a user's install: a fresh RESIDUAL_HOME, the mirror, pip isolated from this machine. */
 function env(home: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const e: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of ['LIBTORCH', 'LIBTORCH_USE_PYTORCH', 'RESIDUAL_ADDON', 'PIP_FIND_LINKS', 'PIP_CONSTRAINT', 'PIP_INDEX_URL', 'PIP_EXTRA_INDEX_URL', 'RESIDUAL_LIBTORCH_FETCH']) delete e[k];
+  for (const k of [
+    'LIBTORCH',
+    'LIBTORCH_USE_PYTORCH',
+    'RESIDUAL_ADDON',
+    'PIP_FIND_LINKS',
+    'PIP_CONSTRAINT',
+    'PIP_INDEX_URL',
+    'PIP_EXTRA_INDEX_URL',
+    'RESIDUAL_LIBTORCH_FETCH',
+  ])
+    delete e[k];
   return {
     ...e,
     PIP_CONFIG_FILE: '/dev/null',
@@ -142,7 +152,10 @@ interface Run {
 }
 
 function start(home: string, extra: Record<string, string> = {}, args: string[] = []): { proc: ChildProcess; done: Promise<Run> } {
-  const proc = spawn(process.execPath, ['--import', register, child, 'cpu', ...args], { env: env(home, extra), stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, ['--import', register, child, 'cpu', ...args], {
+    env: env(home, extra),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   live.add(proc);
   let stdout = '';
   let stderr = '';
@@ -192,20 +205,44 @@ describe('manifest, mirror URLs, wheel parts (pure)', () => {
   it('the committed manifest pins cpu (PyTorch) and cu130 (PyPI) files by size and sha256', () => {
     const { manifest } = loadManifest({});
     expect(manifest.variants.cpu.files.map((f) => f.name)).toEqual(['torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl']);
-    expect(manifest.variants.cpu.files[0]).toMatchObject({ size: 191794682, sha256: '6746dbcbeb526eb61330b76b41ff1b4eb848951103a892eeb080dfa2b264667b' });
-    expect(manifest.variants.cpu.files[0].url).toBe('https://download.pytorch.org/whl/cpu/torch-2.13.0%2Bcpu-cp311-cp311-manylinux_2_28_x86_64.whl');
+    expect(manifest.variants.cpu.files[0]).toMatchObject({
+      size: 191794682,
+      sha256: '6746dbcbeb526eb61330b76b41ff1b4eb848951103a892eeb080dfa2b264667b',
+    });
+    expect(manifest.variants.cpu.files[0].url).toBe(
+      'https://download.pytorch.org/whl/cpu/torch-2.13.0%2Bcpu-cp311-cp311-manylinux_2_28_x86_64.whl',
+    );
     const cu = manifest.variants.cu130;
     expect(cu.torch).toBe('2.14.1');
     expect(cu.files[0].name).toBe('torch-2.14.1-cp311-cp311-manylinux_2_28_x86_64.whl');
-    for (const lib of ['nvidia_cudnn_cu13', 'nvidia_cublas', 'nvidia_cuda_runtime', 'nvidia_nccl_cu13', 'nvidia_cusparselt_cu13', 'nvidia_nvjitlink']) {
-      expect(cu.files.some((f) => f.name.startsWith(`${lib}-`)), lib).toBe(true);
+    for (const lib of [
+      'nvidia_cudnn_cu13',
+      'nvidia_cublas',
+      'nvidia_cuda_runtime',
+      'nvidia_nccl_cu13',
+      'nvidia_cusparselt_cu13',
+      'nvidia_nvjitlink',
+    ]) {
+      expect(
+        cu.files.some((f) => f.name.startsWith(`${lib}-`)),
+        lib,
+      ).toBe(true);
     }
-    for (const f of cu.files) expect(f.url).toMatch(new RegExp(`^https://files\\.pythonhosted\\.org/packages/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{60}/${f.name.replace(/[.+]/g, '\\$&')}$`));
+    for (const f of cu.files)
+      expect(f.url).toMatch(
+        new RegExp(`^https://files\\.pythonhosted\\.org/packages/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{60}/${f.name.replace(/[.+]/g, '\\$&')}$`),
+      );
     expect(cu.files.some((f) => /cuda_bindings|triton|cuda_toolkit/.test(f.name))).toBe(false);
   });
 
   it('RESIDUAL_LIBTORCH_MIRROR replaces scheme and host, keeps the path (with the mirror path in front)', () => {
-    const f = { name: FAKE_WHEEL, role: 'torch' as const, size: 1, sha256: '0'.repeat(64), url: 'https://download.pytorch.org/whl/cpu/torch-2.13.0%2Bcpu-x.whl' };
+    const f = {
+      name: FAKE_WHEEL,
+      role: 'torch' as const,
+      size: 1,
+      sha256: '0'.repeat(64),
+      url: 'https://download.pytorch.org/whl/cpu/torch-2.13.0%2Bcpu-x.whl',
+    };
     expect(fileUrl(f, '')).toBe(f.url); // unset (undefined reads the environment, which CI sets to its local mirror)
     expect(fileUrl(f, 'http://127.0.0.1:8080')).toBe('http://127.0.0.1:8080/whl/cpu/torch-2.13.0%2Bcpu-x.whl');
     expect(fileUrl(f, 'https://art.corp/pytorch/')).toBe('https://art.corp/pytorch/whl/cpu/torch-2.13.0%2Bcpu-x.whl');
@@ -215,7 +252,13 @@ describe('manifest, mirror URLs, wheel parts (pure)', () => {
 
   it('a manifest that is not well formed is refused with what is wrong', () => {
     const bad = path.join(tmp, 'invalid.json');
-    fs.writeFileSync(bad, JSON.stringify({ format: 1, variants: { cpu: { torch: '2.13.0', files: [{ name: '../x.whl', role: 'torch', size: 1, sha256: 'ab', url: 'https://x/y' }] } } }));
+    fs.writeFileSync(
+      bad,
+      JSON.stringify({
+        format: 1,
+        variants: { cpu: { torch: '2.13.0', files: [{ name: '../x.whl', role: 'torch', size: 1, sha256: 'ab', url: 'https://x/y' }] } },
+      }),
+    );
     expect(() => loadManifest({ RESIDUAL_LIBTORCH_MANIFEST: bad })).toThrow(/invalid: cpu: file name "..\/x.whl"/);
   });
 
@@ -261,7 +304,9 @@ describe('the resolver (lib/addon/libtorch.ts)', () => {
   });
   it('LIBTORCH naming something else is an error, not ignored; the install record is used when nothing is set', () => {
     const e = { RESIDUAL_HOME: newHome(), RESIDUAL_VARIANT: 'cpu', RESIDUAL_LIBTORCH_MANIFEST: manifestFile };
-    expect(() => findLibtorch({ quiet: true, root: tmp, env: { ...e, LIBTORCH: tmp } })).toThrow(/LIBTORCH=.* is not a libtorch folder \(expected lib\/libtorch_cpu\.so inside/);
+    expect(() => findLibtorch({ quiet: true, root: tmp, env: { ...e, LIBTORCH: tmp } })).toThrow(
+      /LIBTORCH=.* is not a libtorch folder \(expected lib\/libtorch_cpu\.so inside/,
+    );
     const pkg = fs.mkdtempSync(path.join(tmp, 'pkg-'));
     const lt = path.join(tmp, 'some-libtorch');
     touch(path.join(lt, 'lib', 'libtorch_cpu.so'));
@@ -283,7 +328,14 @@ describe('fetching from a mirror on 127.0.0.1 (fake wheel)', () => {
     expect(r.stderr).toMatch(/unpacked what runs: 5 files, .* each checked against its wheel's RECORD/);
     expect(requests.map((q) => q.url)).toEqual([`/whl/cpu/${encodeURIComponent(FAKE_WHEEL)}`]);
     const cache = path.join(home, 'libtorch', '2.13.0-cpu');
-    expect(files(cache)).toEqual(['VERIFIED', 'site/torch/lib/libc10.so', 'site/torch/lib/libgomp.so.1', 'site/torch/lib/libtorch.so', 'site/torch/lib/libtorch_cpu.so', 'site/torch/version.py']);
+    expect(files(cache)).toEqual([
+      'VERIFIED',
+      'site/torch/lib/libc10.so',
+      'site/torch/lib/libgomp.so.1',
+      'site/torch/lib/libtorch.so',
+      'site/torch/lib/libtorch_cpu.so',
+      'site/torch/version.py',
+    ]);
     expect(fs.readFileSync(path.join(cache, 'site/torch/lib/libtorch_cpu.so')).equals(FAKE_FILES['torch/lib/libtorch_cpu.so'])).toBe(true);
     expect(fs.statSync(path.join(cache, 'site/torch/lib/libc10.so')).mode & 0o111).not.toBe(0);
     expect(r.result).toMatchObject({ version: '2.13.0', variantTag: 'cpu', devDir: null, source: 'fetched' });
@@ -291,7 +343,11 @@ describe('fetching from a mirror on 127.0.0.1 (fake wheel)', () => {
     expect(fs.readdirSync(path.join(home, 'downloads'))).toEqual([]);
     // The resolver finds it (what the runtime does), without build files.
     const e = { RESIDUAL_HOME: home, RESIDUAL_VARIANT: 'cpu', RESIDUAL_LIBTORCH_MANIFEST: manifestFile };
-    expect(findLibtorch({ quiet: true, useRecord: false, root: tmp, env: e })).toMatchObject({ dir: path.join(cache, 'site', 'torch'), source: 'cache', devDir: null });
+    expect(findLibtorch({ quiet: true, useRecord: false, root: tmp, env: e })).toMatchObject({
+      dir: path.join(cache, 'site', 'torch'),
+      source: 'cache',
+      devDir: null,
+    });
 
     // A source build asks for the build files: fetched and published as dev/, lib linked.
     requests = [];
@@ -299,10 +355,19 @@ describe('fetching from a mirror on 127.0.0.1 (fake wheel)', () => {
     expect(d.code, d.stderr).toBe(0);
     expect(d.stderr).toMatch(/for the headers and CMake files a source build needs/);
     expect(requests).toHaveLength(1);
-    expect(files(path.join(cache, 'dev'))).toEqual(['VERIFIED', 'torch/include/ATen/ATen.h', 'torch/include/torch/torch.h', 'torch/lib', 'torch/share/cmake/Torch/TorchConfig.cmake']);
+    expect(files(path.join(cache, 'dev'))).toEqual([
+      'VERIFIED',
+      'torch/include/ATen/ATen.h',
+      'torch/include/torch/torch.h',
+      'torch/lib',
+      'torch/share/cmake/Torch/TorchConfig.cmake',
+    ]);
     expect(fs.readlinkSync(path.join(cache, 'dev', 'torch', 'lib'))).toBe('../../site/torch/lib');
     expect(fs.existsSync(path.join(cache, 'dev', 'torch', 'lib', 'libtorch_cpu.so'))).toBe(true);
-    expect(cachedLibtorch('cpu', e)).toMatchObject({ devDir: path.join(cache, 'dev', 'torch'), cmakePrefix: path.join(cache, 'dev', 'torch', 'share', 'cmake') });
+    expect(cachedLibtorch('cpu', e)).toMatchObject({
+      devDir: path.join(cache, 'dev', 'torch'),
+      cmakePrefix: path.join(cache, 'dev', 'torch', 'share', 'cmake'),
+    });
 
     // Everything there: no request at all.
     requests = [];
@@ -313,12 +378,31 @@ describe('fetching from a mirror on 127.0.0.1 (fake wheel)', () => {
   });
 
   const faults: { mode: Mode; why: RegExp; extra?: Record<string, string>; keeps?: boolean }[] = [
-    { mode: 'corrupt', why: /checksum mismatch for torch-2\.13\.0\+cpu-.*\.whl from http:\/\/127\.0\.0\.1:\d+\/whl\/cpu\/.*: sha256 [0-9a-f]{64}, pinned [0-9a-f]{64}.*nothing was kept/ },
-    { mode: 'truncate', why: /the download from http:\/\/127\.0\.0\.1:\d+\/whl\/cpu\/\S+ (ended|broke off) after 1\.\d MB of 3\.\d MB/, keeps: true },
-    { mode: '404', why: /HTTP 404 Not Found for http:\/\/127\.0\.0\.1:\d+\/whl\/cpu\/\S+: the server does not have this file \(is the mirror complete\? lay one out with: npm run libtorch:mirror -- DIR\)/ },
+    {
+      mode: 'corrupt',
+      why: /checksum mismatch for torch-2\.13\.0\+cpu-.*\.whl from http:\/\/127\.0\.0\.1:\d+\/whl\/cpu\/.*: sha256 [0-9a-f]{64}, pinned [0-9a-f]{64}.*nothing was kept/,
+    },
+    {
+      mode: 'truncate',
+      why: /the download from http:\/\/127\.0\.0\.1:\d+\/whl\/cpu\/\S+ (ended|broke off) after 1\.\d MB of 3\.\d MB/,
+      keeps: true,
+    },
+    {
+      mode: '404',
+      why: /HTTP 404 Not Found for http:\/\/127\.0\.0\.1:\d+\/whl\/cpu\/\S+: the server does not have this file \(is the mirror complete\? lay one out with: npm run libtorch:mirror -- DIR\)/,
+    },
     { mode: '500', why: /HTTP 500 Internal Server Error from http:\/\/127\.0\.0\.1:\d+\/whl\/cpu\/\S+ \(a server error\)/ },
-    { mode: 'stall', why: /no data from http:\/\/127\.0\.0\.1:\d+\/whl\/cpu\/\S+ for 1 s \(a stalled connection; RESIDUAL_FETCH_TIMEOUT=seconds allows longer\)/, extra: { RESIDUAL_FETCH_TIMEOUT: '1' }, keeps: true },
-    { mode: 'bad-record', why: /checksum mismatch for torch\/lib\/libc10\.so in torch-2\.13\.0\+cpu-.*\.whl \(RECORD says sha256=/, extra: { RESIDUAL_LIBTORCH_MANIFEST: '' } },
+    {
+      mode: 'stall',
+      why: /no data from http:\/\/127\.0\.0\.1:\d+\/whl\/cpu\/\S+ for 1 s \(a stalled connection; RESIDUAL_FETCH_TIMEOUT=seconds allows longer\)/,
+      extra: { RESIDUAL_FETCH_TIMEOUT: '1' },
+      keeps: true,
+    },
+    {
+      mode: 'bad-record',
+      why: /checksum mismatch for torch\/lib\/libc10\.so in torch-2\.13\.0\+cpu-.*\.whl \(RECORD says sha256=/,
+      extra: { RESIDUAL_LIBTORCH_MANIFEST: '' },
+    },
   ];
   for (const f of faults) {
     it(`${f.mode}: a clear error naming the URL, no partial cache; a later run succeeds`, async () => {
@@ -346,7 +430,9 @@ describe('fetching from a mirror on 127.0.0.1 (fake wheel)', () => {
         expect(ok.stderr).toMatch(/continuing an earlier download at \d/);
         expect(requests[0].range).toMatch(/^bytes=\d+-$/);
       }
-      expect(cachedLibtorch('cpu', { RESIDUAL_HOME: home, RESIDUAL_VARIANT: 'cpu', RESIDUAL_LIBTORCH_MANIFEST: manifestFile })).not.toBeNull();
+      expect(
+        cachedLibtorch('cpu', { RESIDUAL_HOME: home, RESIDUAL_VARIANT: 'cpu', RESIDUAL_LIBTORCH_MANIFEST: manifestFile }),
+      ).not.toBeNull();
     });
   }
 
@@ -379,7 +465,9 @@ describe('fetching from a mirror on 127.0.0.1 (fake wheel)', () => {
     const r = await fetchOnce(home);
     expect(r.code, r.stderr).toBe(0);
     // The dead process's lock: waited for until stale (2 s here), or found stale already and taken over.
-    expect(r.stderr).toMatch(/waiting for it \(a lock left by a killed process is taken over after 2 s\)|taking over the lock .*2\.13\.0-cpu\.lock, left \d+ s ago by an install that stopped/);
+    expect(r.stderr).toMatch(
+      /waiting for it \(a lock left by a killed process is taken over after 2 s\)|taking over the lock .*2\.13\.0-cpu\.lock, left \d+ s ago by an install that stopped/,
+    );
     expect(r.stderr).toMatch(/continuing an earlier download at [1-9]/);
     expect(requests.map((q) => q.range)).toEqual([expect.stringMatching(/^bytes=\d+-$/)]);
     expect(fs.existsSync(path.join(home, 'libtorch', '2.13.0-cpu.lock'))).toBe(false);
@@ -409,7 +497,10 @@ describe('fetching from a mirror on 127.0.0.1 (fake wheel)', () => {
     // A PEP 503 index for the fake wheel, beside the mirror.
     const index = path.join(mirrorDir, 'simple', 'torch');
     fs.mkdirSync(index, { recursive: true });
-    fs.writeFileSync(path.join(index, 'index.html'), `<!DOCTYPE html><html><body><a href="../../whl/cpu/${encodeURIComponent(FAKE_WHEEL)}">${FAKE_WHEEL}</a></body></html>\n`);
+    fs.writeFileSync(
+      path.join(index, 'index.html'),
+      `<!DOCTYPE html><html><body><a href="../../whl/cpu/${encodeURIComponent(FAKE_WHEEL)}">${FAKE_WHEEL}</a></body></html>\n`,
+    );
     const home = newHome();
     mode = 'ok';
     const r = await fetchOnce(home, { RESIDUAL_LIBTORCH_FETCH: 'pip', PIP_INDEX_URL: `${base}/simple/`, RESIDUAL_LIBTORCH_MIRROR: '' });
@@ -419,7 +510,13 @@ describe('fetching from a mirror on 127.0.0.1 (fake wheel)', () => {
     expect(r.stderr).toMatch(/from pip, sha256 verified/);
     expect(fs.existsSync(path.join(home, 'libtorch', '2.13.0-cpu', 'site', 'torch', 'lib', 'libtorch_cpu.so'))).toBe(true);
     // pip offline (no index answers): a clear error naming pip and the way back.
-    const off = await fetchOnce(newHome(), { RESIDUAL_LIBTORCH_FETCH: 'pip', PIP_INDEX_URL: 'http://127.0.0.1:9/simple/', PIP_RETRIES: '0', PIP_TIMEOUT: '2', RESIDUAL_LIBTORCH_MIRROR: '' });
+    const off = await fetchOnce(newHome(), {
+      RESIDUAL_LIBTORCH_FETCH: 'pip',
+      PIP_INDEX_URL: 'http://127.0.0.1:9/simple/',
+      PIP_RETRIES: '0',
+      PIP_TIMEOUT: '2',
+      RESIDUAL_LIBTORCH_MIRROR: '',
+    });
     expect(off.code).toBe(3);
     expect(off.error).toMatch(/pip could not download torch==2\.13\.0\+cpu .*unset RESIDUAL_LIBTORCH_FETCH/);
   });
@@ -428,35 +525,45 @@ describe('fetching from a mirror on 127.0.0.1 (fake wheel)', () => {
 describe('the real pinned CPU wheel through a local mirror', () => {
   const local = findLocalFile('torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl', localWheelDirs()) as string | null;
   // CI runs on a machine that has the wheel: there the test must not skip.
-  it.runIf(local !== null || process.env.CI === 'true')('npm run libtorch:mirror lays it out; Node fetches, verifies and unpacks it (no pip, no python)', async () => {
-    if (!local) throw new Error('CI: the local torch 2.13.0+cpu wheel was not found (pip find-links or /opt/wheels)');
-    const dir = path.join(tmp, 'real-mirror');
-    const lay = spawnSync(process.execPath, [path.join(root, 'scripts', 'install', 'mirror.mjs'), dir], { encoding: 'utf8' });
-    expect(lay.status, lay.stderr).toBe(0);
-    expect(lay.stderr).toMatch(/mirror ready in .* \(cpu: 191\.8 MB\)/);
-    const srv = spawn(process.execPath, [path.join(root, 'scripts', 'install', 'serve-mirror.mjs'), dir], { stdio: ['ignore', 'pipe', 'inherit'] });
-    live.add(srv);
-    try {
-      const url = await new Promise<string>((resolve, reject) => {
-        srv.stdout!.on('data', (d) => {
-          const m = /listening on (http:\/\/\S+)/.exec(String(d));
-          if (m) resolve(m[1]);
-        });
-        srv.on('exit', () => reject(new Error('the mirror server exited')));
+  it.runIf(local !== null || process.env.CI === 'true')(
+    'npm run libtorch:mirror lays it out; Node fetches, verifies and unpacks it (no pip, no python)',
+    async () => {
+      if (!local) throw new Error('CI: the local torch 2.13.0+cpu wheel was not found (pip find-links or /opt/wheels)');
+      const dir = path.join(tmp, 'real-mirror');
+      const lay = spawnSync(process.execPath, [path.join(root, 'scripts', 'install', 'mirror.mjs'), dir], { encoding: 'utf8' });
+      expect(lay.status, lay.stderr).toBe(0);
+      expect(lay.stderr).toMatch(/mirror ready in .* \(cpu: 191\.8 MB\)/);
+      const srv = spawn(process.execPath, [path.join(root, 'scripts', 'install', 'serve-mirror.mjs'), dir], {
+        stdio: ['ignore', 'pipe', 'inherit'],
       });
-      const home = newHome();
-      const r = await fetchOnce(home, { RESIDUAL_LIBTORCH_MIRROR: url, RESIDUAL_LIBTORCH_MANIFEST: '', RESIDUAL_FETCH_TIMEOUT: '60', PATH: path.dirname(process.execPath) });
-      expect(r.code, r.stderr).toBe(0);
-      expect(r.stderr).toMatch(/191\.8 MB in [\d.]+ s .* sha256 verified/);
-      const lib = path.join(home, 'libtorch', '2.13.0-cpu', 'site', 'torch', 'lib');
-      const got = fs.readdirSync(lib).sort();
-      expect(got).toEqual(['libc10.so', 'libgomp.so.1', 'libtorch.so', 'libtorch_cpu.so', 'libtorch_global_deps.so']);
-      expect(fs.statSync(path.join(lib, 'libtorch_cpu.so')).size).toBe(434184800);
-      expect(r.result).toMatchObject({ version: '2.13.0', variantTag: 'cpu', devDir: null });
-      expect(fs.existsSync(path.join(home, 'libtorch', '2.13.0-cpu', 'site', 'torch', 'include'))).toBe(false);
-    } finally {
-      srv.kill('SIGKILL');
-      live.delete(srv);
-    }
-  });
+      live.add(srv);
+      try {
+        const url = await new Promise<string>((resolve, reject) => {
+          srv.stdout!.on('data', (d) => {
+            const m = /listening on (http:\/\/\S+)/.exec(String(d));
+            if (m) resolve(m[1]);
+          });
+          srv.on('exit', () => reject(new Error('the mirror server exited')));
+        });
+        const home = newHome();
+        const r = await fetchOnce(home, {
+          RESIDUAL_LIBTORCH_MIRROR: url,
+          RESIDUAL_LIBTORCH_MANIFEST: '',
+          RESIDUAL_FETCH_TIMEOUT: '60',
+          PATH: path.dirname(process.execPath),
+        });
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stderr).toMatch(/191\.8 MB in [\d.]+ s .* sha256 verified/);
+        const lib = path.join(home, 'libtorch', '2.13.0-cpu', 'site', 'torch', 'lib');
+        const got = fs.readdirSync(lib).sort();
+        expect(got).toEqual(['libc10.so', 'libgomp.so.1', 'libtorch.so', 'libtorch_cpu.so', 'libtorch_global_deps.so']);
+        expect(fs.statSync(path.join(lib, 'libtorch_cpu.so')).size).toBe(434184800);
+        expect(r.result).toMatchObject({ version: '2.13.0', variantTag: 'cpu', devDir: null });
+        expect(fs.existsSync(path.join(home, 'libtorch', '2.13.0-cpu', 'site', 'torch', 'include'))).toBe(false);
+      } finally {
+        srv.kill('SIGKILL');
+        live.delete(srv);
+      }
+    },
+  );
 });

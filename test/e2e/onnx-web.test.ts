@@ -16,7 +16,16 @@ import { calibrate, maxDiff, tolerance } from '../support/onnx.js';
 const CHROMIUM = process.env.RESIDUAL_CHROMIUM ?? '/usr/bin/chromium';
 const required = process.env.RESIDUAL_TEST_CHROMIUM === '1';
 const haveChromium = fs.existsSync(CHROMIUM);
-export const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+export const CHROMIUM_FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-onnx-web-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -32,10 +41,14 @@ describe('examples/onnx-web in headless Chromium', () => {
     const ds = data.syntheticImageDataset({ n: 12, channels: 1, size: 28, classes: 10, seed: 9 });
     const pixels = ds.images.toTypedArray() as Uint8Array;
     const labels = Array.from(ds.labels.toTypedArray() as BigInt64Array, Number);
-    const mean = [0.3], std = [0.35];
+    const mean = [0.3],
+      std = [0.35];
     exportOnnx(model, path.join(dir, 'model.onnx'), { inputShape: [1, 28, 28], normalize: { mean, std } });
     const ys = noGrad(() => {
-      const x = tensor(Float32Array.from(pixels, (p) => p / 255), { shape: [12, 1, 28, 28] });
+      const x = tensor(
+        Float32Array.from(pixels, (p) => p / 255),
+        { shape: [12, 1, 28, 28] },
+      );
       const xin = x.sub(mean[0]).div(std[0]);
       const y = model.call(xin);
       x.dispose();
@@ -50,30 +63,48 @@ describe('examples/onnx-web in headless Chromium', () => {
       return l.indexOf(Math.max(...l));
     });
     const images = labels.map((label, i) => ({ pixels: Array.from(pixels.subarray(i * 784, (i + 1) * 784)), label }));
-    fs.writeFileSync(path.join(dir, 'samples.json'), JSON.stringify({ classes: ds.classes, shape: [1, 28, 28], images, residual: { predictions: wantPred } }));
+    fs.writeFileSync(
+      path.join(dir, 'samples.json'),
+      JSON.stringify({ classes: ds.classes, shape: [1, 28, 28], images, residual: { predictions: wantPred } }),
+    );
     ds.images.dispose();
     ds.labels.dispose();
 
-    const { serve } = (await import(path.join(root, 'examples', 'onnx-web', 'serve.mjs'))) as { serve: (o: { port: number; data: string }) => Promise<{ url: string; close(): Promise<void> }> };
+    const { serve } = (await import(path.join(root, 'examples', 'onnx-web', 'serve.mjs'))) as {
+      serve: (o: { port: number; data: string }) => Promise<{ url: string; close(): Promise<void> }>;
+    };
     const { chromium } = await import('playwright-core');
     const server = await serve({ port: 0, data: dir });
     const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-chromium-'));
-    const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS, viewport: { width: 1000, height: 520 } });
+    const context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: CHROMIUM_FLAGS,
+      viewport: { width: 1000, height: 520 },
+    });
     try {
       const page = await context.newPage();
       const console_: string[] = [];
       page.on('console', (m) => console_.push(`${m.type()}: ${m.text()}`));
       await page.goto(server.url);
       await page.waitForFunction(() => document.body.dataset.done, undefined, { timeout: 120_000 });
-      const results = (await page.evaluate(() => (window as unknown as { results: unknown }).results)) as { predictions: number[]; logits: number[][]; version: string; error?: string };
+      const results = (await page.evaluate(() => (window as unknown as { results: unknown }).results)) as {
+        predictions: number[];
+        logits: number[][];
+        version: string;
+        error?: string;
+      };
       const statusText = await page.textContent('#status');
       expect(results.error, `page error; console:\n${console_.join('\n')}`).toBeUndefined();
       const got = results.logits.flat();
       const d = maxDiff(got, want);
-      console.log(`onnx-web: ${statusText}\n  predictions ${JSON.stringify(results.predictions)} (residual ${JSON.stringify(wantPred)}), max |logit diff| ${d.diff.toExponential(2)} (logits up to ${d.scale.toFixed(2)})`);
+      console.log(
+        `onnx-web: ${statusText}\n  predictions ${JSON.stringify(results.predictions)} (residual ${JSON.stringify(wantPred)}), max |logit diff| ${d.diff.toExponential(2)} (logits up to ${d.scale.toFixed(2)})`,
+      );
       expect(results.predictions).toEqual(wantPred);
       expect(d.diff).toBeLessThanOrEqual(tolerance({ scale: d.scale, noise: 0 }));
-      if (process.env.RESIDUAL_ONNX_WEB_SCREENSHOT) await page.screenshot({ path: process.env.RESIDUAL_ONNX_WEB_SCREENSHOT, fullPage: true });
+      if (process.env.RESIDUAL_ONNX_WEB_SCREENSHOT)
+        await page.screenshot({ path: process.env.RESIDUAL_ONNX_WEB_SCREENSHOT, fullPage: true });
     } finally {
       await context.close();
       await server.close();
@@ -82,7 +113,9 @@ describe('examples/onnx-web in headless Chromium', () => {
   });
 
   it('the example server answers a malformed or hostile path with 400/403/404 and keeps serving', async () => {
-    const { serve } = (await import(path.join(root, 'examples', 'onnx-web', 'serve.mjs'))) as { serve: (o: { port: number; data: string }) => Promise<{ url: string; close(): Promise<void> }> };
+    const { serve } = (await import(path.join(root, 'examples', 'onnx-web', 'serve.mjs'))) as {
+      serve: (o: { port: number; data: string }) => Promise<{ url: string; close(): Promise<void> }>;
+    };
     const server = await serve({ port: 0, data: dir });
     try {
       const status = async (p: string) => (await fetch(server.url + p.replace(/^\//, ''))).status;
@@ -96,7 +129,10 @@ describe('examples/onnx-web in headless Chromium', () => {
     }
   });
 
-  it.runIf(!haveChromium && !required)(`skipped: no Chromium at ${CHROMIUM} (apt-get install chromium; RESIDUAL_TEST_CHROMIUM=1 makes this a failure)`, () => {
-    console.warn(`onnx-web: ${CHROMIUM} not found; the browser test of examples/onnx-web did not run`);
-  });
+  it.runIf(!haveChromium && !required)(
+    `skipped: no Chromium at ${CHROMIUM} (apt-get install chromium; RESIDUAL_TEST_CHROMIUM=1 makes this a failure)`,
+    () => {
+      console.warn(`onnx-web: ${CHROMIUM} not found; the browser test of examples/onnx-web did not run`);
+    },
+  );
 });

@@ -13,7 +13,14 @@ import { PNG } from 'pngjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, workerEnv } from '../../lib/cli/launch.js';
 import { packImageFolder } from '../../lib/data/shards.js';
-import { IMAGENET_MEAN, IMAGENET_STD, StreamingDataLoader, imageFolderSource, webDatasetSource, type StreamSource } from '../../lib/data/stream.js';
+import {
+  IMAGENET_MEAN,
+  IMAGENET_STD,
+  StreamingDataLoader,
+  imageFolderSource,
+  webDatasetSource,
+  type StreamSource,
+} from '../../lib/data/stream.js';
 import type { TrainConfig } from '../../lib/train/index.js';
 import { root } from '../support/helpers.js';
 
@@ -69,7 +76,10 @@ async function runJob(cfg: Partial<TrainConfig>): Promise<RankResult[]> {
   const port = await freePort();
   const codes = await Promise.all(
     [0, 1].map((rank) => {
-      const env = workerEnv({ rank, localRank: rank, worldSize: 2, localWorldSize: 2, nodeRank: 0, nnodes: 1, masterAddr: '127.0.0.1', masterPort: port }, { ...process.env, GLOO_SOCKET_IFNAME: 'lo', OMP_NUM_THREADS: '1', DIST_TEST_TIMEOUT_MS: '60000' });
+      const env = workerEnv(
+        { rank, localRank: rank, worldSize: 2, localWorldSize: 2, nodeRank: 0, nnodes: 1, masterAddr: '127.0.0.1', masterPort: port },
+        { ...process.env, GLOO_SOCKET_IFNAME: 'lo', OMP_NUM_THREADS: '1', DIST_TEST_TIMEOUT_MS: '60000' },
+      );
       const c = spawn(process.execPath, ['--import', register, child, cfgFile, out], { env, stdio: ['ignore', 'inherit', 'pipe'] });
       live.add(c);
       let stderr = '';
@@ -91,8 +101,19 @@ async function runJob(cfg: Partial<TrainConfig>): Promise<RankResult[]> {
 /** What rank `rank` of 2 is expected to read in `epoch`: its own loader with the trainer's training options, read here. */
 function expectedShare(source: StreamSource, cfg: Partial<TrainConfig>, rank: number, epoch: number): number[][] {
   const l = new StreamingDataLoader(source, {
-    batchSize: cfg.batchSize!, transform: 'eval', hflip: false, shuffle: true, seed: cfg.seed ?? 0, dropLast: true, size: cfg.imageSize,
-    mean: IMAGENET_MEAN, std: IMAGENET_STD, workers: cfg.workers, onError: cfg.onBadFile ?? 'stop', rank, worldSize: 2,
+    batchSize: cfg.batchSize!,
+    transform: 'eval',
+    hflip: false,
+    shuffle: true,
+    seed: cfg.seed ?? 0,
+    dropLast: true,
+    size: cfg.imageSize,
+    mean: IMAGENET_MEAN,
+    std: IMAGENET_STD,
+    workers: cfg.workers,
+    onError: cfg.onBadFile ?? 'stop',
+    rank,
+    worldSize: 2,
   });
   const batches: number[][] = [];
   try {
@@ -109,8 +130,21 @@ function expectedShare(source: StreamSource, cfg: Partial<TrainConfig>, rank: nu
 }
 
 const base = (dataPath: string, extra: Partial<TrainConfig> = {}): Partial<TrainConfig> => ({
-  model: 'resnet20', imageSize: 8, batchSize: 2, epochs: 2, augment: false, lr: 0.05, schedule: 'constant', workers: 1, device: 'cpu',
-  logEvery: 1, limitTestBatches: 1, seed: 3, dataPath, out: path.join(tmp, `run-${path.basename(dataPath)}-${Math.random().toString(36).slice(2)}`), ...extra,
+  model: 'resnet20',
+  imageSize: 8,
+  batchSize: 2,
+  epochs: 2,
+  augment: false,
+  lr: 0.05,
+  schedule: 'constant',
+  workers: 1,
+  device: 'cpu',
+  logEvery: 1,
+  limitTestBatches: 1,
+  seed: 3,
+  dataPath,
+  out: path.join(tmp, `run-${path.basename(dataPath)}-${Math.random().toString(36).slice(2)}`),
+  ...extra,
 });
 
 describe('data-parallel training on streamed data (2 ranks)', () => {
@@ -124,7 +158,8 @@ describe('data-parallel training on streamed data (2 ranks)', () => {
       expect(r.steps).toBe(6);
       for (let e = 0; e < 2; e++) expect(r.seen[e], `rank ${r.rank} epoch ${e + 1}`).toEqual(expectedShare(source, cfg, r.rank, e).flat());
     }
-    for (let e = 0; e < 2; e++) expect([...r0.seen[e], ...r1.seen[e]].sort((a, b) => a - b)).toEqual(Array.from({ length: N }, (_, i) => i));
+    for (let e = 0; e < 2; e++)
+      expect([...r0.seen[e], ...r1.seen[e]].sort((a, b) => a - b)).toEqual(Array.from({ length: N }, (_, i) => i));
     expect(r0.seen[0]).not.toEqual(r0.seen[1]); // a new permutation each epoch
     expect(r1.weights).toBe(r0.weights);
     const meta = JSON.parse(fs.readFileSync(path.join(cfg.out!, 'checkpoint.json'), 'utf8'));

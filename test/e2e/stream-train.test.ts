@@ -42,8 +42,17 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 describe('training on streamed data', () => {
   it('--data imagefolder: learns the two classes through the streaming path', async () => {
     const t = new Trainer({
-      model: 'resnet20', data: 'imagefolder', dataPath: path.join(tmp, 'folder'), imageSize: 32, epochs: 3, batchSize: 8,
-      lr: 0.05, device: 'cpu', out: path.join(tmp, 'run-folder'), workers: 2, logEvery: 100,
+      model: 'resnet20',
+      data: 'imagefolder',
+      dataPath: path.join(tmp, 'folder'),
+      imageSize: 32,
+      epochs: 3,
+      batchSize: 8,
+      lr: 0.05,
+      device: 'cpu',
+      out: path.join(tmp, 'run-folder'),
+      workers: 2,
+      logEvery: 100,
     });
     const events: Progress[] = [];
     try {
@@ -61,21 +70,49 @@ describe('training on streamed data', () => {
   it('residual data pack, then residual train --data webdataset', () => {
     const shards = path.join(tmp, 'shards');
     const cli = path.join(root, 'bin', 'residual.js');
-    const pack = spawnSync(process.execPath, [cli, 'data', 'pack', '--data-path', path.join(tmp, 'folder'), '--out', shards, '--shard-size', '32'], { encoding: 'utf8' });
+    const pack = spawnSync(
+      process.execPath,
+      [cli, 'data', 'pack', '--data-path', path.join(tmp, 'folder'), '--out', shards, '--shard-size', '32'],
+      { encoding: 'utf8' },
+    );
     expect(pack.status, pack.stderr).toBe(0);
     expect(pack.stdout).toMatch(/96 images of 2 classes in 3 shard\(s\): .*train-\{000000\.\.000002\}\.tar/);
     expect(JSON.parse(fs.readFileSync(path.join(shards, 'classes.json'), 'utf8'))).toEqual(['horizontal', 'vertical']);
     const train = spawnSync(
       process.execPath,
-      [cli, 'train', '--model', 'resnet20', '--data', 'webdataset', '--data-path', path.join(shards, 'train-{000000..000002}.tar'), '--image-size', '32',
-        '--epochs', '1', '--batch-size', '16', '--device', 'cpu', '--out', path.join(tmp, 'run-wds'), '--json'],
+      [
+        cli,
+        'train',
+        '--model',
+        'resnet20',
+        '--data',
+        'webdataset',
+        '--data-path',
+        path.join(shards, 'train-{000000..000002}.tar'),
+        '--image-size',
+        '32',
+        '--epochs',
+        '1',
+        '--batch-size',
+        '16',
+        '--device',
+        'cpu',
+        '--out',
+        path.join(tmp, 'run-wds'),
+        '--json',
+      ],
       { encoding: 'utf8' },
     );
     expect(train.status, train.stderr).toBe(0);
-    const lines = train.stdout.trim().split('\n').map((l) => JSON.parse(l) as Progress);
+    const lines = train.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Progress);
     expect(lines[0]).toMatchObject({ type: 'start', trainSize: 96, testSize: 32 });
     expect(lines.at(-1)!.type).toBe('done');
-    const ev = spawnSync(process.execPath, [cli, 'eval', '--checkpoint', path.join(tmp, 'run-wds'), '--device', 'cpu', '--json'], { encoding: 'utf8' });
+    const ev = spawnSync(process.execPath, [cli, 'eval', '--checkpoint', path.join(tmp, 'run-wds'), '--device', 'cpu', '--json'], {
+      encoding: 'utf8',
+    });
     expect(ev.status, ev.stderr).toBe(0);
     expect(JSON.parse(ev.stdout.trim())).toMatchObject({ data: 'webdataset', images: 32 });
     const bad = spawnSync(process.execPath, [cli, 'data', 'pack', '--out', shards], { encoding: 'utf8' });

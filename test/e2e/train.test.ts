@@ -24,7 +24,10 @@ const small = (out: string, extra: Partial<TrainConfig> = {}): Partial<TrainConf
   out,
   ...extra,
 });
-const stepLosses = (dir: string) => readMetrics(path.join(dir, 'metrics.jsonl')).filter((m) => m.type === 'step').map((m) => [m.step, m.loss]);
+const stepLosses = (dir: string) =>
+  readMetrics(path.join(dir, 'metrics.jsonl'))
+    .filter((m) => m.type === 'step')
+    .map((m) => [m.step, m.loss]);
 
 describe('trainer', () => {
   it('a training step learns: the loss on a fixed batch falls by a large factor', async () => {
@@ -36,7 +39,9 @@ describe('trainer', () => {
     // 0.0010-0.0051, a factor of 510 to 2200 (median about 1000); the test asks for a factor of 20, a
     // 25x margin below the worst seed, far beyond any rounding difference, while a broken step (no
     // update, wrong sign, wrong gradient, lr not applied) leaves the loss near ln 10 or sends it up.
-    const t = new Trainer(small(tmp(), { syntheticTrain: 64, syntheticTest: 32, batchSize: 16, schedule: 'constant', augment: false, epochs: 1 }));
+    const t = new Trainer(
+      small(tmp(), { syntheticTrain: 64, syntheticTest: 32, batchSize: 16, schedule: 'constant', augment: false, epochs: 1 }),
+    );
     const batch = (await t.trainLoader[Symbol.asyncIterator]().next()).value as { x: r.Tensor; y: r.Tensor };
     const losses: number[] = [];
     for (let i = 0; i < 20; i++) {
@@ -72,7 +77,8 @@ describe('trainer', () => {
     expect(res.testAcc).toBe(epochs[1].testAcc);
     expect(events[0]).toBe('start');
     expect(events.at(-1)).toBe('done');
-    for (const f of ['report.svg', 'report.png', 'checkpoint.json', 'model.safetensors', 'config.json']) expect(fs.existsSync(path.join(out, f)), f).toBe(true);
+    for (const f of ['report.svg', 'report.png', 'checkpoint.json', 'model.safetensors', 'config.json'])
+      expect(fs.existsSync(path.join(out, f)), f).toBe(true);
     const weights = r.loadSafetensors(path.join(out, 'model.safetensors')).tensors;
     expect(Object.keys(weights)).toContain('layer3.2.bn2.running_var');
   });
@@ -120,10 +126,14 @@ describe('trainer', () => {
     const out = tmp();
     const t = new Trainer(small(out, { epochs: 1, syntheticTrain: 64 }));
     await t.fit();
-    await expect(t.fit()).rejects.toThrow(/already holds a checkpoint: call fit\(\) with resume: true to continue it, or choose another out/);
+    await expect(t.fit()).rejects.toThrow(
+      /already holds a checkpoint: call fit\(\) with resume: true to continue it, or choose another out/,
+    );
     t.dispose();
     const t2 = new Trainer(small(tmp(), { epochs: 1, syntheticTrain: 64 }));
-    await expect(t2.fit(() => {}, { resume: true })).rejects.toThrow(/resume: true: no checkpoint in .* to start a new run there, call fit\(\) without resume/);
+    await expect(t2.fit(() => {}, { resume: true })).rejects.toThrow(
+      /resume: true: no checkpoint in .* to start a new run there, call fit\(\) without resume/,
+    );
     t2.dispose();
   });
 
@@ -141,7 +151,9 @@ describe('trainer', () => {
 
     // Another run's settings: refused, naming the files to delete; nothing is touched.
     const other = new Trainer({ ...cfg, lr: 0.01 });
-    await expect(other.fit()).rejects.toThrow(/partial files of a different run .*its lr differ.*delete them first \(rm \S*config\.json \S*metrics\.jsonl/);
+    await expect(other.fit()).rejects.toThrow(
+      /partial files of a different run .*its lr differ.*delete them first \(rm \S*config\.json \S*metrics\.jsonl/,
+    );
     other.dispose();
     expect(fs.readdirSync(out).sort()).toEqual(partial);
 
@@ -150,7 +162,9 @@ describe('trainer', () => {
     const t2 = new Trainer(cfg);
     await t2.fit((p) => void (p.type === 'notice' && notices.push(p.message)));
     t2.dispose();
-    expect(notices.join('\n')).toMatch(/stopped before its first checkpoint \(config\.json, metrics\.jsonl, checkpoint-e0001-s0000002\.safetensors, events\.out\.tfevents\.[^,)]+\): starting it again from the beginning/);
+    expect(notices.join('\n')).toMatch(
+      /stopped before its first checkpoint \(config\.json, metrics\.jsonl, checkpoint-e0001-s0000002\.safetensors, events\.out\.tfevents\.[^,)]+\): starting it again from the beginning/,
+    );
     // the killed attempt's TensorBoard events are gone with it (as its metrics are): one file, this run's
     expect(fs.readdirSync(out).filter((f) => f.includes('tfevents')).length).toBe(1);
     expect(loadCheckpoint(out).meta.epoch).toBe(1);
@@ -183,7 +197,9 @@ describe('trainer', () => {
   it('a process killed (SIGKILL) while saving never leaves a corrupt checkpoint behind', async () => {
     const out = tmp();
     // The child (plain node, so it uses dist/) saves ever-changing 16 MB checkpoints until killed.
-    const child = spawn(process.execPath, [path.join(root, 'test', 'fixtures', 'ckpt-child.mjs'), out], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [path.join(root, 'test', 'fixtures', 'ckpt-child.mjs'), out], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let saved = 0;
     child.stdout.on('data', (d: Buffer) => (saved += d.toString().split('\n').filter(Boolean).length));
     while (saved < 2) await new Promise((res) => setTimeout(res, 50));

@@ -157,9 +157,13 @@ describe('CUDA graphs: error paths on any machine', () => {
   it('the optimizer controls: lr sync validates its input; CPU groups keep the foreach path', () => {
     const p = r.randn([5]).requiresGrad_(true);
     const o = new SGD([p], { lr: 0.1, momentum: 0.9 });
-    expect(() => native.optimSyncLr((o as unknown as { native: unknown }).native, [0.1, 0.2])).toThrow(/lrs has 2 entries, the optimizer has 1 groups/);
+    expect(() => native.optimSyncLr((o as unknown as { native: unknown }).native, [0.1, 0.2])).toThrow(
+      /lrs has 2 entries, the optimizer has 1 groups/,
+    );
     expect(() => native.optimSyncLr((o as unknown as { native: unknown }).native, [NaN])).toThrow(RangeError);
-    expect(() => native.optimSyncLr((o as unknown as { native: unknown }).native, [-1])).toThrow(/lrs\[0\] must be a finite number >= 0, got [^,]*-1/);
+    expect(() => native.optimSyncLr((o as unknown as { native: unknown }).native, [-1])).toThrow(
+      /lrs\[0\] must be a finite number >= 0, got [^,]*-1/,
+    );
     syncOptimizerLr(o); // CPU groups: nothing to write, no error
     expect(setFusedOptimizer(o, false)).toBe(true);
     expect(setFusedOptimizer(o, true)).toBe(false);
@@ -206,14 +210,26 @@ describe('Trainer and CLI: --cuda-graphs', () => {
   });
   it('validateConfig refuses incompatible settings and non-booleans', () => {
     const cfg = { ...DEFAULT_CONFIG, cudaGraphs: true };
-    expect(() => validateConfig({ ...cfg, amp: true, ampDtype: 'float16' })).toThrow(/cudaGraphs: CUDA graphs cannot capture float16 loss scaling.*use ampDtype: 'bfloat16'/);
+    expect(() => validateConfig({ ...cfg, amp: true, ampDtype: 'float16' })).toThrow(
+      /cudaGraphs: CUDA graphs cannot capture float16 loss scaling.*use ampDtype: 'bfloat16'/,
+    );
     expect(() => validateConfig({ ...cfg, clipGradNorm: 1 })).toThrow(/cudaGraphs: CUDA graphs cannot capture clipGradNorm/);
     expect(() => validateConfig({ ...cfg, cudaGraphs: 'yes' as unknown as boolean })).toThrow(/cudaGraphs must be true or false, got yes/);
     expect(() => validateConfig({ ...cfg, cudnnBenchmark: 1 as unknown as boolean })).toThrow(/cudnnBenchmark must be true or false/);
     expect(() => validateConfig({ ...cfg, amp: true, ampDtype: 'bfloat16' })).not.toThrow();
   });
   it('a CPU run with cudaGraphs is refused with a DeviceError naming the device', () => {
-    const make = () => new Trainer({ model: 'resnet20', data: 'synthetic', syntheticTrain: 32, syntheticTest: 16, batchSize: 16, device: 'cpu', cudaGraphs: true, out: tmp });
+    const make = () =>
+      new Trainer({
+        model: 'resnet20',
+        data: 'synthetic',
+        syntheticTrain: 32,
+        syntheticTest: 16,
+        batchSize: 16,
+        device: 'cpu',
+        cudaGraphs: true,
+        out: tmp,
+      });
     expect(make).toThrow(DeviceError);
     expect(make).toThrow(/cudaGraphs: CUDA graphs need a CUDA device \(the run is on cpu\): use device: 'cuda'/);
   });
@@ -223,7 +239,9 @@ describe('Trainer and CLI: --cuda-graphs', () => {
     vi.spyOn(console, 'log').mockImplementation(() => {});
     const base = ['train', '--data', 'synthetic', '--epochs', '1', '--limit-train-batches', '1', '--out', path.join(tmp, 'run')];
     expect(await main([...base, '--device', 'cpu', '--cuda-graphs'])).not.toBe(0);
-    expect(err.join('\n')).toMatch(/--cuda-graphs: CUDA graphs need a CUDA device \(the run is on cpu\): use --device cuda on a machine with a GPU, or train without --cuda-graphs/);
+    expect(err.join('\n')).toMatch(
+      /--cuda-graphs: CUDA graphs need a CUDA device \(the run is on cpu\): use --device cuda on a machine with a GPU, or train without --cuda-graphs/,
+    );
     err.length = 0;
     expect(await main([...base, '--cuda-graphs', '--amp', '--amp-dtype', 'float16'])).not.toBe(0);
     expect(err.join('\n')).toMatch(/float16 loss scaling.*use --amp-dtype bfloat16/);

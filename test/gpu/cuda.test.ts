@@ -11,7 +11,15 @@ import { disposeDataset, syntheticImageDataset } from '../../lib/data/dataset.js
 import { createModel } from '../../lib/models/index.js';
 import type { Module } from '../../lib/nn/module.js';
 import { Adam, AdamW, SGD, type Optimizer } from '../../lib/optim/index.js';
-import { CudaGraph, Trainer, captureTrainStep, createRunModel, cudnnBenchmark, isCapturing, setFusedOptimizer } from '../../lib/train/index.js';
+import {
+  CudaGraph,
+  Trainer,
+  captureTrainStep,
+  createRunModel,
+  cudnnBenchmark,
+  isCapturing,
+  setFusedOptimizer,
+} from '../../lib/train/index.js';
 import { cudaWanted, expectClose } from '../support/helpers.js';
 
 describe.runIf(cudaWanted)('CUDA', () => {
@@ -185,11 +193,18 @@ describe.runIf(cudaWanted)('CUDA graphs and fused optimizers', () => {
     const lrAt = (i: number) => 0.05 * (1 - i / 20);
     const make = (): { model: Module; opt: Optimizer } => {
       // as the trainer builds it: on the GPU, conv weights channels-last when asked; then the same weights
-      const model = createRunModel({ model: 'resnet20', channelsLast: !!opts.channelsLast }, { classes: [...'0123456789'], channels: 3 }, 'cuda');
+      const model = createRunModel(
+        { model: 'resnet20', channelsLast: !!opts.channelsLast },
+        { classes: [...'0123456789'], channels: 3 },
+        'cuda',
+      );
       model.loadStateDict(weights);
       if (opts.channelsLast) expect(model.parameters()[0].isContiguous('channelsLast')).toBe(true);
       const params = model.parameters();
-      const opt = opts.optimizer === 'sgd' ? new SGD(params, { lr: lrAt(0), momentum: 0.9, nesterov: true, weightDecay: 5e-4 }) : new AdamW(params, { lr: lrAt(0) / 10 });
+      const opt =
+        opts.optimizer === 'sgd'
+          ? new SGD(params, { lr: lrAt(0), momentum: 0.9, nesterov: true, weightDecay: 5e-4 })
+          : new AdamW(params, { lr: lrAt(0) / 10 });
       return { model, opt };
     };
     const forwardOf = (model: Module) => (x: r.Tensor, y: r.Tensor) => {
@@ -212,7 +227,14 @@ describe.runIf(cudaWanted)('CUDA graphs and fused optimizers', () => {
     });
     // graphed
     const g = make();
-    const step = captureTrainStep({ model: g.model, optimizer: g.opt, forward: forwardOf(g.model), warmup: 3, amp: opts.amp, ampDtype: 'bfloat16' });
+    const step = captureTrainStep({
+      model: g.model,
+      optimizer: g.opt,
+      forward: forwardOf(g.model),
+      warmup: 3,
+      amp: opts.amp,
+      ampDtype: 'bfloat16',
+    });
     const graphed: number[] = [];
     batches.forEach(({ x, y }, i) => {
       g.opt.paramGroups[0].lr = lrAt(i) / (opts.optimizer === 'sgd' ? 1 : 10);
@@ -255,7 +277,19 @@ describe.runIf(cudaWanted)('CUDA graphs and fused optimizers', () => {
   it('the Trainer with cudaGraphs trains like the eager Trainer (same seed, same batches)', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cg-'));
     try {
-      const cfg = { model: 'resnet20', data: 'synthetic' as const, syntheticTrain: 512, syntheticTest: 64, batchSize: 64, epochs: 1, device: 'cuda' as const, augment: false, logEvery: 1, limitTrainBatches: 8, cudnnBenchmark: false };
+      const cfg = {
+        model: 'resnet20',
+        data: 'synthetic' as const,
+        syntheticTrain: 512,
+        syntheticTest: 64,
+        batchSize: 64,
+        epochs: 1,
+        device: 'cuda' as const,
+        augment: false,
+        logEvery: 1,
+        limitTrainBatches: 8,
+        cudnnBenchmark: false,
+      };
       const a = new Trainer({ ...cfg, out: path.join(tmp, 'a') });
       await a.fit();
       const b = new Trainer({ ...cfg, out: path.join(tmp, 'b'), cudaGraphs: true });
@@ -274,7 +308,17 @@ describe.runIf(cudaWanted)('CUDA graphs and fused optimizers', () => {
 
   it('the data loader to CUDA (pinned, copied on a side stream) gives the same batches as to the CPU', async () => {
     const ds = syntheticImageDataset({ n: 96, channels: 3, size: 16, classes: 10, seed: 4 });
-    const opts = { batchSize: 32, shuffle: true, seed: 9, randomCrop: { padding: 2 }, hflip: true, workers: 3, prefetch: 3, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] };
+    const opts = {
+      batchSize: 32,
+      shuffle: true,
+      seed: 9,
+      randomCrop: { padding: 2 },
+      hflip: true,
+      workers: 3,
+      prefetch: 3,
+      mean: [0.5, 0.5, 0.5],
+      std: [0.25, 0.25, 0.25],
+    };
     const cpu = new DataLoader(ds, { ...opts, device: 'cpu' });
     const gpu = new DataLoader(ds, { ...opts, device: 'cuda', channelsLast: true });
     const a: { x: r.Tensor; y: r.Tensor }[] = [];

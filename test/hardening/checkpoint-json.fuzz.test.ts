@@ -33,8 +33,21 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 beforeAll(async () => {
   // AdamW (per-parameter step counts), a warm-up before a multistep schedule (nested schedule states).
   const t = new Trainer({
-    model: 'resnet20', data: 'synthetic', syntheticTrain: 64, syntheticTest: 32, batchSize: 16, epochs: 2, optimizer: 'adamw', lr: 0.01,
-    schedule: 'multistep', warmupEpochs: 1, logEvery: 1, workers: 1, limitTestBatches: 1, device: 'cpu', out: seedRun,
+    model: 'resnet20',
+    data: 'synthetic',
+    syntheticTrain: 64,
+    syntheticTest: 32,
+    batchSize: 16,
+    epochs: 2,
+    optimizer: 'adamw',
+    lr: 0.01,
+    schedule: 'multistep',
+    warmupEpochs: 1,
+    logEvery: 1,
+    workers: 1,
+    limitTestBatches: 1,
+    device: 'cpu',
+    out: seedRun,
   });
   await t.fit();
   t.dispose();
@@ -43,8 +56,40 @@ beforeAll(async () => {
 // ---- mutations -------------------------------------------------------------------------------------
 
 const BOUNDARY: unknown[] = [
-  -5, -1, 0, 0.5, 1, 2, 3, 8, 9, 255, 65536, 65537, 2 ** 31, 2 ** 53, 2 ** 60, 1e308, -1e308, '2', '', 'x', 'cuda', 'OneCycleLR',
-  '../x', '/etc/passwd', '../other/checkpoint-e0002-s0000008.safetensors', 'checkpoint-e0001-s0000004.safetensors', null, true, false, [], {}, [1, 2], { a: 1 }, '__proto__',
+  -5,
+  -1,
+  0,
+  0.5,
+  1,
+  2,
+  3,
+  8,
+  9,
+  255,
+  65536,
+  65537,
+  2 ** 31,
+  2 ** 53,
+  2 ** 60,
+  1e308,
+  -1e308,
+  '2',
+  '',
+  'x',
+  'cuda',
+  'OneCycleLR',
+  '../x',
+  '/etc/passwd',
+  '../other/checkpoint-e0002-s0000008.safetensors',
+  'checkpoint-e0001-s0000004.safetensors',
+  null,
+  true,
+  false,
+  [],
+  {},
+  [1, 2],
+  { a: 1 },
+  '__proto__',
 ];
 const TEXT_NUMBERS = ['1e999', '-1e999', '1e308', '1.5', '-0', '9007199254740993', '18446744073709551615', '0.1', '-1'];
 type Op =
@@ -60,7 +105,15 @@ const value = fc.constantFrom(...BOUNDARY);
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ kind: fc.constant('set' as const), at: fc.nat(), value }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('delete' as const), at: fc.nat() }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('add' as const), at: fc.nat(), key: fc.constantFrom('extra', '__proto__', 'constructor', 'epoch'), value }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('add' as const),
+      at: fc.nat(),
+      key: fc.constantFrom('extra', '__proto__', 'constructor', 'epoch'),
+      value,
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('repeat' as const), at: fc.nat() }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('number' as const), at: fc.nat(), text: fc.constantFrom(...TEXT_NUMBERS) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('dupkey' as const), at: fc.nat() }) },
@@ -147,7 +200,9 @@ async function runCases(file: string, n: number, what: string[]): Promise<{ resu
     let current = -1;
     let done = false;
     let stderr = '';
-    const p = spawn(process.execPath, ['--max-old-space-size=512', child, file, String(from), seedRun, path.join(tmp, 'work')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, ['--max-old-space-size=512', child, file, String(from), seedRun, path.join(tmp, 'work')], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     p.stderr.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
     let timer: NodeJS.Timeout | undefined;
     // Startup (libtorch, the Trainer) may take a while on a busy machine; after that, each case has its bound.
@@ -170,7 +225,9 @@ async function runCases(file: string, n: number, what: string[]): Promise<{ resu
     clearTimeout(timer);
     if (done && code === 0) break;
     const at = current >= 0 ? current : from;
-    crashes.push(`case ${at} (${what[at]}): child ${signal ? `killed by ${signal}` : `exited with ${code}`}${signal === 'SIGKILL' ? ' (hang?)' : ''}; stderr: ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    crashes.push(
+      `case ${at} (${what[at]}): child ${signal ? `killed by ${signal}` : `exited with ${code}`}${signal === 'SIGKILL' ? ' (hang?)' : ''}; stderr: ${stderr.trim().split('\n').slice(-3).join(' | ')}`,
+    );
     from = at + 1;
   }
   return { results, crashes, maxRSS };
@@ -200,16 +257,30 @@ describe('mutation fuzz (child processes, 512 MB heap)', () => {
 
     const by: Record<string, number> = {};
     for (const r of out.results) by[r.r] = (by[r.r] ?? 0) + 1;
-    console.log(`fuzz checkpoint.json: ${cases.length} cases, ${JSON.stringify(by)}, crashes ${out.crashes.length}, slowest ${Math.max(0, ...out.results.map((r) => r.ms))} ms, child max RSS ${Math.round(out.maxRSS / 2 ** 20)} MiB`);
-    const messages = [...new Set(out.results.filter((r) => r.m).map((r) => r.m!.replace(/^\S*checkpoint\.json/, 'checkpoint.json').replace(/\/\S*\//g, '')))];
+    console.log(
+      `fuzz checkpoint.json: ${cases.length} cases, ${JSON.stringify(by)}, crashes ${out.crashes.length}, slowest ${Math.max(0, ...out.results.map((r) => r.ms))} ms, child max RSS ${Math.round(out.maxRSS / 2 ** 20)} MiB`,
+    );
+    const messages = [
+      ...new Set(
+        out.results.filter((r) => r.m).map((r) => r.m!.replace(/^\S*checkpoint\.json/, 'checkpoint.json').replace(/\/\S*\//g, '')),
+      ),
+    ];
     console.log(`${messages.length} distinct refusals, e.g.:\n  ${messages.slice(0, 12).join('\n  ')}`);
     expect(out.crashes, 'crashed or hung cases').toEqual([]);
     expect(out.results[0], 'the seed checkpoint, unchanged').toMatchObject({ i: 0, r: 'ok' });
     expect(out.results.length).toBe(cases.length);
-    const wrong = out.results.filter((r) => r.r !== 'ok' && r.r !== 'error:BadFileError' && !(r.r === 'error:Error' && OTHER_WORLD.test(r.m ?? '')));
-    expect(wrong.map((r) => `${what[r.i]}: ${r.r}: ${r.m}`), 'outcomes other than accepted / BadFileError').toEqual([]);
+    const wrong = out.results.filter(
+      (r) => r.r !== 'ok' && r.r !== 'error:BadFileError' && !(r.r === 'error:Error' && OTHER_WORLD.test(r.m ?? '')),
+    );
+    expect(
+      wrong.map((r) => `${what[r.i]}: ${r.r}: ${r.m}`),
+      'outcomes other than accepted / BadFileError',
+    ).toEqual([]);
     const changed = out.results.filter((r) => r.changed.length);
-    expect(changed.map((r) => `${what[r.i]}: refused (${r.m}) after changing ${r.changed.join(', ')}`), 'refusals that changed the run folder').toEqual([]);
+    expect(
+      changed.map((r) => `${what[r.i]}: refused (${r.m}) after changing ${r.changed.join(', ')}`),
+      'refusals that changed the run folder',
+    ).toEqual([]);
     const slow = out.results.filter((r) => r.ms > CASE_LIMIT_MS).map((r) => `${what[r.i]}: ${r.ms} ms`);
     expect(slow, `cases over ${CASE_LIMIT_MS} ms`).toEqual([]);
     // Both outcomes occur (the mutations reach past the first check, and some leave a valid file).

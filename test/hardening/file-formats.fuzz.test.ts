@@ -40,8 +40,43 @@ function rng(seed: number): () => number {
   };
 }
 
-const BOUNDARY = [0, 1, 2, 0x7f, 0x80, 0xff, 0x100, 0x7fff, 0x8000, 0xffff, 0x10000, 0x7fffffff, 0x80000000, 0xffffffff, 2 ** 32, 2 ** 53 - 1, 2 ** 53, 2 ** 63, 2 ** 64 - 1];
-const TEXT_NUMBERS = ['0', '1', '-1', '2', '255', '4294967295', '4294967296', '9007199254740991', '9007199254740993', '18446744073709551615', '1e308', '-0', '1.5', '100000000'];
+const BOUNDARY = [
+  0,
+  1,
+  2,
+  0x7f,
+  0x80,
+  0xff,
+  0x100,
+  0x7fff,
+  0x8000,
+  0xffff,
+  0x10000,
+  0x7fffffff,
+  0x80000000,
+  0xffffffff,
+  2 ** 32,
+  2 ** 53 - 1,
+  2 ** 53,
+  2 ** 63,
+  2 ** 64 - 1,
+];
+const TEXT_NUMBERS = [
+  '0',
+  '1',
+  '-1',
+  '2',
+  '255',
+  '4294967295',
+  '4294967296',
+  '9007199254740991',
+  '9007199254740993',
+  '18446744073709551615',
+  '1e308',
+  '-0',
+  '1.5',
+  '100000000',
+];
 
 /** Applies 1-3 random mutations; returns the mutant and a description of what was done. */
 function mutate(src: Uint8Array, r: () => number, donors: Uint8Array[]): { bytes: Uint8Array; ops: string[] } {
@@ -172,7 +207,9 @@ async function runCases(cases: Case[]): Promise<{ results: Result[]; crashes: st
     clearTimeout(timer);
     if (done && code === 0) break;
     const at = current >= 0 ? current : from;
-    crashes.push(`case ${at} (${cases[at].what}): child ${signal ? `killed by ${signal}` : `exited with ${code}`}${signal === 'SIGKILL' ? ' (hang or runaway allocation?)' : ''}; stderr: ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    crashes.push(
+      `case ${at} (${cases[at].what}): child ${signal ? `killed by ${signal}` : `exited with ${code}`}${signal === 'SIGKILL' ? ' (hang or runaway allocation?)' : ''}; stderr: ${stderr.trim().split('\n').slice(-3).join(' | ')}`,
+    );
     from = at + 1;
   }
   return { results, crashes, maxRSS };
@@ -188,7 +225,9 @@ function summary(format: string, cases: Case[], out: { results: Result[]; crashe
 function check(format: string, cases: Case[], out: { results: Result[]; crashes: string[]; maxRSS: number }): void {
   console.log(summary(format, cases, out));
   expect(out.crashes, 'crashed cases').toEqual([]);
-  const wrong = out.results.filter((r) => r.r !== 'ok' && r.r !== 'error:BadFileError').map((r) => `case ${r.i} (${cases[r.i].what}): ${r.r}: ${r.m}`);
+  const wrong = out.results
+    .filter((r) => r.r !== 'ok' && r.r !== 'error:BadFileError')
+    .map((r) => `case ${r.i} (${cases[r.i].what}): ${r.r}: ${r.m}`);
   expect(wrong, 'outcomes other than ok / BadFileError').toEqual([]);
   const slow = out.results.filter((r) => r.ms > CASE_LIMIT_MS).map((r) => `case ${r.i} (${cases[r.i].what}): ${r.ms} ms`);
   expect(slow, `cases over ${CASE_LIMIT_MS} ms`).toEqual([]);
@@ -197,7 +236,12 @@ function check(format: string, cases: Case[], out: { results: Result[]; crashes:
 }
 
 /** Writes mutants of `seeds` (chosen per case) as cases of `format`. */
-function makeCases(format: Case['format'], seeds: { name: string; bytes: Uint8Array; mutate?: (b: Uint8Array) => Uint8Array }[], files: (mutant: string, seedName: string) => Pick<Case, 'files' | 'variant'>, seedOffset: number): Case[] {
+function makeCases(
+  format: Case['format'],
+  seeds: { name: string; bytes: Uint8Array; mutate?: (b: Uint8Array) => Uint8Array }[],
+  files: (mutant: string, seedName: string) => Pick<Case, 'files' | 'variant'>,
+  seedOffset: number,
+): Case[] {
   const dir = path.join(tmp, format);
   fs.mkdirSync(dir, { recursive: true });
   const donors = seeds.map((s) => s.bytes);
@@ -218,13 +262,23 @@ describe('mutation fuzz (child processes, 512 MB heap)', () => {
   test('safetensors', async () => {
     const a = path.join(tmp, 'seed-a.safetensors');
     const sd: Record<string, Tensor> = Object.create(null);
-    sd.w = tensor([[1, 2], [3, 4]]);
+    sd.w = tensor([
+      [1, 2],
+      [3, 4],
+    ]);
     sd['__proto__'] = tensor([5], { dtype: 'int64' });
     sd.empty = tensor([], { dtype: 'float16' });
     sd['é.☃'] = tensor([1, 0, 1], { dtype: 'uint8' });
     save(sd, a, { note: 'seed', n: '3' });
     for (const t of Object.values(sd)) t.dispose();
-    const b = safetensorsBytes({ x: { dtype: 'BF16', shape: [2, 1], data_offsets: [0, 4] }, y: { dtype: 'I32', shape: [], data_offsets: [4, 8] }, __metadata__: { k: 'v' } }, new Uint8Array(8).fill(7));
+    const b = safetensorsBytes(
+      {
+        x: { dtype: 'BF16', shape: [2, 1], data_offsets: [0, 4] },
+        y: { dtype: 'I32', shape: [], data_offsets: [4, 8] },
+        __metadata__: { k: 'v' },
+      },
+      new Uint8Array(8).fill(7),
+    );
     const c = safetensorsBytes({ z: { dtype: 'BOOL', shape: [0, 3], data_offsets: [0, 0] } });
     const seeds = [
       { name: 'saved', bytes: new Uint8Array(fs.readFileSync(a)) },
@@ -237,7 +291,16 @@ describe('mutation fuzz (child processes, 512 MB heap)', () => {
 
   test('.pt (zip-level and pickle-level mutations)', async () => {
     const torchDir = path.join(fixtures, 'torch');
-    const real = ['model_state.pt', 'model_state_p4.pt', 'mixed.pt', 'mixed_deflate.pt', 'zip64.pt', 'plain_p2.pt', 'cuda_location.pt', 'model_state_bigendian.pt'];
+    const real = [
+      'model_state.pt',
+      'model_state_p4.pt',
+      'mixed.pt',
+      'mixed_deflate.pt',
+      'zip64.pt',
+      'plain_p2.pt',
+      'cuda_location.pt',
+      'model_state_bigendian.pt',
+    ];
     let shared: PValue = [{ $tensor: { storage: '0', numel: 4, size: [2, 2], stride: [1, 2] } }];
     for (let k = 0; k < 6; k++) shared = [shared, shared];
     const made = torchArchive(
@@ -273,8 +336,16 @@ describe('mutation fuzz (child processes, 512 MB heap)', () => {
 
   test('IDX (images and labels, raw and gzip)', async () => {
     const n = 6;
-    const img = idxBytes(0x08, [n, 4, 3], Uint8Array.from({ length: n * 12 }, (_, i) => i & 255));
-    const lab8 = idxBytes(0x08, [n], Uint8Array.from({ length: n }, (_, i) => i % 3));
+    const img = idxBytes(
+      0x08,
+      [n, 4, 3],
+      Uint8Array.from({ length: n * 12 }, (_, i) => i & 255),
+    );
+    const lab8 = idxBytes(
+      0x08,
+      [n],
+      Uint8Array.from({ length: n }, (_, i) => i % 3),
+    );
     const lab32 = Buffer.alloc(4 * n);
     for (let i = 0; i < n; i++) lab32.writeInt32BE(i, 4 * i);
     const lab32f = idxBytes(0x0c, [n], lab32);
@@ -297,7 +368,15 @@ describe('mutation fuzz (child processes, 512 MB heap)', () => {
   test('CIFAR-10 / CIFAR-100 binary', async () => {
     const seeds = [
       { name: 'cifar10', bytes: new Uint8Array(cifarBytes([[3], [9]])) },
-      { name: 'cifar100', bytes: new Uint8Array(cifarBytes([[19, 99], [0, 0]])) },
+      {
+        name: 'cifar100',
+        bytes: new Uint8Array(
+          cifarBytes([
+            [19, 99],
+            [0, 0],
+          ]),
+        ),
+      },
     ];
     // The variant follows the seed, so the mutant is read as what it was.
     const cases = makeCases('cifar', seeds, (f, seed) => ({ files: [f], variant: seed }), 300_000);

@@ -23,16 +23,40 @@ const params = (numRuns: number) => ({ numRuns, seed: 20261129 });
 let fileNo = 0;
 const tmpFile = () => path.join(tmp, `p${++fileNo}`);
 
-const ST: Record<string, DType> = { F32: 'float32', F64: 'float64', F16: 'float16', BF16: 'bfloat16', I32: 'int32', I64: 'int64', U8: 'uint8', I8: 'int8', I16: 'int16', BOOL: 'bool' };
+const ST: Record<string, DType> = {
+  F32: 'float32',
+  F64: 'float64',
+  F16: 'float16',
+  BF16: 'bfloat16',
+  I32: 'int32',
+  I64: 'int64',
+  U8: 'uint8',
+  I8: 'int8',
+  I16: 'int16',
+  BOOL: 'bool',
+};
 const DTYPES = Object.values(ST);
 
 /** Tensor names: any Unicode, plus the names that break naive readers. */
-const nameArb = fc.oneof(fc.string({ unit: 'binary', maxLength: 10 }), fc.constantFrom('__proto__', 'constructor', 'toString', 'hasOwnProperty', '', 'a.b', '0')).filter((s) => s !== '__metadata__');
+const nameArb = fc
+  .oneof(
+    fc.string({ unit: 'binary', maxLength: 10 }),
+    fc.constantFrom('__proto__', 'constructor', 'toString', 'hasOwnProperty', '', 'a.b', '0'),
+  )
+  .filter((s) => s !== '__metadata__');
 
 describe('safetensors', () => {
   test('round trip: random dtypes, shapes, names and metadata come back byte for byte', () => {
-    const entry = fc.record({ name: nameArb, dtype: fc.constantFrom(...DTYPES), shape: fc.array(fc.integer({ min: 0, max: 3 }), { maxLength: 3 }), fill: fc.integer({ min: 0, max: 255 }) });
-    const meta = fc.uniqueArray(fc.tuple(fc.oneof(nameArb, fc.constant('__proto__')), fc.string({ unit: 'binary', maxLength: 6 })), { selector: ([k]) => k, maxLength: 3 });
+    const entry = fc.record({
+      name: nameArb,
+      dtype: fc.constantFrom(...DTYPES),
+      shape: fc.array(fc.integer({ min: 0, max: 3 }), { maxLength: 3 }),
+      fill: fc.integer({ min: 0, max: 255 }),
+    });
+    const meta = fc.uniqueArray(fc.tuple(fc.oneof(nameArb, fc.constant('__proto__')), fc.string({ unit: 'binary', maxLength: 6 })), {
+      selector: ([k]) => k,
+      maxLength: 3,
+    });
     fc.assert(
       fc.property(fc.uniqueArray(entry, { selector: (e) => e.name, maxLength: 6 }), meta, (entries, metaPairs) => {
         const sd: Record<string, Tensor> = Object.create(null);
@@ -73,72 +97,97 @@ describe('safetensors', () => {
   // Header entries whose fields are valid or not; the text is written by hand so keys can repeat.
   const fieldArb = {
     name: fc.constantFrom('a', 'b', 'c', '__proto__', 'é'),
-    dtype: fc.oneof({ weight: 5, arbitrary: fc.constantFrom(...Object.keys(ST)) }, { weight: 1, arbitrary: fc.constantFrom('F8_E4M3', 'f32', 'U16', 'toString', 3) }),
-    shape: fc.array(fc.oneof({ weight: 8, arbitrary: fc.integer({ min: 0, max: 3 }) }, { weight: 1, arbitrary: fc.constantFrom(-1, 1.5, '2', 2 ** 53, null) }), { maxLength: 3 }),
-    offsets: fc.oneof({ weight: 6, arbitrary: fc.constant('auto' as const) }, { weight: 1, arbitrary: fc.tuple(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 0, max: 40 })) }, { weight: 1, arbitrary: fc.constantFrom([0], [0, 1, 2], 'x', [-1, 0]) }),
+    dtype: fc.oneof(
+      { weight: 5, arbitrary: fc.constantFrom(...Object.keys(ST)) },
+      { weight: 1, arbitrary: fc.constantFrom('F8_E4M3', 'f32', 'U16', 'toString', 3) },
+    ),
+    shape: fc.array(
+      fc.oneof(
+        { weight: 8, arbitrary: fc.integer({ min: 0, max: 3 }) },
+        { weight: 1, arbitrary: fc.constantFrom(-1, 1.5, '2', 2 ** 53, null) },
+      ),
+      { maxLength: 3 },
+    ),
+    offsets: fc.oneof(
+      { weight: 6, arbitrary: fc.constant('auto' as const) },
+      { weight: 1, arbitrary: fc.tuple(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 0, max: 40 })) },
+      { weight: 1, arbitrary: fc.constantFrom([0], [0, 1, 2], 'x', [-1, 0]) },
+    ),
   };
   const metaArb = fc.constantFrom('none', 'ok', 'null', 'number-value', 'array', 'twice');
   test('the header is accepted exactly when the format rules accept it', () => {
     const seen = { accepted: 0, rejected: 0 };
     fc.assert(
-      fc.property(fc.array(fc.record(fieldArb), { maxLength: 5 }), metaArb, fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: -3, max: 3 }) }), fc.boolean(), (entries, meta, slack, shuffle) => {
-        // Auto offsets tile the data in order; explicit ones are whatever was drawn.
-        let at = 0;
-        const values = entries.map((e) => {
-          const numel = e.shape.reduce((a: number, b) => a * (typeof b === 'number' ? b : 1), 1);
-          const size = typeof e.dtype === 'string' && e.dtype in ST ? DTYPE_SIZE[ST[e.dtype]] : 1;
-          let offs: unknown = e.offsets;
-          if (e.offsets === 'auto') {
-            offs = [at, at + Math.max(0, numel * size)];
-            at += Math.max(0, numel * size);
-          }
-          return { dtype: e.dtype, shape: e.shape, data_offsets: offs };
-        });
-        if (shuffle) values.reverse();
-        const names = entries.map((e) => e.name);
-        const parts = values.map((v, i) => `${JSON.stringify(names[i])}:${JSON.stringify(v)}`);
-        const metaText: Record<string, string> = { ok: '{"k":"v"}', null: 'null', 'number-value': '{"k":1}', array: '["x"]', twice: '{"k":"v"}' };
-        if (meta !== 'none') parts.push(`"__metadata__":${metaText[meta]}`);
-        if (meta === 'twice') parts.push(`"__metadata__":${metaText[meta]}`);
-        const text = `{${parts.join(',')}}`;
-        const dataLength = Math.max(0, at + slack);
+      fc.property(
+        fc.array(fc.record(fieldArb), { maxLength: 5 }),
+        metaArb,
+        fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: -3, max: 3 }) }),
+        fc.boolean(),
+        (entries, meta, slack, shuffle) => {
+          // Auto offsets tile the data in order; explicit ones are whatever was drawn.
+          let at = 0;
+          const values = entries.map((e) => {
+            const numel = e.shape.reduce((a: number, b) => a * (typeof b === 'number' ? b : 1), 1);
+            const size = typeof e.dtype === 'string' && e.dtype in ST ? DTYPE_SIZE[ST[e.dtype]] : 1;
+            let offs: unknown = e.offsets;
+            if (e.offsets === 'auto') {
+              offs = [at, at + Math.max(0, numel * size)];
+              at += Math.max(0, numel * size);
+            }
+            return { dtype: e.dtype, shape: e.shape, data_offsets: offs };
+          });
+          if (shuffle) values.reverse();
+          const names = entries.map((e) => e.name);
+          const parts = values.map((v, i) => `${JSON.stringify(names[i])}:${JSON.stringify(v)}`);
+          const metaText: Record<string, string> = {
+            ok: '{"k":"v"}',
+            null: 'null',
+            'number-value': '{"k":1}',
+            array: '["x"]',
+            twice: '{"k":"v"}',
+          };
+          if (meta !== 'none') parts.push(`"__metadata__":${metaText[meta]}`);
+          if (meta === 'twice') parts.push(`"__metadata__":${metaText[meta]}`);
+          const text = `{${parts.join(',')}}`;
+          const dataLength = Math.max(0, at + slack);
 
-        // The model: the rules, written independently of the reader.
-        const model = (): boolean => {
-          const all = [...names, ...(meta === 'none' ? [] : ['__metadata__']), ...(meta === 'twice' ? ['__metadata__'] : [])];
-          if (new Set(all).size !== all.length) return false;
-          if (meta === 'number-value' || meta === 'array') return false;
-          const ranges: [number, number][] = [];
-          for (const v of values) {
-            if (typeof v.dtype !== 'string' || !(v.dtype in ST)) return false;
-            if (!v.shape.every((s) => Number.isSafeInteger(s) && (s as number) >= 0)) return false;
-            const o = v.data_offsets;
-            if (!Array.isArray(o) || o.length !== 2 || !o.every((x) => Number.isSafeInteger(x) && x >= 0)) return false;
-            const numel = (v.shape as number[]).reduce((a, b) => a * b, 1);
-            if (o[1] < o[0] || o[1] - o[0] !== numel * DTYPE_SIZE[ST[v.dtype]]) return false;
-            ranges.push([o[0], o[1]]);
+          // The model: the rules, written independently of the reader.
+          const model = (): boolean => {
+            const all = [...names, ...(meta === 'none' ? [] : ['__metadata__']), ...(meta === 'twice' ? ['__metadata__'] : [])];
+            if (new Set(all).size !== all.length) return false;
+            if (meta === 'number-value' || meta === 'array') return false;
+            const ranges: [number, number][] = [];
+            for (const v of values) {
+              if (typeof v.dtype !== 'string' || !(v.dtype in ST)) return false;
+              if (!v.shape.every((s) => Number.isSafeInteger(s) && (s as number) >= 0)) return false;
+              const o = v.data_offsets;
+              if (!Array.isArray(o) || o.length !== 2 || !o.every((x) => Number.isSafeInteger(x) && x >= 0)) return false;
+              const numel = (v.shape as number[]).reduce((a, b) => a * b, 1);
+              if (o[1] < o[0] || o[1] - o[0] !== numel * DTYPE_SIZE[ST[v.dtype]]) return false;
+              ranges.push([o[0], o[1]]);
+            }
+            ranges.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+            let end = 0;
+            for (const [b, e] of ranges) {
+              if (b !== end) return false;
+              end = e;
+            }
+            return end === dataLength;
+          };
+          let accepted = true;
+          try {
+            validateSafetensorsHeader(parseStrictJson(text), dataLength, 'h.safetensors');
+          } catch (e) {
+            if (!(e instanceof BadFileError)) {
+              // A duplicate key is found by the JSON reader, which the loader turns into a BadFileError.
+              expect((e as Error).message).toMatch(/duplicate key/);
+            }
+            accepted = false;
           }
-          ranges.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
-          let end = 0;
-          for (const [b, e] of ranges) {
-            if (b !== end) return false;
-            end = e;
-          }
-          return end === dataLength;
-        };
-        let accepted = true;
-        try {
-          validateSafetensorsHeader(parseStrictJson(text), dataLength, 'h.safetensors');
-        } catch (e) {
-          if (!(e instanceof BadFileError)) {
-            // A duplicate key is found by the JSON reader, which the loader turns into a BadFileError.
-            expect((e as Error).message).toMatch(/duplicate key/);
-          }
-          accepted = false;
-        }
-        expect(accepted, text).toBe(model());
-        seen[accepted ? 'accepted' : 'rejected']++;
-      }),
+          expect(accepted, text).toBe(model());
+          seen[accepted ? 'accepted' : 'rejected']++;
+        },
+      ),
       params(400),
     );
     // Both sides of the rules are exercised.
@@ -198,7 +247,12 @@ describe('unpickler', () => {
       tie('leaf'),
       fc.array(tie('tree'), { maxLength: 4 }),
       fc.array(tie('tree'), { maxLength: 4 }).map((a) => ({ $tuple: a })),
-      fc.uniqueArray(fc.tuple(fc.oneof(fc.string({ unit: 'binary', maxLength: 6 }), fc.integer()), tie('tree')), { selector: ([k]) => k, maxLength: 4 }).map((e) => new Map<PValue, PValue>(e)),
+      fc
+        .uniqueArray(fc.tuple(fc.oneof(fc.string({ unit: 'binary', maxLength: 6 }), fc.integer()), tie('tree')), {
+          selector: ([k]) => k,
+          maxLength: 4,
+        })
+        .map((e) => new Map<PValue, PValue>(e)),
     ),
   }));
   test('random pickles of supported values unpickle to the same values', () => {
@@ -212,22 +266,35 @@ describe('unpickler', () => {
 
   test('any damage to a pickle gives a value or a BadFileError, never another error', () => {
     fc.assert(
-      fc.property(tree, fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }), fc.nat(), (v, edits, cut) => {
-        const p = pickle(v);
-        for (const [at, b] of edits) p[at % p.length] = b;
-        try {
-          unpickle(p.subarray(0, p.length - (cut % 3)), { file: 'x.pkl', findClass: () => { throw new BadFileError('refused'); } });
-        } catch (e) {
-          expect(e).toBeInstanceOf(BadFileError);
-        }
-      }),
+      fc.property(
+        tree,
+        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }),
+        fc.nat(),
+        (v, edits, cut) => {
+          const p = pickle(v);
+          for (const [at, b] of edits) p[at % p.length] = b;
+          try {
+            unpickle(p.subarray(0, p.length - (cut % 3)), {
+              file: 'x.pkl',
+              findClass: () => {
+                throw new BadFileError('refused');
+              },
+            });
+          } catch (e) {
+            expect(e).toBeInstanceOf(BadFileError);
+          }
+        },
+      ),
       params(300),
     );
   });
 });
 
 describe('zip reader', () => {
-  const entriesArb = fc.uniqueArray(fc.tuple(fc.string({ unit: 'binary', minLength: 1, maxLength: 12 }), fc.uint8Array({ maxLength: 300 })), { selector: ([n]) => n, minLength: 1, maxLength: 5 });
+  const entriesArb = fc.uniqueArray(
+    fc.tuple(fc.string({ unit: 'binary', minLength: 1, maxLength: 12 }), fc.uint8Array({ maxLength: 300 })),
+    { selector: ([n]) => n, minLength: 1, maxLength: 5 },
+  );
   test('round trip, STORED and DEFLATE', () => {
     fc.assert(
       fc.property(entriesArb, fc.boolean(), (entries, deflate) => {
@@ -248,29 +315,35 @@ describe('zip reader', () => {
 
   test('damage (byte edits, truncation) gives intact data or a BadFileError', () => {
     fc.assert(
-      fc.property(entriesArb, fc.boolean(), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }), fc.nat(), (entries, deflate, edits, cut) => {
-        const b = zipBytes(entries, { deflate });
-        for (const [at, v] of edits) b[at % b.length] = v;
-        const f = tmpFile();
-        fs.writeFileSync(f, b.subarray(0, b.length - (cut % 4 === 0 ? cut % b.length : 0)));
-        try {
-          const z = new ZipReader(f);
+      fc.property(
+        entriesArb,
+        fc.boolean(),
+        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }),
+        fc.nat(),
+        (entries, deflate, edits, cut) => {
+          const b = zipBytes(entries, { deflate });
+          for (const [at, v] of edits) b[at % b.length] = v;
+          const f = tmpFile();
+          fs.writeFileSync(f, b.subarray(0, b.length - (cut % 4 === 0 ? cut % b.length : 0)));
           try {
-            const want = new Map(entries);
-            for (const n of z.names()) {
-              const d = z.read(n);
-              // CRC-32 catches every damaged payload that still parses (up to CRC collisions).
-              if (want.has(n)) expect(d).toEqual(want.get(n));
+            const z = new ZipReader(f);
+            try {
+              const want = new Map(entries);
+              for (const n of z.names()) {
+                const d = z.read(n);
+                // CRC-32 catches every damaged payload that still parses (up to CRC collisions).
+                if (want.has(n)) expect(d).toEqual(want.get(n));
+              }
+            } finally {
+              z.close();
             }
+          } catch (e) {
+            expect(e).toBeInstanceOf(BadFileError);
           } finally {
-            z.close();
+            fs.rmSync(f);
           }
-        } catch (e) {
-          expect(e).toBeInstanceOf(BadFileError);
-        } finally {
-          fs.rmSync(f);
-        }
-      }),
+        },
+      ),
       params(200),
     );
   });
@@ -288,7 +361,14 @@ describe('IDX', () => {
   test('round trip of every type and shape; any other length is a BadFileError', () => {
     const arb = fc
       .tuple(fc.integer({ min: 0, max: types.length - 1 }), fc.array(fc.integer({ min: 0, max: 4 }), { minLength: 1, maxLength: 3 }))
-      .chain(([t, shape]) => fc.tuple(fc.constant(t), fc.constant(shape), fc.array(types[t].gen, { minLength: shape.reduce((a, b) => a * b, 1), maxLength: shape.reduce((a, b) => a * b, 1) }), fc.integer({ min: -2, max: 2 })));
+      .chain(([t, shape]) =>
+        fc.tuple(
+          fc.constant(t),
+          fc.constant(shape),
+          fc.array(types[t].gen, { minLength: shape.reduce((a, b) => a * b, 1), maxLength: shape.reduce((a, b) => a * b, 1) }),
+          fc.integer({ min: -2, max: 2 }),
+        ),
+      );
     fc.assert(
       fc.property(arb, ([t, shape, values, slack]) => {
         const ty = types[t];

@@ -145,7 +145,11 @@ console.log(JSON.stringify(res));`;
     expect(first.status, first.stderr).toBe(0);
     const vmKb = (JSON.parse(first.stdout.trim().split('\n').pop() as string) as { vm: number }).vm;
     const limitKb = vmKb + 400 * 1024;
-    const res = spawnSync('bash', ['-c', `ulimit -v ${limitKb} && exec "$0" "$1" limited`, process.execPath, file], { encoding: 'utf8', env, timeout: 120_000 });
+    const res = spawnSync('bash', ['-c', `ulimit -v ${limitKb} && exec "$0" "$1" limited`, process.execPath, file], {
+      encoding: 'utf8',
+      env,
+      timeout: 120_000,
+    });
     expect(res.signal, res.stderr).toBeNull();
     expect(res.stderr).not.toMatch(/FATAL|Fatal|allocation failed/);
     expect(res.status, res.stderr).toBe(0);
@@ -237,10 +241,15 @@ describe('hardening: arguments and values', () => {
   it('tensor(): the element count must equal the shape exactly; a detached buffer is refused', () => {
     const e = errorOf(() => r.tensor(new Float32Array(4), { shape: [2] }));
     expect(e).toBeInstanceOf(r.ShapeError);
-    expect(e.message).toBe('tensor: shape [2] has 2 elements but the data has 4: they must be equal (the data holds 16 bytes, shape needs 8)');
+    expect(e.message).toBe(
+      'tensor: shape [2] has 2 elements but the data has 4: they must be equal (the data holds 16 bytes, shape needs 8)',
+    );
     expect(errorOf(() => r.tensor(new Float32Array(4), { shape: [5] }))).toBeInstanceOf(r.ShapeError);
     expect(errorOf(() => r.tensor(new ArrayBuffer(6), { dtype: 'int32' }))).toBeInstanceOf(r.ShapeError);
-    expect(r.tensor(new Float32Array([1, 2, 3, 4]), { shape: [2, 2] }).toArray()).toEqual([[1, 2], [3, 4]]);
+    expect(r.tensor(new Float32Array([1, 2, 3, 4]), { shape: [2, 2] }).toArray()).toEqual([
+      [1, 2],
+      [3, 4],
+    ]);
     expect(r.tensor(new Float32Array(0), { shape: [0, 3] }).shape).toEqual([0, 3]);
     // detached (transferred) buffers
     const buf = new ArrayBuffer(16);
@@ -251,12 +260,19 @@ describe('hardening: arguments and values', () => {
     const ab = new ArrayBuffer(8);
     const view = new Uint8Array(ab);
     structuredClone(ab, { transfer: [ab] });
-    expect(errorOf(() => native.fromBuffer(view, 0, [0], DTYPE_CODE.uint8, true)).message).toMatch(/^fromBuffer: argument 'data' is a detached ArrayBuffer/);
+    expect(errorOf(() => native.fromBuffer(view, 0, [0], DTYPE_CODE.uint8, true)).message).toMatch(
+      /^fromBuffer: argument 'data' is a detached ArrayBuffer/,
+    );
   });
 
   it('integers to negative integer powers are refused, as in PyTorch (scalar and tensor exponents)', () => {
     const i = r.tensor([2, 3], { dtype: 'int64' });
-    for (const f of [() => i.pow(-1), () => i.pow(r.tensor([1, -2], { dtype: 'int64' })), () => i.clone().pow_(-3), () => r.tensor([2], { dtype: 'int32' }).pow(r.tensor([-1], { dtype: 'int32' }))]) {
+    for (const f of [
+      () => i.pow(-1),
+      () => i.pow(r.tensor([1, -2], { dtype: 'int64' })),
+      () => i.clone().pow_(-3),
+      () => r.tensor([2], { dtype: 'int32' }).pow(r.tensor([-1], { dtype: 'int32' })),
+    ]) {
       const e = errorOf(f);
       expect(e).toBeInstanceOf(r.DtypeError);
       expect(e.message).toMatch(/^pow_?: Integers to negative integer powers are not allowed\.$/);
@@ -316,7 +332,12 @@ describe('hardening: error classes', () => {
       [() => a.reshape(4), r.ShapeError, 'ERR_RESIDUAL_SHAPE', /shape '\[4\]' is invalid for input of size 6/],
       [() => a.add(r.ones([4])), r.ShapeError, 'ERR_RESIDUAL_SHAPE', /must match the size of tensor b/],
       [() => a.select(5, 0), r.ShapeError, 'ERR_RESIDUAL_SHAPE', /Dimension out of range/],
-      [() => r.ones([2], { dtype: 'int64' }).add_(r.ones([2]).mul(0.5)), r.DtypeError, 'ERR_RESIDUAL_DTYPE', /result type Float can't be cast to the desired output type Long/],
+      [
+        () => r.ones([2], { dtype: 'int64' }).add_(r.ones([2]).mul(0.5)),
+        r.DtypeError,
+        'ERR_RESIDUAL_DTYPE',
+        /result type Float can't be cast to the desired output type Long/,
+      ],
       [() => r.ones([2, 2]).mm(r.ones([2, 2], { dtype: 'float64' })), r.DtypeError, 'ERR_RESIDUAL_DTYPE', /dtype/],
       [() => r.zeros([2], { device: 'tpu' as never }), r.DeviceError, 'ERR_RESIDUAL_DEVICE', /unknown device 'tpu'/],
       [() => r.zeros([2], { dtype: 'float8' as never }), r.DtypeError, 'ERR_RESIDUAL_DTYPE', /unknown dtype 'float8'/],
@@ -349,13 +370,21 @@ describe('hardening: error classes', () => {
     const out = await inWorker<{ code: string; name: string; message: string }>(`
 const n = require(${JSON.stringify(addon)});
 try { n.matmul(n.ones([2, 3], 6, 'cpu'), n.ones([2, 3], 6, 'cpu')); } catch (e) { parentPort.postMessage({ code: e.code, name: e.constructor.name, message: e.message }); }`);
-    expect(out).toEqual({ code: 'ERR_RESIDUAL_SHAPE', name: 'Error', message: 'matmul: mat1 and mat2 shapes cannot be multiplied (2x3 and 2x3)' });
+    expect(out).toEqual({
+      code: 'ERR_RESIDUAL_SHAPE',
+      name: 'Error',
+      message: 'matmul: mat1 and mat2 shapes cannot be multiplied (2x3 and 2x3)',
+    });
   });
 });
 
 function inWorker<T>(code: string, workerData?: unknown, transfer?: never[]): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const w = new Worker(`const { parentPort, workerData } = require('node:worker_threads');\n${code}`, { eval: true, workerData, transferList: transfer });
+    const w = new Worker(`const { parentPort, workerData } = require('node:worker_threads');\n${code}`, {
+      eval: true,
+      workerData,
+      transferList: transfer,
+    });
     w.once('message', (m) => {
       resolve(m as T);
       void w.terminate();
@@ -373,7 +402,14 @@ describe('hardening: tensors belong to their thread', () => {
     const cloned = structuredClone(t) as unknown as r.Tensor;
     expect(Object.keys(cloned)).toEqual([]);
     for (const fake of [cloned, { _h: t._h } as unknown as r.Tensor, Object.create(r.Tensor.prototype) as r.Tensor]) {
-      for (const f of [() => r.relu(fake), () => t.add(fake), () => t.mul_(fake), () => r.cat([t, fake]), () => r.conv2d(fake, t), () => t.matmul(fake)]) {
+      for (const f of [
+        () => r.relu(fake),
+        () => t.add(fake),
+        () => t.mul_(fake),
+        () => r.cat([t, fake]),
+        () => r.conv2d(fake, t),
+        () => t.matmul(fake),
+      ]) {
         const e = errorOf(f);
         expect(e).toBeInstanceOf(TypeError);
         expect(e.message).toMatch(/expected a Tensor, got .*postMessage/);
@@ -493,9 +529,12 @@ describe('hardening: the native binding is declared from its sources', () => {
     const declared = new Set<string>(nativeMemberNames);
     const exported = new Set(Object.keys(native));
     expect(declared.size).toBeGreaterThan(250);
-    for (const name of exported) expect(declared.has(name), `the addon exports ${name}, which binding.generated.ts does not declare`).toBe(true);
-    for (const name of declared) expect(exported.has(name), `binding.generated.ts declares ${name}, which the addon does not export`).toBe(true);
-    for (const name of declared) if (name !== 'dtypeCodes') expect(typeof (native as unknown as Record<string, unknown>)[name], name).toBe('function');
+    for (const name of exported)
+      expect(declared.has(name), `the addon exports ${name}, which binding.generated.ts does not declare`).toBe(true);
+    for (const name of declared)
+      expect(exported.has(name), `binding.generated.ts declares ${name}, which the addon does not export`).toBe(true);
+    for (const name of declared)
+      if (name !== 'dtypeCodes') expect(typeof (native as unknown as Record<string, unknown>)[name], name).toBe('function');
   });
 
   it('the declaration has real signatures: a wrong argument to a native function or to the tfjs op() funnel is a compile error', async () => {
@@ -518,17 +557,32 @@ describe('hardening: the native binding is declared from its sources', () => {
     fs.writeFileSync(file, src);
     // tsc in a child process (asynchronously: a whole-program check takes seconds), on the project's settings.
     const cfg = path.join(tmp, 'tsconfig.probe.json');
-    fs.writeFileSync(cfg, JSON.stringify({ extends: path.join(root, 'tsconfig.json'), compilerOptions: { noEmit: true, rootDir: '/', typeRoots: [path.join(root, 'node_modules', '@types')] }, include: [file] }));
+    fs.writeFileSync(
+      cfg,
+      JSON.stringify({
+        extends: path.join(root, 'tsconfig.json'),
+        compilerOptions: { noEmit: true, rootDir: '/', typeRoots: [path.join(root, 'node_modules', '@types')] },
+        include: [file],
+      }),
+    );
     const res = await new Promise<{ out: string; code: number | null }>((resolve) => {
-      const p = spawn(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', cfg, '--pretty', 'false'], { cwd: root });
+      const p = spawn(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', cfg, '--pretty', 'false'], {
+        cwd: root,
+      });
       let out = '';
       p.stdout.on('data', (d: Buffer) => (out += d.toString()));
       p.stderr.on('data', (d: Buffer) => (out += d.toString()));
       p.on('close', (code) => resolve({ out, code }));
     });
     const errs = [...res.out.matchAll(/binding-probe\.mts\((\d+),\d+\): error (TS\d+: .*)/g)].map((m) => [Number(m[1]), m[2]] as const);
-    expect(res.out.split('\n').filter((l) => l.includes('error') && !l.includes('binding-probe.mts')), res.out).toEqual([]);
-    expect(errs.map(([l]) => l), res.out).toEqual([5, 6, 7, 8, 9, 10]);
+    expect(
+      res.out.split('\n').filter((l) => l.includes('error') && !l.includes('binding-probe.mts')),
+      res.out,
+    ).toEqual([]);
+    expect(
+      errs.map(([l]) => l),
+      res.out,
+    ).toEqual([5, 6, 7, 8, 9, 10]);
     expect(errs[0][1]).toMatch(/Expected 1-5 arguments, but got 6/);
     expect(errs[1][1]).toMatch(/Expected 3 arguments, but got 2/);
     expect(errs[2][1]).toMatch(/'number' is not assignable to parameter of type 'Handle \| Boxed'/);
@@ -541,7 +595,8 @@ describe('hardening: the native binding is declared from its sources', () => {
     // @ts-expect-error: a plain .mjs script without types
     const gen = (await import('../../scripts/codegen/gen-native-types.mjs')) as { generate: (dir: string) => string };
     const dir = fs.mkdtempSync(path.join(tmp, 'native-'));
-    const body = 'DEFN(f) {\n  at::Tensor t = a.T(0, "tensor");\n  bool c = a.has(1) && a.B(1, "channelsLast");\n  return a.env().Undefined();\n}\n';
+    const body =
+      'DEFN(f) {\n  at::Tensor t = a.T(0, "tensor");\n  bool c = a.has(1) && a.B(1, "channelsLast");\n  return a.env().Undefined();\n}\n';
     const attempt = (entry: string): string => {
       fs.writeFileSync(path.join(dir, 'x.cpp'), `${body}static const FnEntry k[] = {\n    ${entry}\n};\n`);
       try {
@@ -550,17 +605,33 @@ describe('hardening: the native binding is declared from its sources', () => {
         return `error: ${(e as Error).message}`;
       }
     };
-    expect(attempt('ENTRY(f),  // (tensor: Handle, channelsLast?: boolean | null) => void')).toContain('readonly f: (tensor: Handle, channelsLast?: boolean | null) => void;');
+    expect(attempt('ENTRY(f),  // (tensor: Handle, channelsLast?: boolean | null) => void')).toContain(
+      'readonly f: (tensor: Handle, channelsLast?: boolean | null) => void;',
+    );
     expect(attempt('ENTRY(f),')).toMatch(/error: native\/x.cpp:\d+: ENTRY\(f\) has no signature comment/);
-    expect(attempt('ENTRY(f),  // (t: Handle, channelsLast?: boolean) => void')).toMatch(/the body reads it as 'tensor', the signature names it 't'/);
-    expect(attempt('ENTRY(f),  // (tensor: number, channelsLast?: boolean) => void')).toMatch(/reads it with a.T \(Handle\), the signature says number/);
-    expect(attempt('ENTRY(f),  // (tensor: Handle, channelsLast: boolean) => void')).toMatch(/'channelsLast' may be left out .*mark it optional/);
+    expect(attempt('ENTRY(f),  // (t: Handle, channelsLast?: boolean) => void')).toMatch(
+      /the body reads it as 'tensor', the signature names it 't'/,
+    );
+    expect(attempt('ENTRY(f),  // (tensor: number, channelsLast?: boolean) => void')).toMatch(
+      /reads it with a.T \(Handle\), the signature says number/,
+    );
+    expect(attempt('ENTRY(f),  // (tensor: Handle, channelsLast: boolean) => void')).toMatch(
+      /'channelsLast' may be left out .*mark it optional/,
+    );
     expect(attempt('ENTRY(f),  // (tensor?: Handle, channelsLast?: boolean) => void')).toMatch(/'tensor' is required/);
-    expect(attempt('ENTRY(f),  // (tensor: Handle) => void')).toMatch(/the body reads a.B\(1, "channelsLast"\), the signature has 1 parameters/);
+    expect(attempt('ENTRY(f),  // (tensor: Handle) => void')).toMatch(
+      /the body reads a.B\(1, "channelsLast"\), the signature has 1 parameters/,
+    );
     // The op table: signatures from the readers; a gap in the argument indices is refused.
-    fs.writeFileSync(path.join(dir, 'x.cpp'), '#define RESIDUAL_OPS(X, V, X2, XL, XB) \\\n  X(narrow, a.T(0, "input").narrow(a.I(1, "dim"), a.OI(2, "start"), a.I(3, "length"))) \\\n  X2(bad, f(a.T(0, "input"), a.I(2, "dim")))\n\n');
+    fs.writeFileSync(
+      path.join(dir, 'x.cpp'),
+      '#define RESIDUAL_OPS(X, V, X2, XL, XB) \\\n  X(narrow, a.T(0, "input").narrow(a.I(1, "dim"), a.OI(2, "start"), a.I(3, "length"))) \\\n  X2(bad, f(a.T(0, "input"), a.I(2, "dim")))\n\n',
+    );
     expect(() => gen.generate(dir)).toThrow(/\(bad\): argument 1 is never read/);
-    fs.writeFileSync(path.join(dir, 'x.cpp'), '#define RESIDUAL_OPS(X, V, X2, XL, XB) \\\n  X2(mm2, f(a.T(0, "input"), a.OT(1, "other"))) \\\n  X(narrow, a.T(0, "input").narrow(a.I(1, "dim"), a.OI(2, "start"), a.I(3, "length")))\n\n');
+    fs.writeFileSync(
+      path.join(dir, 'x.cpp'),
+      '#define RESIDUAL_OPS(X, V, X2, XL, XB) \\\n  X2(mm2, f(a.T(0, "input"), a.OT(1, "other"))) \\\n  X(narrow, a.T(0, "input").narrow(a.I(1, "dim"), a.OI(2, "start"), a.I(3, "length")))\n\n',
+    );
     const out = gen.generate(dir);
     expect(out).toContain('readonly mm2: (input: Handle, other?: Handle | null) => [Handle, Handle];');
     expect(out).toContain('readonly narrow: (input: Handle, dim: number, start: number | null | undefined, length: number) => Handle;');

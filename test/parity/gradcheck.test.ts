@@ -5,7 +5,11 @@ import * as r from '../../lib/index.js';
 import { expectClose } from '../support/helpers.js';
 
 /** Checks d/d(inputs[k]) of sum(fn(...inputs) * proj) against central differences. */
-function gradcheck(fn: (...xs: r.Tensor[]) => r.Tensor, inputs: r.Tensor[], { eps = 1e-6, atol = 1e-6, rtol = 1e-4, only }: { eps?: number; atol?: number; rtol?: number; only?: number[] } = {}) {
+function gradcheck(
+  fn: (...xs: r.Tensor[]) => r.Tensor,
+  inputs: r.Tensor[],
+  { eps = 1e-6, atol = 1e-6, rtol = 1e-4, only }: { eps?: number; atol?: number; rtol?: number; only?: number[] } = {},
+) {
   r.scope(() => {
     const xs = inputs.map((x) => x.detach().to('float64').requiresGrad_(true));
     const out0 = fn(...xs);
@@ -21,7 +25,10 @@ function gradcheck(fn: (...xs: r.Tensor[]) => r.Tensor, inputs: r.Tensor[], { ep
       const f = (vals: Float64Array): number =>
         r.noGrad(() => {
           const args = xs.map((x, j) => (j === k ? r.tensor(vals, { shape: base.shape }) : x.detach()));
-          return fn(...args).mul(proj).sum().item() as number;
+          return fn(...args)
+            .mul(proj)
+            .sum()
+            .item() as number;
         });
       const v = flat.toTypedArray() as Float64Array;
       for (let i = 0; i < n; i++) {
@@ -39,15 +46,24 @@ function gradcheck(fn: (...xs: r.Tensor[]) => r.Tensor, inputs: r.Tensor[], { ep
 describe('finite-difference gradient checks (float64)', () => {
   r.manualSeed(7);
   it('conv2d with stride, padding, dilation and groups', () => {
-    gradcheck((x, w, b) => r.conv2d(x, w, b, { stride: 2, padding: 1, dilation: 1, groups: 2 }), [r.randn([1, 4, 5, 5]), r.randn([4, 2, 3, 3]), r.randn([4])]);
+    gradcheck(
+      (x, w, b) => r.conv2d(x, w, b, { stride: 2, padding: 1, dilation: 1, groups: 2 }),
+      [r.randn([1, 4, 5, 5]), r.randn([4, 2, 3, 3]), r.randn([4])],
+    );
   });
   it('batchNorm in training mode (batch statistics)', () => {
-    gradcheck((x, w, b) => r.batchNorm(x, null, null, { weight: w, bias: b, training: true }), [r.randn([3, 2, 3, 3]), r.rand([2]).add(0.5), r.randn([2])]);
+    gradcheck(
+      (x, w, b) => r.batchNorm(x, null, null, { weight: w, bias: b, training: true }),
+      [r.randn([3, 2, 3, 3]), r.rand([2]).add(0.5), r.randn([2])],
+    );
   });
   it('batchNorm in eval mode', () => {
     const rm = r.randn([2], { dtype: 'float64' });
     const rv = r.rand([2], { dtype: 'float64' }).add(0.5);
-    gradcheck((x, w, b) => r.batchNorm(x, rm, rv, { weight: w, bias: b, training: false }), [r.randn([2, 2, 3, 3]), r.rand([2]), r.randn([2])]);
+    gradcheck(
+      (x, w, b) => r.batchNorm(x, rm, rv, { weight: w, bias: b, training: false }),
+      [r.randn([2, 2, 3, 3]), r.rand([2]), r.randn([2])],
+    );
   });
   it('relu, maxPool2d, avgPool2d, adaptiveAvgPool2d', () => {
     gradcheck((x) => r.relu(x), [r.randn([2, 3, 4])]);

@@ -9,11 +9,18 @@ import jpeg from 'jpeg-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fixtures } from '../support/helpers.js';
 import * as r from '../../lib/index.js';
-import { mulberry32 } from '../../lib/core/random.js';
 import { native as N } from '../../lib/addon/binding.js';
 import { Tensor } from '../../lib/tensor/tensor.js';
 import { mulberry32 } from '../../lib/core/random.js';
-import { StreamingDataLoader, expandShards, imageFolderSource, packImageFolder, tarHeader, webDatasetSource, writeTar } from '../../lib/data/index.js';
+import {
+  StreamingDataLoader,
+  expandShards,
+  imageFolderSource,
+  packImageFolder,
+  tarHeader,
+  webDatasetSource,
+  writeTar,
+} from '../../lib/data/index.js';
 
 const IMG = path.join(fixtures, 'images');
 let tmp = '';
@@ -137,7 +144,7 @@ describe('transforms match torchvision', () => {
     expect(worst).toBeGreaterThanOrEqual(0);
   });
 
-  it("evaluation transform: Resize(shorter side) then CenterCrop, through the loader", () => {
+  it('evaluation transform: Resize(shorter side) then CenterCrop, through the loader', () => {
     const root = path.join(tmp, 'geo');
     fs.mkdirSync(path.join(root, 'a'), { recursive: true });
     fs.copyFileSync(path.join(IMG, 'geometry.png'), path.join(root, 'a', 'g.png'));
@@ -250,13 +257,17 @@ describe('streaming image folder', () => {
 
   it("partitions across ranks like PyTorch's DistributedSampler (padded, interleaved)", () => {
     const src = imageFolderSource(root);
-    const shares = [0, 1, 2].map((rank) => epochLabels(new StreamingDataLoader(src, { batchSize: 3, size: 8, rank, worldSize: 3, workers: 2 })));
+    const shares = [0, 1, 2].map((rank) =>
+      epochLabels(new StreamingDataLoader(src, { batchSize: 3, size: 8, rank, worldSize: 3, workers: 2 })),
+    );
     // 23 samples over 3 ranks: 8 each, the 24th position wraps to sample 0
     expect(shares[0]).toEqual([0, 3, 6, 9, 12, 15, 18, 21]);
     expect(shares[1]).toEqual([1, 4, 7, 10, 13, 16, 19, 22]);
     expect(shares[2]).toEqual([2, 5, 8, 11, 14, 17, 20, 0]);
     // shuffled: the same permutation on every rank, so the shares are still disjoint and complete
-    const sh = [0, 1, 2].map((rank) => epochLabels(new StreamingDataLoader(src, { batchSize: 3, size: 8, rank, worldSize: 3, shuffle: true, seed: 9, workers: 2 }), 2));
+    const sh = [0, 1, 2].map((rank) =>
+      epochLabels(new StreamingDataLoader(src, { batchSize: 3, size: 8, rank, worldSize: 3, shuffle: true, seed: 9, workers: 2 }), 2),
+    );
     expect(new Set(sh.flat()).size).toBe(23);
     expect(sh.flat().length).toBe(24);
   });
@@ -336,7 +347,8 @@ describe('webdataset shards', () => {
   it('streams every sample once per epoch; deterministic for a seed; labels stay with images', () => {
     const src = webDatasetSource(pattern);
     expect(src.counts.reduce((a, b) => a + b)).toBe(57);
-    const mk = (seed: number) => new StreamingDataLoader(src, { batchSize: 5, size: 8, shuffle: true, seed, workers: 3, shuffleBuffer: 10 });
+    const mk = (seed: number) =>
+      new StreamingDataLoader(src, { batchSize: 5, size: 8, shuffle: true, seed, workers: 3, shuffleBuffer: 10 });
     const a = mk(1);
     const e0 = epochLabels(a, 0);
     expect([...e0].sort((p, q) => p - q)).toEqual([...Array(57).keys()]);
@@ -355,7 +367,9 @@ describe('webdataset shards', () => {
 
   it('splits shards across ranks, then across threads', () => {
     const src = webDatasetSource(pattern);
-    const per = [0, 1, 2].map((rank) => epochLabels(new StreamingDataLoader(src, { batchSize: 4, size: 8, shuffle: true, seed: 4, rank, worldSize: 3, workers: 2 })));
+    const per = [0, 1, 2].map((rank) =>
+      epochLabels(new StreamingDataLoader(src, { batchSize: 4, size: 8, shuffle: true, seed: 4, rank, worldSize: 3, workers: 2 })),
+    );
     const all = per.flat();
     expect(all.length).toBe(57);
     expect(new Set(all).size).toBe(57);
@@ -405,7 +419,10 @@ describe('webdataset shards', () => {
     const dl = new StreamingDataLoader(src, { batchSize: 4, size: 8, workers: 1, onError: 'skip' });
     expect(epochLabels(dl)).toEqual([1]);
     const errs = dl.skipped().errors.map((e) => `${path.basename(e.path)}: ${e.message}`);
-    expect(errs).toEqual(['nolabel.tar:b: sample has no .cls member (an integer class index)', 'nolabel.tar:c: bad .cls member (not a class index in 0..65535)']);
+    expect(errs).toEqual([
+      'nolabel.tar:b: sample has no .cls member (an integer class index)',
+      'nolabel.tar:c: bad .cls member (not a class index in 0..65535)',
+    ]);
     dl.close();
   });
 
@@ -447,7 +464,15 @@ describe('webdataset shards', () => {
     const budget = 16 << 20;
     expect(bytes).toBeGreaterThan(4 * budget);
     const src = webDatasetSource(shards);
-    const dl = new StreamingDataLoader(src, { batchSize: 16, size: 64, shuffle: true, seed: 1, workers: 2, shuffleBuffer: 100000, shuffleBufferBytes: budget });
+    const dl = new StreamingDataLoader(src, {
+      batchSize: 16,
+      size: 64,
+      shuffle: true,
+      seed: 1,
+      workers: 2,
+      shuffleBuffer: 100000,
+      shuffleBufferBytes: budget,
+    });
     const total = dl.length;
     let b = 0;
     let warm = 0;
@@ -498,8 +523,82 @@ describe('hostile inputs: oversized images, huge chunks, out-of-range options an
     ihdr.writeUInt32BE(h, 4);
     ihdr[8] = 8;
     ihdr[9] = 2;
-    return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', Buffer.alloc(0)), chunk('IEND', Buffer.alloc(0))]);
+    return Buffer.concat([
+      Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+      chunk('IHDR', ihdr),
+      chunk('IDAT', Buffer.alloc(0)),
+      chunk('IEND', Buffer.alloc(0)),
+    ]);
   }
+
+  /**
+   * A valid progressive grayscale JPEG (size x size) whose DC scan is followed by `acScans` AC scans of
+   * a few bytes each: end-of-band runs over every block (Huffman tables of one code each).
+   */
+  function manyScanJpeg(size: number, acScans: number): Buffer {
+    const seg = (marker: number, payload: number[]) =>
+      Buffer.from([0xff, marker, (payload.length + 2) >> 8, (payload.length + 2) & 255, ...payload]);
+    const bits = () => {
+      const out: number[] = [];
+      let acc = 0;
+      let n = 0;
+      const put = (v: number, len: number) => {
+        for (let i = len - 1; i >= 0; i--) {
+          acc = (acc << 1) | ((v >> i) & 1);
+          if (++n === 8) {
+            out.push(acc);
+            if (acc === 0xff) out.push(0); // byte stuffing
+            acc = n = 0;
+          }
+        }
+      };
+      const done = () => {
+        while (n) put(1, 1);
+        return out;
+      };
+      return { put, done };
+    };
+    const blocks = Math.ceil(size / 8) ** 2;
+    const dc = bits();
+    for (let k = 0; k < blocks; k++) dc.put(0, 1); // DC difference 0 (category 0, code '0')
+    const ac = bits();
+    for (let left = blocks; left > 0; left -= 16384) ac.put(0, 15); // EOB14 (code '0') + 14 run bits: 16384 blocks
+    const acScan = Buffer.concat([seg(0xda, [1, 1, 0x00, 1, 63, 0x01]), Buffer.from(ac.done())]);
+    return Buffer.concat([
+      Buffer.from([0xff, 0xd8]),
+      seg(0xdb, [0, ...Array(64).fill(1)]),
+      seg(0xc2, [8, size >> 8, size & 255, size >> 8, size & 255, 1, 1, 0x11, 0]),
+      seg(0xc4, [0x00, 1, ...Array(15).fill(0), 0x00]), // DC table 0: symbol 0
+      seg(0xc4, [0x10, 1, ...Array(15).fill(0), 0xe0]), // AC table 0: EOB14
+      seg(0xda, [1, 1, 0x00, 0, 0, 0x01]),
+      Buffer.from(dc.done()),
+      ...Array<Buffer>(acScans).fill(acScan),
+      Buffer.from([0xff, 0xd9]),
+    ]);
+  }
+
+  it('a progressive JPEG of many tiny scans is refused after 500 scans (each one is a pass over every block)', () => {
+    // 10,000 such scans of a 2048 x 2048 image are 188 KB and took 9 s to decode
+    const ok = new Tensor(N.imageDecode(manyScanJpeg(64, 400), 3));
+    expect(ok.shape).toEqual([64, 64, 3]);
+    expect(
+      ok
+        .toArray()
+        .flat(2)
+        .every((v) => v === 128),
+    ).toBe(true); // every coefficient 0: mid-gray
+    expect(() => N.imageDecode(manyScanJpeg(64, 600), 3)).toThrow(
+      /^imageDecode: cannot decode JPEG image: more than 500 scans \(a progressive JPEG has about 10\)$/,
+    );
+    const e = (() => {
+      try {
+        N.imageDecode(manyScanJpeg(64, 600), 1);
+      } catch (err) {
+        return err;
+      }
+    })();
+    expect(e).toBeInstanceOf(r.BadFileError);
+  });
 
   it('refuses a tall thin PNG (1 x 30,000,000) from its header, and bounds the resampler buffer', () => {
     expect(() => N.imageDecode(pngHeader(1, 30_000_000), 3)).toThrow(/1x30000000, over the limit of 65535 pixels per side/);
@@ -557,7 +656,9 @@ describe('hostile inputs: oversized images, huge chunks, out-of-range options an
       { name: 'a.cls', data: Buffer.from('999999999999') },
     ]);
     expect((N.tarScan(big) as { maxLabel: number }).maxLabel).toBe(-1); // not taken as a label
-    expect(() => [...new StreamingDataLoader(webDatasetSource([big]), { batchSize: 1, size: 8 }).iterSync()]).toThrow(/bad \.cls member \(not a class index in 0\.\.65535\)/);
+    expect(() => [...new StreamingDataLoader(webDatasetSource([big]), { batchSize: 1, size: 8 }).iterSync()]).toThrow(
+      /bad \.cls member \(not a class index in 0\.\.65535\)/,
+    );
     const five = path.join(dir, 'five.tar');
     writeTar(five, [
       { name: 'a.jpg', data: solidJpeg(1) },
@@ -593,12 +694,30 @@ describe('hostile inputs: oversized images, huge chunks, out-of-range options an
     const ok = Buffer.from('31 path=long/name/sample01.jpg\n');
     expect(ok.length).toBe(31);
     const good = path.join(dir, 'pax.tar');
-    fs.writeFileSync(good, Buffer.concat([typedHeader('PaxHeader', ok.length, 'x'), pad512(ok), tarHeader('x.jpg', img.length), pad512(img), Buffer.alloc(1024)]));
+    fs.writeFileSync(
+      good,
+      Buffer.concat([
+        typedHeader('PaxHeader', ok.length, 'x'),
+        pad512(ok),
+        tarHeader('x.jpg', img.length),
+        pad512(img),
+        Buffer.alloc(1024),
+      ]),
+    );
     expect((N.tarScan(good) as { samples: number }).samples).toBe(1);
     for (const rec of ['30 path=long/name/sample01.jpg\n', '31 path=long/name/sample01.jpgX', '3x path=a\n', '999 path=a\n', '1 \n']) {
       const body = Buffer.from(rec);
       const f = path.join(dir, 'badpax.tar');
-      fs.writeFileSync(f, Buffer.concat([typedHeader('PaxHeader', body.length, 'x'), pad512(body), tarHeader('x.jpg', img.length), pad512(img), Buffer.alloc(1024)]));
+      fs.writeFileSync(
+        f,
+        Buffer.concat([
+          typedHeader('PaxHeader', body.length, 'x'),
+          pad512(body),
+          tarHeader('x.jpg', img.length),
+          pad512(img),
+          Buffer.alloc(1024),
+        ]),
+      );
       expect(() => N.tarScan(f), rec).toThrow(/malformed pax extended header record/);
     }
     // a skipped (non-image) member whose data the file does not hold

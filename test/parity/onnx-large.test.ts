@@ -46,7 +46,10 @@ describe('ONNX export of the big registry networks, run by onnxruntime-node', ()
       // residual's side (build, calibrate, export, logits) runs in a child process on dist/
       const row = await suite.checkInChild(name, shape, getModelInfo(name).family === 'imagenet' ? 100 : 10);
       if (meaningful(row)) {
-        expect(row.node, `${name}: onnxruntime-node vs residual (logits up to ${row.scale.toFixed(2)}, float32 noise ${row.noise.toExponential(1)})`).toBeLessThanOrEqual(tolerance(row));
+        expect(
+          row.node,
+          `${name}: onnxruntime-node vs residual (logits up to ${row.scale.toFixed(2)}, float32 noise ${row.noise.toExponential(1)})`,
+        ).toBeLessThanOrEqual(tolerance(row));
       } else {
         // Only plain1202 is this chaotic; anything else that is would be a finding, not noise.
         expect(name).toBe('plain1202');
@@ -56,19 +59,29 @@ describe('ONNX export of the big registry networks, run by onnxruntime-node', ()
 });
 
 describe('the big ONNX files read by the ONNX project (Python: onnx.checker full_check, onnxruntime)', () => {
-  it.runIf(python !== null || pythonRequired)('onnx.checker accepts every file and onnxruntime-python gives the same logits at batch 1 and 5', async () => {
-    if (!python) throw new Error('RESIDUAL_TEST_PYTHON_ONNX=1 but no Python with numpy, onnx and onnxruntime was found: run scripts/ci/setup-python-torch.sh (or set RESIDUAL_TEST_PYTHON)');
-    const results = await suite.finishPython(python);
-    expect(results.map((r) => path.basename(r.onnx, '.onnx'))).toEqual(LARGE.map(([n]) => n));
-    for (const row of suite.rows) {
-      if (!meaningful(row)) continue;
-      expect(row.python, `${row.model}: onnxruntime-python vs residual`).toBeLessThanOrEqual(tolerance(row));
-    }
-    console.log(suite.table());
-  }, 1_200_000);
-  it.runIf(python === null && !pythonRequired)('skipped: no Python with onnx and onnxruntime (set RESIDUAL_TEST_PYTHON or run scripts/ci/setup-python-torch.sh)', () => {
-    console.warn('onnx-large: no Python with numpy, onnx and onnxruntime; onnx.checker and onnxruntime-python did not run');
-    suite.dropPython();
-    console.log(suite.table());
-  });
+  it.runIf(python !== null || pythonRequired)(
+    'onnx.checker accepts every file and onnxruntime-python gives the same logits at batch 1 and 5',
+    async () => {
+      if (!python)
+        throw new Error(
+          'RESIDUAL_TEST_PYTHON_ONNX=1 but no Python with numpy, onnx and onnxruntime was found: run scripts/ci/setup-python-torch.sh (or set RESIDUAL_TEST_PYTHON)',
+        );
+      const results = await suite.finishPython(python);
+      expect(results.map((r) => path.basename(r.onnx, '.onnx'))).toEqual(LARGE.map(([n]) => n));
+      for (const row of suite.rows) {
+        if (!meaningful(row)) continue;
+        expect(row.python, `${row.model}: onnxruntime-python vs residual`).toBeLessThanOrEqual(tolerance(row));
+      }
+      console.log(suite.table());
+    },
+    1_200_000,
+  );
+  it.runIf(python === null && !pythonRequired)(
+    'skipped: no Python with onnx and onnxruntime (set RESIDUAL_TEST_PYTHON or run scripts/ci/setup-python-torch.sh)',
+    () => {
+      console.warn('onnx-large: no Python with numpy, onnx and onnxruntime; onnx.checker and onnxruntime-python did not run');
+      suite.dropPython();
+      console.log(suite.table());
+    },
+  );
 });

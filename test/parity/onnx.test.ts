@@ -12,7 +12,18 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createModel, createRunModel, getModelInfo, manualSeed, nn, randn, scope, tensor, type Module, type Tensor } from '../../lib/index.js';
+import {
+  createModel,
+  createRunModel,
+  getModelInfo,
+  manualSeed,
+  nn,
+  randn,
+  scope,
+  tensor,
+  type Module,
+  type Tensor,
+} from '../../lib/index.js';
 import { cifarResnet, resnet18 } from '../../lib/models/resnet/index.js';
 import { exportOnnx, ONNX_OPSETS } from '../../lib/onnx/index.js';
 import { ParitySuite, type ParityRow, calibrate, findOnnxPython, pythonRequired, runOrtNode, tolerance } from '../support/onnx.js';
@@ -50,7 +61,10 @@ function build(name: string, shape: number[], seed = 1): Module {
 }
 
 function expectAgree(row: ParityRow): void {
-  expect(row.node, `${row.model}: onnxruntime-node vs residual (logits up to ${row.scale.toFixed(2)}, float32 noise ${row.noise.toExponential(1)})`).toBeLessThanOrEqual(tolerance(row));
+  expect(
+    row.node,
+    `${row.model}: onnxruntime-node vs residual (logits up to ${row.scale.toFixed(2)}, float32 noise ${row.noise.toExponential(1)})`,
+  ).toBeLessThanOrEqual(tolerance(row));
 }
 
 describe('ONNX export of every CIFAR-sized registry network, run by onnxruntime-node', () => {
@@ -69,10 +83,20 @@ describe('ONNX export of every CIFAR-sized registry network, run by onnxruntime-
 
 describe('ONNX export options, run by onnxruntime-node', () => {
   it('foldBatchNorm: a CIFAR ResNet, a pre-activation ResNet (some BNs follow no conv and stay) and a bottleneck ResNet', async () => {
-    for (const [name, shape] of [['resnet20', [3, 16, 16]], ['preact_basic20', [3, 16, 16]], ['preact164', [3, 16, 16]]] as const) {
+    for (const [name, shape] of [
+      ['resnet20', [3, 16, 16]],
+      ['preact_basic20', [3, 16, 16]],
+      ['preact164', [3, 16, 16]],
+    ] as const) {
       const m = build(name, [...shape]);
       try {
-        const row = await suite.check(`${name}-folded`, m, [...shape], (f) => exportOnnx(m, f, { inputShape: [...shape], foldBatchNorm: true }), { fold: true });
+        const row = await suite.check(
+          `${name}-folded`,
+          m,
+          [...shape],
+          (f) => exportOnnx(m, f, { inputShape: [...shape], foldBatchNorm: true }),
+          { fold: true },
+        );
         expectAgree(row);
       } finally {
         m.dispose();
@@ -107,7 +131,9 @@ describe('ONNX export options, run by onnxruntime-node', () => {
     const m = build('resnet20', [3, 16, 16]);
     try {
       for (const opset of [ONNX_OPSETS.min, ONNX_OPSETS.max]) {
-        const row = await suite.check(`resnet20-opset${opset}`, m, [3, 16, 16], (f) => exportOnnx(m, f, { inputShape: [3, 16, 16], opset }));
+        const row = await suite.check(`resnet20-opset${opset}`, m, [3, 16, 16], (f) =>
+          exportOnnx(m, f, { inputShape: [3, 16, 16], opset }),
+        );
         expect(row.opset).toBe(opset);
         expectAgree(row);
       }
@@ -119,7 +145,13 @@ describe('ONNX export options, run by onnxruntime-node', () => {
   it('dynamicBatch: false fixes the batch (N = 3 here)', async () => {
     const m = build('resnet20', [3, 16, 16]);
     try {
-      const row = await suite.check('resnet20-batch3', m, [3, 16, 16], (f) => exportOnnx(m, f, { inputShape: [3, 3, 16, 16], dynamicBatch: false }), { batches: [3] });
+      const row = await suite.check(
+        'resnet20-batch3',
+        m,
+        [3, 16, 16],
+        (f) => exportOnnx(m, f, { inputShape: [3, 3, 16, 16], dynamicBatch: false }),
+        { batches: [3] },
+      );
       expectAgree(row);
       // a batch of another size is refused by onnxruntime
       const f = path.join(dir, 'fixed.onnx');
@@ -139,7 +171,13 @@ describe('ONNX export options, run by onnxruntime-node', () => {
     const std = [0.25, 0.24, 0.26];
     try {
       const toInput = (x: Tensor): Tensor => scope(() => x.sub(nnTensor(mean)).div(nnTensor(std)));
-      const row = await suite.check('resnet20-normalize', m, shape, (f) => exportOnnx(m, f, { inputShape: shape, normalize: { mean, std } }), { toInput });
+      const row = await suite.check(
+        'resnet20-normalize',
+        m,
+        shape,
+        (f) => exportOnnx(m, f, { inputShape: shape, normalize: { mean, std } }),
+        { toInput },
+      );
       expectAgree(row);
     } finally {
       m.dispose();
@@ -182,7 +220,11 @@ describe('ONNX export options, run by onnxruntime-node', () => {
       });
       expectAgree(row);
       // channels-last weights (as CPU training leaves them) export the same numbers
-      const cl = createRunModel({ model: 'resnet20', channelsLast: true }, { classes: Array.from({ length: 10 }, String), channels: 3 }, 'cpu');
+      const cl = createRunModel(
+        { model: 'resnet20', channelsLast: true },
+        { classes: Array.from({ length: 10 }, String), channels: 3 },
+        'cpu',
+      );
       try {
         const sd = m.stateDict();
         cl.loadStateDict(sd);
@@ -196,7 +238,9 @@ describe('ONNX export options, run by onnxruntime-node', () => {
       }
       // float64 weights are written as float32
       m.double();
-      const row64 = await suite.check('resnet20-float64-weights', m, [3, 16, 16], (f) => exportOnnx(m, f, { inputShape: [3, 16, 16] }), { toInput: (x) => x.to('float64') });
+      const row64 = await suite.check('resnet20-float64-weights', m, [3, 16, 16], (f) => exportOnnx(m, f, { inputShape: [3, 16, 16] }), {
+        toInput: (x) => x.to('float64'),
+      });
       expect(row64.node).toBeLessThanOrEqual(tolerance({ ...row64, noise: 1e-6 }));
     } finally {
       m.dispose();
@@ -205,22 +249,38 @@ describe('ONNX export options, run by onnxruntime-node', () => {
 });
 
 describe('ONNX files read by the ONNX project (Python: onnx.checker full_check, onnxruntime)', () => {
-  it.runIf(python !== null || pythonRequired)('onnx.checker accepts every file above and onnxruntime-python gives the same logits at batch 1 and 5', async () => {
-    if (!python) throw new Error('RESIDUAL_TEST_PYTHON_ONNX=1 but no Python with numpy, onnx and onnxruntime was found: run scripts/ci/setup-python-torch.sh (or set RESIDUAL_TEST_PYTHON)');
-    const results = await suite.finishPython(python);
-    for (const r of results) {
-      expect(r.ir_version).toBe(8);
-    }
-    for (const row of suite.rows) {
-      expect(row.python, `${row.model}: onnxruntime-python vs residual (logits up to ${row.scale.toFixed(2)}, float32 noise ${row.noise.toExponential(1)})`).toBeLessThanOrEqual(tolerance(row));
-    }
-    console.log(`onnx ${results[0]?.onnx_version}, onnxruntime ${results[0]?.ort_version} (Python), onnxruntime-node ${(await import('onnxruntime-node')).env.versions.common}\n${suite.table()}`);
-  });
-  it.runIf(python === null && !pythonRequired)('skipped: no Python with onnx and onnxruntime (set RESIDUAL_TEST_PYTHON or run scripts/ci/setup-python-torch.sh)', () => {
-    console.warn('onnx: no Python with numpy, onnx and onnxruntime; onnx.checker and onnxruntime-python did not run (RESIDUAL_TEST_PYTHON_ONNX=1 makes this a failure)');
-    suite.dropPython();
-    console.log(suite.table());
-  });
+  it.runIf(python !== null || pythonRequired)(
+    'onnx.checker accepts every file above and onnxruntime-python gives the same logits at batch 1 and 5',
+    async () => {
+      if (!python)
+        throw new Error(
+          'RESIDUAL_TEST_PYTHON_ONNX=1 but no Python with numpy, onnx and onnxruntime was found: run scripts/ci/setup-python-torch.sh (or set RESIDUAL_TEST_PYTHON)',
+        );
+      const results = await suite.finishPython(python);
+      for (const r of results) {
+        expect(r.ir_version).toBe(8);
+      }
+      for (const row of suite.rows) {
+        expect(
+          row.python,
+          `${row.model}: onnxruntime-python vs residual (logits up to ${row.scale.toFixed(2)}, float32 noise ${row.noise.toExponential(1)})`,
+        ).toBeLessThanOrEqual(tolerance(row));
+      }
+      console.log(
+        `onnx ${results[0]?.onnx_version}, onnxruntime ${results[0]?.ort_version} (Python), onnxruntime-node ${(await import('onnxruntime-node')).env.versions.common}\n${suite.table()}`,
+      );
+    },
+  );
+  it.runIf(python === null && !pythonRequired)(
+    'skipped: no Python with onnx and onnxruntime (set RESIDUAL_TEST_PYTHON or run scripts/ci/setup-python-torch.sh)',
+    () => {
+      console.warn(
+        'onnx: no Python with numpy, onnx and onnxruntime; onnx.checker and onnxruntime-python did not run (RESIDUAL_TEST_PYTHON_ONNX=1 makes this a failure)',
+      );
+      suite.dropPython();
+      console.log(suite.table());
+    },
+  );
 });
 
 /** [1, C, 1, 1], for broadcasting over [N, C, H, W]. */

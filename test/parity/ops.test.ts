@@ -17,8 +17,15 @@ describe('conv2d matches PyTorch (forward and backward)', () => {
   for (const name of ['conv_basic', 'conv_stride2', 'conv_groups', 'conv_dilation', 'conv_1x1_s2', 'conv_same']) {
     it(name, () => {
       const { t, meta } = fx(name);
-      const x = leaf(t.x), w = leaf(t.w), b = leaf(t.b);
-      const y = r.conv2d(x, w, b, { stride: meta.stride as number, padding: meta.padding as number | 'same', dilation: meta.dilation as number, groups: meta.groups as number });
+      const x = leaf(t.x),
+        w = leaf(t.w),
+        b = leaf(t.b);
+      const y = r.conv2d(x, w, b, {
+        stride: meta.stride as number,
+        padding: meta.padding as number | 'same',
+        dilation: meta.dilation as number,
+        groups: meta.groups as number,
+      });
       expectClose(y, t.y, { ...tol, what: `${name} output` });
       y.backward(t.gy);
       expectClose(x.grad!, t.gx, { ...tol, what: `${name} grad input` });
@@ -32,9 +39,18 @@ describe('batchNorm matches PyTorch', () => {
   for (const mode of ['train', 'eval']) {
     it(`${mode} mode: output, gradients and running statistics`, () => {
       const { t, meta } = fx(`bn_${mode}`);
-      const x = leaf(t.x), w = leaf(t.w), b = leaf(t.b);
-      const rm = t.rm0.clone(), rv = t.rv0.clone();
-      const y = r.batchNorm(x, rm, rv, { weight: w, bias: b, training: mode === 'train', momentum: meta.momentum as number, eps: meta.eps as number });
+      const x = leaf(t.x),
+        w = leaf(t.w),
+        b = leaf(t.b);
+      const rm = t.rm0.clone(),
+        rv = t.rv0.clone();
+      const y = r.batchNorm(x, rm, rv, {
+        weight: w,
+        bias: b,
+        training: mode === 'train',
+        momentum: meta.momentum as number,
+        eps: meta.eps as number,
+      });
       expectClose(y, t.y, { ...tol, what: 'output' });
       expectClose(rm, t.rm1, { ...tol, what: 'running mean' });
       expectClose(rv, t.rv1, { ...tol, what: 'running var' });
@@ -74,7 +90,9 @@ describe('pooling and linear match PyTorch', () => {
   });
   it('linear', () => {
     const { t } = fx('linear');
-    const x = leaf(t.x), w = leaf(t.w), b = leaf(t.b);
+    const x = leaf(t.x),
+      w = leaf(t.w),
+      b = leaf(t.b);
     const y = r.linear(x, w, b);
     expectClose(y, t.y, tol);
     y.backward(t.gy);

@@ -12,9 +12,22 @@ function fx(name: string) {
 
 const make: Record<string, (p: r.Tensor[], kw: Record<string, unknown>) => Optimizer> = {
   sgd_plain: (p, kw) => new SGD(p, { lr: kw.lr as number }),
-  sgd_momentum_wd: (p, kw) => new SGD(p, { lr: kw.lr as number, momentum: kw.momentum as number, weightDecay: kw.weight_decay as number, dampening: kw.dampening as number }),
-  sgd_nesterov: (p, kw) => new SGD(p, { lr: kw.lr as number, momentum: kw.momentum as number, nesterov: true, weightDecay: kw.weight_decay as number }),
-  adam: (p, kw) => new Adam(p, { lr: kw.lr as number, betas: kw.betas as [number, number], eps: kw.eps as number, weightDecay: kw.weight_decay as number }),
+  sgd_momentum_wd: (p, kw) =>
+    new SGD(p, {
+      lr: kw.lr as number,
+      momentum: kw.momentum as number,
+      weightDecay: kw.weight_decay as number,
+      dampening: kw.dampening as number,
+    }),
+  sgd_nesterov: (p, kw) =>
+    new SGD(p, { lr: kw.lr as number, momentum: kw.momentum as number, nesterov: true, weightDecay: kw.weight_decay as number }),
+  adam: (p, kw) =>
+    new Adam(p, {
+      lr: kw.lr as number,
+      betas: kw.betas as [number, number],
+      eps: kw.eps as number,
+      weightDecay: kw.weight_decay as number,
+    }),
   adam_amsgrad: (p, kw) => new Adam(p, { lr: kw.lr as number, amsgrad: true }),
   adamw: (p, kw) => new AdamW(p, { lr: kw.lr as number, betas: kw.betas as [number, number], weightDecay: kw.weight_decay as number }),
 };
@@ -63,7 +76,13 @@ describe('optimizers match PyTorch step for step', () => {
   it('param groups: no weight decay on one group', () => {
     const a = r.ones([3]).requiresGrad_(true);
     const b = r.ones([3]).requiresGrad_(true);
-    const opt = new SGD([{ params: [a], weightDecay: 0.5 }, { params: [b], weightDecay: 0 }], { lr: 0.1 });
+    const opt = new SGD(
+      [
+        { params: [a], weightDecay: 0.5 },
+        { params: [b], weightDecay: 0 },
+      ],
+      { lr: 0.1 },
+    );
     a.grad = r.zeros([3]);
     b.grad = r.zeros([3]);
     opt.step();

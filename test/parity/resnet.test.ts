@@ -11,7 +11,15 @@ type Module = nn.Module;
 
 /** uniform_from_rand() of the fixture script: the same float32 values on every CPU (see there). */
 function uniformFromRand(shape: number[], lo: number, hi: number): Tensor {
-  return scope(() => rand(shape).to('float64').mul(2).sub(1).mul((hi - lo) / 2).add((hi + lo) / 2).to('float32'));
+  return scope(() =>
+    rand(shape)
+      .to('float64')
+      .mul(2)
+      .sub(1)
+      .mul((hi - lo) / 2)
+      .add((hi + lo) / 2)
+      .to('float32'),
+  );
 }
 
 /** The recipe of fill_weights() in scripts/fixtures/make-resnet-fixtures.py, over state-dict keys in order. */
@@ -68,10 +76,10 @@ function expectSums(got: number[], want: Tensor, what: string, keys: [string, nu
     const n = keys[i][1].reduce((a, b) => a * b, 1);
     const spread = q ? ulps * U32 * Math.sqrt(n * q[i]) : 2 * ulps * U32 * Math.abs(w[i]);
     const tol = spread + 1e-12 * Math.max(1, Math.abs(w[i]));
-    if (!(Math.abs(got[i] - w[i]) <= tol)) throw new Error(`${what}: ${keys[i][0]} has ${got[i]}, PyTorch ${w[i]} (tolerance ${tol.toExponential(2)})`);
+    if (!(Math.abs(got[i] - w[i]) <= tol))
+      throw new Error(`${what}: ${keys[i][0]} has ${got[i]}, PyTorch ${w[i]} (tolerance ${tol.toExponential(2)})`);
   }
 }
-
 
 const U32 = 2 ** -24; // float32 unit roundoff
 const U64 = 2 ** -53;
@@ -103,7 +111,8 @@ function expectParity(got: Tensor, want: Tensor, tol: number, what: string): voi
   expect(got.shape, `${what} shape`).toEqual(want.shape);
   const err = scope(() => norm(got.to('float64').sub(want)));
   const ref = norm(want);
-  if (!(err <= tol * ref)) throw new Error(`${what}: norm-wise relative error ${(err / ref).toExponential(2)} exceeds ${tol.toExponential(2)}`);
+  if (!(err <= tol * ref))
+    throw new Error(`${what}: norm-wise relative error ${(err / ref).toExponential(2)} exceeds ${tol.toExponential(2)}`);
 }
 
 const FIXTURES = ['resnet18', 'resnet50', 'resnext50_32x4d', 'resnet20', 'plain20', 'preact164', 'preact_basic20'];
@@ -187,7 +196,8 @@ describe.each(FIXTURES)('parity with PyTorch: %s', (name) => {
         const tolLogits = dtype === 'float64' ? TOL64 : f32Tolerance(noise[`${mode}.logits`]);
         const bound = 2 * tolLogits * norm(refLogits) + 16 * (dtype === 'float64' ? U64 : U32) * Math.abs(want);
         const got = loss.item() as number;
-        if (!(Math.abs(got - want) <= bound)) throw new Error(`${name} ${dtype} ${mode}.loss is ${got}, reference ${want} (bound ${bound})`);
+        if (!(Math.abs(got - want) <= bound))
+          throw new Error(`${name} ${dtype} ${mode}.loss is ${got}, reference ${want} (bound ${bound})`);
       });
     }
   });

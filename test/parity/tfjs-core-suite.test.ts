@@ -18,13 +18,19 @@ describe("tfjs-core's backend test suite", () => {
       const src = path.join(root, 'lib', 'tfjs', f);
       const out = path.join(root, 'dist', 'tfjs', f.replace(/\.ts$/, '.js'));
       expect(fs.existsSync(out), `${out} is missing: build with node scripts/install/build.mjs --ts-only`).toBe(true);
-      expect(fs.statSync(out).mtimeMs, `dist/tfjs/${f.replace(/\.ts$/, '.js')} is older than lib/tfjs/${f}: build with node scripts/install/build.mjs --ts-only`).toBeGreaterThanOrEqual(fs.statSync(src).mtimeMs);
+      expect(
+        fs.statSync(out).mtimeMs,
+        `dist/tfjs/${f.replace(/\.ts$/, '.js')} is older than lib/tfjs/${f}: build with node scripts/install/build.mjs --ts-only`,
+      ).toBeGreaterThanOrEqual(fs.statSync(src).mtimeMs);
     }
     const json = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-suite-')), 'result.json');
     // Asynchronously: a synchronous spawn would block this worker's event loop for the whole suite, and
     // vitest's worker RPC gives up after 60 s of that (the suite takes 20-60 s on 2 cores).
     const r = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-      const c = spawn(process.execPath, [path.join(root, 'scripts', 'ci', 'tfjs-core-tests.mjs'), '--json', json], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+      const c = spawn(process.execPath, [path.join(root, 'scripts', 'ci', 'tfjs-core-tests.mjs'), '--json', json], {
+        cwd: root,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let stdout = '';
       let stderr = '';
       c.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -49,7 +55,9 @@ describe("tfjs-core's backend test suite", () => {
     expect(res.cpu.passed).toBeGreaterThan(3000);
     // (The suite defines a few specs for the cpu backend alone: switching between two cpu backends.)
     for (const n of res.notRun) expect(n).toMatch(/cpu/);
-    expect(res.residual.passed + res.residual.failed.length + res.residual.skipped + res.notRun.length).toBe(res.cpu.passed + res.cpu.failed + res.cpu.skipped);
+    expect(res.residual.passed + res.residual.failed.length + res.residual.skipped + res.notRun.length).toBe(
+      res.cpu.passed + res.cpu.failed + res.cpu.skipped,
+    );
     // The target: nothing that passes on cpu fails on residual outside the list.
     expect(res.regressions.map((f: { name: string; message: string }) => `${f.name}: ${f.message}`)).toEqual([]);
     expect(res.residual.passed).toBe(res.cpu.passed - res.excludedCpuPassing - res.notRun.length);

@@ -41,10 +41,20 @@ function smallCnn(): tfl.LayersModel {
 
 function mobileNet(): tfl.LayersModel {
   const input = tfl.input({ shape: [32, 32, 3] });
-  const bnRelu6 = (x: tfl.SymbolicTensor) => tfl.layers.reLU({ maxValue: 6 }).apply(tfl.layers.batchNormalization().apply(x)) as tfl.SymbolicTensor;
-  let x = bnRelu6(tfl.layers.conv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'same', useBias: false }).apply(input) as tfl.SymbolicTensor);
-  for (const [filters, stride] of [[16, 1], [32, 2], [32, 1], [64, 2]]) {
-    x = bnRelu6(tfl.layers.depthwiseConv2d({ kernelSize: 3, strides: stride, padding: 'same', useBias: false }).apply(x) as tfl.SymbolicTensor);
+  const bnRelu6 = (x: tfl.SymbolicTensor) =>
+    tfl.layers.reLU({ maxValue: 6 }).apply(tfl.layers.batchNormalization().apply(x)) as tfl.SymbolicTensor;
+  let x = bnRelu6(
+    tfl.layers.conv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'same', useBias: false }).apply(input) as tfl.SymbolicTensor,
+  );
+  for (const [filters, stride] of [
+    [16, 1],
+    [32, 2],
+    [32, 1],
+    [64, 2],
+  ]) {
+    x = bnRelu6(
+      tfl.layers.depthwiseConv2d({ kernelSize: 3, strides: stride, padding: 'same', useBias: false }).apply(x) as tfl.SymbolicTensor,
+    );
     x = bnRelu6(tfl.layers.conv2d({ filters, kernelSize: 1, padding: 'same', useBias: false }).apply(x) as tfl.SymbolicTensor);
   }
   x = tfl.layers.globalAveragePooling2d({}).apply(x) as tfl.SymbolicTensor;
@@ -71,7 +81,12 @@ function resnet50(size: number): tfl.LayersModel {
   x = relu(bn(conv(x, 64, 7, 2, 'valid')));
   x = L.zeroPadding2d({ padding: 1 }).apply(x) as tfl.SymbolicTensor;
   x = L.maxPooling2d({ poolSize: 3, strides: 2 }).apply(x) as tfl.SymbolicTensor;
-  for (const [f, n, s] of [[64, 3, 1], [128, 4, 2], [256, 6, 2], [512, 3, 2]]) {
+  for (const [f, n, s] of [
+    [64, 3, 1],
+    [128, 4, 2],
+    [256, 6, 2],
+    [512, 3, 2],
+  ]) {
     x = block(x, f, s, true);
     for (let i = 1; i < n; i++) x = block(x, f, 1, false);
   }
@@ -92,7 +107,16 @@ interface Run {
  * Builds the model on `backend`, loads `init`, predicts, trains `steps` SGD steps; `weights` are read
  * after step `compareAt` (the steps compared with the cpu backend).
  */
-async function train(backend: string, build: Build, init: Float32Array[], x: Float32Array, xShape: number[], y: Float32Array, steps: number, compareAt = steps): Promise<Run> {
+async function train(
+  backend: string,
+  build: Build,
+  init: Float32Array[],
+  x: Float32Array,
+  xShape: number[],
+  y: Float32Array,
+  steps: number,
+  compareAt = steps,
+): Promise<Run> {
   await tf.setBackend(backend);
   const model = build();
   const shapes = model.getWeights().map((w) => w.shape);
@@ -117,7 +141,8 @@ async function train(backend: string, build: Build, init: Float32Array[], x: Flo
       });
       kernels = [...new Set(info.kernelNames)];
     } else losses.push((await model.trainOnBatch(xs, ys)) as number);
-    if (s + 1 === compareAt) weights = await Promise.all(model.getWeights().map(async (w) => Float32Array.from((await w.data()) as Float32Array)));
+    if (s + 1 === compareAt)
+      weights = await Promise.all(model.getWeights().map(async (w) => Float32Array.from((await w.data()) as Float32Array)));
     numTensors.push(tf.memory().numTensors);
   }
   tf.dispose([xs, ys]);
@@ -136,7 +161,8 @@ function expectCloseArrays(a: ArrayLike<number>, b: ArrayLike<number>, rel: numb
   let scale = floor;
   for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]));
   const tol = Math.max(rel * scale, 10 * spread);
-  for (let i = 0; i < b.length; i++) if (!(Math.abs(a[i] - b[i]) <= tol)) expect.fail(`${what}[${i}]: residual ${a[i]} vs cpu ${b[i]} (tolerance ${tol})`);
+  for (let i = 0; i < b.length; i++)
+    if (!(Math.abs(a[i] - b[i]) <= tol)) expect.fail(`${what}[${i}]: residual ${a[i]} vs cpu ${b[i]} (tolerance ${tol})`);
 }
 
 /** `steps` steps on residual (numTensors checked after each); the first `cpuSteps` compared with cpu. */
@@ -144,11 +170,13 @@ async function compare(build: Build, xShape: number[], steps: number, cpuSteps =
   // Initial weights and data drawn once (cpu backend, seeded).
   await tf.setBackend('cpu');
   const m0 = build();
-  const init = await Promise.all(m0.getWeights().map(async (w, i) => {
-    // BN moving variances start at 1 and means at 0 (as built); kernels get glorot-style values.
-    void i;
-    return Float32Array.from((await w.data()) as Float32Array);
-  }));
+  const init = await Promise.all(
+    m0.getWeights().map(async (w, i) => {
+      // BN moving variances start at 1 and means at 0 (as built); kernels get glorot-style values.
+      void i;
+      return Float32Array.from((await w.data()) as Float32Array);
+    }),
+  );
   m0.dispose();
   const n = xShape.reduce((a, b) => a * b, 1);
   const xt = tf.randomNormal([n], 0, 1, 'float32', 7);
@@ -161,10 +189,11 @@ async function compare(build: Build, xShape: number[], steps: number, cpuSteps =
   const c = await train('cpu', build, init, x, xShape, y, cpuSteps);
   // The same on residual from inputs perturbed at float32 rounding level (see the header).
   let pseed = 12345;
-  const jitter = (v: Float32Array) => v.map((e) => {
-    pseed = (pseed * 1103515245 + 12345) % 2147483648;
-    return e * (1 + 4 * 2 ** -24 * (2 * (pseed / 2147483648) - 1));
-  });
+  const jitter = (v: Float32Array) =>
+    v.map((e) => {
+      pseed = (pseed * 1103515245 + 12345) % 2147483648;
+      return e * (1 + 4 * 2 ** -24 * (2 * (pseed / 2147483648) - 1));
+    });
   const p = await train('residual', build, init.map(jitter), jitter(x), xShape, y, cpuSteps);
 
   // tf.profile lists kernels and op scopes; every name that is a kernel (of the cpu backend) must be a
@@ -225,7 +254,9 @@ describe('file:// model save and load', () => {
       const wpath = path.join(dir, 'weights.bin');
       const full = fs.readFileSync(wpath);
       fs.writeFileSync(wpath, full.subarray(0, full.length - 4));
-      await expect(tfl.loadLayersModel(`file://${dir}/model.json`)).rejects.toThrow(new RegExp(`${wpath}.*holds ${full.length - 4} bytes.*${full.length} bytes`));
+      await expect(tfl.loadLayersModel(`file://${dir}/model.json`)).rejects.toThrow(
+        new RegExp(`${wpath}.*holds ${full.length - 4} bytes.*${full.length} bytes`),
+      );
       fs.rmSync(wpath);
       await expect(tfl.loadLayersModel(`file://${dir}/model.json`)).rejects.toThrow(new RegExp(`${wpath} does not exist`));
       fs.writeFileSync(path.join(dir, 'model.json'), '{"modelTopology": ');

@@ -121,7 +121,11 @@ describe('dtypes, views and strides', () => {
     expect(r.view_b.index(0, 0).item()).toBe(100);
     expect(r.view_a.toArray()).toEqual([1, 1.5, 100, 2.5]);
     // The transposed tensor is rebuilt with torch's strides (here a contiguous copy).
-    expect(r.transposed.toArray()).toEqual([[0.25, 3.25], [1.25, 4.25], [2.25, 5.25]]);
+    expect(r.transposed.toArray()).toEqual([
+      [0.25, 3.25],
+      [1.25, 4.25],
+      [2.25, 5.25],
+    ]);
     disposeAll(r);
   });
 
@@ -153,7 +157,10 @@ describe('loadTorchPickle: the raw structure', () => {
     expect(v.get('dtype')).toEqual(new TorchDType('float16'));
     const nested = v.get('nested') as Map<string, Map<string, Tensor>>;
     expect(nested.get('note')).toBe('skipped');
-    expect(nested.get('inner')!.get('w')!.toArray()).toEqual([[1, 2], [3, 4]]);
+    expect(nested.get('inner')!.get('w')!.toArray()).toEqual([
+      [1, 2],
+      [3, 4],
+    ]);
     const list = v.get('list') as unknown[];
     expect(list[1]).toBe(5);
     expect((list[0] as Tensor).toArray()).toEqual([9]);
@@ -173,7 +180,13 @@ describe('loadTorchPickle: the raw structure', () => {
     ['none', null],
     ['bools', [true, false]],
     ['shared', [shared, shared]],
-    ['intkeys', new Map([[1, 'a'], [-2, 'b']])],
+    [
+      'intkeys',
+      new Map([
+        [1, 'a'],
+        [-2, 'b'],
+      ]),
+    ],
   ]);
   for (const proto of [2, 5]) {
     test(`plain Python values, pickle protocol ${proto}`, () => {
@@ -188,7 +201,9 @@ describe('loadTorchPickle: the raw structure', () => {
   test('loadTorchCheckpoint wants a dict; a dict without tensors gives {}', () => {
     expect(loadTorchCheckpoint(fx('plain_p2.pt'))).toEqual({});
     const f = writeZip('list.pt', [['list/data.pkl', Uint8Array.from([0x80, 2, 0x5d, 0x2e])]]); // []
-    expect(() => loadTorchCheckpoint(f)).toThrow(`${f}: expected the checkpoint to hold a dict of tensors (a state dict), found a tuple/list of 0; use loadTorchPickle to read it`);
+    expect(() => loadTorchCheckpoint(f)).toThrow(
+      `${f}: expected the checkpoint to hold a dict of tensors (a state dict), found a tuple/list of 0; use loadTorchPickle to read it`,
+    );
     expect(loadTorchPickle(f)).toEqual([]);
   });
 });
@@ -273,13 +288,22 @@ describe('refusing and bad input', () => {
     const pkl = zr.read('zip64/data.pkl');
     const s1 = zr.read('zip64/data/1');
     zr.close();
-    const f = writeZip('short.pt', [['short/data.pkl', pkl], ['short/data/0', Uint8Array.of(0, 0, 128, 63)], ['short/data/1', s1]]);
+    const f = writeZip('short.pt', [
+      ['short/data.pkl', pkl],
+      ['short/data/0', Uint8Array.of(0, 0, 128, 63)],
+      ['short/data/1', s1],
+    ]);
     expect(() => loadTorchCheckpoint(f)).toThrow(`${f}: storage short/data/0 has 4 bytes, but 3 float32 elements need 12 (truncated?)`);
   });
 });
 
 describe('unpickler details', () => {
-  const opts = { file: 'mem.pkl', findClass: (m: string, n: string): never => { throw new Error(`no ${m}.${n}`); } };
+  const opts = {
+    file: 'mem.pkl',
+    findClass: (m: string, n: string): never => {
+      throw new Error(`no ${m}.${n}`);
+    },
+  };
 
   test('a truncated pickle and an unknown opcode give clear errors', () => {
     // BINUNICODE claiming 100 bytes with 2 present.
@@ -295,13 +319,37 @@ describe('unpickler details', () => {
   test('MARK nesting, POP, POP_MARK, DUP, DICT, LIST, LONG1 of both signs', () => {
     const bytes = [
       0x28, // MARK (outer, closed by the final TUPLE)
-      0x28, 0x4b, 1, 0x4b, 2, 0x31, // MARK 1 2 POP_MARK: drops both
-      0x4b, 3, 0x32, 0x30, // 3 DUP POP: leaves one 3
-      0x28, 0x8c, 1, 0x61, 0x4b, 4, 0x64, // MARK 'a' 4 DICT
-      0x28, 0x4b, 5, 0x6c, // MARK 5 LIST
-      0x8a, 2, 0xff, 0x7f, // LONG1 32767
-      0x8a, 2, 0x00, 0x80, // LONG1 -32768
-      0x74, 0x2e, // TUPLE STOP
+      0x28,
+      0x4b,
+      1,
+      0x4b,
+      2,
+      0x31, // MARK 1 2 POP_MARK: drops both
+      0x4b,
+      3,
+      0x32,
+      0x30, // 3 DUP POP: leaves one 3
+      0x28,
+      0x8c,
+      1,
+      0x61,
+      0x4b,
+      4,
+      0x64, // MARK 'a' 4 DICT
+      0x28,
+      0x4b,
+      5,
+      0x6c, // MARK 5 LIST
+      0x8a,
+      2,
+      0xff,
+      0x7f, // LONG1 32767
+      0x8a,
+      2,
+      0x00,
+      0x80, // LONG1 -32768
+      0x74,
+      0x2e, // TUPLE STOP
     ];
     expect(unpickle(Uint8Array.from(bytes), opts)).toEqual([3, new Map([['a', 4]]), [5], 32767, -32768]);
   });
@@ -350,4 +398,3 @@ function writeZip(name: string, entries: [string, Uint8Array][]): string {
   fs.writeFileSync(f, Buffer.concat([...parts, cd, eocd]));
   return f;
 }
-

@@ -43,11 +43,15 @@ export const FAKE_FILES: Record<string, Buffer> = {
 const b64 = (b: Buffer) => crypto.createHash('sha256').update(b).digest('base64url');
 
 /** Writes the wheel to `file`; returns its size and sha256 (hex). */
-export async function makeFakeWheel(file: string, { corruptEntry }: { corruptEntry?: string } = {}): Promise<{ size: number; sha256: string }> {
+export async function makeFakeWheel(
+  file: string,
+  { corruptEntry }: { corruptEntry?: string } = {},
+): Promise<{ size: number; sha256: string }> {
   const zip = new yazl.ZipFile();
   const record: string[] = [];
   for (const [name, data] of Object.entries(FAKE_FILES)) {
-    const stored = name === corruptEntry ? Buffer.concat([data.subarray(0, data.length - 1), Buffer.from([data[data.length - 1] ^ 1])]) : data;
+    const stored =
+      name === corruptEntry ? Buffer.concat([data.subarray(0, data.length - 1), Buffer.from([data[data.length - 1] ^ 1])]) : data;
     zip.addBuffer(stored, name, { compress: !name.endsWith('.so') && !name.endsWith('.so.1') });
     record.push(`${name},sha256=${b64(data)},${data.length}`);
   }
@@ -64,6 +68,13 @@ export async function makeFakeWheel(file: string, { corruptEntry }: { corruptEnt
 export function fakeManifest(pin: { size: number; sha256: string }): object {
   return {
     format: 1,
-    variants: { cpu: { torch: '2.13.0', cuda: null, platform: `${process.platform}-${process.arch}`, files: [{ name: FAKE_WHEEL, role: 'torch', size: pin.size, sha256: pin.sha256, glibc: '2.28', url: FAKE_URL }] } },
+    variants: {
+      cpu: {
+        torch: '2.13.0',
+        cuda: null,
+        platform: `${process.platform}-${process.arch}`,
+        files: [{ name: FAKE_WHEEL, role: 'torch', size: pin.size, sha256: pin.sha256, glibc: '2.28', url: FAKE_URL }],
+      },
+    },
   };
 }

@@ -5,13 +5,21 @@ import zlib from 'node:zlib';
 
 /** A tensor to pickle as torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...). */
 export interface PTensor {
-  $tensor: { storage: string; dtype?: 'FloatStorage' | 'LongStorage' | 'ByteStorage' | 'HalfStorage'; numel: number; offset?: number; size: number[]; stride?: number[] };
+  $tensor: {
+    storage: string;
+    dtype?: 'FloatStorage' | 'LongStorage' | 'ByteStorage' | 'HalfStorage';
+    numel: number;
+    offset?: number;
+    size: number[];
+    stride?: number[];
+  };
 }
 /** A Python tuple. */
 export interface PTuple {
   $tuple: PValue[];
 }
-export type PValue = null | boolean | number | bigint | string | Uint8Array | PValue[] | Map<PValue, PValue> | Set<number> | PTensor | PTuple;
+export type PValue =
+  null | boolean | number | bigint | string | Uint8Array | PValue[] | Map<PValue, PValue> | Set<number> | PTensor | PTuple;
 
 const enc = new TextEncoder();
 
@@ -174,7 +182,10 @@ export function zipBytes(entries: [string, Uint8Array][], opts: { deflate?: bool
 
 /** A torch.save-style archive: `<root>/data.pkl` plus `<root>/data/<key>` per storage. */
 export function torchArchive(value: PValue, storages: Record<string, Uint8Array>, root = 'archive'): Buffer {
-  return zipBytes([[`${root}/data.pkl`, pickle(value)], ...Object.entries(storages).map(([k, b]): [string, Uint8Array] => [`${root}/data/${k}`, b])]);
+  return zipBytes([
+    [`${root}/data.pkl`, pickle(value)],
+    ...Object.entries(storages).map(([k, b]): [string, Uint8Array] => [`${root}/data/${k}`, b]),
+  ]);
 }
 
 export function f32(...v: number[]): Uint8Array {

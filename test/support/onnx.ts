@@ -11,7 +11,9 @@ export const pythonRequired = process.env.RESIDUAL_TEST_PYTHON_ONNX === '1';
 
 /** A python with numpy, onnx and onnxruntime: RESIDUAL_TEST_PYTHON, .cache/python-torch, python3. Probed without blocking the event loop. */
 export async function findOnnxPython(): Promise<string | null> {
-  const candidates = [process.env.RESIDUAL_TEST_PYTHON, path.join(root, '.cache', 'python-torch', 'bin', 'python'), 'python3'].filter(Boolean) as string[];
+  const candidates = [process.env.RESIDUAL_TEST_PYTHON, path.join(root, '.cache', 'python-torch', 'bin', 'python'), 'python3'].filter(
+    Boolean,
+  ) as string[];
   for (const py of candidates) {
     const ok = await new Promise<boolean>((resolve) => {
       execFile(py, ['-c', 'import numpy, onnx, onnxruntime'], { timeout: 120_000 }, (err) => resolve(!err));
@@ -41,11 +43,20 @@ export function runOnnxCheck(python: string, dir: string, items: { onnx: string;
 }
 
 /** Runs test/support/ort_node_run.mjs (onnxruntime-node, in a process of its own) over the manifest. */
-export function runOrtNodeFiles(dir: string, items: { onnx: string; runs: PyRun[] }[]): Promise<{ onnx: string; outputs: number[][]; version: string }[]> {
+export function runOrtNodeFiles(
+  dir: string,
+  items: { onnx: string; runs: PyRun[] }[],
+): Promise<{ onnx: string; outputs: number[][]; version: string }[]> {
   return runHelper(process.execPath, path.join(root, 'test', 'support', 'ort_node_run.mjs'), dir, items);
 }
 
-function runHelper<T>(program: string, script: string, dir: string, items: { onnx: string; runs: PyRun[] }[], args?: string[]): Promise<T[]> {
+function runHelper<T>(
+  program: string,
+  script: string,
+  dir: string,
+  items: { onnx: string; runs: PyRun[] }[],
+  args?: string[],
+): Promise<T[]> {
   const manifest = path.join(dir, `manifest-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.json`);
   fs.writeFileSync(manifest, JSON.stringify(items));
   return new Promise((resolve, reject) => {
@@ -59,7 +70,14 @@ function runHelper<T>(program: string, script: string, dir: string, items: { onn
       clearTimeout(kill);
       fs.rmSync(manifest, { force: true });
       if (code !== 0) reject(new Error(`${path.basename(script)} exited with ${code}:\n${err.slice(-4000)}`));
-      else resolve(out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as T));
+      else
+        resolve(
+          out
+            .trim()
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => JSON.parse(l) as T),
+        );
     });
   });
 }
@@ -155,7 +173,6 @@ export async function runOrtNode(file: string, inputs: Tensor[]): Promise<{ data
   }
 }
 
-
 export interface ParityRow {
   model: string;
   input: string;
@@ -194,12 +211,13 @@ export class ParitySuite {
     const xs = batches.map((n) => randn([n, ...inputShape]));
     // residual's logits (o.toInput: what the network sees, e.g. the normalised image), one batch per
     // event-loop turn (a big network on a loaded machine takes seconds per forward)
-    const forward = (x: Tensor): Tensor => noGrad(() => {
-      const xin = o.toInput ? o.toInput(x) : x;
-      const y = model.call(xin);
-      if (xin !== x) xin.dispose();
-      return y;
-    });
+    const forward = (x: Tensor): Tensor =>
+      noGrad(() => {
+        const xin = o.toInput ? o.toInput(x) : x;
+        const y = model.call(xin);
+        if (xin !== x) xin.dispose();
+        return y;
+      });
     const ys: Tensor[] = [];
     for (const x of xs) {
       ys.push(forward(x));
@@ -224,7 +242,16 @@ export class ParitySuite {
       }
       await turn();
     }
-    const row: ParityRow = { model: name, input: inputShape.join('x'), opset: info.opset, fold: !!o.fold, bytes: info.bytes, node: 0, scale: 0, noise };
+    const row: ParityRow = {
+      model: name,
+      input: inputShape.join('x'),
+      opset: info.opset,
+      fold: !!o.fold,
+      bytes: info.bytes,
+      node: 0,
+      scale: 0,
+      noise,
+    };
     const runs: PyRun[] = [];
     const expected: Float32Array[] = [];
     xs.forEach((x, i) => {
@@ -253,20 +280,35 @@ export class ParitySuite {
    * machine. The onnxruntime-node side is the same.
    */
   async checkInChild(name: string, inputShape: number[], numClasses: number, seed = 2): Promise<ParityRow> {
-    const [r] = await runHelper<{ file: string; info: { bytes: number; opset: number }; runs: { input: string; shape: number[]; expected: string }[]; noise: number | null }>(
+    const [r] = await runHelper<{
+      file: string;
+      info: { bytes: number; opset: number };
+      runs: { input: string; shape: number[]; expected: string }[];
+      noise: number | null;
+    }>(
       process.execPath,
       path.join(root, 'test', 'support', 'onnx_parity_child.mjs'),
       this.dir,
       [],
       [JSON.stringify({ name, shape: inputShape, numClasses, seed, dir: this.dir })],
     );
-    const row: ParityRow = { model: name, input: inputShape.join('x'), opset: r.info.opset, fold: false, bytes: r.info.bytes, node: 0, scale: 0, noise: r.noise ?? Number.NaN };
+    const row: ParityRow = {
+      model: name,
+      input: inputShape.join('x'),
+      opset: r.info.opset,
+      fold: false,
+      bytes: r.info.bytes,
+      node: 0,
+      scale: 0,
+      noise: r.noise ?? Number.NaN,
+    };
     const runs: PyRun[] = r.runs.map((x) => ({ input: x.input, shape: x.shape, output: x.input.replace(/\.x\.bin$/, '.py.bin') }));
     const expected = r.runs.map((x) => Float32Array.from(readF32(x.expected)));
     const nodeRuns = runs.map((x) => ({ ...x, output: x.output.replace(/\.py\.bin$/, '.node.bin') }));
     const [got] = await runOrtNodeFiles(this.dir, [{ onnx: r.file, runs: nodeRuns }]);
     got.outputs.forEach((dims, i) => {
-      if (dims.join() !== [r.runs[i].shape[0], expected[i].length / r.runs[i].shape[0]].join()) throw new Error(`${name}: onnxruntime-node output [${dims}]`);
+      if (dims.join() !== [r.runs[i].shape[0], expected[i].length / r.runs[i].shape[0]].join())
+        throw new Error(`${name}: onnxruntime-node output [${dims}]`);
       const d = maxDiff(readF32(nodeRuns[i].output), expected[i]);
       row.node = Math.max(row.node, d.diff);
       row.scale = Math.max(row.scale, d.scale);
@@ -279,7 +321,11 @@ export class ParitySuite {
   /** The Python pass over every file so far; fills row.python. Removes the files after. */
   async finishPython(python: string): Promise<PyResult[]> {
     const items = this.items.splice(0);
-    const results = await runOnnxCheck(python, this.dir, items.map(({ onnx, runs }) => ({ onnx, runs })));
+    const results = await runOnnxCheck(
+      python,
+      this.dir,
+      items.map(({ onnx, runs }) => ({ onnx, runs })),
+    );
     if (results.length !== items.length) throw new Error(`onnx_check.py answered for ${results.length} of ${items.length} files`);
     items.forEach((it, k) => {
       it.row.python = 0;
@@ -300,7 +346,8 @@ export class ParitySuite {
   private cleanup(files: string[]): void {
     for (const f of files) {
       const base = path.basename(f, '.onnx');
-      for (const g of fs.readdirSync(this.dir)) if (g === `${base}.onnx` || g.startsWith(`${base}.b`)) fs.rmSync(path.join(this.dir, g), { force: true });
+      for (const g of fs.readdirSync(this.dir))
+        if (g === `${base}.onnx` || g.startsWith(`${base}.b`)) fs.rmSync(path.join(this.dir, g), { force: true });
     }
   }
 
@@ -312,9 +359,12 @@ export class ParitySuite {
       '|---|---|---|---|---:|---:|---:|---:|---:|',
     ];
     for (const r of this.rows) {
-      lines.push(`| ${r.model} | ${r.input} | ${r.opset} | ${r.fold ? 'folded' : 'BatchNormalization'} | ${(r.bytes / 1e6).toFixed(2)} MB | ${fmt(r.python)} | ${fmt(r.node)} | ${r.scale.toPrecision(3)} | ${fmt(r.noise)} |`);
+      lines.push(
+        `| ${r.model} | ${r.input} | ${r.opset} | ${r.fold ? 'folded' : 'BatchNormalization'} | ${(r.bytes / 1e6).toFixed(2)} MB | ${fmt(r.python)} | ${fmt(r.node)} | ${r.scale.toPrecision(3)} | ${fmt(r.noise)} |`,
+      );
     }
-    if (process.env.RESIDUAL_ONNX_TABLE) fs.appendFileSync(process.env.RESIDUAL_ONNX_TABLE, this.rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    if (process.env.RESIDUAL_ONNX_TABLE)
+      fs.appendFileSync(process.env.RESIDUAL_ONNX_TABLE, this.rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
     return lines.join('\n');
   }
 }

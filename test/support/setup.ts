@@ -18,7 +18,10 @@ let lastTick = performance.now();
 const watchdog = setInterval(() => {
   const now = performance.now();
   const blocked = now - lastTick - 1000;
-  if (blocked > 15_000) console.warn(`[test setup] the event loop was blocked for ${(blocked / 1000).toFixed(1)} s in "${expect.getState().currentTestName ?? '(between tests)'}"`);
+  if (blocked > 15_000)
+    console.warn(
+      `[test setup] the event loop was blocked for ${(blocked / 1000).toFixed(1)} s in "${expect.getState().currentTestName ?? '(between tests)'}"`,
+    );
   lastTick = now;
 }, 1000);
 watchdog.unref();

@@ -43,7 +43,10 @@ describe('the public API', () => {
   });
 
   it('is what the built module really exports at run time, and nothing more', () => {
-    for (const [pkg, mod] of [['residual', residual], ['residual/tfjs', residualTfjs]] as const) {
+    for (const [pkg, mod] of [
+      ['residual', residual],
+      ['residual/tfjs', residualTfjs],
+    ] as const) {
       const api = entries(pkg);
       const values = [...api].filter(([n, k]) => !n.includes('.') && k !== 'interface' && k !== 'type').map(([n]) => n);
       expect(Object.keys(mod).sort(), pkg).toEqual(values.sort());
@@ -51,7 +54,8 @@ describe('the public API', () => {
         const [head, member] = name.split('.');
         if (kind === 'interface' || kind === 'type') continue;
         const v = member ? (mod as Record<string, Record<string, unknown>>)[head][member] : (mod as Record<string, unknown>)[head];
-        if (kind === 'class') expect(typeof v === 'function' && /^class\b/.test(Function.prototype.toString.call(v)), `${pkg} ${name} is a class`).toBe(true);
+        if (kind === 'class')
+          expect(typeof v === 'function' && /^class\b/.test(Function.prototype.toString.call(v)), `${pkg} ${name} is a class`).toBe(true);
         else if (kind === 'function') expect(typeof v, `${pkg} ${name}`).toBe('function');
         else if (kind === 'namespace') expect(typeof v, `${pkg} ${name}`).toBe('object');
         else expect(v, `${pkg} ${name}`).toBeDefined();
@@ -61,20 +65,43 @@ describe('the public API', () => {
 
   it('keeps internals out: handles, file writers and CLI helpers are not exported', () => {
     const api = entries('residual');
-    for (const name of ['wrapT', 'wrapList', 'h', 'hOf', 'hOpt', 'writeJsonAtomic', 'flagName', 'escapeXml', 'dtypeCode', 'DTYPE_CODE', 'native', 'errorClassByCode', 'wrapError'])
+    for (const name of [
+      'wrapT',
+      'wrapList',
+      'h',
+      'hOf',
+      'hOpt',
+      'writeJsonAtomic',
+      'flagName',
+      'escapeXml',
+      'dtypeCode',
+      'DTYPE_CODE',
+      'native',
+      'errorClassByCode',
+      'wrapError',
+    ])
       expect(api.has(name), `${name} is exported`).toBe(false);
   });
 
   it('exports every name the README and docs import from residual', () => {
     const api = entries('residual');
-    const docs = [path.join(root, 'README.md'), ...fs.readdirSync(path.join(root, 'docs')).filter((f) => f.endsWith('.md')).map((f) => path.join(root, 'docs', f))];
+    const docs = [
+      path.join(root, 'README.md'),
+      ...fs
+        .readdirSync(path.join(root, 'docs'))
+        .filter((f) => f.endsWith('.md'))
+        .map((f) => path.join(root, 'docs', f)),
+    ];
     let checked = 0;
     for (const file of docs) {
       const text = fs.readFileSync(file, 'utf8');
       for (const m of text.matchAll(/import\s*\{([^}]*)\}\s*from\s*'residual(\/tfjs)?'/g)) {
         const pkgApi = m[2] ? entries('residual/tfjs') : api;
         for (const part of m[1].split(',')) {
-          const name = part.trim().replace(/^type\s+/, '').split(/\s+as\s+/)[0];
+          const name = part
+            .trim()
+            .replace(/^type\s+/, '')
+            .split(/\s+as\s+/)[0];
           if (!name) continue;
           checked++;
           expect(pkgApi.has(name), `${path.basename(file)} imports ${name} from residual${m[2] ?? ''}`).toBe(true);

@@ -30,8 +30,10 @@ function upwardImports(g: Graph, order: readonly string[]): string[] {
       const to = layerOf(e.to);
       if (to === from) continue;
       const kind = e.typeOnly ? ' (type-only)' : '';
-      if (!order.includes(to)) bad.push(`${file} -> ${e.to}${kind}: ${to || 'lib/index.ts'} is not a layer below ${from || 'the package root'}`);
-      else if (from === '') continue; // the package root may import every layer
+      if (!order.includes(to))
+        bad.push(`${file} -> ${e.to}${kind}: ${to || 'lib/index.ts'} is not a layer below ${from || 'the package root'}`);
+      else if (from === '')
+        continue; // the package root may import every layer
       else if (!order.includes(from)) bad.push(`${file}: its folder ${from} is not in LAYERS`);
       else if (order.indexOf(to) > order.indexOf(from)) bad.push(`${file} -> ${e.to}${kind}: ${from} may not import ${to}, a later layer`);
     }
@@ -79,7 +81,10 @@ describe('architecture: the layers of lib/', () => {
   const g = moduleGraph(files);
 
   it('every folder of lib/ is a layer', () => {
-    const folders = fs.readdirSync(lib, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+    const folders = fs
+      .readdirSync(lib, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => e.name);
     expect(folders.sort()).toEqual([...LAYERS].sort());
   });
 

@@ -35,7 +35,13 @@ describe('atomic writes', () => {
   it("saving a checkpoint removes other processes' stale checkpoint temp files, and nothing else", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-atomic-'));
     const stale = ['checkpoint.json.tmp-999999-1', 'checkpoint-e0001-s0000008.safetensors.tmp-999999-12'];
-    const kept = ['notes.txt.tmp-999999-1', 'checkpoint.json.tmp-abc', 'model.safetensors.tmp-999999-2', 'checkpoint.json.bak', `checkpoint.json.tmp-${process.pid}-77`];
+    const kept = [
+      'notes.txt.tmp-999999-1',
+      'checkpoint.json.tmp-abc',
+      'model.safetensors.tmp-999999-2',
+      'checkpoint.json.bak',
+      `checkpoint.json.tmp-${process.pid}-77`,
+    ];
     for (const f of [...stale, ...kept]) fs.writeFileSync(path.join(dir, f), 'x');
     expect(stale.every(isCheckpointTemp)).toBe(true);
     expect(kept.slice(0, 4).some(isCheckpointTemp)).toBe(false);

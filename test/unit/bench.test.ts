@@ -36,7 +36,9 @@ describe('bench harness (--quick)', () => {
       const ops = out.workloads.ops.rows;
       expect(ops.map((r: { op: string }) => r.op)).toEqual(['add (1 element)', 'mul (1 element)']);
       for (const r of ops) {
-        expect(positive(r.residualNs.median) && r.residualNs.min <= r.residualNs.median && r.residualNs.median <= r.residualNs.max).toBe(true);
+        expect(positive(r.residualNs.median) && r.residualNs.min <= r.residualNs.median && r.residualNs.median <= r.residualNs.max).toBe(
+          true,
+        );
         if (python) expect(positive(r.pytorchNs.median) && positive(r.ratio)).toBe(true);
         else expect(r.pytorchNs).toBeNull();
       }
@@ -60,7 +62,10 @@ describe('bench harness (--quick)', () => {
       expect(begins(once)).toHaveLength(1);
       expect(once).toContain('## Other section\n\ntext\n');
       expect(once).toContain('| add (1 element) |');
-      await run(process.execPath, [script, '--quick', '--only', 'ops', '--threads', '1', '--write-md', md, ...pyArgs], { cwd: root, maxBuffer: 1 << 24 });
+      await run(process.execPath, [script, '--quick', '--only', 'ops', '--threads', '1', '--write-md', md, ...pyArgs], {
+        cwd: root,
+        maxBuffer: 1 << 24,
+      });
       const twice = fs.readFileSync(md, 'utf8');
       expect(begins(twice)).toHaveLength(1);
       expect(twice).not.toContain('ResNet-20 training step');
@@ -70,6 +75,8 @@ describe('bench harness (--quick)', () => {
   });
 
   it('refuses an unknown workload, naming it', async () => {
-    await expect(run(process.execPath, [script, '--quick', '--only', 'resnet9000', '--no-python'], { cwd: root })).rejects.toThrow(/--only: unknown workload 'resnet9000'/);
+    await expect(run(process.execPath, [script, '--quick', '--only', 'resnet9000', '--no-python'], { cwd: root })).rejects.toThrow(
+      /--only: unknown workload 'resnet9000'/,
+    );
   });
 });

@@ -57,7 +57,10 @@ describe('setCpuMemoryCaching', () => {
     const model = r.createModel('resnet20', { numClasses: 10 });
     model.train();
     const x = r.randn([8, 3, 32, 32]);
-    const y = r.tensor(Array.from({ length: 8 }, (_, i) => i % 10), { dtype: 'int64' });
+    const y = r.tensor(
+      Array.from({ length: 8 }, (_, i) => i % 10),
+      { dtype: 'int64' },
+    );
     const opt = new r.optim.SGD(model.parameters(), { lr: 0.01, momentum: 0.9 });
     const step = () =>
       r.scope(() => {

@@ -9,8 +9,20 @@ import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import {
-  FASHION_MNIST_CLASSES, findFashionMnist, loadCifar10, loadCifar100, loadFashionMnist, loadIdxImages, loadImageFolder,
-  parseIdx, readCifarBatches, readIdx, syntheticImageDataset, verifyFashionMnist, disposeDataset, getFashionMnist,
+  FASHION_MNIST_CLASSES,
+  findFashionMnist,
+  loadCifar10,
+  loadCifar100,
+  loadFashionMnist,
+  loadIdxImages,
+  loadImageFolder,
+  parseIdx,
+  readCifarBatches,
+  readIdx,
+  syntheticImageDataset,
+  verifyFashionMnist,
+  disposeDataset,
+  getFashionMnist,
 } from '../../lib/data/index.js';
 
 let tmp: string;
@@ -94,14 +106,18 @@ describe('IDX', () => {
 
   test('malformed IDX files name the file and what was expected', () => {
     fs.writeFileSync(at('bad-magic'), Buffer.from([0x12, 0x34, 0x08, 0x01, 0, 0, 0, 1, 7]));
-    expect(() => readIdx(at('bad-magic'))).toThrow(`${at('bad-magic')}: not an IDX file: bad magic 12 34 08 01, expected 00 00 <type> <ndims>`);
+    expect(() => readIdx(at('bad-magic'))).toThrow(
+      `${at('bad-magic')}: not an IDX file: bad magic 12 34 08 01, expected 00 00 <type> <ndims>`,
+    );
 
     fs.writeFileSync(at('bad-type'), idxBytes(0x0a, [1], Buffer.from([1])));
     expect(() => readIdx(at('bad-type'))).toThrow(/bad-type: unknown IDX type code 0x0a/);
 
     const { images } = mnistLike(4, 3, 3);
     fs.writeFileSync(at('truncated'), images.subarray(0, images.length - 5));
-    expect(() => readIdx(at('truncated'))).toThrow(`${at('truncated')}: truncated: expected 36 bytes of data for shape [4, 3, 3] (unsigned byte), found 31`);
+    expect(() => readIdx(at('truncated'))).toThrow(
+      `${at('truncated')}: truncated: expected 36 bytes of data for shape [4, 3, 3] (unsigned byte), found 31`,
+    );
 
     fs.writeFileSync(at('short-header'), Buffer.from([0, 0, 8, 3, 0, 0, 0, 4]));
     expect(() => readIdx(at('short-header'))).toThrow(/short-header: truncated header: 3 dimensions need 16 bytes, found 8/);
@@ -151,7 +167,13 @@ describe('CIFAR', () => {
   });
 
   test('CIFAR-100 fine and coarse labels', () => {
-    fs.writeFileSync(at('c100.bin'), cifarBytes([[4, 77], [19, 2]]));
+    fs.writeFileSync(
+      at('c100.bin'),
+      cifarBytes([
+        [4, 77],
+        [19, 2],
+      ]),
+    );
     expect(readCifarBatches([at('c100.bin')], { variant: 'cifar100' }).labels.toArray()).toEqual([77, 2]);
     const coarse = readCifarBatches([at('c100.bin')], { variant: 'cifar100', labels: 'coarse' });
     expect(coarse.labels.toArray()).toEqual([4, 19]);
@@ -165,7 +187,9 @@ describe('CIFAR', () => {
     );
     // A CIFAR-10 file read as CIFAR-100 (2 records of 3073 = 6146 bytes, not a multiple of 3074).
     fs.writeFileSync(at('ten.bin'), cifarBytes([[1], [2]]));
-    expect(() => readCifarBatches([at('ten.bin')], { variant: 'cifar100' })).toThrow(/size 6146 bytes is not a multiple of the cifar100 record size 3074/);
+    expect(() => readCifarBatches([at('ten.bin')], { variant: 'cifar100' })).toThrow(
+      /size 6146 bytes is not a multiple of the cifar100 record size 3074/,
+    );
     // A label out of range.
     fs.writeFileSync(at('label.bin'), cifarBytes([[12]]));
     expect(() => readCifarBatches([at('label.bin')])).toThrow(/label\.bin: record 0 has label 12, expected < 10/);
@@ -191,7 +215,13 @@ describe('CIFAR', () => {
   test('loadCifar100 on the cifar-100-binary layout', () => {
     const d = at('c100', 'cifar-100-binary');
     fs.mkdirSync(d, { recursive: true });
-    fs.writeFileSync(path.join(d, 'train.bin'), cifarBytes([[1, 50], [2, 99]]));
+    fs.writeFileSync(
+      path.join(d, 'train.bin'),
+      cifarBytes([
+        [1, 50],
+        [2, 99],
+      ]),
+    );
     fs.writeFileSync(path.join(d, 'test.bin'), cifarBytes([[3, 7]]));
     const { train, test: te } = loadCifar100(at('c100'));
     expect(train.labels.toArray()).toEqual([50, 99]);
@@ -238,7 +268,12 @@ describe('image folder', () => {
     // b.png pixel (x=5, y=3) = [50, 60, 200].
     expect([im[1][0][3][5], im[1][1][3][5], im[1][2][3][5]]).toEqual([50, 60, 200]);
     // JPEG: within JPEG error of [40, 160, 90].
-    for (const [c, v] of [[0, 40], [1, 160], [2, 90]]) expect(Math.abs(im[2][c][1][1] - v)).toBeLessThanOrEqual(4);
+    for (const [c, v] of [
+      [0, 40],
+      [1, 160],
+      [2, 90],
+    ])
+      expect(Math.abs(im[2][c][1][1] - v)).toBeLessThanOrEqual(4);
     expect(im[3][0][0][0]).toBe(0);
     expect(im[3][0][0][5]).toBe(255);
   });
@@ -271,11 +306,16 @@ describe('image folder', () => {
     );
     expect(loadImageFolder(root, { size: [4, 4] }).images.shape).toEqual([2, 3, 4, 4]);
 
-    fs.writeFileSync(path.join(root, 'a', '3.png'), Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.from('garbage')]));
+    fs.writeFileSync(
+      path.join(root, 'a', '3.png'),
+      Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.from('garbage')]),
+    );
     expect(() => loadImageFolder(root, { size: [4, 4] })).toThrow(new RegExp(`${path.join(root, 'a', '3.png')}: cannot decode PNG image`));
 
     fs.writeFileSync(path.join(root, 'a', '3.png'), 'plain text with a .png name');
-    expect(() => loadImageFolder(root, { size: [4, 4] })).toThrow(`${path.join(root, 'a', '3.png')}: not a PNG or JPEG image (unrecognised file signature)`);
+    expect(() => loadImageFolder(root, { size: [4, 4] })).toThrow(
+      `${path.join(root, 'a', '3.png')}: not a PNG or JPEG image (unrecognised file signature)`,
+    );
 
     fs.writeFileSync(path.join(root, 'a', '3.png'), Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0, 0x10, 1, 2, 3]));
     expect(() => loadImageFolder(root, { size: [4, 4] })).toThrow(/3\.png: cannot decode JPEG image/);
@@ -290,7 +330,10 @@ describe('image folder', () => {
 describe('Fashion-MNIST location', () => {
   const saved = { data: process.env.RESIDUAL_DATA, home: process.env.RESIDUAL_HOME };
   afterEach(() => {
-    for (const [k, v] of [['RESIDUAL_DATA', saved.data], ['RESIDUAL_HOME', saved.home]] as const) {
+    for (const [k, v] of [
+      ['RESIDUAL_DATA', saved.data],
+      ['RESIDUAL_HOME', saved.home],
+    ] as const) {
       if (v === undefined) delete process.env[k];
       else process.env[k] = v;
     }
@@ -316,7 +359,9 @@ describe('Fashion-MNIST location', () => {
     expect(findFashionMnist({ path: at('fm-explicit') })).toEqual({ dir: at('fm-explicit'), source: 'path' });
     // An explicit path that lacks the files is not silently replaced by another copy.
     expect(findFashionMnist({ path: at('nowhere') })).toBeNull();
-    expect(() => loadFashionMnist({ path: at('nowhere') })).toThrow(/Fashion-MNIST not found.*\n.*nowhere \(path\)[\s\S]*residual data get fashion-mnist/);
+    expect(() => loadFashionMnist({ path: at('nowhere') })).toThrow(
+      /Fashion-MNIST not found.*\n.*nowhere \(path\)[\s\S]*residual data get fashion-mnist/,
+    );
 
     process.env.RESIDUAL_DATA = at('envdata');
     expect(findFashionMnist()).toEqual({ dir: at('envdata', 'fashion-mnist'), source: 'RESIDUAL_DATA' });
@@ -339,7 +384,9 @@ describe('Fashion-MNIST location', () => {
   });
 
   test('checksums: stand-in files are rejected with the file named', () => {
-    expect(() => verifyFashionMnist(at('fm-explicit'))).toThrow(/failed the checksum check:\n.*train-images-idx3-ubyte: SHA-256 of the uncompressed data is [0-9a-f]{64} \(15696 bytes\), expected c59f468a/);
+    expect(() => verifyFashionMnist(at('fm-explicit'))).toThrow(
+      /failed the checksum check:\n.*train-images-idx3-ubyte: SHA-256 of the uncompressed data is [0-9a-f]{64} \(15696 bytes\), expected c59f468a/,
+    );
     expect(() => verifyFashionMnist(at('nowhere'))).toThrow(/Fashion-MNIST files missing/);
   });
 
@@ -380,7 +427,10 @@ describe('residual data get fashion-mnist (download path, from a local server)',
   });
   afterAll(() => {
     server.close();
-    for (const [k, v] of [['RESIDUAL_HOME', saved.home], ['RESIDUAL_FASHION_MNIST_URL', saved.url]] as const) {
+    for (const [k, v] of [
+      ['RESIDUAL_HOME', saved.home],
+      ['RESIDUAL_FASHION_MNIST_URL', saved.url],
+    ] as const) {
       if (v === undefined) delete process.env[k];
       else process.env[k] = v;
     }
@@ -398,23 +448,33 @@ describe('residual data get fashion-mnist (download path, from a local server)',
     );
     expect(fs.readdirSync(at('dl-home', 'datasets', 'fashion-mnist'))).toEqual([]);
     fs.rmSync(path.join(serveDir, 'train-images-idx3-ubyte.gz'));
-    await expect(getFashionMnist({ method: 'download', quiet: true })).rejects.toThrow(`cannot download ${base}train-images-idx3-ubyte.gz: HTTP 404`);
+    await expect(getFashionMnist({ method: 'download', quiet: true })).rejects.toThrow(
+      `cannot download ${base}train-images-idx3-ubyte.gz: HTTP 404`,
+    );
   });
 
   const debian = '/usr/share/datasets/fashion-mnist';
-  test.skipIf(!fs.existsSync(path.join(debian, 'train-images-idx3-ubyte.gz')))('the real files download into the cache and verify', async () => {
-    serveDir = debian;
-    process.env.RESIDUAL_HOME = at('dl-home2');
-    process.env.RESIDUAL_FASHION_MNIST_URL = base;
-    const lines: string[] = [];
-    const r = await getFashionMnist({ method: 'download', log: (l) => lines.push(l) });
-    expect(r).toEqual({ dir: at('dl-home2', 'datasets', 'fashion-mnist'), how: 'download', source: 'cache' });
-    expect(fs.readdirSync(r.dir).sort()).toEqual(['t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz', 'train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz']);
-    expect(lines[0]).toBe(`downloading ${base}train-images-idx3-ubyte.gz`);
-    expect(lines[lines.length - 1]).toBe(`downloaded to ${r.dir}; checksums OK`);
-    // Already installed (Debian's copy comes first): 'auto' only verifies.
-    expect(await getFashionMnist({ quiet: true })).toEqual({ dir: debian, how: 'present', source: 'debian' });
-  });
+  test.skipIf(!fs.existsSync(path.join(debian, 'train-images-idx3-ubyte.gz')))(
+    'the real files download into the cache and verify',
+    async () => {
+      serveDir = debian;
+      process.env.RESIDUAL_HOME = at('dl-home2');
+      process.env.RESIDUAL_FASHION_MNIST_URL = base;
+      const lines: string[] = [];
+      const r = await getFashionMnist({ method: 'download', log: (l) => lines.push(l) });
+      expect(r).toEqual({ dir: at('dl-home2', 'datasets', 'fashion-mnist'), how: 'download', source: 'cache' });
+      expect(fs.readdirSync(r.dir).sort()).toEqual([
+        't10k-images-idx3-ubyte.gz',
+        't10k-labels-idx1-ubyte.gz',
+        'train-images-idx3-ubyte.gz',
+        'train-labels-idx1-ubyte.gz',
+      ]);
+      expect(lines[0]).toBe(`downloading ${base}train-images-idx3-ubyte.gz`);
+      expect(lines[lines.length - 1]).toBe(`downloaded to ${r.dir}; checksums OK`);
+      // Already installed (Debian's copy comes first): 'auto' only verifies.
+      expect(await getFashionMnist({ quiet: true })).toEqual({ dir: debian, how: 'present', source: 'debian' });
+    },
+  );
 });
 
 describe('synthetic data', () => {

@@ -26,7 +26,11 @@ describe('DataLoader', () => {
       expect(x.dtype).toBe('float32');
       expect(x.shape.slice(1)).toEqual([1, 4, 4]);
     }
-    expect(ys).toEqual([[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]);
+    expect(ys).toEqual([
+      [0, 1, 2, 3],
+      [4, 5, 6, 7],
+      [8, 9],
+    ]);
     const dl2 = new DataLoader(ds, { batchSize: 4, dropLast: true });
     expect(dl2.length).toBe(2);
     expect([...dl2.iterSync()].length).toBe(2);
@@ -125,13 +129,19 @@ describe('DataLoader', () => {
         expect(erased).toBeLessThanOrEqual(45);
       }
     }
-    expect(() => new DataLoader({ images, labels }, { batchSize: 2, randomErasing: 2 })).toThrow(/randomErasing must be a probability/);
+    expect(() => new DataLoader({ images, labels }, { batchSize: 2, randomErasing: 2 })).toThrow(
+      /option 'randomErasing' must be a probability in \[0, 1\], got 2/,
+    );
   });
 
   it('rejects bad input with clear errors', () => {
-    expect(() => new DataLoader({ images: r.zeros([4, 1, 2, 2]), labels: r.zeros([4], { dtype: 'int64' }) }, { batchSize: 2 })).toThrow(/images must be a uint8 tensor \[N, C, H, W\], got Float/);
+    expect(() => new DataLoader({ images: r.zeros([4, 1, 2, 2]), labels: r.zeros([4], { dtype: 'int64' }) }, { batchSize: 2 })).toThrow(
+      /images must be a uint8 tensor \[N, C, H, W\], got Float/,
+    );
     const ds = dataset(4);
-    expect(() => new DataLoader({ images: ds.images, labels: r.zeros([3], { dtype: 'int64' }) }, { batchSize: 2 })).toThrow(/labels must be \[N\] with N = 4/);
+    expect(() => new DataLoader({ images: ds.images, labels: r.zeros([3], { dtype: 'int64' }) }, { batchSize: 2 })).toThrow(
+      /labels must be \[N\] with N = 4/,
+    );
     expect(() => new DataLoader(ds, { batchSize: 0 })).toThrow(/batchSize must be a positive integer/);
     expect(() => new DataLoader(ds, { batchSize: 2, mean: [0.1, 0.2] })).toThrow(/mean\/std must have 1 or 1 entries/);
   });

@@ -20,15 +20,21 @@ describe('errors', () => {
 
   it('shape errors from nn ops', () => {
     expect(() => r.conv2d(r.ones([1, 3, 8, 8]), r.ones([4, 2, 3, 3]))).toThrow(/conv2d: .*expected input\[1, 3, 8, 8\] to have 2 channels/);
-    expect(() => r.crossEntropy(r.ones([4, 3]), r.tensor([0, 1], { dtype: 'int64' }))).toThrow(/crossEntropy: Expected input batch_size \(4\) to match target batch_size \(2\)/);
+    expect(() => r.crossEntropy(r.ones([4, 3]), r.tensor([0, 1], { dtype: 'int64' }))).toThrow(
+      /crossEntropy: Expected input batch_size \(4\) to match target batch_size \(2\)/,
+    );
   });
 
   it('wrong argument types name the argument', () => {
     expect(() => native.add(r.ones([1])._h, 'x', 1)).toThrow(TypeError);
     expect(() => native.add(r.ones([1])._h, 'x', 1)).toThrow("add: argument 'other' must be a Tensor or a number, got string");
     expect(() => native.add(r.ones([1])._h, 12345, 1)).toThrow("add: argument 'other' must be a Tensor or a number, got number");
-    expect(() => native.add(r.ones([1])._h, ['x'], 1)).toThrow("add: argument 'other' must be a Tensor or a boxed scalar [number], got array");
-    expect(() => native.conv2d({}, r.ones([1, 1, 1, 1])._h, null, [1, 1], [0, 0], [1, 1], 1)).toThrow("conv2d: argument 'input' must be a Tensor, got object");
+    expect(() => native.add(r.ones([1])._h, ['x'], 1)).toThrow(
+      "add: argument 'other' must be a Tensor or a boxed scalar [number], got array",
+    );
+    expect(() => native.conv2d({}, r.ones([1, 1, 1, 1])._h, null, [1, 1], [0, 0], [1, 1], 1)).toThrow(
+      "conv2d: argument 'input' must be a Tensor, got object",
+    );
     expect(() => native.reshape(r.ones([4])._h, [2, 'a'])).toThrow("reshape: argument 'shape' must hold integers, element 1 is string");
     expect(() => native.narrow(r.ones([4])._h, 0, 1.5, 1)).toThrow("narrow: argument 'start' must be an integer");
     expect(() => r.zeros([2], { dtype: 'float8' as never })).toThrow(/unknown dtype 'float8'/);
@@ -39,7 +45,9 @@ describe('errors', () => {
 
   it('dtype and device mismatches are errors', () => {
     expect(() => r.ones([2]).add_(r.ones([2], { dtype: 'float64' }).mul(1e300).mul(1e300))).not.toThrow();
-    expect(() => r.ones([2], { dtype: 'int64' }).add_(r.ones([2]).mul(0.5))).toThrow(/add_: result type Float can't be cast to the desired output type Long/);
+    expect(() => r.ones([2], { dtype: 'int64' }).add_(r.ones([2]).mul(0.5))).toThrow(
+      /add_: result type Float can't be cast to the desired output type Long/,
+    );
     if (!r.cuda.isAvailable()) expect(() => r.ones([2], { device: 'cuda' })).toThrow(/zeros|ones/);
   });
 

@@ -24,8 +24,14 @@ describe('gradientNorms', () => {
   it('matches a hand computation on a two-layer network', () => {
     // z = W2 relu(W1 x) + b2, loss = cross-entropy(z, class 0), one example.
     const model = new Sequential(new Linear(2, 2, { bias: false }), new ReLU(), new Linear(2, 2));
-    const W1 = [[0.5, -1], [1, 0.25]];
-    const W2 = [[1, -1], [0.5, 2]];
+    const W1 = [
+      [0.5, -1],
+      [1, 0.25],
+    ];
+    const W2 = [
+      [1, -1],
+      [0.5, 2],
+    ];
     const b2 = [0.1, -0.2];
     const x = [1, 2];
     model.loadStateDict({ '0.weight': tensor(W1), '2.weight': tensor(W2), '2.bias': tensor(b2) });
@@ -44,7 +50,10 @@ describe('gradientNorms', () => {
     const frob = (m: number[][]) => Math.sqrt(m.flat().reduce((s, v) => s + v * v, 0));
 
     const norms = gradientNorms(model, { x: tensor([x]), y: tensor([0], { dtype: 'int64' }) });
-    expect(norms.map((n) => [n.layer, n.name])).toEqual([[1, '0.weight'], [2, '2.weight']]); // biases are not layers
+    expect(norms.map((n) => [n.layer, n.name])).toEqual([
+      [1, '0.weight'],
+      [2, '2.weight'],
+    ]); // biases are not layers
     expect(norms[0].norm).toBeCloseTo(frob(dW1), 5);
     expect(norms[1].norm).toBeCloseTo(frob(dW2), 5);
     expect(frob(dW1)).toBeGreaterThan(0);
@@ -57,7 +66,11 @@ describe('gradientNorms', () => {
     expect(layerWeights(cifarPlain(20)).length).toBe(20);
     const b = cifarResnet(20, { shortcut: 'B' });
     expect([...b.namedParameters()].some(([n]) => n.includes('downsample'))).toBe(true);
-    expect(layerWeights(b).map(([n]) => n).filter((n) => n.includes('downsample'))).toEqual([]);
+    expect(
+      layerWeights(b)
+        .map(([n]) => n)
+        .filter((n) => n.includes('downsample')),
+    ).toEqual([]);
     expect(layerWeights(b).length).toBe(20);
   });
 });
@@ -68,7 +81,17 @@ describe('residualMagnitudes', () => {
     const model = cifarResnet(20, { inChannels: 1 });
     const x = randn([4, 1, 28, 28]);
     const m = residualMagnitudes(model, x);
-    expect(m.map((b) => b.name)).toEqual(['layer1.0', 'layer1.1', 'layer1.2', 'layer2.0', 'layer2.1', 'layer2.2', 'layer3.0', 'layer3.1', 'layer3.2']);
+    expect(m.map((b) => b.name)).toEqual([
+      'layer1.0',
+      'layer1.1',
+      'layer1.2',
+      'layer2.0',
+      'layer2.1',
+      'layer2.2',
+      'layer3.0',
+      'layer3.1',
+      'layer3.2',
+    ]);
     expect(m.map((b) => b.block)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
     // The first block by hand, in evaluation mode: its input is relu(bn1(conv1(x))).
     model.eval();
@@ -119,7 +142,21 @@ describe('residual explain', () => {
 
   it('--quick on a tiny configuration writes the page, the figures and the numbers', async () => {
     const dir = path.join(tmp, 'quick');
-    const args = ['--quick', '--data', 'synthetic', '--device', 'cpu', '--iterations', '2', '--batch-size', '8', '--eval-every', '1', '--test-images', '16'];
+    const args = [
+      '--quick',
+      '--data',
+      'synthetic',
+      '--device',
+      'cpu',
+      '--iterations',
+      '2',
+      '--batch-size',
+      '8',
+      '--eval-every',
+      '1',
+      '--test-images',
+      '16',
+    ];
     expect(await runExplain([...args, '--gradient-depths', '20', '--skip-1001', '--out', dir]), err.join('\n')).toBe(0);
     expect(out.join('\n')).toContain(`Open ${path.join(dir, 'explain.html')}`);
 
@@ -127,7 +164,10 @@ describe('residual explain', () => {
     expect(r.preset).toBe('quick');
     expect(r.settings.iterations).toBe(2);
     expect(r.runs.map((x) => x.net)).toEqual(['plain-20', 'ResNet-20', 'plain-32', 'ResNet-32', 'pre-act ResNet-20']);
-    expect(r.initGradients.map((g) => [g.net, g.norms.length])).toEqual([['plain-20', 20], ['ResNet-20', 20]]);
+    expect(r.initGradients.map((g) => [g.net, g.norms.length])).toEqual([
+      ['plain-20', 20],
+      ['ResNet-20', 20],
+    ]);
     for (const run of r.runs) {
       expect(run.curve.map((p) => p.iteration)).toEqual([1, 2]);
       for (const p of run.curve) for (const v of [p.trainError, p.testError]) expect(v >= 0 && v <= 1).toBe(true);
@@ -154,7 +194,9 @@ describe('residual explain', () => {
     }
 
     // The plotted numbers are the JSON's: the degradation figure's data, and its lines in the SVG.
-    const spec = figureSpecs(r).find((f) => f.name === 'degradation')!.spec as { hconcat: { data: { values: { net: string; curve: string; iteration: number; error: number }[] } }[] };
+    const spec = figureSpecs(r).find((f) => f.name === 'degradation')!.spec as {
+      hconcat: { data: { values: { net: string; curve: string; iteration: number; error: number }[] } }[];
+    };
     const plotted = spec.hconcat.flatMap((p) => p.data.values);
     for (const run of r.runs.filter((x) => x.depth !== 20 || x.family !== 'preact')) {
       if (run.family === 'preact') continue;
@@ -165,7 +207,11 @@ describe('residual explain', () => {
       }
     }
     const svg = fs.readFileSync(path.join(dir, 'degradation.svg'), 'utf8');
-    const lines = [...svg.matchAll(/<path aria-label="iteration: (\d+); error \(%\): ([\d.]+); depth: [^;]+; curve: ([a-z ]+); net: ([^"]+)" role="graphics-symbol" aria-roledescription="line mark" d="([^"]+)"/g)];
+    const lines = [
+      ...svg.matchAll(
+        /<path aria-label="iteration: (\d+); error \(%\): ([\d.]+); depth: [^;]+; curve: ([a-z ]+); net: ([^"]+)" role="graphics-symbol" aria-roledescription="line mark" d="([^"]+)"/g,
+      ),
+    ];
     expect(lines.length).toBe(8); // 4 networks x (training, test)
     for (const [, iteration, error, curve, net, d] of lines) {
       const run = r.runs.find((x) => x.net === net)!;

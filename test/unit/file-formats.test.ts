@@ -56,7 +56,15 @@ describe('.pt: shared structure is walked once (billion laughs)', () => {
   test('a list of two references to a list of two references ... (2^40 paths) loads at once', () => {
     let l: PValue = [1];
     for (let k = 0; k < 40; k++) l = [l, l];
-    const f = write(torchArchive(new Map<PValue, PValue>([['w', t3], ['laughs', l]]), { 0: f32(1, 2, 3) }));
+    const f = write(
+      torchArchive(
+        new Map<PValue, PValue>([
+          ['w', t3],
+          ['laughs', l],
+        ]),
+        { 0: f32(1, 2, 3) },
+      ),
+    );
     expect(fs.statSync(f).size).toBeLessThan(1500);
     const r = loadTorchCheckpoint(f);
     expect(Object.keys(r)).toEqual(['w']);
@@ -81,15 +89,36 @@ describe('.pt: shared structure is walked once (billion laughs)', () => {
     for (let k = 0; k < 3; k++) m = [m, m];
     const g = write(torchArchive(new Map<PValue, PValue>([['m', m]]), { 0: f32(1, 2, 3) }));
     const r = loadTorchCheckpoint(g);
-    expect(Object.keys(r)).toEqual(['m.0.0.0.0', 'm.0.0.1.0', 'm.0.1.0.0', 'm.0.1.1.0', 'm.1.0.0.0', 'm.1.0.1.0', 'm.1.1.0.0', 'm.1.1.1.0']);
+    expect(Object.keys(r)).toEqual([
+      'm.0.0.0.0',
+      'm.0.0.1.0',
+      'm.0.1.0.0',
+      'm.0.1.1.0',
+      'm.1.0.0.0',
+      'm.1.0.1.0',
+      'm.1.1.0.0',
+      'm.1.1.1.0',
+    ]);
     r['m.0.0.0.0'].fill_(7);
     expect(r['m.1.1.1.0'].toArray()).toEqual([7, 7, 7]);
     disposeAll(r);
   });
 
   test('a container shared by two keys (model and ema) appears under both', () => {
-    const sd = new Map<PValue, PValue>([['w', t3], ['b', { $tensor: { storage: '1', numel: 1, size: [1] } }]]);
-    const f = write(torchArchive(new Map<PValue, PValue>([['model', sd], ['ema', sd], ['epoch', 3]]), { 0: f32(1, 2, 3), 1: f32(9) }));
+    const sd = new Map<PValue, PValue>([
+      ['w', t3],
+      ['b', { $tensor: { storage: '1', numel: 1, size: [1] } }],
+    ]);
+    const f = write(
+      torchArchive(
+        new Map<PValue, PValue>([
+          ['model', sd],
+          ['ema', sd],
+          ['epoch', 3],
+        ]),
+        { 0: f32(1, 2, 3), 1: f32(9) },
+      ),
+    );
     const r = loadTorchCheckpoint(f);
     expect(Object.keys(r)).toEqual(['model.w', 'model.b', 'ema.w', 'ema.b']);
     expect(r['ema.w'].toArray()).toEqual([1, 2, 3]);
@@ -115,7 +144,7 @@ describe('.pt: shared structure is walked once (billion laughs)', () => {
     expectBad(() => loadTorchCheckpoint(g), g, 'nested deeper than 100 levels (limit maxDepth)');
 
     const h = write(torchArchive(new Map<PValue, PValue>([[{ $tuple: [1, 2] }, t3]]), { 0: f32(1, 2, 3) }));
-    expectBad(() => loadTorchCheckpoint(h), h, 'a dict key at \'\' is a tuple/list of 2');
+    expectBad(() => loadTorchCheckpoint(h), h, "a dict key at '' is a tuple/list of 2");
   });
 
   test('an object limit bounds the walk', () => {
@@ -148,12 +177,24 @@ describe('.pt: tensor bounds and memory', () => {
     const mix = { $tensor: { storage: '0', numel: 6, size: [4, 3, 2], stride: [0, 1, 3] } };
     const g = write(torchArchive(new Map<PValue, PValue>([['m', mix]]), { 0: f32(0, 1, 2, 3, 4, 5) }));
     const s = loadTorchCheckpoint(g);
-    expect(s.m.toArray()).toEqual(Array(4).fill([[0, 3], [1, 4], [2, 5]]));
+    expect(s.m.toArray()).toEqual(
+      Array(4).fill([
+        [0, 3],
+        [1, 4],
+        [2, 5],
+      ]),
+    );
     // An expanded view saves as its values.
     const st = path.join(tmp, 'expanded.safetensors');
     save(s, st);
     const back = loadSafetensors(st).tensors;
-    expect(back.m.toArray()).toEqual(Array(4).fill([[0, 3], [1, 4], [2, 5]]));
+    expect(back.m.toArray()).toEqual(
+      Array(4).fill([
+        [0, 3],
+        [1, 4],
+        [2, 5],
+      ]),
+    );
     disposeAll(back);
     disposeAll(s);
   });
@@ -162,18 +203,26 @@ describe('.pt: tensor bounds and memory', () => {
     // 100000 x 100000 with strides (1, 1) over 200000 elements: legal in PyTorch (as_strided), 10^10 to copy.
     const o = { $tensor: { storage: '0', numel: 200000, size: [100000, 100000], stride: [1, 1] } };
     const f = write(torchArchive(new Map<PValue, PValue>([['o', o]]), { 0: new Uint8Array(800000) }));
-    expectBad(() => loadTorchCheckpoint(f), f, /would need \d+ bytes to copy, beyond the limit for this file \(4 x its size \+ 64 MiB = \d+ bytes/);
+    expectBad(
+      () => loadTorchCheckpoint(f),
+      f,
+      /would need \d+ bytes to copy, beyond the limit for this file \(4 x its size \+ 64 MiB = \d+ bytes/,
+    );
     // A small overlapping view is fine (and copied).
     const small = { $tensor: { storage: '0', numel: 4, size: [3, 2], stride: [1, 1] } };
     const g = write(torchArchive(new Map<PValue, PValue>([['s', small]]), { 0: f32(0, 1, 2, 3) }));
     const r = loadTorchCheckpoint(g);
-    expect(r.s.toArray()).toEqual([[0, 1], [1, 2], [2, 3]]);
+    expect(r.s.toArray()).toEqual([
+      [0, 1],
+      [1, 2],
+      [2, 3],
+    ]);
     disposeAll(r);
   });
 
   test('out-of-bounds, negative and oversized size/stride/offset are refused', () => {
     const cases: [Record<string, unknown>, string | RegExp][] = [
-      [{ size: [4], stride: [1] }, 'reaches element 3 of storage \'0\', which has 3'],
+      [{ size: [4], stride: [1] }, "reaches element 3 of storage '0', which has 3"],
       [{ size: [2], stride: [2], offset: 2 }, 'reaches element 4'],
       [{ size: [2], stride: [-1], offset: 2 }, 'invalid offset/size/stride'],
       [{ size: [-2], stride: [1] }, 'invalid offset/size/stride'],
@@ -188,25 +237,46 @@ describe('.pt: tensor bounds and memory', () => {
       expectBad(() => loadTorchCheckpoint(f), f, msg);
     }
     // A storage declaring more elements than its bytes.
-    const f = write(torchArchive(new Map<PValue, PValue>([['t', { $tensor: { storage: '0', numel: 2 ** 40, size: [1] } }]]), { 0: f32(1) }));
+    const f = write(
+      torchArchive(new Map<PValue, PValue>([['t', { $tensor: { storage: '0', numel: 2 ** 40, size: [1] } }]]), { 0: f32(1) }),
+    );
     expectBad(() => loadTorchCheckpoint(f), f, 'has 4 bytes, but 1099511627776 float32 elements need');
   });
 });
 
 describe('.pt: keys', () => {
   test("'a.b' and {'a': {'b'}} collide: refused, naming the key", () => {
-    const v = new Map<PValue, PValue>([['a.b', t3], ['a', new Map<PValue, PValue>([['b', { $tensor: { storage: '1', numel: 1, size: [1] } }]])]]);
+    const v = new Map<PValue, PValue>([
+      ['a.b', t3],
+      ['a', new Map<PValue, PValue>([['b', { $tensor: { storage: '1', numel: 1, size: [1] } }]])],
+    ]);
     const f = write(torchArchive(v, { 0: f32(1, 2, 3), 1: f32(4) }));
     const before = memory().tensors;
     expectBad(() => loadTorchCheckpoint(f), f, "two entries have the same key 'a.b'");
     expect(memory().tensors).toBe(before);
     // A list index and a string key that print the same collide too.
-    const g = write(torchArchive(new Map<PValue, PValue>([['l', [t3]], ['l.0', t3]]), { 0: f32(1, 2, 3) }));
+    const g = write(
+      torchArchive(
+        new Map<PValue, PValue>([
+          ['l', [t3]],
+          ['l.0', t3],
+        ]),
+        { 0: f32(1, 2, 3) },
+      ),
+    );
     expectBad(() => loadTorchCheckpoint(g), g, "the same key 'l.0'");
   });
 
   test("'__proto__' and 'constructor' are ordinary keys (null-prototype record)", () => {
-    const f = write(torchArchive(new Map<PValue, PValue>([['__proto__', t3], ['constructor', t3]]), { 0: f32(1, 2, 3) }));
+    const f = write(
+      torchArchive(
+        new Map<PValue, PValue>([
+          ['__proto__', t3],
+          ['constructor', t3],
+        ]),
+        { 0: f32(1, 2, 3) },
+      ),
+    );
     const r = loadTorchCheckpoint(f);
     expect(Object.keys(r)).toEqual(['__proto__', 'constructor']);
     expect(Object.getPrototypeOf(r)).toBeNull();
@@ -216,7 +286,12 @@ describe('.pt: keys', () => {
 });
 
 describe('.pt: the unpickler is linear', () => {
-  const opts = { file: 'mem.pkl', findClass: (m: string, nm: string): never => { throw new Error(`no ${m}.${nm}`); } };
+  const opts = {
+    file: 'mem.pkl',
+    findClass: (m: string, nm: string): never => {
+      throw new Error(`no ${m}.${nm}`);
+    },
+  };
 
   test('one APPENDS of 500,000 items, a 300 kB LONG4, torch.device of a list', () => {
     const items = 500_000;
@@ -248,7 +323,10 @@ describe('.pt: the unpickler is linear', () => {
 });
 
 describe('zip archives', () => {
-  const entries: [string, Uint8Array][] = [['a/data.pkl', pickle(new Map())], ['a/data/0', f32(1, 2)]];
+  const entries: [string, Uint8Array][] = [
+    ['a/data.pkl', pickle(new Map())],
+    ['a/data/0', f32(1, 2)],
+  ];
 
   test('an entry count beyond what the directory can hold', () => {
     const z = zipBytes(entries);
@@ -260,10 +338,18 @@ describe('zip archives', () => {
   });
 
   test('duplicate names and overlapping entries', () => {
-    const dup = write(zipBytes([['x', f32(1)], ['x', f32(2)]]));
+    const dup = write(
+      zipBytes([
+        ['x', f32(1)],
+        ['x', f32(2)],
+      ]),
+    );
     expectBad(() => new ZipReader(dup), dup, "the name 'x' appears twice");
     // Two directory entries pointing at the same local header.
-    const z = zipBytes([['x', f32(1)], ['y', f32(1)]]);
+    const z = zipBytes([
+      ['x', f32(1)],
+      ['y', f32(1)],
+    ]);
     const cd = z.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02]));
     const second = z.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02]), cd + 4);
     z.writeUInt32LE(0, second + 42);
@@ -287,7 +373,7 @@ describe('zip archives', () => {
     const bomb = Buffer.from(z);
     bomb.writeUInt32LE(0xfffffff0, cd + 24);
     const f = write(bomb);
-    expectBad(() => new ZipReader(f), f, "claims to inflate");
+    expectBad(() => new ZipReader(f), f, 'claims to inflate');
     const short = Buffer.from(z);
     short.writeUInt32LE(1000, cd + 24);
     const g = write(short);
@@ -322,17 +408,37 @@ describe('safetensors', () => {
   test('4 bytes inserted after the header: the data no longer tiles, refused', () => {
     const h = { x: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } };
     const f = write(safetensorsBytes(h, Buffer.concat([Buffer.alloc(4), f32(1, 2, 3, 4)])));
-    expectBad(() => loadSafetensors(f), f, '4 bytes after the last tensor\'s data belong to no tensor');
+    expectBad(() => loadSafetensors(f), f, "4 bytes after the last tensor's data belong to no tensor");
   });
 
   const cases: [string, string | object, Uint8Array, string | RegExp][] = [
-    ['overlap', { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'U8', shape: [4], data_offsets: [4, 8] } }, data.subarray(0, 8), /overlaps tensor "a"/],
+    [
+      'overlap',
+      { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'U8', shape: [4], data_offsets: [4, 8] } },
+      data.subarray(0, 8),
+      /overlaps tensor "a"/,
+    ],
     ['gap', { a: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, data.subarray(0, 8), '4 bytes of data before tensor "a"'],
     ['truncated', good, data.subarray(0, 10), 'the tensors need 12 bytes of data but the file has 10'],
     ['trailing', good, Buffer.concat([data, Buffer.alloc(1)]), '1 bytes after the last tensor'],
-    ['duplicate key', '{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}', Uint8Array.of(1, 2), 'duplicate key "a"'],
-    ['duplicate key (escaped)', '{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"\\u0061":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}', Uint8Array.of(1, 2), 'duplicate key "a"'],
-    ['duplicate inner key', '{"a":{"dtype":"U8","dtype":"F32","shape":[1],"data_offsets":[0,1]}}', Uint8Array.of(1), 'duplicate key "dtype"'],
+    [
+      'duplicate key',
+      '{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}',
+      Uint8Array.of(1, 2),
+      'duplicate key "a"',
+    ],
+    [
+      'duplicate key (escaped)',
+      '{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"\\u0061":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}',
+      Uint8Array.of(1, 2),
+      'duplicate key "a"',
+    ],
+    [
+      'duplicate inner key',
+      '{"a":{"dtype":"U8","dtype":"F32","shape":[1],"data_offsets":[0,1]}}',
+      Uint8Array.of(1),
+      'duplicate key "dtype"',
+    ],
     ['array header', '[1,2]', new Uint8Array(0), 'is [1,2], not a JSON object'],
     ['number header', '42', new Uint8Array(0), 'not a JSON object'],
     ['not JSON', '{"a":', new Uint8Array(0), 'not valid JSON'],
@@ -343,8 +449,18 @@ describe('safetensors', () => {
     ['1.0 shape', '{"a":{"dtype":"U8","shape":[1.0],"data_offsets":[0,1]}}', Uint8Array.of(1), 'invalid shape'],
     ['string shape', { a: { dtype: 'U8', shape: ['1'], data_offsets: [0, 1] } }, Uint8Array.of(1), 'invalid shape'],
     ['huge shape', '{"a":{"dtype":"U8","shape":[9007199254740993],"data_offsets":[0,1]}}', Uint8Array.of(1), 'invalid shape'],
-    ['unaddressable shape', { a: { dtype: 'F64', shape: [2 ** 30, 2 ** 30], data_offsets: [0, 1] } }, Uint8Array.of(1), 'too large to address'],
-    ['byte count', { a: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, new Uint8Array(4), 'spans 4 bytes, its shape [2] float32 needs 8'],
+    [
+      'unaddressable shape',
+      { a: { dtype: 'F64', shape: [2 ** 30, 2 ** 30], data_offsets: [0, 1] } },
+      Uint8Array.of(1),
+      'too large to address',
+    ],
+    [
+      'byte count',
+      { a: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } },
+      new Uint8Array(4),
+      'spans 4 bytes, its shape [2] float32 needs 8',
+    ],
     ['reversed offsets', { a: { dtype: 'U8', shape: [0], data_offsets: [4, 0] } }, new Uint8Array(4), 'end before they begin'],
     ['bad offsets', { a: { dtype: 'U8', shape: [1], data_offsets: [0] } }, Uint8Array.of(1), 'invalid data_offsets'],
     ['metadata value', { __metadata__: { k: 1 } }, new Uint8Array(0), 'metadata "k" is 1, not a string'],
@@ -447,7 +563,12 @@ describe('IDX, CIFAR, image folders', () => {
   });
 
   test('CIFAR-100: both label bytes are checked; BadFileError names file and record', () => {
-    const f = write(cifarBytes([[3, 50], [25, 7]]));
+    const f = write(
+      cifarBytes([
+        [3, 50],
+        [25, 7],
+      ]),
+    );
     expectBad(() => readCifarBatches([f], { variant: 'cifar100' }), f, 'record 1 has coarse label 25, expected < 20');
     const g = write(cifarBytes([[3, 150]]));
     expectBad(() => readCifarBatches([g], { variant: 'cifar100', labels: 'coarse' }), g, 'record 0 has fine label 150, expected < 100');

@@ -28,7 +28,7 @@ const usage = (argv: string[]) => {
 };
 
 describe('flags', () => {
-  it("inherited names are not flags: --constructor, --toString, --__proto__, --no-constructor", () => {
+  it('inherited names are not flags: --constructor, --toString, --__proto__, --no-constructor', () => {
     for (const f of ['constructor', 'toString', '__proto__', 'no-constructor', 'no-toString', 'hasOwnProperty'])
       expect(usage([`--${f}`]), f).toMatch(new RegExp(`--${f}`));
   });

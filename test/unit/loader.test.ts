@@ -94,12 +94,18 @@ describe('choosing a binary (fake probe)', () => {
   it('falls back to the local build when there is no prebuilt, and explains when nothing exists', () => {
     const r = pkgRoot({ 'build/Release/residual.node': 'x' });
     const calls: string[] = [];
-    const sel = chooseAddon({ candidates: addonCandidates({ root: r, libtorch: lt213, env: {}, resolvePackage: noPackages }), probe: fakeProbe(calls) });
+    const sel = chooseAddon({
+      candidates: addonCandidates({ root: r, libtorch: lt213, env: {}, resolvePackage: noPackages }),
+      probe: fakeProbe(calls),
+    });
     expect(sel.choice?.how).toBe('local build (build/Release)');
     expect(sel.choice?.preload).toBe(false); // its RUNPATH finds libtorch
 
     const empty = pkgRoot({});
-    const none = chooseAddon({ candidates: addonCandidates({ root: empty, libtorch: lt213, env: {}, resolvePackage: noPackages }), probe: fakeProbe(calls) });
+    const none = chooseAddon({
+      candidates: addonCandidates({ root: empty, libtorch: lt213, env: {}, resolvePackage: noPackages }),
+      probe: fakeProbe(calls),
+    });
     expect(none.choice).toBeNull();
     expect(none.attempts.map((a) => a.outcome)).toEqual(['missing']);
     expect(none.attempts[0].detail).toBe('not found');
@@ -108,7 +114,10 @@ describe('choosing a binary (fake probe)', () => {
   it('refuses a mismatched version or variant tag without loading it', () => {
     const r = pkgRoot({ [pre('2.14.1.cpu')]: 'x', [pre('2.13.0.cu130')]: 'x' });
     const calls: string[] = [];
-    const sel = chooseAddon({ candidates: addonCandidates({ root: r, libtorch: lt213, env: {}, platform: 'linux', arch: 'x64', resolvePackage: noPackages }), probe: fakeProbe(calls) });
+    const sel = chooseAddon({
+      candidates: addonCandidates({ root: r, libtorch: lt213, env: {}, platform: 'linux', arch: 'x64', resolvePackage: noPackages }),
+      probe: fakeProbe(calls),
+    });
     expect(sel.choice).toBeNull();
     expect(calls).toEqual([]); // never loaded, not even in a child
     const refused = sel.attempts.filter((a) => a.outcome === 'mismatch').map((a) => a.detail);
@@ -131,7 +140,10 @@ describe('choosing a binary (fake probe)', () => {
     const r = pkgRoot({ [pre('2.13.0.cpu')]: 'x', 'build/Release/residual.node': 'x' });
     const sel = chooseAddon({
       candidates: addonCandidates({ root: r, libtorch: lt213, env: {}, platform: 'linux', arch: 'x64', resolvePackage: noPackages }),
-      probe: (c) => (c.how.startsWith('prebuilt') ? { ok: false, error: 'invalid ELF header' } : { ok: true, info: { libtorch: '2.13.0', variant: 'cpu' } }),
+      probe: (c) =>
+        c.how.startsWith('prebuilt')
+          ? { ok: false, error: 'invalid ELF header' }
+          : { ok: true, info: { libtorch: '2.13.0', variant: 'cpu' } },
     });
     expect(sel.choice?.how).toBe('local build (build/Release)');
     expect(sel.attempts[0]).toMatchObject({ outcome: 'failed', detail: 'does not load (tried in a child process): invalid ELF header' });
@@ -144,9 +156,19 @@ describe('choosing a binary (fake probe)', () => {
       [pre('2.13.0.cpu')]: 'x',
       'mine.node': 'x',
     });
-    const pkgs: Record<string, string> = { '@residual/linux-x64-cpu': path.join(r, 'nm/cpu'), '@residual/linux-x64-cu130': path.join(r, 'nm/cu130') };
+    const pkgs: Record<string, string> = {
+      '@residual/linux-x64-cpu': path.join(r, 'nm/cpu'),
+      '@residual/linux-x64-cu130': path.join(r, 'nm/cu130'),
+    };
     const cu130: Libtorch = { ...lt213, version: '2.14.1', variant: 'cuda', variantTag: 'cu130', cuda: '13.0' };
-    const cands = addonCandidates({ root: r, libtorch: cu130, env: { RESIDUAL_ADDON: path.join(r, 'mine.node') }, platform: 'linux', arch: 'x64', resolvePackage: (n) => pkgs[n] ?? null });
+    const cands = addonCandidates({
+      root: r,
+      libtorch: cu130,
+      env: { RESIDUAL_ADDON: path.join(r, 'mine.node') },
+      platform: 'linux',
+      arch: 'x64',
+      resolvePackage: (n) => pkgs[n] ?? null,
+    });
     expect(cands.map((c) => c.how)).toEqual([
       'RESIDUAL_ADDON',
       'optional package @residual/linux-x64-cu130',
@@ -155,8 +177,18 @@ describe('choosing a binary (fake probe)', () => {
       'local build (build/Release)',
     ]);
     // On a CPU libtorch the cpu package comes first and the cu130 one is refused with a reason.
-    const onCpu = addonCandidates({ root: r, libtorch: lt213, env: {}, platform: 'linux', arch: 'x64', resolvePackage: (n) => pkgs[n] ?? null });
-    const sel = chooseAddon({ candidates: onCpu.filter((c) => !c.how.startsWith('optional package @residual/linux-x64-cpu')), probe: fakeProbe([]) });
+    const onCpu = addonCandidates({
+      root: r,
+      libtorch: lt213,
+      env: {},
+      platform: 'linux',
+      arch: 'x64',
+      resolvePackage: (n) => pkgs[n] ?? null,
+    });
+    const sel = chooseAddon({
+      candidates: onCpu.filter((c) => !c.how.startsWith('optional package @residual/linux-x64-cpu')),
+      probe: fakeProbe([]),
+    });
     expect(sel.attempts[0]).toMatchObject({ outcome: 'mismatch' });
     expect(sel.attempts[0].detail).toContain('built for libtorch 2.14.1 (cu130)');
     expect(sel.choice?.how).toBe('prebuilt (prebuilds/linux-x64)');
@@ -185,22 +217,38 @@ describe("a prebuilt package's system floor (glibc, libstdc++)", () => {
     glibcVersion: () => '2.31',
     glibcxxVersion: () => '3.4.28',
   };
-  const musl: SystemProbe = { platform: 'linux', hasGlibc: () => null, hasGlibcxx: () => null, glibcVersion: () => null, glibcxxVersion: () => null };
+  const musl: SystemProbe = {
+    platform: 'linux',
+    hasGlibc: () => null,
+    hasGlibcxx: () => null,
+    glibcVersion: () => null,
+    glibcxxVersion: () => null,
+  };
   const floor = { glibc: '2.33', glibcxx: '3.4.30' };
 
   it('refuses the binary before loading it, saying what the system lacks', () => {
     const r = pkgRoot({
       'nm/cpu/residual.napi.libtorch-2.13.0.cpu.node': 'x',
-      'nm/cpu/package.json': JSON.stringify({ name: '@residual/linux-x64-cpu', residual: { libtorch: '2.13.0', variant: 'cpu', ...floor } }),
+      'nm/cpu/package.json': JSON.stringify({
+        name: '@residual/linux-x64-cpu',
+        residual: { libtorch: '2.13.0', variant: 'cpu', ...floor },
+      }),
       'build/Release/residual.node': 'x',
     });
-    const cands = addonCandidates({ root: r, libtorch: lt213, env: {}, platform: 'linux', arch: 'x64', resolvePackage: (n) => (n === '@residual/linux-x64-cpu' ? path.join(r, 'nm/cpu') : null) });
+    const cands = addonCandidates({
+      root: r,
+      libtorch: lt213,
+      env: {},
+      platform: 'linux',
+      arch: 'x64',
+      resolvePackage: (n) => (n === '@residual/linux-x64-cpu' ? path.join(r, 'nm/cpu') : null),
+    });
     expect(cands[0].requires).toEqual(floor);
     const calls: string[] = [];
     const sel = chooseAddon({ candidates: cands, probe: fakeProbe(calls), system: old });
     expect(sel.attempts[0]).toMatchObject({ outcome: 'unsupported' });
     expect(sel.attempts[0].detail).toBe(
-      'refused: this prebuilt binary needs glibc 2.33 or newer (this system has glibc 2.31) and libstdc++ with GLIBCXX_3.4.30 (GCC 12\'s or newer; this system\'s has GLIBCXX_3.4.28)',
+      "refused: this prebuilt binary needs glibc 2.33 or newer (this system has glibc 2.31) and libstdc++ with GLIBCXX_3.4.30 (GCC 12's or newer; this system's has GLIBCXX_3.4.28)",
     );
     expect(calls).toEqual(['residual.node']); // the prebuilt one was never loaded; the local build was
     expect(sel.choice?.how).toBe('local build (build/Release)');
@@ -224,7 +272,10 @@ describe('probing in a child process', () => {
 
   real('loads the real addon as a tagged prebuilt, with libtorch preloaded', () => {
     const r = pkgRoot({ [pre(`${lt!.version}.${lt!.variantTag}`)]: fs.readFileSync(built) });
-    const sel = chooseAddon({ candidates: addonCandidates({ root: r, libtorch: lt, env: {}, resolvePackage: noPackages }), probe: probeInChild });
+    const sel = chooseAddon({
+      candidates: addonCandidates({ root: r, libtorch: lt, env: {}, resolvePackage: noPackages }),
+      probe: probeInChild,
+    });
     expect(sel.choice?.how).toBe(`prebuilt (prebuilds/${process.platform}-${process.arch})`);
     expect(sel.choice?.info.libtorch).toBe(lt!.version);
     expect(sel.choice?.info.napiVersion).toBe(8);
@@ -235,11 +286,16 @@ describe('probing in a child process', () => {
     const tag = `${lt!.version}.${lt!.variantTag}`;
     const r = pkgRoot({
       [`prebuilds/linux-x64/residual.1truncated.libtorch-${tag}.node`]: good.subarray(0, 4096),
-      [`prebuilds/linux-x64/residual.2random.libtorch-${tag}.node`]: Buffer.from(Array.from({ length: 20000 }, (_, i) => (i * 7919 + 13) & 255)),
+      [`prebuilds/linux-x64/residual.2random.libtorch-${tag}.node`]: Buffer.from(
+        Array.from({ length: 20000 }, (_, i) => (i * 7919 + 13) & 255),
+      ),
       [`prebuilds/linux-x64/residual.3notaddon.libtorch-${tag}.node`]: fs.readFileSync(path.join(lt!.lib, 'libc10.so')),
       [`prebuilds/linux-x64/residual.4good.libtorch-${tag}.node`]: good,
     });
-    const sel = chooseAddon({ candidates: addonCandidates({ root: r, libtorch: lt, env: {}, platform: 'linux', arch: 'x64', resolvePackage: noPackages }), probe: probeInChild });
+    const sel = chooseAddon({
+      candidates: addonCandidates({ root: r, libtorch: lt, env: {}, platform: 'linux', arch: 'x64', resolvePackage: noPackages }),
+      probe: probeInChild,
+    });
     expect(sel.attempts.map((a) => a.outcome)).toEqual(['failed', 'failed', 'failed', 'chosen']);
     // A truncated ELF typically kills the loading process (SIGBUS reading past the end of the mapping).
     expect(sel.attempts[0].detail).toMatch(/killed by SIG|too short|ELF/i);
@@ -254,7 +310,10 @@ describe('probing in a child process', () => {
     const dir = fs.mkdtempSync(path.join(tmp, 'crash-'));
     if (cc) {
       // A shared library whose constructor aborts, as a badly mismatched binary can.
-      fs.writeFileSync(path.join(dir, 'abort.c'), '#include <stdlib.h>\n__attribute__((constructor)) static void boom(void) { abort(); }\n');
+      fs.writeFileSync(
+        path.join(dir, 'abort.c'),
+        '#include <stdlib.h>\n__attribute__((constructor)) static void boom(void) { abort(); }\n',
+      );
       const r = spawnSync('cc', ['-shared', '-fPIC', '-o', path.join(dir, 'abort.node'), path.join(dir, 'abort.c')], { encoding: 'utf8' });
       expect(r.status, r.stderr).toBe(0);
       const res = probeInChild({ path: path.join(dir, 'abort.node'), how: 'test', tag: null, libtorch: null, preload: false });

@@ -131,7 +131,10 @@ describe('memory', () => {
     src.set([1, 2, 3, 4]);
     const t = r.tensor(src, { shape: [2, 2], share: true });
     src[0] = 10;
-    expect(t.toArray()).toEqual([[10, 2], [3, 4]]);
+    expect(t.toArray()).toEqual([
+      [10, 2],
+      [3, 4],
+    ]);
     t.mul_(2);
     expect(src[1]).toBe(4);
     const c = r.tensor(src);

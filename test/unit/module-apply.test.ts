@@ -26,7 +26,10 @@ describe('Module._apply', () => {
   it('visits children before parents, each module once, parameters then buffers, and gradients after their parameter', () => {
     const shared = new Linear(2, 2);
     const root = new Sequential(shared, new BatchNorm2d(1), shared);
-    shared.weight.grad = tensor([[1, 2], [3, 4]]);
+    shared.weight.grad = tensor([
+      [1, 2],
+      [3, 4],
+    ]);
     const names = new Map<Tensor, string>();
     for (const [n, t] of root.namedParameters()) names.set(t, n);
     for (const [n, t] of root.namedBuffers()) names.set(t, n);
@@ -35,7 +38,16 @@ describe('Module._apply', () => {
       seen.push(names.get(t) ?? `grad ${JSON.stringify(t.toArray())}`);
       return t;
     });
-    expect(seen).toEqual(['0.weight', 'grad [[1,2],[3,4]]', '0.bias', '1.weight', '1.bias', '1.running_mean', '1.running_var', '1.num_batches_tracked']);
+    expect(seen).toEqual([
+      '0.weight',
+      'grad [[1,2],[3,4]]',
+      '0.bias',
+      '1.weight',
+      '1.bias',
+      '1.running_mean',
+      '1.running_var',
+      '1.num_batches_tracked',
+    ]);
   });
 
   it('replaces data in place: the tensor objects stay, the values are fn(t), and fn leaves tensors it returns as they are', () => {

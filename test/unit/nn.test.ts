@@ -1,7 +1,22 @@
 import { describe, expect, it } from 'vitest';
 import { Tensor, arange, crossEntropy, manualSeed, memory, nn, noGrad, ones, randn, scope, tensor, zeros } from '../../lib/index.js';
 
-const { Module, Conv2d, BatchNorm2d, Linear, ReLU, Sequential, ModuleList, Identity, Flatten, Dropout, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, init } = nn;
+const {
+  Module,
+  Conv2d,
+  BatchNorm2d,
+  Linear,
+  ReLU,
+  Sequential,
+  ModuleList,
+  Identity,
+  Flatten,
+  Dropout,
+  MaxPool2d,
+  AvgPool2d,
+  AdaptiveAvgPool2d,
+  init,
+} = nn;
 
 const close = (a: number[], b: number[], tol = 1e-6): void => {
   expect(a.length).toBe(b.length);
@@ -29,7 +44,14 @@ describe('nn.Module', () => {
   it('registers parameters, buffers and children by name, in PyTorch order', () => {
     const m = new Net();
     expect(Object.keys(m.stateDict())).toEqual([
-      'conv.weight', 'bn.weight', 'bn.bias', 'bn.running_mean', 'bn.running_var', 'bn.num_batches_tracked', 'head.2.weight', 'head.2.bias',
+      'conv.weight',
+      'bn.weight',
+      'bn.bias',
+      'bn.running_mean',
+      'bn.running_var',
+      'bn.num_batches_tracked',
+      'head.2.weight',
+      'head.2.bias',
     ]);
     expect([...m.namedParameters()].map(([n]) => n)).toEqual(['conv.weight', 'bn.weight', 'bn.bias', 'head.2.weight', 'head.2.bias']);
     expect([...m.namedBuffers()].map(([n]) => n)).toEqual(['bn.running_mean', 'bn.running_var', 'bn.num_batches_tracked']);
@@ -233,7 +255,18 @@ describe('layers', () => {
 
   it('pooling, dropout, flatten and identity', () => {
     const x = arange(32).to('float32').reshape(1, 2, 4, 4);
-    expect(new MaxPool2d(2).call(x).toArray()).toEqual([[[[5, 7], [13, 15]], [[21, 23], [29, 31]]]]);
+    expect(new MaxPool2d(2).call(x).toArray()).toEqual([
+      [
+        [
+          [5, 7],
+          [13, 15],
+        ],
+        [
+          [21, 23],
+          [29, 31],
+        ],
+      ],
+    ]);
     expect(new AvgPool2d(2).call(x).flatten().toArray()).toEqual([2.5, 4.5, 10.5, 12.5, 18.5, 20.5, 26.5, 28.5]);
     expect(new AdaptiveAvgPool2d([1, 1]).call(x).flatten().toArray()).toEqual([7.5, 23.5]);
     expect(new Flatten().call(x).shape).toEqual([1, 32]);
@@ -256,7 +289,9 @@ describe('layers', () => {
     const m = new Net();
     expect(() => m.call(randn([2, 1, 8, 8]))).toThrow('conv (Conv2d): expected input [N, 3, H, W], got [2, 1, 8, 8]');
     expect(() => m.call(randn([3, 8, 8]))).toThrow(/conv \(Conv2d\): expected input \[N, 3, H, W\], got \[3, 8, 8\] \(a single image\?/);
-    expect(() => m.call(randn([1, 3, 8, 8], { dtype: 'float64' }))).toThrow(/conv \(Conv2d\): input is float64 but the layer's weights are float32/);
+    expect(() => m.call(randn([1, 3, 8, 8], { dtype: 'float64' }))).toThrow(
+      /conv \(Conv2d\): input is float64 but the layer's weights are float32/,
+    );
     expect(() => new BatchNorm2d(4).call(randn([2, 3, 4, 4]))).toThrow('BatchNorm2d: expected input [N, 4, H, W], got [2, 3, 4, 4]');
     expect(() => m.head.call(randn([2, 5, 1, 1]))).toThrow('head.2 (Linear): expected input [..., 4], got [2, 5]');
     // native errors are re-thrown with the layer's name
@@ -283,9 +318,15 @@ describe('nn.init', () => {
     const kn = init.kaimingNormal_(zeros([8, 4, 3, 3]), { mode: 'fanOut', nonlinearity: 'relu' });
     close(flat(kn).slice(0, 3), [-0.25426599383354187, -0.12503863871097565, -0.10899682343006134]);
     expect(kn.to('float64').pow(2).sum().item()).toBeCloseTo(8.852663896124518, 5);
-    close(flat(init.kaimingUniform_(zeros([6, 5]), { a: 0.2 })).slice(0, 3), [-0.20349133014678955, 0.21682710945606232, 0.03973483294248581]);
+    close(
+      flat(init.kaimingUniform_(zeros([6, 5]), { a: 0.2 })).slice(0, 3),
+      [-0.20349133014678955, 0.21682710945606232, 0.03973483294248581],
+    );
     close(flat(init.xavierUniform_(zeros([6, 5]), 2)).slice(0, 3), [0.8513184785842896, 0.5454114079475403, -0.2923843264579773]);
-    close(flat(init.xavierNormal_(zeros([6, 5]), init.calculateGain('tanh'))).slice(0, 3), [0.20867645740509033, -0.29418107867240906, -0.06821373105049133]);
+    close(
+      flat(init.xavierNormal_(zeros([6, 5]), init.calculateGain('tanh'))).slice(0, 3),
+      [0.20867645740509033, -0.29418107867240906, -0.06821373105049133],
+    );
   });
 
   it('fills parameters in place even when they require grad, with the right spread', () => {
@@ -312,20 +353,23 @@ describe('memory', () => {
     const m = new Net();
     const x = randn([2, 3, 8, 8]);
     const target = tensor([0, 1], { dtype: 'int64' });
-    const step = (): number => scope(() => {
-      const loss = crossEntropy(m.call(x), target);
-      loss.backward();
-      return loss.item() as number;
-    });
+    const step = (): number =>
+      scope(() => {
+        const loss = crossEntropy(m.call(x), target);
+        loss.backward();
+        return loss.item() as number;
+      });
     step(); // warm up anything cached lazily
     m.zeroGrad();
     const base = memory().tensors;
     const l = step();
     expect(Number.isFinite(l)).toBe(true);
     expect(memory().tensors).toBe(base);
-    noGrad(() => scope(() => {
-      m.call(x);
-    }));
+    noGrad(() =>
+      scope(() => {
+        m.call(x);
+      }),
+    );
     expect(memory().tensors).toBe(base);
   });
 });

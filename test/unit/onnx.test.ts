@@ -56,8 +56,23 @@ describe('exportOnnx: the graph as written', () => {
   it('node names follow the module paths; ops inside a forward are named path/op; a module called twice gets _1, _2', () => {
     const m = graphOf(model, { inputShape: [1, 28, 28] });
     const names = m.graph!.node.map((n) => n.name);
-    for (const n of ['conv1', 'bn1', 'relu', 'layer1.0.conv1', 'layer1.0.bn1', 'layer1.0.relu', 'layer1.0.conv2', 'layer1.0.bn2', 'layer1.0/add', 'layer1.0.relu_1',
-      'layer2.0.downsample/slice', 'layer2.0.downsample/pad', 'avgpool', 'flatten', 'fc']) {
+    for (const n of [
+      'conv1',
+      'bn1',
+      'relu',
+      'layer1.0.conv1',
+      'layer1.0.bn1',
+      'layer1.0.relu',
+      'layer1.0.conv2',
+      'layer1.0.bn2',
+      'layer1.0/add',
+      'layer1.0.relu_1',
+      'layer2.0.downsample/slice',
+      'layer2.0.downsample/pad',
+      'avgpool',
+      'flatten',
+      'fc',
+    ]) {
       expect(names, n).toContain(n);
     }
     expect(new Set(names).size).toBe(names.length);
@@ -76,7 +91,17 @@ describe('exportOnnx: the graph as written', () => {
     expect(i64('layer2.0.downsample/pad.pads')).toEqual([0, 8, 0, 0, 0, 8, 0, 0]);
     const ops: Record<string, number> = {};
     for (const n of m.graph!.node) ops[n.opType!] = (ops[n.opType!] ?? 0) + 1;
-    expect(ops).toEqual({ Conv: 19, BatchNormalization: 19, Relu: 19, Add: 9, Slice: 2, Pad: 2, GlobalAveragePool: 1, Flatten: 1, Gemm: 1 });
+    expect(ops).toEqual({
+      Conv: 19,
+      BatchNormalization: 19,
+      Relu: 19,
+      Add: 9,
+      Slice: 2,
+      Pad: 2,
+      GlobalAveragePool: 1,
+      Flatten: 1,
+      Gemm: 1,
+    });
   });
 
   it('dynamicBatch: false fixes N; opset is written as asked', () => {
@@ -122,13 +147,19 @@ describe('exportOnnx: the graph as written', () => {
 
   it('the whole zoo exports (shapes checked at export), and the registry networks read back with every op type the exporter writes', async () => {
     const seen = new Set<string>();
-    for (const [name, shape] of [['resnet18', [3, 32, 32]], ['resnext50_32x4d', [3, 32, 32]], ['preact164', [3, 16, 16]], ['plain20', [3, 16, 16]]] as const) {
+    for (const [name, shape] of [
+      ['resnet18', [3, 32, 32]],
+      ['resnext50_32x4d', [3, 32, 32]],
+      ['preact164', [3, 16, 16]],
+      ['plain20', [3, 16, 16]],
+    ] as const) {
       const m = createModel(name, { numClasses: 10 }).eval();
       const g = graphOf(m, { inputShape: [...shape] });
       for (const n of g.graph!.node) seen.add(n.opType!);
       expect(dims(g.graph!.output[0])).toEqual(['N', 10]);
       await new Promise((r) => setImmediate(r));
-      if (name === 'resnext50_32x4d') expect(Number(g.graph!.node.find((n) => n.name === 'layer1.0.conv2')!.attribute!.find((a) => a.name === 'group')!.i)).toBe(32);
+      if (name === 'resnext50_32x4d')
+        expect(Number(g.graph!.node.find((n) => n.name === 'layer1.0.conv2')!.attribute!.find((a) => a.name === 'group')!.i)).toBe(32);
       m.dispose();
     }
     expect([...seen].sort()).toEqual(['Add', 'BatchNormalization', 'Conv', 'Flatten', 'Gemm', 'GlobalAveragePool', 'MaxPool', 'Relu']);
@@ -141,12 +172,21 @@ describe('exportOnnx: what it refuses, by name', () => {
       return x.mul(x.sigmoid());
     }
   }
-  const small = () => new nn.Sequential(new nn.Conv2d(3, 4, 3, { padding: 1 }), new nn.ReLU(), new nn.AdaptiveAvgPool2d(1), new nn.Flatten(), new nn.Linear(4, 2));
+  const small = () =>
+    new nn.Sequential(
+      new nn.Conv2d(3, 4, 3, { padding: 1 }),
+      new nn.ReLU(),
+      new nn.AdaptiveAvgPool2d(1),
+      new nn.Flatten(),
+      new nn.Linear(4, 2),
+    );
 
   it('an unknown module type: its path and type, and what is known', () => {
     const m = small();
     m.registerModule('1', new Swish());
-    expect(() => toOnnx(m, { inputShape: [3, 8, 8] })).toThrow(/exportOnnx: 1 \(Swish\) cannot be exported to ONNX: the exporter does not know this module type \(known: Conv2d, BatchNorm2d, ReLU/);
+    expect(() => toOnnx(m, { inputShape: [3, 8, 8] })).toThrow(
+      /exportOnnx: 1 \(Swish\) cannot be exported to ONNX: the exporter does not know this module type \(known: Conv2d, BatchNorm2d, ReLU/,
+    );
     const net = cifarResnet(20);
     (net.layer2 as nn.Sequential).registerModule('1', new Swish());
     expect(() => toOnnx(net, { inputShape: [3, 16, 16] })).toThrow(/layer2\.1 \(Swish\) cannot be exported/);
@@ -156,11 +196,15 @@ describe('exportOnnx: what it refuses, by name', () => {
     class MyBlock extends BasicBlock {}
     const net = cifarResnet(20);
     (net.layer1 as nn.Sequential).registerModule('0', new MyBlock(16, 16));
-    expect(() => toOnnx(net, { inputShape: [3, 16, 16] })).toThrow(/layer1\.0 \(MyBlock\) cannot be exported to ONNX: it is a subclass of BasicBlock/);
+    expect(() => toOnnx(net, { inputShape: [3, 16, 16] })).toThrow(
+      /layer1\.0 \(MyBlock\) cannot be exported to ONNX: it is a subclass of BasicBlock/,
+    );
     const net2 = cifarResnet(20);
     const relu = (net2.layer3 as nn.Sequential).at(2) as BasicBlock;
     relu.relu.forward = (x: Tensor) => x.clamp(0, 6);
-    expect(() => toOnnx(net2, { inputShape: [3, 16, 16] })).toThrow(/layer3\.2\.relu \(ReLU\) cannot be exported to ONNX: its forward\(\) was replaced/);
+    expect(() => toOnnx(net2, { inputShape: [3, 16, 16] })).toThrow(
+      /layer3\.2\.relu \(ReLU\) cannot be exported to ONNX: its forward\(\) was replaced/,
+    );
   });
 
   it('layers whose eval-mode forward has no exact ONNX form here', () => {
@@ -180,9 +224,13 @@ describe('exportOnnx: what it refuses, by name', () => {
 
   it('shape problems are ShapeErrors naming the layer', () => {
     expect(() => toOnnx(cifarResnet(20), { inputShape: [1, 16, 16] })).toThrow(ShapeError);
-    expect(() => toOnnx(cifarResnet(20), { inputShape: [1, 16, 16] })).toThrow(/conv1 \(Conv2d\): expected input \[N, 3, H, W\], got \[N, 1, 16, 16\]/);
+    expect(() => toOnnx(cifarResnet(20), { inputShape: [1, 16, 16] })).toThrow(
+      /conv1 \(Conv2d\): expected input \[N, 3, H, W\], got \[N, 1, 16, 16\]/,
+    );
     expect(() => toOnnx(small(), { inputShape: [3, 1, 1] })).not.toThrow();
-    expect(() => toOnnx(new nn.Sequential(new nn.Conv2d(3, 4, 5)), { inputShape: [3, 2, 2] })).toThrow(/0 \(Conv2d\): the input \[N, 3, 2, 2\] is too small/);
+    expect(() => toOnnx(new nn.Sequential(new nn.Conv2d(3, 4, 5)), { inputShape: [3, 2, 2] })).toThrow(
+      /0 \(Conv2d\): the input \[N, 3, 2, 2\] is too small/,
+    );
   });
 
   it('options are checked: inputShape, opset range, booleans, normalize per channel, names', () => {
@@ -193,7 +241,9 @@ describe('exportOnnx: what it refuses, by name', () => {
     expect(() => toOnnx(m, { inputShape: [3, 8, 8], opset: 12 })).toThrow(/opset must be an integer in \[13, 18\], got 12/);
     expect(() => toOnnx(m, { inputShape: [3, 8, 8], opset: 19 })).toThrow(RangeError);
     expect(() => toOnnx(m, { inputShape: [3, 8, 8], dynamicBatch: 'yes' as never })).toThrow(/dynamicBatch must be a boolean/);
-    expect(() => toOnnx(m, { inputShape: [3, 8, 8], normalize: { mean: [0.5], std: [0.2] } })).toThrow(/normalize needs 3 finite means and 3 positive stds/);
+    expect(() => toOnnx(m, { inputShape: [3, 8, 8], normalize: { mean: [0.5], std: [0.2] } })).toThrow(
+      /normalize needs 3 finite means and 3 positive stds/,
+    );
     expect(() => toOnnx(m, { inputShape: [3, 8, 8], normalize: { mean: [0, 0, 0], std: [1, 0, 1] } })).toThrow(/positive stds/);
     expect(() => toOnnx(m, { inputShape: [3, 8, 8], inputName: 'x', outputName: 'x' })).toThrow(/must differ/);
     expect(() => toOnnx({} as never, { inputShape: [3, 8, 8] })).toThrow(/expected a Module/);
@@ -231,29 +281,57 @@ describe('residual export (CLI)', () => {
     expect((await cli(['export', '--checkpoint', w])).out).toMatch(/--model is needed/);
     expect((await cli(['export', '--checkpoint', w, '--model', 'resnet20'])).out).toMatch(/--input C,H,W is needed/);
     expect((await cli(['export', '--checkpoint', w, '--model', 'resnet20', '--input', '1,28,28'])).out).toMatch(/add --no-normalize/);
-    const ok = (await cli(['export', '--checkpoint', w, '--model', 'resnet20', '--input', '1,28,28', '--no-normalize', '--json']));
+    const ok = await cli(['export', '--checkpoint', w, '--model', 'resnet20', '--input', '1,28,28', '--no-normalize', '--json']);
     expect(ok.code, ok.out).toBe(0);
     const res = JSON.parse(ok.out) as { file: string; inputShape: unknown[]; outputShape: unknown[] };
     expect(res.file).toBe(path.join(tmp, 'w.onnx'));
     expect(res.inputShape).toEqual(['N', 1, 28, 28]);
     expect(res.outputShape).toEqual(['N', 10]);
-    const again = (await cli(['export', '--checkpoint', w, '--model', 'resnet20', '--input', '1,28,28', '--no-normalize']));
+    const again = await cli(['export', '--checkpoint', w, '--model', 'resnet20', '--input', '1,28,28', '--no-normalize']);
     expect(again.code).toBe(2);
     expect(again.out).toMatch(/w\.onnx exists; --force replaces it/);
-    expect((await cli(['export', '--checkpoint', w, '--model', 'resnet20', '--input', '3,28,28', '--no-normalize', '--force'])).out).toMatch(/--input has 3 channels but the network takes 1/);
-    expect((await cli(['export', '--checkpoint', w, '--model', 'resnet20', '--input', '1,28,28', '--no-normalize', '--opset', '12', '--force'])).out).toMatch(/--opset/);
+    expect(
+      (await cli(['export', '--checkpoint', w, '--model', 'resnet20', '--input', '3,28,28', '--no-normalize', '--force'])).out,
+    ).toMatch(/--input has 3 channels but the network takes 1/);
+    expect(
+      (await cli(['export', '--checkpoint', w, '--model', 'resnet20', '--input', '1,28,28', '--no-normalize', '--opset', '12', '--force']))
+        .out,
+    ).toMatch(/--opset/);
     for (const t of Object.values(sd)) t.dispose();
     m.dispose();
   });
 
   it('a run folder: the normalisation and classes saved with the run go into the graph and its metadata', async () => {
     const run = path.join(tmp, 'run');
-    const t = await cli(['train', '--data', 'synthetic', '--epochs', '1', '--limit-train-batches', '1', '--limit-test-batches', '1', '--batch-size', '16', '--out', run]);
+    const t = await cli([
+      'train',
+      '--data',
+      'synthetic',
+      '--epochs',
+      '1',
+      '--limit-train-batches',
+      '1',
+      '--limit-test-batches',
+      '1',
+      '--batch-size',
+      '16',
+      '--out',
+      run,
+    ]);
     expect(t.code, t.out).toBe(0);
-    const saved = (JSON.parse(fs.readFileSync(path.join(run, 'checkpoint.json'), 'utf8')) as { data: { mean: number[]; std: number[]; classes: string[] } }).data;
+    const saved = (
+      JSON.parse(fs.readFileSync(path.join(run, 'checkpoint.json'), 'utf8')) as {
+        data: { mean: number[]; std: number[]; classes: string[] };
+      }
+    ).data;
     const r = await cli(['export', '--checkpoint', run, '--format', 'onnx', '--json']);
     expect(r.code, r.out).toBe(0);
-    const res = JSON.parse(r.out) as { file: string; normalize: { mean: number[]; std: number[] }; classes: string[]; inputShape: unknown[] };
+    const res = JSON.parse(r.out) as {
+      file: string;
+      normalize: { mean: number[]; std: number[] };
+      classes: string[];
+      inputShape: unknown[];
+    };
     expect(res.file).toBe(path.join(run, 'model.onnx'));
     expect(res.normalize).toEqual({ mean: saved.mean, std: saved.std });
     expect(res.classes).toEqual(saved.classes);

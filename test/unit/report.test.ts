@@ -28,7 +28,14 @@ function history(): History {
       const loss = 2 * Math.exp(-step / 40) + 0.3 + 0.1 * Math.sin(step);
       steps.push({ step, epoch: e, loss, acc: 1 - loss / 2.5, lr: 0.1 });
     }
-    epochs.push({ epoch: e, trainLoss: 2 * Math.exp(-e) + 0.3, trainAcc: 0.6 + 0.1 * e, testLoss: 2 * Math.exp(-e) + 0.4, testAcc: 0.55 + 0.1 * e, seconds: 12.5 });
+    epochs.push({
+      epoch: e,
+      trainLoss: 2 * Math.exp(-e) + 0.3,
+      trainAcc: 0.6 + 0.1 * e,
+      testLoss: 2 * Math.exp(-e) + 0.4,
+      testAcc: 0.55 + 0.1 * e,
+      seconds: 12.5,
+    });
   }
   return { steps, epochs, title: 'ResNet-20 <test> & report' };
 }
@@ -55,7 +62,10 @@ describe('metrics', () => {
     expect(recs.map((r) => r.type)).toEqual(['step', 'step', 'epoch', 'step', 'eval']);
     expect(Number.isNaN(recs[1].loss)).toBe(true);
     const h = historyFromMetrics(recs, 'x');
-    expect(h.steps.map((s) => [s.step, s.loss])).toEqual([[1, 2.5], [2, 2.2]]);
+    expect(h.steps.map((s) => [s.step, s.loss])).toEqual([
+      [1, 2.5],
+      [2, 2.2],
+    ]);
     expect(h.epochs).toEqual([{ epoch: 1, trainLoss: 2.4, trainAcc: 0.12, testLoss: 2.3, testAcc: 0.15, seconds: 3 }]);
     expect(h.title).toBe('x');
   });
@@ -75,17 +85,21 @@ describe('metrics', () => {
 describe('report', () => {
   /** The line paths of the SVG: the first point's values (Vega's aria-label) and every point's position. */
   function lines(svg: string): { label: string; series: string; first: number; points: number[][]; pieces: number }[] {
-    const re = /<path aria-label="epoch: [\d.e-]+; ([^:]+): ([-\d.e]+); series: ([^"]+)" role="graphics-symbol" aria-roledescription="line mark" d="([^"]+)"/g;
+    const re =
+      /<path aria-label="epoch: [\d.e-]+; ([^:]+): ([-\d.e]+); series: ([^"]+)" role="graphics-symbol" aria-roledescription="line mark" d="([^"]+)"/g;
     return [...svg.matchAll(re)].map(([, label, first, series, d]) => ({
       label,
       series,
       first: Number(first),
-      points: d.split(/[ML]/).filter(Boolean).map((p) => p.split(',').map(Number)),
+      points: d
+        .split(/[ML]/)
+        .filter(Boolean)
+        .map((p) => p.split(',').map(Number)),
       pieces: (d.match(/M/g) ?? []).length,
     }));
   }
 
-  test('the plotted numbers are the history\'s', () => {
+  test("the plotted numbers are the history's", () => {
     const h = history();
     const data = reportData(h);
     const of = (chart: string, series: string) => data.filter((p) => p.chart === chart && p.series === series);
@@ -93,7 +107,11 @@ describe('report', () => {
     expect(of('loss', 'test, epoch').map((p) => [p.epoch, p.value])).toEqual(h.epochs.map((e) => [e.epoch, e.testLoss]));
     expect(of('accuracy', 'train, epoch').map((p) => p.value)).toEqual(h.epochs.map((e) => 100 * e.trainAcc));
     // Steps of epoch e are spread over (e - 1, e].
-    expect(of('loss', 'train, per step').map((p) => p.epoch).slice(0, 2)).toEqual([1 / 50, 2 / 50]);
+    expect(
+      of('loss', 'train, per step')
+        .map((p) => p.epoch)
+        .slice(0, 2),
+    ).toEqual([1 / 50, 2 / 50]);
     expect(of('loss', 'train, per step')[149].epoch).toBe(3);
   });
 
@@ -104,13 +122,20 @@ describe('report', () => {
     expect(() => new Resvg(svg)).not.toThrow(); // well-formed XML that an SVG renderer reads
     expect(svg).toContain('font-family="DejaVu Sans, Verdana, Arial, sans-serif"');
     expect(svg).toContain('>ResNet-20 &lt;test&gt; &amp; report</text>');
-    for (const t of ['>epoch<', '>loss<', '>accuracy (%)<', '>train, per step (smoothed)<', '>train, epoch<', '>test, epoch<']) expect(svg).toContain(t);
+    for (const t of ['>epoch<', '>loss<', '>accuracy (%)<', '>train, per step (smoothed)<', '>train, epoch<', '>test, epoch<'])
+      expect(svg).toContain(t);
     expect(svg).toContain('>epoch 3  |  train loss 0.3996, acc 90.00%  |  test loss 0.4996, acc 85.00%  |  time 37.5s<');
     // Per chart: raw steps, smoothed steps, train epochs, test epochs; the first point's value is the history's.
     const ls = lines(svg);
     expect(ls.map((l) => `${l.label}: ${l.series}`)).toEqual([
-      'loss: train, per step', 'loss: train, per step (smoothed)', 'loss: train, epoch', 'loss: test, epoch',
-      'accuracy (%): train, per step', 'accuracy (%): train, per step (smoothed)', 'accuracy (%): train, epoch', 'accuracy (%): test, epoch',
+      'loss: train, per step',
+      'loss: train, per step (smoothed)',
+      'loss: train, epoch',
+      'loss: test, epoch',
+      'accuracy (%): train, per step',
+      'accuracy (%): train, per step (smoothed)',
+      'accuracy (%): train, epoch',
+      'accuracy (%): test, epoch',
     ]);
     expect(ls[0].points.length).toBe(150);
     expect(ls[0].first).toBeCloseTo(h.steps[0].loss, 8);
@@ -138,7 +163,7 @@ describe('report', () => {
     expect(raw.points.length).toBe(148);
   });
 
-  test('writeReport writes the SVG and a PNG of it: signature, size, the curves\' colours', async () => {
+  test("writeReport writes the SVG and a PNG of it: signature, size, the curves' colours", async () => {
     const out = await writeReport(path.join(tmp, 'rep'), history());
     expect(out).toEqual({ svg: path.join(tmp, 'rep', 'report.svg'), png: path.join(tmp, 'rep', 'report.png') });
     const svg = fs.readFileSync(out.svg, 'utf8');
@@ -151,7 +176,8 @@ describe('report', () => {
     const count = (rgb: [number, number, number], tol: number) => {
       let n = 0;
       for (let i = 0; i < png.data.length; i += 4) {
-        if (Math.abs(png.data[i] - rgb[0]) <= tol && Math.abs(png.data[i + 1] - rgb[1]) <= tol && Math.abs(png.data[i + 2] - rgb[2]) <= tol) n++;
+        if (Math.abs(png.data[i] - rgb[0]) <= tol && Math.abs(png.data[i + 1] - rgb[1]) <= tol && Math.abs(png.data[i + 2] - rgb[2]) <= tol)
+          n++;
       }
       return n;
     };
@@ -168,7 +194,9 @@ describe('report', () => {
     const svg = await renderReportSvg({ steps: [], epochs: [] });
     expect(svg).toContain('>loss: no data<');
     expect(svg).toContain('>no metrics recorded<');
-    await expect(renderReportSvg({ steps: [{ step: 1, epoch: 1 } as never], epochs: [] })).rejects.toThrow(/steps\[0\] needs numeric 'epoch' and 'loss'/);
+    await expect(renderReportSvg({ steps: [{ step: 1, epoch: 1 } as never], epochs: [] })).rejects.toThrow(
+      /steps\[0\] needs numeric 'epoch' and 'loss'/,
+    );
     await expect(renderReportSvg({} as History)).rejects.toThrow(/history must be/);
   });
 });

@@ -35,6 +35,8 @@ describe('depth', () => {
     // (each .grad read is a new reference: read them inside a scope)
     expect(scope(() => model.parameters().every((p) => p.grad !== null))).toBe(true);
     expect(memory().tensors).toBe(base);
-    console.log(`preactResnet(1001) forward+backward on 2x3x16x16: ${seconds.toFixed(1)} s, loss ${loss.toFixed(4)}, |grad conv1| ${norm.toExponential(3)}`);
+    console.log(
+      `preactResnet(1001) forward+backward on 2x3x16x16: ${seconds.toFixed(1)} s, loss ${loss.toFixed(4)}, |grad conv1| ${norm.toExponential(3)}`,
+    );
   });
 });

@@ -3,28 +3,87 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
-  BasicBlock, Bottleneck, PreActBlock, PreActBottleneck, ShortcutA, Tensor, arange, cifarPlain, cifarResnet, createModel, crossEntropy,
-  cuda, getModelInfo, listModels, manualSeed, memory, modelNames, nn, noGrad, preactResnet, projectionShortcut, randn, relu, resnet101,
-  resnet152, resnet18, resnet20, resnet34, resnet50, resnext50_32x4d, scope, summary, summaryData, tensor, wideResnet50_2,
+  BasicBlock,
+  Bottleneck,
+  PreActBlock,
+  PreActBottleneck,
+  ShortcutA,
+  Tensor,
+  arange,
+  cifarPlain,
+  cifarResnet,
+  createModel,
+  crossEntropy,
+  cuda,
+  getModelInfo,
+  listModels,
+  manualSeed,
+  memory,
+  modelNames,
+  nn,
+  noGrad,
+  preactResnet,
+  projectionShortcut,
+  randn,
+  relu,
+  resnet101,
+  resnet152,
+  resnet18,
+  resnet20,
+  resnet34,
+  resnet50,
+  resnext50_32x4d,
+  scope,
+  summary,
+  summaryData,
+  tensor,
+  wideResnet50_2,
 } from '../../lib/index.js';
 import { cudaWanted, expectClose, fixtures } from '../support/helpers.js';
 
-const keysJson: Record<string, { numClasses: number; params: number; keys: number; first: string[]; last: string[]; sha256: string }> = JSON.parse(
-  fs.readFileSync(path.join(fixtures, 'resnet', 'keys.json'), 'utf8'),
-);
+const keysJson: Record<string, { numClasses: number; params: number; keys: number; first: string[]; last: string[]; sha256: string }> =
+  JSON.parse(fs.readFileSync(path.join(fixtures, 'resnet', 'keys.json'), 'utf8'));
 const keyLine = (k: string, t: Tensor): string => `${k}:[${t.shape.join(', ')}]`;
 
 describe('every factory: parameter counts and state-dict keys as the PyTorch references', () => {
   // counts stated in the issue (torchvision's, He et al.'s)
   const stated: Record<string, number> = {
-    resnet18: 11_689_512, resnet34: 21_797_672, resnet50: 25_557_032, resnet101: 44_549_160, resnet152: 60_192_808,
-    resnext50_32x4d: 25_028_904, wide_resnet50_2: 68_883_240,
-    resnet20: 269_722, resnet110: 1_727_962, resnet1202: 19_421_274, preact164: 1_703_258, preact1001: 10_327_706,
+    resnet18: 11_689_512,
+    resnet34: 21_797_672,
+    resnet50: 25_557_032,
+    resnet101: 44_549_160,
+    resnet152: 60_192_808,
+    resnext50_32x4d: 25_028_904,
+    wide_resnet50_2: 68_883_240,
+    resnet20: 269_722,
+    resnet110: 1_727_962,
+    resnet1202: 19_421_274,
+    preact164: 1_703_258,
+    preact1001: 10_327_706,
   };
   it('the registry lists every model of the issue, and the fixture covers each', () => {
     const names = modelNames();
-    for (const n of ['resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50_32x4d', 'wide_resnet50_2',
-      'resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110', 'resnet1202', 'plain20', 'plain56', 'plain110', 'preact164', 'preact1001', 'preact_basic110']) {
+    for (const n of [
+      'resnet18',
+      'resnet34',
+      'resnet50',
+      'resnet101',
+      'resnet152',
+      'resnext50_32x4d',
+      'wide_resnet50_2',
+      'resnet20',
+      'resnet32',
+      'resnet44',
+      'resnet56',
+      'resnet110',
+      'resnet1202',
+      'plain20',
+      'plain56',
+      'plain110',
+      'preact164',
+      'preact1001',
+      'preact_basic110',
+    ]) {
       expect(names).toContain(n);
     }
     expect(Object.keys(keysJson).sort()).toEqual([...names].sort());
@@ -53,8 +112,13 @@ describe('every factory: parameter counts and state-dict keys as the PyTorch ref
 
   it('direct factories agree with the registry', () => {
     const direct: [string, () => nn.Module][] = [
-      ['resnet18', () => resnet18()], ['resnet34', () => resnet34()], ['resnet20', () => resnet20()], ['resnet56', () => cifarResnet(56)],
-      ['plain32', () => cifarPlain(32)], ['preact164', () => preactResnet(164)], ['preact_basic56', () => preactResnet(56, { block: 'basic' })],
+      ['resnet18', () => resnet18()],
+      ['resnet34', () => resnet34()],
+      ['resnet20', () => resnet20()],
+      ['resnet56', () => cifarResnet(56)],
+      ['plain32', () => cifarPlain(32)],
+      ['preact164', () => preactResnet(164)],
+      ['preact_basic56', () => preactResnet(56, { block: 'basic' })],
     ];
     for (const [name, make] of direct) {
       const m = make();
@@ -68,20 +132,23 @@ describe('every factory: parameter counts and state-dict keys as the PyTorch ref
 });
 
 describe('small inputs: numClasses and inChannels', () => {
-  it.each(['resnet18', 'resnet50', 'resnext50_32x4d', 'resnet20', 'plain20', 'preact164', 'preact_basic20'])('%s on 1x28x28 and 3x32x32', (name) => {
-    const gray = createModel(name, { numClasses: 7, inChannels: 1 });
-    const y = noGrad(() => gray.call(randn([2, 1, 28, 28])));
-    expect(y.shape).toEqual([2, 7]);
-    expect(y.isfinite().all().item()).toBe(true);
-    const rgb = createModel(name, { numClasses: 5 });
-    scope(() => {
-      const x = randn([2, 3, 32, 32]).requiresGrad_(true);
-      crossEntropy(rgb.call(x), tensor([1, 4], { dtype: 'int64' })).backward();
-      expect((x.grad!.abs().sum().item() as number) > 0).toBe(true);
-    });
-    gray.dispose();
-    rgb.dispose();
-  });
+  it.each(['resnet18', 'resnet50', 'resnext50_32x4d', 'resnet20', 'plain20', 'preact164', 'preact_basic20'])(
+    '%s on 1x28x28 and 3x32x32',
+    (name) => {
+      const gray = createModel(name, { numClasses: 7, inChannels: 1 });
+      const y = noGrad(() => gray.call(randn([2, 1, 28, 28])));
+      expect(y.shape).toEqual([2, 7]);
+      expect(y.isfinite().all().item()).toBe(true);
+      const rgb = createModel(name, { numClasses: 5 });
+      scope(() => {
+        const x = randn([2, 3, 32, 32]).requiresGrad_(true);
+        crossEntropy(rgb.call(x), tensor([1, 4], { dtype: 'int64' })).backward();
+        expect((x.grad!.abs().sum().item() as number) > 0).toBe(true);
+      });
+      gray.dispose();
+      rgb.dispose();
+    },
+  );
 
   it("the 'small' stem: 3x3 stride-1 conv1 and no max pooling, same keys", () => {
     const m = resnet18({ stem: 'small', numClasses: 10 });
@@ -97,9 +164,24 @@ describe('residual blocks', () => {
     manualSeed(3);
     const b = new BasicBlock(8, 16, { stride: 2, downsample: projectionShortcut(8, 16, 2) });
     expect(Object.keys(b.stateDict())).toEqual([
-      'conv1.weight', 'bn1.weight', 'bn1.bias', 'bn1.running_mean', 'bn1.running_var', 'bn1.num_batches_tracked',
-      'conv2.weight', 'bn2.weight', 'bn2.bias', 'bn2.running_mean', 'bn2.running_var', 'bn2.num_batches_tracked',
-      'downsample.0.weight', 'downsample.1.weight', 'downsample.1.bias', 'downsample.1.running_mean', 'downsample.1.running_var', 'downsample.1.num_batches_tracked',
+      'conv1.weight',
+      'bn1.weight',
+      'bn1.bias',
+      'bn1.running_mean',
+      'bn1.running_var',
+      'bn1.num_batches_tracked',
+      'conv2.weight',
+      'bn2.weight',
+      'bn2.bias',
+      'bn2.running_mean',
+      'bn2.running_var',
+      'bn2.num_batches_tracked',
+      'downsample.0.weight',
+      'downsample.1.weight',
+      'downsample.1.bias',
+      'downsample.1.running_mean',
+      'downsample.1.running_var',
+      'downsample.1.num_batches_tracked',
     ]);
     b.eval();
     const x = randn([2, 8, 8, 8]);
@@ -125,13 +207,19 @@ describe('residual blocks', () => {
     const s = new ShortcutA(16, 32, 2);
     expect(s.numParameters()).toBe(0);
     expect(Object.keys(s.stateDict())).toEqual([]);
-    const x = arange(2 * 16 * 6 * 6).to('float32').reshape(2, 16, 6, 6);
+    const x = arange(2 * 16 * 6 * 6)
+      .to('float32')
+      .reshape(2, 16, 6, 6);
     const y = s.call(x);
     expect(y.shape).toEqual([2, 32, 3, 3]);
     expect(y.narrow(1, 0, 8).abs().sum().item()).toBe(0);
     expect(y.narrow(1, 24, 8).abs().sum().item()).toBe(0);
     expect(y.narrow(1, 8, 16).equal(x.slice(2, 0, null, 2).slice(3, 0, null, 2))).toBe(true);
-    expect(y.select(0, 1).select(0, 8).toArray()).toEqual([[576, 578, 580], [588, 590, 592], [600, 602, 604]]);
+    expect(y.select(0, 1).select(0, 8).toArray()).toEqual([
+      [576, 578, 580],
+      [588, 590, 592],
+      [600, 602, 604],
+    ]);
     // the CIFAR ResNet uses it where the shape changes (no downsample parameters anywhere)
     const r = resnet20();
     expect(r.layer2.at(0)).toBeInstanceOf(BasicBlock);
@@ -188,14 +276,22 @@ describe('residual blocks', () => {
     const blk = c.layer1.at(1) as BasicBlock;
     expect(blk.bn2.weight!.abs().sum().item()).toBe(0);
     const x = relu(randn([2, 16, 8, 8]));
-    expectClose(noGrad(() => blk.call(x)), x, { atol: 0, rtol: 0, what: 'zero-init basic block = identity on relu inputs' });
+    expectClose(
+      noGrad(() => blk.call(x)),
+      x,
+      { atol: 0, rtol: 0, what: 'zero-init basic block = identity on relu inputs' },
+    );
 
     const p = preactResnet(164, { zeroInitResidual: true });
     p.eval();
     const pb = p.layer2.at(3) as PreActBottleneck;
     expect(pb.bn3.weight!.abs().sum().item()).toBe(0);
     const x2 = randn([2, 128, 8, 8]);
-    expectClose(noGrad(() => pb.call(x2)), x2, { atol: 0, rtol: 0, what: 'zero-init preact block = identity' });
+    expectClose(
+      noGrad(() => pb.call(x2)),
+      x2,
+      { atol: 0, rtol: 0, what: 'zero-init preact block = identity' },
+    );
     const pbb = preactResnet(20, { block: 'basic', zeroInitResidual: true }).layer1.at(0) as PreActBlock;
     expect(pbb.bn2.weight!.abs().sum().item()).toBe(0);
   });
@@ -205,7 +301,9 @@ describe('bad input names the layer and the shapes', () => {
   it('wrong channel count and 3-D input', () => {
     const m = resnet18();
     expect(() => m.call(randn([2, 1, 28, 28]))).toThrow('conv1 (Conv2d): expected input [N, 3, H, W], got [2, 1, 28, 28]');
-    expect(() => m.call(randn([3, 64, 64]))).toThrow(/^conv1 \(Conv2d\): expected input \[N, 3, H, W\], got \[3, 64, 64\] \(a single image\? add the batch dimension/);
+    expect(() => m.call(randn([3, 64, 64]))).toThrow(
+      /^conv1 \(Conv2d\): expected input \[N, 3, H, W\], got \[3, 64, 64\] \(a single image\? add the batch dimension/,
+    );
     const g = resnet20({ inChannels: 1 });
     expect(() => g.call(randn([2, 3, 28, 28]))).toThrow('conv1 (Conv2d): expected input [N, 1, H, W], got [2, 3, 28, 28]');
     // a block used inside a network names its full path
@@ -227,8 +325,12 @@ describe('bad input names the layer and the shapes', () => {
     expect(msg).toContain('missing keys (60): layer1.3.conv1.weight [16, 16, 3, 3]');
     expect(r32.conv1.weight.equal(before)).toBe(true);
     expect(() => r20.loadStateDict(r32.stateDict())).toThrow(/unexpected keys \(72\): layer1\.3\.conv1\.weight \[16, 16, 3, 3\]/);
-    expect(() => r20.loadStateDict(resnet20({ numClasses: 100 }).stateDict())).toThrow(/fc\.weight: model \[10, 64\], state dict \[100, 64\]; fc\.bias: model \[10\], state dict \[100\]/);
-    expect(() => resnet18().loadStateDict(resnet34().stateDict())).toThrow(/unexpected keys \(\d+\): layer1\.2\.conv1\.weight \[64, 64, 3, 3\]/);
+    expect(() => r20.loadStateDict(resnet20({ numClasses: 100 }).stateDict())).toThrow(
+      /fc\.weight: model \[10, 64\], state dict \[100, 64\]; fc\.bias: model \[10\], state dict \[100\]/,
+    );
+    expect(() => resnet18().loadStateDict(resnet34().stateDict())).toThrow(
+      /unexpected keys \(\d+\): layer1\.2\.conv1\.weight \[64, 64, 3, 3\]/,
+    );
   });
 
   it('invalid depths and options', () => {
@@ -282,11 +384,12 @@ describe('memory and devices', () => {
     const m = resnet20();
     const x = randn([4, 3, 32, 32]);
     const y = tensor([0, 1, 2, 3], { dtype: 'int64' });
-    const step = (): number => scope(() => {
-      const loss = crossEntropy(m.call(x), y);
-      loss.backward();
-      return loss.item() as number;
-    });
+    const step = (): number =>
+      scope(() => {
+        const loss = crossEntropy(m.call(x), y);
+        loss.backward();
+        return loss.item() as number;
+      });
     step();
     m.zeroGrad();
     const base = memory().tensors;

@@ -21,7 +21,9 @@ interface Case {
   result: { tensor: Stored } | { values: Stored; indices: Stored } | { list: Stored[] } | { value: unknown };
 }
 
-const fixture = JSON.parse(fs.readFileSync(path.join(root, 'test', 'fixtures', 'core', 'tensor-methods.json'), 'utf8')) as { cases: Case[] };
+const fixture = JSON.parse(fs.readFileSync(path.join(root, 'test', 'fixtures', 'core', 'tensor-methods.json'), 'utf8')) as {
+  cases: Case[];
+};
 
 const decode = (v: unknown): unknown => {
   if (Array.isArray(v)) return v.map(decode);
@@ -59,13 +61,31 @@ describe('Tensor methods against PyTorch', () => {
   it('the fixture covers the numeric methods', () => {
     const methods = new Set(fixture.cases.map((c) => c.method));
     expect(fixture.cases.length).toBeGreaterThan(120);
-    for (const m of ['add', 'div', 'max', 'topk', 'sort', 'var', 'norm', 'index', 'split', 'gather', 'matmul', 'bmm', 'slice', 'squeeze', 'to'])
+    for (const m of [
+      'add',
+      'div',
+      'max',
+      'topk',
+      'sort',
+      'var',
+      'norm',
+      'index',
+      'split',
+      'gather',
+      'matmul',
+      'bmm',
+      'slice',
+      'squeeze',
+      'to',
+    ])
       expect(methods.has(m), m).toBe(true);
   });
 
   it.each(fixture.cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {
     const self = make(c.self);
-    const args = c.args.map((a) => (a && typeof a === 'object' && 'tensor' in (a as object) ? make((a as { tensor: Stored }).tensor) : decode(a)));
+    const args = c.args.map((a) =>
+      a && typeof a === 'object' && 'tensor' in (a as object) ? make((a as { tensor: Stored }).tensor) : decode(a),
+    );
     const fn = (self as unknown as Record<string, (...a: unknown[]) => unknown>)[c.method];
     expect(typeof fn, c.method).toBe('function');
     const before = self.toArray();

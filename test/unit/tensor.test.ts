@@ -3,8 +3,33 @@
 // are checked against PyTorch in tensor-methods.test.ts; the values here are computed independently.
 import { describe, expect, it } from 'vitest';
 import {
-  DisposedTensorError, DtypeError, ShapeError, Tensor, arange, cat, empty, eye, full, fullLike, linspace, manualSeed, memory, ones, onesLike,
-  pad, rand, randint, randLike, randn, randnLike, randperm, stack, tensor, where, zeros, zerosLike,
+  DisposedTensorError,
+  DtypeError,
+  ShapeError,
+  Tensor,
+  arange,
+  cat,
+  empty,
+  eye,
+  full,
+  fullLike,
+  linspace,
+  manualSeed,
+  memory,
+  ones,
+  onesLike,
+  pad,
+  rand,
+  randint,
+  randLike,
+  randn,
+  randnLike,
+  randperm,
+  stack,
+  tensor,
+  where,
+  zeros,
+  zerosLike,
 } from '../../lib/index.js';
 
 function errorOf(f: () => unknown): Error {
@@ -18,7 +43,10 @@ function errorOf(f: () => unknown): Error {
 const num = (t: Tensor): number[] => Array.from(t.toTypedArray() as ArrayLike<number>, Number);
 
 describe('Tensor properties', () => {
-  const t = tensor([[1, 2, 3], [4, 5, 6]]);
+  const t = tensor([
+    [1, 2, 3],
+    [4, 5, 6],
+  ]);
 
   it('shape, size, ndim, dim, numel, dtype, device, nbytes', () => {
     expect(t.shape).toEqual([2, 3]);
@@ -71,7 +99,10 @@ describe('creation', () => {
     expect(tensor([[true, false]]).toArray()).toEqual([[true, false]]);
     expect(tensor([1.25, -3], { dtype: 'float64' }).toArray()).toEqual([1.25, -3]);
     expect(tensor([1.9, -1.9], { dtype: 'int64' }).toArray()).toEqual([1, -1]); // truncates toward zero, as PyTorch
-    expect(tensor(new Int32Array([1, 2, 3, 4]), { shape: [2, 2] }).toArray()).toEqual([[1, 2], [3, 4]]);
+    expect(tensor(new Int32Array([1, 2, 3, 4]), { shape: [2, 2] }).toArray()).toEqual([
+      [1, 2],
+      [3, 4],
+    ]);
     expect(tensor(new Int32Array([1, 2])).dtype).toBe('int32');
     expect(tensor(new Float64Array([0.1])).dtype).toBe('float64');
     expect(tensor(new BigInt64Array([2n ** 40n])).itemBigInt()).toBe(2n ** 40n);
@@ -93,8 +124,19 @@ describe('creation', () => {
   });
 
   it('tensor() with {shape}: plain and nested arrays are laid out in it and checked like typed arrays', () => {
-    expect(tensor([1, 2, 3, 4], { shape: [2, 2] }).toArray()).toEqual([[1, 2], [3, 4]]);
-    expect(tensor([[1, 2], [3, 4]], { shape: [4] }).toArray()).toEqual([1, 2, 3, 4]);
+    expect(tensor([1, 2, 3, 4], { shape: [2, 2] }).toArray()).toEqual([
+      [1, 2],
+      [3, 4],
+    ]);
+    expect(
+      tensor(
+        [
+          [1, 2],
+          [3, 4],
+        ],
+        { shape: [4] },
+      ).toArray(),
+    ).toEqual([1, 2, 3, 4]);
     expect(tensor(5, { shape: [1, 1] }).toArray()).toEqual([[5]]);
     const e = errorOf(() => tensor([1, 2, 3], { shape: [2, 2] }));
     expect(e).toBeInstanceOf(ShapeError);
@@ -108,7 +150,9 @@ describe('creation', () => {
   it('tensor() refuses ragged nested arrays with a ShapeError naming the element, and non-numbers with a TypeError', () => {
     expect(errorOf(() => tensor([[1, 2], [3]])).message).toBe('tensor: ragged nested array: element at data[1] has length 1, expected 2');
     expect(errorOf(() => tensor([[1], 2] as never))).toBeInstanceOf(ShapeError);
-    expect(errorOf(() => tensor([1, [2]] as never)).message).toBe('tensor: ragged nested array: element at data[1] is an array, expected a number (as at data[0])');
+    expect(errorOf(() => tensor([1, [2]] as never)).message).toBe(
+      'tensor: ragged nested array: element at data[1] is an array, expected a number (as at data[0])',
+    );
     expect(errorOf(() => tensor([[[1]], [[2, 3]]]))).toBeInstanceOf(ShapeError);
     expect(errorOf(() => tensor(['a'] as never))).toBeInstanceOf(TypeError);
     expect(errorOf(() => tensor([null] as never)).message).toBe('tensor: element at data[0] is null, expected a number or a boolean');
@@ -119,13 +163,20 @@ describe('creation', () => {
   });
 
   it('zeros, ones, empty, full, eye, arange, linspace', () => {
-    expect(zeros([2, 2]).toArray()).toEqual([[0, 0], [0, 0]]);
+    expect(zeros([2, 2]).toArray()).toEqual([
+      [0, 0],
+      [0, 0],
+    ]);
     expect(zeros(3, { dtype: 'int64' }).dtype).toBe('int64');
     expect(ones([3]).toArray()).toEqual([1, 1, 1]);
     expect(empty([2, 5]).shape).toEqual([2, 5]);
     expect(full([2], 7).toArray()).toEqual([7, 7]);
     expect(full([1], true).dtype).toBe('bool');
-    expect(eye(3).toArray()).toEqual([[1, 0, 0], [0, 1, 0], [0, 0, 1]]);
+    expect(eye(3).toArray()).toEqual([
+      [1, 0, 0],
+      [0, 1, 0],
+      [0, 0, 1],
+    ]);
     expect(arange(4).toArray()).toEqual([0, 1, 2, 3]);
     expect(arange(4).dtype).toBe('int64'); // integer arguments give int64, as PyTorch
     expect(arange(1, 2, 0.25).toArray()).toEqual([1, 1.25, 1.5, 1.75]);
@@ -172,10 +223,18 @@ describe('creation', () => {
   it('cat, stack, where, pad', () => {
     const a = tensor([[1, 2]]);
     const b = tensor([[3, 4]]);
-    expect(cat([a, b]).toArray()).toEqual([[1, 2], [3, 4]]);
+    expect(cat([a, b]).toArray()).toEqual([
+      [1, 2],
+      [3, 4],
+    ]);
     expect(cat([a, b], 1).toArray()).toEqual([[1, 2, 3, 4]]);
     expect(stack([a, b]).shape).toEqual([2, 1, 2]);
-    expect(stack([a, b], 2).toArray()).toEqual([[[1, 3], [2, 4]]]);
+    expect(stack([a, b], 2).toArray()).toEqual([
+      [
+        [1, 3],
+        [2, 4],
+      ],
+    ]);
     expect(where(tensor([true, false, true]), tensor([1, 2, 3]), 0).toArray()).toEqual([1, 0, 3]);
     expect(where(tensor([true, false]), -1, tensor([5, 6])).toArray()).toEqual([-1, 6]);
     expect(pad(tensor([[1, 2]]), [1, 2]).toArray()).toEqual([[0, 1, 2, 0, 0]]);
@@ -349,7 +408,10 @@ describe('lifetime', () => {
 });
 
 describe('misuse of the methods', () => {
-  const t = tensor([[1, 2, 3], [4, 5, 6]]);
+  const t = tensor([
+    [1, 2, 3],
+    [4, 5, 6],
+  ]);
   it.each([
     ['reshape to a wrong size', () => t.reshape(4), ShapeError],
     ['view of a non-contiguous tensor', () => t.t().view(6), ShapeError],

@@ -22,11 +22,23 @@ interface PlainEvent {
   file_version?: string;
   session_log?: { status: number };
   scalar?: { tag: string; value: number };
-  histogram?: { tag: string; min: number; max: number; num: number; sum: number; sum_squares: number; bucket_limit: number[]; bucket: number[] };
+  histogram?: {
+    tag: string;
+    min: number;
+    max: number;
+    num: number;
+    sum: number;
+    sum_squares: number;
+    bucket_limit: number[];
+    bucket: number[];
+  };
   text?: { tag: string; text: string };
   image?: { tag: string; height: number; width: number; colorspace: number; png_base64: string };
 }
-const ref = JSON.parse(fs.readFileSync(path.join(refDir, 'reference.json'), 'utf8')) as { events: PlainEvent[]; masked_crc32c: { hex: string; masked: number }[] };
+const ref = JSON.parse(fs.readFileSync(path.join(refDir, 'reference.json'), 'utf8')) as {
+  events: PlainEvent[];
+  masked_crc32c: { hex: string; masked: number }[];
+};
 const refRecords = readRecords(fs.readFileSync(path.join(refDir, 'reference.tfevents'))).records;
 
 /** A plain fixture event as the Event residual encodes. */
@@ -41,7 +53,13 @@ function toEvent(p: PlainEvent): TbEvent {
   }
   if (p.text)
     ev.summary = {
-      value: [{ tag: p.text.tag, metadata: { plugin_data: { plugin_name: 'text', content: new Uint8Array(0) } }, tensor: { dtype: 7, tensor_shape: { dim: [{ size: 1 }] }, string_val: [Buffer.from(p.text.text)] } }],
+      value: [
+        {
+          tag: p.text.tag,
+          metadata: { plugin_data: { plugin_name: 'text', content: new Uint8Array(0) } },
+          tensor: { dtype: 7, tensor_shape: { dim: [{ size: 1 }] }, string_val: [Buffer.from(p.text.text)] },
+        },
+      ],
     };
   if (p.image) {
     const { tag, png_base64, ...size } = p.image;
@@ -59,15 +77,17 @@ afterAll(() => {
 });
 const dir = (name: string) => path.join(tmp, name);
 
-describe('TensorBoard encoding, against TensorBoard\'s own Python writer', () => {
-  test('masked CRC32C equals TensorBoard\'s', () => {
+describe("TensorBoard encoding, against TensorBoard's own Python writer", () => {
+  test("masked CRC32C equals TensorBoard's", () => {
     expect(ref.masked_crc32c.length).toBe(4);
     for (const { hex, masked } of ref.masked_crc32c) expect(maskedCrc32c(Buffer.from(hex, 'hex'))).toBe(masked);
   });
 
   test('every event encodes to the same bytes, and the framed file is byte-identical', () => {
     expect(refRecords.length).toBe(ref.events.length);
-    ref.events.forEach((p, i) => expect(Buffer.from(encodeEvent(toEvent(p))).equals(refRecords[i]), `event ${i} (${Object.keys(p).join(', ')})`).toBe(true));
+    ref.events.forEach((p, i) =>
+      expect(Buffer.from(encodeEvent(toEvent(p))).equals(refRecords[i]), `event ${i} (${Object.keys(p).join(', ')})`).toBe(true),
+    );
     const file = Buffer.concat(ref.events.map((p) => frameRecord(encodeEvent(toEvent(p)))));
     expect(file.equals(fs.readFileSync(path.join(refDir, 'reference.tfevents')))).toBe(true);
   });
@@ -81,7 +101,7 @@ describe('TensorBoard encoding, against TensorBoard\'s own Python writer', () =>
     expect(Buffer.from(events[5].summary!.value[0].tensor!.string_val![0]).toString('utf8')).toBe(ref.events[5].text!.text);
   });
 
-  test('SummaryWriter writes the reference\'s scalar, text and image records (same step and wall time)', () => {
+  test("SummaryWriter writes the reference's scalar, text and image records (same step and wall time)", () => {
     const w = new SummaryWriter(dir('ref-writer'));
     const [, , s, s2, , t, im] = ref.events;
     w.addScalar(s.scalar!.tag, s.scalar!.value, s.step, { walltime: s.wall_time });
@@ -95,7 +115,13 @@ describe('TensorBoard encoding, against TensorBoard\'s own Python writer', () =>
     expect(first.file_version).toBe('brain.Event:2');
     expect(first.step).toBe(0);
     expect(Math.abs(first.wall_time - Date.now() / 1000)).toBeLessThan(3600);
-    for (const [k, i] of [[1, 2], [2, 3], [3, 5], [4, 6]]) expect(records[k].equals(refRecords[i]), `record ${k}`).toBe(true);
+    for (const [k, i] of [
+      [1, 2],
+      [2, 3],
+      [3, 5],
+      [4, 6],
+    ])
+      expect(records[k].equals(refRecords[i]), `record ${k}`).toBe(true);
   });
 });
 
@@ -103,7 +129,15 @@ describe('histograms', () => {
   test('counts, edges and sums against a float64 reference', () => {
     const values = [-3, -1, -0.5, 0, 0, 0.25, 1, 2, 5, NaN, Infinity];
     const h = makeHistogram(values, 4); // edges -3, -1, 1, 3, 5
-    expect(h).toEqual({ min: -3, max: 5, num: 9, sum: 3.75, sum_squares: 9 + 1 + 0.25 + 0.0625 + 1 + 4 + 25, bucket_limit: [-1, 1, 3, 5], bucket: [1, 5, 2, 1] });
+    expect(h).toEqual({
+      min: -3,
+      max: 5,
+      num: 9,
+      sum: 3.75,
+      sum_squares: 9 + 1 + 0.25 + 0.0625 + 1 + 4 + 25,
+      bucket_limit: [-1, 1, 3, 5],
+      bucket: [1, 5, 2, 1],
+    });
     expect(makeHistogram([2, 2, 2], 10)).toEqual({ min: 2, max: 2, num: 3, sum: 6, sum_squares: 12, bucket_limit: [2], bucket: [3] });
     expect(() => makeHistogram([], 3)).toThrow(/at least one value/);
     expect(() => makeHistogram([NaN, -Infinity], 3)).toThrow(/finite/);
@@ -135,7 +169,9 @@ describe('histograms', () => {
     expect(() => w.addHistogram('d', [1], 4, { bins: 0 })).toThrow(RangeError);
     expect(() => w.addHistogram('d', [1, 'x' as unknown as number], 4)).toThrow(TypeError);
     w.close();
-    const hs = readEventFile(w.file).events.slice(1).map((e) => e.summary!.value[0]);
+    const hs = readEventFile(w.file)
+      .events.slice(1)
+      .map((e) => e.summary!.value[0]);
     expect(hs.map((v) => v.tag)).toEqual(['a', 'b', 'c']);
     expect(hs[0].histo).toMatchObject({ min: 1, max: 4, num: 4, sum: 10, sum_squares: 30, bucket: [1, 1, 2] });
     expect(hs[1].histo).toMatchObject({ min: 1, max: 5, num: 2, sum: 6 });
@@ -151,8 +187,14 @@ describe('images', () => {
     w.addImage('hwc', hwc, 2, { dataformats: 'HWC' });
     w.addImage('hw', tensor([0, 255, 128], { dtype: 'uint8' }).reshape([1, 3]), 3, { dataformats: 'HW' });
     w.close();
-    const imgs = readEventFile(w.file).events.slice(1).map((e) => e.summary!.value[0].image!);
-    expect(imgs.map((i) => [i.width, i.height, i.colorspace])).toEqual([[2, 2, 3], [2, 1, 3], [3, 1, 1]]);
+    const imgs = readEventFile(w.file)
+      .events.slice(1)
+      .map((e) => e.summary!.value[0].image!);
+    expect(imgs.map((i) => [i.width, i.height, i.colorspace])).toEqual([
+      [2, 2, 3],
+      [2, 1, 3],
+      [3, 1, 1],
+    ]);
     const px = (i: number) => [...PNG.sync.read(Buffer.from(imgs[i].encoded_image_string)).data];
     // RGBA after decoding; float values x255, rounded, clipped; NaN as 0
     expect(px(0)).toEqual([0, 64, 255, 255, 128, 64, 0, 255, 255, 64, 0, 255, 255, 0, 0, 255]);
@@ -211,7 +253,10 @@ describe('SummaryWriter', () => {
     }
     expect(listEventFiles(d).map((f) => path.basename(f))).toEqual(names);
     const second = readEventFile(path.join(d, names[1])).events;
-    expect(second.slice(0, 2)).toMatchObject([{ step: 0, file_version: 'brain.Event:2' }, { step: 10, session_log: { status: 1 } }]);
+    expect(second.slice(0, 2)).toMatchObject([
+      { step: 0, file_version: 'brain.Event:2' },
+      { step: 10, session_log: { status: 1 } },
+    ]);
     expect(readEventFile(path.join(d, names[0])).events.some((e) => e.session_log)).toBe(false);
   });
 
@@ -253,8 +298,14 @@ describe('SummaryWriter', () => {
     fs.writeFileSync(path.join(d, '.residual-events-rewrite.leftover'), 'x');
     fs.writeFileSync(path.join(d, 'notes.txt'), 'mine');
     expect(truncateEventFiles(d, 8)).toEqual({ dropped: 2 + 4 + 1, skipped: [] });
-    const steps = listEventFiles(d).map((f) => readEventFile(f).events.map((e) => (e.file_version ? 'v' : e.session_log ? `start${e.step}` : e.step)));
-    expect(steps).toEqual([['v', 0, 1, 2, 3, 4, 5, 6, 7, 8], ['v', 'start6', 6, 7, 8], ['v', 'start11']]);
+    const steps = listEventFiles(d).map((f) =>
+      readEventFile(f).events.map((e) => (e.file_version ? 'v' : e.session_log ? `start${e.step}` : e.step)),
+    );
+    expect(steps).toEqual([
+      ['v', 0, 1, 2, 3, 4, 5, 6, 7, 8],
+      ['v', 'start6', 6, 7, 8],
+      ['v', 'start11'],
+    ]);
     expect(fs.readdirSync(d).sort()).toEqual([...listEventFiles(d).map((f) => path.basename(f)), 'notes.txt'].sort());
     expect(truncateEventFiles(d, 8).dropped).toBe(0);
     expect(removeEventFiles(d)).toBe(3);

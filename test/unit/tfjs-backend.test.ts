@@ -123,7 +123,16 @@ describe('residual tfjs backend', () => {
   it('reductions return int32 for int32/bool input', async () => {
     await sameAsCpu(() => {
       const x = tf.tensor2d([1, 2, 3, 4, 5, 6], [2, 3], 'int32');
-      return [tf.sum(x), tf.sum(x, 1), tf.prod(x, [0, 1]), tf.max(x, 0, true), tf.mean(x), tf.argMax(x, 1), tf.sum(tf.tensor1d([true, true, false], 'bool')), tf.cumsum(x, 1, true, true)];
+      return [
+        tf.sum(x),
+        tf.sum(x, 1),
+        tf.prod(x, [0, 1]),
+        tf.max(x, 0, true),
+        tf.mean(x),
+        tf.argMax(x, 1),
+        tf.sum(tf.tensor1d([true, true, false], 'bool')),
+        tf.cumsum(x, 1, true, true),
+      ];
     });
   });
 
@@ -213,8 +222,14 @@ describe('residual tfjs backend', () => {
   it('string tensors move through reshape, concat, tile, slice, stack and compare', async () => {
     const s = tf.tensor2d(['a', 'bb', 'c', 'dd'], [2, 2]);
     expect(tf.reshape(s, [4]).arraySync()).toEqual(['a', 'bb', 'c', 'dd']);
-    expect(tf.concat([s, s], 1).arraySync()).toEqual([['a', 'bb', 'a', 'bb'], ['c', 'dd', 'c', 'dd']]);
-    expect(tf.tile(s, [1, 2]).arraySync()).toEqual([['a', 'bb', 'a', 'bb'], ['c', 'dd', 'c', 'dd']]);
+    expect(tf.concat([s, s], 1).arraySync()).toEqual([
+      ['a', 'bb', 'a', 'bb'],
+      ['c', 'dd', 'c', 'dd'],
+    ]);
+    expect(tf.tile(s, [1, 2]).arraySync()).toEqual([
+      ['a', 'bb', 'a', 'bb'],
+      ['c', 'dd', 'c', 'dd'],
+    ]);
     expect(tf.slice(s, [0, 1], [2, 1]).arraySync()).toEqual([['bb'], ['dd']]);
     expect(tf.stack([tf.scalar('x'), tf.scalar('y')]).arraySync()).toEqual(['x', 'y']);
     expect(Array.from(tf.equal(s, tf.scalar('c')).dataSync())).toEqual([0, 0, 1, 0]);
@@ -231,7 +246,10 @@ describe('residual tfjs backend', () => {
 
   it('array kernels match the cpu backend', async () => {
     await sameAsCpu(() => {
-      const x = tf.tensor3d(Array.from({ length: 24 }, (_, i) => i - 7), [2, 3, 4]);
+      const x = tf.tensor3d(
+        Array.from({ length: 24 }, (_, i) => i - 7),
+        [2, 3, 4],
+      );
       const xi = tf.cast(x, 'int32');
       return [
         tf.transpose(x, [2, 0, 1]),
@@ -239,9 +257,31 @@ describe('residual tfjs backend', () => {
         tf.gather(x, tf.tensor1d([2, 0], 'int32'), 1),
         tf.gatherND(x, tf.tensor2d([1, 2, 0, 1], [2, 2], 'int32')),
         tf.scatterND(tf.tensor2d([0, 1, 0, 1], [2, 2], 'int32'), tf.tensor1d([5, 6]), [2, 2]),
-        tf.mirrorPad(tf.tensor2d([1, 2, 3, 4, 5, 6], [2, 3]), [[1, 1], [2, 2]], 'symmetric'),
-        tf.mirrorPad(tf.tensor2d([1, 2, 3, 4, 5, 6], [2, 3]), [[1, 1], [2, 2]], 'reflect'),
-        tf.pad(xi, [[0, 1], [1, 0], [0, 0]], 7),
+        tf.mirrorPad(
+          tf.tensor2d([1, 2, 3, 4, 5, 6], [2, 3]),
+          [
+            [1, 1],
+            [2, 2],
+          ],
+          'symmetric',
+        ),
+        tf.mirrorPad(
+          tf.tensor2d([1, 2, 3, 4, 5, 6], [2, 3]),
+          [
+            [1, 1],
+            [2, 2],
+          ],
+          'reflect',
+        ),
+        tf.pad(
+          xi,
+          [
+            [0, 1],
+            [1, 0],
+            [0, 0],
+          ],
+          7,
+        ),
         tf.tile(xi, [1, 2, 1]),
         tf.reverse(x, [0, 2]),
         tf.oneHot(tf.tensor1d([0, 2, 5, -1], 'int32'), 3),
@@ -268,16 +308,43 @@ describe('residual tfjs backend', () => {
       const c = tf.complex(x, x);
       const s = tf.tensor1d(['p', 'q']);
       const ops = [
-        tf.abs(x), tf.sigmoid(x), tf.erf(x), tf.step(x), tf.clipByValue(x, -1, 1), tf.isNaN(x), tf.mod(x, 3),
-        tf.argMax(x, 1), tf.all(tf.cast(x, 'bool')), tf.any(tf.cast(x, 'bool'), 1), tf.min(x, 0), tf.mean(x, 1),
-        tf.reshape(x, [3, 2]), tf.expandDims(x, 1), tf.clone(x), tf.split(x, 3, 1)[1], tf.unstack(x)[0],
-        tf.real(c), tf.imag(c), tf.abs(c), tf.spectral.fft(c), tf.reshape(c, [6]), tf.concat([c, c]),
-        tf.reshape(s, [2, 1]), tf.concat([s, s]), tf.addN([x, x, x]), tf.onesLike(c), tf.zerosLike(x),
-        tf.multinomial(tf.tensor2d([[0.1, 0.9]]), 4, 7), tf.image.nonMaxSuppression(tf.tensor2d([0, 0, 1, 1, 0, 0, 1, 1], [2, 4]), tf.tensor1d([0.9, 0.8]), 2),
-        tf.string.stringSplit(tf.tensor1d(['a b', 'c']), ' ').values, tf.string.stringToHashBucketFast(s, 5),
+        tf.abs(x),
+        tf.sigmoid(x),
+        tf.erf(x),
+        tf.step(x),
+        tf.clipByValue(x, -1, 1),
+        tf.isNaN(x),
+        tf.mod(x, 3),
+        tf.argMax(x, 1),
+        tf.all(tf.cast(x, 'bool')),
+        tf.any(tf.cast(x, 'bool'), 1),
+        tf.min(x, 0),
+        tf.mean(x, 1),
+        tf.reshape(x, [3, 2]),
+        tf.expandDims(x, 1),
+        tf.clone(x),
+        tf.split(x, 3, 1)[1],
+        tf.unstack(x)[0],
+        tf.real(c),
+        tf.imag(c),
+        tf.abs(c),
+        tf.spectral.fft(c),
+        tf.reshape(c, [6]),
+        tf.concat([c, c]),
+        tf.reshape(s, [2, 1]),
+        tf.concat([s, s]),
+        tf.addN([x, x, x]),
+        tf.onesLike(c),
+        tf.zerosLike(x),
+        tf.multinomial(tf.tensor2d([[0.1, 0.9]]), 4, 7),
+        tf.image.nonMaxSuppression(tf.tensor2d([0, 0, 1, 1, 0, 0, 1, 1], [2, 4]), tf.tensor1d([0.9, 0.8]), 2),
+        tf.string.stringSplit(tf.tensor1d(['a b', 'c']), ' ').values,
+        tf.string.stringToHashBucketFast(s, 5),
         tf.raggedRange(tf.tensor1d([0, 2]), tf.tensor1d([3, 5]), tf.tensor1d([1, 1])).rtDenseValues,
-        tf.sparse.sparseReshape(tf.tensor2d([0, 1], [1, 2], 'int32'), tf.tensor1d([2, 2], 'int32'), tf.tensor1d([4], 'int32')).outputIndices,
-        tf.image.transform(tf.ones([1, 3, 3, 1]), tf.tensor2d([[1, 0, 0.5, 0, 1, 0, 0, 0]])), tf.stridedSlice(x, [0, 2], [2, 0], [1, -1]),
+        tf.sparse.sparseReshape(tf.tensor2d([0, 1], [1, 2], 'int32'), tf.tensor1d([2, 2], 'int32'), tf.tensor1d([4], 'int32'))
+          .outputIndices,
+        tf.image.transform(tf.ones([1, 3, 3, 1]), tf.tensor2d([[1, 0, 0.5, 0, 1, 0, 0, 0]])),
+        tf.stridedSlice(x, [0, 2], [2, 0], [1, -1]),
       ];
       return ops.length;
     });
@@ -298,7 +365,9 @@ describe('residual tfjs backend', () => {
     const v = rTensor([5, 6, 7, 8]);
     for (const idx of [[], [undefined]]) {
       expect(() => native.indexPut(hOf(t), idx, hOf(v), false)).toThrow(TypeError);
-      expect(() => native.indexPut(hOf(t), idx, hOf(v), false)).toThrow(/indexPut: argument 'indices' must hold at least one index tensor \(got \d entr(y|ies), none a tensor\)/);
+      expect(() => native.indexPut(hOf(t), idx, hOf(v), false)).toThrow(
+        /indexPut: argument 'indices' must hold at least one index tensor \(got \d entr(y|ies), none a tensor\)/,
+      );
     }
     const i = rTensor([3, 0], { dtype: 'int64' });
     const w = rTensor([9, 7]);
@@ -328,20 +397,81 @@ describe('residual tfjs backend', () => {
     const I2 = [3, -3, 2, 0, -2, 1, 4, -1, 0, 7, -4, 5, 2, -9, 5, -5];
     type Un = (x: tf.Tensor) => tf.Tensor;
     type Bin = (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
-    const unF: Un[] = [tf.abs, tf.acos, tf.acosh, tf.asin, tf.asinh, tf.atan, tf.atanh, tf.ceil, tf.cos, tf.cosh, tf.erf, tf.exp, tf.expm1, tf.floor,
-      tf.isFinite, tf.isInf, tf.isNaN, tf.log, tf.log1p, tf.neg, tf.reciprocal, tf.round, tf.rsqrt, tf.sigmoid, tf.sign, tf.sin, tf.sinh, tf.sqrt,
-      tf.square, tf.step, tf.tan, tf.tanh];
+    const unF: Un[] = [
+      tf.abs,
+      tf.acos,
+      tf.acosh,
+      tf.asin,
+      tf.asinh,
+      tf.atan,
+      tf.atanh,
+      tf.ceil,
+      tf.cos,
+      tf.cosh,
+      tf.erf,
+      tf.exp,
+      tf.expm1,
+      tf.floor,
+      tf.isFinite,
+      tf.isInf,
+      tf.isNaN,
+      tf.log,
+      tf.log1p,
+      tf.neg,
+      tf.reciprocal,
+      tf.round,
+      tf.rsqrt,
+      tf.sigmoid,
+      tf.sign,
+      tf.sin,
+      tf.sinh,
+      tf.sqrt,
+      tf.square,
+      tf.step,
+      tf.tan,
+      tf.tanh,
+    ];
     const unI: Un[] = [tf.abs, tf.neg, tf.square, tf.sign];
     // floorDiv and pow are left out on floats: see the next test.
-    const binF: Bin[] = [tf.add, tf.sub, tf.mul, tf.div, tf.mod, tf.maximum, tf.minimum, tf.squaredDifference, tf.atan2, tf.equal, tf.notEqual, tf.less,
-      tf.lessEqual, tf.greater, tf.greaterEqual];
-    const binI: Bin[] = [tf.add, tf.sub, tf.mul, tf.floorDiv, tf.mod, tf.maximum, tf.minimum, tf.squaredDifference, tf.equal, tf.less, tf.div];
-    await sameAsCpu(() => [
-      ...unF.map((f) => f(tf.tensor1d(F))),
-      ...unI.map((f) => f(tf.tensor1d(I, 'int32'))),
-      ...binF.map((f) => f(tf.tensor1d(F), tf.tensor1d(F2))),
-      ...binI.map((f) => f(tf.tensor1d(I, 'int32'), tf.tensor1d(I2, 'int32'))),
-    ], 1e-4);
+    const binF: Bin[] = [
+      tf.add,
+      tf.sub,
+      tf.mul,
+      tf.div,
+      tf.mod,
+      tf.maximum,
+      tf.minimum,
+      tf.squaredDifference,
+      tf.atan2,
+      tf.equal,
+      tf.notEqual,
+      tf.less,
+      tf.lessEqual,
+      tf.greater,
+      tf.greaterEqual,
+    ];
+    const binI: Bin[] = [
+      tf.add,
+      tf.sub,
+      tf.mul,
+      tf.floorDiv,
+      tf.mod,
+      tf.maximum,
+      tf.minimum,
+      tf.squaredDifference,
+      tf.equal,
+      tf.less,
+      tf.div,
+    ];
+    await sameAsCpu(
+      () => [
+        ...unF.map((f) => f(tf.tensor1d(F))),
+        ...unI.map((f) => f(tf.tensor1d(I, 'int32'))),
+        ...binF.map((f) => f(tf.tensor1d(F), tf.tensor1d(F2))),
+        ...binI.map((f) => f(tf.tensor1d(I, 'int32'), tf.tensor1d(I2, 'int32'))),
+      ],
+      1e-4,
+    );
   });
 
   it("follows TF (not the cpu backend's JS quirks) for float floorDiv and pow", () => {
@@ -355,21 +485,43 @@ describe('residual tfjs backend', () => {
   });
   it('kernels only the cpu backend registers match it: rotateWithOffset, transform, maxPoolWithArgmax, sparse and ragged', async () => {
     await sameAsCpu(() => {
-      const img = tf.tensor4d(Array.from({ length: 2 * 5 * 4 * 3 }, (_, i) => (i * 7) % 17), [2, 5, 4, 3]);
+      const img = tf.tensor4d(
+        Array.from({ length: 2 * 5 * 4 * 3 }, (_, i) => (i * 7) % 17),
+        [2, 5, 4, 3],
+      );
       const am = tf.maxPoolWithArgmax(img, 2, 1, 'same', true);
-      const sr = tf.sparse.sparseReshape(tf.tensor2d([0, 1, 1, 2, 2, 0], [3, 2], 'int32'), tf.tensor1d([3, 4], 'int32'), tf.tensor1d([2, -1], 'int32'));
-      const fe = tf.sparse.sparseFillEmptyRows(tf.tensor2d([0, 0, 2, 1, 2, 0], [3, 2], 'int32'), tf.tensor1d([1, 2, 3]), tf.tensor1d([4, 3], 'int32'), tf.scalar(-1));
+      const sr = tf.sparse.sparseReshape(
+        tf.tensor2d([0, 1, 1, 2, 2, 0], [3, 2], 'int32'),
+        tf.tensor1d([3, 4], 'int32'),
+        tf.tensor1d([2, -1], 'int32'),
+      );
+      const fe = tf.sparse.sparseFillEmptyRows(
+        tf.tensor2d([0, 0, 2, 1, 2, 0], [3, 2], 'int32'),
+        tf.tensor1d([1, 2, 3]),
+        tf.tensor1d([4, 3], 'int32'),
+        tf.scalar(-1),
+      );
       const rr = tf.raggedRange(tf.tensor1d([0, 5, 8]), tf.tensor1d([3, 5, 12]), tf.tensor1d([1, 1, 2]));
       return [
         tf.image.rotateWithOffset(img, 0.7, 9, [1, 2]),
         tf.image.rotateWithOffset(img, -2.1, [1, 2, 3]),
         tf.image.transform(tf.slice(img, [0], [1]), tf.tensor2d([[1.1, 0.2, -1, 0.1, 0.9, 0.5, 0.01, 0.02]]), 'bilinear', 'reflect'),
         tf.image.transform(tf.slice(img, [0], [1]), tf.tensor2d([[0.8, -0.3, 1, 0.2, 1.2, -0.5, 0, 0]]), 'nearest', 'wrap'),
-        am.result, am.indexes,
-        sr.outputIndices, sr.outputShape,
-        fe.outputIndices, fe.outputValues, fe.emptyRowIndicator, fe.reverseIndexMap,
-        rr.rtNestedSplits, rr.rtDenseValues,
-        tf.sparse.sparseSegmentMean(tf.tensor2d([1, 2, 3, 4, 5, 6], [3, 2]), tf.tensor1d([0, 2, 1], 'int32'), tf.tensor1d([0, 0, 2], 'int32')),
+        am.result,
+        am.indexes,
+        sr.outputIndices,
+        sr.outputShape,
+        fe.outputIndices,
+        fe.outputValues,
+        fe.emptyRowIndicator,
+        fe.reverseIndexMap,
+        rr.rtNestedSplits,
+        rr.rtDenseValues,
+        tf.sparse.sparseSegmentMean(
+          tf.tensor2d([1, 2, 3, 4, 5, 6], [3, 2]),
+          tf.tensor1d([0, 2, 1], 'int32'),
+          tf.tensor1d([0, 0, 2], 'int32'),
+        ),
       ];
     });
   });
@@ -382,13 +534,35 @@ describe('residual tfjs backend', () => {
       () => ({}),
       () => ({ x: t([1, 2, 3, 4], [2, 2]) }),
       () => ({ x: t([1, 2, 3, 4], [2, 2], 'int32'), a: t([1], [1]), b: t([0], [1]) }),
-      () => ({ x: t([1, 2, 3, 4], [4]), indices: t([5, -1], [2], 'int32'), input: t([1], [1]), value: t([2], [1]), a: t([1, 2], [2]), b: t([1, 2, 3], [3]) }),
-      () => ({ x: t([NaN, Infinity, -1, 0], [1, 2, 2, 1]), image: t([1, 2, 3, 4], [1, 2, 2, 1]), boxes: t([0, 0, 1, 1], [1, 4]), scores: t([1], [1]) }),
+      () => ({
+        x: t([1, 2, 3, 4], [4]),
+        indices: t([5, -1], [2], 'int32'),
+        input: t([1], [1]),
+        value: t([2], [1]),
+        a: t([1, 2], [2]),
+        b: t([1, 2, 3], [3]),
+      }),
+      () => ({
+        x: t([NaN, Infinity, -1, 0], [1, 2, 2, 1]),
+        image: t([1, 2, 3, 4], [1, 2, 2, 1]),
+        boxes: t([0, 0, 1, 1], [1, 4]),
+        scores: t([1], [1]),
+      }),
     ];
     const attrSets: Record<string, unknown>[] = [
       {},
       { axis: 7, shape: [-3], perm: [5], begin: [9], size: [9], reps: [-2], depth: -1, dtype: 'complex64', k: 9, numSegments: -1 },
-      { axis: [0, 0], shape: [1, 2, 3], dims: [9], paddings: [[-5, 2]], numOrSizeSplits: 7, strides: [0], filterSize: 0, pad: 'bogus', equation: 'ij->' },
+      {
+        axis: [0, 0],
+        shape: [1, 2, 3],
+        dims: [9],
+        paddings: [[-5, 2]],
+        numOrSizeSplits: 7,
+        strides: [0],
+        filterSize: 0,
+        pad: 'bogus',
+        equation: 'ij->',
+      },
     ];
     let calls = 0;
     for (const k of kernelConfigs) {

@@ -35,7 +35,15 @@ function both(extra: Record<string, unknown>): { lib: string; cli: string; error
 describe('training config', () => {
   it('one list: the defaults, the ranges and the CLI flags all come from CONFIG_SPEC', () => {
     expect(Object.keys(DEFAULT_CONFIG).every((k) => k in CONFIG_SPEC)).toBe(true);
-    expect(DEFAULT_CONFIG).toMatchObject({ model: 'resnet20', data: 'fashion-mnist', epochs: 1, batchSize: 128, lr: 0.1, schedule: 'onecycle', workers: 2 });
+    expect(DEFAULT_CONFIG).toMatchObject({
+      model: 'resnet20',
+      data: 'fashion-mnist',
+      epochs: 1,
+      batchSize: 128,
+      lr: 0.1,
+      schedule: 'onecycle',
+      workers: 2,
+    });
     expect(CONFIG_RANGES.batchSize).toEqual({ integer: true, min: 1, max: 65536 });
     expect(CONFIG_SPEC.data.choices).toEqual(DATA_NAMES);
     expect(CONFIG_SPEC.schedule.choices).toEqual(SCHEDULES);
@@ -63,8 +71,10 @@ describe('training config', () => {
     expect(m.lib).toBe("data: 'cifar10' needs dataPath (the cifar-10-batches-bin folder)");
     expect(m.cli).toBe('--data cifar10 needs --data-path (the cifar-10-batches-bin folder)');
     m = both({ warmupEpochs: 1, epochs: 2 });
-    expect(m.lib).toBe("warmupEpochs applies to schedule cosine, multistep or constant; onecycle warms up by itself (got warmupEpochs: 1)");
-    expect(m.cli).toBe('--warmup-epochs applies to --schedule cosine, multistep or constant; onecycle warms up by itself (got --warmup-epochs 1)');
+    expect(m.lib).toBe('warmupEpochs applies to schedule cosine, multistep or constant; onecycle warms up by itself (got warmupEpochs: 1)');
+    expect(m.cli).toBe(
+      '--warmup-epochs applies to --schedule cosine, multistep or constant; onecycle warms up by itself (got --warmup-epochs 1)',
+    );
     m = both({ amp: true, ampDtype: 'float16', clipGradNorm: 1 });
     expect(m.lib).toBe("clipGradNorm with float16 loss scaling is not supported; use ampDtype: 'bfloat16'");
     expect(m.cli).toBe('--clip-grad-norm with float16 loss scaling is not supported; use --amp-dtype bfloat16');
@@ -87,11 +97,15 @@ describe('training config', () => {
 
   it('an unknown key is refused, with the nearest setting', () => {
     expect(() => validateConfig(cfg({ batchsize: 3 } as never))).toThrow(/unknown setting 'batchsize' \(did you mean batchSize\?\)/);
-    expect(() => new Trainer({ model: 'resnet20', data: 'synthetic', learningRate: 0.1 } as never)).toThrow(/unknown setting 'learningRate'/);
+    expect(() => new Trainer({ model: 'resnet20', data: 'synthetic', learningRate: 0.1 } as never)).toThrow(
+      /unknown setting 'learningRate'/,
+    );
   });
 
   it('the Trainer validates before it reads any data: a missing dataPath names the keys', () => {
-    expect(() => new Trainer({ model: 'resnet20', data: 'folder' })).toThrow("data: 'folder' needs dataPath (train/ and test/ (or val/) subfolders of class folders)");
+    expect(() => new Trainer({ model: 'resnet20', data: 'folder' })).toThrow(
+      "data: 'folder' needs dataPath (train/ and test/ (or val/) subfolders of class folders)",
+    );
     expect(() => new Trainer({ model: 'resnet20', data: 'webdataset' })).toThrow(/^data: 'webdataset' needs dataPath/);
     expect(() => resolveConfig({ model: 'resnet19' })).toThrow(/unknown model 'resnet19'/);
   });
@@ -109,7 +123,12 @@ describe('training config', () => {
     expect(cliMessage(e, COMMANDS.explain.flags)).toBe('--workers must be an integer in [1, 16], got 17');
     expect(cliMessage(new Error('plain'), COMMANDS.train.flags)).toBe('plain');
     const n = settingsNamer(COMMANDS.train.flags);
-    expect([n.name('dataPath'), n.setting('augment', false), n.setting('amp', true), n.setting('resume', true)]).toEqual(['--data-path', '--no-augment', '--amp', '--resume']);
+    expect([n.name('dataPath'), n.setting('augment', false), n.setting('amp', true), n.setting('resume', true)]).toEqual([
+      '--data-path',
+      '--no-augment',
+      '--amp',
+      '--resume',
+    ]);
   });
 });
 

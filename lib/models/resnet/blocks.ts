@@ -28,13 +28,18 @@ export function projectionShortcut(inPlanes: number, outPlanes: number, stride: 
  * (x[:, :, ::s, ::s]) and zero-pads the extra channels, half before and half after.
  */
 export class ShortcutA extends Module {
-  constructor(readonly inPlanes: number, readonly outPlanes: number, readonly stride: number) {
+  constructor(
+    readonly inPlanes: number,
+    readonly outPlanes: number,
+    readonly stride: number,
+  ) {
     super();
     if (outPlanes < inPlanes) throw new RangeError(`ShortcutA: option A can only add channels, not go from ${inPlanes} to ${outPlanes}`);
   }
   override forward(x: Tensor): Tensor {
     const s = x.shape;
-    if (s.length !== 4 || s[1] !== this.inPlanes) throw new ShapeError(`${this.label()}: expected input [N, ${this.inPlanes}, H, W], got ${fmtShape(s)}`);
+    if (s.length !== 4 || s[1] !== this.inPlanes)
+      throw new ShapeError(`${this.label()}: expected input [N, ${this.inPlanes}, H, W], got ${fmtShape(s)}`);
     return scope(() => {
       const sub = this.stride === 1 ? x.view(s) : x.slice(2, 0, null, this.stride).slice(3, 0, null, this.stride);
       const extra = this.outPlanes - this.inPlanes;
@@ -93,7 +98,8 @@ export class BasicBlock extends Module implements ResidualBlock {
 
   constructor(inPlanes: number, planes: number, o: BlockOptions = {}) {
     super();
-    if ((o.groups ?? 1) !== 1 || (o.baseWidth ?? 64) !== 64) throw new RangeError('BasicBlock only supports groups=1 and baseWidth=64 (use Bottleneck for ResNeXt / wide ResNets)');
+    if ((o.groups ?? 1) !== 1 || (o.baseWidth ?? 64) !== 64)
+      throw new RangeError('BasicBlock only supports groups=1 and baseWidth=64 (use Bottleneck for ResNeXt / wide ResNets)');
     this.conv1 = this.registerModule('conv1', conv3x3(inPlanes, planes, o.stride ?? 1));
     this.bn1 = this.registerModule('bn1', new BatchNorm2d(planes));
     this.relu = this.registerModule('relu', new ReLU());

@@ -60,7 +60,11 @@ export class CifarResNet extends Module {
         seq.append(new PlainBlock(this.inPlanes, planes, { stride: s }));
       } else {
         const change = s !== 1 || this.inPlanes !== planes;
-        const downsample = !change ? null : shortcut === 'A' ? new ShortcutA(this.inPlanes, planes, s) : projectionShortcut(this.inPlanes, planes, s);
+        const downsample = !change
+          ? null
+          : shortcut === 'A'
+            ? new ShortcutA(this.inPlanes, planes, s)
+            : projectionShortcut(this.inPlanes, planes, s);
         seq.append(new BasicBlock(this.inPlanes, planes, { stride: s, downsample }));
       }
       this.inPlanes = planes;

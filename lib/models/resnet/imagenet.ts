@@ -32,8 +32,10 @@ export type BlockKind = 'basic' | 'bottleneck';
 function checkCommon(o: ModelOptions, who: string, defaultClasses = 1000): { numClasses: number; inChannels: number } {
   const numClasses = o.numClasses ?? defaultClasses;
   const inChannels = o.inChannels ?? 3;
-  if (!Number.isInteger(numClasses) || numClasses < 1) throw new RangeError(`${who}: numClasses must be a positive integer, got ${String(numClasses)}`);
-  if (!Number.isInteger(inChannels) || inChannels < 1) throw new RangeError(`${who}: inChannels must be a positive integer, got ${String(inChannels)}`);
+  if (!Number.isInteger(numClasses) || numClasses < 1)
+    throw new RangeError(`${who}: numClasses must be a positive integer, got ${String(numClasses)}`);
+  if (!Number.isInteger(inChannels) || inChannels < 1)
+    throw new RangeError(`${who}: inChannels must be a positive integer, got ${String(inChannels)}`);
   return { numClasses, inChannels };
 }
 export { checkCommon as _checkModelOptions };
@@ -57,16 +59,21 @@ export class ResNet extends Module {
   constructor(block: BlockKind, layers: readonly number[], o: ResNetOptions = {}) {
     super();
     const { numClasses, inChannels } = checkCommon(o, 'ResNet');
-    if (block !== 'basic' && block !== 'bottleneck') throw new TypeError(`ResNet: block must be 'basic' or 'bottleneck', got '${String(block)}'`);
-    if (layers.length !== 4 || !layers.every((n) => Number.isInteger(n) && n >= 1)) throw new RangeError(`ResNet: layers must be 4 positive block counts, got ${JSON.stringify(layers)}`);
+    if (block !== 'basic' && block !== 'bottleneck')
+      throw new TypeError(`ResNet: block must be 'basic' or 'bottleneck', got '${String(block)}'`);
+    if (layers.length !== 4 || !layers.every((n) => Number.isInteger(n) && n >= 1))
+      throw new RangeError(`ResNet: layers must be 4 positive block counts, got ${JSON.stringify(layers)}`);
     this.block = block;
     this.layers = [...layers];
     const groups = o.groups ?? 1;
     const baseWidth = o.widthPerGroup ?? 64;
     const small = o.stem === 'small';
-    this.conv1 = this.registerModule('conv1', small
-      ? new Conv2d(inChannels, 64, 3, { stride: 1, padding: 1, bias: false })
-      : new Conv2d(inChannels, 64, 7, { stride: 2, padding: 3, bias: false }));
+    this.conv1 = this.registerModule(
+      'conv1',
+      small
+        ? new Conv2d(inChannels, 64, 3, { stride: 1, padding: 1, bias: false })
+        : new Conv2d(inChannels, 64, 7, { stride: 2, padding: 3, bias: false }),
+    );
     this.bn1 = this.registerModule('bn1', new BatchNorm2d(64));
     this.relu = this.registerModule('relu', new ReLU());
     this.maxpool = this.registerModule('maxpool', small ? new Identity() : new MaxPool2d(3, { stride: 2, padding: 1 }));

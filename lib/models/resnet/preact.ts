@@ -37,7 +37,8 @@ export class PreActResNet extends Module {
   constructor(depth: number, o: PreActResNetOptions = {}) {
     super();
     const kind = o.block ?? 'bottleneck';
-    if (kind !== 'bottleneck' && kind !== 'basic') throw new TypeError(`preactResnet: block must be 'bottleneck' or 'basic', got '${String(kind)}'`);
+    if (kind !== 'bottleneck' && kind !== 'basic')
+      throw new TypeError(`preactResnet: block must be 'bottleneck' or 'basic', got '${String(kind)}'`);
     const per = kind === 'bottleneck' ? 9 : 6;
     if (!Number.isInteger(depth) || depth < per + 2 || (depth - 2) % per !== 0) {
       const examples = kind === 'bottleneck' ? '164, 1001' : '20, 56, 110';

@@ -3,7 +3,7 @@
 // (conv.ts, linalg.ts). Sigmoid, Step and the other plain functions are in math.ts.
 import type { KernelConfig } from '@tensorflow/tfjs-core';
 import { where } from '../../tensor/tensor.js';
-import { cast, defineKernel, op, out, requireFloat, type Tensor } from './util.js';
+import { cast, checkBroadcast, defineKernel, op, out, requireFloat, type Tensor } from './util.js';
 
 type Attr = Record<string, unknown>;
 
@@ -53,12 +53,14 @@ export const softplusConfig = activation('Softplus', (x) => op('softplus', x, 1,
 export const leakyReluConfig = activation('LeakyRelu', (x, a) => op('leakyRelu', x, (a.alpha as number) ?? 0.2));
 
 export const eluGradConfig = defineKernel('EluGrad', ({ inputs, backend }) => {
+  checkBroadcast('EluGrad', 'float32', inputs.dy.shape, inputs.y.shape);
   const dy = requireFloat(backend.tensorOf(inputs.dy), 'eluGrad');
   const y = requireFloat(backend.tensorOf(inputs.y), 'eluGrad');
   return out(backend, op('eluBackwardFromResult', dy, y, 1), 'float32');
 });
 
 export const preluConfig = defineKernel('Prelu', ({ inputs, backend }) => {
+  checkBroadcast('Prelu', 'float32', inputs.x.shape, inputs.alpha.shape);
   const x = backend.tensorOf(inputs.x);
   const alpha = backend.tensorOf(inputs.alpha);
   const dt = inputs.x.dtype === 'int32' && inputs.alpha.dtype === 'int32' ? 'int32' : 'float32';
@@ -71,4 +73,14 @@ export const softmaxConfig = defineKernel('Softmax', ({ inputs, attrs, backend }
   return out(backend, x.softmax(dim === undefined ? -1 : dim), 'float32');
 });
 
-export const configs: KernelConfig[] = [reluConfig, relu6Config, eluConfig, seluConfig, softplusConfig, leakyReluConfig, eluGradConfig, preluConfig, softmaxConfig];
+export const configs: KernelConfig[] = [
+  reluConfig,
+  relu6Config,
+  eluConfig,
+  seluConfig,
+  softplusConfig,
+  leakyReluConfig,
+  eluGradConfig,
+  preluConfig,
+  softmaxConfig,
+];

@@ -3,7 +3,24 @@
 // tfjs-backend-cpu. Gathers and scatters are in gather.ts, creation kernels in creation.ts.
 import { backend_util, slice_util, upcastType, util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
-import { code, defineKernel, fromTyped, longT, notStringOrComplex, numbersOf, op, out, sc, sizeOf, storageShape, torchDtype, type ResidualBackend, type Tensor } from './util.js';
+import {
+  checkBroadcast,
+  checkSize,
+  code,
+  defineKernel,
+  fromTyped,
+  longT,
+  notStringOrComplex,
+  numbersOf,
+  op,
+  out,
+  sc,
+  sizeOf,
+  storageShape,
+  torchDtype,
+  type ResidualBackend,
+  type Tensor,
+} from './util.js';
 
 // Reshape, ExpandDims and Identity return their input's dataId with one more reference (as the cpu
 // backend): no copy, and tfjs's per-kernel dataId accounting sees no new buffer. tensorOf() gives
@@ -17,7 +34,11 @@ export const reshapeConfig = defineKernel('Reshape', ({ inputs, attrs, backend }
   const size = util.sizeFromShape(x.shape);
   const shape = util.inferFromImplicitShape(attrs.shape as number[], size);
   const outSize = util.sizeFromShape(shape);
-  util.assert(size === outSize, () => `The new shape (${shape}) has ${outSize} elements and the old shape (${x.shape}) has ${size} elements. The new shape and old shape must have the same number of elements.`);
+  util.assert(
+    size === outSize,
+    () =>
+      `The new shape (${shape}) has ${outSize} elements and the old shape (${x.shape}) has ${size} elements. The new shape and old shape must have the same number of elements.`,
+  );
   return share(backend, x, shape);
 });
 
@@ -58,15 +79,35 @@ export const sliceConfig = defineKernel('Slice', ({ inputs, attrs, backend }) =>
 
 export const stridedSliceConfig = defineKernel('StridedSlice', ({ inputs, attrs, backend }) => {
   const x = inputs.x;
-  const a = attrs as unknown as { begin: number[]; end: number[]; strides: number[]; beginMask: number; endMask: number; ellipsisMask: number; newAxisMask: number; shrinkAxisMask: number };
-  const info = slice_util.sliceInfo(x.shape, a.begin, a.end, a.strides, a.beginMask, a.endMask, a.ellipsisMask, a.newAxisMask, a.shrinkAxisMask);
+  const a = attrs as unknown as {
+    begin: number[];
+    end: number[];
+    strides: number[];
+    beginMask: number;
+    endMask: number;
+    ellipsisMask: number;
+    newAxisMask: number;
+    shrinkAxisMask: number;
+  };
+  const info = slice_util.sliceInfo(
+    x.shape,
+    a.begin,
+    a.end,
+    a.strides,
+    a.beginMask,
+    a.endMask,
+    a.ellipsisMask,
+    a.newAxisMask,
+    a.shrinkAxisMask,
+  );
   const t = backend.tensorOf(x);
   let y: Tensor;
   if (info.isIdentity) y = t.clone();
   else {
     // Dimension d keeps begin[d] + i * strides[d] for i < its output size (negative strides walk back).
     const sizes = slice_util.computeOutShape(info.begin, info.end, info.strides);
-    if (sizes.some((n) => n <= 0)) return backend.output(op('zeros', storageShape(x, info.finalShape), code(torchDtype(x.dtype)), backend.device), x.dtype);
+    if (sizes.some((n) => n <= 0))
+      return backend.output(op('zeros', storageShape(x, info.finalShape), code(torchDtype(x.dtype)), backend.device), x.dtype);
     y = t;
     for (let d = 0; d < sizes.length; d++) {
       const n = sizes[d];
@@ -96,8 +137,10 @@ export const concatConfig = defineKernel('Concat', ({ inputs, attrs, backend }) 
   backend_util.assertParamsConsistent(shapes, axis);
   const outShape = backend_util.computeOutShape(shapes, axis);
   const dtype = list.map((t) => t.dtype).reduce((x, y) => upcastType(x, y));
+  checkSize('Concat', outShape, dtype);
   const parts = list.filter((t) => util.sizeFromShape(t.shape) > 0);
-  if (parts.length === 0) return backend.output(op('zeros', storageShape({ dtype } as TensorInfo, outShape), code(torchDtype(dtype)), backend.device), dtype);
+  if (parts.length === 0)
+    return backend.output(op('zeros', storageShape({ dtype } as TensorInfo, outShape), code(torchDtype(dtype)), backend.device), dtype);
   const ts = parts.map((t) => {
     const v = backend.tensorOf(t);
     if (dtype === 'complex64' && t.dtype !== 'complex64') return op('stack', [v.to('float32'), op('zerosLike', v.to('float32'))], -1);
@@ -116,7 +159,15 @@ export const packConfig = defineKernel('Pack', ({ inputs, attrs, backend }) => {
     util.assertShapesMatch(list[0].shape, t.shape, 'All tensors passed to stack must have matching shapes');
     util.assert(dtype === t.dtype, () => 'All tensors passed to stack must have matching dtypes');
   }
-  return backend.output(op('stack', list.map((t) => backend.tensorOf(t)), axis), dtype);
+  checkSize('Pack', [list.length, ...list[0].shape], dtype);
+  return backend.output(
+    op(
+      'stack',
+      list.map((t) => backend.tensorOf(t)),
+      axis,
+    ),
+    dtype,
+  );
 });
 
 export const unpackConfig = defineKernel('Unpack', ({ inputs, attrs, backend }) => {
@@ -146,6 +197,13 @@ export const splitVConfig = defineKernel('SplitV', ({ inputs, attrs, backend }) 
 export const tileConfig = defineKernel('Tile', ({ inputs, attrs, backend }) => {
   const x = inputs.x;
   const reps = attrs.reps as number[];
+  // (libtorch's repeat: reps longer than the rank tile new leading dimensions)
+  const xs = [...new Array<number>(Math.max(0, reps.length - x.shape.length)).fill(1), ...x.shape];
+  checkSize(
+    'Tile',
+    xs.map((s, i) => s * reps[i]),
+    x.dtype,
+  );
   const r = x.dtype === 'complex64' ? [...reps, 1] : reps;
   return backend.output(backend.tensorOf(x).repeat(r), x.dtype);
 });
@@ -162,6 +220,14 @@ export const selectConfig = defineKernel('Select', ({ inputs, backend }) => {
   const { condition, t, e } = inputs;
   if (t.dtype === 'complex64' || e.dtype === 'complex64') throw new Error('Select: complex64 tensors are not supported');
   const dtype = upcastType(t.dtype, e.dtype);
+  // (tf: t and e have one shape, the condition that shape or its first dimension; bounded as broadcast)
+  checkBroadcast(
+    'Select',
+    dtype,
+    t.shape,
+    e.shape,
+    condition.shape.length === 1 && t.shape.length > 1 ? [condition.shape[0], ...t.shape.slice(1).map(() => 1)] : condition.shape,
+  );
   let c = backend.tensorOf(condition);
   if (c.dtype !== 'bool') c = op('ne', c, sc(0));
   if (condition.shape.length === 1 && t.shape.length > 1) c = c.reshape([condition.shape[0], ...t.shape.slice(1).map(() => 1)]);
@@ -177,6 +243,14 @@ export const padV2Config = defineKernel('PadV2', ({ inputs, attrs, backend }) =>
   notStringOrComplex('PadV2', x);
   const paddings = attrs.paddings as [number, number][];
   const value = (attrs.constantValue as number | undefined) ?? 0;
+  // (libtorch's pad: the paddings apply to the last dimensions)
+  const lead = x.shape.length - paddings.length;
+  if (lead >= 0)
+    checkSize(
+      'PadV2',
+      x.shape.map((s, d) => (d < lead ? s : s + paddings[d - lead][0] + paddings[d - lead][1])),
+      x.dtype,
+    );
   const flat: number[] = [];
   for (let d = paddings.length - 1; d >= 0; d--) flat.push(paddings[d][0], paddings[d][1]);
   let t = backend.tensorOf(x);
@@ -189,6 +263,22 @@ export const mirrorPadConfig = defineKernel('MirrorPad', ({ inputs, attrs, backe
   notStringOrComplex('MirrorPad', x);
   const paddings = attrs.paddings as [number, number][];
   const offset = attrs.mode === 'reflect' ? 0 : 1;
+  // tf's rule: each side pads at most the dimension's size (symmetric) or one less (reflect).
+  for (let d = 0; d < paddings.length; d++) {
+    const n = x.shape[d];
+    const [before, after] = paddings[d] ?? [];
+    for (const v of [before, after]) {
+      if (!Number.isSafeInteger(v) || v < 0 || v > n - 1 + offset)
+        throw new RangeError(
+          `MirrorPad: paddings[${d}] = [${paddings[d]}] must be integers in [0, ${n - 1 + offset}] for dimension ${d} of size ${n} in ${attrs.mode} mode`,
+        );
+    }
+  }
+  checkSize(
+    'MirrorPad',
+    x.shape.map((s, d) => s + (paddings[d] ? paddings[d][0] + paddings[d][1] : 0)),
+    x.dtype,
+  );
   let t = backend.tensorOf(x);
   for (let d = 0; d < paddings.length; d++) {
     const [before, after] = paddings[d];
@@ -223,10 +313,16 @@ export const depthToSpaceConfig = defineKernel('DepthToSpace', ({ inputs, attrs,
   let y: Tensor;
   if (!nchw) {
     const [N, H, W, C] = x.shape;
-    y = x.reshape([N, H, W, b, b, C / (b * b)]).permute(0, 1, 3, 2, 4, 5).reshape([N, H * b, W * b, C / (b * b)]);
+    y = x
+      .reshape([N, H, W, b, b, C / (b * b)])
+      .permute(0, 1, 3, 2, 4, 5)
+      .reshape([N, H * b, W * b, C / (b * b)]);
   } else {
     const [N, C, H, W] = x.shape;
-    y = x.reshape([N, b, b, C / (b * b), H, W]).permute(0, 3, 4, 1, 5, 2).reshape([N, C / (b * b), H * b, W * b]);
+    y = x
+      .reshape([N, b, b, C / (b * b), H, W])
+      .permute(0, 3, 4, 1, 5, 2)
+      .reshape([N, C / (b * b), H * b, W * b]);
   }
   return out(backend, y, inputs.x.dtype);
 });
@@ -242,6 +338,11 @@ export const spaceToBatchNDConfig = defineKernel('SpaceToBatchND', ({ inputs, at
     if (d <= m) p.push(paddings[d - 1][0], paddings[d - 1][1]);
     else p.push(0, 0);
   }
+  checkSize(
+    'SpaceToBatchND',
+    shape.map((s, d) => (d >= 1 && d <= m ? s + paddings[d - 1][0] + paddings[d - 1][1] : s)),
+    inputs.x.dtype,
+  );
   const xp = p.some((v) => v !== 0) ? op('pad', x, p, 'constant', 0) : x;
   const ps = xp.shape;
   const B = ps[0];

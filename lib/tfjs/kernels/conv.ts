@@ -4,8 +4,36 @@
 import { backend_util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { activate } from './activation.js';
-import { fromNC, geo2d, geo3d, outShape2d, outShape3d, padSpatial, plan, spatialShape, toNC, type Attr, type Conv2DInfo, type Conv3DInfo, type Geo, type Plan } from './spatial.js';
-import { code, defineKernel, op, out, requireFloat, sizeOf, zerosOut, type ResidualBackend, type Tensor } from './util.js';
+import {
+  checkPadded,
+  fromNC,
+  geo2d,
+  geo3d,
+  outShape2d,
+  outShape3d,
+  padSpatial,
+  plan,
+  spatialShape,
+  toNC,
+  type Attr,
+  type Conv2DInfo,
+  type Conv3DInfo,
+  type Geo,
+  type Plan,
+} from './spatial.js';
+import {
+  checkBroadcast,
+  checkSize,
+  code,
+  defineKernel,
+  op,
+  out,
+  requireFloat,
+  sizeOf,
+  zerosOut,
+  type ResidualBackend,
+  type Tensor,
+} from './util.js';
 
 // ---- weights: tf filters <-> libtorch weights ----
 
@@ -46,12 +74,27 @@ interface ConvCall {
 function convForward({ x, w, g, groups, bias }: ConvCall): Tensor {
   const p = plan(g);
   const xp = padSpatial(x, p.pl, p.pr);
-  return op('convolution', xp, w, bias ?? null, g.stride, p.sym, g.dil, false, g.out.map(() => 0), groups);
+  return op(
+    'convolution',
+    xp,
+    w,
+    bias ?? null,
+    g.stride,
+    p.sym,
+    g.dil,
+    false,
+    g.out.map(() => 0),
+    groups,
+  );
 }
 function convBackwardInput(dy: Tensor, w: Tensor, inShape: number[], g: Geo, groups: number): Tensor {
   const p = plan(g);
   const gi = op('convolutionBackwardInput', dy, w, spatialShape(inShape, p), g.stride, p.sym, g.dil, groups);
-  return padSpatial(gi, p.pl.map((v) => -v), p.pr.map((v) => -v));
+  return padSpatial(
+    gi,
+    p.pl.map((v) => -v),
+    p.pr.map((v) => -v),
+  );
 }
 function convBackwardWeight(x: Tensor, dy: Tensor, wShape: number[], g: Geo, groups: number): Tensor {
   const p = plan(g);
@@ -75,7 +118,16 @@ function convBackwardWeight(x: Tensor, dy: Tensor, wShape: number[], g: Geo, gro
  */
 function isPointwise(c: Conv2DInfo, depthwise: boolean): boolean {
   const p = c.padInfo;
-  return !depthwise && c.dataFormat === 'channelsLast' && c.filterHeight === 1 && c.filterWidth === 1 && p.top === 0 && p.bottom === 0 && p.left === 0 && p.right === 0;
+  return (
+    !depthwise &&
+    c.dataFormat === 'channelsLast' &&
+    c.filterHeight === 1 &&
+    c.filterWidth === 1 &&
+    p.top === 0 &&
+    p.bottom === 0 &&
+    p.left === 0 &&
+    p.right === 0
+  );
 }
 /** x subsampled by the strides (the pixels a 1x1 convolution reads), checked against the output size. */
 function strided(x: Tensor, c: Conv2DInfo): Tensor | null {
@@ -91,7 +143,9 @@ function strided(x: Tensor, c: Conv2DInfo): Tensor | null {
  * patches are smaller than the weight, which libtorch's convolution would reorder on every call.
  */
 function im2colConv(x: Tensor, f: Tensor, c: Conv2DInfo): Tensor {
-  return im2col(x, c).matmul(f.reshape([-1, c.outChannels])).reshape([c.batchSize, c.outHeight, c.outWidth, c.outChannels]);
+  return im2col(x, c)
+    .matmul(f.reshape([-1, c.outChannels]))
+    .reshape([c.batchSize, c.outHeight, c.outWidth, c.outChannels]);
 }
 function fewPixels(c: Conv2DInfo, depthwise: boolean): boolean {
   return !depthwise && c.dataFormat === 'channelsLast' && c.batchSize * c.outHeight * c.outWidth < c.outChannels;
@@ -122,11 +176,20 @@ function col2im(dcols: Tensor, c: Conv2DInfo, device: string): Tensor {
     for (let j = 0; j < c.filterWidth; j++) {
       const r0 = i * c.dilationHeight;
       const c0 = j * c.dilationWidth;
-      const view = gp.slice(1, r0, r0 + (Ho - 1) * c.strideHeight + 1, c.strideHeight).slice(2, c0, c0 + (Wo - 1) * c.strideWidth + 1, c.strideWidth);
+      const view = gp
+        .slice(1, r0, r0 + (Ho - 1) * c.strideHeight + 1, c.strideHeight)
+        .slice(2, c0, c0 + (Wo - 1) * c.strideWidth + 1, c.strideWidth);
       view.add_(d.select(3, i).select(3, j));
     }
   }
-  return fromNC(padSpatial(toNC(gp, true), p.pl.map((v) => -v), p.pr.map((v) => -v)), true);
+  return fromNC(
+    padSpatial(
+      toNC(gp, true),
+      p.pl.map((v) => -v),
+      p.pr.map((v) => -v),
+    ),
+    true,
+  );
 }
 
 // ---- 2-D convolutions ----
@@ -157,17 +220,26 @@ interface Conv2DArgs {
 function conv2d({ backend, x, filter, a, depthwise, bias, prelu }: Conv2DArgs): TensorInfo {
   const c = conv2dInfo(x.shape, filter.shape, a, depthwise);
   const shape = outShape2d(c);
+  const name = `${depthwise ? 'DepthwiseConv2dNative' : 'Conv2D'}${bias || prelu || a.activation ? ' (fused)' : ''}`;
+  checkSize(name, shape, 'float32');
+  checkPadded(name, c);
   const cl = c.dataFormat === 'channelsLast';
   if (sizeOf(shape) === 0 || sizeOf(x.shape) === 0) return zerosOut(backend, shape);
   const xt = requireFloat(backend.tensorOf(x), 'conv2d');
   const ft = requireFloat(backend.tensorOf(filter), 'conv2d');
   const b: Tensor | null = bias ? requireFloat(backend.tensorOf(bias), 'conv2d bias') : null;
+  // A bias or PReLU weight broadcasts against the output (in NCHW a 1-D one per channel, as below).
+  const perChannelShape = (s: number[]) => (!cl && s.length === 1 && s[0] !== 1 ? [s[0], 1, 1] : s);
+  for (const t of [bias, prelu]) if (t) checkBroadcast(name, 'float32', shape, perChannelShape(t.shape));
   // A bias with one value per output channel goes into the convolution; any other broadcastable one is
   // added to the result.
   const fuseBias = b !== null && b.ndim === 1 && b.shape[0] === c.outChannels;
   const xs = isPointwise(c, depthwise) ? strided(xt, c) : null;
   if (xs) {
-    let y = xs.reshape([-1, c.inChannels]).matmul(ft.reshape([c.inChannels, c.outChannels])).reshape(shape);
+    let y = xs
+      .reshape([-1, c.inChannels])
+      .matmul(ft.reshape([c.inChannels, c.outChannels]))
+      .reshape(shape);
     if (b) y = y.add(b);
     y = activate(y, a.activation as string | undefined, prelu ? backend.tensorOf(prelu) : null, a.leakyreluAlpha as number | undefined);
     return out(backend, y, 'float32');
@@ -178,28 +250,60 @@ function conv2d({ backend, x, filter, a, depthwise, bias, prelu }: Conv2DArgs): 
     y = activate(y, a.activation as string | undefined, prelu ? backend.tensorOf(prelu) : null, a.leakyreluAlpha as number | undefined);
     return out(backend, y, 'float32');
   }
-  const y0 = convForward({ x: toNC(xt, cl), w: weightOf(ft, depthwise ? 'depthwise' : 'conv'), g: geo2d(c), groups: depthwise ? c.inChannels : 1, bias: fuseBias ? b : null });
+  const y0 = convForward({
+    x: toNC(xt, cl),
+    w: weightOf(ft, depthwise ? 'depthwise' : 'conv'),
+    g: geo2d(c),
+    groups: depthwise ? c.inChannels : 1,
+    bias: fuseBias ? b : null,
+  });
   let y = fromNC(y0, cl);
   // In NCHW, a 1-D per-channel bias or PReLU weight broadcasts over [C, 1, 1] (as tfjs's backends do).
   const perChannel = (t: Tensor) => (!cl && t.ndim === 1 && t.shape[0] !== 1 ? t.reshape([t.shape[0], 1, 1]) : t);
   if (b && !fuseBias) y = y.add(perChannel(b));
-  y = activate(y, a.activation as string | undefined, prelu ? perChannel(backend.tensorOf(prelu)) : null, a.leakyreluAlpha as number | undefined);
+  y = activate(
+    y,
+    a.activation as string | undefined,
+    prelu ? perChannel(backend.tensorOf(prelu)) : null,
+    a.leakyreluAlpha as number | undefined,
+  );
   return out(backend, y, 'float32');
 }
-export const conv2DConfig = defineKernel('Conv2D', ({ inputs, attrs, backend }) => conv2d({ backend, x: inputs.x, filter: inputs.filter, a: attrs, depthwise: false }));
+export const conv2DConfig = defineKernel('Conv2D', ({ inputs, attrs, backend }) =>
+  conv2d({ backend, x: inputs.x, filter: inputs.filter, a: attrs, depthwise: false }),
+);
 export const depthwiseConv2dNativeConfig = defineKernel('DepthwiseConv2dNative', ({ inputs, attrs, backend }) =>
   conv2d({ backend, x: inputs.x, filter: inputs.filter, a: attrs, depthwise: true }),
 );
 export const fusedConv2DConfig = defineKernel('FusedConv2D', ({ inputs, attrs, backend }) =>
-  conv2d({ backend, x: inputs.x, filter: inputs.filter, a: attrs, depthwise: false, bias: inputs.bias, prelu: inputs.preluActivationWeights }),
+  conv2d({
+    backend,
+    x: inputs.x,
+    filter: inputs.filter,
+    a: attrs,
+    depthwise: false,
+    bias: inputs.bias,
+    prelu: inputs.preluActivationWeights,
+  }),
 );
 export const fusedDepthwiseConv2DConfig = defineKernel('FusedDepthwiseConv2D', ({ inputs, attrs, backend }) =>
-  conv2d({ backend, x: inputs.x, filter: inputs.filter, a: attrs, depthwise: true, bias: inputs.bias, prelu: inputs.preluActivationWeights }),
+  conv2d({
+    backend,
+    x: inputs.x,
+    filter: inputs.filter,
+    a: attrs,
+    depthwise: true,
+    bias: inputs.bias,
+    prelu: inputs.preluActivationWeights,
+  }),
 );
 
 function conv2dBackpropInput(backend: ResidualBackend, dy: TensorInfo, filter: TensorInfo, a: Attr, depthwise: boolean): TensorInfo {
   const inputShape = a.inputShape as number[];
+  const name = depthwise ? 'DepthwiseConv2dNativeBackpropInput' : 'Conv2DBackpropInput';
+  checkSize(name, inputShape, 'float32');
   const c = conv2dInfo(inputShape, filter.shape, a, depthwise);
+  checkPadded(name, c);
   const cl = c.dataFormat === 'channelsLast';
   if (sizeOf(inputShape) === 0 || sizeOf(dy.shape) === 0) return zerosOut(backend, inputShape);
   let dyt = requireFloat(backend.tensorOf(dy), 'conv2dBackpropInput');
@@ -222,27 +326,50 @@ function conv2dBackpropInput(backend: ResidualBackend, dy: TensorInfo, filter: T
   const gi = convBackwardInput(toNC(dyt, cl), w, ncShape, geo2d(c), depthwise ? c.inChannels : 1);
   return out(backend, fromNC(gi, cl), 'float32');
 }
-export const conv2DBackpropInputConfig = defineKernel('Conv2DBackpropInput', ({ inputs, attrs, backend }) => conv2dBackpropInput(backend, inputs.dy, inputs.filter, attrs, false));
+export const conv2DBackpropInputConfig = defineKernel('Conv2DBackpropInput', ({ inputs, attrs, backend }) =>
+  conv2dBackpropInput(backend, inputs.dy, inputs.filter, attrs, false),
+);
 export const depthwiseConv2dNativeBackpropInputConfig = defineKernel('DepthwiseConv2dNativeBackpropInput', ({ inputs, attrs, backend }) =>
   conv2dBackpropInput(backend, inputs.dy, inputs.filter, attrs, true),
 );
 
 function conv2dBackpropFilter(backend: ResidualBackend, x: TensorInfo, dy: TensorInfo, a: Attr, depthwise: boolean): TensorInfo {
   const filterShape = a.filterShape as number[];
+  const name = depthwise ? 'DepthwiseConv2dNativeBackpropFilter' : 'Conv2DBackpropFilter';
+  checkSize(name, filterShape, 'float32');
   const c = conv2dInfo(x.shape, filterShape, a, depthwise);
+  checkPadded(name, c);
   const cl = c.dataFormat === 'channelsLast';
   if (sizeOf(x.shape) === 0 || sizeOf(dy.shape) === 0) return zerosOut(backend, filterShape);
   const xt = requireFloat(backend.tensorOf(x), 'conv2dBackpropFilter');
   const dyt = requireFloat(backend.tensorOf(dy), 'conv2dBackpropFilter');
   const xs = isPointwise(c, depthwise) && dy.shape[1] === c.outHeight && dy.shape[2] === c.outWidth ? strided(xt, c) : null;
-  if (xs) return out(backend, xs.reshape([-1, c.inChannels]).t().matmul(dyt.reshape([-1, c.outChannels])).reshape(filterShape), 'float32');
+  if (xs)
+    return out(
+      backend,
+      xs
+        .reshape([-1, c.inChannels])
+        .t()
+        .matmul(dyt.reshape([-1, c.outChannels]))
+        .reshape(filterShape),
+      'float32',
+    );
   if (fewPixels(c, depthwise) && dy.shape[1] === c.outHeight && dy.shape[2] === c.outWidth)
-    return out(backend, im2col(xt, c).t().matmul(dyt.reshape([-1, c.outChannels])).reshape(filterShape), 'float32');
+    return out(
+      backend,
+      im2col(xt, c)
+        .t()
+        .matmul(dyt.reshape([-1, c.outChannels]))
+        .reshape(filterShape),
+      'float32',
+    );
   const kind = depthwise ? 'depthwise' : 'conv';
   const gw = convBackwardWeight(toNC(xt, cl), toNC(dyt, cl), weightShapeOf(filterShape, kind), geo2d(c), depthwise ? c.inChannels : 1);
   return out(backend, filterOf(gw, kind, filterShape), 'float32');
 }
-export const conv2DBackpropFilterConfig = defineKernel('Conv2DBackpropFilter', ({ inputs, attrs, backend }) => conv2dBackpropFilter(backend, inputs.x, inputs.dy, attrs, false));
+export const conv2DBackpropFilterConfig = defineKernel('Conv2DBackpropFilter', ({ inputs, attrs, backend }) =>
+  conv2dBackpropFilter(backend, inputs.x, inputs.dy, attrs, false),
+);
 export const depthwiseConv2dNativeBackpropFilterConfig = defineKernel('DepthwiseConv2dNativeBackpropFilter', ({ inputs, attrs, backend }) =>
   conv2dBackpropFilter(backend, inputs.x, inputs.dy, attrs, true),
 );
@@ -262,6 +389,8 @@ export const conv3DConfig = defineKernel('Conv3D', ({ inputs, attrs, backend }) 
   const { x, filter } = inputs;
   const c = conv3dInfo(x.shape, filter.shape, attrs);
   const shape = outShape3d(c);
+  checkSize('Conv3D', shape, 'float32');
+  checkPadded('Conv3D', c);
   if (sizeOf(shape) === 0 || sizeOf(x.shape) === 0) return zerosOut(backend, shape);
   const xt = requireFloat(backend.tensorOf(x), 'conv3d');
   const w = weightOf(requireFloat(backend.tensorOf(filter), 'conv3d'), 'conv');
@@ -270,7 +399,9 @@ export const conv3DConfig = defineKernel('Conv3D', ({ inputs, attrs, backend }) 
 export const conv3DBackpropInputV2Config = defineKernel('Conv3DBackpropInputV2', ({ inputs, attrs, backend }) => {
   const { dy, filter } = inputs;
   const inputShape = attrs.inputShape as number[];
+  checkSize('Conv3DBackpropInputV2', inputShape, 'float32');
   const c = conv3dInfo(inputShape, filter.shape, attrs);
+  checkPadded('Conv3DBackpropInputV2', c);
   if (sizeOf(inputShape) === 0 || sizeOf(dy.shape) === 0) return zerosOut(backend, inputShape);
   const w = weightOf(requireFloat(backend.tensorOf(filter), 'conv3dBackpropInput'), 'conv');
   const [n, d, h, wd, ch] = inputShape;
@@ -280,7 +411,9 @@ export const conv3DBackpropInputV2Config = defineKernel('Conv3DBackpropInputV2',
 export const conv3DBackpropFilterV2Config = defineKernel('Conv3DBackpropFilterV2', ({ inputs, attrs, backend }) => {
   const { x, dy } = inputs;
   const filterShape = attrs.filterShape as number[];
+  checkSize('Conv3DBackpropFilterV2', filterShape, 'float32');
   const c = conv3dInfo(x.shape, filterShape, attrs);
+  checkPadded('Conv3DBackpropFilterV2', c);
   if (sizeOf(x.shape) === 0 || sizeOf(dy.shape) === 0) return zerosOut(backend, filterShape);
   const xt = toNC(requireFloat(backend.tensorOf(x), 'conv3dBackpropFilter'), true);
   const dyt = toNC(requireFloat(backend.tensorOf(dy), 'conv3dBackpropFilter'), true);
@@ -296,7 +429,7 @@ interface DilationCtx {
   info: Conv2DInfo;
   plan: Plan;
 }
-function dilationWindows(backend: ResidualBackend, x: TensorInfo, filter: TensorInfo, a: Attr): DilationCtx {
+function dilationWindows(kernel: string, backend: ResidualBackend, x: TensorInfo, filter: TensorInfo, a: Attr): DilationCtx {
   const info = backend_util.computeDilation2DInfo(
     x.shape as [number, number, number, number],
     filter.shape as [number, number, number],
@@ -305,6 +438,14 @@ function dilationWindows(backend: ResidualBackend, x: TensorInfo, filter: Tensor
     'NHWC',
     a.dilations as [number, number],
   );
+  // Every window's taps are materialized ([N, Ho, Wo, C, fh * fw]): bounded with the padded input.
+  checkSize(
+    kernel,
+    [x.shape[0], info.outHeight, info.outWidth, filter.shape[2], filter.shape[0] * filter.shape[1]],
+    'float32',
+    'window taps',
+  );
+  checkPadded(kernel, info);
   const g = geo2d(info);
   const p = plan(g, () => 0);
   const xt = requireFloat(backend.tensorOf(x), 'dilation2d');
@@ -322,12 +463,12 @@ function dilationWindows(backend: ResidualBackend, x: TensorInfo, filter: Tensor
 }
 export const dilation2DConfig = defineKernel('Dilation2D', ({ inputs, attrs, backend }) => {
   const { x, filter } = inputs;
-  const ctx = dilationWindows(backend, x, filter, attrs);
+  const ctx = dilationWindows('Dilation2D', backend, x, filter, attrs);
   return out(backend, ctx.vals.amax([-1], false), 'float32');
 });
 export const dilation2DBackpropFilterConfig = defineKernel('Dilation2DBackpropFilter', ({ inputs, attrs, backend }) => {
   const { x, filter, dy } = inputs;
-  const ctx = dilationWindows(backend, x, filter, attrs);
+  const ctx = dilationWindows('Dilation2DBackpropFilter', backend, x, filter, attrs);
   const [fh, fw, C] = filter.shape;
   const K = fh * fw;
   const hot = op('oneHot', ctx.vals.argmax(-1, false), K); // [N, Ho, Wo, C, K]
@@ -337,7 +478,7 @@ export const dilation2DBackpropFilterConfig = defineKernel('Dilation2DBackpropFi
 });
 export const dilation2DBackpropInputConfig = defineKernel('Dilation2DBackpropInput', ({ inputs, attrs, backend }) => {
   const { x, filter, dy } = inputs;
-  const ctx = dilationWindows(backend, x, filter, attrs);
+  const ctx = dilationWindows('Dilation2DBackpropInput', backend, x, filter, attrs);
   const { info } = ctx;
   const [, fw] = filter.shape;
   const [N, Hp, Wp, C] = ctx.xp.shape;
@@ -351,7 +492,14 @@ export const dilation2DBackpropInputConfig = defineKernel('Dilation2DBackpropInp
   const flat = r.mul(Wp).add(cc).reshape([N, -1, C]);
   const dyt = requireFloat(backend.tensorOf(dy), 'dilation2dBackpropInput').reshape([N, -1, C]);
   const gp = op('scatterAdd', op('zeros', [N, Hp * Wp, C], code('float32'), backend.device), 1, flat, dyt).reshape([N, Hp, Wp, C]);
-  const g = fromNC(padSpatial(toNC(gp, true), ctx.plan.pl.map((v) => -v), ctx.plan.pr.map((v) => -v)), true);
+  const g = fromNC(
+    padSpatial(
+      toNC(gp, true),
+      ctx.plan.pl.map((v) => -v),
+      ctx.plan.pr.map((v) => -v),
+    ),
+    true,
+  );
   return out(backend, g, 'float32');
 });
 

@@ -3,7 +3,20 @@
 // with tf's messages.
 import { backend_util, util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
-import { code, defineKernel, longT, notStringOrComplex, numbersOf, op, sc, storageShape, torchDtype, type ResidualBackend, type Tensor } from './util.js';
+import {
+  checkSize,
+  code,
+  defineKernel,
+  longT,
+  notStringOrComplex,
+  numbersOf,
+  op,
+  sc,
+  storageShape,
+  torchDtype,
+  type ResidualBackend,
+  type Tensor,
+} from './util.js';
 
 export const gatherV2Config = defineKernel('GatherV2', ({ inputs, attrs, backend }) => {
   const { x, indices } = inputs;
@@ -17,6 +30,7 @@ export const gatherV2Config = defineKernel('GatherV2', ({ inputs, attrs, backend
     for (const v of [lo, hi]) util.assert(v <= axisDim - 1 && v >= 0, () => `GatherV2: the index value ${v} is not in [0, ${axisDim - 1}]`);
   }
   const info = backend_util.segment_util.collectGatherOpShapeInfo(x as never, indices as never, axis, batchDims);
+  checkSize('GatherV2', info.outputShape, x.dtype);
   const n = util.sizeFromShape(indices.shape) / info.batchSize;
   const extra = x.dtype === 'complex64' ? [2] : [];
   const xt = backend.tensorOf(x).reshape([info.batchSize, info.outerSize, info.dimSize, info.sliceSize, ...extra]);
@@ -37,6 +51,7 @@ export const gatherNdConfig = defineKernel('GatherNd', ({ inputs, backend }) => 
   const { params, indices } = inputs;
   const sliceRank = indices.shape[indices.shape.length - 1];
   const [resultShape, numSlices, sliceSize, strides] = backend_util.prepareAndValidate(params as never, indices as never);
+  checkSize('GatherNd', resultShape, params.dtype);
   const dt = torchDtype(params.dtype);
   if (numSlices === 0) return backend.output(op('zeros', storageShape(params, resultShape), code(dt), backend.device), params.dtype);
   const extra = params.dtype === 'complex64' ? [2] : [];
@@ -53,11 +68,21 @@ export const gatherNdConfig = defineKernel('GatherNd', ({ inputs, backend }) => 
 });
 
 /** Scatters `updates` at tf's N-d `indices` into `base` (reshaped to `shape`), adding when `accumulate`. */
-export function scatter(backend: ResidualBackend, indices: TensorInfo, updates: TensorInfo, shape: number[], base: Tensor, accumulate: boolean): Tensor {
+export function scatter(
+  backend: ResidualBackend,
+  indices: TensorInfo,
+  updates: TensorInfo,
+  shape: number[],
+  base: Tensor,
+  accumulate: boolean,
+): Tensor {
   const { sliceRank, numUpdates, sliceSize, strides, outputSize } = backend_util.calculateShapes(updates as never, indices as never, shape);
   const rows = outputSize / sliceSize;
   if (numUpdates === 0) return base.reshape(shape);
-  const flat = sliceRank === 0 ? op('zeros', [numUpdates], code('int64'), backend.device) : flatIndices(backend.tensorOf(indices), strides, sliceRank, backend.device);
+  const flat =
+    sliceRank === 0
+      ? op('zeros', [numUpdates], code('int64'), backend.device)
+      : flatIndices(backend.tensorOf(indices), strides, sliceRank, backend.device);
   const bad = op('logicalOr', op('lt', flat, sc(0)), op('ge', flat, sc(rows)));
   if (op('any', bad).item()) {
     const i = op('argmax', bad.to('uint8'), 0, false).item() as number;
@@ -74,6 +99,7 @@ export const scatterNdConfig = defineKernel('ScatterNd', ({ inputs, attrs, backe
   const { indices, updates } = inputs;
   const shape = attrs.shape as number[];
   notStringOrComplex('ScatterNd', updates);
+  checkSize('ScatterNd', shape, updates.dtype);
   const base = op('zeros', shape, code(torchDtype(updates.dtype)), backend.device);
   return backend.output(scatter(backend, indices, updates, shape, base, true), updates.dtype);
 });
@@ -84,6 +110,5 @@ export const tensorScatterUpdateConfig = defineKernel('TensorScatterUpdate', ({ 
   const base = backend.tensorOf(tensor);
   return backend.output(scatter(backend, indices, updates, tensor.shape, base, false), tensor.dtype);
 });
-
 
 export const configs: KernelConfig[] = [gatherV2Config, gatherNdConfig, scatterNdConfig, tensorScatterUpdateConfig];

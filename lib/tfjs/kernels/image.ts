@@ -4,7 +4,22 @@
 import { backend_util, kernel_impls } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { tensor, where } from '../../tensor/tensor.js';
-import { code, defineKernel, fromJs, fromTyped, op, out, requireFloat, sc, sizeOf, zerosOut, type ResidualBackend, type Tensor } from './util.js';
+import {
+  checkCount,
+  checkSize,
+  code,
+  defineKernel,
+  fromJs,
+  fromTyped,
+  op,
+  out,
+  requireFloat,
+  sc,
+  sizeOf,
+  zerosOut,
+  type ResidualBackend,
+  type Tensor,
+} from './util.js';
 
 type Attr = Record<string, unknown>;
 
@@ -16,7 +31,14 @@ interface Axis {
   frac: Tensor;
 }
 /** tf's bilinear source rows for one axis (exactly tfjs-backend-cpu's arithmetic, in doubles). */
-function bilinearAxis(inSize: number, outSize: number, alignCorners: boolean, halfPixel: boolean, device: string, fracShape: number[]): Axis {
+function bilinearAxis(
+  inSize: number,
+  outSize: number,
+  alignCorners: boolean,
+  halfPixel: boolean,
+  device: string,
+  fracShape: number[],
+): Axis {
   const effIn = alignCorners && outSize > 1 ? inSize - 1 : inSize;
   const effOut = alignCorners && outSize > 1 ? outSize - 1 : outSize;
   const ratio = effIn / effOut;
@@ -57,6 +79,8 @@ export const resizeBilinearConfig = defineKernel('ResizeBilinear', ({ inputs, at
   const images = inputs.images;
   const [newH, newW] = attrs.size as [number, number];
   const [N, H, W, C] = images.shape;
+  checkSize('ResizeBilinear', [N, newH, newW, C], 'float32');
+  checkSize('ResizeBilinear', [N, newH, W, C], 'float32', 'row-resized intermediate');
   if (N * newH * newW * C === 0) return zerosOut(backend, [N, newH, newW, C]);
   const x = requireFloat(backend.tensorOf(images), 'resizeBilinear');
   const ac = !!attrs.alignCorners;
@@ -74,6 +98,7 @@ export const resizeBilinearGradConfig = defineKernel('ResizeBilinearGrad', ({ in
   const [N, H, W, C] = images.shape;
   const [, newH, newW] = dy.shape;
   if (N * H * W * C === 0 || sizeOf(dy.shape) === 0) return zerosOut(backend, images.shape);
+  checkSize('ResizeBilinearGrad', [N, newH, W, C], 'float32', 'column-summed intermediate');
   const ac = !!attrs.alignCorners;
   // tf's ResizeBilinearGrad (and tfjs's) is the transpose of the legacy (not half-pixel) mapping.
   const rows = bilinearAxis(H, newH, ac, false, backend.device, [1, newH, 1, 1]);
@@ -93,6 +118,8 @@ export const resizeNearestNeighborConfig = defineKernel('ResizeNearestNeighbor',
   const images = inputs.images;
   const [newH, newW] = attrs.size as [number, number];
   const [N, H, W, C] = images.shape;
+  checkSize('ResizeNearestNeighbor', [N, newH, newW, C], images.dtype);
+  checkSize('ResizeNearestNeighbor', [N, newH, W, C], images.dtype, 'row-resized intermediate');
   if (N * newH * newW * C === 0) return zerosOut(backend, [N, newH, newW, C], images.dtype);
   const ac = !!attrs.alignCorners;
   const hp = !!attrs.halfPixelCenters;
@@ -105,10 +132,23 @@ export const resizeNearestNeighborGradConfig = defineKernel('ResizeNearestNeighb
   const [N, H, W, C] = images.shape;
   const [, newH, newW] = dy.shape;
   if (N * H * W * C === 0 || sizeOf(dy.shape) === 0) return zerosOut(backend, images.shape);
+  checkSize('ResizeNearestNeighborGrad', [N, newH, W, C], 'float32', 'column-summed intermediate');
   const ac = !!attrs.alignCorners;
   const g = requireFloat(backend.tensorOf(dy), 'resizeNearestNeighborGrad');
-  const A = op('indexAdd', op('zeros', [N, newH, W, C], code('float32'), backend.device), 2, nearestAxis(W, newW, ac, false, backend.device), g);
-  const dx = op('indexAdd', op('zeros', [N, H, W, C], code('float32'), backend.device), 1, nearestAxis(H, newH, ac, false, backend.device), A);
+  const A = op(
+    'indexAdd',
+    op('zeros', [N, newH, W, C], code('float32'), backend.device),
+    2,
+    nearestAxis(W, newW, ac, false, backend.device),
+    g,
+  );
+  const dx = op(
+    'indexAdd',
+    op('zeros', [N, H, W, C], code('float32'), backend.device),
+    1,
+    nearestAxis(H, newH, ac, false, backend.device),
+    A,
+  );
   return out(backend, dx, 'float32');
 });
 
@@ -120,6 +160,7 @@ function cropAndResize(backend: ResidualBackend, image: TensorInfo, boxes: Tenso
   const [ch, cw] = attrs.cropSize as [number, number];
   const method = (attrs.method as string) ?? 'bilinear';
   const extrap = (attrs.extrapolationValue as number) ?? 0;
+  checkSize('CropAndResize', [nb, ch, cw, C], 'float32');
   if (nb * ch * cw * C === 0) return zerosOut(backend, [nb, ch, cw, C]);
   const bv = backend.readSync(boxes.dataId) as Float32Array;
   const bi = backend.readSync(boxInd.dataId) as Int32Array;
@@ -184,12 +225,18 @@ function cropAndResize(backend: ResidualBackend, image: TensorInfo, boxes: Tenso
     const b = lerpT(g(Bo, L), g(Bo, R), XL);
     y = lerpT(t, b, YL);
   } else y = g(T, L);
-  const ok = op('logicalAnd', tensor(yok, { shape: [nb, ch, 1, 1], device: dev }).to('bool'), tensor(xok, { shape: [nb, 1, cw, 1], device: dev }).to('bool'));
+  const ok = op(
+    'logicalAnd',
+    tensor(yok, { shape: [nb, ch, 1, 1], device: dev }).to('bool'),
+    tensor(xok, { shape: [nb, 1, cw, 1], device: dev }).to('bool'),
+  );
   y = where(ok, y, extrap);
   y = y.mul(tensor(bok, { shape: [nb, 1, 1, 1], device: dev }));
   return out(backend, y, 'float32');
 }
-export const cropAndResizeConfig = defineKernel('CropAndResize', ({ inputs, attrs, backend }) => cropAndResize(backend, inputs.image, inputs.boxes, inputs.boxInd, attrs));
+export const cropAndResizeConfig = defineKernel('CropAndResize', ({ inputs, attrs, backend }) =>
+  cropAndResize(backend, inputs.image, inputs.boxes, inputs.boxInd, attrs),
+);
 
 export const flipLeftRightConfig = defineKernel('FlipLeftRight', ({ inputs, backend }) => {
   const t = backend.tensorOf(inputs.image);
@@ -202,7 +249,11 @@ export const flipLeftRightConfig = defineKernel('FlipLeftRight', ({ inputs, back
 // half up, as Math.round), else the fill value (a number, or per-channel values with channel 3 opaque).
 export const rotateWithOffsetConfig = defineKernel('RotateWithOffset', ({ inputs, attrs, backend }) => {
   const image = inputs.image;
-  const { radians, fillValue, center } = attrs as unknown as { radians: number; fillValue: number | number[]; center: number | [number, number] };
+  const { radians, fillValue, center } = attrs as unknown as {
+    radians: number;
+    fillValue: number | number[];
+    center: number | [number, number];
+  };
   const [batch, h, w, ch] = image.shape;
   const [cx, cy] = backend_util.getImageCenter(center, h, w);
   const dev = backend.device;
@@ -213,11 +264,23 @@ export const rotateWithOffsetConfig = defineKernel('RotateWithOffset', ({ inputs
   const round = (t: Tensor, c: number): Tensor => op('floor', op('add', t, sc(c + 0.5), 1));
   const srcX = round(op('sub', op('mul', xs, sc(cos)), op('mul', ys, sc(sin)), 1), cx);
   const srcY = round(op('add', op('mul', xs, sc(sin)), op('mul', ys, sc(cos)), 1), cy);
-  const ok = op('logicalAnd', op('logicalAnd', op('ge', srcX, sc(0)), op('lt', srcX, sc(w))), op('logicalAnd', op('ge', srcY, sc(0)), op('lt', srcY, sc(h))));
-  const flat = op('add', op('mul', op('clamp', srcY, 0, h - 1), sc(w)), op('clamp', srcX, 0, w - 1), 1).to('int64').reshape([h * w]);
-  const img = backend.tensorOf(image).to('float32').reshape([batch, h * w, ch]);
+  const ok = op(
+    'logicalAnd',
+    op('logicalAnd', op('ge', srcX, sc(0)), op('lt', srcX, sc(w))),
+    op('logicalAnd', op('ge', srcY, sc(0)), op('lt', srcY, sc(h))),
+  );
+  const flat = op('add', op('mul', op('clamp', srcY, 0, h - 1), sc(w)), op('clamp', srcX, 0, w - 1), 1)
+    .to('int64')
+    .reshape([h * w]);
+  const img = backend
+    .tensorOf(image)
+    .to('float32')
+    .reshape([batch, h * w, ch]);
   const moved = img.indexSelect(1, flat).reshape([batch, h, w, ch]);
-  const fills = typeof fillValue === 'number' ? new Array<number>(ch).fill(fillValue) : Array.from({ length: ch }, (_, c) => (c === 3 ? 255 : fillValue[c]));
+  const fills =
+    typeof fillValue === 'number'
+      ? new Array<number>(ch).fill(fillValue)
+      : Array.from({ length: ch }, (_, c) => (c === 3 ? 255 : fillValue[c]));
   const result = op('where', ok.reshape([1, h, w, 1]), moved, fromTyped(new Float32Array(fills), [ch], 'float32', dev));
   return backend.output(result, image.dtype);
 });
@@ -249,10 +312,20 @@ function mapCoord(c: Tensor, len: number, mode: string): Tensor {
 }
 export const transformConfig = defineKernel('Transform', ({ inputs, attrs, backend }) => {
   const { image, transforms } = inputs;
-  const { interpolation, fillMode, fillValue, outputShape } = attrs as unknown as { interpolation: string; fillMode: string; fillValue: number; outputShape?: [number, number] };
-  if (interpolation !== 'nearest' && interpolation !== 'bilinear') throw new Error(`Error in Transform: Expect 'nearest' or 'bilinear', but got ${interpolation}`);
+  const { interpolation, fillMode, fillValue, outputShape } = attrs as unknown as {
+    interpolation: string;
+    fillMode: string;
+    fillValue: number;
+    outputShape?: [number, number];
+  };
+  if (interpolation !== 'nearest' && interpolation !== 'bilinear')
+    throw new Error(`Error in Transform: Expect 'nearest' or 'bilinear', but got ${interpolation}`);
   const [batch, h, w, ch] = image.shape;
   const [oh, ow] = outputShape ?? [h, w];
+  const nb0 = Math.max(batch, transforms.shape[0] ?? 1);
+  checkSize('Transform', [nb0, oh, ow, ch], 'float32');
+  // (the pixels are read and interpolated in float64, as the cpu backend's JS numbers)
+  checkSize('Transform', [nb0, oh, ow, ch], 'float64', 'float64 interpolation');
   const dev = backend.device;
   const tr = backend.tensorOf(transforms).to('float64').reshape([-1, 8]);
   const col = (i: number): Tensor => tr.select(1, i).reshape([-1, 1, 1]);
@@ -262,14 +335,27 @@ export const transformConfig = defineKernel('Transform', ({ inputs, attrs, backe
   const proj = op('add', op('add', op('mul', col(6), xs), op('mul', col(7), ys), 1), sc(1), 1);
   const inX = mapCoord(op('div', lin(0, 1, 2), proj, null), w, fillMode);
   const inY = mapCoord(op('div', lin(3, 4, 5), proj, null), h, fillMode);
-  const img = backend.tensorOf(image).to('float64').reshape([batch, h * w, ch]);
+  const img = backend
+    .tensorOf(image)
+    .to('float64')
+    .reshape([batch, h * w, ch]);
   const nb = Math.max(batch, tr.shape[0]);
   const read = (yy: Tensor, xx: Tensor): Tensor => {
-    const ok = op('logicalAnd', op('logicalAnd', op('ge', yy, sc(0)), op('lt', yy, sc(h))), op('logicalAnd', op('ge', xx, sc(0)), op('lt', xx, sc(w))));
+    const ok = op(
+      'logicalAnd',
+      op('logicalAnd', op('ge', yy, sc(0)), op('lt', yy, sc(h))),
+      op('logicalAnd', op('ge', xx, sc(0)), op('lt', xx, sc(w))),
+    );
     const safe = (v: Tensor, hi: number): Tensor => op('clamp', op('where', op('isnan', v), sc(0), v), 0, hi);
     const flat = op('add', op('mul', safe(yy, h - 1), sc(w)), safe(xx, w - 1), 1).to('int64');
-    const idx = flat.expand([nb, oh, ow]).reshape([nb, oh * ow, 1]).expand([nb, oh * ow, ch]);
-    const v = img.expand([nb, h * w, ch]).gather(1, idx).reshape([nb, oh, ow, ch]);
+    const idx = flat
+      .expand([nb, oh, ow])
+      .reshape([nb, oh * ow, 1])
+      .expand([nb, oh * ow, ch]);
+    const v = img
+      .expand([nb, h * w, ch])
+      .gather(1, idx)
+      .reshape([nb, oh, ow, ch]);
     return op('where', ok.expand([nb, oh, ow]).unsqueeze(-1), v, sc(fillValue));
   };
   let result: Tensor;
@@ -304,14 +390,33 @@ export const nonMaxSuppressionV4Config = defineKernel('NonMaxSuppressionV4', ({ 
   const boxes = backend.readSync(inputs.boxes.dataId) as Float32Array;
   const scores = backend.readSync(inputs.scores.dataId) as Float32Array;
   const { maxOutputSize, iouThreshold, scoreThreshold, padToMaxOutputSize } = attrs as unknown as Record<string, number>;
-  const { selectedIndices, validOutputs } = kernel_impls.nonMaxSuppressionV4Impl(boxes, scores, maxOutputSize, iouThreshold, scoreThreshold, !!padToMaxOutputSize);
-  return [fromJs(backend, new Int32Array(selectedIndices), [selectedIndices.length], 'int32'), fromJs(backend, new Int32Array([validOutputs ?? 0]), [], 'int32')];
+  // Padded to maxOutputSize: an output size from an attribute.
+  if (padToMaxOutputSize) checkCount('NonMaxSuppressionV4', maxOutputSize, 'int32', 'selectedIndices');
+  const { selectedIndices, validOutputs } = kernel_impls.nonMaxSuppressionV4Impl(
+    boxes,
+    scores,
+    maxOutputSize,
+    iouThreshold,
+    scoreThreshold,
+    !!padToMaxOutputSize,
+  );
+  return [
+    fromJs(backend, new Int32Array(selectedIndices), [selectedIndices.length], 'int32'),
+    fromJs(backend, new Int32Array([validOutputs ?? 0]), [], 'int32'),
+  ];
 });
 export const nonMaxSuppressionV5Config = defineKernel('NonMaxSuppressionV5', ({ inputs, attrs, backend }) => {
   const boxes = backend.readSync(inputs.boxes.dataId) as Float32Array;
   const scores = backend.readSync(inputs.scores.dataId) as Float32Array;
   const { maxOutputSize, iouThreshold, scoreThreshold, softNmsSigma } = attrs as unknown as Record<string, number>;
-  const { selectedIndices, selectedScores } = kernel_impls.nonMaxSuppressionV5Impl(boxes, scores, maxOutputSize, iouThreshold, scoreThreshold, softNmsSigma);
+  const { selectedIndices, selectedScores } = kernel_impls.nonMaxSuppressionV5Impl(
+    boxes,
+    scores,
+    maxOutputSize,
+    iouThreshold,
+    scoreThreshold,
+    softNmsSigma,
+  );
   return [
     fromJs(backend, new Int32Array(selectedIndices), [selectedIndices.length], 'int32'),
     fromJs(backend, new Float32Array(selectedScores ?? []), [selectedScores?.length ?? 0], 'float32'),

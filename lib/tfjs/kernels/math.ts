@@ -2,12 +2,23 @@
 // (broadcasting; complex64 where tf has it; string comparisons), unary functions, Cast and AddN.
 // Semantics follow tfjs-backend-cpu (the reference): output dtypes, int32 flooring division, NaN
 // handling. Reductions and scans are in reduce.ts.
-import { upcastType, util } from '@tensorflow/tfjs-core';
+import { backend_util, upcastType, util } from '@tensorflow/tfjs-core';
 import type { DataType, KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { native } from '../../addon/binding.js';
 import { wrapT } from '../../tensor/tensor.js';
 import { joinComplex, parts } from './complex.js';
-import { code, defineKernel, notComplex, op, sc, type KernelArgs, type ResidualBackend, type Tensor } from './util.js';
+import {
+  checkBroadcast,
+  checkSize,
+  code,
+  defineKernel,
+  notComplex,
+  op,
+  sc,
+  type KernelArgs,
+  type ResidualBackend,
+  type Tensor,
+} from './util.js';
 
 // ---- helpers ----
 
@@ -31,6 +42,10 @@ function binary(name: string, f: Binary, opts: { dtype?: DataType; complex?: Bin
   return defineKernel(name, ({ inputs, backend }: KernelArgs) => {
     const ai = inputs.a;
     const bi = inputs.b;
+    // Broadcasting can make the output far larger than both inputs ([n, 1] with [1, n]): bounded first.
+    const strings = ai.dtype === 'string' || bi.dtype === 'string';
+    const outDtype = isComplex(ai, bi) ? 'complex64' : strings ? 'bool' : (opts.dtype ?? upcastType(ai.dtype, bi.dtype));
+    checkSize(name, backend_util.assertAndGetBroadcastShape(ai.shape, bi.shape), outDtype);
     if (isComplex(ai, bi)) {
       if (!opts.complex) throw new Error(`${name}: complex64 tensors are not supported by this kernel`);
       const a = complexOf(backend, ai);
@@ -113,7 +128,11 @@ const mod: Binary = (a, b) => {
 };
 function modFloat(a: Tensor, b: Tensor): Tensor {
   const r = op('fmod', a, b);
-  const same = op('logicalOr', op('logicalAnd', op('lt', a, sc(0)), op('lt', b, sc(0))), op('logicalAnd', op('ge', a, sc(0)), op('ge', b, sc(0))));
+  const same = op(
+    'logicalOr',
+    op('logicalAnd', op('lt', a, sc(0)), op('lt', b, sc(0))),
+    op('logicalAnd', op('ge', a, sc(0)), op('ge', b, sc(0))),
+  );
   return op('where', same, r, op('fmod', op('add', r, b, 1), b));
 }
 const pow: Binary = (a, b) => {
@@ -196,7 +215,9 @@ const unaries: KernelConfig[] = [
   F('Rsqrt', (x) => op('rsqrt', x)),
   F('Sigmoid', (x) => op('sigmoid', x)),
   // cpu: -1 / 0 / 1, and 0 for NaN
-  K('Sign', (x) => (x.dtype === 'bool' ? x.to('int32') : op('where', op('gt', x, sc(0)), sc(1), op('where', op('lt', x, sc(0)), sc(-1), sc(0))).to(x.dtype))),
+  K('Sign', (x) =>
+    x.dtype === 'bool' ? x.to('int32') : op('where', op('gt', x, sc(0)), sc(1), op('where', op('lt', x, sc(0)), sc(-1), sc(0))).to(x.dtype),
+  ),
   F('Sin', (x) => op('sin', x)),
   F('Sinh', (x) => op('sinh', x)),
   F('Sqrt', (x) => op('sqrt', x)),
@@ -244,6 +265,7 @@ export const castConfig = defineKernel('Cast', ({ inputs, attrs, backend }) => {
 export const addNConfig = defineKernel('AddN', ({ inputs, backend }) => {
   const list = inputs as unknown as TensorInfo[];
   const dtype = list.map((t) => t.dtype).reduce((a, b) => upcastType(a, b));
+  checkBroadcast('AddN', dtype, ...list.map((t) => t.shape));
   let acc = backend.tensorOf(list[0]);
   if (acc.dtype === 'bool') acc = acc.to('int32');
   acc = acc.clone();
@@ -256,4 +278,3 @@ export const addNConfig = defineKernel('AddN', ({ inputs, backend }) => {
 });
 
 export const configs: KernelConfig[] = [...binaries, ...unaries, castConfig, addNConfig];
-

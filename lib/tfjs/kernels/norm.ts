@@ -1,7 +1,7 @@
 // Normalisation kernels of the residual tfjs backend: FusedBatchNorm and the local response
 // normalisation (LRN) with its gradient.
 import type { KernelConfig } from '@tensorflow/tfjs-core';
-import { defineKernel, op, out, requireFloat, sizeOf, type Tensor } from './util.js';
+import { checkBroadcast, defineKernel, op, out, requireFloat, sizeOf, type Tensor } from './util.js';
 
 // ---- batch norm ----
 
@@ -18,6 +18,9 @@ export const fusedBatchNormConfig = defineKernel('FusedBatchNorm', ({ inputs, at
   const xt = requireFloat(backend.tensorOf(x), 'batchNorm');
   const m = bnParam(requireFloat(backend.tensorOf(mean), 'batchNorm'), x.shape);
   const v = bnParam(requireFloat(backend.tensorOf(variance), 'batchNorm'), x.shape);
+  // The parameters broadcast against x (tf: per channel, or x's trailing shape): bounded as broadcast.
+  const params = [mean, variance, offset, scale].filter((p) => p !== undefined);
+  checkBroadcast('FusedBatchNorm', 'float32', x.shape, ...params.map((p) => bnParam(backend.tensorOf(p), x.shape).shape));
   // y = (x - mean) * scale / sqrt(var + eps) + offset = x * a + (offset - mean * a), one pass over x.
   let a = v.add(eps).rsqrt();
   if (scale) a = a.mul(bnParam(requireFloat(backend.tensorOf(scale), 'batchNorm'), x.shape));
@@ -45,6 +48,7 @@ export const lrnGradConfig = defineKernel('LRNGrad', ({ inputs, attrs, backend }
   const x = requireFloat(backend.tensorOf(inputs.x), 'LRNGrad');
   const y = requireFloat(backend.tensorOf(inputs.y), 'LRNGrad');
   const dy = requireFloat(backend.tensorOf(inputs.dy), 'LRNGrad');
+  checkBroadcast('LRNGrad', 'float32', inputs.x.shape, inputs.y.shape, inputs.dy.shape);
   const { depthRadius, bias, alpha, beta } = attrs as { depthRadius: number; bias: number; alpha: number; beta: number };
   // dx_k = dy_k * norm_k^-beta - 2 alpha beta x_k * sum over windows o holding k of dy_o y_o / norm_o.
   const norm = channelWindowSum(x.mul(x), depthRadius).mul(alpha).add(bias);

@@ -3,8 +3,38 @@
 import { backend_util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { where } from '../../tensor/tensor.js';
-import { fromNC, geo2d, geo3d, outShape2d, outShape3d, padSpatial, plan, toNC, type Attr, type Conv2DInfo, type Conv3DInfo, type Geo, type Plan } from './spatial.js';
-import { code, defineKernel, fromNCHW, op, opList, out, requireFloat, sc, sizeOf, toNCHW, zerosOut, type KernelArgs, type Tensor } from './util.js';
+import {
+  checkPadded,
+  fromNC,
+  geo2d,
+  geo3d,
+  outShape2d,
+  outShape3d,
+  padSpatial,
+  plan,
+  toNC,
+  type Attr,
+  type Conv2DInfo,
+  type Conv3DInfo,
+  type Geo,
+  type Plan,
+} from './spatial.js';
+import {
+  checkSize,
+  code,
+  defineKernel,
+  fromNCHW,
+  op,
+  opList,
+  out,
+  requireFloat,
+  sc,
+  sizeOf,
+  toNCHW,
+  zerosOut,
+  type KernelArgs,
+  type Tensor,
+} from './util.js';
 
 type PoolKind = 'max' | 'avg';
 function poolInfo2d(xShape: number[], a: Attr): Conv2DInfo {
@@ -50,14 +80,21 @@ function ignoreNaN(x: Tensor): Tensor {
   return where(x.isnan(), -Infinity, x);
 }
 /** tfjs's pools return their input unchanged for a 1x1 filter whose output has the input's shape. */
-function isIdentityPool(c: { filterHeight: number; filterWidth: number; filterDepth?: number; inShape: number[]; outShape: number[] }): boolean {
+function isIdentityPool(c: {
+  filterHeight: number;
+  filterWidth: number;
+  filterDepth?: number;
+  inShape: number[];
+  outShape: number[];
+}): boolean {
   return c.filterHeight === 1 && c.filterWidth === 1 && (c.filterDepth ?? 1) === 1 && c.inShape.every((v, i) => v === c.outShape[i]);
 }
 function poolForward(kind: PoolKind, x: Tensor, g: Geo, device: string): Tensor {
   const p = poolPlan(g);
   const three = g.k.length === 3;
   if (kind === 'max') {
-    const pool = (t: Tensor) => op(three ? 'maxPool3d' : 'maxPool2d', padSpatial(t, p.pl, p.pr, -Infinity), g.k, g.stride, p.sym, g.dil, false);
+    const pool = (t: Tensor) =>
+      op(three ? 'maxPool3d' : 'maxPool2d', padSpatial(t, p.pl, p.pr, -Infinity), g.k, g.stride, p.sym, g.dil, false);
     // libtorch propagates a NaN to its window's maximum, so a NaN-free result means a NaN-free input
     // (checking the smaller result is cheaper); otherwise pool again with the NaNs skipped.
     if (x.device !== 'cpu') return pool(ignoreNaN(x));
@@ -89,6 +126,9 @@ function pool2d(kind: PoolKind, { inputs, attrs, backend }: KernelArgs): TensorI
   const x = inputs.x;
   const c = poolInfo2d(x.shape, attrs);
   const shape = outShape2d(c);
+  const name = kind === 'max' ? 'MaxPool' : 'AvgPool';
+  checkSize(name, shape, x.dtype);
+  checkPadded(name, c);
   if (sizeOf(shape) === 0) return zerosOut(backend, shape, x.dtype);
   const xt = backend.tensorOf(x);
   if (isIdentityPool(c)) return out(backend, xt.clone(), x.dtype === 'int32' ? 'int32' : 'float32');
@@ -102,6 +142,9 @@ function pool3d(kind: PoolKind, { inputs, attrs, backend }: KernelArgs): TensorI
   const x = inputs.x;
   const c = poolInfo3d(x.shape, attrs);
   const shape = outShape3d(c);
+  const name = kind === 'max' ? 'MaxPool3D' : 'AvgPool3D';
+  checkSize(name, shape, x.dtype);
+  checkPadded(name, c);
   if (sizeOf(shape) === 0) return zerosOut(backend, shape, x.dtype);
   const xt = backend.tensorOf(x);
   if (isIdentityPool(c)) return out(backend, xt.clone(), x.dtype === 'int32' ? 'int32' : 'float32');
@@ -113,7 +156,9 @@ export const avgPool3DConfig = defineKernel('AvgPool3D', (args) => pool3d('avg',
 
 function poolGrad(kind: PoolKind, three: boolean, { inputs, attrs, backend }: KernelArgs): TensorInfo {
   const { dy, input } = inputs;
-  const g = three ? geo3d(poolInfo3d(input.shape, attrs)) : geo2d(poolInfo2d(input.shape, attrs));
+  const c = three ? poolInfo3d(input.shape, attrs) : poolInfo2d(input.shape, attrs);
+  checkPadded(`${kind === 'max' ? 'MaxPool' : 'AvgPool'}${three ? '3D' : ''}Grad`, c);
+  const g = three ? geo3d(c as Conv3DInfo) : geo2d(c as Conv2DInfo);
   if (sizeOf(input.shape) === 0 || sizeOf(dy.shape) === 0) return zerosOut(backend, input.shape);
   const xt = toNC(requireFloat(backend.tensorOf(input), 'poolGrad'), true);
   const dyt = toNC(requireFloat(backend.tensorOf(dy), 'poolGrad'), true);
@@ -128,8 +173,16 @@ export const avgPool3DGradConfig = defineKernel('AvgPool3DGrad', (args) => poolG
 // padded plane) are re-expressed as tf's flat NHWC indices.
 export const maxPoolWithArgmaxConfig = defineKernel('MaxPoolWithArgmax', ({ inputs, attrs, backend }) => {
   const x = inputs.x;
-  const { filterSize, strides, pad, includeBatchInIndex } = attrs as unknown as { filterSize: number | [number, number]; strides: number | [number, number]; pad: 'same' | 'valid' | number; includeBatchInIndex: boolean };
+  const { filterSize, strides, pad, includeBatchInIndex } = attrs as unknown as {
+    filterSize: number | [number, number];
+    strides: number | [number, number];
+    pad: 'same' | 'valid' | number;
+    includeBatchInIndex: boolean;
+  };
   const info = backend_util.computePool2DInfo(x.shape as [number, number, number, number], filterSize, strides, [1, 1], pad);
+  checkSize('MaxPoolWithArgmax', outShape2d(info), 'float32');
+  checkSize('MaxPoolWithArgmax', outShape2d(info), 'int64', 'libtorch indices');
+  checkPadded('MaxPoolWithArgmax', info);
   const [b, h, w, c] = x.shape;
   const { top, bottom, left, right } = info.padInfo;
   // NaNs never win a window (as the cpu backend's strict comparison).
@@ -137,7 +190,15 @@ export const maxPoolWithArgmaxConfig = defineKernel('MaxPoolWithArgmax', ({ inpu
   let t = toNCHW(op('where', op('isnan', xf), sc(-Infinity), xf));
   if (top || bottom || left || right) t = op('pad', t, [left, right, top, bottom], 'constant', -Infinity);
   const wp = w + left + right;
-  const [vals, idx] = opList('maxPool2dWithIndices', t, [info.filterHeight, info.filterWidth], [info.strideHeight, info.strideWidth], [0, 0], [1, 1], false);
+  const [vals, idx] = opList(
+    'maxPool2dWithIndices',
+    t,
+    [info.filterHeight, info.filterWidth],
+    [info.strideHeight, info.strideWidth],
+    [0, 0],
+    [1, 1],
+    false,
+  );
   // libtorch's index is y * Wp + x in the padded plane; tf's is ((b * H + y) * W + x) * C + c.
   const yp = op('div', idx, sc(wp), 'floor');
   const xp = op('sub', idx, op('mul', yp, sc(wp)), 1);

@@ -3,14 +3,32 @@
 // the dense values move in libtorch.
 import { backend_util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
-import { code, defineKernel, fromJs, fromTyped, ints, longT, op, torchDtype, type Tensor } from './util.js';
+import {
+  checkCount,
+  checkJsArray,
+  checkSize,
+  code,
+  defineKernel,
+  fromJs,
+  fromTyped,
+  ints,
+  longT,
+  op,
+  sharedArray,
+  torchDtype,
+} from './util.js';
 
-// RaggedRange: row sizes from the (small) starts/limits/deltas vectors in JS with tf's checks, then every
-// value computed at once: value k of row r is start[r] + (k - splits[r]) * delta[r] (float64, rounded once).
+// RaggedRange: row sizes from the (small) starts/limits/deltas vectors in JS with tf's checks, then the
+// values computed in JS straight into the output (sharedArray): value k of row r is start[r] + k * delta[r]
+// (in doubles, rounded once to the output dtype).
 const INT32_MAX = 2147483647;
 export const raggedRangeConfig = defineKernel('RaggedRange', ({ inputs, backend }) => {
   const { starts, limits, deltas } = inputs;
-  for (const [name, t] of [['starts', starts], ['limits', limits], ['deltas', deltas]] as const) {
+  for (const [name, t] of [
+    ['starts', starts],
+    ['limits', limits],
+    ['deltas', deltas],
+  ] as const) {
     if (t.shape.length > 1) throw new Error(`${name} must be a scalar or vector`);
   }
   const sizes = [starts, limits, deltas].filter((t) => t.shape.length === 1).map((t) => t.shape[0]);
@@ -18,8 +36,9 @@ export const raggedRangeConfig = defineKernel('RaggedRange', ({ inputs, backend 
   const rows = sizes.length ? sizes[0] : 1;
   const read = (t: TensorInfo): number[] => Array.from(backend.readSync(t.dataId) as ArrayLike<number>);
   const [st, li, de] = [read(starts), read(limits), read(deltas)];
-  const at = (v: number[], r: number): number => (v.length === 1 && rows !== 1 ? v[0] : v[r] ?? v[0]);
-  const splits = new Int32Array(rows + 1);
+  const at = (v: number[], r: number): number => (v.length === 1 && rows !== 1 ? v[0] : (v[r] ?? v[0]));
+  const counts = new Float64Array(rows);
+  let total = 0;
   for (let r = 0; r < rows; r++) {
     const a = at(st, r);
     const b = at(li, r);
@@ -30,26 +49,28 @@ export const raggedRangeConfig = defineKernel('RaggedRange', ({ inputs, backend 
       n = Math.ceil(Math.abs((b - a) / d));
       if (n > INT32_MAX) throw new Error(`Requires ((limit - start) / delta) <= ${INT32_MAX}`);
     }
-    splits[r + 1] = splits[r] + n;
+    counts[r] = n;
+    total += n;
   }
-  const dev = backend.device;
-  const total = splits[rows];
-  const splitsT = fromTyped(splits, [rows + 1], 'int32', dev);
-  const f64 = (v: number[]): Tensor => fromTyped(new Float64Array(Array.from({ length: rows }, (_, r) => at(v, r))), [rows], 'float64', dev);
-  let values: Tensor;
-  if (total === 0) values = op('zeros', [0], code('float64'), dev);
-  else {
-    const k = op('arange', 0, total, 1, code('int64'), dev);
-    const sp = splitsT.to('int64');
-    const row = op('searchsorted', sp.narrow(0, 1, rows).contiguous(), k, false, true);
-    const offset = op('sub', k, sp.indexSelect(0, row), 1).to('float64');
-    values = op('add', f64(st).indexSelect(0, row), op('mul', offset, f64(de).indexSelect(0, row)), 1);
+  // The values' count is the sum of the rows' (each at most INT32_MAX): bounded before anything is made.
+  const dtype = starts.dtype === 'int32' ? 'int32' : 'float32';
+  checkCount('RaggedRange', total, dtype, 'rtDenseValues');
+  const splits = new Int32Array(rows + 1);
+  const values = sharedArray(dtype, total);
+  let k = 0;
+  for (let r = 0; r < rows; r++) {
+    const a = at(st, r);
+    const d = at(de, r);
+    for (let j = 0; j < counts[r]; j++) values[k++] = a + j * d;
+    splits[r + 1] = k;
   }
-  return [backend.output(splitsT, 'int32'), backend.output(values, starts.dtype)];
+  return [fromJs(backend, splits, [rows + 1], 'int32'), backend.output(fromTyped(values, [total], dtype, backend.device), starts.dtype)];
 });
 
 // RaggedGather: the row-splits bookkeeping in JS on the (small) split vectors, with tf's checks and
-// messages; the dense values are gathered by libtorch (one index_select of the selected value rows).
+// messages, in two passes: the first counts the output (the same rows may be gathered many times: the
+// counts are bounded before anything is made), the second fills it; the dense values are gathered by
+// libtorch (one index_select of the selected value rows).
 export const raggedGatherConfig = defineKernel('RaggedGather', ({ inputs, backend }) => {
   const splitsIn = (inputs as unknown as { paramsNestedSplits: TensorInfo[] }).paramsNestedSplits;
   const { paramsDenseValues: values, indices } = inputs;
@@ -74,34 +95,59 @@ export const raggedGatherConfig = defineKernel('RaggedGather', ({ inputs, backen
     if (sp[sp.length - 1] > last) throw new Error('Ragged splits must not point past values');
     for (let i = 1; i < sp.length; i++) if (sp[i - 1] > sp[i]) throw new Error('Ragged splits must be sorted in ascending order');
   });
-  // Uniform splits for the leading dimensions of indices, then the gathered rows' nested splits.
+  // Output sizes: uniform splits for the leading dimensions of indices, then per gathered index the
+  // rows it spans at each nesting level (scalar indices: the outermost splits are dropped).
   const lead = indices.shape.length - 1;
-  const out: number[][] = Array.from({ length: Math.max(0, lead + splits.length) }, () => [0]);
+  const levels = Math.max(0, lead + splits.length);
+  const lengths = new Array<number>(levels).fill(1);
   let nrows = 1;
   for (let d = 0; d < lead; d++) {
     nrows *= indices.shape[d];
-    for (let i = 1; i <= nrows; i++) out[d].push(i * indices.shape[d + 1]);
+    lengths[d] += nrows;
   }
-  const rows: number[] = [];
+  let rowCount = 0;
   for (const v of idx) {
     let start = v;
     let limit = v + 1;
     splits.forEach((sp, dim) => {
-      // (scalar indices: the outermost splits are dropped)
+      if (dim + lead >= 0) lengths[dim + lead] += limit - start;
+      start = sp[start];
+      limit = sp[limit];
+    });
+    rowCount += limit - start;
+  }
+  lengths.forEach((n, d) => checkCount('RaggedGather', n, 'int32', `outputNestedSplits[${d}]`));
+  checkSize('RaggedGather', [rowCount, ...values.shape.slice(1)], values.dtype, 'outputDenseValues');
+  checkCount('RaggedGather', rowCount, 'int64', 'row index');
+  const out = lengths.map((n) => new Int32Array(n));
+  const fill = new Array<number>(levels).fill(1);
+  nrows = 1;
+  for (let d = 0; d < lead; d++) {
+    nrows *= indices.shape[d];
+    for (let i = 1; i <= nrows; i++) out[d][fill[d]++] = i * indices.shape[d + 1];
+  }
+  const rows = new Int32Array(rowCount);
+  let nr = 0;
+  for (const v of idx) {
+    let start = v;
+    let limit = v + 1;
+    splits.forEach((sp, dim) => {
       if (dim + lead >= 0) {
         const o = out[dim + lead];
-        const delta = o[o.length - 1] - sp[start];
-        for (let j = start; j < limit; j++) o.push(sp[j + 1] + delta);
+        const delta = o[fill[dim + lead] - 1] - sp[start];
+        for (let j = start; j < limit; j++) o[fill[dim + lead]++] = sp[j + 1] + delta;
       }
       start = sp[start];
       limit = sp[limit];
     });
-    for (let r = start; r < limit; r++) rows.push(r);
+    for (let r = start; r < limit; r++) rows[nr++] = r;
   }
   const dev = backend.device;
-  const splitOuts = out.map((o) => fromJs(backend, Int32Array.from(o), [o.length], 'int32'));
+  const splitOuts = out.map((o) => fromJs(backend, o, [o.length], 'int32'));
   const vt = backend.tensorOf(values);
-  const dense = rows.length ? vt.indexSelect(0, longT(rows, dev)) : op('zeros', [0, ...values.shape.slice(1)], code(torchDtype(values.dtype)), dev);
+  const dense = rowCount
+    ? vt.indexSelect(0, fromTyped(rows, [rowCount], 'int32', dev).to('int64'))
+    : op('zeros', [0, ...values.shape.slice(1)], code(torchDtype(values.dtype)), dev);
   return [...splitOuts, backend.output(dense, values.dtype)];
 });
 
@@ -170,6 +216,8 @@ export const raggedTensorToTensorConfig = defineKernel('RaggedTensorToTensor', (
   mult[raggedRank] = 1;
   for (let i = raggedRank - 1; i >= 0; i--) mult[i] = mult[i + 1] * size[i + 1];
   const outShape = dims(size, false);
+  // The output's size comes from the shape input and the partitions' values: bounded before it is made.
+  checkSize('RaggedTensorToTensor', outShape, values.dtype);
   const dev = backend.device;
   const dt = torchDtype(values.dtype);
   const elemShape = outShape.slice(raggedRank + 1);
@@ -177,6 +225,7 @@ export const raggedTensorToTensorConfig = defineKernel('RaggedTensorToTensor', (
   if (mult[0] * size[0] <= 0 || cells === 0) return backend.output(op('zeros', outShape, code(dt), dev), values.dtype);
   // Destinations: level by level, each value row's flat cell index (or -1).
   let dest: number[] = [];
+  checkJsArray('RaggedTensorToTensor', firstDim, 'row destinations');
   for (let i = 0; i < firstDim; i++) dest.push(i < size[0] ? i * mult[0] : -1);
   for (let d = 0; d < raggedRank; d++) {
     const part = partAt(d);
@@ -184,7 +233,11 @@ export const raggedTensorToTensorConfig = defineKernel('RaggedTensorToTensor', (
     const width = size[d + 1];
     const next: number[] = [];
     if (typeAt(d) === RPT.ROW_SPLITS) {
-      if (part.length - 1 > dest.length) throw new Error(`Row partition size is greater than output size: ${part.length - 1} > ${dest.length}`);
+      if (part.length - 1 > dest.length)
+        throw new Error(`Row partition size is greater than output size: ${part.length - 1} > ${dest.length}`);
+      let total = 0;
+      for (let r = 0; r + 1 < part.length; r++) total += Math.max(0, part[r + 1] - part[r]);
+      checkJsArray('RaggedTensorToTensor', total, `row destinations of level ${d + 1}`);
       for (let r = 0; r + 1 < part.length; r++) {
         const len = part[r + 1] - part[r];
         const kept = dest[r] === -1 ? 0 : Math.min(width, len);
@@ -197,7 +250,11 @@ export const raggedTensorToTensorConfig = defineKernel('RaggedTensorToTensor', (
         const row = part[i];
         if (i === 0 || row !== part[i - 1]) {
           if (row >= dest.length) {
-            throw new Error(i === 0 ? `Got currentValueRowId=${row}, which is not less than ${dest.length}` : `Got nextValueRowId=${row} which is not less than ${dest.length}`);
+            throw new Error(
+              i === 0
+                ? `Got currentValueRowId=${row}, which is not less than ${dest.length}`
+                : `Got nextValueRowId=${row} which is not less than ${dest.length}`,
+            );
           }
           col = 0;
         } else col++;
@@ -210,7 +267,10 @@ export const raggedTensorToTensorConfig = defineKernel('RaggedTensorToTensor', (
   // The dense result: the default value (broadcast to an element) everywhere, then the values.
   const elemSize = elemShape.reduce((a, b) => a * b, 1);
   const dv = backend.tensorOf(defaultValue).to(dt);
-  const fill = dv.reshape([...Array(Math.max(0, elemShape.length - defaultValue.shape.length)).fill(1), ...defaultValue.shape]).expand(elemShape).reshape([1, elemSize]);
+  const fill = dv
+    .reshape([...Array(Math.max(0, elemShape.length - defaultValue.shape.length)).fill(1), ...defaultValue.shape])
+    .expand(elemShape)
+    .reshape([1, elemSize]);
   let out = fill.expand([cells, elemSize]).contiguous();
   const rowsKept: number[] = [];
   const cellsKept: number[] = [];

@@ -1,19 +1,21 @@
 // Random sampling kernels of the residual tfjs backend: Multinomial.
 import type { KernelConfig } from '@tensorflow/tfjs-core';
 import { mulberry32 } from '../../core/random.js';
-import { defineKernel, fromJs, op } from './util.js';
+import { checkSize, defineKernel, fromJs, op, sharedArray } from './util.js';
 
 // Samples on the CPU in JS from a PRNG seeded with tf's seed attr (tfjs passes a random one when the
 // caller gives none), so the same seed gives the same samples, as tf promises.
 export const multinomialConfig = defineKernel('Multinomial', ({ inputs, attrs, backend }) => {
   const logitsInfo = inputs.logits;
   const numSamples = attrs.numSamples as number;
+  const [batch, n] = logitsInfo.shape.length === 1 ? [1, logitsInfo.shape[0]] : [logitsInfo.shape[0], logitsInfo.shape[1]];
+  // numSamples is an attribute: the output is bounded before the logits are even read.
+  checkSize('Multinomial', [batch, numSamples], 'int32');
   const logits = backend.tensorOf(logitsInfo).to('float32');
   const probs = (attrs.normalized ? logits : op('softmax', logits, -1, undefined)).to('float64');
-  const [batch, n] = logitsInfo.shape.length === 1 ? [1, logitsInfo.shape[0]] : [logitsInfo.shape[0], logitsInfo.shape[1]];
   const p = probs.toTypedArray() as Float64Array;
   const rand = seededRandom(Number(attrs.seed ?? 0));
-  const out = new Int32Array(batch * numSamples);
+  const out = sharedArray('int32', batch * numSamples);
   const cdf = new Float64Array(n);
   for (let b = 0; b < batch; b++) {
     let acc = 0;

@@ -28,7 +28,12 @@ function flattenAxes(x: Tensor, shape: number[], axes: number[]): Tensor {
 function keepShape(shape: number[], axes: number[]): number[] {
   return shape.map((s, i) => (axes.includes(i) ? 1 : s));
 }
-function reduction(name: string, axisAttr: string, f: (r: Reduced, xi: TensorInfo) => Tensor, dtype: (xi: TensorInfo) => DataType): KernelConfig {
+function reduction(
+  name: string,
+  axisAttr: string,
+  f: (r: Reduced, xi: TensorInfo) => Tensor,
+  dtype: (xi: TensorInfo) => DataType,
+): KernelConfig {
   return defineKernel(name, ({ inputs, attrs, backend }) => {
     const xi = inputs.x;
     const axes = axesOf(xi, attrs[axisAttr]);
@@ -45,29 +50,66 @@ function reduction(name: string, axisAttr: string, f: (r: Reduced, xi: TensorInf
 }
 const intOrFloat = (xi: TensorInfo): DataType => (xi.dtype === 'complex64' ? 'complex64' : upcastType(xi.dtype, 'int32'));
 
-export const sumConfig = reduction('Sum', 'axis', ({ x, axes }, xi) => {
-  if (xi.dtype === 'complex64') return op('sum', x, axes, false, undefined);
-  return op('sum', x.dtype === 'bool' ? x.to('int32') : x, axes, false, undefined);
-}, intOrFloat);
-export const prodConfig = reduction('Prod', 'axis', ({ x, axes }, xi) => {
-  notComplex('Prod', xi);
-  const v = x.dtype === 'bool' ? x.to('int32') : x;
-  return op('prod', flattenAxes(v, xi.shape, axes), -1, false);
-}, intOrFloat);
-export const meanConfig = reduction('Mean', 'axis', ({ x, axes }, xi) => {
-  notComplex('Mean', xi);
-  return op('mean', f32(x), axes, false, undefined);
-}, () => 'float32');
-export const maxConfig = reduction('Max', 'reductionIndices', ({ x, axes }, xi) => {
-  notComplex('Max', xi);
-  return op('amax', x.dtype === 'bool' ? x.to('uint8') : x, axes, false);
-}, (xi) => xi.dtype);
-export const minConfig = reduction('Min', 'axis', ({ x, axes }, xi) => {
-  notComplex('Min', xi);
-  return op('amin', x.dtype === 'bool' ? x.to('uint8') : x, axes, false);
-}, (xi) => xi.dtype);
-export const allConfig = reduction('All', 'axis', ({ x, axes }, xi) => op('allDim', flattenAxes(x, xi.shape, axes), -1, false), () => 'bool');
-export const anyConfig = reduction('Any', 'axis', ({ x, axes }, xi) => op('anyDim', flattenAxes(x, xi.shape, axes), -1, false), () => 'bool');
+export const sumConfig = reduction(
+  'Sum',
+  'axis',
+  ({ x, axes }, xi) => {
+    if (xi.dtype === 'complex64') return op('sum', x, axes, false, undefined);
+    // int32 and bool sum to int32 (tf wraps modulo 2^32 as an int32 accumulation does): asking libtorch for
+    // an int32 result reads the input as it is, where its default (int64) would first copy it to int64.
+    return op('sum', x, axes, false, x.dtype === 'int32' || x.dtype === 'bool' ? code('int32') : undefined);
+  },
+  intOrFloat,
+);
+export const prodConfig = reduction(
+  'Prod',
+  'axis',
+  ({ x, axes }, xi) => {
+    notComplex('Prod', xi);
+    const v = x.dtype === 'bool' ? x.to('int32') : x;
+    return op('prod', flattenAxes(v, xi.shape, axes), -1, false);
+  },
+  intOrFloat,
+);
+export const meanConfig = reduction(
+  'Mean',
+  'axis',
+  ({ x, axes }, xi) => {
+    notComplex('Mean', xi);
+    return op('mean', f32(x), axes, false, undefined);
+  },
+  () => 'float32',
+);
+export const maxConfig = reduction(
+  'Max',
+  'reductionIndices',
+  ({ x, axes }, xi) => {
+    notComplex('Max', xi);
+    return op('amax', x.dtype === 'bool' ? x.to('uint8') : x, axes, false);
+  },
+  (xi) => xi.dtype,
+);
+export const minConfig = reduction(
+  'Min',
+  'axis',
+  ({ x, axes }, xi) => {
+    notComplex('Min', xi);
+    return op('amin', x.dtype === 'bool' ? x.to('uint8') : x, axes, false);
+  },
+  (xi) => xi.dtype,
+);
+export const allConfig = reduction(
+  'All',
+  'axis',
+  ({ x, axes }, xi) => op('allDim', flattenAxes(x, xi.shape, axes), -1, false),
+  () => 'bool',
+);
+export const anyConfig = reduction(
+  'Any',
+  'axis',
+  ({ x, axes }, xi) => op('anyDim', flattenAxes(x, xi.shape, axes), -1, false),
+  () => 'bool',
+);
 
 function argReduce(name: string, nativeName: 'argmax' | 'argmin'): KernelConfig {
   return defineKernel(name, ({ inputs, attrs, backend }) => {

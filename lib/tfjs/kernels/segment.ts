@@ -3,13 +3,26 @@
 // DenseBincount.
 import { backend_util, util } from '@tensorflow/tfjs-core';
 import type { DataType, KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
-import { code, defineKernel, ints, longT, notStringOrComplex, op, sc, torchDtype, type ResidualBackend, type Tensor } from './util.js';
+import {
+  checkSize,
+  code,
+  defineKernel,
+  ints,
+  longT,
+  notStringOrComplex,
+  op,
+  sc,
+  torchDtype,
+  type ResidualBackend,
+  type Tensor,
+} from './util.js';
 
 export const unsortedSegmentSumConfig = defineKernel('UnsortedSegmentSum', ({ inputs, attrs, backend }) => {
   const { x, segmentIds } = inputs;
   notStringOrComplex('UnsortedSegmentSum', x);
   const num = attrs.numSegments as number;
   const rest = x.shape.slice(segmentIds.shape.length);
+  checkSize('UnsortedSegmentSum', [num, ...rest], x.dtype);
   let xt = backend.tensorOf(x);
   if (xt.dtype === 'bool') xt = xt.to('int32');
   const ids = backend.tensorOf(segmentIds).to('int64').reshape([-1]);
@@ -20,11 +33,12 @@ export const unsortedSegmentSumConfig = defineKernel('UnsortedSegmentSum', ({ in
   return backend.output(y, x.dtype);
 });
 
-function bincountCore(backend: ResidualBackend, x: TensorInfo, weights: TensorInfo, size: number, binary: boolean): Tensor {
+function bincountCore(name: string, backend: ResidualBackend, x: TensorInfo, weights: TensorInfo, size: number, binary: boolean): Tensor {
+  const wdt: DataType = weights.dtype === 'int32' ? 'int32' : 'float32';
+  checkSize(name, x.shape.length === 2 ? [x.shape[0], size] : [size], wdt);
   const xt = backend.tensorOf(x).to('int64');
   if (xt.numel() > 0 && (op('any', op('lt', xt, sc(0))).item() as boolean)) throw new Error('Input x must be non-negative!');
   const rowsN = x.shape.length === 2 ? x.shape[0] : 1;
-  const wdt: DataType = weights.dtype === 'int32' ? 'int32' : 'float32';
   const dt = torchDtype(wdt);
   const hasW = util.sizeFromShape(weights.shape) > 0;
   const flatX = xt.reshape([-1]);
@@ -42,11 +56,17 @@ function bincountCore(backend: ResidualBackend, x: TensorInfo, weights: TensorIn
 }
 export const bincountConfig = defineKernel('Bincount', ({ inputs, attrs, backend }) => {
   const { x, weights } = inputs;
-  return backend.output(bincountCore(backend, x, weights, attrs.size as number, false), weights.dtype === 'int32' ? 'int32' : 'float32');
+  return backend.output(
+    bincountCore('Bincount', backend, x, weights, attrs.size as number, false),
+    weights.dtype === 'int32' ? 'int32' : 'float32',
+  );
 });
 export const denseBincountConfig = defineKernel('DenseBincount', ({ inputs, attrs, backend }) => {
   const { x, weights } = inputs;
-  return backend.output(bincountCore(backend, x, weights, attrs.size as number, !!attrs.binaryOutput), weights.dtype === 'int32' ? 'int32' : 'float32');
+  return backend.output(
+    bincountCore('DenseBincount', backend, x, weights, attrs.size as number, !!attrs.binaryOutput),
+    weights.dtype === 'int32' ? 'int32' : 'float32',
+  );
 });
 
 /**
@@ -68,7 +88,8 @@ function checkSegments(indices: Int32Array, seg: Int32Array, inputRows: number):
     if (end < n && id >= seg[end]) throw new Error(backend_util.getSparseSegmentReductionNonIncreasingSegmentIdsErrorMessage());
     if (id < 0 || id >= rows) throw new Error(backend_util.getSparseSegmentReductionSegmentIdOutOfRangeErrorMessage(id, rows));
     for (let i = start; i < end; i++) {
-      if (indices[i] < 0 || indices[i] >= inputRows) throw new Error(backend_util.getSparseSegmentReductionIndicesOutOfRangeErrorMessage(i, indices[i], inputRows));
+      if (indices[i] < 0 || indices[i] >= inputRows)
+        throw new Error(backend_util.getSparseSegmentReductionIndicesOutOfRangeErrorMessage(i, indices[i], inputRows));
     }
     start = end;
   }
@@ -83,6 +104,8 @@ function sparseSegment(name: string, mean: boolean): KernelConfig {
     const seg = ints(backend, segmentIds);
     const rows = checkSegments(idx, seg, data.shape[0]);
     const outShape = [rows, ...data.shape.slice(1)];
+    // (the row count is the last segment id plus one: a value, so bounded here)
+    checkSize(name, outShape, mean ? 'float32' : data.dtype);
     const dt = torchDtype(data.dtype);
     let out = op('zeros', outShape, code(dt), backend.device);
     if (idx.length > 0) {
@@ -91,7 +114,13 @@ function sparseSegment(name: string, mean: boolean): KernelConfig {
       const segT = longT(seg, backend.device);
       out = op('indexAdd', out, 0, segT, picked);
       if (mean) {
-        const counts = op('indexAdd', op('zeros', [rows], code('float32'), backend.device), 0, segT, op('ones', [seg.length], code('float32'), backend.device));
+        const counts = op(
+          'indexAdd',
+          op('zeros', [rows], code('float32'), backend.device),
+          0,
+          segT,
+          op('ones', [seg.length], code('float32'), backend.device),
+        );
         const c = op('clamp', counts, 1, null).reshape([rows, ...data.shape.slice(1).map(() => 1)]);
         out = op('div', out.to('float32'), c, null);
       }
@@ -102,4 +131,10 @@ function sparseSegment(name: string, mean: boolean): KernelConfig {
 export const sparseSegmentSumConfig = sparseSegment('SparseSegmentSum', false);
 export const sparseSegmentMeanConfig = sparseSegment('SparseSegmentMean', true);
 
-export const configs: KernelConfig[] = [unsortedSegmentSumConfig, sparseSegmentSumConfig, sparseSegmentMeanConfig, bincountConfig, denseBincountConfig];
+export const configs: KernelConfig[] = [
+  unsortedSegmentSumConfig,
+  sparseSegmentSumConfig,
+  sparseSegmentMeanConfig,
+  bincountConfig,
+  denseBincountConfig,
+];

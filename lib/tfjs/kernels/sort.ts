@@ -33,7 +33,8 @@ export const uniqueConfig = defineKernel('Unique', ({ inputs, attrs, backend }) 
     }
   } else {
     const t = backend.tensorOf(x);
-    const moved = x.shape.length <= 1 ? t.reshape([-1]) : t.permute([axis, ...x.shape.map((_, i) => i).filter((i) => i !== axis)]).contiguous();
+    const moved =
+      x.shape.length <= 1 ? t.reshape([-1]) : t.permute([axis, ...x.shape.map((_, i) => i).filter((i) => i !== axis)]).contiguous();
     rows = moved.toTypedArray() as ArrayLike<number>;
   }
   const keyOf = (i: number): string => {

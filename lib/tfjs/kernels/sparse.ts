@@ -3,12 +3,13 @@
 import { backend_util, util } from '@tensorflow/tfjs-core';
 import type { KernelConfig } from '@tensorflow/tfjs-core';
 import { scatter } from './gather.js';
-import { code, defineKernel, fromJs, fromTyped, ints, longT, op, opList, sc, torchDtype, type Tensor } from './util.js';
+import { checkSize, code, defineKernel, fromJs, fromTyped, ints, longT, op, opList, sc, torchDtype, type Tensor } from './util.js';
 
 export const sparseToDenseConfig = defineKernel('SparseToDense', ({ inputs, attrs, backend }) => {
   const { sparseIndices, sparseValues, defaultValue } = inputs;
   const shape = attrs.outputShape as number[];
   if (sparseValues.dtype === 'complex64') throw new Error('SparseToDense: complex64 tensors are not supported');
+  checkSize('SparseToDense', shape, sparseValues.dtype);
   const dv = backend.tensorOf(defaultValue);
   const dt = torchDtype(sparseValues.dtype);
   const base = op('full', shape, Number(dv.reshape([]).to(dt).item()), code(dt), backend.device);
@@ -16,10 +17,17 @@ export const sparseToDenseConfig = defineKernel('SparseToDense', ({ inputs, attr
   let vals = sparseValues;
   if (util.sizeFromShape(sparseValues.shape) !== numUpdates * sliceSize) {
     // A scalar value for every index.
-    const v = backend.tensorOf(sparseValues).reshape([]).expand([numUpdates * sliceSize]).contiguous();
+    const v = backend
+      .tensorOf(sparseValues)
+      .reshape([])
+      .expand([numUpdates * sliceSize])
+      .contiguous();
     vals = backend.output(v, sparseValues.dtype);
     try {
-      return backend.output(scatter(backend, sparseIndices, { ...vals, shape: [numUpdates * sliceSize] }, shape, base, false), sparseValues.dtype);
+      return backend.output(
+        scatter(backend, sparseIndices, { ...vals, shape: [numUpdates * sliceSize] }, shape, base, false),
+        sparseValues.dtype,
+      );
     } finally {
       backend.disposeData(vals.dataId, true);
     }
@@ -63,14 +71,17 @@ export const sparseReshapeConfig = defineKernel('SparseReshape', ({ inputs, back
     if (missing * product !== denseSize) throw new Error(backend_util.getSparseReshapeInputOutputMultipleErrorMessage(inShape, outShape));
     outShape[unknown] = missing;
   }
-  if (outShape.reduce((a, b) => a * b, 1) !== denseSize) throw new Error(backend_util.getSparseReshapeInputOutputMismatchErrorMessage(inShape, outShape));
+  if (outShape.reduce((a, b) => a * b, 1) !== denseSize)
+    throw new Error(backend_util.getSparseReshapeInputOutputMismatchErrorMessage(inShape, outShape));
   const nnz = inputIndices.shape[0];
   const dev = backend.device;
   let out: Tensor;
   if (nnz === 0 || outShape.length === 0) out = op('zeros', [nnz, outShape.length], code('int32'), dev);
   else {
     const idx = backend.tensorOf(inputIndices).to('int64').reshape([nnz, inShape.length]);
-    const lin = inShape.length ? op('sum', op('mul', idx, longT(stridesOf(inShape), dev)), [1], true, undefined) : op('zeros', [nnz, 1], code('int64'), dev);
+    const lin = inShape.length
+      ? op('sum', op('mul', idx, longT(stridesOf(inShape), dev)), [1], true, undefined)
+      : op('zeros', [nnz, 1], code('int64'), dev);
     out = op('fmod', op('div', lin, longT(stridesOf(outShape), dev), 'floor'), longT(outShape, dev));
   }
   return [backend.output(out, 'int32'), fromJs(backend, new Int32Array(outShape), [outShape.length], 'int32')];
@@ -87,6 +98,9 @@ export const sparseFillEmptyRowsConfig = defineKernel('SparseFillEmptyRows', ({ 
   const idx = backend.tensorOf(indices).reshape([n, rank]);
   const rowVals = n > 0 ? Int32Array.from(idx.select(1, 0).to('int32').toTypedArray() as Int32Array) : new Int32Array(0);
   if (rows === 0 && n !== 0) throw new Error(backend_util.getSparseFillEmptyRowsIndicesDenseShapeMismatch(n));
+  // The output has up to one entry per row besides the given ones (the row count is a value: bound it).
+  checkSize('SparseFillEmptyRows', [n + Math.max(rows, 0), rank], indices.dtype, 'output indices');
+  checkSize('SparseFillEmptyRows', [n + Math.max(rows, 0)], 'int64', 'row sort keys');
   const count = new Int32Array(Math.max(rows, 0));
   for (let i = 0; i < n; i++) {
     const r = rowVals[i];

@@ -9,7 +9,7 @@
 // part of the padding; what is left (TF's odd 'same' row/column at the end, explicit asymmetric pads,
 // rows a rounding mode leaves unused) is an explicit pad or crop of the input, undone on the gradient.
 import type { backend_util } from '@tensorflow/tfjs-core';
-import { op, type Tensor } from './util.js';
+import { checkSize, op, type Tensor } from './util.js';
 
 export type Conv2DInfo = backend_util.Conv2DInfo;
 export type Conv3DInfo = backend_util.Conv3DInfo;
@@ -99,7 +99,9 @@ export function geo3d(c: Conv3DInfo): Geo {
   };
 }
 export function outShape2d(c: Conv2DInfo): number[] {
-  return c.dataFormat === 'channelsLast' ? [c.batchSize, c.outHeight, c.outWidth, c.outChannels] : [c.batchSize, c.outChannels, c.outHeight, c.outWidth];
+  return c.dataFormat === 'channelsLast'
+    ? [c.batchSize, c.outHeight, c.outWidth, c.outChannels]
+    : [c.batchSize, c.outChannels, c.outHeight, c.outWidth];
 }
 export function outShape3d(c: Conv3DInfo): number[] {
   return [c.batchSize, c.outDepth, c.outHeight, c.outWidth, c.outChannels];
@@ -113,4 +115,19 @@ export function toNC(x: Tensor, channelsLast: boolean): Tensor {
 export function fromNC(x: Tensor, channelsLast: boolean): Tensor {
   if (!channelsLast) return x;
   return x.ndim === 5 ? x.permute(0, 2, 3, 4, 1) : x.permute(0, 2, 3, 1);
+}
+
+/**
+ * Bounds the input padded to a window geometry (which libtorch or an explicit pad materializes): a pad
+ * is an attribute (numbers or explicit pads), and with a large stride a small output can come from a
+ * huge padded input. The output itself is checked by each kernel (checkSize).
+ */
+export function checkPadded(kernel: string, c: Conv2DInfo | Conv3DInfo): void {
+  const g = 'inDepth' in c ? geo3d(c as Conv3DInfo) : geo2d(c as Conv2DInfo);
+  checkSize(
+    kernel,
+    [c.batchSize, c.inChannels, ...g.inSize.map((v, i) => v + Math.max(0, g.before[i]) + Math.max(0, g.after[i]))],
+    'float32',
+    'padded input',
+  );
 }

@@ -1,15 +1,22 @@
 // String kernels of the residual tfjs backend, computed in JS on the encoded bytes (as the cpu backend
 // does): StaticRegexReplace, StringToHashBucketFast (tf's Fingerprint64), StringSplit, StringNGrams.
+// Their outputs live in the JS heap, and their sizes come from the data and the attributes (a rewrite,
+// a delimiter, n-gram widths and pads): each string is accounted for (StringBudget) before it is made.
 import { util } from '@tensorflow/tfjs-core';
 import type { KernelConfig } from '@tensorflow/tfjs-core';
-import { defineKernel, fromJs } from './util.js';
+import { defineKernel, fromJs, StringBudget } from './util.js';
 
 export const staticRegexReplaceConfig = defineKernel('StaticRegexReplace', ({ inputs, attrs, backend }) => {
   const x = inputs.x;
   if (x.dtype !== 'string') throw new Error('StaticRegexReplace: expected a string tensor');
   const { pattern, rewrite, replaceGlobal } = attrs as unknown as { pattern: string; rewrite: string; replaceGlobal: boolean };
   const re = new RegExp(pattern, replaceGlobal ? 'g' : '');
-  const vals = (backend.readSync(x.dataId) as Uint8Array[]).map((v) => util.encodeString(util.decodeString(v).replace(re, rewrite)));
+  const budget = new StringBudget('StaticRegexReplace');
+  const vals = (backend.readSync(x.dataId) as Uint8Array[]).map((v) => {
+    const e = util.encodeString(util.decodeString(v).replace(re, rewrite));
+    budget.add(e.length);
+    return e;
+  });
   return backend.outputStrings(vals, x.shape);
 });
 
@@ -36,10 +43,13 @@ export const stringSplitConfig = defineKernel('StringSplit', ({ inputs, attrs, b
   const rows: number[] = [];
   const cols: number[] = [];
   let widest = 0;
+  // (an empty delimiter makes a token of every byte: the tokens are counted against the string limit)
+  const budget = new StringBudget('StringSplit', 'values');
   strs.forEach((str, row) => {
     let count = 0;
     const push = (t: Uint8Array): void => {
       if (skipEmpty && t.length === 0) return;
+      budget.add(t.length);
       tokens.push(t);
       rows.push(row);
       cols.push(count++);
@@ -75,7 +85,14 @@ export const stringSplitConfig = defineKernel('StringSplit', ({ inputs, attrs, b
 // padWidth); preserveShortSequences gives a row too short for any n-gram one n-gram of the whole row.
 export const stringNGramsConfig = defineKernel('StringNGrams', ({ inputs, attrs, backend }) => {
   const { data, dataSplits } = inputs;
-  const a = attrs as unknown as { separator: string; nGramWidths: number[]; leftPad: string; rightPad: string; padWidth: number; preserveShortSequences: boolean };
+  const a = attrs as unknown as {
+    separator: string;
+    nGramWidths: number[];
+    leftPad: string;
+    rightPad: string;
+    padWidth: number;
+    preserveShortSequences: boolean;
+  };
   const sep = util.encodeString(a.separator);
   const lpad = util.encodeString(a.leftPad);
   const rpad = util.encodeString(a.rightPad);
@@ -85,26 +102,38 @@ export const stringNGramsConfig = defineKernel('StringNGrams', ({ inputs, attrs,
   if (splits.length > 0) {
     if (splits[0] !== 0) throw new Error(`First split value must be 0, got ${splits[0]}`);
     for (let i = 1; i < splits.length; i++) {
-      if (splits[i] < splits[i - 1] || splits[i] > n) throw new Error(`Invalid split value ${splits[i]}, must be in [${splits[i - 1]}, ${n}]`);
+      if (splits[i] < splits[i - 1] || splits[i] > n)
+        throw new Error(`Invalid split value ${splits[i]}, must be in [${splits[i - 1]}, ${n}]`);
     }
-    if (splits[splits.length - 1] !== n) throw new Error(`Last split value must be data size. Expected ${n}, got ${splits[splits.length - 1]}`);
+    if (splits[splits.length - 1] !== n)
+      throw new Error(`Last split value must be data size. Expected ${n}, got ${splits[splits.length - 1]}`);
   }
   const rowsN = splits.length - 1;
   const padOf = (w: number): number => Math.min(a.padWidth < 0 ? w - 1 : a.padWidth, w - 1);
   const countOf = (len: number, w: number): number => Math.max(0, len + 2 * padOf(w) - w + 1);
-  const join = (parts: Uint8Array[]): Uint8Array => {
-    const size = parts.reduce((acc, p) => acc + p.length, 0) + Math.max(0, parts.length - 1) * sep.length;
-    const out = new Uint8Array(size);
+  // The widths and pads are attributes: an n-gram's size is computed (and accounted for, at least a byte
+  // per part joined, so the work is bounded too) before it is made.
+  const budget = new StringBudget('StringNGrams', 'nGrams');
+  const gram = (left: number, from: number, take: number, right: number): Uint8Array => {
+    const parts = left + Math.max(0, take) + right;
+    let size = left * lpad.length + right * rpad.length + Math.max(0, parts - 1) * sep.length;
+    for (let k = 0; k < take; k++) size += tokens[from + k].length;
+    budget.add(Math.max(size, parts));
+    const res = new Uint8Array(size);
     let o = 0;
-    parts.forEach((p, i) => {
-      if (i > 0) {
-        out.set(sep, o);
+    let i = 0;
+    const put = (b: Uint8Array): void => {
+      if (i++ > 0) {
+        res.set(sep, o);
         o += sep.length;
       }
-      out.set(p, o);
-      o += p.length;
-    });
-    return out;
+      res.set(b, o);
+      o += b.length;
+    };
+    for (let k = 0; k < left; k++) put(lpad);
+    for (let k = 0; k < take; k++) put(tokens[from + k]);
+    for (let k = 0; k < right; k++) put(rpad);
+    return res;
   };
   const grams = (start: number, len: number, w: number, count: number, out: Uint8Array[]): void => {
     const p = padOf(w);
@@ -113,11 +142,7 @@ export const stringNGramsConfig = defineKernel('StringNGrams', ({ inputs, attrs,
       const right = Math.max(0, p - (count - g - 1));
       const take = w - left - right;
       const from = start + (left > 0 ? 0 : g - p);
-      const parts: Uint8Array[] = [];
-      for (let k = 0; k < left; k++) parts.push(lpad);
-      for (let k = 0; k < take; k++) parts.push(tokens[from + k]);
-      for (let k = 0; k < right; k++) parts.push(rpad);
-      out.push(join(parts));
+      out.push(gram(left, from, take, right));
     }
   };
   const out: Uint8Array[] = [];

@@ -1,5 +1,8 @@
 // Shared pieces of the residual tfjs kernels: defineKernel (scoped kernel bodies), calls into the native
 // op table, outputs, tensors from JS values, dtype checks, layout (NHWC <-> NCHW views), TF padding.
+import { constants as bufferConstants } from 'node:buffer';
+import v8 from 'node:v8';
+import { backend_util } from '@tensorflow/tfjs-core';
 import type { DataType, KernelConfig, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 import { native, type Boxed, type Handle, type NativeBinding } from '../../addon/binding.js';
 import { dtypeCode, type DType } from '../../tensor/dtype.js';
@@ -72,6 +75,153 @@ export function sc(v: number | boolean): Boxed {
   return [v];
 }
 
+// ---- output sizes ----
+//
+// A kernel whose output size comes from an argument (an attribute such as OneHot's depth or Fill's shape,
+// or the values of an input such as RaggedTensorToTensor's partitions) computes that size and checks it
+// here before it allocates anything, and so do kernels whose output or largest intermediate can grow past
+// their inputs (broadcasting, outer products, padding, repeated gathers). One limit for every kernel:
+//   - a numeric tensor holds at most MAX_TENSOR_BYTES bytes: 4 GiB by default (the largest ArrayBuffer
+//     on Node 20, buffer.constants.MAX_LENGTH: tfjs reads every tensor back into one; Node 22 allows
+//     larger ones, so 4 GiB is also a cap there), or RESIDUAL_TFJS_MAX_TENSOR_BYTES (an integer, at
+//     most this Node's largest ArrayBuffer) read when the backend is imported;
+//   - a string tensor lives in the JS heap as one Uint8Array per element: each element counts its bytes
+//     plus STRING_ELEMENT_OVERHEAD (what V8 spends on a small Uint8Array), and a string tensor may take
+//     at most a quarter of V8's heap limit (node --max-old-space-size), nor more than MAX_TENSOR_BYTES;
+//     so may a JS array of numbers a kernel builds (8 bytes an element).
+// A size past the limit is a RangeError that names the kernel, the shape and the bytes.
+
+/** The default of MAX_TENSOR_BYTES: 4 GiB, or this Node's largest ArrayBuffer if smaller. */
+const DEFAULT_TENSOR_BYTES = Math.min(bufferConstants.MAX_LENGTH, 2 ** 32);
+function tensorByteLimit(): number {
+  const v = typeof process !== 'undefined' ? process.env.RESIDUAL_TFJS_MAX_TENSOR_BYTES : undefined;
+  if (v === undefined || v === '') return DEFAULT_TENSOR_BYTES;
+  const n = Number(v);
+  if (!/^[0-9]+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > bufferConstants.MAX_LENGTH)
+    throw new RangeError(
+      `RESIDUAL_TFJS_MAX_TENSOR_BYTES must be a whole number of bytes in [1, ${bufferConstants.MAX_LENGTH}] (this Node's largest ArrayBuffer), got ${JSON.stringify(v)}`,
+    );
+  return n;
+}
+/** The most bytes one numeric tensor of the residual tfjs backend holds (see above). */
+export const MAX_TENSOR_BYTES: number = tensorByteLimit();
+/** The JS heap bytes a string element costs beyond its own bytes (a Uint8Array and its buffer). */
+export const STRING_ELEMENT_OVERHEAD = 256;
+/** The most JS heap bytes one string tensor (or JS array a kernel builds) may take. */
+export function maxHeapBytes(): number {
+  return Math.min(MAX_TENSOR_BYTES, Math.floor(v8.getHeapStatistics().heap_size_limit / 4));
+}
+
+/** Bytes per element of the dtypes kernels allocate (tfjs dtypes and the libtorch ones used inside). */
+const ELEMENT_BYTES: Record<string, number> = { float32: 4, int32: 4, bool: 1, complex64: 8, float64: 8, int64: 8, uint8: 1 };
+
+/** A byte count for messages: exact, with a binary unit when large. */
+function fmtBytes(b: number): string {
+  if (b < 1024) return `${b} bytes`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
+  let v = b;
+  let u = -1;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${Number.isSafeInteger(b) ? b : b.toExponential(3)} bytes (${v.toFixed(1)} ${units[u]})`;
+}
+
+/**
+ * The element count of `shape` (a tensor of `dtype` that `kernel` is about to allocate: its output, or
+ * the intermediate named by `what`), after checking that every dimension is a non-negative integer and
+ * that the tensor fits the limit above. Throws a RangeError naming the kernel, the shape and the size.
+ */
+export function checkSize(
+  kernel: string,
+  shape: readonly number[],
+  dtype: DataType | 'float64' | 'int64' | 'uint8',
+  what = 'output',
+): number {
+  if (!Array.isArray(shape))
+    throw new TypeError(
+      `${kernel}: the ${what} shape must be an array of sizes, got ${typeof shape === 'object' ? JSON.stringify(shape) : String(shape)}`,
+    );
+  for (const d of shape) {
+    if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0)
+      throw new RangeError(
+        `${kernel}: the ${what} shape [${shape.map(String)}] has a dimension ${String(d)} that is not a non-negative integer`,
+      );
+  }
+  if (shape.some((d) => d === 0)) return 0;
+  let n = 1;
+  for (const d of shape) n *= d;
+  if (dtype === 'string') {
+    checkStrings(kernel, n, 0, what, shape);
+    return n;
+  }
+  const per = ELEMENT_BYTES[dtype];
+  if (per === undefined) throw new TypeError(`${kernel}: unsupported dtype ${String(dtype)}`);
+  const bytes = n * per;
+  if (bytes > MAX_TENSOR_BYTES)
+    throw new RangeError(
+      `${kernel}: the ${what} [${shape}] (${dtype}) would hold ${n} elements, ${fmtBytes(bytes)}: more than one tensor of the residual ` +
+        `backend may hold (${fmtBytes(MAX_TENSOR_BYTES)}; RESIDUAL_TFJS_MAX_TENSOR_BYTES sets the limit, up to the largest ArrayBuffer, which tfjs reads every tensor back into)`,
+    );
+  return n;
+}
+/**
+ * checkSize of the shape `shapes` broadcast together (a kernel that broadcasts its inputs: [n, 1] with
+ * [1, n] is n * n). Shapes that do not broadcast are tf's error (backend_util.assertAndGetBroadcastShape).
+ */
+export function checkBroadcast(
+  kernel: string,
+  dtype: DataType | 'float64' | 'int64' | 'uint8',
+  ...shapes: (readonly number[])[]
+): number[] {
+  let shape = [...shapes[0]];
+  for (const s of shapes.slice(1)) shape = backend_util.assertAndGetBroadcastShape(shape, [...s]);
+  checkSize(kernel, shape, dtype);
+  return shape;
+}
+/** checkSize for a tensor whose size is a product of factors (some possibly huge): the shape is the factors. */
+export function checkCount(kernel: string, count: number, dtype: DataType | 'float64' | 'int64' | 'uint8', what = 'output'): number {
+  return checkSize(kernel, [count], dtype, what);
+}
+/**
+ * Checks a string tensor of `count` elements holding `dataBytes` bytes of string data in all against the
+ * string limit (its JS heap footprint estimated as dataBytes + count * STRING_ELEMENT_OVERHEAD).
+ */
+export function checkStrings(kernel: string, count: number, dataBytes: number, what = 'output', shape?: readonly number[]): void {
+  const foot = dataBytes + count * STRING_ELEMENT_OVERHEAD;
+  const max = maxHeapBytes();
+  if (foot > max)
+    throw new RangeError(
+      `${kernel}: the ${what} ${shape ? `[${shape}] ` : ''}string tensor would hold ${count} strings taking about ${fmtBytes(foot)} of the JS heap: ` +
+        `more than a string tensor of the residual backend may take (${fmtBytes(max)}, a quarter of V8's heap limit; see node --max-old-space-size)`,
+    );
+}
+/** Checks a JS array of `count` numbers (8 bytes each in the JS heap) that `kernel` is about to build. */
+export function checkJsArray(kernel: string, count: number, what: string): void {
+  const max = maxHeapBytes();
+  if (!(count * 8 <= max))
+    throw new RangeError(
+      `${kernel}: the ${what} would hold ${count} numbers, ${fmtBytes(count * 8)} of the JS heap: more than a kernel of the residual backend may take (${fmtBytes(max)}, a quarter of V8's heap limit)`,
+    );
+}
+/** Counts the strings a kernel builds one by one, refusing (before the next one is made) past the string limit. */
+export class StringBudget {
+  private count = 0;
+  private bytes = 0;
+  private readonly max = maxHeapBytes();
+  constructor(
+    private readonly kernel: string,
+    private readonly what = 'output',
+  ) {}
+  /** Accounts for `k` more strings of `n` bytes in all (call it before making them). */
+  add(n: number, k = 1): void {
+    this.count += k;
+    this.bytes += n;
+    if (this.bytes + this.count * STRING_ELEMENT_OVERHEAD > this.max) checkStrings(this.kernel, this.count, this.bytes, this.what);
+  }
+}
+
 // ---- outputs and tensors from JS values ----
 
 /** The result as a tfjs output: contiguous (tfjs reads and reshapes it) and owned by a new dataId. */
@@ -83,13 +233,33 @@ export function out(backend: ResidualBackend, t: Tensor, dtype?: DataType): Tens
 export function zerosOut(backend: ResidualBackend, shape: number[], dtype: DataType = 'float32'): TensorInfo {
   return backend.output(op('zeros', shape, code(dtype === 'int32' ? 'int32' : 'float32'), backend.device), dtype);
 }
-/** A tensor on the backend's device from a JS typed array (copied). */
-export function fromTyped(vals: Int32Array | Float32Array | Float64Array | Uint8Array, shape: number[], d: DType, device: string): Tensor {
-  const t = wrapT(native.fromBuffer(vals, 0, shape, code(d), true));
+/** The typed arrays kernels build values in. */
+export type JsArray = Int32Array | Float32Array | Float64Array | Uint8Array;
+/**
+ * A zero-filled typed array of `n` elements of `d` over a SharedArrayBuffer, for an output computed in
+ * JS: fromTyped() wraps it without a copy (a SharedArrayBuffer is never detached; the tensor keeps it
+ * alive), so the output's values exist once. Check the size first (checkSize).
+ */
+export function sharedArray(d: 'int32' | 'float32' | 'float64' | 'bool', n: number): JsArray {
+  switch (d) {
+    case 'int32':
+      return new Int32Array(new SharedArrayBuffer(4 * n));
+    case 'float32':
+      return new Float32Array(new SharedArrayBuffer(4 * n));
+    case 'float64':
+      return new Float64Array(new SharedArrayBuffer(8 * n));
+    default:
+      return new Uint8Array(new SharedArrayBuffer(n));
+  }
+}
+/** A tensor on the backend's device from a JS typed array: copied, or shared when sharedArray() made it. */
+export function fromTyped(vals: JsArray, shape: number[], d: DType, device: string): Tensor {
+  const shared = typeof SharedArrayBuffer !== 'undefined' && vals.buffer instanceof SharedArrayBuffer;
+  const t = wrapT(native.fromBuffer(vals, 0, shape, code(d), !shared));
   return device === 'cpu' ? t : t.to(device as 'cuda');
 }
 /** A new int32/float32 output from a JS typed array. */
-export function fromJs(backend: ResidualBackend, vals: Int32Array | Float32Array, shape: number[], dtype: 'int32' | 'float32'): TensorInfo {
+export function fromJs(backend: ResidualBackend, vals: JsArray, shape: number[], dtype: 'int32' | 'float32' | 'bool'): TensorInfo {
   return backend.output(fromTyped(vals, shape, dtype, backend.device), dtype);
 }
 /** An int64 tensor from JS numbers (indices); `shape` defaults to a vector. */
@@ -187,7 +357,13 @@ export interface Pad1 {
  * TF's padding for one spatial dimension: 'valid' (none), 'same' (total = max((ceil(in/stride) - 1) *
  * stride + (k - 1) * dilation + 1 - in, 0), the odd one extra at the end), or explicit [before, after].
  */
-export function tfPad(padding: 'same' | 'valid' | readonly [number, number], inSize: number, k: number, stride: number, dilation = 1): Pad1 {
+export function tfPad(
+  padding: 'same' | 'valid' | readonly [number, number],
+  inSize: number,
+  k: number,
+  stride: number,
+  dilation = 1,
+): Pad1 {
   if (padding === 'valid') return { before: 0, after: 0 };
   if (padding === 'same') {
     const effK = (k - 1) * dilation + 1;

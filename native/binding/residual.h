@@ -1,5 +1,7 @@
-// The binding layer's shared pieces: tensor handles, argument readers that name the bad argument,
-// result wrapping, and the single place where C++ exceptions become JS errors.
+// The binding layer's shared declarations: tensor handles (binding/handles.cpp), the one place where C++
+// exceptions become JS errors (binding/errors.cpp), argument readers that name the bad argument
+// (binding/args.cpp), result wrapping, and each module's init function. Every torch-side translation
+// unit includes this header; the image library (native/image/) does not.
 #pragma once
 #include "pch.h"
 
@@ -29,12 +31,12 @@ constexpr uint64_t kSlotMax = uint64_t(1) << kIndexBits;  // slots at most per e
 
 // Error kinds: rethrow() builds the JS class registered for the kind (lib/core/errors.ts, passed in by
 // native.setErrorClasses), or a plain Error with `code` set when none was registered.
-enum class ErrKind : int { Generic = 0, Shape, Dtype, Device, Disposed, OOM, Count };
+enum class ErrKind : int { Generic = 0, Shape, Dtype, Device, Disposed, OOM, BadFile, Count };
 
 // Per-environment (main thread, each worker_thread) state: the addon is context-aware.
 struct EnvData {
-  uint32_t tag = 1;        // this environment's id tag (see Handle)
-  uint64_t tagBits = 0;    // tag << (kGenBits + kIndexBits)
+  uint32_t tag = 1;      // this environment's id tag (see Handle)
+  uint64_t tagBits = 0;  // tag << (kGenBits + kIndexBits)
   // This environment's CPU generator: every random op of the environment draws from it, so workers
   // never share (or race on) one random stream; manualSeed/getRngState/setRngState act on it.
   at::Generator gen;
@@ -42,12 +44,13 @@ struct EnvData {
   double maxArrayBufferBytes = 4294967296.0;  // buffer.constants.MAX_LENGTH (set by the TS layer)
   int64_t liveTensors = 0;
   // storage -> (handles referring to it, bytes counted, device slot)
-  struct StorageRec { int64_t refs; int64_t bytes; int slot; };
+  struct StorageRec {
+    int64_t refs;
+    int64_t bytes;
+    int slot;
+  };
   std::unordered_map<c10::StorageImpl*, StorageRec> storages;
   int64_t bytesBySlot[17] = {0};  // slot 0: cpu, 1+N: cuda:N
-  // Live data loaders (native/data.cpp), closed at environment teardown.
-  std::set<void*> loaders;
-  bool loaderHook = false;
   // The handle table (a deque: slots never move) and its free list.
   std::deque<Handle> slots;
   std::vector<uint32_t> freeSlots;
@@ -62,6 +65,11 @@ struct EnvData {
 
 EnvData* envData(Napi::Env env);
 void drainPending(Napi::Env env, EnvData* d);
+// A new environment's state (its tag taken), installed as the environment's instance data; false if
+// the environment is going away. At teardown its tensors are released (binding/handles.cpp).
+bool installEnvData(Napi::Env env);
+// Drops a handle's tensor and frees its slot for reuse under a new generation.
+void releaseHandle(napi_env env, EnvData* d, Handle* h);
 
 // An error in what JS passed: becomes a TypeError naming the function and the argument.
 struct ArgError : std::runtime_error {
@@ -81,6 +89,8 @@ std::string describe(const Napi::Value& v);
 // A JS number as an exact integer, or a RangeError (NaN, Infinity, beyond 2^53 - 1) / TypeError
 // (fractions) naming `what`.
 int64_t exactInt(double v, const std::string& what);
+// A number as JS would print it (NaN, Infinity, up to 17 significant digits).
+std::string numText(double v);
 // The live Handle behind a JS value; null if it is not a live tensor id of this environment. `why`
 // (when given) says why not.
 enum class HandleState { Ok, NotTensor, Stale, Foreign };
@@ -159,8 +169,12 @@ Napi::Value wrap(Napi::Env env, const at::Scalar& s);
 // Every native function goes through entry(): C++ exceptions never reach Node as crashes.
 // rethrow() (called inside a catch block) turns the current exception into a pending JS exception of
 // the right class, and never throws itself (also while the environment is being torn down).
-// libtorch's c10::Error keeps its message, not its C++ backtrace.
+// libtorch's c10::Error keeps its message, not its C++ backtrace; its kind comes from c10's exception
+// type first, then from the message (binding/errors.cpp).
 void rethrow(napi_env env, const char* fn) noexcept;
+// The JS error rethrow() would throw for `e` (an exception captured on another thread), as a value to
+// reject a Promise with; null if none can be made (the environment is going away).
+napi_value errorValue(napi_env env, const char* fn, std::exception_ptr e) noexcept;
 // Throws a JS error of `kind` (or a TypeError/RangeError) without C++ exceptions; never throws.
 void throwJs(napi_env env, ErrKind kind, const char* jsType, const std::string& msg) noexcept;
 
@@ -176,7 +190,10 @@ Napi::Value entry(const Napi::CallbackInfo& info) {
 }
 
 using NativeFn = Napi::Value (*)(const Napi::CallbackInfo&);
-struct FnEntry { const char* name; NativeFn fn; };
+struct FnEntry {
+  const char* name;
+  NativeFn fn;
+};
 void registerAll(Napi::Env env, Napi::Object exports, const FnEntry* begin, const FnEntry* end);
 
 // Hand-written native functions: `DEFN(name) { ... }` defines `fn_name(Args& a)` and its name;
@@ -186,87 +203,24 @@ void registerAll(Napi::Env env, Napi::Object exports, const FnEntry* begin, cons
 // from these lines, and checks each signature against the `a.<reader>(index, "name")` reads of the body
 // (name, type and optionality). The types (Handle, IntList, NativeLoader, ...) are lib/addon/native-types.ts's.
 // Ops use the table in ops.cpp, whose signatures come from the readers themselves.
-#define DEFN(name)                                   \
-  static constexpr char name##_name[] = #name;       \
+#define DEFN(name)                             \
+  static constexpr char name##_name[] = #name; \
   static Napi::Value fn_##name(::residual::Args& a)
+// clang-format off
 #define ENTRY(name) ::residual::FnEntry{#name, &::residual::entry<&fn_##name, name##_name>}
-
-// A loader batch {x, y} as the JS array [x, y].
-template <class Batch>
-Napi::Value batchPair(Napi::Env env, Batch& b) {
-  return wrap(env, std::tuple<at::Tensor, at::Tensor>(b.x, b.y));
-}
-
-// The next batch of a native data loader, waiting on this thread: [x, y], or null at the end of the
-// epoch; a worker's error is thrown.
-template <class Loader, class Batch>
-Napi::Value takeBatchSync(Napi::Env env, Loader* l) {
-  Batch b;
-  std::string err;
-  if (!l->take(b, err)) {
-    if (!err.empty()) throw std::runtime_error(err);
-    return env.Null();
-  }
-  return batchPair(env, b);
-}
+// clang-format on
 
 // Throws an OutOfMemoryError when the tensor's elements exceed the largest ArrayBuffer (checked before
 // any copy to JS memory is made).
 void checkFitsArrayBuffer(Napi::Env env, const at::Tensor& t);
 
-// The next batch of a native data loader as a Promise. Loader::take(Batch&, std::string& err) waits on
-// a libuv thread (never touching JS); ToValue turns the batch into JS values on the JS thread. The JS
-// loader object is kept referenced while the wait is pending. Nothing escapes the callbacks: they also
-// run while a worker thread's environment is torn down.
-template <class Loader, class Batch, Napi::Value (*ToValue)(Napi::Env, Batch&)>
-class NextBatchWorker : public Napi::AsyncWorker {
- public:
-  NextBatchWorker(Napi::Env env, Loader* l, Napi::Reference<Napi::Value>&& keep)
-      : Napi::AsyncWorker(env), L(l), deferred(Napi::Promise::Deferred::New(env)), keepAlive(std::move(keep)) {}
-  void Execute() override {
-    std::string err;
-    got = L->take(b, err);
-    if (!err.empty()) SetError(err);
-  }
-  void OnOK() override {
-    Napi::Env env = Env();
-    try {
-      Napi::HandleScope hs(env);
-      deferred.Resolve(got ? ToValue(env, b) : env.Null());
-    } catch (const std::exception& e) {
-      try {
-        deferred.Reject(Napi::Error::New(env, std::string("data loader: ") + e.what()).Value());
-      } catch (...) {
-      }
-    } catch (...) {
-    }
-  }
-  void OnError(const Napi::Error& e) override {
-    try {
-      deferred.Reject(Napi::Error::New(Env(), "data loader: " + e.Message()).Value());
-    } catch (...) {
-    }
-  }
-  // Queues the wait and returns its Promise; `loaderObject` is the JS value kept alive meanwhile.
-  static Napi::Value start(Napi::Env env, Loader* l, const Napi::Value& loaderObject) {
-    auto* w = new NextBatchWorker(env, l, Napi::Persistent(loaderObject));
-    auto p = w->deferred.Promise();
-    w->Queue();
-    return p;
-  }
-
- private:
-  Loader* L;
-  Batch b;
-  bool got = false;
-  Napi::Promise::Deferred deferred;
-  Napi::Reference<Napi::Value> keepAlive;
-};
-
+// Each module registers its functions (called by Init in native/addon.cpp).
+void initTensor(Napi::Env env, Napi::Object exports);   // native/tensor.cpp
+void initRuntime(Napi::Env env, Napi::Object exports);  // native/runtime.cpp
 void initOps(Napi::Env env, Napi::Object exports);
 void initOptim(Napi::Env env, Napi::Object exports);
-void initData(Napi::Env env, Napi::Object exports);
-void initImageIO(Napi::Env env, Napi::Object exports);  // native/imageio.cpp
-void initDist(Napi::Env env, Napi::Object exports);  // native/dist.cpp (c10d)
+void initLoaders(Napi::Env env, Napi::Object exports);   // native/loader/
+void initImageOps(Napi::Env env, Napi::Object exports);  // native/image_ops.cpp
+void initDist(Napi::Env env, Napi::Object exports);      // native/dist.cpp (c10d)
 
 }  // namespace residual
