@@ -45,7 +45,8 @@ export function bundleImageLibs(addon, dir) {
   for (const line of r.stdout.split('\n')) {
     const m = /^\s*((libjpeg|libpng16)\.so\.\d+)\s+=>\s+(\S+)/.exec(line);
     if (!m) continue;
-    if (m[3] === 'not' || !fs.existsSync(m[3])) throw new PrebuildError(`${m[1]} is not found for ${addon}: install libjpeg-turbo and libpng`);
+    if (m[3] === 'not' || !fs.existsSync(m[3]))
+      throw new PrebuildError(`${m[1]} is not found for ${addon}: install libjpeg-turbo and libpng`);
     fs.copyFileSync(fs.realpathSync(m[3]), path.join(dir, m[1]));
     out.push(m[1]);
   }
@@ -74,8 +75,10 @@ const dist = (rel) => import(pathToFileURL(path.join(root, 'dist', ...rel.split(
  * `version`: the package version (residual's). Throws PrebuildError when a check fails.
  */
 export async function makePlatformPackage({ addon, out, version, strip = true, log = () => {} }) {
-  if (!fs.existsSync(addon)) throw new PrebuildError(`${addon} does not exist; build it first with: node scripts/install/build.mjs --native-only`);
-  if (!fs.existsSync(path.join(root, 'dist', 'addon', 'load.js'))) throw new PrebuildError('dist/addon/load.js is missing; compile the TypeScript first: node scripts/install/build.mjs --ts-only');
+  if (!fs.existsSync(addon))
+    throw new PrebuildError(`${addon} does not exist; build it first with: node scripts/install/build.mjs --native-only`);
+  if (!fs.existsSync(path.join(root, 'dist', 'addon', 'load.js')))
+    throw new PrebuildError('dist/addon/load.js is missing; compile the TypeScript first: node scripts/install/build.mjs --ts-only');
   const L = await dist('addon/load.js');
   const { describeLibtorch, findLibtorch } = await dist('addon/libtorch.js');
   const { writeFileAtomic } = await dist('core/fs.js');
@@ -95,9 +98,11 @@ export async function makePlatformPackage({ addon, out, version, strip = true, l
   const orig = L.probeInChild({ path: addon, how: 'build', tag: null, libtorch: lt, preload: false });
   if (!orig.ok) throw new PrebuildError(`the build does not load: ${orig.error}`);
   const info = orig.info;
-  if (!L.variantsMatch(info.variant, lt.variantTag)) throw new PrebuildError(`the addon says variant ${info.variant} but ${lt.dir} is ${lt.variantTag}`);
+  if (!L.variantsMatch(info.variant, lt.variantTag))
+    throw new PrebuildError(`the addon says variant ${info.variant} but ${lt.dir} is ${lt.variantTag}`);
   const tag = { libtorch: String(info.libtorch).replace(/\+.*$/, ''), variant: lt.variantTag };
-  if (tag.libtorch !== lt.version) throw new PrebuildError(`the addon was built against libtorch ${tag.libtorch} but ${lt.dir} is ${lt.version}`);
+  if (tag.libtorch !== lt.version)
+    throw new PrebuildError(`the addon was built against libtorch ${tag.libtorch} but ${lt.dir} is ${lt.version}`);
 
   const builtBytes = fs.statSync(addon).size;
   const buf = strip ? stripped(addon, path.dirname(addon)) : fs.readFileSync(addon);
@@ -121,8 +126,10 @@ export async function makePlatformPackage({ addon, out, version, strip = true, l
   const needs = { [fileName]: versionNeeds(buf) };
   for (const f of bundled) needs[f] = versionNeeds(fs.readFileSync(path.join(preDir, f)));
   const floor = process.platform === 'linux' ? systemFloor(...Object.values(needs)) : {};
-  if (floor.glibc && !/^\d+\.\d+$/.test(floor.glibc)) throw new PrebuildError(`glibc floor ${floor.glibc} is not X.Y (what the loader reads)`);
-  if (floor.glibcxx && !/^\d+\.\d+\.\d+$/.test(floor.glibcxx)) throw new PrebuildError(`GLIBCXX floor ${floor.glibcxx} is not 3.4.N (what the loader reads)`);
+  if (floor.glibc && !/^\d+\.\d+$/.test(floor.glibc))
+    throw new PrebuildError(`glibc floor ${floor.glibc} is not X.Y (what the loader reads)`);
+  if (floor.glibcxx && !/^\d+\.\d+\.\d+$/.test(floor.glibcxx))
+    throw new PrebuildError(`GLIBCXX floor ${floor.glibcxx} is not 3.4.N (what the loader reads)`);
 
   // The optional package for this platform and variant.
   const name = L.variantPackageName(tag.variant);
@@ -132,7 +139,9 @@ export async function makePlatformPackage({ addon, out, version, strip = true, l
   fs.copyFileSync(pre, path.join(pkgDir, fileName));
   fs.chmodSync(path.join(pkgDir, fileName), 0o755);
   for (const f of bundled) fs.copyFileSync(path.join(preDir, f), path.join(pkgDir, f));
-  const floorText = [floor.glibc && `glibc ${floor.glibc}`, floor.glibcxx && `libstdc++ with GLIBCXX_${floor.glibcxx}`].filter(Boolean).join(' and ');
+  const floorText = [floor.glibc && `glibc ${floor.glibc}`, floor.glibcxx && `libstdc++ with GLIBCXX_${floor.glibcxx}`]
+    .filter(Boolean)
+    .join(' and ');
   const variantPkg = {
     name,
     version,
@@ -162,12 +171,37 @@ export async function makePlatformPackage({ addon, out, version, strip = true, l
   const without = L.probeInChild({ path: shipped, how: 'prebuilt', tag, libtorch: lt, preload: false });
   const selfContained = !without.ok;
 
-  const r = { name, version, pkgDir, file: shipped, fileName, tag, napiVersion: info.napiVersion, builtBytes, bytes: buf.length, stripped: strip, oldRunpath, bundled, needs, floor, selfContained, libtorch: lt };
-  log(`${name}@${version}: ${fileName} ${builtBytes.toLocaleString('en')} bytes built, ${buf.length.toLocaleString('en')} bytes ${strip ? 'stripped (strip --strip-unneeded)' : 'not stripped'}`);
-  log(`  built against libtorch ${tag.libtorch} (${tag.variant}), Node-API ${info.napiVersion}; bundled beside it: ${bundled.join(', ') || '(nothing)'}`);
+  const r = {
+    name,
+    version,
+    pkgDir,
+    file: shipped,
+    fileName,
+    tag,
+    napiVersion: info.napiVersion,
+    builtBytes,
+    bytes: buf.length,
+    stripped: strip,
+    oldRunpath,
+    bundled,
+    needs,
+    floor,
+    selfContained,
+    libtorch: lt,
+  };
+  log(
+    `${name}@${version}: ${fileName} ${builtBytes.toLocaleString('en')} bytes built, ${buf.length.toLocaleString('en')} bytes ${strip ? 'stripped (strip --strip-unneeded)' : 'not stripped'}`,
+  );
+  log(
+    `  built against libtorch ${tag.libtorch} (${tag.variant}), Node-API ${info.napiVersion}; bundled beside it: ${bundled.join(', ') || '(nothing)'}`,
+  );
   log(`  RUNPATH ${oldRunpath === null ? '(none)' : JSON.stringify(oldRunpath)} -> "$ORIGIN"`);
-  log(`  needs from the system: ${floorText || '(nothing versioned)'} (highest symbol versions needed by ${Object.keys(needs).join(', ')}); os ${process.platform}, cpu ${process.arch}${process.platform === 'linux' ? ', libc glibc' : ''}`);
-  log(`  loads with libtorch preloaded from ${lt.lib}: yes; without the preload: ${selfContained ? 'no (as it should: no build-machine path left)' : 'YES (libtorch is still on the default library path)'}`);
+  log(
+    `  needs from the system: ${floorText || '(nothing versioned)'} (highest symbol versions needed by ${Object.keys(needs).join(', ')}); os ${process.platform}, cpu ${process.arch}${process.platform === 'linux' ? ', libc glibc' : ''}`,
+  );
+  log(
+    `  loads with libtorch preloaded from ${lt.lib}: yes; without the preload: ${selfContained ? 'no (as it should: no build-machine path left)' : 'YES (libtorch is still on the default library path)'}`,
+  );
   return r;
 }
 
@@ -179,9 +213,16 @@ function arg(name, dflt) {
 async function main() {
   const addon = path.resolve(arg('--addon', path.join(root, 'build', 'Release', 'residual.node')));
   const out = path.resolve(arg('--out', root));
-  const r = await makePlatformPackage({ addon, out, strip: !process.argv.includes('--no-strip'), log: (m) => console.log(`[residual] prebuild: ${m}`) });
+  const r = await makePlatformPackage({
+    addon,
+    out,
+    strip: !process.argv.includes('--no-strip'),
+    log: (m) => console.log(`[residual] prebuild: ${m}`),
+  });
   console.log(`[residual] optional package ${r.name}@${r.version} in ${path.relative(process.cwd(), r.pkgDir) || r.pkgDir}`);
-  console.log('  to publish it with residual (optionalDependencies pinned, only published variants listed): npm run release -- --registry URL');
+  console.log(
+    '  to publish it with residual (optionalDependencies pinned, only published variants listed): npm run release -- --registry URL',
+  );
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

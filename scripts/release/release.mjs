@@ -53,7 +53,10 @@ export function parseArgs(argv) {
     else if (a === '--help' || a === '-h') o.help = true;
     else throw new ReleaseError(`unknown argument ${a} (see --help)`);
   }
-  if (!o.help && !o.registry) throw new ReleaseError('--registry URL is required (e.g. --registry https://registry.npmjs.org/); nothing is published anywhere by default');
+  if (!o.help && !o.registry)
+    throw new ReleaseError(
+      '--registry URL is required (e.g. --registry https://registry.npmjs.org/); nothing is published anywhere by default',
+    );
   if (o.registry) {
     let u;
     try {
@@ -99,7 +102,9 @@ function registryIntegrity(name, version, registry) {
   if (r.status === 0) return r.stdout.trim() ? (r.json ?? r.stdout.trim()) : null; // npm prints nothing for a missing version
   const code = r.json?.error?.code ?? /npm error code (\S+)/.exec(r.stderr)?.[1];
   if (code === 'E404') return null;
-  throw new ReleaseError(`cannot ask ${registry} about ${name}@${version}: ${(r.json?.error?.summary ?? r.stderr.trim().split('\n').slice(-3).join(' ')) || `npm exit status ${r.status}`}`);
+  throw new ReleaseError(
+    `cannot ask ${registry} about ${name}@${version}: ${(r.json?.error?.summary ?? r.stderr.trim().split('\n').slice(-3).join(' ')) || `npm exit status ${r.status}`}`,
+  );
 }
 
 /** npm pack DIR into dest: {file, size, unpackedSize, integrity, entryCount, files}. */
@@ -108,11 +113,27 @@ function pack(dir, dest) {
   const r = npm(['pack', '--json', '--pack-destination', dest], { cwd: dir, json: true });
   const info = Array.isArray(r.json) ? r.json[0] : null;
   if (r.status !== 0 || !info) throw new ReleaseError(`npm pack in ${dir} failed: ${r.stderr.trim()}`);
-  return { file: path.join(dest, info.filename), size: info.size, unpackedSize: info.unpackedSize, integrity: info.integrity, entryCount: info.entryCount, files: info.files.map((f) => f.path).sort() };
+  return {
+    file: path.join(dest, info.filename),
+    size: info.size,
+    unpackedSize: info.unpackedSize,
+    integrity: info.integrity,
+    entryCount: info.entryCount,
+    files: info.files.map((f) => f.path).sort(),
+  };
 }
 
 function publish(tgz, o, what) {
-  const args = ['publish', tgz, '--registry', o.registry, '--access', 'public', ...(o.tag ? ['--tag', o.tag] : []), ...(o.dryRun ? ['--dry-run'] : [])];
+  const args = [
+    'publish',
+    tgz,
+    '--registry',
+    o.registry,
+    '--access',
+    'public',
+    ...(o.tag ? ['--tag', o.tag] : []),
+    ...(o.dryRun ? ['--dry-run'] : []),
+  ];
   const t = Date.now();
   const r = npm(args);
   if (r.status !== 0) throw new ReleaseError(`npm ${args.join(' ')} failed:\n${r.stderr.trim()}`);
@@ -138,15 +159,23 @@ async function buildableVariants(o) {
         lt = T.findLibtorch({ quiet: true, useRecord: false, env: { ...process.env, RESIDUAL_VARIANT: 'cpu' } });
       } else {
         const envName = `LIBTORCH_${v.toUpperCase()}`;
-        lt = process.env[envName] ? T.findLibtorch({ quiet: true, useRecord: false, env: { ...process.env, LIBTORCH: process.env[envName], LIBTORCH_USE_PYTORCH: '' } }) : T.cachedLibtorch(v);
-        if (!lt) why = `no CUDA libtorch ${pinned} here (set ${envName}=/path/to/its torch folder, or fetch it with its build files and build: RESIDUAL_VARIANT=${v} node scripts/install/build.mjs --native-only --out build-cuda)`;
+        lt = process.env[envName]
+          ? T.findLibtorch({
+              quiet: true,
+              useRecord: false,
+              env: { ...process.env, LIBTORCH: process.env[envName], LIBTORCH_USE_PYTORCH: '' },
+            })
+          : T.cachedLibtorch(v);
+        if (!lt)
+          why = `no CUDA libtorch ${pinned} here (set ${envName}=/path/to/its torch folder, or fetch it with its build files and build: RESIDUAL_VARIANT=${v} node scripts/install/build.mjs --native-only --out build-cuda)`;
       }
     } catch (e) {
       why = e.message;
     }
     if (!why && !lt) why = `no libtorch ${pinned} (${v}) here: npm install in the checkout fetches it`;
     if (!why && lt.variantTag !== v) why = `the libtorch found (${lt.dir}) is ${lt.variantTag}, not ${v}`;
-    if (!why && lt.version !== pinned) why = `the libtorch found (${lt.dir}) is ${lt.version}, but users fetch the pinned ${pinned}: build against that one`;
+    if (!why && lt.version !== pinned)
+      why = `the libtorch found (${lt.dir}) is ${lt.version}, but users fetch the pinned ${pinned}: build against that one`;
     if (!why && !lt.devDir) why = `the libtorch found (${lt.dir}) has no headers or CMake files`;
     if (why) skipped.push({ variant: v, why });
     else ok.push({ variant: v, lt, outDir: path.join(root, v === 'cpu' ? 'build' : 'build-cuda') });
@@ -157,23 +186,39 @@ async function buildableVariants(o) {
 export async function release(argv) {
   const o = parseArgs(argv);
   if (o.help) {
-    console.log(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).map((l) => l.slice(3)).join('\n'));
+    console.log(
+      fs
+        .readFileSync(fileURLToPath(import.meta.url), 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('//'))
+        .map((l) => l.slice(3))
+        .join('\n'),
+    );
     return;
   }
   const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
   const { version } = pkg;
   say(`residual ${version} to ${o.registry}${o.dryRun ? ' (dry run: nothing is published)' : ''}; work folder ${shown(o.out)}`);
   if (pkg.optionalDependencies && Object.keys(pkg.optionalDependencies).length) {
-    say(`note: package.json lists optionalDependencies (${Object.keys(pkg.optionalDependencies).join(', ')}); the published manifest replaces them with the variants on the registry`);
+    say(
+      `note: package.json lists optionalDependencies (${Object.keys(pkg.optionalDependencies).join(', ')}); the published manifest replaces them with the variants on the registry`,
+    );
   }
 
   // 1. Before building anything.
   const ping = npm(['ping', '--registry', o.registry]);
-  if (ping.status !== 0) throw new ReleaseError(`the registry ${o.registry} does not answer (npm ping): ${ping.stderr.trim().split('\n').slice(-2).join(' ')}`);
-  if (registryIntegrity(pkg.name, version, o.registry)) throw new ReleaseError(`${pkg.name}@${version} is already on ${o.registry}: a published version cannot change; raise "version" in package.json`);
+  if (ping.status !== 0)
+    throw new ReleaseError(`the registry ${o.registry} does not answer (npm ping): ${ping.stderr.trim().split('\n').slice(-2).join(' ')}`);
+  if (registryIntegrity(pkg.name, version, o.registry))
+    throw new ReleaseError(
+      `${pkg.name}@${version} is already on ${o.registry}: a published version cannot change; raise "version" in package.json`,
+    );
   if (!o.dryRun) {
     const who = npm(['whoami', '--registry', o.registry]);
-    if (who.status !== 0) throw new ReleaseError(`not logged in to ${o.registry} (npm whoami failed): run npm login --registry ${o.registry}, or set NPM_CONFIG_USERCONFIG to an .npmrc with a token for it`);
+    if (who.status !== 0)
+      throw new ReleaseError(
+        `not logged in to ${o.registry} (npm whoami failed): run npm login --registry ${o.registry}, or set NPM_CONFIG_USERCONFIG to an .npmrc with a token for it`,
+      );
     say(`registry answers; publishing as ${who.stdout.trim()}`);
   }
 
@@ -195,7 +240,9 @@ export async function release(argv) {
     say(`${b.variant}: built ${path.relative(root, addon)} (${secs(t)})`);
     const p = await makePlatformPackage({ addon, out: path.join(o.out, 'stage'), version, log: (m) => say(m) });
     const tgz = pack(p.pkgDir, o.out);
-    say(`${p.name}@${version}: ${path.basename(tgz.file)} ${bytes(tgz.size)} packed, ${bytes(tgz.unpackedSize)} unpacked, ${tgz.entryCount} files`);
+    say(
+      `${p.name}@${version}: ${path.basename(tgz.file)} ${bytes(tgz.size)} packed, ${bytes(tgz.unpackedSize)} unpacked, ${tgz.entryCount} files`,
+    );
     platform.push({ ...p, tgz });
   }
 
@@ -204,13 +251,19 @@ export async function release(argv) {
   for (const p of platform) {
     const there = registryIntegrity(p.name, version, o.registry);
     if (there) {
-      if (there !== p.tgz.integrity) throw new ReleaseError(`${p.name}@${version} is already on ${o.registry} with other contents (${there}, this build ${p.tgz.integrity}): raise the version`);
+      if (there !== p.tgz.integrity)
+        throw new ReleaseError(
+          `${p.name}@${version} is already on ${o.registry} with other contents (${there}, this build ${p.tgz.integrity}): raise the version`,
+        );
       say(`${p.name}@${version} is already on ${o.registry}, the same tarball: not published again`);
     } else {
       publish(p.tgz.file, o, `${p.name}@${version}`);
       if (!o.dryRun) {
         const now = registryIntegrity(p.name, version, o.registry);
-        if (now !== p.tgz.integrity) throw new ReleaseError(`after publishing, ${o.registry} serves ${p.name}@${version} as ${now ?? 'nothing'}, not ${p.tgz.integrity}`);
+        if (now !== p.tgz.integrity)
+          throw new ReleaseError(
+            `after publishing, ${o.registry} serves ${p.name}@${version} as ${now ?? 'nothing'}, not ${p.tgz.integrity}`,
+          );
       }
     }
     listed.push(p.name);
@@ -241,15 +294,20 @@ export async function release(argv) {
     else fs.copyFileSync(path.join(root, f), path.join(stage, f));
   }
   const tgz = pack(stage, o.out);
-  if (JSON.stringify(tgz.files) !== JSON.stringify([...files].sort())) throw new ReleaseError('the staged package packs other files than the repository does');
-  say(`${pkg.name}@${version}: ${path.basename(tgz.file)} ${bytes(tgz.size)} packed, ${bytes(tgz.unpackedSize)} unpacked, ${tgz.entryCount} files`);
+  if (JSON.stringify(tgz.files) !== JSON.stringify([...files].sort()))
+    throw new ReleaseError('the staged package packs other files than the repository does');
+  say(
+    `${pkg.name}@${version}: ${path.basename(tgz.file)} ${bytes(tgz.size)} packed, ${bytes(tgz.unpackedSize)} unpacked, ${tgz.entryCount} files`,
+  );
   say(`${pkg.name}@${version} optionalDependencies: ${JSON.stringify(main.optionalDependencies ?? {})}`);
   publish(tgz.file, o, `${pkg.name}@${version}`);
   if (!o.dryRun) {
     const now = registryIntegrity(pkg.name, version, o.registry);
-    if (now !== tgz.integrity) throw new ReleaseError(`after publishing, ${o.registry} serves ${pkg.name}@${version} as ${now ?? 'nothing'}, not ${tgz.integrity}`);
+    if (now !== tgz.integrity)
+      throw new ReleaseError(`after publishing, ${o.registry} serves ${pkg.name}@${version} as ${now ?? 'nothing'}, not ${tgz.integrity}`);
     const od = npm(['view', `${pkg.name}@${version}`, 'optionalDependencies', '--registry', o.registry, '--json'], { json: true });
-    if (JSON.stringify(od.json ?? {}) !== JSON.stringify(main.optionalDependencies ?? {})) throw new ReleaseError(`the registry lists optionalDependencies ${od.stdout.trim()} for ${pkg.name}@${version}`);
+    if (JSON.stringify(od.json ?? {}) !== JSON.stringify(main.optionalDependencies ?? {}))
+      throw new ReleaseError(`the registry lists optionalDependencies ${od.stdout.trim()} for ${pkg.name}@${version}`);
   }
   fs.writeFileSync(
     path.join(o.out, 'release.json'),
@@ -258,20 +316,42 @@ export async function release(argv) {
         registry: o.registry,
         dryRun: o.dryRun,
         version,
-        residual: { file: tgz.file, size: tgz.size, unpackedSize: tgz.unpackedSize, integrity: tgz.integrity, optionalDependencies: main.optionalDependencies ?? {} },
-        platform: platform.map((p) => ({ name: p.name, file: p.tgz.file, size: p.tgz.size, unpackedSize: p.tgz.unpackedSize, integrity: p.tgz.integrity, binary: p.fileName, builtBytes: p.builtBytes, strippedBytes: p.bytes, floor: p.floor, libtorch: p.tag.libtorch, variant: p.tag.variant })),
+        residual: {
+          file: tgz.file,
+          size: tgz.size,
+          unpackedSize: tgz.unpackedSize,
+          integrity: tgz.integrity,
+          optionalDependencies: main.optionalDependencies ?? {},
+        },
+        platform: platform.map((p) => ({
+          name: p.name,
+          file: p.tgz.file,
+          size: p.tgz.size,
+          unpackedSize: p.tgz.unpackedSize,
+          integrity: p.tgz.integrity,
+          binary: p.fileName,
+          builtBytes: p.builtBytes,
+          strippedBytes: p.bytes,
+          floor: p.floor,
+          libtorch: p.tag.libtorch,
+          variant: p.tag.variant,
+        })),
         notBuilt: skipped,
       },
       null,
       2,
     ) + '\n',
   );
-  say(`${o.dryRun ? 'dry run done' : 'released'}: ${pkg.name}@${version} with ${listed.join(', ')} in ${secs(t0)} (summary: ${shown(path.join(o.out, 'release.json'))})`);
+  say(
+    `${o.dryRun ? 'dry run done' : 'released'}: ${pkg.name}@${version} with ${listed.join(', ')} in ${secs(t0)} (summary: ${shown(path.join(o.out, 'release.json'))})`,
+  );
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   release(process.argv.slice(2)).catch((e) => {
-    console.error(`[release] failed: ${e instanceof ReleaseError || e.constructor?.name === 'PrebuildError' || e.constructor?.name === 'BuildError' ? e.message : e.stack || e.message}`);
+    console.error(
+      `[release] failed: ${e instanceof ReleaseError || e.constructor?.name === 'PrebuildError' || e.constructor?.name === 'BuildError' ? e.message : e.stack || e.message}`,
+    );
     process.exit(1);
   });
 }

@@ -80,30 +80,36 @@ describe('ELF reading (scripts/release/elf.mjs) agrees with readelf', () => {
     expect(floor.glibc).toMatch(/^2\.\d+$/);
     expect(floor.glibcxx).toMatch(/^3\.4\.\d+$/);
     const dir = fs.mkdtempSync(path.join(tmp, 'pkg-'));
-    fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: '@residual/linux-x64-cpu', residual: { libtorch: '2.13.0', variant: 'cpu', napiVersion: 8, ...floor } }));
+    fs.writeFileSync(
+      path.join(dir, 'package.json'),
+      JSON.stringify({ name: '@residual/linux-x64-cpu', residual: { libtorch: '2.13.0', variant: 'cpu', napiVersion: 8, ...floor } }),
+    );
     expect(packageRequirements(dir)).toEqual(floor);
     expect(unmetRequirements(packageRequirements(dir), thisSystem)).toBeNull();
   });
 
-  it.skipIf(!fs.existsSync(built) || !hasReadelf)('RUNPATH is rewritten in place to $ORIGIN: same size, readelf reads it, nothing else moves', () => {
-    const buf = fs.readFileSync(built);
-    const before = elf.dynamicInfo(buf);
-    expect(before.runpath).toBe(readelfRunpath(built));
-    const copy = Buffer.from(buf);
-    expect(elf.rewriteRunpath(copy, '$ORIGIN')).toBe(before.runpath);
-    const out = path.join(tmp, 'rewritten.node');
-    fs.writeFileSync(out, copy);
-    expect(copy.length).toBe(buf.length);
-    expect(readelfRunpath(out)).toBe('$ORIGIN');
-    expect(elf.dynamicInfo(copy)).toEqual({ needed: before.needed, runpath: '$ORIGIN' });
-    expect(elf.versionNeeds(copy)).toEqual(elf.versionNeeds(buf));
-    // Only the RUNPATH bytes changed.
-    let changed = 0;
-    for (let i = 0; i < buf.length; i++) if (buf[i] !== copy[i]) changed++;
-    expect(changed).toBeGreaterThan(0);
-    expect(changed).toBeLessThanOrEqual(before.runpath!.length);
-    expect(() => elf.rewriteRunpath(Buffer.from(buf), 'x'.repeat(before.runpath!.length + 1))).toThrow(/longer than the original/);
-  });
+  it.skipIf(!fs.existsSync(built) || !hasReadelf)(
+    'RUNPATH is rewritten in place to $ORIGIN: same size, readelf reads it, nothing else moves',
+    () => {
+      const buf = fs.readFileSync(built);
+      const before = elf.dynamicInfo(buf);
+      expect(before.runpath).toBe(readelfRunpath(built));
+      const copy = Buffer.from(buf);
+      expect(elf.rewriteRunpath(copy, '$ORIGIN')).toBe(before.runpath);
+      const out = path.join(tmp, 'rewritten.node');
+      fs.writeFileSync(out, copy);
+      expect(copy.length).toBe(buf.length);
+      expect(readelfRunpath(out)).toBe('$ORIGIN');
+      expect(elf.dynamicInfo(copy)).toEqual({ needed: before.needed, runpath: '$ORIGIN' });
+      expect(elf.versionNeeds(copy)).toEqual(elf.versionNeeds(buf));
+      // Only the RUNPATH bytes changed.
+      let changed = 0;
+      for (let i = 0; i < buf.length; i++) if (buf[i] !== copy[i]) changed++;
+      expect(changed).toBeGreaterThan(0);
+      expect(changed).toBeLessThanOrEqual(before.runpath!.length);
+      expect(() => elf.rewriteRunpath(Buffer.from(buf), 'x'.repeat(before.runpath!.length + 1))).toThrow(/longer than the original/);
+    },
+  );
 
   it.skipIf(!fs.existsSync(built) || !hasStrip)('strip --strip-unneeded removes the symbol table and keeps the version needs', () => {
     const out = path.join(tmp, 'stripped.node');
@@ -132,7 +138,12 @@ describe('ELF reading (scripts/release/elf.mjs) agrees with readelf', () => {
 });
 
 describe("residual's published manifest (scripts/release/release.mjs)", () => {
-  const pkg = { name: 'residual', version: '1.2.3', dependencies: { pngjs: '^7.0.0' }, scripts: { install: 'node scripts/install/install.mjs' } };
+  const pkg = {
+    name: 'residual',
+    version: '1.2.3',
+    dependencies: { pngjs: '^7.0.0' },
+    scripts: { install: 'node scripts/install/install.mjs' },
+  };
 
   it('pins exactly the published platform packages to the exact version, sorted, and changes nothing else', () => {
     const m = publishedManifest(pkg, ['@residual/linux-x64-cu130', '@residual/linux-x64-cpu']);
