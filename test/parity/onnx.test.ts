@@ -21,9 +21,9 @@ import {
   randn,
   scope,
   tensor,
-  type Module,
   type Tensor,
 } from '../../lib/index.js';
+import type { Module } from '../../lib/nn/module.js';
 import { cifarResnet, resnet18 } from '../../lib/models/resnet/index.js';
 import { exportOnnx, ONNX_OPSETS } from '../../lib/onnx/index.js';
 import { ParitySuite, type ParityRow, calibrate, findOnnxPython, pythonRequired, runOrtNode, tolerance } from '../support/onnx.js';
