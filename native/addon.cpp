@@ -4,10 +4,13 @@
 //             environment's lifecycle), errors.cpp (C++ exceptions -> JS error classes), args.cpp
 //             (argument readers), options.h/.cpp (option-object readers)
 //   tensor.cpp (tensors from/to JS memory, metadata, autograd), runtime.cpp (grad mode, autocast,
-//   devices, RNG, threads, configuration), ops.cpp (the op table), optim.cpp, graphs.cpp, dist.cpp
+//   devices, RNG, threads, configuration), ops.cpp (the op table), optim.cpp, graphs.cpp
 //   loader/   the native data loaders on one worker-pool base (memory_loader.cpp, stream_loader.cpp)
 //   image/    codecs, resampling, crop geometry and the tar reader: no torch, no Node (fuzzed: fuzz/)
 //   image_ops.cpp  the image library's functions for JS (decode, resized crop, boxes, tar scan)
+//   distributed/  c10d: process_group.cpp (the group, collectives, agreement across ranks), ddp.cpp (DDP
+//             on the Reducer, SyncBatchNorm), store_ops.cpp (the store server for JS), store.cpp/.h
+//             (the rendezvous store's server, no torch), dist.h (what they share); built by native/dist.cmake
 // (PyTorch checkpoints are read in TypeScript: lib/io/torch.ts.)
 #include "residual.h"
 
@@ -25,6 +28,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     initLoaders(env, exports);
     initImageOps(env, exports);
     initDist(env, exports);
+    initDdp(env, exports);
+    initDistStore(env, exports);
   } catch (const std::exception& e) {
     // The environment is going away (then a JS exception is pending and nothing more is thrown), or
     // something else failed: a JS error says so. Nothing is thrown through Node as a C++ exception.

@@ -1,10 +1,12 @@
-# native/dist.cpp: c10d (TCPStore, ProcessGroupGloo/NCCL, the DDP Reducer), all exported by libtorch.
+# native/distributed/: c10d (TCPStore, ProcessGroupGloo/NCCL, the DDP Reducer), all exported by libtorch.
 # ProcessGroupGloo.hpp needs USE_C10D_GLOO and gloo's headers, which the wheel lacks: Debian's
-# libgloo-dev provides them, used header-only (its libgloo is never linked). Only this file sees them,
-# outside the precompiled header (different definitions). Without them the addon is still built, with
-# everything of dist.cpp but the 'gloo' backend (the store, NCCL on CUDA builds, the DDP Reducer, the
-# sampler); initProcessGroup({backend: 'gloo'}) then says what to install. scripts/install/build.mjs
-# searches the same places, and configures again when the answer changes.
+# libgloo-dev provides them, used header-only (its libgloo is never linked). Only the translation units
+# that include c10d headers (RESIDUAL_C10D_SOURCES) see them, outside the precompiled header (different
+# definitions). Without them the addon is still built, with everything of native/distributed/ but the 'gloo'
+# backend (the store, NCCL on CUDA builds, the DDP Reducer, the sampler); initProcessGroup({backend:
+# 'gloo'}) then says what to install. scripts/install/build.mjs searches the same places, and configures
+# again when the answer changes. scripts/ci/build-nogloo-check.sh recompiles RESIDUAL_C10D_SOURCES
+# without gloo (it reads the list from the set() line below: keep it on one line).
 # -DRESIDUAL_WITH_GLOO=OFF builds without it even where the headers are (to try that build).
 if(DEFINED RESIDUAL_WITH_GLOO AND NOT RESIDUAL_WITH_GLOO)
   set(RESIDUAL_GLOO_INCLUDE "")
@@ -41,10 +43,13 @@ if(RESIDUAL_VARIANT STREQUAL "cuda")
     message(WARNING "residual: nccl.h not found: the CUDA build has no 'nccl' backend (set NCCL_INCLUDE_DIR)")
   endif()
 endif()
-set_source_files_properties(native/dist.cpp PROPERTIES
+set(RESIDUAL_C10D_SOURCES native/distributed/process_group.cpp native/distributed/ddp.cpp)
+target_sources(${PROJECT_NAME} PRIVATE ${RESIDUAL_C10D_SOURCES})
+set_source_files_properties(${RESIDUAL_C10D_SOURCES} PROPERTIES
   SKIP_PRECOMPILE_HEADERS ON
   COMPILE_DEFINITIONS "${RESIDUAL_DIST_DEFS}"
   INCLUDE_DIRECTORIES "${RESIDUAL_DIST_INCLUDES}")
-# The rendezvous store's server (native/store.cpp): plain POSIX sockets, no libtorch, no precompiled header.
-target_sources(${PROJECT_NAME} PRIVATE native/store.cpp)
-set_source_files_properties(native/store.cpp PROPERTIES SKIP_PRECOMPILE_HEADERS ON)
+# The rendezvous store's server (native/distributed/store.cpp): plain POSIX sockets, no libtorch, no precompiled
+# header. Its functions for JS (native/distributed/store_ops.cpp) include no c10d header: an ordinary source.
+target_sources(${PROJECT_NAME} PRIVATE native/distributed/store.cpp native/distributed/store_ops.cpp)
+set_source_files_properties(native/distributed/store.cpp PROPERTIES SKIP_PRECOMPILE_HEADERS ON)

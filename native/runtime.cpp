@@ -241,7 +241,7 @@ DEFN(configure) {
   return env.Undefined();
 }
 DEFN(getNumThreads) { return Napi::Number::New(a.env(), at::get_num_threads()); }
-bool distHasGloo();  // native/dist.cpp
+bool distHasGloo();  // native/distributed/process_group.cpp
 
 DEFN(buildInfo) {
   Napi::Env env = a.env();

@@ -5,7 +5,15 @@ import type { Boxed, BuildInfo, ConfigureOptions, CudaDeviceInfo, CudaGraphInfo,
 
 /** The native addon: every function it registers, with its arguments and result. */
 export interface NativeBinding {
-  // native/dist.cpp
+  // native/distributed/ddp.cpp
+  readonly ddpCreate: (params: readonly Handle[], states: readonly Handle[], buffers: readonly Handle[], options: DdpOptions) => NativeDdp;
+  readonly ddpPreForward: (ddp: NativeDdp, gradEnabled: boolean, syncBuffers: boolean) => void;
+  readonly ddpPostForward: (ddp: NativeDdp, outputs: readonly Handle[]) => void;
+  readonly ddpSyncBuffers: (ddp: NativeDdp) => void;
+  readonly ddpDestroy: (ddp: NativeDdp) => void;
+  readonly distSyncBatchNorm: (input: Handle, weight: Handle | null | undefined, bias: Handle | null | undefined, runningMean: Handle | null | undefined, runningVar: Handle | null | undefined, momentum: number, eps: number) => Handle;
+  readonly tensorSetData: (tensor: Handle, source: Handle) => void;
+  // native/distributed/process_group.cpp
   readonly distInit: (options: DistInitOptions) => Promise<void>;
   readonly distInfo: () => DistInfo | null;
   readonly distDestroy: () => void;
@@ -14,13 +22,7 @@ export interface NativeBinding {
   readonly distAllGather: (tensor: Handle) => Promise<Handle[]>;
   readonly distBarrier: () => Promise<void>;
   readonly distSamplerPerm: (n: number, seed: number) => Handle;
-  readonly ddpCreate: (params: readonly Handle[], states: readonly Handle[], buffers: readonly Handle[], options: DdpOptions) => NativeDdp;
-  readonly ddpPreForward: (ddp: NativeDdp, gradEnabled: boolean, syncBuffers: boolean) => void;
-  readonly ddpPostForward: (ddp: NativeDdp, outputs: readonly Handle[]) => void;
-  readonly ddpSyncBuffers: (ddp: NativeDdp) => void;
-  readonly ddpDestroy: (ddp: NativeDdp) => void;
-  readonly distSyncBatchNorm: (input: Handle, weight: Handle | null | undefined, bias: Handle | null | undefined, runningMean: Handle | null | undefined, runningVar: Handle | null | undefined, momentum: number, eps: number) => Handle;
-  readonly tensorSetData: (tensor: Handle, source: Handle) => void;
+  // native/distributed/store_ops.cpp
   readonly distStoreServe: (options: StoreServeOptions) => NativeStore;
   readonly distStorePort: (store: NativeStore) => number;
   readonly distStoreReset: (store: NativeStore, keepPrefix: string) => void;
@@ -311,7 +313,9 @@ export interface NativeBinding {
 
 /** Every member of NativeBinding, in declaration order. */
 export const nativeMemberNames: readonly (keyof NativeBinding)[] = [
-  "distInit", "distInfo", "distDestroy", "distAllReduce", "distBroadcast", "distAllGather", "distBarrier", "distSamplerPerm", "ddpCreate", "ddpPreForward", "ddpPostForward", "ddpSyncBuffers", "ddpDestroy", "distSyncBatchNorm", "tensorSetData", "distStoreServe", "distStorePort", "distStoreReset", "distStoreStats", "distStoreClose",
+  "ddpCreate", "ddpPreForward", "ddpPostForward", "ddpSyncBuffers", "ddpDestroy", "distSyncBatchNorm", "tensorSetData",
+  "distInit", "distInfo", "distDestroy", "distAllReduce", "distBroadcast", "distAllGather", "distBarrier", "distSamplerPerm",
+  "distStoreServe", "distStorePort", "distStoreReset", "distStoreStats", "distStoreClose",
   "cudaGraphCreate", "cudaGraphWarmupBegin", "cudaGraphWarmupEnd", "cudaGraphCaptureBegin", "cudaGraphCaptureEnd", "cudaGraphKeep", "cudaGraphReplay", "cudaGraphDispose", "cudaGraphInfo", "cudaIsCapturing", "cudnnBenchmark",
   "imageDecode", "imageResizedCrop", "imageRrcBoxes", "tarScan",
   "loaderStart", "loaderLength", "loaderNextSync", "loaderNext", "loaderStop", "loaderClose", "loaderSkipped", "loaderState",

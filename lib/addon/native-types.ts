@@ -154,7 +154,7 @@ export interface TarScan {
   members: number;
 }
 
-/** distInit's options (native/dist.cpp). */
+/** distInit's options (native/distributed/process_group.cpp). */
 export interface DistInitOptions {
   backend?: string;
   rank?: number;
@@ -179,14 +179,14 @@ export interface DistInfo {
   storePort?: number;
 }
 
-/** distStoreServe's options (native/dist.cpp): the job's store, served by residual launch on node 0. */
+/** distStoreServe's options (native/distributed/store_ops.cpp): the job's store, served by residual launch on node 0. */
 export interface StoreServeOptions {
   port?: number;
   timeoutMs?: number;
   maxConnections?: number;
 }
 
-/** A served store's counters (native/store.h StoreStats): connections closed by the server, by reason. */
+/** A served store's counters (native/distributed/store.h StoreStats): connections closed by the server, by reason. */
 export interface StoreStats {
   accepted: number;
   open: number;
@@ -200,7 +200,7 @@ export interface StoreStats {
   refused: number;
 }
 
-/** ddpCreate's options (native/dist.cpp). */
+/** ddpCreate's options (native/distributed/ddp.cpp). */
 export interface DdpOptions {
   bucketCapBytes?: number;
   firstBucketBytes?: number;

@@ -2,7 +2,7 @@
 // (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, ROLE_RANK,
 // TORCHELASTIC_RESTART_COUNT, ...), and acts as the node's agent, as torchrun's elastic agent does:
 //
-// - The agent on node 0 hosts the job's store (residual's store server: native/store.cpp) for the whole
+// - The agent on node 0 hosts the job's store (residual's store server: native/distributed/store.cpp) for the whole
 //   job, and the ranks use it (TORCHELASTIC_USE_AGENT_STORE=True), so the store outlives any rank.
 // - Before each attempt the agents meet in the store (residual_agent/<attempt>/joined/<node>); node 0 then
 //   clears what the last attempt's ranks left there and says go; every agent starts its ranks with

@@ -1,4 +1,4 @@
-// Data-parallel training on PyTorch's c10d (native/dist.cpp): the process group (TCPStore rendezvous,
+// Data-parallel training on PyTorch's c10d (native/distributed/): the process group (TCPStore rendezvous,
 // Gloo on CPU, NCCL on CUDA builds), collectives, DistributedDataParallel on c10d's Reducer,
 // SyncBatchNorm and PyTorch's DistributedSampler order. The environment is torchrun's (MASTER_ADDR,
 // MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, ...), set by `residual launch` or torchrun itself.

@@ -1,4 +1,4 @@
-// A client of c10d's TCPStore protocol (the store rank 0 or `residual launch` hosts: native/store.cpp),
+// A client of c10d's TCPStore protocol (the store rank 0 or `residual launch` hosts: native/distributed/store.cpp),
 // for the launcher's agents, which coordinate restarts through the job's store without loading a
 // process group. Written here because no npm package speaks this protocol; it is small: a query-type
 // byte, then fields (a string or value is a uint64 length and its bytes; integers little-endian, as

@@ -219,8 +219,10 @@ void initTensor(Napi::Env env, Napi::Object exports);   // native/tensor.cpp
 void initRuntime(Napi::Env env, Napi::Object exports);  // native/runtime.cpp
 void initOps(Napi::Env env, Napi::Object exports);
 void initOptim(Napi::Env env, Napi::Object exports);
-void initLoaders(Napi::Env env, Napi::Object exports);   // native/loader/
-void initImageOps(Napi::Env env, Napi::Object exports);  // native/image_ops.cpp
-void initDist(Napi::Env env, Napi::Object exports);      // native/dist.cpp (c10d)
+void initLoaders(Napi::Env env, Napi::Object exports);    // native/loader/
+void initImageOps(Napi::Env env, Napi::Object exports);   // native/image_ops.cpp
+void initDist(Napi::Env env, Napi::Object exports);       // native/distributed/process_group.cpp (c10d)
+void initDdp(Napi::Env env, Napi::Object exports);        // native/distributed/ddp.cpp (c10d)
+void initDistStore(Napi::Env env, Napi::Object exports);  // native/distributed/store_ops.cpp
 
 }  // namespace residual

@@ -37,7 +37,7 @@ PY
   mv "$WORK.partial" "$WORK"
 fi
 
-# ProcessGroupNCCL (native/dist.cpp, USE_C10D_NCCL): nccl.h from the nvidia-nccl wheel torch depends
+# ProcessGroupNCCL (native/distributed/process_group.cpp, USE_C10D_NCCL): nccl.h from the nvidia-nccl wheel torch depends
 # on, and the cuBLAS/cuSPARSE/cuSOLVER headers ATen/cuda/CUDAContext.h includes (headers only).
 NCCL_SPECS=${CUDA_NCCL_SPECS:-nvidia-nccl-cu13 nvidia-cublas nvidia-cusparse nvidia-cusolver}
 if [ ! -f "$WORK/site/nvidia/nccl/include/nccl.h" ]; then
@@ -73,7 +73,7 @@ if ! readelf -d "$ADDON" | grep -q 'libtorch_cuda.so'; then
 fi
 grep -q '"variant": "cuda"' "$ROOT/build-cuda/Release/residual.json"
 if [ -f "$WORK/site/nvidia/nccl/include/nccl.h" ]; then
-  # the NCCL backend compiled in: ProcessGroupNCCL's constructor is referenced from native/dist.cpp
+  # the NCCL backend compiled in: ProcessGroupNCCL's constructor is referenced from native/distributed/process_group.cpp
   nm -DC "$ADDON" | grep 'c10d::ProcessGroupNCCL::ProcessGroupNCCL' >/dev/null \
     || { echo "build-cuda-check: FAILED: the CUDA build does not reference ProcessGroupNCCL"; exit 1; }
   echo "build-cuda-check: ok: ProcessGroupNCCL (backend 'nccl') compiled in"

@@ -12,15 +12,8 @@ import * as r from '../../lib/index.js';
 import { native as N } from '../../lib/addon/binding.js';
 import { Tensor } from '../../lib/tensor/tensor.js';
 import { mulberry32 } from '../../lib/core/random.js';
-import {
-  StreamingDataLoader,
-  expandShards,
-  imageFolderSource,
-  packImageFolder,
-  tarHeader,
-  webDatasetSource,
-  writeTar,
-} from '../../lib/data/index.js';
+import { StreamingDataLoader, expandShards, imageFolderSource, packImageFolder, webDatasetSource } from '../../lib/data/index.js';
+import { tarHeader, writeTar } from '../../lib/data/shards.js';
 
 const IMG = path.join(fixtures, 'images');
 let tmp = '';

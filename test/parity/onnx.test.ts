@@ -12,18 +12,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import {
-  createModel,
-  createRunModel,
-  getModelInfo,
-  manualSeed,
-  nn,
-  randn,
-  scope,
-  tensor,
-  type Module,
-  type Tensor,
-} from '../../lib/index.js';
+import { createModel, createRunModel, getModelInfo, manualSeed, nn, randn, scope, tensor, type Tensor } from '../../lib/index.js';
+import type { Module } from '../../lib/nn/module.js';
 import { cifarResnet, resnet18 } from '../../lib/models/resnet/index.js';
 import { exportOnnx, ONNX_OPSETS } from '../../lib/onnx/index.js';
 import { ParitySuite, type ParityRow, calibrate, findOnnxPython, pythonRequired, runOrtNode, tolerance } from '../support/onnx.js';

@@ -3,7 +3,8 @@
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Module, Tensor, nn, noGrad, rand, randn } from '../../lib/index.js';
+import { Tensor, nn, noGrad, rand, randn } from '../../lib/index.js';
+import type { Module } from '../../lib/nn/module.js';
 import { root } from './helpers.js';
 
 /** RESIDUAL_TEST_PYTHON_ONNX=1 (CI): the onnx.checker and onnxruntime-python checks must run. */
