@@ -7,7 +7,7 @@
 // module whose forward was replaced, or any other module type stops the export with an error naming
 // its path and type. There is no tracing and no guess, so there is no silently wrong graph.
 //
-// The encoding is protobufjs with the ONNX schema of the `onnx-proto` package (./proto.ts).
+// The encoding is protobufjs with ONNX's own schema (onnx.proto; ./proto.ts, ./onnx-schema.ts).
 import fs from 'node:fs';
 import os from 'node:os';
 import { ShapeError } from '../core/errors.js';
