@@ -2,7 +2,7 @@
 // MobileNet-v1-style net (depthwise separable convolutions, relu6) and ResNet-50 (bottleneck blocks,
 // batch norm, zero padding, max pool), each built with tf.layers. From the same initial weights each
 // model predicts and trains a few steps (SGD, trainOnBatch) on both backends; the losses, predictions and
-// final weights agree, tf.memory().numTensors is the same after every step, and every kernel the
+// final weights agree (ResNet-50: the predictions only, see there), tf.memory().numTensors is the same after every step, and every kernel the
 // models run (tf.profile) is registered for `residual`. Then the file:// handlers: model.save and
 // tf.loadLayersModel round-trip, and broken files are refused with an error naming the file.
 //
@@ -166,7 +166,7 @@ function expectCloseArrays(a: ArrayLike<number>, b: ArrayLike<number>, rel: numb
 }
 
 /** `steps` steps on residual (numTensors checked after each); the first `cpuSteps` compared with cpu. */
-async function compare(build: Build, xShape: number[], steps: number, cpuSteps = steps): Promise<void> {
+async function compare(build: Build, xShape: number[], steps: number, cpuSteps = steps, trainingComparable = true): Promise<void> {
   // Initial weights and data drawn once (cpu backend, seeded).
   await tf.setBackend('cpu');
   const m0 = build();
@@ -206,6 +206,8 @@ async function compare(build: Build, xShape: number[], steps: number, cpuSteps =
   for (let s = 1; s < steps; s++) expect(r.numTensors[s], `numTensors after step ${s + 1}`).toBe(r.numTensors[0]);
   const rl = r.losses.slice(0, cpuSteps);
   expectCloseArrays(r.pred, c.pred, 1e-4, 'prediction', 1e-6, maxDiff(r.pred, p.pred));
+  for (const l of r.losses) expect(Number.isFinite(l), `loss ${l}`).toBe(true);
+  if (!trainingComparable) return;
   expectCloseArrays(rl, c.losses, 1e-3, 'loss', 1e-6, maxDiff(rl, p.losses));
   // The weights moved (training did something) and agree.
   // The weight updates (final - initial: what the gradients did) are compared, relative to their own
@@ -228,8 +230,15 @@ describe('tfjs-layers models: residual vs tfjs-backend-cpu', () => {
   // ill-conditioned case (the perturbed run measures it). The cpu backend computes synchronously, and
   // vitest's worker RPC fails the run when the event loop is blocked for 60 s: at 32x32 its predict and
   // one step blocked for about 45 s on 2 cores, so the input is 16x16 (a quarter of the work, the same
-  // layers). One step is compared, three run on residual.
-  it('ResNet-50 (16x16 input, batch 2)', () => compare(() => resnet50(16), [2, 16, 16, 3], 3, 1));
+  // layers). Three steps run on residual. Only inference is compared (predictions, kernels, tensor
+  // counts): in training mode those 2-value batch norms make the forward pass chaotic, not merely
+  // ill-conditioned. Measured on one machine: the first training loss was 3.27 on residual, 3.77 from
+  // the inputs perturbed at 4 ulp and 3.06 on the cpu backend, while the predictions agreed to 1e-8;
+  // under ATEN_CPU_CAPABILITY=default one run's residual-cpu gap (1.5) exceeded ten times its own
+  // perturbed spread. No tolerance that a correct backend always meets would catch a wrong kernel
+  // there; the small CNN and the MobileNet above compare training, and test/parity/tfjs-nn.test.ts
+  // every kernel and gradient.
+  it('ResNet-50 (16x16 input, batch 2): inference', () => compare(() => resnet50(16), [2, 16, 16, 3], 3, 1, false));
 });
 
 describe('file:// model save and load', () => {
