@@ -11,14 +11,13 @@
 // this single-process job with the message that says so.
 //
 // RESIDUAL_FUZZ_CASES sets the number of mutants (default 300); RESIDUAL_FUZZ_SEED the seed (default 1).
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Trainer } from '../../lib/train/index.js';
+import { runChildCases, type ChildCasesOutcome } from '../support/child-cases.js';
 import { fixtures } from '../support/helpers.js';
 
 const CASES = Number(process.env.RESIDUAL_FUZZ_CASES ?? 300);
@@ -191,46 +190,17 @@ interface Result {
   changed: string[];
 }
 
-async function runCases(file: string, n: number, what: string[]): Promise<{ results: Result[]; crashes: string[]; maxRSS: number }> {
-  const results: Result[] = [];
-  const crashes: string[] = [];
-  let maxRSS = 0;
-  let from = 0;
-  while (from < n) {
-    let current = -1;
-    let done = false;
-    let stderr = '';
-    const p = spawn(process.execPath, ['--max-old-space-size=512', child, file, String(from), seedRun, path.join(tmp, 'work')], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    p.stderr.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
-    let timer: NodeJS.Timeout | undefined;
-    // Startup (libtorch, the Trainer) may take a while on a busy machine; after that, each case has its bound.
-    const arm = (ms: number) => {
-      clearTimeout(timer);
-      timer = setTimeout(() => p.kill('SIGKILL'), ms);
-    };
-    arm(180_000);
-    readline.createInterface({ input: p.stdout }).on('line', (l) => {
-      const o = JSON.parse(l);
-      if (o.start !== undefined) {
-        current = o.start;
-        arm(CASE_LIMIT_MS * 4);
-      } else if (o.done) {
-        done = true;
-        maxRSS = Math.max(maxRSS, o.maxRSS);
-      } else results.push(o);
-    });
-    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((res) => p.on('close', (c, s) => res([c, s])));
-    clearTimeout(timer);
-    if (done && code === 0) break;
-    const at = current >= 0 ? current : from;
-    crashes.push(
-      `case ${at} (${what[at]}): child ${signal ? `killed by ${signal}` : `exited with ${code}`}${signal === 'SIGKILL' ? ' (hang?)' : ''}; stderr: ${stderr.trim().split('\n').slice(-3).join(' | ')}`,
-    );
-    from = at + 1;
-  }
-  return { results, crashes, maxRSS };
+/** Runs the cases in child processes (test/support/child-cases.ts). */
+async function runCases(file: string, n: number, what: string[]): Promise<ChildCasesOutcome<Result>> {
+  // Startup (libtorch, the Trainer) may take a while on a busy machine.
+  return runChildCases<Result>({
+    child,
+    args: [file, seedRun, path.join(tmp, 'work')],
+    count: n,
+    what: (i) => what[i],
+    caseLimitMs: CASE_LIMIT_MS,
+    startupMs: 180_000,
+  });
 }
 
 /** The one refusal that is not about the file: a valid checkpoint of a job with another world size. */

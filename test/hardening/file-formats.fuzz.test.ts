@@ -7,17 +7,16 @@
 //
 // RESIDUAL_FUZZ_CASES sets the number of mutants per format (default 300); RESIDUAL_FUZZ_SEED the
 // base seed (default 1). The same seed gives the same mutants.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import zlib from 'node:zlib';
 import { afterAll, describe, expect, test } from 'vitest';
 import { save } from '../../lib/io/index.js';
 import { ZipReader } from '../../lib/io/zip.js';
 import { tensor, type Tensor } from '../../lib/index.js';
 import { cifarBytes, f32, idxBytes, safetensorsBytes, torchArchive, zipBytes, type PValue } from '../support/format-builders.js';
+import { runChildCases, type ChildCasesOutcome } from '../support/child-cases.js';
 import { fixtures } from '../support/helpers.js';
 
 const CASES = Number(process.env.RESIDUAL_FUZZ_CASES ?? 300);
@@ -171,48 +170,11 @@ interface Result {
   m?: string;
 }
 
-/** Runs the cases in child processes; a child that dies or stalls is replaced, from the next case on. */
-async function runCases(cases: Case[]): Promise<{ results: Result[]; crashes: string[]; maxRSS: number }> {
+/** Runs the cases in child processes (test/support/child-cases.ts). */
+async function runCases(cases: Case[]): Promise<ChildCasesOutcome<Result>> {
   const file = path.join(tmp, `cases-${cases[0].format}.json`);
   fs.writeFileSync(file, JSON.stringify(cases));
-  const results: Result[] = [];
-  const crashes: string[] = [];
-  let maxRSS = 0;
-  let from = 0;
-  while (from < cases.length) {
-    let current = -1;
-    let done = false;
-    let stderr = '';
-    const p = spawn(process.execPath, ['--max-old-space-size=512', child, file, String(from)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    p.stderr.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
-    let timer: NodeJS.Timeout | undefined;
-    // Startup (libtorch) may take a while on a busy machine; after that, each case has its bound.
-    const arm = (ms: number) => {
-      clearTimeout(timer);
-      timer = setTimeout(() => p.kill('SIGKILL'), ms);
-    };
-    arm(120_000);
-    const lines = readline.createInterface({ input: p.stdout });
-    lines.on('line', (l) => {
-      const o = JSON.parse(l);
-      if (o.start !== undefined) {
-        current = o.start;
-        arm(CASE_LIMIT_MS * 4);
-      } else if (o.done) {
-        done = true;
-        maxRSS = Math.max(maxRSS, o.maxRSS);
-      } else results.push(o);
-    });
-    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((res) => p.on('close', (c, s) => res([c, s])));
-    clearTimeout(timer);
-    if (done && code === 0) break;
-    const at = current >= 0 ? current : from;
-    crashes.push(
-      `case ${at} (${cases[at].what}): child ${signal ? `killed by ${signal}` : `exited with ${code}`}${signal === 'SIGKILL' ? ' (hang or runaway allocation?)' : ''}; stderr: ${stderr.trim().split('\n').slice(-3).join(' | ')}`,
-    );
-    from = at + 1;
-  }
-  return { results, crashes, maxRSS };
+  return runChildCases<Result>({ child, args: [file], count: cases.length, what: (i) => cases[i].what, caseLimitMs: CASE_LIMIT_MS });
 }
 
 function summary(format: string, cases: Case[], out: { results: Result[]; crashes: string[]; maxRSS: number }): string {

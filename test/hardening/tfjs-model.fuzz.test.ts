@@ -13,16 +13,16 @@
 //
 // RESIDUAL_FUZZ_CASES sets the number of mutants (default 300); RESIDUAL_FUZZ_SEED the base seed
 // (default 1). The same seed gives the same mutants.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import fc from 'fast-check';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { afterAll, describe, expect, test } from 'vitest';
 import '../../lib/tfjs/index.js';
+import { runChildCases, type ChildCasesOutcome } from '../support/child-cases.js';
 import { fixtures } from '../support/helpers.js';
 
 const CASES = Number(process.env.RESIDUAL_FUZZ_CASES ?? 300);
@@ -171,49 +171,12 @@ function mutateBytes(b: Uint8Array, n: number, pick: number): { bytes: Uint8Arra
   }
 }
 
-/** Runs the cases in child processes; a child that dies or stalls is replaced, from the next case on. */
-async function runCases(cases: Case[]): Promise<{ results: Result[]; crashes: string[]; maxRSS: number }> {
+/** Runs the cases in child processes (test/support/child-cases.ts). */
+async function runCases(cases: Case[]): Promise<ChildCasesOutcome<Result>> {
   const file = path.join(tmp, 'cases.json');
   fs.writeFileSync(file, JSON.stringify(cases));
   const child = path.join(fixtures, 'tfjs-io-child.mjs');
-  const results: Result[] = [];
-  const crashes: string[] = [];
-  let maxRSS = 0;
-  let from = 0;
-  while (from < cases.length) {
-    let current = -1;
-    let done = false;
-    let stderr = '';
-    const p = spawn(process.execPath, ['--max-old-space-size=512', child, file, String(from)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    p.stderr.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
-    let timer: NodeJS.Timeout | undefined;
-    // Startup (libtorch, tfjs) may take a while on a busy machine; after that, each case has its bound.
-    const arm = (ms: number) => {
-      clearTimeout(timer);
-      timer = setTimeout(() => p.kill('SIGKILL'), ms);
-    };
-    arm(120_000);
-    const lines = readline.createInterface({ input: p.stdout });
-    lines.on('line', (l) => {
-      const o = JSON.parse(l);
-      if (o.start !== undefined) {
-        current = o.start;
-        arm(CASE_LIMIT_MS * 4);
-      } else if (o.done) {
-        done = true;
-        maxRSS = Math.max(maxRSS, o.maxRSS);
-      } else results.push(o);
-    });
-    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((res) => p.on('close', (c, s) => res([c, s])));
-    clearTimeout(timer);
-    if (done && code === 0) break;
-    const at = current >= 0 ? current : from;
-    crashes.push(
-      `case ${at} (${cases[at].what}): child ${signal ? `killed by ${signal}` : `exited with ${code}`}${signal === 'SIGKILL' ? ' (hang or runaway allocation?)' : ''}; stderr: ${stderr.trim().split('\n').slice(-3).join(' | ')}`,
-    );
-    from = at + 1;
-  }
-  return { results, crashes, maxRSS };
+  return runChildCases<Result>({ child, args: [file], count: cases.length, what: (i) => cases[i].what, caseLimitMs: CASE_LIMIT_MS });
 }
 
 describe('mutation fuzz of tfjs model.json + weights (child processes, 512 MB heap)', () => {
